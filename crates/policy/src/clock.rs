@@ -1,0 +1,348 @@
+//! Time: the one [`Clock`] every policy reads, the real [`SystemClock`] and a [`ManualClock`] for tests.
+//!
+//! Policies never call `Instant::now()` or `tokio::time::sleep` directly; they ask the clock in
+//! their [`Context`](crate::Context). Production code uses [`SystemClock`] (tokio's timer, no
+//! allocation per sleep); tests use [`ManualClock`] and move time forward by hand, so a test of a
+//! 30-second breaker wait takes microseconds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use pin_project_lite::pin_project;
+
+/// A source of monotonic time, wall-clock time and timers.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The current monotonic instant.
+    fn now(&self) -> Instant;
+
+    /// The current wall-clock time (used for HTTP-date `Retry-After` values and timestamps).
+    fn system_now(&self) -> SystemTime;
+
+    /// A future that completes once `duration` has passed on this clock.
+    fn sleep(&self, duration: Duration) -> Sleep;
+}
+
+/// A clock shared between policies.
+pub type SharedClock = Arc<dyn Clock>;
+
+static SYSTEM: LazyLock<SharedClock> = LazyLock::new(|| Arc::new(SystemClock));
+
+/// The process-wide [`SystemClock`] as a [`SharedClock`].
+pub fn system() -> SharedClock {
+    SYSTEM.clone()
+}
+
+/// The real clock: `std::time::Instant` for reading and tokio's timer for sleeping.
+///
+/// Sleeping requires a tokio runtime with the time driver enabled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[inline]
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn system_now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    #[inline]
+    fn sleep(&self, duration: Duration) -> Sleep {
+        Sleep::tokio(duration)
+    }
+}
+
+pin_project! {
+    /// The future returned by [`Clock::sleep`].
+    ///
+    /// It is a concrete type so that policies can hold it inline (no allocation for the
+    /// system clock); custom clocks may wrap any future with [`Sleep::from_future`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Sleep {
+        #[pin]
+        inner: SleepInner,
+    }
+}
+
+pin_project! {
+    #[project = SleepProj]
+    enum SleepInner {
+        Tokio { #[pin] sleep: tokio::time::Sleep },
+        Manual { clock: Arc<ManualInner>, deadline: Duration, key: Option<u64> },
+        Boxed { future: Pin<Box<dyn Future<Output = ()> + Send>> },
+    }
+
+    impl PinnedDrop for SleepInner {
+        fn drop(this: Pin<&mut Self>) {
+            if let SleepProj::Manual { clock, key: Some(key), .. } = this.project() {
+                clock.sleepers().remove(key);
+            }
+        }
+    }
+}
+
+impl Sleep {
+    /// A sleep on tokio's timer.
+    pub fn tokio(duration: Duration) -> Self {
+        Sleep {
+            inner: SleepInner::Tokio {
+                sleep: tokio::time::sleep(duration),
+            },
+        }
+    }
+
+    /// A sleep backed by any future (for custom [`Clock`] implementations).
+    pub fn from_future(future: impl Future<Output = ()> + Send + 'static) -> Self {
+        Sleep {
+            inner: SleepInner::Boxed {
+                future: Box::pin(future),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.inner {
+            SleepInner::Tokio { .. } => "tokio",
+            SleepInner::Manual { .. } => "manual",
+            SleepInner::Boxed { .. } => "boxed",
+        };
+        f.debug_struct("Sleep").field("kind", &kind).finish()
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        match self.project().inner.project() {
+            SleepProj::Tokio { sleep } => sleep.poll(cx),
+            SleepProj::Boxed { future } => future.as_mut().poll(cx),
+            SleepProj::Manual {
+                clock,
+                deadline,
+                key,
+            } => {
+                let mut sleepers = clock.sleepers();
+                if clock.elapsed() >= *deadline {
+                    if let Some(key) = key.take() {
+                        sleepers.remove(&key);
+                    }
+                    return Poll::Ready(());
+                }
+                let key =
+                    *key.get_or_insert_with(|| clock.next_key.fetch_add(1, Ordering::Relaxed));
+                sleepers.insert(key, (*deadline, cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A clock that only moves when told to: deterministic tests of time-dependent policies.
+///
+/// Cloning gives another handle to the same clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use ferrule_policy::clock::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let start = clock.now();
+/// clock.advance(Duration::from_secs(30));
+/// assert_eq!(clock.now() - start, Duration::from_secs(30));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    inner: Arc<ManualInner>,
+}
+
+struct ManualInner {
+    origin: Instant,
+    system_origin: SystemTime,
+    offset_nanos: AtomicU64,
+    next_key: AtomicU64,
+    /// Pending sleeps: key → (deadline as offset from origin, waker).
+    sleepers: Mutex<BTreeMap<u64, (Duration, Waker)>>,
+}
+
+impl Default for ManualInner {
+    fn default() -> Self {
+        ManualInner {
+            origin: Instant::now(),
+            // 2026-01-01T00:00:00Z: a fixed wall clock keeps HTTP-date tests reproducible.
+            system_origin: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            offset_nanos: AtomicU64::new(0),
+            next_key: AtomicU64::new(0),
+            sleepers: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl fmt::Debug for ManualInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualInner")
+            .field("elapsed", &self.elapsed())
+            .field("sleepers", &self.sleepers().len())
+            .finish()
+    }
+}
+
+impl ManualInner {
+    fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.offset_nanos.load(Ordering::Acquire))
+    }
+
+    fn sleepers(&self) -> MutexGuard<'_, BTreeMap<u64, (Duration, Waker)>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.sleepers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ManualClock {
+    /// A new clock at time zero whose wall clock reads 2026-01-01T00:00:00Z.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new clock whose wall clock starts at `system_time`.
+    pub fn with_system_time(system_time: SystemTime) -> Self {
+        ManualClock {
+            inner: Arc::new(ManualInner {
+                system_origin: system_time,
+                ..ManualInner::default()
+            }),
+        }
+    }
+
+    /// This clock as a [`SharedClock`].
+    pub fn shared(&self) -> SharedClock {
+        Arc::new(self.clone())
+    }
+
+    /// How far the clock has moved since it was created.
+    pub fn elapsed(&self) -> Duration {
+        self.inner.elapsed()
+    }
+
+    /// Moves time forward by `duration` and wakes every sleep that is now due.
+    pub fn advance(&self, duration: Duration) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let mut sleepers = self.inner.sleepers();
+        let previous = self.inner.offset_nanos.load(Ordering::Acquire);
+        let now = previous.saturating_add(nanos);
+        self.inner.offset_nanos.store(now, Ordering::Release);
+        let now = Duration::from_nanos(now);
+        let due: Vec<u64> = sleepers
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            if let Some((_, waker)) = sleepers.remove(&key) {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Time until the earliest pending sleep is due, if any sleep is pending.
+    pub fn next_sleep_in(&self) -> Option<Duration> {
+        let now = self.elapsed();
+        self.inner
+            .sleepers()
+            .values()
+            .map(|(deadline, _)| deadline.saturating_sub(now))
+            .min()
+    }
+
+    /// Moves time forward to the earliest pending sleep and wakes it; returns how far time moved.
+    pub fn advance_to_next_sleep(&self) -> Option<Duration> {
+        let step = self.next_sleep_in()?;
+        self.advance(step);
+        Some(step)
+    }
+
+    /// Number of sleeps currently waiting on this clock.
+    pub fn pending_sleeps(&self) -> usize {
+        self.inner.sleepers().len()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        self.inner.origin + self.elapsed()
+    }
+
+    fn system_now(&self) -> SystemTime {
+        self.inner.system_origin + self.elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep {
+        let deadline = self.elapsed().saturating_add(duration);
+        Sleep {
+            inner: SleepInner::Manual {
+                clock: self.inner.clone(),
+                deadline,
+                key: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn manual_sleep_completes_only_after_advance() {
+        let clock = ManualClock::new();
+        let sleep = clock.sleep(Duration::from_secs(10));
+        let handle = tokio::spawn(sleep);
+        tokio::task::yield_now().await;
+        assert_eq!(clock.pending_sleeps(), 1);
+        clock.advance(Duration::from_secs(9));
+        tokio::task::yield_now().await;
+        assert!(!handle.is_finished());
+        assert_eq!(clock.advance_to_next_sleep(), Some(Duration::from_secs(1)));
+        handle.await.unwrap();
+        assert_eq!(clock.pending_sleeps(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_manual_sleep_unregisters() {
+        let clock = ManualClock::new();
+        let handle = tokio::spawn(clock.sleep(Duration::from_secs(1)));
+        tokio::task::yield_now().await;
+        assert_eq!(clock.pending_sleeps(), 1);
+        handle.abort();
+        let _ = handle.await;
+        assert_eq!(clock.pending_sleeps(), 0);
+    }
+
+    #[tokio::test]
+    async fn zero_sleep_is_ready_at_once() {
+        let clock = ManualClock::new();
+        clock.sleep(Duration::ZERO).await;
+        assert_eq!(clock.pending_sleeps(), 0);
+    }
+
+    #[test]
+    fn wall_clock_moves_with_monotonic_clock() {
+        let clock = ManualClock::new();
+        let before = clock.system_now();
+        clock.advance(Duration::from_millis(1500));
+        assert_eq!(
+            clock.system_now().duration_since(before).unwrap(),
+            Duration::from_millis(1500)
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Fallback: an alternative result when a call fails or is rejected.

@@ -1,0 +1,13 @@
+//! The rate limiter's rejection, which says when to come back.
+
+use std::time::{Duration, Instant};
+
+/// A call was refused by a rate limiter; it may go ahead at `ready_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited: ready in {wait:?}")]
+pub struct RateLimited {
+    /// How long until a call would be admitted.
+    pub wait: Duration,
+    /// The instant (on the limiter's clock) at which a call would be admitted.
+    pub ready_at: Instant,
+}

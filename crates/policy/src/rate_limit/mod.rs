@@ -1,0 +1,5 @@
+//! Rate limiting (GCRA, via `governor`), keyed or not, that says when a refused call may go.
+
+mod error;
+
+pub use error::RateLimited;

@@ -1,0 +1,1 @@
+//! Retry: backoff with jitter, max attempts and elapsed time, `Retry-After`, and a retry budget.

@@ -1,0 +1,5 @@
+//! Timeout per attempt and an overall deadline.
+
+mod error;
+
+pub use error::Elapsed;
