@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, ensure};
 
@@ -47,16 +46,6 @@ impl BulkheadConfig {
             self.max_concurrent >= 1,
             "max_concurrent",
             "must be at least 1",
-        )?;
-        ensure(
-            self.max_concurrent <= Semaphore::MAX_PERMITS,
-            "max_concurrent",
-            "is too large",
-        )?;
-        ensure(
-            self.max_queue <= usize::MAX / 2,
-            "max_queue",
-            "is too large",
         )
     }
 }

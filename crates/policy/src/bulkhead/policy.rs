@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+use tokio::sync::Notify;
 
 use super::config::BulkheadConfig;
 use super::error::BulkheadFull;
@@ -15,12 +15,22 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::event::Event;
 
+/// The slots are a plain atomic counter, so taking and releasing one is a compare-and-swap and
+/// a decrement, with no lock. Calls that must wait park on a [`Notify`]; a releasing call wakes
+/// one of them when any are queued. While calls are queued, newcomers do not take a free slot
+/// ahead of them.
+///
+/// No wake-up is lost: a waiter counts itself in `queued` and then re-checks the slots, and a
+/// releaser frees its slot and then reads `queued` (all `SeqCst`), so at least one of the two
+/// sees the other. A waiter that was woken but dropped passes the wake-up on (tokio's
+/// `Notified` does so on drop).
 struct Inner {
-    /// One permit per concurrent call; tokio's semaphore is fair, so waiters are served in order
-    /// and a newcomer cannot take a slot a queued call is waiting for.
-    semaphore: Arc<Semaphore>,
-    /// Calls currently waiting for a permit.
+    /// Calls running now.
+    in_flight: AtomicUsize,
+    /// Calls currently waiting for a slot.
     queued: AtomicUsize,
+    /// Wakes waiting calls when a slot is released.
+    notify: Notify,
     max_concurrent: usize,
     max_queue: usize,
     max_wait: Option<Duration>,
@@ -59,19 +69,82 @@ impl fmt::Debug for Bulkhead {
     }
 }
 
+impl Inner {
+    /// Takes a slot if one is free.
+    #[inline]
+    fn try_take(&self) -> bool {
+        let mut current = self.in_flight.load(Ordering::Relaxed);
+        while current < self.max_concurrent {
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+        false
+    }
+
+    /// Takes a slot if one is free and no call is queued for one.
+    #[inline]
+    fn try_take_fair(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) == 0 && self.try_take()
+    }
+
+    /// Gives a slot back and wakes a queued call, if any.
+    #[inline]
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_one();
+        }
+    }
+}
+
 /// A slot in a [`Bulkhead`], released when dropped.
-#[derive(Debug)]
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct BulkheadPermit<'a> {
-    _permit: SemaphorePermit<'a>,
+    inner: &'a Inner,
+}
+
+impl Drop for BulkheadPermit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+impl fmt::Debug for BulkheadPermit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadPermit")
+            .field("name", &self.inner.ctx.name())
+            .finish()
+    }
 }
 
 /// A slot in a [`Bulkhead`] that does not borrow it (for futures that must be `'static`),
 /// released when dropped.
-#[derive(Debug)]
 #[must_use = "the slot is released as soon as the permit is dropped"]
 pub struct OwnedBulkheadPermit {
-    _permit: OwnedSemaphorePermit,
+    inner: Arc<Inner>,
+}
+
+impl Drop for OwnedBulkheadPermit {
+    #[inline]
+    fn drop(&mut self) {
+        self.inner.release();
+    }
+}
+
+impl fmt::Debug for OwnedBulkheadPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedBulkheadPermit")
+            .field("name", &self.inner.ctx.name())
+            .finish()
+    }
 }
 
 /// Counts a call in the wait queue while it lives.
@@ -79,7 +152,7 @@ struct QueueSlot<'a>(&'a AtomicUsize);
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -94,8 +167,9 @@ impl Bulkhead {
         config.validate()?;
         Ok(Bulkhead {
             inner: Arc::new(Inner {
-                semaphore: Arc::new(Semaphore::new(config.max_concurrent)),
+                in_flight: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
+                notify: Notify::new(),
                 max_concurrent: config.max_concurrent,
                 max_queue: config.max_queue,
                 max_wait: config.max_wait,
@@ -107,9 +181,7 @@ impl Bulkhead {
     /// Calls running now (permits held).
     #[inline]
     pub fn in_flight(&self) -> usize {
-        self.inner
-            .max_concurrent
-            .saturating_sub(self.inner.semaphore.available_permits())
+        self.inner.in_flight.load(Ordering::Acquire)
     }
 
     /// The configured maximum of concurrent calls.
@@ -127,48 +199,51 @@ impl Bulkhead {
     /// Calls waiting for a slot now.
     #[inline]
     pub fn queued(&self) -> usize {
-        self.inner.queued.load(Ordering::Acquire)
+        self.inner.queued.load(Ordering::SeqCst)
     }
 
-    /// Takes a slot if one is free now; never waits.
+    /// Takes a slot if one is free now (and no call is queued for one); never waits.
     #[inline]
     pub fn try_acquire(&self) -> Result<BulkheadPermit<'_>, BulkheadFull> {
-        match self.inner.semaphore.try_acquire() {
-            Ok(permit) => Ok(BulkheadPermit { _permit: permit }),
-            Err(_) => Err(self.reject()),
+        if self.inner.try_take_fair() {
+            Ok(BulkheadPermit { inner: &self.inner })
+        } else {
+            Err(self.reject())
         }
     }
 
     /// Like [`try_acquire`](Self::try_acquire), with a permit that does not borrow the bulkhead.
     #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedBulkheadPermit, BulkheadFull> {
-        match self.inner.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => Ok(OwnedBulkheadPermit { _permit: permit }),
-            Err(_) => Err(self.reject()),
+        if self.inner.try_take_fair() {
+            Ok(OwnedBulkheadPermit {
+                inner: self.inner.clone(),
+            })
+        } else {
+            Err(self.reject())
         }
     }
 
     /// Takes a slot, waiting in the queue if all are busy.
     ///
     /// Fails with [`BulkheadFull`] at once when the queue is full (or `max_queue` is 0), or
-    /// when the call has waited `max_wait` on the policy's clock.
+    /// when the call has waited `max_wait` on the policy's clock. Queued calls are woken in
+    /// the order they started waiting.
     pub async fn acquire(&self) -> Result<BulkheadPermit<'_>, BulkheadFull> {
-        if let Ok(permit) = self.inner.semaphore.try_acquire() {
-            return Ok(BulkheadPermit { _permit: permit });
+        if !self.inner.try_take_fair() {
+            self.wait().await?;
         }
-        let permit = self.wait(self.inner.semaphore.acquire()).await?;
-        Ok(BulkheadPermit { _permit: permit })
+        Ok(BulkheadPermit { inner: &self.inner })
     }
 
     /// Like [`acquire`](Self::acquire), with a permit that does not borrow the bulkhead.
     pub async fn acquire_owned(&self) -> Result<OwnedBulkheadPermit, BulkheadFull> {
-        if let Ok(permit) = self.inner.semaphore.clone().try_acquire_owned() {
-            return Ok(OwnedBulkheadPermit { _permit: permit });
+        if !self.inner.try_take_fair() {
+            self.wait().await?;
         }
-        let permit = self
-            .wait(self.inner.semaphore.clone().acquire_owned())
-            .await?;
-        Ok(OwnedBulkheadPermit { _permit: permit })
+        Ok(OwnedBulkheadPermit {
+            inner: self.inner.clone(),
+        })
     }
 
     /// Runs `op` in a slot (waiting as [`acquire`](Self::acquire) does); a rejection is
@@ -182,25 +257,38 @@ impl Bulkhead {
         op().await.map_err(Error::inner)
     }
 
-    /// Joins the queue (if there is room) and waits for `acquire`, at most `max_wait`.
-    async fn wait<P>(
-        &self,
-        acquire: impl Future<Output = Result<P, AcquireError>>,
-    ) -> Result<P, BulkheadFull> {
+    /// Joins the queue (if there is room) and waits until it takes a slot, at most `max_wait`.
+    /// On `Ok` the caller owns one slot.
+    async fn wait(&self) -> Result<(), BulkheadFull> {
         let _slot = self.enter_queue()?;
-        let acquired = match self.inner.max_wait {
-            None => acquire.await,
+        let inner = &*self.inner;
+        let take = async {
+            let notified = inner.notify.notified();
+            tokio::pin!(notified);
+            loop {
+                // Register for a wake-up before looking, so a release in between is not missed.
+                notified.as_mut().enable();
+                if inner.try_take() {
+                    return;
+                }
+                notified.as_mut().await;
+                notified.set(inner.notify.notified());
+            }
+        };
+        match inner.max_wait {
+            None => take.await,
             Some(max_wait) => {
-                let sleep = self.inner.ctx.clock().sleep(max_wait);
+                let sleep = inner.ctx.clock().sleep(max_wait);
+                // `take` is polled first and returns in the same poll in which it takes a slot,
+                // so a slot is never taken and then dropped by a firing timer.
                 tokio::select! {
                     biased;
-                    acquired = acquire => acquired,
+                    () = take => {}
                     () = sleep => return Err(self.reject()),
                 }
             }
-        };
-        // The semaphore is never closed, so an error cannot happen; treat it as full anyway.
-        acquired.map_err(|_| self.reject())
+        }
+        Ok(())
     }
 
     fn enter_queue(&self) -> Result<QueueSlot<'_>, BulkheadFull> {
@@ -213,8 +301,8 @@ impl Bulkhead {
             match queued.compare_exchange_weak(
                 current,
                 current + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => return Ok(QueueSlot(queued)),
                 Err(actual) => current = actual,

@@ -48,9 +48,11 @@ fn config_validation() {
     assert_eq!(bad.validate().unwrap_err().field(), "max_concurrent");
     let huge = BulkheadConfig {
         max_concurrent: usize::MAX,
-        ..Default::default()
+        max_queue: usize::MAX,
+        max_wait: Some(Duration::MAX),
     };
-    assert_eq!(Bulkhead::new(huge).unwrap_err().field(), "max_concurrent");
+    assert!(Bulkhead::new(huge).is_ok());
+    assert_eq!(Bulkhead::new(bad).unwrap_err().field(), "max_concurrent");
     let d = BulkheadConfig::default();
     assert_eq!((d.max_concurrent, d.max_queue, d.max_wait), (64, 0, None));
     assert!(toml::from_str::<BulkheadConfig>("max_concurent = 3").is_err());
@@ -200,4 +202,61 @@ async fn tower_layer_holds_slot_queues_and_rejects() {
     let err = svc.oneshot(1).await.unwrap_err();
     assert_eq!(err.to_string(), "inner");
     assert_eq!(b.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn newcomers_do_not_overtake_queued_calls() {
+    let (b, _clock, _recorder) = bulkhead(1, 2, None);
+    let permit = b.try_acquire_owned().unwrap();
+    let b2 = b.clone();
+    let waiter = tokio::spawn(async move { b2.acquire_owned().await });
+    settle().await;
+    drop(permit);
+    // The slot is promised to the queued call: a newcomer may not take it.
+    assert!(b.try_acquire().is_err());
+    let held = waiter.await.unwrap().unwrap();
+    assert_eq!(b.in_flight(), 1);
+    drop(held);
+    assert!(b.try_acquire().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_exceeds_the_cap_and_loses_no_wake_up() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let b = Bulkhead::new(BulkheadConfig {
+        max_concurrent: 3,
+        max_queue: 1000,
+        max_wait: None,
+    })
+    .unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (b, running, peak) = (b.clone(), running.clone(), peak.clone());
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    let r: Result<(), Error<()>> = b
+                        .call(|| async {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await;
+                    r.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("a queued call was never woken")
+            .unwrap();
+    }
+    assert!(peak.load(Ordering::SeqCst) <= 3);
+    assert_eq!(b.in_flight(), 0);
+    assert_eq!(b.queued(), 0);
 }
