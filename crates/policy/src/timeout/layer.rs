@@ -9,7 +9,9 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::policy::{Timeout, WithTimeout};
+use std::sync::Arc;
+
+use super::policy::{Limited, Shared, Timeout};
 use crate::error::BoxError;
 
 /// Applies a [`Timeout`] to every request of the wrapped service.
@@ -88,7 +90,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         ResponseFuture {
-            inner: self.timeout.wrap(self.inner.call(req)),
+            inner: self.timeout.wrap_owned(self.inner.call(req)),
         }
     }
 }
@@ -98,7 +100,7 @@ pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: WithTimeout<F>,
+        inner: Limited<F, Arc<Shared>>,
     }
 }
 

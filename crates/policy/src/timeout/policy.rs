@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -18,7 +19,7 @@ use crate::error::{Error, ErrorKind};
 use crate::event::Event;
 
 /// What a [`WithTimeout`] future needs when its timer fires.
-struct Shared {
+pub(crate) struct Shared {
     limit: Duration,
     /// `true` for a [`Deadline`]: it reports `DeadlineExceeded` instead of `Timeout`.
     deadline: bool,
@@ -93,13 +94,19 @@ impl Timeout {
 
     /// Wraps `fut`: it resolves to `Err(Elapsed)` if it has not finished within the limit,
     /// emitting [`Event::Timeout`]. The timer starts now.
+    ///
+    /// The future borrows the policy, so wrapping costs no reference-count traffic.
     #[inline]
-    pub fn wrap<F: Future>(&self, fut: F) -> WithTimeout<F> {
+    pub fn wrap<F: Future>(&self, fut: F) -> WithTimeout<'_, F> {
         WithTimeout {
-            fut,
-            sleep: self.shared.ctx.clock().sleep(self.shared.limit),
-            shared: self.shared.clone(),
+            inner: Limited::new(fut, &*self.shared),
         }
+    }
+
+    /// Like [`wrap`](Self::wrap), with a future that owns a handle to the policy.
+    #[inline]
+    pub(crate) fn wrap_owned<F: Future>(&self, fut: F) -> Limited<F, Arc<Shared>> {
+        Limited::new(fut, self.shared.clone())
     }
 
     /// Runs `op` once under the timeout; a timeout is [`ErrorKind::Timeout`].
@@ -117,29 +124,41 @@ impl Timeout {
 }
 
 pin_project! {
-    /// A future limited in time by a [`Timeout`]: `Ok(output)` or `Err(Elapsed)`.
-    ///
-    /// The timer is held inline (tokio's `Sleep` with the system clock), so wrapping does not
-    /// allocate.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct WithTimeout<F> {
+    /// A future with a timer; `H` is how it reaches the policy (a borrow or an `Arc`).
+    pub(crate) struct Limited<F, H> {
         #[pin]
         fut: F,
         #[pin]
         sleep: Sleep,
-        shared: Arc<Shared>,
+        shared: H,
     }
 }
 
-impl<F> fmt::Debug for WithTimeout<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WithTimeout")
-            .field("limit", &self.shared.limit)
-            .finish_non_exhaustive()
+impl<F, H: Deref<Target = Shared>> Limited<F, H> {
+    #[inline]
+    fn new(fut: F, shared: H) -> Self {
+        Limited {
+            fut,
+            sleep: shared.ctx.clock().sleep(shared.limit),
+            shared,
+        }
+    }
+
+    #[inline]
+    fn with_sleep(fut: F, shared: H, limit: Duration) -> Self {
+        Limited {
+            fut,
+            sleep: shared.ctx.clock().sleep(limit),
+            shared,
+        }
+    }
+
+    fn limit(&self) -> Duration {
+        self.shared.limit
     }
 }
 
-impl<F: Future> Future for WithTimeout<F> {
+impl<F: Future, H: Deref<Target = Shared>> Future for Limited<F, H> {
     type Output = Result<F::Output, Elapsed>;
 
     #[inline]
@@ -152,6 +171,43 @@ impl<F: Future> Future for WithTimeout<F> {
             Poll::Ready(()) => Poll::Ready(Err(this.shared.fire())),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+impl<F, H: Deref<Target = Shared>> fmt::Debug for Limited<F, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limited")
+            .field("limit", &self.limit())
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// A future limited in time by a [`Timeout`]: `Ok(output)` or `Err(Elapsed)`.
+    ///
+    /// The timer is held inline (tokio's `Sleep` with the system clock), so wrapping does not
+    /// allocate.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct WithTimeout<'a, F> {
+        #[pin]
+        inner: Limited<F, &'a Shared>,
+    }
+}
+
+impl<F> fmt::Debug for WithTimeout<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithTimeout")
+            .field("timeout", &self.inner.limit())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for WithTimeout<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
@@ -232,7 +288,7 @@ impl Deadline {
     /// Wraps `fut` with the whole deadline, starting now; when it passes the future resolves to
     /// `Err(Elapsed)` and [`Event::DeadlineExceeded`] is emitted.
     #[inline]
-    pub fn wrap<F: Future>(&self, fut: F) -> WithDeadline<F> {
+    pub fn wrap<F: Future>(&self, fut: F) -> WithDeadline<'_, F> {
         self.wrap_for(self.shared.limit, fut)
     }
 
@@ -241,17 +297,13 @@ impl Deadline {
     /// If the deadline has already passed, the future fails at its first poll (unless `fut`
     /// itself is ready at once).
     #[inline]
-    pub fn wrap_from<F: Future>(&self, start: Instant, fut: F) -> WithDeadline<F> {
+    pub fn wrap_from<F: Future>(&self, start: Instant, fut: F) -> WithDeadline<'_, F> {
         self.wrap_for(self.remaining(start), fut)
     }
 
-    fn wrap_for<F: Future>(&self, left: Duration, fut: F) -> WithDeadline<F> {
+    fn wrap_for<F: Future>(&self, left: Duration, fut: F) -> WithDeadline<'_, F> {
         WithDeadline {
-            inner: WithTimeout {
-                fut,
-                sleep: self.shared.ctx.clock().sleep(left),
-                shared: self.shared.clone(),
-            },
+            inner: Limited::with_sleep(fut, &*self.shared, left),
         }
     }
 
@@ -272,21 +324,21 @@ impl Deadline {
 pin_project! {
     /// A future limited by a [`Deadline`]: `Ok(output)` or `Err(Elapsed)`.
     #[must_use = "futures do nothing unless polled"]
-    pub struct WithDeadline<F> {
+    pub struct WithDeadline<'a, F> {
         #[pin]
-        inner: WithTimeout<F>,
+        inner: Limited<F, &'a Shared>,
     }
 }
 
-impl<F> fmt::Debug for WithDeadline<F> {
+impl<F> fmt::Debug for WithDeadline<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WithDeadline")
-            .field("deadline", &self.inner.shared.limit)
+            .field("deadline", &self.inner.limit())
             .finish_non_exhaustive()
     }
 }
 
-impl<F: Future> Future for WithDeadline<F> {
+impl<F: Future> Future for WithDeadline<'_, F> {
     type Output = Result<F::Output, Elapsed>;
 
     #[inline]
