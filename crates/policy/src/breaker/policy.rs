@@ -467,6 +467,12 @@ impl CircuitBreaker {
         self.inner.operator(CircuitState::Disabled);
     }
 
+    /// The state without the lazy open → half-open check.
+    #[cfg(test)]
+    pub(crate) fn raw_state(&self) -> CircuitState {
+        self.inner.raw_state()
+    }
+
     /// A serialisable snapshot of the breaker.
     pub fn status(&self) -> BreakerStatus {
         let inner = &*self.inner;
@@ -714,6 +720,7 @@ impl Inner {
         if generation(word) != ticket.generation {
             return; // the circuit has moved on since this call was admitted
         }
+        let mut trip = false;
         if failure {
             let run = self
                 .consecutive
@@ -721,19 +728,17 @@ impl Inner {
                 .unwrap_or(u32::MAX)
                 .saturating_add(1);
             let limit = self.settings.consecutive_failures;
-            if limit != 0 && run >= limit {
-                self.trip(word);
-                return;
-            }
+            trip = limit != 0 && run >= limit;
         } else if self.consecutive.load(Relaxed) != 0 {
             self.consecutive.store(0, Relaxed);
         }
         let elapsed = now.map_or(Duration::ZERO, |now| {
             now.saturating_duration_since(self.origin)
         });
-        if let Some(totals) = self.window.record(Sample { failure, slow }, elapsed)
-            && self.should_trip(&totals)
-        {
+        if let Some(totals) = self.window.record(Sample { failure, slow }, elapsed) {
+            trip = trip || self.should_trip(&totals);
+        }
+        if trip {
             self.trip(word);
         }
     }
@@ -852,6 +857,12 @@ impl Inner {
             to,
         });
         Ok(next)
+    }
+
+    /// The state without the lazy open → half-open check (tests compare it with a model).
+    #[cfg(test)]
+    pub(crate) fn raw_state(&self) -> CircuitState {
+        state_of(self.word.load(Acquire))
     }
 
     /// An operator's command: move to `to` from whatever state the breaker is in.

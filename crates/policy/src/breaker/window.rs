@@ -297,3 +297,104 @@ impl TimeWindow {
         }
     }
 }
+
+impl SlidingWindow {
+    /// The totals recounted from the slots or buckets themselves (tests compare them with the
+    /// running totals once writers are quiescent).
+    #[cfg(test)]
+    pub(crate) fn recount(&self, elapsed: Duration) -> Totals {
+        match self {
+            SlidingWindow::Count(w) => {
+                let mut t = Totals::default();
+                for slot in w.slots.iter() {
+                    let v = slot.load(Relaxed);
+                    t.calls += u64::from(v & PRESENT);
+                    t.failures += u64::from((v & FAILED) >> 1);
+                    t.slow += u64::from((v & SLOW) >> 2);
+                }
+                t
+            }
+            SlidingWindow::Time(w) => w.totals(elapsed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_totals_decode_negative_fields_exactly() {
+        let w = CountWindow::new(8);
+        let pack = |calls: i64, failures: i64, slow: i64| {
+            (calls as u64)
+                .wrapping_add((failures as u64).wrapping_shl(FIELD_BITS))
+                .wrapping_add((slow as u64).wrapping_shl(2 * FIELD_BITS))
+        };
+        let t = |calls, failures, slow| Totals {
+            calls,
+            failures,
+            slow,
+        };
+        assert_eq!(w.decode(pack(3, 2, 1)), t(3, 2, 1));
+        // Momentarily negative fields (out-of-order writers) clamp to zero without
+        // disturbing their neighbours.
+        assert_eq!(w.decode(pack(-1, 2, 1)), t(0, 2, 1));
+        assert_eq!(w.decode(pack(5, -1, 3)), t(5, 0, 3));
+        assert_eq!(w.decode(pack(5, 2, -2)), t(5, 2, 0));
+        assert_eq!(w.decode(pack(-1, -1, -1)), t(0, 0, 0));
+        // And values above the capacity clamp to it.
+        assert_eq!(w.decode(pack(9, 9, 9)), t(8, 8, 8));
+    }
+
+    #[test]
+    fn count_window_keeps_the_last_n() {
+        let w = SlidingWindow::new(Window::Count(3));
+        let s = |failure, slow| Sample { failure, slow };
+        let z = Duration::ZERO;
+        assert!(w.record(s(true, false), z).is_some());
+        w.record(s(false, true), z);
+        w.record(s(false, false), z);
+        assert_eq!(
+            w.totals(z),
+            Totals {
+                calls: 3,
+                failures: 1,
+                slow: 1
+            }
+        );
+        // Replacing the failure with a plain success.
+        let t = w.record(s(false, false), z).unwrap();
+        assert_eq!((t.calls, t.failures, t.slow), (3, 0, 1));
+        // Same value over same value: no change reported.
+        w.record(s(false, false), z);
+        assert_eq!(w.record(s(false, false), z), None);
+        w.clear();
+        assert_eq!(w.totals(z), Totals::default());
+        assert_eq!(w.recount(z), Totals::default());
+    }
+
+    #[test]
+    fn concurrent_count_window_totals_match_slots_when_quiescent() {
+        let w = SlidingWindow::new(Window::Count(4));
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let w = &w;
+                scope.spawn(move || {
+                    for i in 0..20_000u64 {
+                        let x = i.wrapping_mul(31).wrapping_add(t * 7);
+                        let sample = Sample {
+                            failure: x % 3 == 0,
+                            slow: x % 5 == 0,
+                        };
+                        if let Some(t) = w.record(sample, Duration::ZERO) {
+                            assert!(t.calls <= 4 && t.failures <= 4 && t.slow <= 4);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(w.totals(Duration::ZERO), w.recount(Duration::ZERO));
+        assert_eq!(w.totals(Duration::ZERO).calls, 4);
+    }
+}
