@@ -1,5 +1,4 @@
-//! Tests of the circuit breaker: config, every transition on a manual clock, a model-based
-//! property test, concurrency, and the tower layer.
+//! Tests of the circuit breaker: config, transitions, model, concurrency and the tower layer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

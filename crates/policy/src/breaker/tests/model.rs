@@ -1,5 +1,7 @@
-//! Model-based property test: a plain reference state machine (a `Vec` window, no atomics)
-//! and the real breaker must agree on state and on every admit/reject decision.
+//! Model-based property test: the breaker must agree with a plain reference state machine.
+//!
+//! The model keeps a `Vec` window and no atomics; random operations drive both, and state,
+//! admit/reject decisions, window totals and event counts are compared at every step.
 
 use std::collections::VecDeque;
 use std::time::Duration;
