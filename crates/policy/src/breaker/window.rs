@@ -50,6 +50,10 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 /// A sliding window of either kind.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the count window's padding is deliberate and there is one window per breaker"
+)]
 pub(crate) enum SlidingWindow {
     Count(CountWindow),
     Time(TimeWindow),
@@ -118,6 +122,14 @@ const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
+    counters: Counters,
+}
+
+/// The count window's write-hot atomics, on their own cache line(s) so that their writers do
+/// not slow down readers of the breaker's read-mostly fields.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Counters {
     cursor: AtomicU64,
     totals: AtomicU64,
 }
@@ -127,8 +139,7 @@ impl CountWindow {
         let n = n.max(1) as usize;
         CountWindow {
             slots: (0..n).map(|_| AtomicU8::new(0)).collect(),
-            cursor: AtomicU64::new(0),
-            totals: AtomicU64::new(0),
+            counters: Counters::default(),
         }
     }
 
@@ -149,7 +160,7 @@ impl CountWindow {
     fn record(&self, sample: Sample) -> Option<Totals> {
         let value = Self::encode(sample);
         let len = self.slots.len() as u64;
-        let index = (self.cursor.fetch_add(1, Relaxed) % len) as usize;
+        let index = (self.counters.cursor.fetch_add(1, Relaxed) % len) as usize;
         let slot = &self.slots[index];
         // Steady state: a success replacing a success changes nothing; skip the writes.
         if slot.load(Relaxed) == value {
@@ -160,12 +171,16 @@ impl CountWindow {
             return None;
         }
         let delta = Self::packed(value).wrapping_sub(Self::packed(old));
-        let after = self.totals.fetch_add(delta, Relaxed).wrapping_add(delta);
+        let after = self
+            .counters
+            .totals
+            .fetch_add(delta, Relaxed)
+            .wrapping_add(delta);
         Some(self.decode(after))
     }
 
     fn totals(&self) -> Totals {
-        self.decode(self.totals.load(Relaxed))
+        self.decode(self.counters.totals.load(Relaxed))
     }
 
     /// Unpacks the three signed fields and clamps each to `0..=len`.
@@ -190,7 +205,7 @@ impl CountWindow {
         for slot in self.slots.iter() {
             slot.store(0, Relaxed);
         }
-        self.totals.store(0, Relaxed);
+        self.counters.totals.store(0, Relaxed);
     }
 }
 
