@@ -42,7 +42,9 @@ use super::PipelineConfig;
 ///     .call(|| {
 ///         calls += 1;
 ///         let attempt = calls;
-///         async move { if attempt < 3 { Err("flaky") } else { Ok(attempt) } }
+///         async move {
+///             if attempt < 3 { Err(std::io::Error::other("flaky")) } else { Ok(attempt) }
+///         }
 ///     })
 ///     .await?;
 /// assert_eq!(value, 3);
