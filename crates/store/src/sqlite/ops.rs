@@ -155,7 +155,7 @@ pub(crate) fn enqueue(
 }
 
 const CLAIM_CANDIDATES: &str = "
-    SELECT seq, status, lease_owner FROM messages AS m
+    SELECT seq, status, lease_owner FROM messages AS m INDEXED BY messages_due
     WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= ?1
       AND (m.ordering_key IS NULL OR NOT EXISTS (
           SELECT 1 FROM messages AS o

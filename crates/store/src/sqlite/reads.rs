@@ -102,7 +102,7 @@ pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Sta
     }
     let due_now = count(
         conn,
-        "SELECT count(*) FROM messages
+        "SELECT count(*) FROM messages INDEXED BY messages_due
          WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= ?1",
         [now],
     )?;
@@ -172,7 +172,7 @@ pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Sta
 /// When the earliest pending message is due.
 pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>> {
     conn.prepare_cached(
-        "SELECT next_attempt_at FROM messages
+        "SELECT next_attempt_at FROM messages INDEXED BY messages_due
          WHERE status IN ('queued', 'retrying', 'delivering')
          ORDER BY next_attempt_at LIMIT 1",
     )
