@@ -1,0 +1,114 @@
+//! Backend-independent checks and encodings shared by the SQLite and PostgreSQL backends.
+
+use crate::error::{Result, StoreError};
+use crate::types::NewMessage;
+
+/// Longest destination, idempotency key, ordering key or lease owner accepted.
+pub(crate) const MAX_KEY_BYTES: usize = 512;
+
+/// Meta keys with this prefix belong to the store itself.
+pub(crate) const RESERVED_META_PREFIX: &str = "ferrule.";
+
+/// A [`NewMessage`] checked and serialised, ready to bind.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    pub(crate) payload: String,
+    pub(crate) headers: Option<String>,
+}
+
+/// Checks a message's fields and serialises its JSON; refuses a payload over `max_payload`.
+pub(crate) fn encode(message: &NewMessage, max_payload: usize) -> Result<Encoded> {
+    check_key("destination", Some(&message.destination), false)?;
+    check_key("idempotency_key", message.idempotency_key.as_deref(), true)?;
+    check_key("ordering_key", message.ordering_key.as_deref(), true)?;
+    let payload =
+        serde_json::to_string(&message.payload).map_err(|e| StoreError::InvalidOption {
+            field: "payload",
+            reason: e.to_string(),
+        })?;
+    if payload.len() > max_payload {
+        return Err(StoreError::PayloadTooLarge {
+            size: payload.len(),
+            max: max_payload,
+        });
+    }
+    let headers = match &message.headers {
+        None => None,
+        Some(h) => Some(
+            serde_json::to_string(h).map_err(|e| StoreError::InvalidOption {
+                field: "headers",
+                reason: e.to_string(),
+            })?,
+        ),
+    };
+    Ok(Encoded { payload, headers })
+}
+
+/// Refuses an empty (unless optional and absent) or overlong key.
+pub(crate) fn check_key(field: &'static str, value: Option<&str>, optional: bool) -> Result<()> {
+    match value {
+        None if optional => Ok(()),
+        None => Err(StoreError::InvalidOption {
+            field,
+            reason: "is required".into(),
+        }),
+        Some("") => Err(StoreError::InvalidOption {
+            field,
+            reason: "must not be empty".into(),
+        }),
+        Some(v) if v.len() > MAX_KEY_BYTES => Err(StoreError::InvalidOption {
+            field,
+            reason: format!("is {} bytes; the maximum is {MAX_KEY_BYTES}", v.len()),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Refuses a `max` or `limit` outside `1..=upper`.
+pub(crate) fn check_count(field: &'static str, value: usize, upper: usize) -> Result<()> {
+    if value == 0 || value > upper {
+        return Err(StoreError::InvalidOption {
+            field,
+            reason: format!("must be between 1 and {upper}, got {value}"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses writes to the store's own meta keys.
+pub(crate) fn check_meta_key(key: &str) -> Result<()> {
+    check_key("key", Some(key), false)?;
+    if key.starts_with(RESERVED_META_PREFIX) {
+        return Err(StoreError::InvalidOption {
+            field: "key",
+            reason: format!("keys starting with `{RESERVED_META_PREFIX}` are reserved"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payload_over_the_limit_is_refused() {
+        let msg = NewMessage::new("d", json!({"text": "x".repeat(100)}));
+        let err = encode(&msg, 50).unwrap_err();
+        assert!(
+            matches!(err, StoreError::PayloadTooLarge { max: 50, .. }),
+            "{err}"
+        );
+        assert!(encode(&msg, 1000).is_ok());
+    }
+
+    #[test]
+    fn empty_destination_and_reserved_meta_are_refused() {
+        let err = encode(&NewMessage::new("", json!(1)), 100).unwrap_err();
+        assert!(err.to_string().contains("destination"), "{err}");
+        assert!(check_meta_key("ferrule.schema_version").is_err());
+        assert!(check_meta_key("telegram.offset").is_ok());
+        assert!(check_count("max", 0, 10).is_err());
+    }
+}

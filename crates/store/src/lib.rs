@@ -1,0 +1,30 @@
+//! Durable message store for the ferrule relay: one [`Store`] trait, SQLite and PostgreSQL
+//! backends.
+//!
+//! The store is the relay's memory: a message is acknowledged to its submitter only after it is
+//! committed durably, and from then on it moves through `queued → delivering → delivered` (or
+//! `retrying`, `dead`, `cancelled`) under leases held by dispatcher workers, with every
+//! transition appended to the message's event timeline in the same transaction.
+//!
+//! Every timestamp is read from the [`SharedClock`](ferrule_policy::SharedClock) in
+//! [`StoreOptions`], so tests drive lease expiry and due times with a
+//! [`ManualClock`](ferrule_policy::ManualClock).
+
+mod any;
+mod common;
+pub mod error;
+pub mod options;
+pub mod sqlite;
+mod store;
+pub mod types;
+
+pub use any::{AnyStore, open};
+pub use error::{BoxError, ErrorKind, Result, StoreError};
+pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
+pub use sqlite::{SqliteOptions, SqliteStore};
+pub use store::Store;
+pub use types::{
+    AttemptReport, Claimed, Cursor, Enqueued, ErrorGroup, Event, Filter, Lease, Message,
+    MessageDetail, MessageId, NewMessage, OutcomeClass, Page, ReplayReport, ReplayTarget, Stats,
+    Status, StatusCounts,
+};

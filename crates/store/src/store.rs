@@ -1,0 +1,143 @@
+//! The [`Store`] trait: every operation the relay needs from its durable memory.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use crate::error::Result;
+use crate::types::{
+    AttemptReport, Claimed, Cursor, Enqueued, Filter, Lease, MessageDetail, MessageId, NewMessage,
+    Page, ReplayReport, ReplayTarget, Stats,
+};
+
+/// A durable message store.
+///
+/// Contract shared by every backend (checked by the crate's conformance suite):
+///
+/// - **Durability**: an operation's future resolves `Ok` only after its effect is committed
+///   durably. Nothing a submitter was told is accepted may be lost.
+/// - **Events**: every status transition appends an [`Event`](crate::Event) in the same
+///   transaction.
+/// - **Time**: every timestamp written, and "now" in claims, is read from the store's clock
+///   ([`StoreOptions::clock`](crate::StoreOptions::clock)), truncated to milliseconds.
+/// - **Fencing**: operations taking a [`Lease`] fail with
+///   [`StoreError::LeaseLost`](crate::StoreError::LeaseLost) unless the message is still
+///   `delivering` under that owner and token.
+/// - **FIFO per ordering key**: a message is not claimable while an older message with the same
+///   ordering key is pending (`queued`, `retrying`, `delivering`), nor, under
+///   [`DeadLetterPolicy::Block`](crate::DeadLetterPolicy::Block), while one is `dead`.
+pub trait Store: Send + Sync + 'static {
+    /// Stores one message, or finds the original when its idempotency key was seen within the
+    /// window for the same destination. Concurrent duplicates create exactly one message.
+    ///
+    /// Refuses a payload over `max_payload_bytes` before any write.
+    fn enqueue(&self, message: NewMessage) -> impl Future<Output = Result<Enqueued>> + Send;
+
+    /// Stores several messages in one transaction; answers in the same order. If any payload
+    /// is too large, nothing is written.
+    fn enqueue_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> impl Future<Output = Result<Vec<Enqueued>>> + Send;
+
+    /// Leases up to `max` messages that are due (`next_attempt_at <= now`, or `delivering` with
+    /// an expired lease), earliest due first and then oldest first, to `owner` for `lease`.
+    /// Each claimed message becomes `delivering` and its attempt count goes up by one.
+    fn claim_due(
+        &self,
+        owner: &str,
+        max: usize,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
+
+    /// Heartbeat: moves the lease's expiry to `now + by` and returns the updated lease.
+    fn extend_lease(
+        &self,
+        lease: &Lease,
+        by: Duration,
+    ) -> impl Future<Output = Result<Lease>> + Send;
+
+    /// The attempt succeeded: `delivering → delivered`.
+    fn complete(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The attempt failed and should be retried at `at`: `delivering → retrying`; the report's
+    /// detail becomes `last_error`.
+    fn reschedule(
+        &self,
+        lease: &Lease,
+        at: SystemTime,
+        report: AttemptReport,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The message cannot be delivered: `delivering → dead`; the report's detail (the reason)
+    /// becomes `last_error`.
+    fn dead_letter(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Gives an unstarted claim back (shutdown): the message returns to `queued` or `retrying`,
+    /// due now, and the attempt is not counted.
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<()>> + Send;
+
+    /// Operator cancel of a pending message (`queued`, `retrying`, `delivering`) → `cancelled`.
+    /// A worker still holding a lease on it gets `LeaseLost` when it reports.
+    fn cancel(
+        &self,
+        id: MessageId,
+        reason: Option<String>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Moves every `delivering` message whose lease has expired to `retrying`, due now, and
+    /// returns how many.
+    fn recover_expired_leases(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// A message with its timeline, or `None`.
+    fn get(&self, id: MessageId) -> impl Future<Output = Result<Option<MessageDetail>>> + Send;
+
+    /// Messages matching `filter`, newest first, at most `limit` (1..=1000), continuing after
+    /// `cursor`.
+    fn list(
+        &self,
+        filter: &Filter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page>> + Send;
+
+    /// Re-queues terminal messages (`dead`, `cancelled`, `delivered`): status `queued`, due now,
+    /// attempts reset to zero, last error cleared, events kept. On a dry run nothing changes.
+    fn replay(
+        &self,
+        target: ReplayTarget,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<ReplayReport>> + Send;
+
+    /// Deletes terminal messages matching `filter`, with their events; returns how many.
+    /// Pending messages are never purged.
+    fn purge(&self, filter: &Filter) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Retention: deletes messages delivered more than `older_than` ago, with their events, and
+    /// forgets idempotency keys whose window has passed; returns how many messages.
+    fn purge_delivered(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Counts, depths, success rate, processing-time percentiles and top errors over `window`.
+    fn stats(&self, window: Duration) -> impl Future<Output = Result<Stats>> + Send;
+
+    /// When the next message becomes due, if any is pending: a dispatcher sleeps until then.
+    fn next_due_at(&self) -> impl Future<Output = Result<Option<SystemTime>>> + Send;
+
+    /// Completes when new work may be available (a message was enqueued, rescheduled, released
+    /// or replayed — by this process or, on PostgreSQL, by another). A hint: it can complete
+    /// spuriously, so the caller claims and then waits again.
+    fn wait_for_work(&self) -> impl Future<Output = ()> + Send;
+
+    /// Reads a value from the store's small key-value table (e.g. a Telegram update offset).
+    fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Writes a value to the key-value table durably. Keys starting with `ferrule.` are reserved.
+    fn set_meta(&self, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
+}
