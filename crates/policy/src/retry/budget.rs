@@ -1,6 +1,6 @@
 //! The retry budget: a lock-free sliding-window token bucket shared by every call of a policy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::config::BudgetConfig;
@@ -11,6 +11,9 @@ const SLOTS: usize = 10;
 /// Fixed-point scale: one retry costs this many units, so `retries_per_success` keeps three
 /// decimals.
 const SCALE: i32 = 1000;
+/// Deposits read the clock once per this many calls (a power of two); in between they use the
+/// latest epoch any caller saw.
+const CLOCK_EVERY: u32 = 16;
 
 /// A token bucket over a sliding `ttl` window, without locks.
 ///
@@ -19,6 +22,12 @@ const SCALE: i32 = 1000;
 /// withdrawn (−) in it. A slot whose epoch is older than the window is stale and counts as
 /// empty; the first write in a new epoch resets it. The balance is a fixed reserve
 /// (`min_per_second × ttl` retries) plus the live slots.
+///
+/// Reading the clock costs about as much as the rest of a call, so a deposit (the success
+/// path) reads it only once every [`CLOCK_EVERY`] deposits and otherwise uses the latest epoch
+/// seen. Under heavy traffic that epoch lags by microseconds; under light traffic deposits may
+/// be dated too early and expire sooner, which only errs on the side of fewer retries (the
+/// `min_per_second` reserve covers light traffic).
 ///
 /// Checking and withdrawing are two steps, so concurrent retries may overdraw by a few tokens:
 /// a budget is a load-shedding heuristic, not an exact quota.
@@ -30,6 +39,10 @@ pub(crate) struct Budget {
     slots: [AtomicU64; SLOTS],
     reserve: i64,
     deposit: i32,
+    /// The latest epoch read from the clock.
+    seen_epoch: AtomicU32,
+    /// Deposits so far (wrapping), to decide when to read the clock.
+    deposits: AtomicU32,
 }
 
 #[inline]
@@ -66,18 +79,23 @@ impl Budget {
             slots: Default::default(),
             reserve,
             deposit,
+            seen_epoch: AtomicU32::new(0),
+            deposits: AtomicU32::new(0),
         }
     }
 
+    /// The current epoch, read from the clock.
     #[inline]
     fn epoch(&self) -> u32 {
         let elapsed = self.clock.now().saturating_duration_since(self.origin);
         // Truncation wraps the epoch counter, which every comparison tolerates.
-        (elapsed.as_nanos() / self.slot_nanos) as u32
+        let epoch = (elapsed.as_nanos() / self.slot_nanos) as u32;
+        self.seen_epoch.store(epoch, Ordering::Relaxed);
+        epoch
     }
 
-    fn add(&self, delta: i32) {
-        let epoch = self.epoch();
+    /// Adds `delta` to the slot of `epoch`.
+    fn add(&self, epoch: u32, delta: i32) {
         let slot = &self.slots[epoch as usize % SLOTS];
         let mut current = slot.load(Ordering::Acquire);
         loop {
@@ -94,9 +112,8 @@ impl Budget {
         }
     }
 
-    /// The tokens available now, in units of 1/[`SCALE`] retry.
-    fn balance(&self) -> i64 {
-        let epoch = self.epoch();
+    /// The tokens available at `epoch`, in units of 1/[`SCALE`] retry.
+    fn balance_at(&self, epoch: u32) -> i64 {
         let live: i64 = self
             .slots
             .iter()
@@ -112,17 +129,25 @@ impl Budget {
     /// Records a success.
     #[inline]
     pub(crate) fn deposit(&self) {
-        if self.deposit > 0 {
-            self.add(self.deposit);
+        if self.deposit <= 0 {
+            return;
         }
+        let n = self.deposits.fetch_add(1, Ordering::Relaxed);
+        let epoch = if n.is_multiple_of(CLOCK_EVERY) {
+            self.epoch()
+        } else {
+            self.seen_epoch.load(Ordering::Relaxed)
+        };
+        self.add(epoch, self.deposit);
     }
 
     /// Takes one retry's worth of tokens; `false` (and nothing taken) when the budget is spent.
     pub(crate) fn withdraw(&self) -> bool {
-        if self.balance() < i64::from(SCALE) {
+        let epoch = self.epoch();
+        if self.balance_at(epoch) < i64::from(SCALE) {
             return false;
         }
-        self.add(-SCALE);
+        self.add(epoch, -SCALE);
         true
     }
 }
@@ -184,6 +209,25 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         assert!(b.withdraw());
         assert!(!b.withdraw(), "the deposit expired with the window");
+    }
+
+    #[test]
+    fn deposits_between_clock_reads_are_dated_no_later_than_seen() {
+        let clock = ManualClock::new();
+        let b = budget(&clock, 1.0, 0, 1);
+        b.deposit(); // reads the clock: epoch 0
+        clock.advance(Duration::from_millis(500));
+        b.deposit(); // between reads: dated epoch 0 as well
+        assert_eq!(b.balance_at(5), 2 * i64::from(SCALE));
+        clock.advance(Duration::from_millis(600));
+        // Both expire with epoch 0, so the budget errs towards fewer retries.
+        assert!(!b.withdraw());
+        // A full round of deposits reads the clock again.
+        for _ in 0..CLOCK_EVERY {
+            b.deposit();
+        }
+        assert!(b.withdraw());
+        assert_eq!(b.seen_epoch.load(Ordering::Relaxed), 11);
     }
 
     #[test]
