@@ -41,7 +41,7 @@ pub enum Event<'a> {
         name: &'a str,
         /// Attempts made.
         attempts: u32,
-        /// Why: `permanent`, `max_attempts`, `max_elapsed`, `budget`, or `deadline`.
+        /// Why: `permanent`, `max_attempts`, `max_elapsed`, `budget` or `retry_after_too_long`.
         reason: &'static str,
     },
     /// The circuit breaker changed state.
