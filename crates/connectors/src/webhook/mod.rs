@@ -17,6 +17,8 @@
 mod config;
 mod sign;
 mod ssrf;
+#[cfg(test)]
+mod tests;
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;
