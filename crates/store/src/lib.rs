@@ -13,11 +13,15 @@
 mod common;
 pub mod error;
 pub mod options;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod store;
 pub mod types;
 
 pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOptions, PgStore};
 pub use store::Store;
 pub use types::{
     AttemptReport, Claimed, Cursor, Enqueued, ErrorGroup, Event, Filter, Lease, Message,
