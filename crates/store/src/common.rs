@@ -1,10 +1,5 @@
 //! Backend-independent checks and encodings shared by the SQLite and PostgreSQL backends.
 
-#![allow(
-    dead_code,
-    reason = "used by the backends, which arrive in the next commits"
-)]
-
 use crate::error::{Result, StoreError};
 use crate::types::NewMessage;
 

@@ -10,18 +10,22 @@
 //! [`StoreOptions`], so tests drive lease expiry and due times with a
 //! [`ManualClock`](ferrule_policy::ManualClock).
 
+mod any;
 mod common;
 pub mod error;
 pub mod options;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod sqlite;
 mod store;
 pub mod types;
 
+pub use any::{AnyStore, open};
 pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore};
+pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::Store;
 pub use types::{
     AttemptReport, Claimed, Cursor, Enqueued, ErrorGroup, Event, Filter, Lease, Message,

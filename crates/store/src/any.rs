@@ -1,0 +1,188 @@
+//! [`AnyStore`]: the backend chosen at run time from a URL, without `dyn`.
+
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Result, StoreError};
+use crate::options::StoreOptions;
+#[cfg(feature = "postgres")]
+use crate::postgres::PgStore;
+use crate::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::Store;
+use crate::types::{
+    AttemptReport, Claimed, Cursor, Enqueued, Filter, Lease, MessageDetail, MessageId, NewMessage,
+    Page, ReplayReport, ReplayTarget, Stats,
+};
+
+/// One of the store backends, itself a [`Store`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum AnyStore {
+    /// The embedded SQLite backend.
+    Sqlite(SqliteStore),
+    /// The PostgreSQL backend, shared by many processes.
+    #[cfg(feature = "postgres")]
+    Postgres(PgStore),
+}
+
+/// Opens the store named by `url`: `sqlite://path` (relative), `sqlite:///abs/path`, or (with
+/// the `postgres` feature) `postgres://…` / `postgresql://…` (see
+/// [`PgOptions`](crate::PgOptions)).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ferrule_store::StoreError> {
+/// use ferrule_store::{NewMessage, Store, StoreOptions};
+///
+/// let store = ferrule_store::open("sqlite://relay.db", StoreOptions::default()).await?;
+/// let id = store
+///     .enqueue(NewMessage::new("telegram:ops", serde_json::json!({"text": "hi"})))
+///     .await?
+///     .id();
+/// # let _ = id; Ok(()) }
+/// ```
+pub async fn open(url: &str, options: StoreOptions) -> Result<AnyStore> {
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(AnyStore::Sqlite(
+            SqliteStore::open(SqliteOptions::from_url(url, options)?).await?,
+        )),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(AnyStore::Postgres(PgStore::open(url, options).await?)),
+        _ => Err(StoreError::InvalidUrl {
+            url: redact(url),
+            reason: if cfg!(feature = "postgres") {
+                "unsupported scheme; expected `sqlite://<path>` or `postgres://…`".into()
+            } else {
+                "unsupported scheme; expected `sqlite://<path>` (built without `postgres`)".into()
+            },
+        }),
+    }
+}
+
+/// The URL without a password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            let userinfo = &url[start + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..start + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($store) => $call,
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn enqueue(&self, message: NewMessage) -> Result<Enqueued> {
+        dispatch!(self, s => s.enqueue(message).await)
+    }
+
+    async fn enqueue_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
+        dispatch!(self, s => s.enqueue_batch(messages).await)
+    }
+
+    async fn claim_due(&self, owner: &str, max: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        dispatch!(self, s => s.claim_due(owner, max, lease).await)
+    }
+
+    async fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<Lease> {
+        dispatch!(self, s => s.extend_lease(lease, by).await)
+    }
+
+    async fn complete(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
+        dispatch!(self, s => s.complete(lease, report).await)
+    }
+
+    async fn reschedule(&self, lease: &Lease, at: SystemTime, report: AttemptReport) -> Result<()> {
+        dispatch!(self, s => s.reschedule(lease, at, report).await)
+    }
+
+    async fn dead_letter(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
+        dispatch!(self, s => s.dead_letter(lease, report).await)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        dispatch!(self, s => s.release(lease).await)
+    }
+
+    async fn cancel(&self, id: MessageId, reason: Option<String>) -> Result<()> {
+        dispatch!(self, s => s.cancel(id, reason).await)
+    }
+
+    async fn recover_expired_leases(&self) -> Result<u64> {
+        dispatch!(self, s => s.recover_expired_leases().await)
+    }
+
+    async fn get(&self, id: MessageId) -> Result<Option<MessageDetail>> {
+        dispatch!(self, s => s.get(id).await)
+    }
+
+    async fn list(&self, filter: &Filter, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        dispatch!(self, s => s.list(filter, cursor, limit).await)
+    }
+
+    async fn replay(&self, target: ReplayTarget, dry_run: bool) -> Result<ReplayReport> {
+        dispatch!(self, s => s.replay(target, dry_run).await)
+    }
+
+    async fn purge(&self, filter: &Filter) -> Result<u64> {
+        dispatch!(self, s => s.purge(filter).await)
+    }
+
+    async fn purge_delivered(&self, older_than: Duration) -> Result<u64> {
+        dispatch!(self, s => s.purge_delivered(older_than).await)
+    }
+
+    async fn stats(&self, window: Duration) -> Result<Stats> {
+        dispatch!(self, s => s.stats(window).await)
+    }
+
+    async fn next_due_at(&self) -> Result<Option<SystemTime>> {
+        dispatch!(self, s => s.next_due_at().await)
+    }
+
+    async fn wait_for_work(&self) {
+        dispatch!(self, s => s.wait_for_work().await)
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        dispatch!(self, s => s.get_meta(key).await)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        dispatch!(self, s => s.set_meta(key, value).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_refused() {
+        let err = open("mysql://u:pw@h/db", StoreOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+}

@@ -1,0 +1,170 @@
+//! Embedded, versioned schema migrations, applied at open; a newer schema is refused.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::error::Context;
+use crate::error::{Result, StoreError};
+
+/// The meta key holding the schema version.
+pub(crate) const VERSION_KEY: &str = "ferrule.schema_version";
+
+/// Migrations in order; migration `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: messages, events, idempotency keys, meta.
+    "
+    CREATE TABLE store_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE messages (
+        seq              INTEGER PRIMARY KEY,
+        id               TEXT    NOT NULL UNIQUE,
+        destination      TEXT    NOT NULL,
+        payload          TEXT    NOT NULL,
+        headers          TEXT,
+        idempotency_key  TEXT,
+        ordering_key     TEXT,
+        status           TEXT    NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  INTEGER NOT NULL,
+        lease_owner      TEXT,
+        lease_token      TEXT,
+        lease_expires_at INTEGER,
+        last_error       TEXT,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        delivered_at     INTEGER,
+        event_seq        INTEGER NOT NULL DEFAULT 0
+    );
+    -- Claims scan this in order: due first, then oldest.
+    CREATE INDEX messages_due ON messages (next_attempt_at, seq)
+        WHERE status IN ('queued', 'retrying', 'delivering');
+    -- FIFO per ordering key: the older messages that can block a key.
+    CREATE INDEX messages_fifo ON messages (ordering_key, seq)
+        WHERE ordering_key IS NOT NULL AND status IN ('queued', 'retrying', 'delivering', 'dead');
+    CREATE INDEX messages_status ON messages (status);
+    CREATE INDEX messages_delivered ON messages (delivered_at) WHERE status = 'delivered';
+
+    CREATE TABLE events (
+        message_seq INTEGER NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        status      TEXT    NOT NULL,
+        attempt     INTEGER NOT NULL,
+        outcome     TEXT,
+        code        TEXT,
+        duration_ms INTEGER,
+        detail      TEXT,
+        PRIMARY KEY (message_seq, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_failures ON events (at)
+        WHERE outcome IN ('transient', 'retry_after', 'permanent');
+
+    CREATE TABLE idempotency (
+        destination TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        message_id  TEXT    NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (destination, key)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this binary writes.
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// The schema version recorded in the database (0 for an empty database).
+pub(crate) fn current_version(conn: &Connection) -> Result<i64> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta')",
+            [],
+            |row| row.get(0),
+        )
+        .ctx("reading the schema")?;
+    if !has_meta {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+            .ctx("reading the schema")?;
+        if tables > 0 {
+            return Err(StoreError::Corrupt {
+                detail: "the database has tables but no ferrule schema version".into(),
+                source: None,
+            });
+        }
+        return Ok(0);
+    }
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = ?1",
+            [VERSION_KEY],
+            |row| row.get(0),
+        )
+        .optional()
+        .ctx("reading the schema version")?;
+    match value {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| StoreError::Corrupt {
+            detail: format!("schema version `{v}` is not a number"),
+            source: None,
+        }),
+    }
+}
+
+/// Brings the schema to [`LATEST`], one transaction per migration; refuses a newer schema.
+/// Returns the version found before migrating.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<i64> {
+    let found = current_version(conn)?;
+    if found > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: LATEST,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = index as i64 + 1;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("starting a migration")?;
+        tx.execute_batch(sql)
+            .ctx(&format!("applying migration {version}"))?;
+        tx.execute(
+            "INSERT INTO store_meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            rusqlite::params![VERSION_KEY, version.to_string()],
+        )
+        .ctx("recording the schema version")?;
+        tx.commit().ctx("committing a migration")?;
+        tracing::info!(version, "applied store migration");
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_an_empty_database_and_refuses_a_newer_one() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 0);
+        assert_eq!(current_version(&conn).unwrap(), LATEST);
+        assert_eq!(migrate(&mut conn).unwrap(), LATEST);
+        conn.execute(
+            "UPDATE store_meta SET value = ?1 WHERE key = ?2",
+            rusqlite::params![(LATEST + 1).to_string(), VERSION_KEY],
+        )
+        .unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_database_is_not_migrated() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE other (x)").unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+}

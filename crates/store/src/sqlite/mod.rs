@@ -1,0 +1,435 @@
+//! The SQLite backend: one writer thread with group commit, a read pool, WAL, single owner.
+//!
+//! Writes go to a dedicated thread that owns the only write connection. It takes every job
+//! waiting in its (bounded) queue, runs them in one `BEGIN IMMEDIATE` transaction, each under
+//! its own savepoint so one failing job does not undo the others, commits once, and only then
+//! answers the callers. Concurrent submitters therefore share one fsync. Reads run on a small
+//! pool of read-only connections in `spawn_blocking`.
+//!
+//! A `<db>.lock` file, locked exclusively for the life of the store, makes the database
+//! single-owner; so at open every lease left by a previous process is stale and is released.
+
+mod error;
+mod filter;
+mod migrate;
+mod ops;
+mod options;
+mod reads;
+mod rows;
+mod writer;
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Notify, Semaphore};
+
+use self::error::Context;
+pub use self::options::SqliteOptions;
+use self::writer::{Env, Writer};
+use crate::common::{self, encode};
+use crate::error::{Result, StoreError};
+use crate::store::Store;
+use crate::types::{
+    AttemptReport, Claimed, Cursor, Enqueued, Filter, Lease, MessageDetail, MessageId, NewMessage,
+    Page, ReplayReport, ReplayTarget, Stats, Status, duration_millis, from_millis, to_millis,
+};
+
+/// Rows deleted per writer job by purges, so a large purge does not stall enqueues.
+const PURGE_CHUNK: usize = 2000;
+/// Most messages one claim may lease.
+const MAX_CLAIM: usize = 10_000;
+/// Most messages one list page may hold.
+const MAX_PAGE: usize = 1000;
+
+/// The SQLite store. Cloning gives another handle to the same store; the database is closed
+/// (and its lock released) when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writer: Writer,
+    readers: ReadPool,
+    options: SqliteOptions,
+    notify: Arc<Notify>,
+    recovered_at_open: u64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database described by `options`: takes the lock file,
+    /// sets the pragmas, applies migrations and releases the leases of any previous owner.
+    pub async fn open(options: SqliteOptions) -> Result<Self> {
+        options.store.validate()?;
+        tokio::task::spawn_blocking(move || Self::open_blocking(options))
+            .await
+            .map_err(|e| StoreError::database("opening the store", false, e))?
+    }
+
+    /// Opens the database at `sqlite://path`.
+    pub async fn open_url(url: &str, options: crate::StoreOptions) -> Result<Self> {
+        Self::open(SqliteOptions::from_url(url, options)?).await
+    }
+
+    fn open_blocking(options: SqliteOptions) -> Result<Self> {
+        let path = options.path.clone();
+        let lock = take_lock(&options)?;
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| error::map_open(&path, e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| error::map_open(&path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path,
+                source: format!("the database refused WAL mode (journal_mode is {mode})").into(),
+            });
+        }
+        conn.execute_batch(&options.pragmas())
+            .map_err(|e| error::map_open(&path, e))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate::migrate(&mut conn)?;
+        let store = &options.store;
+        let env = Env::new(
+            store.clock.clone(),
+            duration_millis(store.idempotency_window),
+            store.fifo_dead_letter_policy,
+        );
+        let recovered_at_open = ops::recover(&conn, &env, true)?;
+        if recovered_at_open > 0 {
+            tracing::info!(
+                count = recovered_at_open,
+                path = %path.display(),
+                "released leases left by the previous owner of the store"
+            );
+        }
+        let notify = Arc::new(Notify::new());
+        let writer = Writer::start(
+            conn,
+            env,
+            lock,
+            store.max_batch,
+            store.queue_capacity,
+            notify.clone(),
+        )?;
+        let readers = ReadPool::new(&options);
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer,
+                readers,
+                options,
+                notify,
+                recovered_at_open,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.options.path
+    }
+
+    /// How many leases of a previous owner were released when this store was opened.
+    pub fn recovered_at_open(&self) -> u64 {
+        self.inner.recovered_at_open
+    }
+
+    fn now(&self) -> i64 {
+        to_millis(self.inner.options.store.clock.system_now())
+    }
+}
+
+fn take_lock(options: &SqliteOptions) -> Result<File> {
+    let lock_path = options.lock_path();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Open {
+            path: lock_path.clone(),
+            source: Box::new(e),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: options.path.clone(),
+            lock_path,
+        }),
+        Err(TryLockError::Error(e)) => Err(StoreError::Open {
+            path: lock_path,
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// Read-only connections, opened on demand up to `read_connections`.
+#[derive(Debug)]
+struct ReadPool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    fn new(options: &SqliteOptions) -> Self {
+        ReadPool {
+            path: options.path.clone(),
+            busy_timeout: options.store.busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(options.store.read_connections),
+        }
+    }
+
+    fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| error::map_open(path, e))?;
+        conn.busy_timeout(busy_timeout)
+            .ctx("setting busy_timeout")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    async fn with<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let path = self.path.clone();
+        let busy_timeout = self.busy_timeout;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match idle {
+                Some(conn) => conn,
+                None => match Self::connect(&path, busy_timeout) {
+                    Ok(conn) => conn,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let result = work(&conn);
+            (Some(conn), result)
+        })
+        .await
+        .map_err(|e| StoreError::database("running a query", false, e))?;
+        if let Some(conn) = conn {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+        }
+        result
+    }
+}
+
+fn lease_millis(field: &'static str, d: Duration) -> Result<i64> {
+    if d.is_zero() {
+        return Err(StoreError::InvalidOption {
+            field,
+            reason: "must be longer than zero".into(),
+        });
+    }
+    Ok(duration_millis(d).max(1))
+}
+
+impl Store for SqliteStore {
+    async fn enqueue(&self, message: NewMessage) -> Result<Enqueued> {
+        let mut out = self.enqueue_batch(vec![message]).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::database("enqueue", false, "no result for the message"))
+    }
+
+    async fn enqueue_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
+        let max = self.inner.options.store.max_payload_bytes;
+        let items = messages
+            .into_iter()
+            .map(|m| encode(&m, max).map(|e| (m, e)))
+            .collect::<Result<Vec<_>>>()?;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::enqueue(conn, env, items))
+            .await
+    }
+
+    async fn claim_due(&self, owner: &str, max: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        common::check_key("owner", Some(owner), false)?;
+        common::check_count("max", max, MAX_CLAIM)?;
+        let lease_ms = lease_millis("lease", lease)?;
+        let owner = owner.to_owned();
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::claim(conn, env, &owner, max, lease_ms))
+            .await
+    }
+
+    async fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<Lease> {
+        let by_ms = lease_millis("by", by)?;
+        let lease = lease.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::extend(conn, env, &lease, by_ms))
+            .await
+    }
+
+    async fn complete(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
+        let lease = lease.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| {
+                ops::finish(conn, env, &lease, Status::Delivered, None, &report)
+            })
+            .await
+    }
+
+    async fn reschedule(&self, lease: &Lease, at: SystemTime, report: AttemptReport) -> Result<()> {
+        let lease = lease.clone();
+        let at = to_millis(at);
+        self.inner
+            .writer
+            .submit(move |conn, env| {
+                ops::finish(conn, env, &lease, Status::Retrying, Some(at), &report)
+            })
+            .await
+    }
+
+    async fn dead_letter(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
+        let lease = lease.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::finish(conn, env, &lease, Status::Dead, None, &report))
+            .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let lease = lease.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::release(conn, env, &lease))
+            .await
+    }
+
+    async fn cancel(&self, id: MessageId, reason: Option<String>) -> Result<()> {
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::cancel(conn, env, id, reason.as_deref()))
+            .await
+    }
+
+    async fn recover_expired_leases(&self) -> Result<u64> {
+        self.inner
+            .writer
+            .submit(|conn, env| ops::recover(conn, env, false))
+            .await
+    }
+
+    async fn get(&self, id: MessageId) -> Result<Option<MessageDetail>> {
+        self.inner
+            .readers
+            .with(move |conn| reads::get(conn, id))
+            .await
+    }
+
+    async fn list(&self, filter: &Filter, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        common::check_count("limit", limit, MAX_PAGE)?;
+        let filter = filter.clone();
+        let cursor = cursor.cloned();
+        self.inner
+            .readers
+            .with(move |conn| reads::list(conn, &filter, cursor.as_ref(), limit))
+            .await
+    }
+
+    async fn replay(&self, target: ReplayTarget, dry_run: bool) -> Result<ReplayReport> {
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::replay(conn, env, &target, dry_run))
+            .await
+    }
+
+    async fn purge(&self, filter: &Filter) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let filter = filter.clone();
+            let n = self
+                .inner
+                .writer
+                .submit(move |conn, _| ops::purge(conn, &filter, PURGE_CHUNK))
+                .await?;
+            total += n;
+            if n < PURGE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn purge_delivered(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        let mut total = 0;
+        loop {
+            let n = self
+                .inner
+                .writer
+                .submit(move |conn, env| ops::purge_delivered(conn, env, cutoff, PURGE_CHUNK))
+                .await?;
+            total += n;
+            if n < PURGE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn stats(&self, window: Duration) -> Result<Stats> {
+        let now = self.now();
+        self.inner
+            .readers
+            .with(move |conn| reads::stats(conn, now, window))
+            .await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<SystemTime>> {
+        let due = self.inner.readers.with(reads::next_due).await?;
+        Ok(due.map(from_millis))
+    }
+
+    async fn wait_for_work(&self) {
+        self.inner.notify.notified().await;
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        common::check_key("key", Some(key), false)?;
+        let key = key.to_owned();
+        self.inner
+            .readers
+            .with(move |conn| reads::get_meta(conn, &key))
+            .await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        common::check_meta_key(key)?;
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.inner
+            .writer
+            .submit(move |conn, _| ops::set_meta(conn, &key, &value))
+            .await
+    }
+}

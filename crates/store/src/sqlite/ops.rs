@@ -1,0 +1,563 @@
+//! The write operations, run on the writer thread inside a batch transaction.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use ulid::Ulid;
+
+use super::error::Context;
+use super::filter;
+use super::rows::{self, MESSAGE_COLUMNS};
+use super::writer::Env;
+use crate::common::Encoded;
+use crate::error::{Result, StoreError};
+use crate::options::DeadLetterPolicy;
+use crate::types::{
+    AttemptReport, Claimed, Enqueued, Filter, Lease, MessageId, NewMessage, OutcomeClass,
+    ReplayReport, ReplayTarget, Status, duration_millis, from_millis, to_millis,
+};
+
+/// One row for the events table.
+struct NewEvent<'a> {
+    message_seq: i64,
+    seq: i64,
+    at: i64,
+    status: Status,
+    attempt: i64,
+    outcome: Option<OutcomeClass>,
+    code: Option<&'a str>,
+    duration_ms: Option<i64>,
+    detail: Option<&'a str>,
+}
+
+impl<'a> NewEvent<'a> {
+    fn new(message_seq: i64, seq: i64, at: i64, status: Status, attempt: i64) -> Self {
+        NewEvent {
+            message_seq,
+            seq,
+            at,
+            status,
+            attempt,
+            outcome: None,
+            code: None,
+            duration_ms: None,
+            detail: None,
+        }
+    }
+
+    fn report(mut self, report: &'a AttemptReport) -> Self {
+        self.outcome = Some(report.outcome);
+        self.code = report.code.as_deref();
+        self.duration_ms = report.duration.map(duration_millis);
+        self.detail = report.detail.as_deref();
+        self
+    }
+
+    fn detail(mut self, detail: Option<&'a str>) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    fn insert(self, conn: &Connection) -> Result<()> {
+        conn.prepare_cached(
+            "INSERT INTO events (message_seq, seq, at, status, attempt, outcome, code, duration_ms, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                self.message_seq,
+                self.seq,
+                self.at,
+                self.status.as_str(),
+                self.attempt,
+                self.outcome.map(|o| o.as_str()),
+                self.code,
+                self.duration_ms,
+                self.detail,
+            ])
+        })
+        .ctx("appending an event")?;
+        Ok(())
+    }
+}
+
+/// Stores messages (already checked and encoded), honouring idempotency keys.
+pub(crate) fn enqueue(
+    conn: &Connection,
+    env: &Env,
+    items: Vec<(NewMessage, Encoded)>,
+) -> Result<Vec<Enqueued>> {
+    let now = env.now();
+    let mut out = Vec::with_capacity(items.len());
+    for (message, encoded) in items {
+        if let Some(key) = &message.idempotency_key {
+            let existing: Option<(String, i64)> = conn
+                .prepare_cached(
+                    "SELECT message_id, expires_at FROM idempotency
+                     WHERE destination = ?1 AND key = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![message.destination, key], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                })
+                .ctx("looking up an idempotency key")?;
+            if let Some((id, expires_at)) = existing
+                && expires_at > now
+            {
+                out.push(Enqueued::Duplicate(id.parse()?));
+                continue;
+            }
+        }
+        let id = MessageId::from_ulid(env.new_id());
+        let due = message.not_before.map(to_millis).unwrap_or(now);
+        conn.prepare_cached(
+            "INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
+                                   status, attempts, next_attempt_at, created_at, updated_at, event_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id.to_string(),
+                message.destination,
+                encoded.payload,
+                encoded.headers,
+                message.idempotency_key,
+                message.ordering_key,
+                due,
+                now,
+            ])
+        })
+        .ctx("inserting a message")?;
+        let seq = conn.last_insert_rowid();
+        NewEvent::new(seq, 1, now, Status::Queued, 0).insert(conn)?;
+        if let Some(key) = &message.idempotency_key {
+            conn.prepare_cached(
+                "INSERT INTO idempotency (destination, key, message_id, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (destination, key) DO UPDATE
+                 SET message_id = excluded.message_id, expires_at = excluded.expires_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    message.destination,
+                    key,
+                    id.to_string(),
+                    now.saturating_add(env.idempotency_window_ms)
+                ])
+            })
+            .ctx("recording an idempotency key")?;
+        }
+        out.push(Enqueued::Created(id));
+    }
+    env.wake();
+    Ok(out)
+}
+
+const CLAIM_CANDIDATES: &str = "
+    SELECT seq, status, lease_owner FROM messages AS m INDEXED BY messages_due
+    WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= ?1
+      AND (m.ordering_key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM messages AS o
+          WHERE o.ordering_key = m.ordering_key
+            AND o.ordering_key IS NOT NULL
+            AND o.status IN ('queued', 'retrying', 'delivering', 'dead')
+            AND o.seq < m.seq
+            AND (o.status <> 'dead' OR ?2)))
+    ORDER BY next_attempt_at, seq
+    LIMIT ?3";
+
+/// Leases up to `max` due messages to `owner`.
+pub(crate) fn claim(
+    conn: &Connection,
+    env: &Env,
+    owner: &str,
+    max: usize,
+    lease_ms: i64,
+) -> Result<Vec<Claimed>> {
+    let now = env.now();
+    let expires = now.saturating_add(lease_ms);
+    let block = env.dead_letter_policy == DeadLetterPolicy::Block;
+    let candidates: Vec<(i64, String, Option<String>)> = conn
+        .prepare_cached(CLAIM_CANDIDATES)
+        .and_then(|mut s| {
+            s.query_map(params![now, block, max as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .ctx("finding due messages")?;
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for (seq, status, previous_owner) in candidates {
+        let token = Ulid::new().to_string();
+        let (message, event_seq) = conn
+            .prepare_cached(&format!(
+                "UPDATE messages SET status = 'delivering', attempts = attempts + 1,
+                     lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
+                     next_attempt_at = ?3, updated_at = ?4, event_seq = event_seq + 1
+                 WHERE seq = ?5
+                 RETURNING {MESSAGE_COLUMNS}, event_seq"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![owner, token, expires, now, seq], |r| {
+                    Ok((rows::message(r, 0)?, r.get::<_, i64>(15)?))
+                })
+            })
+            .ctx("claiming a message")?;
+        let detail = if status == Status::Delivering.as_str() {
+            format!(
+                "claimed by {owner} after the lease of {} expired",
+                previous_owner.as_deref().unwrap_or("?")
+            )
+        } else {
+            format!("claimed by {owner}")
+        };
+        NewEvent::new(
+            seq,
+            event_seq,
+            now,
+            Status::Delivering,
+            i64::from(message.attempts),
+        )
+        .detail(Some(&detail))
+        .insert(conn)?;
+        claimed.push(Claimed {
+            lease: Lease {
+                id: message.id,
+                owner: owner.to_owned(),
+                token,
+                expires_at: from_millis(expires),
+            },
+            message,
+        });
+    }
+    Ok(claimed)
+}
+
+/// Why a fenced update matched no row: the message is gone or the lease is not current.
+fn fence_error(conn: &Connection, lease: &Lease) -> StoreError {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
+        .and_then(|mut s| s.exists([lease.id.to_string()]));
+    match exists {
+        Ok(true) => StoreError::LeaseLost {
+            id: lease.id,
+            owner: lease.owner.clone(),
+        },
+        Ok(false) => StoreError::NotFound { id: lease.id },
+        Err(e) => super::error::map("checking a lease", e),
+    }
+}
+
+/// Moves the lease's expiry to `now + by_ms`.
+pub(crate) fn extend(conn: &Connection, env: &Env, lease: &Lease, by_ms: i64) -> Result<Lease> {
+    let expires = env.now().saturating_add(by_ms);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE messages SET lease_expires_at = ?1, next_attempt_at = ?1
+             WHERE id = ?2 AND status = 'delivering' AND lease_owner = ?3 AND lease_token = ?4",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                expires,
+                lease.id.to_string(),
+                lease.owner,
+                lease.token
+            ])
+        })
+        .ctx("extending a lease")?;
+    if changed == 0 {
+        return Err(fence_error(conn, lease));
+    }
+    Ok(Lease {
+        expires_at: from_millis(expires),
+        ..lease.clone()
+    })
+}
+
+/// Ends an attempt under `lease`: `delivered`, `retrying` (due at `next_at`) or `dead`.
+pub(crate) fn finish(
+    conn: &Connection,
+    env: &Env,
+    lease: &Lease,
+    status: Status,
+    next_at: Option<i64>,
+    report: &AttemptReport,
+) -> Result<()> {
+    let now = env.now();
+    let set_error = status != Status::Delivered;
+    let row: Option<(i64, i64, i64)> = conn
+        .prepare_cached(
+            "UPDATE messages SET status = ?1,
+                 next_attempt_at = coalesce(?2, next_attempt_at),
+                 last_error = CASE WHEN ?3 THEN ?4 ELSE last_error END,
+                 delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE delivered_at END,
+                 updated_at = ?5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 event_seq = event_seq + 1
+             WHERE id = ?6 AND status = 'delivering' AND lease_owner = ?7 AND lease_token = ?8
+             RETURNING seq, attempts, event_seq",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    status.as_str(),
+                    next_at,
+                    set_error,
+                    report.detail,
+                    now,
+                    lease.id.to_string(),
+                    lease.owner,
+                    lease.token
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })
+        .ctx("ending an attempt")?;
+    let Some((seq, attempts, event_seq)) = row else {
+        return Err(fence_error(conn, lease));
+    };
+    NewEvent::new(seq, event_seq, now, status, attempts)
+        .report(report)
+        .insert(conn)?;
+    if status == Status::Retrying || status == Status::Dead {
+        // A reschedule may be due at once; a dead message may unblock its ordering key.
+        env.wake();
+    }
+    Ok(())
+}
+
+/// Gives a claim back without counting the attempt.
+pub(crate) fn release(conn: &Connection, env: &Env, lease: &Lease) -> Result<()> {
+    let now = env.now();
+    let row: Option<(i64, i64, i64, String)> = conn
+        .prepare_cached(
+            "UPDATE messages SET
+                 status = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END,
+                 attempts = max(attempts - 1, 0), next_attempt_at = ?1, updated_at = ?1,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 event_seq = event_seq + 1
+             WHERE id = ?2 AND status = 'delivering' AND lease_owner = ?3 AND lease_token = ?4
+             RETURNING seq, attempts, event_seq, status",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![now, lease.id.to_string(), lease.owner, lease.token],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })
+        .ctx("releasing a lease")?;
+    let Some((seq, attempts, event_seq, status)) = row else {
+        return Err(fence_error(conn, lease));
+    };
+    let detail = format!("released by {}", lease.owner);
+    NewEvent::new(seq, event_seq, now, status.parse()?, attempts)
+        .detail(Some(&detail))
+        .insert(conn)?;
+    env.wake();
+    Ok(())
+}
+
+/// Operator cancel of a pending message.
+pub(crate) fn cancel(
+    conn: &Connection,
+    env: &Env,
+    id: MessageId,
+    reason: Option<&str>,
+) -> Result<()> {
+    let now = env.now();
+    let current: Option<(i64, String)> = conn
+        .prepare_cached("SELECT seq, status FROM messages WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .ctx("looking up a message")?;
+    let Some((seq, status)) = current else {
+        return Err(StoreError::NotFound { id });
+    };
+    let status: Status = status.parse()?;
+    if status.is_terminal() {
+        return Err(StoreError::InvalidTransition {
+            id,
+            from: status,
+            action: "cancel",
+        });
+    }
+    let (attempts, event_seq): (i64, i64) = conn
+        .prepare_cached(
+            "UPDATE messages SET status = 'cancelled', updated_at = ?1,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 event_seq = event_seq + 1
+             WHERE seq = ?2 RETURNING attempts, event_seq",
+        )
+        .and_then(|mut s| s.query_row(params![now, seq], |r| Ok((r.get(0)?, r.get(1)?))))
+        .ctx("cancelling a message")?;
+    NewEvent::new(seq, event_seq, now, Status::Cancelled, attempts)
+        .detail(reason)
+        .insert(conn)?;
+    // Cancelling the head of an ordering key lets the next message go.
+    env.wake();
+    Ok(())
+}
+
+/// Moves `delivering` messages whose lease expired (or, with `all`, every one) to `retrying`.
+pub(crate) fn recover(conn: &Connection, env: &Env, all: bool) -> Result<u64> {
+    let now = env.now();
+    let cutoff = if all { i64::MAX } else { now };
+    let recovered: Vec<(i64, i64, i64)> = conn
+        .prepare_cached(
+            "UPDATE messages SET status = 'retrying', next_attempt_at = ?1, updated_at = ?1,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 event_seq = event_seq + 1
+             WHERE status = 'delivering' AND lease_expires_at <= ?2
+             RETURNING seq, attempts, event_seq",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![now, cutoff], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .ctx("recovering expired leases")?;
+    let detail = if all {
+        "lease released at open: the previous owner of the database is gone"
+    } else {
+        "lease expired"
+    };
+    for (seq, attempts, event_seq) in &recovered {
+        NewEvent::new(*seq, *event_seq, now, Status::Retrying, *attempts)
+            .detail(Some(detail))
+            .insert(conn)?;
+    }
+    if !recovered.is_empty() {
+        env.wake();
+    }
+    Ok(recovered.len() as u64)
+}
+
+/// Re-queues terminal messages.
+pub(crate) fn replay(
+    conn: &Connection,
+    env: &Env,
+    target: &ReplayTarget,
+    dry_run: bool,
+) -> Result<ReplayReport> {
+    let now = env.now();
+    let mut selected: Vec<(i64, MessageId)> = Vec::new();
+    match target {
+        ReplayTarget::Ids(ids) => {
+            for id in ids {
+                let current: Option<(i64, String)> = conn
+                    .prepare_cached("SELECT seq, status FROM messages WHERE id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()
+                    })
+                    .ctx("looking up a message")?;
+                let Some((seq, status)) = current else {
+                    return Err(StoreError::NotFound { id: *id });
+                };
+                let status: Status = status.parse()?;
+                if status.is_pending() {
+                    return Err(StoreError::InvalidTransition {
+                        id: *id,
+                        from: status,
+                        action: "replay",
+                    });
+                }
+                if !selected.iter().any(|(s, _)| *s == seq) {
+                    selected.push((seq, *id));
+                }
+            }
+        }
+        ReplayTarget::Filter(filter) => {
+            let mut params: Vec<Value> = Vec::new();
+            let condition = filter::condition(filter, true, &mut params);
+            let sql = format!("SELECT seq, id FROM messages WHERE {condition} ORDER BY seq");
+            let mut stmt = conn.prepare(&sql).ctx("selecting messages to replay")?;
+            let rows = stmt
+                .query_map(params_from_iter(params), |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .ctx("selecting messages to replay")?;
+            for (seq, id) in rows {
+                selected.push((seq, id.parse()?));
+            }
+        }
+    }
+    if !dry_run {
+        for (seq, _) in &selected {
+            let event_seq: i64 = conn
+                .prepare_cached(
+                    "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = ?1,
+                         last_error = NULL, delivered_at = NULL, updated_at = ?1,
+                         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                         event_seq = event_seq + 1
+                     WHERE seq = ?2 RETURNING event_seq",
+                )
+                .and_then(|mut s| s.query_row(params![now, seq], |r| r.get(0)))
+                .ctx("replaying a message")?;
+            NewEvent::new(*seq, event_seq, now, Status::Queued, 0)
+                .detail(Some("replayed"))
+                .insert(conn)?;
+        }
+        if !selected.is_empty() {
+            env.wake();
+        }
+    }
+    Ok(ReplayReport {
+        count: selected.len() as u64,
+        ids: selected.into_iter().map(|(_, id)| id).collect(),
+        dry_run,
+    })
+}
+
+/// Deletes up to `chunk` terminal messages matching `filter`; returns how many.
+pub(crate) fn purge(conn: &Connection, filter: &Filter, chunk: usize) -> Result<u64> {
+    let mut params: Vec<Value> = Vec::new();
+    let condition = filter::condition(filter, true, &mut params);
+    let sql = format!(
+        "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE {condition} LIMIT {chunk})"
+    );
+    let n = conn
+        .execute(&sql, params_from_iter(params))
+        .ctx("purging messages")?;
+    Ok(n as u64)
+}
+
+/// Deletes up to `chunk` messages delivered before `cutoff`, and expired idempotency keys.
+pub(crate) fn purge_delivered(
+    conn: &Connection,
+    env: &Env,
+    cutoff: i64,
+    chunk: usize,
+) -> Result<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE seq IN (
+                 SELECT seq FROM messages WHERE status = 'delivered' AND delivered_at < ?1 LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![cutoff, chunk as i64]))
+        .ctx("purging delivered messages")?;
+    conn.prepare_cached(
+        "DELETE FROM idempotency WHERE (destination, key) IN (
+             SELECT destination, key FROM idempotency WHERE expires_at <= ?1 LIMIT ?2)",
+    )
+    .and_then(|mut s| s.execute(params![env.now(), chunk as i64]))
+    .ctx("forgetting expired idempotency keys")?;
+    Ok(n as u64)
+}
+
+/// Writes one meta value.
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO store_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![key, value]))
+    .ctx("writing a meta value")?;
+    Ok(())
+}

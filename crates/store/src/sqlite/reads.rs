@@ -1,0 +1,188 @@
+//! The read-only queries, run on connections from the read pool.
+
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::error::Context;
+use super::filter;
+use super::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS};
+use crate::error::{Result, StoreError};
+use crate::types::{
+    Cursor, ErrorGroup, Filter, MessageDetail, MessageId, Page, Stats, StatusCounts, from_millis,
+};
+
+/// A message with its events.
+pub(crate) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageDetail>> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS}, seq FROM messages WHERE id = ?1"
+        ))
+        .and_then(|mut s| {
+            s.query_row([id.to_string()], |r| {
+                Ok((rows::message(r, 0)?, r.get::<_, i64>(15)?))
+            })
+            .optional()
+        })
+        .ctx("reading a message")?;
+    let Some((message, seq)) = found else {
+        return Ok(None);
+    };
+    let events = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE message_seq = ?1 ORDER BY seq"
+        ))
+        .and_then(|mut s| s.query_map([seq], rows::event)?.collect())
+        .ctx("reading events")?;
+    Ok(Some(MessageDetail { message, events }))
+}
+
+/// One page of messages matching `filter`, newest first.
+pub(crate) fn list(
+    conn: &Connection,
+    filter: &Filter,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<Page> {
+    let mut params: Vec<Value> = Vec::new();
+    let mut condition = filter::condition(filter, false, &mut params);
+    if let Some(cursor) = cursor {
+        let seq: i64 = cursor.0.parse().map_err(|_| StoreError::InvalidOption {
+            field: "cursor",
+            reason: format!("`{}` is not a cursor from this store", cursor.0),
+        })?;
+        params.push(Value::Integer(seq));
+        condition = format!("({condition}) AND seq < ?{}", params.len());
+    }
+    params.push(Value::Integer(limit as i64 + 1));
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}, seq FROM messages WHERE {condition} ORDER BY seq DESC LIMIT ?{}",
+        params.len()
+    );
+    let mut rows: Vec<(crate::types::Message, i64)> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(params), |r| {
+                Ok((rows::message(r, 0)?, r.get::<_, i64>(15)?))
+            })?
+            .collect()
+        })
+        .ctx("listing messages")?;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(_, seq)| Cursor(seq.to_string()))
+    } else {
+        None
+    };
+    Ok(Page {
+        messages: rows.into_iter().map(|(m, _)| m).collect(),
+        next,
+    })
+}
+
+fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params, |r| r.get(0)))
+        .ctx("computing stats")?;
+    Ok(n.max(0).unsigned_abs())
+}
+
+/// Counts, depths, rates, percentiles and top errors.
+pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Stats> {
+    let since = now.saturating_sub(crate::types::duration_millis(window));
+    let mut by_status = StatusCounts::default();
+    let counts: Vec<(String, i64)> = conn
+        .prepare_cached("SELECT status, count(*) FROM messages GROUP BY status")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .ctx("counting messages")?;
+    for (status, n) in counts {
+        by_status.add(status.parse()?, n.max(0).unsigned_abs());
+    }
+    let due_now = count(
+        conn,
+        "SELECT count(*) FROM messages INDEXED BY messages_due
+         WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= ?1",
+        [now],
+    )?;
+    let delivered_in_window = count(
+        conn,
+        "SELECT count(*) FROM messages WHERE status = 'delivered' AND delivered_at >= ?1",
+        [since],
+    )?;
+    let dead_in_window = count(
+        conn,
+        "SELECT count(*) FROM messages WHERE status = 'dead' AND updated_at >= ?1",
+        [since],
+    )?;
+    let finished = delivered_in_window + dead_in_window;
+    let success_rate = (finished > 0).then(|| delivered_in_window as f64 / finished as f64);
+    let percentile = |p: f64| -> Result<Option<Duration>> {
+        if delivered_in_window == 0 {
+            return Ok(None);
+        }
+        // Nearest rank: the smallest value with at least p of the values at or below it.
+        let rank = ((p * delivered_in_window as f64).ceil() as i64).max(1) - 1;
+        let ms: Option<i64> = conn
+            .prepare_cached(
+                "SELECT delivered_at - created_at AS d FROM messages
+                 WHERE status = 'delivered' AND delivered_at >= ?1
+                 ORDER BY d LIMIT 1 OFFSET ?2",
+            )
+            .and_then(|mut s| s.query_row(params![since, rank], |r| r.get(0)).optional())
+            .ctx("computing percentiles")?;
+        Ok(ms.map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())))
+    };
+    let (p50, p95, p99) = (percentile(0.50)?, percentile(0.95)?, percentile(0.99)?);
+    let top_errors = conn
+        .prepare_cached(
+            "SELECT code, detail, count(*) AS n, max(at) FROM events
+             WHERE outcome IN ('transient', 'retry_after', 'permanent') AND at >= ?1
+             GROUP BY code, detail ORDER BY n DESC, max(at) DESC LIMIT 10",
+        )
+        .and_then(|mut s| {
+            s.query_map([since], |r| {
+                Ok(ErrorGroup {
+                    code: r.get(0)?,
+                    detail: r.get(1)?,
+                    count: r.get::<_, i64>(2)?.max(0).unsigned_abs(),
+                    last_at: from_millis(r.get(3)?),
+                })
+            })?
+            .collect()
+        })
+        .ctx("grouping errors")?;
+    Ok(Stats {
+        window,
+        queue_depth: by_status.queued + by_status.retrying + by_status.delivering,
+        dead_letter_depth: by_status.dead,
+        by_status,
+        due_now,
+        delivered_in_window,
+        dead_in_window,
+        success_rate,
+        p50,
+        p95,
+        p99,
+        top_errors,
+    })
+}
+
+/// When the earliest pending message is due.
+pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT next_attempt_at FROM messages INDEXED BY messages_due
+         WHERE status IN ('queued', 'retrying', 'delivering')
+         ORDER BY next_attempt_at LIMIT 1",
+    )
+    .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+    .ctx("finding the next due message")
+}
+
+/// One meta value.
+pub(crate) fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT value FROM store_meta WHERE key = ?1")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .ctx("reading a meta value")
+}

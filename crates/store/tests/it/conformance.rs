@@ -1,0 +1,919 @@
+//! The conformance suite: every case is generic over [`Backend`] and is instantiated once per
+//! backend with [`conformance_tests!`], one `#[tokio::test]` per case.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use ferrule_policy::{Clock, ManualClock};
+use ferrule_store::{
+    AttemptReport, DeadLetterPolicy, Enqueued, ErrorKind, Filter, MessageId, NewMessage,
+    OutcomeClass, ReplayTarget, Status, Store, StoreError, StoreOptions,
+};
+use serde_json::json;
+
+/// A store under test with its manual clock; `_keep` holds whatever must outlive it (a temp
+/// directory, a schema to drop).
+pub(crate) struct Fixture<S> {
+    pub(crate) store: S,
+    pub(crate) clock: ManualClock,
+    pub(crate) _keep: Box<dyn Any + Send>,
+}
+
+/// How a backend opens a fresh, empty store for one test.
+pub(crate) trait Backend {
+    type Store: Store + Clone;
+
+    /// A fresh store using `options` (whose clock is the fixture's clock).
+    fn open(
+        options: StoreOptions,
+        clock: ManualClock,
+    ) -> impl Future<Output = Fixture<Self::Store>> + Send;
+}
+
+async fn fixture<B: Backend>() -> Fixture<B::Store> {
+    fixture_with::<B>(|_| {}).await
+}
+
+async fn fixture_with<B: Backend>(tune: impl FnOnce(&mut StoreOptions)) -> Fixture<B::Store> {
+    let clock = ManualClock::new();
+    let mut options = StoreOptions::with_clock(clock.shared());
+    tune(&mut options);
+    B::open(options, clock).await
+}
+
+fn msg(dest: &str, n: u32) -> NewMessage {
+    NewMessage::new(dest, json!({ "n": n }))
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Instantiates every case for a backend type.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:ty) => {
+        $crate::conformance_tests!(@cases $backend,
+            enqueue_then_get_shows_message_and_first_event,
+            enqueue_batch_answers_in_order,
+            idempotency_key_returns_original_within_window,
+            concurrent_duplicate_submits_create_one_message,
+            payload_over_limit_is_refused_before_any_write,
+            invalid_arguments_are_typed_errors,
+            claim_returns_due_messages_oldest_first,
+            claimed_message_is_not_claimed_twice_while_leased,
+            expired_lease_is_reclaimed_exactly_once,
+            late_worker_is_fenced_after_reclaim,
+            complete_reschedule_and_dead_letter_record_events,
+            extend_lease_keeps_the_claim,
+            release_returns_message_without_counting_attempt,
+            cancel_applies_to_pending_messages_only,
+            recover_expired_leases_counts_them,
+            fifo_per_ordering_key,
+            fifo_dead_letter_skip_lets_key_continue,
+            fifo_dead_letter_block_holds_key,
+            list_filters_and_paginates,
+            replay_requeues_terminal_messages,
+            purge_and_retention_delete_terminal_messages_only,
+            stats_report_counts_rates_percentiles_and_errors,
+            meta_round_trips_and_reserved_keys_are_refused,
+            concurrent_claimers_never_hold_the_same_message,
+            wait_for_work_wakes_on_enqueue,
+            next_due_at_reports_earliest_pending
+        );
+    };
+    (@cases $backend:ty, $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::conformance::$case::<$backend>().await;
+            }
+        )*
+    };
+}
+
+pub(crate) async fn enqueue_then_get_shows_message_and_first_event<B: Backend>() {
+    let f = fixture::<B>().await;
+    let new = NewMessage::new("telegram:ops", json!({"text": "hello"}))
+        .headers(json!({"x-a": "1"}))
+        .ordering_key("chat-1");
+    let id = f.store.enqueue(new).await.unwrap();
+    assert!(id.is_created());
+    let detail = f.store.get(id.id()).await.unwrap().expect("stored");
+    let m = &detail.message;
+    assert_eq!(m.id, id.id());
+    assert_eq!(m.destination, "telegram:ops");
+    assert_eq!(m.payload, json!({"text": "hello"}));
+    assert_eq!(m.headers, Some(json!({"x-a": "1"})));
+    assert_eq!(m.ordering_key.as_deref(), Some("chat-1"));
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.attempts, 0);
+    assert_eq!(m.created_at, f.clock.system_now());
+    assert_eq!(m.next_attempt_at, f.clock.system_now());
+    assert_eq!(detail.events.len(), 1);
+    assert_eq!(detail.events[0].status, Status::Queued);
+    assert_eq!(detail.events[0].seq, 1);
+    let missing = MessageId::from_ulid(ulid::Ulid::new());
+    assert!(f.store.get(missing).await.unwrap().is_none());
+}
+
+pub(crate) async fn enqueue_batch_answers_in_order<B: Backend>() {
+    let f = fixture::<B>().await;
+    let out = f
+        .store
+        .enqueue_batch((0..5).map(|n| msg("d", n)).collect())
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 5);
+    for (n, e) in out.iter().enumerate() {
+        let got = f.store.get(e.id()).await.unwrap().unwrap();
+        assert_eq!(got.message.payload, json!({ "n": n }));
+    }
+    assert!(f.store.enqueue_batch(Vec::new()).await.unwrap().is_empty());
+}
+
+pub(crate) async fn idempotency_key_returns_original_within_window<B: Backend>() {
+    let f = fixture_with::<B>(|o| o.idempotency_window = Duration::from_secs(3600)).await;
+    let first = f
+        .store
+        .enqueue(msg("d", 1).idempotency_key("k"))
+        .await
+        .unwrap();
+    assert!(first.is_created());
+    let again = f
+        .store
+        .enqueue(msg("d", 2).idempotency_key("k"))
+        .await
+        .unwrap();
+    assert_eq!(again, Enqueued::Duplicate(first.id()));
+    // Same key, other destination: a different message.
+    let other = f
+        .store
+        .enqueue(msg("e", 3).idempotency_key("k"))
+        .await
+        .unwrap();
+    assert!(other.is_created());
+    // Within one batch, the second is a duplicate of the first.
+    let batch = f
+        .store
+        .enqueue_batch(vec![
+            msg("d", 4).idempotency_key("b"),
+            msg("d", 5).idempotency_key("b"),
+        ])
+        .await
+        .unwrap();
+    assert!(batch[0].is_created());
+    assert_eq!(batch[1], Enqueued::Duplicate(batch[0].id()));
+    // After the window the key is free again.
+    f.clock.advance(Duration::from_secs(3601));
+    let later = f
+        .store
+        .enqueue(msg("d", 6).idempotency_key("k"))
+        .await
+        .unwrap();
+    assert!(later.is_created());
+    assert_ne!(later.id(), first.id());
+}
+
+pub(crate) async fn concurrent_duplicate_submits_create_one_message<B: Backend>() {
+    let f = fixture::<B>().await;
+    let mut tasks = Vec::new();
+    for n in 0..32 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .enqueue(msg("d", n).idempotency_key("same"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created = 0;
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let e = t.await.unwrap();
+        created += usize::from(e.is_created());
+        ids.insert(e.id());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    let page = f.store.list(&Filter::all(), None, 100).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+}
+
+pub(crate) async fn payload_over_limit_is_refused_before_any_write<B: Backend>() {
+    let f = fixture_with::<B>(|o| o.max_payload_bytes = 64).await;
+    let big = NewMessage::new("d", json!({ "text": "x".repeat(100) }));
+    let err = f.store.enqueue(big.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{err}");
+    // A batch with one oversized payload writes nothing.
+    let err = f
+        .store
+        .enqueue_batch(vec![msg("d", 1), big])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::PayloadTooLarge { max: 64, .. }));
+    let page = f.store.list(&Filter::all(), None, 10).await.unwrap();
+    assert!(page.messages.is_empty());
+}
+
+pub(crate) async fn invalid_arguments_are_typed_errors<B: Backend>() {
+    let f = fixture::<B>().await;
+    let err = f.store.enqueue(msg("", 1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("destination"), "{err}");
+    let err = f.store.claim_due("w", 0, LEASE).await.unwrap_err();
+    assert!(err.to_string().contains("max"), "{err}");
+    let err = f.store.claim_due("w", 1, Duration::ZERO).await.unwrap_err();
+    assert!(err.to_string().contains("lease"), "{err}");
+    let err = f
+        .store
+        .list(
+            &Filter::all(),
+            Some(&ferrule_store::Cursor::from_string("nope")),
+            10,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cursor"), "{err}");
+}
+
+pub(crate) async fn claim_returns_due_messages_oldest_first<B: Backend>() {
+    let f = fixture::<B>().await;
+    let later = f.clock.system_now() + Duration::from_secs(60);
+    let delayed = f
+        .store
+        .enqueue(msg("d", 0).not_before(later))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(f.store.enqueue(msg("d", n)).await.unwrap().id());
+        f.clock.advance(Duration::from_millis(5));
+    }
+    let claimed = f.store.claim_due("w1", 10, LEASE).await.unwrap();
+    let got: Vec<_> = claimed.iter().map(|c| c.message.id).collect();
+    assert_eq!(got, ids);
+    for c in &claimed {
+        assert_eq!(c.message.status, Status::Delivering);
+        assert_eq!(c.message.attempts, 1);
+        assert_eq!(c.lease.owner, "w1");
+        assert_eq!(c.lease.expires_at, f.clock.system_now() + LEASE);
+    }
+    assert!(f.store.claim_due("w1", 10, LEASE).await.unwrap().is_empty());
+    for c in &claimed {
+        f.store
+            .complete(&c.lease, AttemptReport::success())
+            .await
+            .unwrap();
+    }
+    f.clock.advance(Duration::from_secs(60));
+    let claimed = f.store.claim_due("w1", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message.id, delayed.id());
+    // max is honoured
+    for n in 0..5 {
+        f.store.enqueue(msg("d", n)).await.unwrap();
+    }
+    assert_eq!(f.store.claim_due("w2", 2, LEASE).await.unwrap().len(), 2);
+}
+
+pub(crate) async fn claimed_message_is_not_claimed_twice_while_leased<B: Backend>() {
+    let f = fixture::<B>().await;
+    f.store.enqueue(msg("d", 1)).await.unwrap();
+    assert_eq!(f.store.claim_due("a", 10, LEASE).await.unwrap().len(), 1);
+    f.clock.advance(LEASE - Duration::from_millis(1));
+    assert!(f.store.claim_due("b", 10, LEASE).await.unwrap().is_empty());
+}
+
+pub(crate) async fn expired_lease_is_reclaimed_exactly_once<B: Backend>() {
+    let f = fixture::<B>().await;
+    let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    f.store.claim_due("a", 10, LEASE).await.unwrap();
+    f.clock.advance(LEASE);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_due(&format!("w{w}"), 10, LEASE).await.unwrap()
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(t.await.unwrap());
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.id, id);
+    assert_eq!(got[0].message.attempts, 2);
+}
+
+pub(crate) async fn late_worker_is_fenced_after_reclaim<B: Backend>() {
+    let f = fixture::<B>().await;
+    f.store.enqueue(msg("d", 1)).await.unwrap();
+    let a = f.store.claim_due("a", 1, LEASE).await.unwrap().remove(0);
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    let b = f.store.claim_due("b", 1, LEASE).await.unwrap().remove(0);
+    assert_ne!(a.lease.token, b.lease.token);
+    let now = f.clock.system_now();
+    for err in [
+        f.store
+            .complete(&a.lease, AttemptReport::success())
+            .await
+            .unwrap_err(),
+        f.store
+            .reschedule(&a.lease, now, AttemptReport::new(OutcomeClass::Transient))
+            .await
+            .unwrap_err(),
+        f.store
+            .dead_letter(&a.lease, AttemptReport::new(OutcomeClass::Permanent))
+            .await
+            .unwrap_err(),
+        f.store.release(&a.lease).await.unwrap_err(),
+        f.store.extend_lease(&a.lease, LEASE).await.unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
+    }
+    // Same owner name but an old token is fenced too.
+    let mut forged = b.lease.clone();
+    forged.token = a.lease.token.clone();
+    let err = f
+        .store
+        .complete(&forged, AttemptReport::success())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    f.store
+        .complete(&b.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let m = f.store.get(b.message.id).await.unwrap().unwrap().message;
+    assert_eq!(m.status, Status::Delivered);
+    // After completion, even the winner's lease is spent.
+    let err = f
+        .store
+        .complete(&b.lease, AttemptReport::success())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+}
+
+pub(crate) async fn complete_reschedule_and_dead_letter_record_events<B: Backend>() {
+    let f = fixture::<B>().await;
+    let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    let retry_at = f.clock.system_now() + Duration::from_secs(10);
+    f.store
+        .reschedule(
+            &c.lease,
+            retry_at,
+            AttemptReport::failure(OutcomeClass::Transient, "502 bad gateway")
+                .code("502")
+                .duration(Duration::from_millis(120)),
+        )
+        .await
+        .unwrap();
+    let m = f.store.get(id).await.unwrap().unwrap().message;
+    assert_eq!(m.status, Status::Retrying);
+    assert_eq!(m.next_attempt_at, retry_at);
+    assert_eq!(m.last_error.as_deref(), Some("502 bad gateway"));
+    assert!(m.lease_owner.is_none());
+    assert!(f.store.claim_due("w", 1, LEASE).await.unwrap().is_empty());
+    f.clock.advance(Duration::from_secs(10));
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.attempts, 2);
+    f.clock.advance(Duration::from_millis(250));
+    f.store
+        .complete(
+            &c.lease,
+            AttemptReport::success()
+                .code("200")
+                .duration(Duration::from_millis(80)),
+        )
+        .await
+        .unwrap();
+    let d = f.store.get(id).await.unwrap().unwrap();
+    assert_eq!(d.message.status, Status::Delivered);
+    assert_eq!(d.message.delivered_at, Some(f.clock.system_now()));
+    let statuses: Vec<_> = d.events.iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Queued,
+            Status::Delivering,
+            Status::Retrying,
+            Status::Delivering,
+            Status::Delivered
+        ]
+    );
+    let seqs: Vec<_> = d.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let retry = &d.events[2];
+    assert_eq!(retry.outcome, Some(OutcomeClass::Transient));
+    assert_eq!(retry.code.as_deref(), Some("502"));
+    assert_eq!(retry.duration, Some(Duration::from_millis(120)));
+    assert_eq!(retry.attempt, 1);
+    assert_eq!(d.events[4].outcome, Some(OutcomeClass::Success));
+    assert_eq!(d.events[4].attempt, 2);
+
+    let id2 = f.store.enqueue(msg("d", 2)).await.unwrap().id();
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    f.store
+        .dead_letter(
+            &c.lease,
+            AttemptReport::failure(OutcomeClass::Permanent, "403 blocked"),
+        )
+        .await
+        .unwrap();
+    let d = f.store.get(id2).await.unwrap().unwrap();
+    assert_eq!(d.message.status, Status::Dead);
+    assert_eq!(d.message.last_error.as_deref(), Some("403 blocked"));
+    assert_eq!(
+        d.events.last().unwrap().outcome,
+        Some(OutcomeClass::Permanent)
+    );
+}
+
+pub(crate) async fn extend_lease_keeps_the_claim<B: Backend>() {
+    let f = fixture::<B>().await;
+    f.store.enqueue(msg("d", 1)).await.unwrap();
+    let c = f.store.claim_due("a", 1, LEASE).await.unwrap().remove(0);
+    f.clock.advance(Duration::from_secs(20));
+    let extended = f.store.extend_lease(&c.lease, LEASE).await.unwrap();
+    assert_eq!(extended.expires_at, f.clock.system_now() + LEASE);
+    assert_eq!(extended.token, c.lease.token);
+    f.clock.advance(Duration::from_secs(20));
+    assert!(f.store.claim_due("b", 1, LEASE).await.unwrap().is_empty());
+    f.store
+        .complete(&extended, AttemptReport::success())
+        .await
+        .unwrap();
+}
+
+pub(crate) async fn release_returns_message_without_counting_attempt<B: Backend>() {
+    let f = fixture::<B>().await;
+    let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    let c = f.store.claim_due("a", 1, LEASE).await.unwrap().remove(0);
+    f.store.release(&c.lease).await.unwrap();
+    let m = f.store.get(id).await.unwrap().unwrap().message;
+    assert_eq!(m.status, Status::Queued);
+    assert_eq!(m.attempts, 0);
+    let c = f.store.claim_due("b", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.attempts, 1);
+    let err = f
+        .store
+        .release(&c.lease)
+        .await
+        .and(f.store.release(&c.lease).await);
+    assert_eq!(err.unwrap_err().kind(), ErrorKind::LeaseLost);
+}
+
+pub(crate) async fn cancel_applies_to_pending_messages_only<B: Backend>() {
+    let f = fixture::<B>().await;
+    let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    let c = f.store.claim_due("a", 1, LEASE).await.unwrap().remove(0);
+    f.store
+        .cancel(id, Some("operator said so".into()))
+        .await
+        .unwrap();
+    let d = f.store.get(id).await.unwrap().unwrap();
+    assert_eq!(d.message.status, Status::Cancelled);
+    assert_eq!(
+        d.events.last().unwrap().detail.as_deref(),
+        Some("operator said so")
+    );
+    // The worker that held it cannot complete it.
+    let err = f
+        .store
+        .complete(&c.lease, AttemptReport::success())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    let err = f.store.cancel(id, None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidTransition {
+                from: Status::Cancelled,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let missing = MessageId::from_ulid(ulid::Ulid::new());
+    let err = f.store.cancel(missing, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+pub(crate) async fn recover_expired_leases_counts_them<B: Backend>() {
+    let f = fixture::<B>().await;
+    for n in 0..3 {
+        f.store.enqueue(msg("d", n)).await.unwrap();
+    }
+    let claimed = f.store.claim_due("a", 2, LEASE).await.unwrap();
+    assert_eq!(f.store.recover_expired_leases().await.unwrap(), 0);
+    f.clock.advance(LEASE);
+    assert_eq!(f.store.recover_expired_leases().await.unwrap(), 2);
+    assert_eq!(f.store.recover_expired_leases().await.unwrap(), 0);
+    let m = f
+        .store
+        .get(claimed[0].message.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .message;
+    assert_eq!(m.status, Status::Retrying);
+    assert_eq!(m.attempts, 1);
+    let err = f
+        .store
+        .complete(&claimed[0].lease, AttemptReport::success())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    assert_eq!(f.store.claim_due("b", 10, LEASE).await.unwrap().len(), 3);
+}
+
+pub(crate) async fn fifo_per_ordering_key<B: Backend>() {
+    let f = fixture::<B>().await;
+    let a1 = f
+        .store
+        .enqueue(msg("d", 1).ordering_key("chat"))
+        .await
+        .unwrap()
+        .id();
+    let a2 = f
+        .store
+        .enqueue(msg("d", 2).ordering_key("chat"))
+        .await
+        .unwrap()
+        .id();
+    let other = f
+        .store
+        .enqueue(msg("d", 3).ordering_key("other"))
+        .await
+        .unwrap()
+        .id();
+    let free = f.store.enqueue(msg("d", 4)).await.unwrap().id();
+    let claimed: Vec<_> = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.message.id).collect();
+    assert_eq!(ids, [a1, other, free]);
+    // The head fails and is retried later: the key stays blocked meanwhile.
+    let head = &claimed[0];
+    let at = f.clock.system_now() + Duration::from_secs(5);
+    f.store
+        .reschedule(&head.lease, at, AttemptReport::new(OutcomeClass::Transient))
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(1));
+    assert!(f.store.claim_due("w", 10, LEASE).await.unwrap().is_empty());
+    f.clock.advance(Duration::from_secs(4));
+    let c = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].message.id, a1);
+    f.store
+        .complete(&c[0].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let c = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].message.id, a2);
+}
+
+async fn dead_head<B: Backend>(policy: DeadLetterPolicy) -> (Fixture<B::Store>, MessageId) {
+    let f = fixture_with::<B>(|o| o.fifo_dead_letter_policy = policy).await;
+    f.store
+        .enqueue(msg("d", 1).ordering_key("k"))
+        .await
+        .unwrap();
+    let second = f
+        .store
+        .enqueue(msg("d", 2).ordering_key("k"))
+        .await
+        .unwrap()
+        .id();
+    let c = f.store.claim_due("w", 10, LEASE).await.unwrap().remove(0);
+    f.store
+        .dead_letter(&c.lease, AttemptReport::new(OutcomeClass::Permanent))
+        .await
+        .unwrap();
+    (f, second)
+}
+
+pub(crate) async fn fifo_dead_letter_skip_lets_key_continue<B: Backend>() {
+    let (f, second) = dead_head::<B>(DeadLetterPolicy::Skip).await;
+    let c = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].message.id, second);
+}
+
+pub(crate) async fn fifo_dead_letter_block_holds_key<B: Backend>() {
+    let (f, second) = dead_head::<B>(DeadLetterPolicy::Block).await;
+    assert!(f.store.claim_due("w", 10, LEASE).await.unwrap().is_empty());
+    // Purging (or replaying) the dead head unblocks the key.
+    assert_eq!(
+        f.store.purge(&Filter::status(Status::Dead)).await.unwrap(),
+        1
+    );
+    let c = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].message.id, second);
+}
+
+pub(crate) async fn list_filters_and_paginates<B: Backend>() {
+    let f = fixture::<B>().await;
+    let start = f.clock.system_now();
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        ids.push(
+            f.store
+                .enqueue(msg(if n % 2 == 0 { "even" } else { "odd" }, n))
+                .await
+                .unwrap()
+                .id(),
+        );
+        f.clock.advance(Duration::from_secs(1));
+    }
+    // Newest first, in pages of 3.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f
+            .store
+            .list(&Filter::all(), cursor.as_ref(), 3)
+            .await
+            .unwrap();
+        assert!(page.messages.len() <= 3);
+        seen.extend(page.messages.iter().map(|m| m.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(seen, expected);
+    let even = f
+        .store
+        .list(&Filter::all().destination("even"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(even.messages.len(), 4);
+    let window = Filter::all().created_between(
+        start + Duration::from_secs(2),
+        start + Duration::from_secs(4),
+    );
+    let page = f.store.list(&window, None, 100).await.unwrap();
+    let got: Vec<_> = page.messages.iter().map(|m| m.id).collect();
+    assert_eq!(got, [ids[3], ids[2]]);
+    // Error text and status.
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    f.store
+        .dead_letter(
+            &c.lease,
+            AttemptReport::failure(OutcomeClass::Permanent, "chat not found"),
+        )
+        .await
+        .unwrap();
+    let page = f
+        .store
+        .list(
+            &Filter::status(Status::Dead).error_contains("not found"),
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].id, c.message.id);
+    let page = f
+        .store
+        .list(&Filter::all().error_contains("timeout"), None, 100)
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty());
+}
+
+pub(crate) async fn replay_requeues_terminal_messages<B: Backend>() {
+    let f = fixture::<B>().await;
+    let dead = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    let pending = f.store.enqueue(msg("d", 2)).await.unwrap().id();
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.id, dead);
+    f.store
+        .dead_letter(
+            &c.lease,
+            AttemptReport::failure(OutcomeClass::Permanent, "boom"),
+        )
+        .await
+        .unwrap();
+    let dry = f
+        .store
+        .replay(ReplayTarget::Filter(Filter::all()), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (dry.count, dry.ids.clone(), dry.dry_run),
+        (1, vec![dead], true)
+    );
+    assert_eq!(
+        f.store.get(dead).await.unwrap().unwrap().message.status,
+        Status::Dead
+    );
+    let events_before = f.store.get(dead).await.unwrap().unwrap().events.len();
+    let done = f
+        .store
+        .replay(ReplayTarget::Ids(vec![dead]), false)
+        .await
+        .unwrap();
+    assert_eq!(done.count, 1);
+    let d = f.store.get(dead).await.unwrap().unwrap();
+    assert_eq!(d.message.status, Status::Queued);
+    assert_eq!(d.message.attempts, 0);
+    assert!(d.message.last_error.is_none());
+    assert_eq!(d.events.len(), events_before + 1);
+    let err = f
+        .store
+        .replay(ReplayTarget::Ids(vec![pending]), false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidTransition);
+    let missing = MessageId::from_ulid(ulid::Ulid::new());
+    let err = f
+        .store
+        .replay(ReplayTarget::Ids(vec![missing]), true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+pub(crate) async fn purge_and_retention_delete_terminal_messages_only<B: Backend>() {
+    let f = fixture::<B>().await;
+    for n in 0..4 {
+        f.store.enqueue(msg("d", n)).await.unwrap();
+    }
+    let claimed = f.store.claim_due("w", 3, LEASE).await.unwrap();
+    f.store
+        .complete(&claimed[0].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(3600));
+    f.store
+        .complete(&claimed[1].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    f.store
+        .dead_letter(
+            &claimed[2].lease,
+            AttemptReport::new(OutcomeClass::Permanent),
+        )
+        .await
+        .unwrap();
+    // Retention: only the delivery older than 30 minutes goes.
+    assert_eq!(
+        f.store
+            .purge_delivered(Duration::from_secs(1800))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(f.store.get(claimed[0].message.id).await.unwrap().is_none());
+    assert!(f.store.get(claimed[1].message.id).await.unwrap().is_some());
+    // Purge never removes pending messages.
+    assert_eq!(
+        f.store
+            .purge(&Filter::status(Status::Queued))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(f.store.purge(&Filter::all()).await.unwrap(), 2);
+    let left = f.store.list(&Filter::all(), None, 10).await.unwrap();
+    assert_eq!(left.messages.len(), 1);
+    assert_eq!(left.messages[0].status, Status::Queued);
+}
+
+pub(crate) async fn stats_report_counts_rates_percentiles_and_errors<B: Backend>() {
+    let f = fixture::<B>().await;
+    for n in 0..12 {
+        f.store.enqueue(msg("d", n)).await.unwrap();
+    }
+    let claimed = f.store.claim_due("w", 11, LEASE).await.unwrap();
+    // 10 delivered after 1..=10 seconds, 1 dead.
+    for c in claimed.iter().take(10) {
+        f.clock.advance(Duration::from_secs(1));
+        f.store
+            .complete(&c.lease, AttemptReport::success())
+            .await
+            .unwrap();
+    }
+    f.store
+        .dead_letter(
+            &claimed[10].lease,
+            AttemptReport::failure(OutcomeClass::Permanent, "403 blocked").code("403"),
+        )
+        .await
+        .unwrap();
+    let s = f.store.stats(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(s.by_status.delivered, 10);
+    assert_eq!(s.by_status.dead, 1);
+    assert_eq!(s.by_status.queued, 1);
+    assert_eq!(s.queue_depth, 1);
+    assert_eq!(s.due_now, 1);
+    assert_eq!(s.dead_letter_depth, 1);
+    assert_eq!(s.delivered_in_window, 10);
+    assert_eq!(s.dead_in_window, 1);
+    assert!((s.success_rate.unwrap() - 10.0 / 11.0).abs() < 1e-9);
+    assert_eq!(s.p50, Some(Duration::from_secs(5)));
+    assert_eq!(s.p95, Some(Duration::from_secs(10)));
+    assert_eq!(s.p99, Some(Duration::from_secs(10)));
+    assert_eq!(s.top_errors.len(), 1);
+    assert_eq!(s.top_errors[0].code.as_deref(), Some("403"));
+    assert_eq!(s.top_errors[0].count, 1);
+    // Outside the window, nothing counts.
+    f.clock.advance(Duration::from_secs(7200));
+    let s = f.store.stats(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(s.delivered_in_window, 0);
+    assert_eq!(s.success_rate, None);
+    assert_eq!(s.p50, None);
+    assert!(s.top_errors.is_empty());
+}
+
+pub(crate) async fn meta_round_trips_and_reserved_keys_are_refused<B: Backend>() {
+    let f = fixture::<B>().await;
+    assert_eq!(f.store.get_meta("telegram.offset").await.unwrap(), None);
+    f.store.set_meta("telegram.offset", "41").await.unwrap();
+    f.store.set_meta("telegram.offset", "42").await.unwrap();
+    assert_eq!(
+        f.store
+            .get_meta("telegram.offset")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("42")
+    );
+    let err = f
+        .store
+        .set_meta("ferrule.schema_version", "99")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+pub(crate) async fn concurrent_claimers_never_hold_the_same_message<B: Backend>() {
+    let f = fixture::<B>().await;
+    let total = 300;
+    f.store
+        .enqueue_batch((0..total).map(|n| msg("d", n)).collect())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("w{w}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(&owner, 7, LEASE).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                for c in batch {
+                    store
+                        .complete(&c.lease, AttemptReport::success())
+                        .await
+                        .unwrap();
+                    mine.push(c.message.id);
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), total as usize);
+    assert_eq!(unique.len(), total as usize);
+}
+
+pub(crate) async fn wait_for_work_wakes_on_enqueue<B: Backend>() {
+    let f = fixture::<B>().await;
+    let store = f.store.clone();
+    let waiter = tokio::spawn(async move { store.wait_for_work().await });
+    tokio::task::yield_now().await;
+    f.store.enqueue(msg("d", 1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the enqueue")
+        .unwrap();
+}
+
+pub(crate) async fn next_due_at_reports_earliest_pending<B: Backend>() {
+    let f = fixture::<B>().await;
+    assert_eq!(f.store.next_due_at().await.unwrap(), None);
+    let t: SystemTime = f.clock.system_now() + Duration::from_secs(90);
+    f.store.enqueue(msg("d", 1).not_before(t)).await.unwrap();
+    f.store
+        .enqueue(msg("d", 2).not_before(t + Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(f.store.next_due_at().await.unwrap(), Some(t));
+}
