@@ -215,6 +215,30 @@ where
 /// The boxed error type that the `tower` layers return, as `tower` itself does.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A call that returned normally but that the classifier judged a failure, as a standalone
+/// error (what [`ErrorKind::Rejected`] becomes in a [`BoxError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("call classified as {}", .0.as_str())]
+pub struct ClassifiedFailure(pub Outcome);
+
+impl<E: Into<BoxError>> Error<E> {
+    /// Boxes the error the way the `tower` layers return it: the operation's own error as it
+    /// is, and each policy's rejection as its typed error (`CircuitOpen`, `Elapsed`,
+    /// `BulkheadFull`, `RateLimited`, `Injected`, `ClassifiedFailure`), so callers can
+    /// `downcast_ref` it.
+    pub fn into_box_error(self) -> BoxError {
+        match self.kind {
+            ErrorKind::Inner(e) => e.into(),
+            ErrorKind::Rejected(o) => Box::new(ClassifiedFailure(o)),
+            ErrorKind::CircuitOpen(e) => Box::new(e),
+            ErrorKind::Timeout(e) | ErrorKind::DeadlineExceeded(e) => Box::new(e),
+            ErrorKind::BulkheadFull(e) => Box::new(e),
+            ErrorKind::RateLimited(e) => Box::new(e),
+            ErrorKind::Injected(e) => Box::new(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! budget), circuit breaker, timeout and deadline, bulkhead, rate limiter, fallback and chaos
 //! policies. Each policy lives in its own module with the same shape — the policy, its serde
 //! config with `validate()`, its error, and a `tower` layer — and reads time only through the
-//! [`Clock`] in its [`Context`], so tests run on a [`ManualClock`](clock::ManualClock).
+//! [`Clock`] in its [`Context`], so tests run on a [`ManualClock`].
 //!
 //! Every policy decides from an [`Outcome`] produced by a [`Classify`] implementation, and
 //! reports failures as [`Error<E>`], which carries the operation's own error or the policy's
@@ -20,6 +20,7 @@ mod context;
 pub mod error;
 pub mod event;
 pub mod fallback;
+pub mod pipeline;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
@@ -31,3 +32,4 @@ pub use config::ConfigError;
 pub use context::Context;
 pub use error::{BoxError, Error, ErrorKind};
 pub use event::{Event, Observer, SharedObserver};
+pub use pipeline::{Pipeline, PipelineConfig};

@@ -8,6 +8,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod http;
+pub mod io;
+pub mod retry_after;
+pub mod smtp;
+
+pub use self::http::{HttpClassifier, HttpClassifierConfig};
+pub use self::io::IoClassifier;
+pub use self::retry_after::parse_retry_after;
+pub use self::smtp::{
+    EnhancedCode, InvalidSmtpReply, SmtpClassifier, SmtpReply, classify_smtp_code,
+};
+
 /// What one attempt's result means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "class", content = "retry_after", rename_all = "snake_case")]

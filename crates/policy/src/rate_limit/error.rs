@@ -11,3 +11,13 @@ pub struct RateLimited {
     /// The instant (on the limiter's clock) at which a call would be admitted.
     pub ready_at: Instant,
 }
+
+/// A batch can never be admitted: it asks for more cells than the limiter's burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit: {requested} cells requested but the burst is {burst}")]
+pub struct InsufficientCapacity {
+    /// Cells asked for.
+    pub requested: u32,
+    /// The most cells the limiter admits at once.
+    pub burst: u32,
+}
