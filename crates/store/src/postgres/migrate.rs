@@ -1,7 +1,7 @@
 //! Embedded, versioned schema migrations for PostgreSQL, applied at open under an advisory lock
 //! so that many relay processes can start at once.
 
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::error::map;
 use crate::error::{Result, StoreError};
@@ -82,6 +82,22 @@ pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
 pub(crate) async fn migrate(pool: &PgPool, schema: &str, target: &str) -> Result<i64> {
     let err = |e| map("migrating the schema", target, e);
     let mut tx = pool.begin().await.map_err(err)?;
+    match apply(&mut tx, schema, target).await {
+        Ok(found) => {
+            tx.commit().await.map_err(err)?;
+            Ok(found)
+        }
+        Err(e) => {
+            // Roll back now rather than when the pool gets round to it, so the advisory lock
+            // and the schema locks are not held while the caller handles the error.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply(tx: &mut PgConnection, schema: &str, target: &str) -> Result<i64> {
+    let err = |e| map("migrating the schema", target, e);
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('ferrule_store:' || $1))")
         .bind(schema)
         .execute(&mut *tx)
@@ -145,6 +161,5 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, target: &str) -> Result
     .execute(&mut *tx)
     .await
     .map_err(err)?;
-    tx.commit().await.map_err(err)?;
     Ok(found)
 }

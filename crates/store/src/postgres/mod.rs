@@ -480,6 +480,17 @@ impl PgStore {
     }
 }
 
+/// Milliseconds of a lease duration; zero is refused.
+fn lease_millis(field: &'static str, d: Duration) -> Result<i64> {
+    if d.is_zero() {
+        return Err(StoreError::InvalidOption {
+            field,
+            reason: "must be longer than zero".into(),
+        });
+    }
+    Ok(duration_millis(d).max(1))
+}
+
 fn count_of(row: &PgRow, context: &str, target: &str) -> Result<u64> {
     let n: i64 = row.try_get("n").map_err(|e| map(context, target, e))?;
     Ok(n.unsigned_abs())
@@ -530,8 +541,9 @@ impl Store for PgStore {
     async fn claim_due(&self, owner: &str, max: usize, lease: Duration) -> Result<Vec<Claimed>> {
         check_key("owner", Some(owner), false)?;
         check_count("max", max, MAX_CLAIM)?;
+        let lease_ms = lease_millis("lease", lease)?;
         let now = self.now();
-        let expires = now.saturating_add(duration_millis(lease));
+        let expires = now.saturating_add(lease_ms);
         let block = self.inner.options.fifo_dead_letter_policy == DeadLetterPolicy::Block;
         let rows = sqlx::query(CLAIM)
             .bind(now)
@@ -553,8 +565,9 @@ impl Store for PgStore {
     }
 
     async fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<Lease> {
+        let by_ms = lease_millis("by", by)?;
         let now = self.now();
-        let expires = now.saturating_add(duration_millis(by));
+        let expires = now.saturating_add(by_ms);
         let row = sqlx::query(
             "UPDATE messages SET lease_expires_at = $4, next_attempt_at = $4, updated_at = $5
              WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_token = $3
