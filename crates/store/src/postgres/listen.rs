@@ -1,18 +1,23 @@
-//! `LISTEN ferrule_work`: wakes idle dispatchers when any process makes work available.
+//! `LISTEN/NOTIFY ferrule_work`: wakes idle dispatchers when any process makes work available.
 //!
-//! A trigger on `messages` runs `pg_notify('ferrule_work', <schema>)` whenever a row becomes
-//! claimable (or, for a message with an ordering key, leaves a blocking status). PostgreSQL
-//! delivers the notification at commit, to every listening connection of every process. Each
-//! store opens one listening connection lazily, on the first [`Waker::wait`].
+//! After an operation that may make work claimable commits, the store pokes its [`Notifier`],
+//! a background task that sends `pg_notify('ferrule_work', <schema>)` in a statement of its
+//! own. Pokes that arrive while a notification is in flight are coalesced into the next one.
+//! NOTIFY is deliberately kept out of the enqueue transaction: PostgreSQL serialises the
+//! commits of notifying transactions on one global lock held across the WAL flush, which would
+//! turn every enqueue into its own fsync (measured: ~1,000 acked enqueues/s with 128
+//! submitters instead of thousands). Every process's store keeps one listening connection,
+//! opened lazily on the first [`Waker::wait`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::{Notify, OnceCell, watch};
 use tokio::task::AbortHandle;
 
-/// The channel the trigger notifies; the payload is the schema name.
+/// The channel notified; the payload is the schema name.
 pub(crate) const CHANNEL: &str = "ferrule_work";
 
 /// How long the listener waits before reconnecting after an error.
@@ -110,5 +115,50 @@ impl Drop for Waker {
         if let Some(task) = self.task.get() {
             task.abort();
         }
+    }
+}
+
+/// Sends `pg_notify` for this schema after commits that made work available, coalescing bursts.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    poke: Arc<Notify>,
+    task: AbortHandle,
+}
+
+impl Notifier {
+    /// Starts the sending task on `pool` (needs a tokio runtime).
+    pub(crate) fn start(pool: PgPool, schema: String) -> Self {
+        let poke = Arc::new(Notify::new());
+        let wait = poke.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                // `notify_one` stores a permit while we are busy: one more send covers them all.
+                wait.notified().await;
+                let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(&schema)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "cannot notify other dispatchers of new work");
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                }
+            }
+        });
+        Notifier {
+            poke,
+            task: task.abort_handle(),
+        }
+    }
+
+    /// Asks for a notification soon; returns at once.
+    pub(crate) fn poke(&self) {
+        self.poke.notify_one();
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

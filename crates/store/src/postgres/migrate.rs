@@ -61,16 +61,6 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_message ON idempotency_keys (message_id);
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
 
-CREATE FUNCTION ferrule_notify_work() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-    PERFORM pg_notify('ferrule_work', TG_TABLE_SCHEMA);
-    RETURN NULL;
-END
-$fn$;
-CREATE TRIGGER messages_notify_work AFTER INSERT OR UPDATE ON messages FOR EACH ROW
-    WHEN (NEW.status IN ('queued', 'retrying')
-          OR (NEW.ordering_key IS NOT NULL AND NEW.status <> 'delivering'))
-    EXECUTE FUNCTION ferrule_notify_work();
 "#];
 
 /// The schema version this binary writes.

@@ -73,6 +73,7 @@ struct Inner {
     pg: PgOptions,
     target: String,
     waker: listen::Waker,
+    notifier: listen::Notifier,
 }
 
 /// The `Filter` condition over parameters `$1..$5`: statuses, destination, created from,
@@ -313,6 +314,7 @@ impl PgStore {
         let found = migrate::migrate(&pool, &pg.schema, &target).await?;
         tracing::debug!(schema = %pg.schema, from_version = found, "opened PostgreSQL store");
         let waker = listen::Waker::new(connect, pg.connect_timeout, pg.schema.clone());
+        let notifier = listen::Notifier::start(pool.clone(), pg.schema.clone());
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -320,6 +322,7 @@ impl PgStore {
                 pg,
                 target,
                 waker,
+                notifier,
             }),
         })
     }
@@ -461,7 +464,12 @@ impl PgStore {
             .await
             .map_err(self.err(action))?;
         match row {
-            Some(_) => Ok(()),
+            Some(_) => {
+                // Retries and releases are new work; any end of an attempt may unblock the
+                // next message of its ordering key.
+                self.inner.notifier.poke();
+                Ok(())
+            }
             None => Err(self.fencing_error(lease).await),
         }
     }
@@ -502,7 +510,11 @@ fn millis_to_duration(ms: f64) -> Duration {
 
 impl Store for PgStore {
     async fn enqueue(&self, message: NewMessage) -> Result<Enqueued> {
-        self.enqueue_one(&message).await
+        let answer = self.enqueue_one(&message).await?;
+        if answer.is_created() {
+            self.inner.notifier.poke();
+        }
+        Ok(answer)
     }
 
     async fn enqueue_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
@@ -535,6 +547,9 @@ impl Store for PgStore {
             answers.push(answer);
         }
         tx.commit().await.map_err(self.err("committing a batch"))?;
+        if answers.iter().any(Enqueued::is_created) {
+            self.inner.notifier.poke();
+        }
         Ok(answers)
     }
 
@@ -620,6 +635,7 @@ impl Store for PgStore {
             .await
             .map_err(self.err("cancelling a message"))?;
         if row.is_some() {
+            self.inner.notifier.poke();
             return Ok(());
         }
         match self.status_of(id).await? {
@@ -638,7 +654,11 @@ impl Store for PgStore {
             .fetch_one(&self.inner.pool)
             .await
             .map_err(self.err("recovering expired leases"))?;
-        count_of(&row, "recovering expired leases", &self.inner.target)
+        let n = count_of(&row, "recovering expired leases", &self.inner.target)?;
+        if n > 0 {
+            self.inner.notifier.poke();
+        }
+        Ok(n)
     }
 
     async fn get(&self, id: MessageId) -> Result<Option<MessageDetail>> {
@@ -778,6 +798,9 @@ impl Store for PgStore {
                 ids
             }
         };
+        if !dry_run && !ids.is_empty() {
+            self.inner.notifier.poke();
+        }
         Ok(ReplayReport {
             count: ids.len() as u64,
             ids,
@@ -790,7 +813,12 @@ impl Store for PgStore {
             .fetch_one(&self.inner.pool)
             .await
             .map_err(self.err("purging messages"))?;
-        count_of(&row, "purging messages", &self.inner.target)
+        let n = count_of(&row, "purging messages", &self.inner.target)?;
+        if n > 0 {
+            // A purged dead message may have been blocking its ordering key.
+            self.inner.notifier.poke();
+        }
+        Ok(n)
     }
 
     async fn purge_delivered(&self, older_than: Duration) -> Result<u64> {

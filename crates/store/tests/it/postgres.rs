@@ -314,7 +314,7 @@ async fn notify_wakes_a_waiter_in_another_store_and_not_in_another_schema() {
         .await
         .expect("woken by the other store's enqueue")
         .unwrap();
-    // A completion does not wake (no new work), a reschedule does.
+    // A reschedule is new work for every process.
     let c = stores[0].claim_due("w", 10, LEASE).await.unwrap();
     let waiter = {
         let store = stores[1].clone();
