@@ -5,7 +5,7 @@
 //! `FERRULE_BENCH_FILL` (default 1000000) the queue size for the memory check (0 skips it),
 //! `FERRULE_BENCH_DIR` the directory for the database files (default: a temp dir).
 //! PostgreSQL rows run when `FERRULE_TEST_POSTGRES_URL` is set (each in a fresh schema, dropped
-//! afterwards); `FERRULE_BENCH_PG_POOL` (default 32) sets the store's pool size.
+//! afterwards); `FERRULE_BENCH_PG_POOL` (default 64) sets the store's pool size.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its table")]
 
@@ -230,7 +230,7 @@ fn main() {
 /// A PostgreSQL store in a fresh schema; the schema is dropped by [`drop_schema`].
 #[cfg(feature = "postgres")]
 async fn open_pg(url: &str, schema: &str) -> ferrule_store::PgStore {
-    let pool = env_u64("FERRULE_BENCH_PG_POOL", 32);
+    let pool = env_u64("FERRULE_BENCH_PG_POOL", 64);
     let sep = if url.contains('?') { '&' } else { '?' };
     ferrule_store::PgStore::open(
         &format!("{url}{sep}schema={schema}&pool_size={pool}"),
