@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -17,7 +16,8 @@ use crate::error::BoxError;
 /// Guards a `tower` service with a [`CircuitBreaker`].
 ///
 /// The classifier judges `Result<S::Response, S::Error>` (by default `Ok` is a success and
-/// every `Err` a failure). A rejected call fails with a boxed [`CircuitOpen`] the caller can
+/// every `Err` a failure). It is cloned into each call's future, so keep it cheap to clone
+/// (a zero-sized type, a closure over `Copy` data, or one holding an `Arc`). A rejected call fails with a boxed [`CircuitOpen`] the caller can
 /// downcast; the inner service's errors are boxed as they are.
 ///
 /// ```
@@ -38,7 +38,7 @@ use crate::error::BoxError;
 #[derive(Debug, Clone)]
 pub struct CircuitBreakerLayer<C = ErrorsAreTransient> {
     breaker: CircuitBreaker,
-    classifier: Arc<C>,
+    classifier: C,
 }
 
 impl CircuitBreakerLayer {
@@ -46,7 +46,7 @@ impl CircuitBreakerLayer {
     pub fn new(breaker: CircuitBreaker) -> Self {
         CircuitBreakerLayer {
             breaker,
-            classifier: Arc::new(ErrorsAreTransient),
+            classifier: ErrorsAreTransient,
         }
     }
 }
@@ -56,7 +56,7 @@ impl<C> CircuitBreakerLayer<C> {
     pub fn with_classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
         CircuitBreakerLayer {
             breaker: self.breaker,
-            classifier: Arc::new(classifier),
+            classifier,
         }
     }
 
@@ -66,7 +66,7 @@ impl<C> CircuitBreakerLayer<C> {
     }
 }
 
-impl<S, C> Layer<S> for CircuitBreakerLayer<C> {
+impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreakerService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -83,7 +83,7 @@ impl<S, C> Layer<S> for CircuitBreakerLayer<C> {
 pub struct CircuitBreakerService<S, C = ErrorsAreTransient> {
     inner: S,
     breaker: CircuitBreaker,
-    classifier: Arc<C>,
+    classifier: C,
 }
 
 impl<S, C> CircuitBreakerService<S, C> {
@@ -102,7 +102,7 @@ impl<S, C, Req> Service<Req> for CircuitBreakerService<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -142,7 +142,7 @@ pin_project! {
             #[pin]
             future: F,
             permit: Option<OwnedPermit>,
-            classifier: Arc<C>,
+            classifier: C,
         },
         Rejected {
             open: CircuitOpen,
