@@ -1,0 +1,4 @@
+//! The relay's integration tests: the real router, a real SQLite file, real HTTP receivers.
+
+mod api;
+mod support;
