@@ -1,5 +1,6 @@
 //! [`AnyConnector`]: one type for every kind of connector.
 
+use crate::webhook::WebhookConnector;
 use crate::{Connector, Delivery, DeliveryResult};
 
 /// Any connector ferrule has, so the relay can keep one map from destination to connector.
@@ -7,12 +8,23 @@ use crate::{Connector, Delivery, DeliveryResult};
 /// [`Connector`] is not object-safe (it returns `impl Future`); this enum is the static
 /// alternative to a `Box<dyn Connector>`. New kinds of connector become new variants, so match
 /// on it with a wildcard arm.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum AnyConnector {}
+pub enum AnyConnector {
+    /// An HTTP webhook, signed the Standard Webhooks way.
+    Webhook(WebhookConnector),
+}
 
 impl Connector for AnyConnector {
-    async fn deliver(&self, _delivery: &Delivery<'_>) -> DeliveryResult {
-        match *self {}
+    async fn deliver(&self, delivery: &Delivery<'_>) -> DeliveryResult {
+        match self {
+            AnyConnector::Webhook(webhook) => webhook.deliver(delivery).await,
+        }
+    }
+}
+
+impl From<WebhookConnector> for AnyConnector {
+    fn from(webhook: WebhookConnector) -> Self {
+        AnyConnector::Webhook(webhook)
     }
 }

@@ -13,6 +13,7 @@
 mod any;
 mod connector;
 mod error;
+pub mod webhook;
 
 pub use any::AnyConnector;
 pub use connector::{Connector, Delivery, DeliveryResult};
