@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferrule_connectors::webhook::{WebhookConfig, WebhookSecret};
 use ferrule_policy::ConfigError;
 use ferrule_policy::breaker::{BreakerConfig, Window};
 use ferrule_policy::bulkhead::BulkheadConfig;
@@ -133,8 +134,8 @@ pub struct DispatcherConfig {
     /// Longest idle wait between claims when no wake-up arrives (default 1 s).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// When a forced-open circuit or a full bulkhead defers a message, it is due again after
-    /// this long (default 5 s).
+    /// When a full bulkhead or a busy half-open circuit defers a message, it is due again
+    /// after this long (default 1 s).
     #[serde(with = "humantime_serde")]
     pub defer_for: Duration,
 }
@@ -146,7 +147,7 @@ impl Default for DispatcherConfig {
             batch: 256,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
-            defer_for: Duration::from_secs(5),
+            defer_for: Duration::from_secs(1),
         }
     }
 }
@@ -180,7 +181,9 @@ pub struct PolicyDefaults {
     pub breaker: BreakerConfig,
     /// Rate limit (default: none).
     pub rate_limit: Option<RateLimitConfig>,
-    /// Concurrent deliveries per destination (default 64, no queue).
+    /// Concurrent deliveries per destination (default 256, the dispatcher's default
+    /// concurrency, no queue). Lower it to keep one slow destination from taking every
+    /// dispatcher slot; a delivery refused by a full bulkhead is deferred by `defer_for`.
     pub bulkhead: BulkheadConfig,
     /// Per-attempt timeout (default 15 s).
     #[serde(with = "humantime_serde")]
@@ -214,7 +217,10 @@ impl Default for PolicyDefaults {
                 ..BreakerConfig::default()
             },
             rate_limit: None,
-            bulkhead: BulkheadConfig::default(),
+            bulkhead: BulkheadConfig {
+                max_concurrent: 256,
+                ..BulkheadConfig::default()
+            },
             timeout: Duration::from_secs(15),
             chaos: ChaosConfig::default(),
         }
@@ -298,6 +304,8 @@ pub struct ResolvedDestination {
     pub bulkhead: BulkheadConfig,
     /// Chaos.
     pub chaos: ChaosConfig,
+    /// The webhook connector's configuration.
+    pub webhook: WebhookConfig,
 }
 
 /// A secret value: redacted in `Debug` and when serialised (so in `config check` and logs).
@@ -598,7 +606,20 @@ impl Config {
                 ));
             }
         }
+        let mut webhook = WebhookConfig::new(dest.url.clone());
+        webhook.allow_private = dest.allow_private;
+        webhook.timeout = timeout;
+        webhook.headers = dest.headers.clone();
+        if let Some(secret) = &secret {
+            webhook.secret = Some(
+                secret
+                    .parse::<WebhookSecret>()
+                    .map_err(|e| connector_error(i, e))?,
+            );
+        }
+        webhook.validate().map_err(|e| connector_error(i, e))?;
         Ok(ResolvedDestination {
+            webhook,
             name: name.to_owned(),
             url: dest.url.clone(),
             secret,
@@ -625,6 +646,18 @@ impl Config {
     pub fn store_url(&self) -> Result<String, ConfigError> {
         self.store.url.expose("store.url")
     }
+}
+
+/// A connector's complaint about destination `i`, naming the field.
+fn connector_error(i: usize, e: ferrule_connectors::ConnectorError) -> ConfigError {
+    let field = format!("destinations[{i}].{}", e.field().unwrap_or("url"));
+    let message = e.to_string();
+    // The connector's message repeats the field name; keep only what follows it.
+    let message = match message.split_once("`: ") {
+        Some((_, rest)) if message.starts_with("invalid `") => rest.to_owned(),
+        _ => message,
+    };
+    ConfigError::new(field, message)
 }
 
 /// Refuses zero.

@@ -12,11 +12,16 @@ use ferrule_policy::retry::Retry;
 use ferrule_policy::timeout::{Timeout, TimeoutConfig};
 use ferrule_policy::{ConfigError, Context, SharedClock};
 
+use ferrule_connectors::webhook::WebhookConnector;
+use ferrule_connectors::{AnyConnector, ConnectorError};
+
 use crate::config::{HealthConfig, ResolvedDestination};
 use crate::health::Health;
 
 /// One destination's connector and policies.
 pub struct Destination {
+    /// Delivers one attempt.
+    pub connector: AnyConnector,
     /// The name messages are submitted to.
     pub name: String,
     /// The endpoint, for logs and `/v1/destinations` (without query string).
@@ -46,6 +51,18 @@ impl fmt::Debug for Destination {
     }
 }
 
+/// Why a destination could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A policy's configuration is invalid.
+    #[error("invalid `{}`: {}", .0.field(), .0.message())]
+    Policy(#[from] ConfigError),
+    /// The connector refused its configuration.
+    #[error(transparent)]
+    Connector(ConnectorError),
+}
+
 impl Destination {
     /// Builds the policies of `config`, all reading `clock`, reporting to `tracing` and
     /// `metrics` under the destination's name.
@@ -54,7 +71,12 @@ impl Destination {
         clock: SharedClock,
         environment: Environment,
         health: HealthConfig,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, BuildError> {
+        let connector = AnyConnector::from(
+            WebhookConnector::new(config.webhook.clone(), clock.clone()).map_err(|e| {
+                BuildError::Connector(e.within(&format!("destinations.{}", config.name)))
+            })?,
+        );
         let observer = Arc::new(FanOut(vec![
             Arc::new(TracingObserver),
             Arc::new(MetricsObserver),
@@ -64,6 +86,7 @@ impl Destination {
             .with_observer(observer);
         let within = |field: &str| format!("destinations.{}.{field}", config.name);
         Ok(Destination {
+            connector,
             name: config.name.clone(),
             endpoint: config
                 .url

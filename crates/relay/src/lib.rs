@@ -13,7 +13,7 @@ pub mod client;
 pub mod config;
 mod console;
 pub mod destination;
-
+pub mod dispatcher;
 pub mod health;
 pub mod server;
 pub mod state;

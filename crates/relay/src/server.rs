@@ -146,7 +146,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
             config.server.environment,
             config.health.clone(),
         )
-        .map_err(|e| Error::Config(e.into()))?;
+        .map_err(|e| match e {
+            crate::destination::BuildError::Policy(e) => Error::Config(e.into()),
+            crate::destination::BuildError::Connector(e) => Error::Connector(e),
+        })?;
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
     let listener = TcpListener::bind(&config.server.listen)
@@ -252,13 +255,20 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
             }
         });
     }
+    let hard_stop = CancellationToken::new();
+    crate::dispatcher::spawn(state.clone(), tracker.clone(), hard_stop.clone());
     let app = crate::api::router(state.clone());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
-    tracing::info!("the API stopped accepting requests");
+    tracing::info!("the API stopped accepting requests; draining deliveries");
     tracker.close();
-    tracker.wait().await;
+    let drain = state.config.server.drain_timeout;
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(timeout = ?drain, in_flight = tracker.len(), "drain timeout passed; releasing the unfinished deliveries");
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
     tracing::info!("the relay stopped");
     served.map_err(|source| Error::Io {
         context: "the HTTP server failed".into(),

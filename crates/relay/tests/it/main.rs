@@ -1,4 +1,6 @@
 //! The relay's integration tests: the real router, a real SQLite file, real HTTP receivers.
 
 mod api;
+mod delivery;
+mod receiver;
 mod support;
