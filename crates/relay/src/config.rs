@@ -415,7 +415,13 @@ pub enum LoadError {
     Parse(String),
     /// A value is out of range or inconsistent; the error names the field.
     #[error("invalid configuration: `{}`: {}", .0.field(), .0.message())]
-    Invalid(#[from] ConfigError),
+    Invalid(ConfigError),
+}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        LoadError::Invalid(e)
+    }
 }
 
 impl Config {

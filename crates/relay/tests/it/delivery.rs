@@ -322,3 +322,128 @@ async fn private_targets_are_refused_unless_allowed() {
     let err = config.validate().unwrap_err();
     assert_eq!(err.field(), "destinations[0].url", "{err}");
 }
+
+#[tokio::test]
+async fn status_and_metrics_report_counters_breakers_and_depths() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500)]);
+    let url = receiver.url.clone();
+    let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "20ms", 5))).await;
+    let id = relay.submit("hook", json!(1)).await;
+    relay.wait_for_status(&id, "delivered", WAIT).await;
+    let (status, body) = relay.call(Method::GET, "/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["counters"]["submitted"], 1, "{body:#}");
+    assert_eq!(body["counters"]["delivered"], 1, "{body:#}");
+    assert_eq!(body["counters"]["retried"], 1, "{body:#}");
+    assert_eq!(body["queue_depth"], 0, "{body:#}");
+    assert_eq!(body["dead_letter_depth"], 0, "{body:#}");
+    let hook = &body["dependencies"]["destinations"]["hook"];
+    assert_eq!(hook["breaker"]["state"], "closed", "{body:#}");
+    assert_eq!(
+        hook["health"]["status"], "degraded",
+        "one failure, one success: {body:#}"
+    );
+    assert_eq!(hook["health"]["failure_threshold"], 3);
+    assert_eq!(body["dependencies"]["store"]["status"], "healthy");
+    assert!(
+        body["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{body:#}"
+    );
+    assert!(!body.to_string().contains(TOKEN) && !body.to_string().contains(&SECRET[6..]));
+    let response = relay
+        .http
+        .get(format!("{}/metrics", relay.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    for needle in [
+        "ferrule_deliveries_total{destination=\"hook\",outcome=\"success\"}",
+        "ferrule_attempt_duration_seconds_bucket{destination=\"hook\"",
+        "ferrule_retries_total{destination=\"hook\"}",
+        "ferrule_queue_depth",
+        "ferrule_dead_letter_depth",
+        "ferrule_breaker_state{destination=\"hook\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    assert!(!text.contains(&id), "no message id as a label");
+}
+
+#[tokio::test]
+async fn operators_force_open_and_reset_a_breaker() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url.clone();
+    let relay = start(|c| c.destinations.push(webhook("hook", &url))).await;
+    let (status, body) = relay
+        .call(Method::POST, "/v1/breakers/hook/force-open", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["breaker"]["state"], "forced_open");
+    let id = relay.submit("hook", json!(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        receiver.hits().is_empty(),
+        "a forced-open circuit sends nothing"
+    );
+    let m = relay.message(&id).await;
+    assert_eq!(m["attempts"], 0, "{m:#}");
+    let (_, body) = relay
+        .call(Method::POST, "/v1/breakers/hook/disable", None)
+        .await;
+    assert_eq!(body["breaker"]["state"], "disabled");
+    let (_, body) = relay
+        .call(Method::POST, "/v1/breakers/hook/reset", None)
+        .await;
+    assert_eq!(body["breaker"]["state"], "closed");
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_draining() {
+    let relay = start(|_| {}).await;
+    let state = relay.running.as_ref().unwrap().state.clone();
+    // A second listener on the same router, not shut down with the first one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum_serve(listener, state.clone()));
+    let url = format!("http://{addr}/readyz");
+    let ready = relay
+        .http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    state.shutdown.cancel();
+    let draining = relay
+        .http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(draining.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let submit = relay
+        .http
+        .post(format!("http://{addr}/v1/messages"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"destination": "x", "payload": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        submit.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no new work while draining"
+    );
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, state: ferrule::state::AppState) {
+    let _ = axum::serve(listener, ferrule::api::router(state)).await;
+}
