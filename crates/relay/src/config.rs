@@ -752,6 +752,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ferrule.example.toml");
+        let config =
+            Config::load_with_env(Some(&path), Env::prefixed("FERRULE_TEST_NOTHING_")).unwrap();
+        let d = &config.destinations().unwrap()[0];
+        assert_eq!(d.retry.max_attempts, 8);
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let config = Config::default();
         config.validate().unwrap();
