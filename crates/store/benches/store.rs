@@ -4,6 +4,8 @@
 //! `cargo bench -p ferrule-store`; `FERRULE_BENCH_SECS` (default 3) sets the time per row,
 //! `FERRULE_BENCH_FILL` (default 1000000) the queue size for the memory check (0 skips it),
 //! `FERRULE_BENCH_DIR` the directory for the database files (default: a temp dir).
+//! PostgreSQL rows run when `FERRULE_TEST_POSTGRES_URL` is set (each in a fresh schema, dropped
+//! afterwards); `FERRULE_BENCH_PG_POOL` (default 64) sets the store's pool size.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its table")]
 
@@ -59,7 +61,7 @@ async fn open(dir: &std::path::Path, name: &str, sync: Synchronous) -> SqliteSto
 }
 
 /// Acked enqueues/s with `submitters` tasks each enqueueing one message at a time.
-async fn enqueue_rate(store: &SqliteStore, submitters: usize, secs: Duration) -> f64 {
+async fn enqueue_rate<S: Store + Clone>(store: &S, submitters: usize, secs: Duration) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -85,8 +87,8 @@ async fn enqueue_rate(store: &SqliteStore, submitters: usize, secs: Duration) ->
 
 /// Claim+complete/s with `claimers` workers, each claiming `batch` and completing them all
 /// concurrently, until `total` pre-filled messages are delivered.
-async fn claim_complete_rate(
-    store: &SqliteStore,
+async fn claim_complete_rate<S: Store + Clone>(
+    store: &S,
     claimers: usize,
     batch: usize,
     total: u64,
@@ -181,6 +183,13 @@ fn main() {
                 );
             }
         }
+        #[cfg(feature = "postgres")]
+        if let (true, Ok(url)) = (
+            selected("postgres"),
+            std::env::var("FERRULE_TEST_POSTGRES_URL"),
+        ) {
+            postgres_rows(&url, secs).await;
+        }
         if fill > 0 && selected("fill") {
             let store = open(&dir, "fill.db", Synchronous::Full).await;
             let before = rss_kib().unwrap_or(0);
@@ -216,4 +225,50 @@ fn main() {
             );
         }
     });
+}
+
+/// A PostgreSQL store in a fresh schema; the schema is dropped by [`drop_schema`].
+#[cfg(feature = "postgres")]
+async fn open_pg(url: &str, schema: &str) -> ferrule_store::PgStore {
+    let pool = env_u64("FERRULE_BENCH_PG_POOL", 64);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    ferrule_store::PgStore::open(
+        &format!("{url}{sep}schema={schema}&pool_size={pool}"),
+        StoreOptions::default(),
+    )
+    .await
+    .expect("open PostgreSQL store")
+}
+
+#[cfg(feature = "postgres")]
+async fn drop_schema(url: &str, schema: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("drop bench schema");
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_rows(url: &str, secs: Duration) {
+    let run = fastrand::u32(..);
+    for submitters in [1, 16, 128].into_iter().filter(|_| selected("enqueue")) {
+        let schema = format!("ferrule_bench_{run:08x}_enq{submitters}");
+        let store = open_pg(url, &schema).await;
+        let rate = enqueue_rate(&store, submitters, secs).await;
+        println!("| PostgreSQL: acked enqueues, {submitters} submitters | {rate:.0} /s |");
+        store.close().await;
+        drop_schema(url, &schema).await;
+    }
+    for claimers in [1, 2].into_iter().filter(|_| selected("claim")) {
+        let schema = format!("ferrule_bench_{run:08x}_claim{claimers}");
+        let store = open_pg(url, &schema).await;
+        let rate = claim_complete_rate(&store, claimers, 128, 50_000).await;
+        println!("| PostgreSQL: claim+complete, {claimers} claimers (batch 128) | {rate:.0} /s |");
+        store.close().await;
+        drop_schema(url, &schema).await;
+    }
 }

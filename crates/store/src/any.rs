@@ -4,6 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Result, StoreError};
 use crate::options::StoreOptions;
+#[cfg(feature = "postgres")]
+use crate::postgres::PgStore;
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 use crate::types::{
@@ -17,9 +19,14 @@ use crate::types::{
 pub enum AnyStore {
     /// The embedded SQLite backend.
     Sqlite(SqliteStore),
+    /// The PostgreSQL backend, shared by many processes.
+    #[cfg(feature = "postgres")]
+    Postgres(PgStore),
 }
 
-/// Opens the store named by `url`: `sqlite://path` (relative) or `sqlite:///abs/path`.
+/// Opens the store named by `url`: `sqlite://path` (relative), `sqlite:///abs/path`, or (with
+/// the `postgres` feature) `postgres://…` / `postgresql://…` (see
+/// [`PgOptions`](crate::PgOptions)).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), ferrule_store::StoreError> {
@@ -38,9 +45,15 @@ pub async fn open(url: &str, options: StoreOptions) -> Result<AnyStore> {
         "sqlite" => Ok(AnyStore::Sqlite(
             SqliteStore::open(SqliteOptions::from_url(url, options)?).await?,
         )),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(AnyStore::Postgres(PgStore::open(url, options).await?)),
         _ => Err(StoreError::InvalidUrl {
             url: redact(url),
-            reason: "unsupported scheme; expected `sqlite://<path>`".into(),
+            reason: if cfg!(feature = "postgres") {
+                "unsupported scheme; expected `sqlite://<path>` or `postgres://…`".into()
+            } else {
+                "unsupported scheme; expected `sqlite://<path>` (built without `postgres`)".into()
+            },
         }),
     }
 }
@@ -63,6 +76,8 @@ macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             AnyStore::Sqlite($store) => $call,
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres($store) => $call,
         }
     };
 }

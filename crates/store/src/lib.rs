@@ -14,6 +14,8 @@ mod any;
 mod common;
 pub mod error;
 pub mod options;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 mod store;
 pub mod types;
@@ -21,6 +23,8 @@ pub mod types;
 pub use any::{AnyStore, open};
 pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::Store;
 pub use types::{

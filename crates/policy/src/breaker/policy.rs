@@ -141,6 +141,8 @@ struct Inner {
     settings: Settings,
     config: BreakerConfig,
     origin: Instant,
+    /// The same moment as `origin`, on the clock's [`now_nanos`](crate::Clock::now_nanos) scale.
+    origin_nanos: u64,
     ctx: Context,
 }
 
@@ -207,7 +209,7 @@ struct Ticket {
     generation: u32,
     kind: Kind,
     /// Only read when slow-call tracking is on.
-    start: Option<Instant>,
+    start: Option<u64>,
     done: bool,
 }
 
@@ -364,6 +366,7 @@ impl CircuitBreaker {
             half_open_successes: config.half_open_successes,
             permanent_is_failure: config.permanent_is_failure,
         };
+        let origin_nanos = ctx.clock().now_nanos();
         let origin = ctx.clock().now();
         Ok(CircuitBreaker {
             inner: Arc::new(Inner {
@@ -380,6 +383,7 @@ impl CircuitBreaker {
                 settings,
                 config,
                 origin,
+                origin_nanos,
                 ctx,
             }),
         })
@@ -566,10 +570,12 @@ impl Inner {
     /// Time since the breaker was built, on its clock.
     #[inline]
     fn elapsed(&self) -> Duration {
-        self.ctx
-            .clock()
-            .now()
-            .saturating_duration_since(self.origin)
+        Duration::from_nanos(
+            self.ctx
+                .clock()
+                .now_nanos()
+                .saturating_sub(self.origin_nanos),
+        )
     }
 
     /// Time left in the open period at `elapsed`.
@@ -635,10 +641,10 @@ impl Inner {
     /// The start instant, read only when slow-call tracking needs it (a clock read costs
     /// about 20 ns).
     #[inline]
-    fn start(&self) -> Option<Instant> {
+    fn start(&self) -> Option<u64> {
         self.settings
             .slow_call_duration
-            .map(|_| self.ctx.clock().now())
+            .map(|_| self.ctx.clock().now_nanos())
     }
 
     fn probe_ticket(&self, word: u64) -> Ticket {
@@ -698,9 +704,9 @@ impl Inner {
 
     /// Whether the call that started at `start` and ended at `now` was slow.
     #[inline]
-    fn slow(&self, start: Option<Instant>, now: Option<Instant>) -> bool {
+    fn slow(&self, start: Option<u64>, now: Option<u64>) -> bool {
         match (self.settings.slow_call_duration, start, now) {
-            (Some(limit), Some(start), Some(now)) => now.saturating_duration_since(start) >= limit,
+            (Some(limit), Some(start), Some(now)) => now.saturating_sub(start) >= nanos(limit),
             _ => false,
         }
     }
@@ -711,7 +717,7 @@ impl Inner {
             return;
         };
         let now = if ticket.start.is_some() || self.window.needs_time() {
-            Some(self.ctx.clock().now())
+            Some(self.ctx.clock().now_nanos())
         } else {
             None
         };
@@ -733,7 +739,7 @@ impl Inner {
             self.consecutive.store(0, Relaxed);
         }
         let elapsed = now.map_or(Duration::ZERO, |now| {
-            now.saturating_duration_since(self.origin)
+            Duration::from_nanos(now.saturating_sub(self.origin_nanos))
         });
         if let Some(totals) = self.window.record(Sample { failure, slow }, elapsed) {
             trip = trip || self.should_trip(&totals);
@@ -762,7 +768,7 @@ impl Inner {
             Some(true) => Some(false),
             Some(false) => {
                 let slow = ticket.start.is_some() && {
-                    let now = self.ctx.clock().now();
+                    let now = self.ctx.clock().now_nanos();
                     self.slow(ticket.start, Some(now))
                 };
                 Some(!slow)

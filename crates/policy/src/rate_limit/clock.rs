@@ -11,7 +11,9 @@ use crate::clock::SharedClock;
 #[derive(Clone)]
 pub(crate) struct GovernorClock {
     clock: SharedClock,
+    /// The same moment as `origin_nanos`, as an `Instant`, for reporting `ready_at`.
     origin: Instant,
+    origin_nanos: u64,
 }
 
 impl fmt::Debug for GovernorClock {
@@ -25,8 +27,13 @@ impl fmt::Debug for GovernorClock {
 impl GovernorClock {
     /// A clock whose zero is now on `clock`.
     pub(crate) fn new(clock: SharedClock) -> Self {
+        let origin_nanos = clock.now_nanos();
         let origin = clock.now();
-        GovernorClock { clock, origin }
+        GovernorClock {
+            clock,
+            origin,
+            origin_nanos,
+        }
     }
 
     /// The instant on our clock that `nanos` stands for.
@@ -53,7 +60,6 @@ impl governor::clock::Clock for GovernorClock {
 
     #[inline]
     fn now(&self) -> Nanos {
-        let since = self.clock.now().saturating_duration_since(self.origin);
-        Nanos::new(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+        Nanos::new(self.clock.now_nanos().saturating_sub(self.origin_nanos))
     }
 }

@@ -125,11 +125,17 @@ impl Timeout {
 
 pin_project! {
     /// A future with a timer; `H` is how it reaches the policy (a borrow or an `Arc`).
+    ///
+    /// The timer starts when the future is made (`start` is read then), but the clock's
+    /// `Sleep` is only built if the inner future is still pending on its first poll: a call
+    /// that completes at once never touches the timer wheel.
     pub(crate) struct Limited<F, H> {
         #[pin]
         fut: F,
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
+        start: u64,
+        limit: Duration,
         shared: H,
     }
 }
@@ -137,24 +143,23 @@ pin_project! {
 impl<F, H: Deref<Target = Shared>> Limited<F, H> {
     #[inline]
     fn new(fut: F, shared: H) -> Self {
-        Limited {
-            fut,
-            sleep: shared.ctx.clock().sleep(shared.limit),
-            shared,
-        }
+        let limit = shared.limit;
+        Self::with_sleep(fut, shared, limit)
     }
 
     #[inline]
     fn with_sleep(fut: F, shared: H, limit: Duration) -> Self {
         Limited {
             fut,
-            sleep: shared.ctx.clock().sleep(limit),
+            sleep: None,
+            start: shared.ctx.clock().now_nanos(),
+            limit,
             shared,
         }
     }
 
     fn limit(&self) -> Duration {
-        self.shared.limit
+        self.limit
     }
 }
 
@@ -163,13 +168,19 @@ impl<F: Future, H: Deref<Target = Shared>> Future for Limited<F, H> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let Poll::Ready(output) = this.fut.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(this.shared.fire())),
-            Poll::Pending => Poll::Pending,
+        if this.sleep.is_none() {
+            let clock = this.shared.ctx.clock();
+            let elapsed = Duration::from_nanos(clock.now_nanos().saturating_sub(*this.start));
+            this.sleep
+                .set(Some(clock.sleep(this.limit.saturating_sub(elapsed))));
+        }
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(this.shared.fire())),
+            _ => Poll::Pending,
         }
     }
 }

@@ -68,6 +68,24 @@ async fn fires_exactly_at_the_limit_and_not_before() {
 }
 
 #[tokio::test]
+async fn timer_starts_at_wrap_even_when_first_polled_later() {
+    let clock = ManualClock::new();
+    let recorder = Recorder::new();
+    let timeout =
+        Timeout::with_context(TimeoutConfig::new(secs(10)), ctx(&clock, &recorder)).unwrap();
+    let wrapped = timeout.clone().wrap_owned(std::future::pending::<()>());
+    // Nothing is registered until the first poll finds the call pending...
+    assert_eq!(clock.pending_sleeps(), 0);
+    clock.advance(secs(4));
+    let handle = tokio::spawn(wrapped);
+    until_sleeping(&clock, 1).await;
+    // ...but the limit still counts from the wrap: 6 s are left, not 10.
+    assert_eq!(clock.next_sleep_in(), Some(secs(6)));
+    clock.advance(secs(6));
+    assert_eq!(handle.await.unwrap(), Err(Elapsed { after: secs(10) }));
+}
+
+#[tokio::test]
 async fn fast_future_passes_and_unregisters_its_timer() {
     let clock = ManualClock::new();
     let recorder = Recorder::new();

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::receiver::{Receiver, Reply};
-use crate::support::{SECRET, TOKEN, TestRelay, start, start_clock, webhook};
+use crate::support::{Backend, SECRET, TOKEN, TestRelay, start, start_clock, start_on, webhook};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -35,10 +35,18 @@ fn secret() -> WebhookSecret {
 
 #[tokio::test]
 async fn a_message_is_delivered_signed_with_a_stable_webhook_id() {
+    delivered_signed_with_a_stable_webhook_id(Backend::Sqlite).await;
+}
+
+/// Core case, also run on PostgreSQL.
+pub(crate) async fn delivered_signed_with_a_stable_webhook_id(backend: Backend) {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Status(500)]);
     let url = receiver.url.clone();
-    let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "20ms", 5))).await;
+    let relay = start_on(backend, |c| {
+        c.destinations.push(fast_retry("hook", &url, "20ms", 5))
+    })
+    .await;
     let id = relay
         .submit("hook", json!({"order": 7, "text": "héllo"}))
         .await;
@@ -199,10 +207,18 @@ async fn the_breaker_opens_stops_traffic_half_opens_and_recovers() {
 
 #[tokio::test]
 async fn a_4xx_is_dead_lettered_then_replayed_and_delivered() {
+    dead_lettered_then_replayed_and_delivered(Backend::Sqlite).await;
+}
+
+/// Core case, also run on PostgreSQL.
+pub(crate) async fn dead_lettered_then_replayed_and_delivered(backend: Backend) {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Status(400)]);
     let url = receiver.url.clone();
-    let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "20ms", 5))).await;
+    let relay = start_on(backend, |c| {
+        c.destinations.push(fast_retry("hook", &url, "20ms", 5))
+    })
+    .await;
     let id = relay.submit("hook", json!({"x": 1})).await;
     let dead = relay.wait_for_status(&id, "dead", WAIT).await;
     assert_eq!(dead["attempts"], 1, "a permanent error is not retried");
@@ -287,9 +303,14 @@ async fn a_slow_receiver_times_out_and_is_retried() {
 
 #[tokio::test]
 async fn an_idempotent_resubmit_is_delivered_once() {
+    idempotent_resubmit_is_delivered_once(Backend::Sqlite).await;
+}
+
+/// Core case, also run on PostgreSQL.
+pub(crate) async fn idempotent_resubmit_is_delivered_once(backend: Backend) {
     let receiver = Receiver::start().await;
     let url = receiver.url.clone();
-    let relay: TestRelay = start(|c| c.destinations.push(webhook("hook", &url))).await;
+    let relay: TestRelay = start_on(backend, |c| c.destinations.push(webhook("hook", &url))).await;
     let body = json!({"destination": "hook", "payload": {"n": 1}});
     let mut ids = Vec::new();
     for _ in 0..3 {

@@ -3,5 +3,6 @@
 mod api;
 mod binary;
 mod delivery;
+mod postgres;
 mod receiver;
 mod support;

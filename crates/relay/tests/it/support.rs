@@ -24,6 +24,16 @@ pub(crate) struct TestRelay {
     pub(crate) http: reqwest::Client,
     /// Holds the database directory.
     pub(crate) dir: TempDir,
+    /// The PostgreSQL schema, when running on PostgreSQL (dropped after the relay stops).
+    pub(crate) pg: Option<PgSchema>,
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown();
+        }
+    }
 }
 
 /// A test config: loopback listener on a free port, the store in `dir`, the test token.
@@ -69,6 +79,77 @@ pub(crate) async fn start_clock(clock: SharedClock, setup: impl FnOnce(&mut Conf
     start_in(dir, config, clock).await
 }
 
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh schema in the database at `FERRULE_TEST_POSTGRES_URL`, dropped afterwards.
+    Postgres,
+}
+
+/// Starts the relay on `backend` with the test config changed by `setup`.
+pub(crate) async fn start_on(backend: Backend, setup: impl FnOnce(&mut Config)) -> TestRelay {
+    match backend {
+        Backend::Sqlite => start(setup).await,
+        Backend::Postgres => {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config_in(&dir);
+            let schema = PgSchema::new();
+            config.store.url = Secret::new(schema.url());
+            setup(&mut config);
+            let mut relay = start_in(dir, config, ferrule_policy::clock::system()).await;
+            relay.pg = Some(schema);
+            relay
+        }
+    }
+}
+
+/// A fresh PostgreSQL schema, dropped with everything in it on drop.
+pub(crate) struct PgSchema {
+    name: String,
+    base: String,
+}
+
+impl PgSchema {
+    fn new() -> Self {
+        let base = std::env::var("FERRULE_TEST_POSTGRES_URL").expect(
+            "FERRULE_TEST_POSTGRES_URL must name a PostgreSQL database (scripts/test sets it)",
+        );
+        PgSchema {
+            name: format!("ferrule_relay_test_{:016x}", fastrand::u64(..)),
+            base,
+        }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let url = self.base.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
 /// Starts the relay with `config` exactly as given, keeping `dir` alive.
 pub(crate) async fn start_in(dir: TempDir, config: Config, clock: SharedClock) -> TestRelay {
     let running = ferrule::start(
@@ -85,6 +166,7 @@ pub(crate) async fn start_in(dir: TempDir, config: Config, clock: SharedClock) -
         running: Some(running),
         http: reqwest::Client::new(),
         dir,
+        pg: None,
     }
 }
 

@@ -2,4 +2,6 @@
 //! plus backend-specific tests (bad input, locking, crash safety).
 
 mod conformance;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;

@@ -1,0 +1,155 @@
+//! Embedded, versioned schema migrations for PostgreSQL, applied at open under an advisory lock
+//! so that many relay processes can start at once.
+
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+
+use super::error::map;
+use crate::error::{Result, StoreError};
+
+/// The meta key holding the schema version.
+pub(crate) const VERSION_KEY: &str = "ferrule.schema_version";
+
+/// Every migration, in order; the version after applying `MIGRATIONS[i]` is `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE messages (
+    id               text PRIMARY KEY,
+    seq              bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    destination      text NOT NULL,
+    payload          jsonb NOT NULL,
+    headers          jsonb,
+    idempotency_key  text,
+    ordering_key     text,
+    status           text NOT NULL CHECK (status IN
+                         ('queued', 'delivering', 'retrying', 'delivered', 'dead', 'cancelled')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  bigint NOT NULL,
+    lease_owner      text,
+    lease_token      text,
+    lease_expires_at bigint,
+    last_error       text,
+    created_at       bigint NOT NULL,
+    updated_at       bigint NOT NULL,
+    delivered_at     bigint,
+    event_seq        integer NOT NULL
+);
+CREATE INDEX messages_due ON messages (status, next_attempt_at);
+CREATE INDEX messages_ordering ON messages (ordering_key, seq) WHERE ordering_key IS NOT NULL;
+CREATE INDEX messages_delivered ON messages (delivered_at) WHERE status = 'delivered';
+
+CREATE TABLE events (
+    message_id  text NOT NULL,
+    seq         integer NOT NULL,
+    at          bigint NOT NULL,
+    status      text NOT NULL,
+    attempt     integer NOT NULL,
+    outcome     text,
+    code        text,
+    duration_ms bigint,
+    detail      text,
+    PRIMARY KEY (message_id, seq)
+);
+CREATE INDEX events_failures ON events (at)
+    WHERE outcome IN ('transient', 'retry_after', 'permanent');
+
+CREATE TABLE idempotency_keys (
+    destination text NOT NULL,
+    key         text NOT NULL,
+    message_id  text NOT NULL,
+    expires_at  bigint NOT NULL,
+    PRIMARY KEY (destination, key)
+);
+CREATE INDEX idempotency_keys_message ON idempotency_keys (message_id);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+
+"#];
+
+/// The schema version this binary writes.
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Creates the schema if needed and applies every missing migration in one transaction.
+/// Refuses a database whose version is newer than [`LATEST`], and a schema that holds tables
+/// but no ferrule version (not a ferrule store).
+pub(crate) async fn migrate(pool: &PgPool, schema: &str, target: &str) -> Result<i64> {
+    let err = |e| map("migrating the schema", target, e);
+    let mut tx = pool.begin().await.map_err(err)?;
+    match apply(&mut tx, schema, target).await {
+        Ok(found) => {
+            tx.commit().await.map_err(err)?;
+            Ok(found)
+        }
+        Err(e) => {
+            // Roll back now rather than when the pool gets round to it, so the advisory lock
+            // and the schema locks are not held while the caller handles the error.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply(tx: &mut PgConnection, schema: &str, target: &str) -> Result<i64> {
+    let err = |e| map("migrating the schema", target, e);
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('ferrule_store:' || $1))")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    // `schema` is validated by `PgOptions::with_schema`: a plain lowercase identifier.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        r#"CREATE SCHEMA IF NOT EXISTS "{schema}";
+           SET LOCAL search_path TO "{schema}";
+           CREATE TABLE IF NOT EXISTS store_meta (key text PRIMARY KEY, value text NOT NULL);"#
+    )))
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    let row = sqlx::query(
+        "SELECT (SELECT value FROM store_meta WHERE key = $1) AS version,
+                to_regclass('messages') IS NOT NULL AS has_messages",
+    )
+    .bind(VERSION_KEY)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(err)?;
+    let version: Option<String> = row.try_get("version").map_err(err)?;
+    let has_messages: bool = row.try_get("has_messages").map_err(err)?;
+    let found = match version {
+        Some(v) => v.parse::<i64>().map_err(|e| StoreError::Corrupt {
+            detail: format!("schema `{schema}` has schema version `{v}`, which is not a number"),
+            source: Some(Box::new(e)),
+        })?,
+        None if has_messages => {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "schema `{schema}` has a `messages` table but no ferrule schema version; \
+                     it is not a ferrule store (choose another schema with ?schema=)"
+                ),
+                source: None,
+            });
+        }
+        None => 0,
+    };
+    if found > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: LATEST,
+        });
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(err)?;
+        tracing::info!(schema, version = i + 1, "applied store migration");
+    }
+    sqlx::query(
+        "INSERT INTO store_meta (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    )
+    .bind(VERSION_KEY)
+    .bind(LATEST.to_string())
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    Ok(found)
+}

@@ -1,0 +1,989 @@
+//! PostgreSQL backend: many relay processes share one database; claims use
+//! `FOR UPDATE SKIP LOCKED`, and `LISTEN/NOTIFY` wakes idle dispatchers.
+//!
+//! Every operation is one statement (or, for batches, replays by id and statistics, one short
+//! transaction): a transition and its event row are written by the same statement through a
+//! data-modifying `WITH`, so they commit together. Times are the store clock's unix
+//! milliseconds, never the server's `now()`, so tests drive time with a manual clock and
+//! processes agree as well as their clocks do.
+
+mod error;
+mod listen;
+mod migrate;
+mod options;
+mod row;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sqlx::postgres::{PgConnection, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgPool, Postgres, Row};
+use ulid::Ulid;
+
+use self::error::map;
+pub use self::options::PgOptions;
+use self::row::message_columns;
+use crate::common::{check_count, check_key, check_meta_key, encode};
+use crate::error::{Result, StoreError};
+use crate::options::{DeadLetterPolicy, StoreOptions};
+use crate::store::Store;
+use crate::types::{
+    AttemptReport, Claimed, Cursor, Enqueued, ErrorGroup, Filter, Lease, MessageDetail, MessageId,
+    NewMessage, Page, ReplayReport, ReplayTarget, Stats, Status, StatusCounts, duration_millis,
+    from_millis, to_millis,
+};
+
+/// Most messages one claim may lease.
+const MAX_CLAIM: usize = 10_000;
+/// Most messages one `list` page may hold.
+const MAX_PAGE: usize = 1000;
+/// Most error groups `stats` reports.
+const TOP_ERRORS: i64 = 10;
+
+/// The message store on a PostgreSQL database, shared safely by any number of processes.
+///
+/// Cheap to clone: clones share one connection pool.
+///
+/// ```no_run
+/// # async fn demo() -> ferrule_store::Result<()> {
+/// use ferrule_store::{NewMessage, Store, StoreOptions, postgres::PgStore};
+///
+/// let store = PgStore::open(
+///     "postgres://relay@127.0.0.1:5432/ferrule?schema=relay",
+///     StoreOptions::default(),
+/// )
+/// .await?;
+/// let id = store
+///     .enqueue(NewMessage::new("telegram:ops", serde_json::json!({"text": "hi"})))
+///     .await?
+///     .id();
+/// # let _ = id;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    options: StoreOptions,
+    pg: PgOptions,
+    target: String,
+    waker: listen::Waker,
+    notifier: listen::Notifier,
+}
+
+/// The `Filter` condition over parameters `$1..$5`: statuses, destination, created from,
+/// created until, error text.
+macro_rules! filter_where {
+    () => {
+        "($1::text[] IS NULL OR status = ANY($1)) \
+         AND ($2::text IS NULL OR destination = $2) \
+         AND ($3::bigint IS NULL OR created_at >= $3) \
+         AND ($4::bigint IS NULL OR created_at < $4) \
+         AND ($5::text IS NULL OR strpos(last_error, $5) > 0)"
+    };
+}
+
+/// Binds a [`Filter`] as `$1..$5` for [`filter_where`].
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    filter: &Filter,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let statuses: Option<Vec<String>> = (!filter.statuses.is_empty()).then(|| {
+        filter
+            .statuses
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect()
+    });
+    query
+        .bind(statuses)
+        .bind(filter.destination.clone())
+        .bind(filter.created_from.map(to_millis))
+        .bind(filter.created_until.map(to_millis))
+        .bind(filter.error_contains.clone())
+}
+
+const ENQUEUE: &str = "
+WITH k AS (
+    INSERT INTO idempotency_keys (destination, key, message_id, expires_at)
+    SELECT $2, $5, $1, $9 WHERE $5::text IS NOT NULL
+    ON CONFLICT (destination, key) DO UPDATE
+        SET message_id = EXCLUDED.message_id, expires_at = EXCLUDED.expires_at
+        WHERE idempotency_keys.expires_at <= $8
+    RETURNING message_id
+), m AS (
+    INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
+                          status, attempts, next_attempt_at, created_at, updated_at, event_seq)
+    SELECT $1, $2, $3::jsonb, $4::jsonb, $5, $6, 'queued', 0, $7, $8, $8, 1
+    WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM k)
+    RETURNING id
+), e AS (
+    INSERT INTO events (message_id, seq, at, status, attempt)
+    SELECT id, 1, $8, 'queued', 0 FROM m
+)
+SELECT (SELECT id FROM m) AS created";
+
+const CLAIM: &str = concat!(
+    "
+WITH c AS (
+    UPDATE messages m SET
+        status = 'delivering', attempts = m.attempts + 1, lease_owner = $2,
+        lease_token = gen_random_uuid()::text, lease_expires_at = $3, next_attempt_at = $3,
+        updated_at = $1, event_seq = m.event_seq + 1
+    WHERE m.id IN (
+        SELECT d.id FROM messages d
+        WHERE d.status IN ('queued', 'retrying', 'delivering') AND d.next_attempt_at <= $1
+          AND (d.ordering_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM messages o
+                WHERE o.ordering_key = d.ordering_key AND o.id <> d.id
+                  AND ((o.status = 'delivering' AND o.next_attempt_at > $1)
+                       OR (o.seq < d.seq AND (o.status IN ('queued', 'retrying', 'delivering')
+                                              OR ($5 AND o.status = 'dead'))))))
+        ORDER BY d.next_attempt_at, d.seq
+        LIMIT $4
+        FOR UPDATE SKIP LOCKED)
+    RETURNING ",
+    message_columns!(),
+    ", event_seq
+), e AS (
+    INSERT INTO events (message_id, seq, at, status, attempt, detail)
+    SELECT id, event_seq, $1, 'delivering', attempts, $2 FROM c
+)
+SELECT * FROM c ORDER BY seq"
+);
+
+/// A fenced transition out of `delivering`. `$5` is the new status, or `release` for "back
+/// to queued/retrying with the attempt uncounted"; `$7` says whether `last_error` is set.
+const FINISH: &str = "
+WITH u AS (
+    UPDATE messages SET
+        status = CASE WHEN $5 <> 'release' THEN $5
+                      WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END,
+        attempts = CASE WHEN $5 = 'release' THEN greatest(attempts - 1, 0) ELSE attempts END,
+        next_attempt_at = $6,
+        last_error = CASE WHEN $7 THEN $11 ELSE last_error END,
+        delivered_at = CASE WHEN $5 = 'delivered' THEN $4 ELSE delivered_at END,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = $4, event_seq = event_seq + 1
+    WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_token = $3
+    RETURNING id, event_seq, status, attempts
+), e AS (
+    INSERT INTO events (message_id, seq, at, status, attempt, outcome, code, duration_ms, detail)
+    SELECT id, event_seq, $4, status, attempts, $8, $9, $10, $11 FROM u
+)
+SELECT id FROM u";
+
+const CANCEL: &str = "
+WITH u AS (
+    UPDATE messages SET status = 'cancelled',
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = $2, event_seq = event_seq + 1
+    WHERE id = $1 AND status IN ('queued', 'retrying', 'delivering')
+    RETURNING id, event_seq, attempts
+), e AS (
+    INSERT INTO events (message_id, seq, at, status, attempt, detail)
+    SELECT id, event_seq, $2, 'cancelled', attempts, $3 FROM u
+)
+SELECT id FROM u";
+
+const RECOVER: &str = "
+WITH u AS (
+    UPDATE messages SET status = 'retrying', next_attempt_at = $1,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = $1, event_seq = event_seq + 1
+    WHERE status = 'delivering' AND next_attempt_at <= $1
+    RETURNING id, event_seq, attempts
+), e AS (
+    INSERT INTO events (message_id, seq, at, status, attempt, detail)
+    SELECT id, event_seq, $1, 'retrying', attempts, 'lease expired' FROM u
+)
+SELECT count(*) AS n FROM u";
+
+const REPLAY_FILTER: &str = concat!(
+    "
+WITH u AS (
+    UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = $6,
+        last_error = NULL, delivered_at = NULL,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = $6, event_seq = event_seq + 1
+    WHERE status IN ('dead', 'cancelled', 'delivered') AND ",
+    filter_where!(),
+    "
+    RETURNING id, event_seq, seq
+), e AS (
+    INSERT INTO events (message_id, seq, at, status, attempt, detail)
+    SELECT id, event_seq, $6, 'queued', 0, 'replayed' FROM u
+)
+SELECT id FROM u ORDER BY seq"
+);
+
+const REPLAY_FILTER_DRY: &str = concat!(
+    "SELECT id FROM messages WHERE status IN ('dead', 'cancelled', 'delivered') AND ",
+    filter_where!(),
+    " ORDER BY seq"
+);
+
+const REPLAY_IDS: &str = "
+WITH u AS (
+    UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = $2,
+        last_error = NULL, delivered_at = NULL,
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = $2, event_seq = event_seq + 1
+    WHERE id = ANY($1) AND status IN ('dead', 'cancelled', 'delivered')
+    RETURNING id, event_seq
+), e AS (
+    INSERT INTO events (message_id, seq, at, status, attempt, detail)
+    SELECT id, event_seq, $2, 'queued', 0, 'replayed' FROM u
+)
+SELECT count(*) AS n FROM u";
+
+/// Operator purge: the purged messages' idempotency keys go too, so a new submit with the
+/// same key creates a new message instead of naming one that no longer exists.
+const PURGE: &str = concat!(
+    "
+WITH d AS (
+    DELETE FROM messages WHERE status IN ('dead', 'cancelled', 'delivered') AND ",
+    filter_where!(),
+    "
+    RETURNING id
+), e AS (
+    DELETE FROM events WHERE message_id IN (SELECT id FROM d)
+), k AS (
+    DELETE FROM idempotency_keys WHERE message_id IN (SELECT id FROM d)
+)
+SELECT count(*) AS n FROM d"
+);
+
+/// Retention purge: idempotency keys stay until their own window passes, so a late duplicate
+/// submit is still recognised after its delivered original was purged.
+const PURGE_DELIVERED: &str = "
+WITH d AS (
+    DELETE FROM messages WHERE status = 'delivered' AND delivered_at <= $1
+    RETURNING id
+), e AS (
+    DELETE FROM events WHERE message_id IN (SELECT id FROM d)
+), k AS (
+    DELETE FROM idempotency_keys WHERE expires_at <= $2
+)
+SELECT count(*) AS n FROM d";
+
+const LIST: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE ",
+    filter_where!(),
+    " AND ($6::bigint IS NULL OR seq < $6) ORDER BY seq DESC LIMIT $7"
+);
+
+impl PgStore {
+    /// Opens the store at a `postgres://` URL (see [`PgOptions`]), creating the schema and
+    /// applying migrations.
+    ///
+    /// Errors: [`StoreError::InvalidUrl`] for a malformed URL, [`StoreError::Unreachable`] when
+    /// no connection is made within `connect_timeout`, [`StoreError::Open`] when the server
+    /// refuses the login or has no such database, [`StoreError::SchemaTooNew`] and
+    /// [`StoreError::Corrupt`] for a schema this binary cannot use.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self> {
+        Self::open_with(PgOptions::from_url(url)?, options).await
+    }
+
+    /// Opens the store with parsed options.
+    pub async fn open_with(pg: PgOptions, options: StoreOptions) -> Result<Self> {
+        options.validate()?;
+        let target = pg.target();
+        let connect = pg.connect_options();
+        // One direct connection first, so the caller gets the driver's own reason (refused,
+        // unknown database, bad password) rather than a pool timeout.
+        let probe = tokio::time::timeout(pg.connect_timeout, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| StoreError::Unreachable {
+                target: target.clone(),
+                source: format!("no answer within {:?}", pg.connect_timeout).into(),
+            })?
+            .map_err(|e| error::map_connect(pg.redacted_url(), &target, e))?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(pg.pool_size)
+            .acquire_timeout(pg.connect_timeout)
+            .connect_lazy_with(connect.clone());
+        let found = migrate::migrate(&pool, &pg.schema, &target).await?;
+        tracing::debug!(schema = %pg.schema, from_version = found, "opened PostgreSQL store");
+        let waker = listen::Waker::new(connect, pg.connect_timeout, pg.schema.clone());
+        let notifier = listen::Notifier::start(pool.clone(), pg.schema.clone());
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                pool,
+                options,
+                pg,
+                target,
+                waker,
+                notifier,
+            }),
+        })
+    }
+
+    /// The connection options the store was opened with.
+    pub fn pg_options(&self) -> &PgOptions {
+        &self.inner.pg
+    }
+
+    /// The store options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// Closes the pool: waits for borrowed connections to come back, then closes them all.
+    /// Operations after this fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    fn now(&self) -> i64 {
+        to_millis(self.inner.options.clock.system_now())
+    }
+
+    fn err(&self, context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        let context = context.to_owned();
+        move |e| map(&context, &self.inner.target, e)
+    }
+
+    /// Runs the enqueue statement for one message on `conn`; `Ok(None)` asks to try again (the
+    /// original of a duplicate vanished between the two statements).
+    async fn enqueue_on(
+        &self,
+        conn: &mut PgConnection,
+        message: &NewMessage,
+        payload: &str,
+        headers: Option<&str>,
+    ) -> Result<Option<Enqueued>> {
+        let now = self.now();
+        let window = duration_millis(self.inner.options.idempotency_window);
+        let id = MessageId::from_ulid(Ulid::from_datetime(from_millis(now)));
+        let due = message.not_before.map(to_millis).unwrap_or(now);
+        let row = sqlx::query(ENQUEUE)
+            .bind(id.to_string())
+            .bind(&message.destination)
+            .bind(payload)
+            .bind(headers)
+            .bind(message.idempotency_key.as_deref())
+            .bind(message.ordering_key.as_deref())
+            .bind(due)
+            .bind(now)
+            .bind(now.saturating_add(window))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(self.err("enqueueing a message"))?;
+        let created: Option<String> = row.try_get("created").map_err(self.err("enqueueing"))?;
+        if created.is_some() {
+            return Ok(Some(Enqueued::Created(id)));
+        }
+        let original = sqlx::query(
+            "SELECT message_id FROM idempotency_keys WHERE destination = $1 AND key = $2",
+        )
+        .bind(&message.destination)
+        .bind(message.idempotency_key.as_deref())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(self.err("looking up an idempotency key"))?;
+        original
+            .map(|r| row::id(&r, "message_id").map(Enqueued::Duplicate))
+            .transpose()
+    }
+
+    async fn enqueue_one(&self, message: &NewMessage) -> Result<Enqueued> {
+        let encoded = encode(message, self.inner.options.max_payload_bytes)?;
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(self.err("acquiring a connection"))?;
+        for _ in 0..3 {
+            if let Some(answer) = self
+                .enqueue_on(
+                    &mut conn,
+                    message,
+                    &encoded.payload,
+                    encoded.headers.as_deref(),
+                )
+                .await?
+            {
+                return Ok(answer);
+            }
+        }
+        Err(StoreError::database(
+            "enqueueing a message",
+            true,
+            "the idempotency key's original kept disappearing",
+        ))
+    }
+
+    /// Why a fenced operation matched no row: the message is gone or the lease is not current.
+    async fn fencing_error(&self, lease: &Lease) -> StoreError {
+        let exists = sqlx::query("SELECT 1 FROM messages WHERE id = $1")
+            .bind(lease.id.to_string())
+            .fetch_optional(&self.inner.pool)
+            .await;
+        match exists {
+            Ok(None) => StoreError::NotFound { id: lease.id },
+            Ok(Some(_)) => StoreError::LeaseLost {
+                id: lease.id,
+                owner: lease.owner.clone(),
+            },
+            Err(e) => map("checking a lease", &self.inner.target, e),
+        }
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        action: &'static str,
+        next_attempt_at: i64,
+        report: Option<&AttemptReport>,
+        set_last_error: bool,
+    ) -> Result<()> {
+        let now = self.now();
+        let row = sqlx::query(FINISH)
+            .bind(lease.id.to_string())
+            .bind(&lease.owner)
+            .bind(&lease.token)
+            .bind(now)
+            .bind(action)
+            .bind(next_attempt_at)
+            .bind(set_last_error)
+            .bind(report.map(|r| r.outcome.as_str()))
+            .bind(report.and_then(|r| r.code.clone()))
+            .bind(report.and_then(|r| r.duration).map(duration_millis))
+            .bind(report.and_then(|r| r.detail.clone()))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(self.err(action))?;
+        match row {
+            Some(_) => {
+                // Retries and releases are new work; any end of an attempt may unblock the
+                // next message of its ordering key.
+                self.inner.notifier.poke();
+                Ok(())
+            }
+            None => Err(self.fencing_error(lease).await),
+        }
+    }
+
+    async fn status_of(&self, id: MessageId) -> Result<Option<Status>> {
+        let row = sqlx::query("SELECT status FROM messages WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(self.err("reading a status"))?;
+        row.map(|r| {
+            let s: String = r.try_get("status").map_err(self.err("reading a status"))?;
+            s.parse()
+        })
+        .transpose()
+    }
+}
+
+/// Milliseconds of a lease duration; zero is refused.
+fn lease_millis(field: &'static str, d: Duration) -> Result<i64> {
+    if d.is_zero() {
+        return Err(StoreError::InvalidOption {
+            field,
+            reason: "must be longer than zero".into(),
+        });
+    }
+    Ok(duration_millis(d).max(1))
+}
+
+fn count_of(row: &PgRow, context: &str, target: &str) -> Result<u64> {
+    let n: i64 = row.try_get("n").map_err(|e| map(context, target, e))?;
+    Ok(n.unsigned_abs())
+}
+
+fn millis_to_duration(ms: f64) -> Duration {
+    Duration::from_secs_f64((ms.max(0.0)) / 1000.0)
+}
+
+impl Store for PgStore {
+    async fn enqueue(&self, message: NewMessage) -> Result<Enqueued> {
+        let answer = self.enqueue_one(&message).await?;
+        if answer.is_created() {
+            self.inner.notifier.poke();
+        }
+        Ok(answer)
+    }
+
+    async fn enqueue_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
+        let max = self.inner.options.max_payload_bytes;
+        let encoded = messages
+            .iter()
+            .map(|m| encode(m, max))
+            .collect::<Result<Vec<_>>>()?;
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self
+            .inner
+            .pool
+            .begin()
+            .await
+            .map_err(self.err("starting a batch"))?;
+        let mut answers = Vec::with_capacity(messages.len());
+        for (message, enc) in messages.iter().zip(&encoded) {
+            let answer = self
+                .enqueue_on(&mut tx, message, &enc.payload, enc.headers.as_deref())
+                .await?
+                .ok_or_else(|| {
+                    StoreError::database(
+                        "enqueueing a batch",
+                        true,
+                        "an idempotency key's original disappeared",
+                    )
+                })?;
+            answers.push(answer);
+        }
+        tx.commit().await.map_err(self.err("committing a batch"))?;
+        if answers.iter().any(Enqueued::is_created) {
+            self.inner.notifier.poke();
+        }
+        Ok(answers)
+    }
+
+    async fn claim_due(&self, owner: &str, max: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        check_key("owner", Some(owner), false)?;
+        check_count("max", max, MAX_CLAIM)?;
+        let lease_ms = lease_millis("lease", lease)?;
+        let now = self.now();
+        let expires = now.saturating_add(lease_ms);
+        let block = self.inner.options.fifo_dead_letter_policy == DeadLetterPolicy::Block;
+        let rows = sqlx::query(CLAIM)
+            .bind(now)
+            .bind(owner)
+            .bind(expires)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .bind(block)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(self.err("claiming due messages"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Claimed {
+                    message: row::message(r)?,
+                    lease: row::lease(r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<Lease> {
+        let by_ms = lease_millis("by", by)?;
+        let now = self.now();
+        let expires = now.saturating_add(by_ms);
+        let row = sqlx::query(
+            "UPDATE messages SET lease_expires_at = $4, next_attempt_at = $4, updated_at = $5
+             WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_token = $3
+             RETURNING id",
+        )
+        .bind(lease.id.to_string())
+        .bind(&lease.owner)
+        .bind(&lease.token)
+        .bind(expires)
+        .bind(now)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(self.err("extending a lease"))?;
+        match row {
+            Some(_) => Ok(Lease {
+                expires_at: from_millis(expires),
+                ..lease.clone()
+            }),
+            None => Err(self.fencing_error(lease).await),
+        }
+    }
+
+    async fn complete(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
+        let now = self.now();
+        self.finish(lease, "delivered", now, Some(&report), false)
+            .await
+    }
+
+    async fn reschedule(&self, lease: &Lease, at: SystemTime, report: AttemptReport) -> Result<()> {
+        self.finish(lease, "retrying", to_millis(at), Some(&report), true)
+            .await
+    }
+
+    async fn dead_letter(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
+        let now = self.now();
+        self.finish(lease, "dead", now, Some(&report), true).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let now = self.now();
+        self.finish(lease, "release", now, None, false).await
+    }
+
+    async fn defer(&self, lease: &Lease, until: SystemTime, reason: &str) -> Result<()> {
+        // `release` with a due time and a reason: the attempt is uncounted, no outcome is
+        // recorded and `last_error` is kept.
+        let row = sqlx::query(FINISH)
+            .bind(lease.id.to_string())
+            .bind(&lease.owner)
+            .bind(&lease.token)
+            .bind(self.now())
+            .bind("release")
+            .bind(to_millis(until))
+            .bind(false)
+            .bind(None::<&str>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(Some(reason.to_owned()))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(self.err("deferring a claim"))?;
+        match row {
+            Some(_) => {
+                self.inner.notifier.poke();
+                Ok(())
+            }
+            None => Err(self.fencing_error(lease).await),
+        }
+    }
+
+    async fn cancel(&self, id: MessageId, reason: Option<String>) -> Result<()> {
+        let row = sqlx::query(CANCEL)
+            .bind(id.to_string())
+            .bind(self.now())
+            .bind(reason)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(self.err("cancelling a message"))?;
+        if row.is_some() {
+            self.inner.notifier.poke();
+            return Ok(());
+        }
+        match self.status_of(id).await? {
+            None => Err(StoreError::NotFound { id }),
+            Some(from) => Err(StoreError::InvalidTransition {
+                id,
+                from,
+                action: "cancel",
+            }),
+        }
+    }
+
+    async fn recover_expired_leases(&self) -> Result<u64> {
+        let row = sqlx::query(RECOVER)
+            .bind(self.now())
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(self.err("recovering expired leases"))?;
+        let n = count_of(&row, "recovering expired leases", &self.inner.target)?;
+        if n > 0 {
+            self.inner.notifier.poke();
+        }
+        Ok(n)
+    }
+
+    async fn get(&self, id: MessageId) -> Result<Option<MessageDetail>> {
+        let mut tx = self
+            .inner
+            .pool
+            .begin()
+            .await
+            .map_err(self.err("reading a message"))?;
+        // One snapshot for the message and its events.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err("reading a message"))?;
+        let Some(message) = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(self.err("reading a message"))?
+        else {
+            return Ok(None);
+        };
+        let events = sqlx::query(
+            "SELECT seq, at, status, attempt, outcome, code, duration_ms, detail
+             FROM events WHERE message_id = $1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(self.err("reading events"))?;
+        tx.commit().await.map_err(self.err("reading a message"))?;
+        Ok(Some(MessageDetail {
+            message: row::message(&message)?,
+            events: events.iter().map(row::event).collect::<Result<_>>()?,
+        }))
+    }
+
+    async fn list(&self, filter: &Filter, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
+        check_count("limit", limit, MAX_PAGE)?;
+        let after = cursor
+            .map(|c| {
+                c.as_str()
+                    .parse::<i64>()
+                    .map_err(|_| StoreError::InvalidOption {
+                        field: "cursor",
+                        reason: format!("`{}` is not a cursor from this store", c.as_str()),
+                    })
+            })
+            .transpose()?;
+        let rows = bind_filter(sqlx::query(LIST), filter)
+            .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(self.err("listing messages"))?;
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        let next = match rows.last() {
+            Some(last) if more => {
+                let seq: i64 = last.try_get("seq").map_err(self.err("listing"))?;
+                Some(Cursor::from_string(seq.to_string()))
+            }
+            _ => None,
+        };
+        Ok(Page {
+            messages: rows.iter().map(row::message).collect::<Result<_>>()?,
+            next,
+        })
+    }
+
+    async fn replay(&self, target: ReplayTarget, dry_run: bool) -> Result<ReplayReport> {
+        let now = self.now();
+        let ids = match target {
+            ReplayTarget::Filter(filter) => {
+                let sql = if dry_run {
+                    REPLAY_FILTER_DRY
+                } else {
+                    REPLAY_FILTER
+                };
+                let rows = bind_filter(sqlx::query(sql), &filter)
+                    .bind(now)
+                    .fetch_all(&self.inner.pool)
+                    .await
+                    .map_err(self.err("replaying messages"))?;
+                rows.iter()
+                    .map(|r| row::id(r, "id"))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            ReplayTarget::Ids(mut ids) => {
+                let mut seen = std::collections::HashSet::new();
+                ids.retain(|id| seen.insert(*id));
+                let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                let mut tx = self
+                    .inner
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(self.err("replaying messages"))?;
+                let rows = sqlx::query(
+                    "SELECT id, status FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                )
+                .bind(&texts)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.err("replaying messages"))?;
+                let mut found = std::collections::HashMap::new();
+                for r in &rows {
+                    let status: String = r.try_get("status").map_err(self.err("replaying"))?;
+                    found.insert(row::id(r, "id")?, status.parse::<Status>()?);
+                }
+                for id in &ids {
+                    match found.get(id) {
+                        None => return Err(StoreError::NotFound { id: *id }),
+                        Some(s) if s.is_pending() => {
+                            return Err(StoreError::InvalidTransition {
+                                id: *id,
+                                from: *s,
+                                action: "replay",
+                            });
+                        }
+                        Some(_) => {}
+                    }
+                }
+                if !dry_run && !ids.is_empty() {
+                    sqlx::query(REPLAY_IDS)
+                        .bind(&texts)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(self.err("replaying messages"))?;
+                }
+                tx.commit().await.map_err(self.err("replaying messages"))?;
+                ids
+            }
+        };
+        if !dry_run && !ids.is_empty() {
+            self.inner.notifier.poke();
+        }
+        Ok(ReplayReport {
+            count: ids.len() as u64,
+            ids,
+            dry_run,
+        })
+    }
+
+    async fn purge(&self, filter: &Filter) -> Result<u64> {
+        let row = bind_filter(sqlx::query(PURGE), filter)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(self.err("purging messages"))?;
+        let n = count_of(&row, "purging messages", &self.inner.target)?;
+        if n > 0 {
+            // A purged dead message may have been blocking its ordering key.
+            self.inner.notifier.poke();
+        }
+        Ok(n)
+    }
+
+    async fn purge_delivered(&self, older_than: Duration) -> Result<u64> {
+        let now = self.now();
+        let row = sqlx::query(PURGE_DELIVERED)
+            .bind(now.saturating_sub(duration_millis(older_than)))
+            .bind(now)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(self.err("purging delivered messages"))?;
+        count_of(&row, "purging delivered messages", &self.inner.target)
+    }
+
+    async fn stats(&self, window: Duration) -> Result<Stats> {
+        let now = self.now();
+        let since = now.saturating_sub(duration_millis(window));
+        let err = self.err("computing statistics");
+        let mut tx = self.inner.pool.begin().await.map_err(&err)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(&err)?;
+        let mut by_status = StatusCounts::default();
+        for r in sqlx::query("SELECT status, count(*) AS n FROM messages GROUP BY status")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(&err)?
+        {
+            let status: String = r.try_get("status").map_err(&err)?;
+            by_status.add(
+                status.parse()?,
+                count_of(&r, "counting", &self.inner.target)?,
+            );
+        }
+        let r = sqlx::query(
+            "SELECT
+                (SELECT count(*) FROM messages
+                  WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= $1)
+                  AS due_now,
+                (SELECT count(*) FROM messages WHERE status = 'dead' AND updated_at >= $2)
+                  AS dead_in_window,
+                count(*) AS delivered_in_window,
+                percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[])
+                  WITHIN GROUP (ORDER BY delivered_at - created_at) AS pct
+             FROM messages WHERE status = 'delivered' AND delivered_at >= $2",
+        )
+        .bind(now)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(&err)?;
+        let due_now: i64 = r.try_get("due_now").map_err(&err)?;
+        let dead_in_window: i64 = r.try_get("dead_in_window").map_err(&err)?;
+        let delivered_in_window: i64 = r.try_get("delivered_in_window").map_err(&err)?;
+        let pct: Option<Vec<f64>> = r.try_get("pct").map_err(&err)?;
+        let pct = |i: usize| {
+            pct.as_ref()
+                .and_then(|p| p.get(i).copied())
+                .map(millis_to_duration)
+        };
+        let top_errors = sqlx::query(
+            "SELECT code, detail, count(*) AS n, max(at) AS last_at FROM events
+             WHERE at >= $1 AND outcome IN ('transient', 'retry_after', 'permanent')
+             GROUP BY code, detail ORDER BY n DESC, last_at DESC LIMIT $2",
+        )
+        .bind(since)
+        .bind(TOP_ERRORS)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(&err)?
+        .iter()
+        .map(|r| {
+            Ok(ErrorGroup {
+                code: r.try_get("code").map_err(&err)?,
+                detail: r.try_get("detail").map_err(&err)?,
+                count: count_of(r, "grouping errors", &self.inner.target)?,
+                last_at: from_millis(r.try_get("last_at").map_err(&err)?),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        tx.commit().await.map_err(&err)?;
+        let delivered = delivered_in_window.unsigned_abs();
+        let dead = dead_in_window.unsigned_abs();
+        Ok(Stats {
+            window,
+            queue_depth: by_status.queued + by_status.retrying + by_status.delivering,
+            due_now: due_now.unsigned_abs(),
+            dead_letter_depth: by_status.dead,
+            by_status,
+            delivered_in_window: delivered,
+            dead_in_window: dead,
+            success_rate: (delivered + dead > 0)
+                .then(|| delivered as f64 / (delivered + dead) as f64),
+            p50: pct(0),
+            p95: pct(1),
+            p99: pct(2),
+            top_errors,
+        })
+    }
+
+    async fn next_due_at(&self) -> Result<Option<SystemTime>> {
+        let row = sqlx::query(
+            "SELECT min(next_attempt_at) AS due FROM messages
+             WHERE status IN ('queued', 'retrying', 'delivering')",
+        )
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(self.err("finding the next due time"))?;
+        let due: Option<i64> = row.try_get("due").map_err(self.err("next due"))?;
+        Ok(due.map(from_millis))
+    }
+
+    async fn wait_for_work(&self) {
+        self.inner.waker.wait().await;
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        check_key("key", Some(key), false)?;
+        let row = sqlx::query("SELECT value FROM store_meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(self.err("reading meta"))?;
+        row.map(|r| r.try_get("value").map_err(self.err("reading meta")))
+            .transpose()
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        check_meta_key(key)?;
+        sqlx::query(
+            "INSERT INTO store_meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(self.err("writing meta"))?;
+        Ok(())
+    }
+}

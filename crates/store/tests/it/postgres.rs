@@ -1,0 +1,464 @@
+//! The PostgreSQL backend: the conformance suite, plus what only a shared server can show —
+//! several stores (as separate processes would be) on one schema, LISTEN/NOTIFY across them,
+//! and bad URLs, missing databases and unreachable servers.
+//!
+//! Needs `FERRULE_TEST_POSTGRES_URL` (set by `scripts/test`). Every store under test gets its
+//! own fresh schema, dropped when the test ends.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ferrule_policy::{Clock, ManualClock};
+use ferrule_store::{
+    AttemptReport, ErrorKind, Filter, NewMessage, PgStore, Status, Store, StoreError, StoreOptions,
+};
+use serde_json::json;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+use crate::conformance::{Backend, Fixture};
+
+/// The conformance suite's PostgreSQL backend.
+pub(crate) struct Postgres;
+
+impl Backend for Postgres {
+    type Store = PgStore;
+
+    async fn open(options: StoreOptions, clock: ManualClock) -> Fixture<PgStore> {
+        let schema = TestSchema::new();
+        let store = PgStore::open(&schema.url(), options).await.unwrap();
+        Fixture {
+            store,
+            clock,
+            _keep: Box::new(schema),
+        }
+    }
+}
+
+crate::conformance_tests!(crate::postgres::Postgres);
+
+fn base_url() -> String {
+    std::env::var("FERRULE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "FERRULE_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which points \
+             them at the local PostgreSQL (postgres://postgres@127.0.0.1:5432/test)"
+        )
+    })
+}
+
+fn with_param(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
+/// A fresh schema name, dropped (with everything in it) on drop.
+struct TestSchema {
+    name: String,
+}
+
+impl TestSchema {
+    fn new() -> Self {
+        TestSchema {
+            name: format!("ferrule_test_{:016x}", fastrand::u64(..)),
+        }
+    }
+
+    fn url(&self) -> String {
+        with_param(&base_url(), &format!("schema={}", self.name))
+    }
+
+    async fn sql(&self, sql: &str) {
+        let mut conn = PgConnection::connect(&base_url()).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(sql.replace("{schema}", &self.name)))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let sql = format!(
+            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.name
+        );
+        let Ok(url) = std::env::var("FERRULE_TEST_POSTGRES_URL") else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&url).await.ok()?;
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// `n` stores on one schema, each with its own pool, sharing `clock`.
+async fn stores(schema: &TestSchema, clock: &ManualClock, n: usize) -> Vec<PgStore> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let url = with_param(&schema.url(), "pool_size=4");
+        out.push(
+            PgStore::open(&url, StoreOptions::with_clock(clock.shared()))
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn msg(n: u32) -> NewMessage {
+    NewMessage::new("d", json!({ "n": n }))
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimers_in_separate_stores_never_share_a_message() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 4).await;
+    let total = 400;
+    stores[0]
+        .enqueue_batch((0..total).map(msg).collect())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (w, store) in stores.iter().enumerate() {
+        for t in 0..2 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("store{w}-task{t}");
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim_due(&owner, 5, LEASE).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    for c in batch {
+                        store
+                            .complete(&c.lease, AttemptReport::success())
+                            .await
+                            .unwrap();
+                        mine.push(c.message.id);
+                    }
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), total as usize, "every message claimed once");
+    assert_eq!(unique.len(), total as usize, "no message claimed twice");
+    let stats = stores[1].stats(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stats.by_status.delivered, u64::from(total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_submits_across_stores_create_one_message() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 4).await;
+    for round in 0..5 {
+        let key = format!("key-{round}");
+        let mut tasks = Vec::new();
+        for store in &stores {
+            for n in 0..8 {
+                let store = store.clone();
+                let key = key.clone();
+                tasks.push(tokio::spawn(async move {
+                    store.enqueue(msg(n).idempotency_key(key)).await.unwrap()
+                }));
+            }
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        let created = answers.iter().filter(|a| a.is_created()).count();
+        let ids: HashSet<_> = answers.iter().map(|a| a.id()).collect();
+        assert_eq!(created, 1, "round {round}: exactly one created");
+        assert_eq!(ids.len(), 1, "round {round}: every answer names it");
+    }
+    let page = stores[0].list(&Filter::all(), None, 100).await.unwrap();
+    assert_eq!(page.messages.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_leases_are_reclaimed_once_across_stores_and_fence_the_first_worker() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 4).await;
+    stores[0]
+        .enqueue_batch((0..60).map(msg).collect())
+        .await
+        .unwrap();
+    let first = stores[0]
+        .claim_due("crashed", 100, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 60);
+    assert!(
+        stores[1]
+            .claim_due("w", 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    clock.advance(Duration::from_secs(11));
+    let mut tasks = Vec::new();
+    for (w, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(&format!("w{w}"), 3, LEASE).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch);
+            }
+        }));
+    }
+    let mut again = Vec::new();
+    for t in tasks {
+        again.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = again.iter().map(|c| c.message.id).collect();
+    assert_eq!(again.len(), 60);
+    assert_eq!(unique.len(), 60);
+    assert!(again.iter().all(|c| c.message.attempts == 2));
+    // The crashed worker's late results are refused; the new holders' are accepted.
+    for c in &first {
+        let err = stores[2]
+            .complete(&c.lease, AttemptReport::success())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
+    }
+    for c in &again {
+        stores[3]
+            .complete(&c.lease, AttemptReport::success())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_holds_across_concurrent_claimers_in_separate_stores() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    let mut ids = Vec::new();
+    for n in 0..15 {
+        ids.push(
+            stores[0]
+                .enqueue(msg(n).ordering_key("chat"))
+                .await
+                .unwrap()
+                .id(),
+        );
+    }
+    for expected in ids {
+        let (a, b) = tokio::join!(
+            stores[0].claim_due("a", 10, LEASE),
+            stores[1].claim_due("b", 10, LEASE)
+        );
+        let claimed: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+        assert_eq!(claimed.len(), 1, "one message of the key at a time");
+        assert_eq!(claimed[0].message.id, expected, "oldest first");
+        stores[1]
+            .complete(&claimed[0].lease, AttemptReport::success())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_a_waiter_in_another_store_and_not_in_another_schema() {
+    let schema = TestSchema::new();
+    let other = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    let elsewhere = PgStore::open(&other.url(), StoreOptions::with_clock(clock.shared()))
+        .await
+        .unwrap();
+    // The first wait starts the listener and returns at once.
+    tokio::time::timeout(Duration::from_secs(10), stores[1].wait_for_work())
+        .await
+        .expect("first wait starts listening");
+    let waiter = {
+        let store = stores[1].clone();
+        tokio::spawn(async move { store.wait_for_work().await })
+    };
+    elsewhere.enqueue(msg(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "woken by another schema's work or nothing"
+    );
+    stores[0].enqueue(msg(1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the other store's enqueue")
+        .unwrap();
+    // A reschedule is new work for every process.
+    let c = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    let waiter = {
+        let store = stores[1].clone();
+        tokio::spawn(async move { store.wait_for_work().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let at = clock.system_now() + Duration::from_secs(5);
+    stores[0]
+        .reschedule(
+            &c[0].lease,
+            at,
+            AttemptReport::failure(ferrule_store::OutcomeClass::Transient, "503"),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the reschedule")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_transient_typed_error() {
+    let err = ferrule_store::open(
+        "postgres://postgres:hunter2@127.0.0.1:1/test?connect_timeout=2",
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+}
+
+#[tokio::test]
+async fn silent_server_times_out_as_unreachable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts and never answers.
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = std::time::Instant::now();
+    let err = PgStore::open(
+        &format!("postgres://postgres@{addr}/test?connect_timeout=0.3"),
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn malformed_urls_are_config_errors() {
+    for url in [
+        "postgres://u:secret@host:notaport/db",
+        "postgres://u:secret@host/db?pool_size=many",
+        "postgres://u:secret@host/db?schema=Bad-Name",
+        "postgres://u:secret@host",
+    ] {
+        let err = ferrule_store::open(url, StoreOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn missing_database_is_an_open_error() {
+    let base = base_url();
+    let (head, query) = base.split_once('?').unwrap_or((&base, ""));
+    let slash = head.rfind('/').unwrap();
+    let url = format!("{}/ferrule_no_such_database?{query}", &head[..slash]);
+    let err = PgStore::open(&url, StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Open, "{err}");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("ferrule_no_such_database"), "{chain}");
+}
+
+#[tokio::test]
+async fn newer_schema_version_is_refused() {
+    let schema = TestSchema::new();
+    drop(
+        PgStore::open(&schema.url(), StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    schema
+        .sql(
+            "UPDATE \"{schema}\".store_meta SET value = '999' WHERE key = 'ferrule.schema_version'",
+        )
+        .await;
+    let err = PgStore::open(&schema.url(), StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 999,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn schema_of_another_application_is_refused() {
+    let schema = TestSchema::new();
+    schema
+        .sql("CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".messages (body text)")
+        .await;
+    let err = PgStore::open(&schema.url(), StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("not a ferrule store"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opening_one_schema_at_once_migrate_it_once() {
+    let schema = TestSchema::new();
+    let url = schema.url();
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PgStore::open(&url, StoreOptions::default()).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().unwrap());
+    }
+    let id = stores[0].enqueue(msg(1)).await.unwrap().id();
+    let got = stores[5].get(id).await.unwrap().unwrap();
+    assert_eq!(got.message.status, Status::Queued);
+}
