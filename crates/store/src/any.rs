@@ -115,6 +115,10 @@ impl Store for AnyStore {
         dispatch!(self, s => s.release(lease).await)
     }
 
+    async fn defer(&self, lease: &Lease, until: SystemTime, reason: &str) -> Result<()> {
+        dispatch!(self, s => s.defer(lease, until, reason).await)
+    }
+
     async fn cancel(&self, id: MessageId, reason: Option<String>) -> Result<()> {
         dispatch!(self, s => s.cancel(id, reason).await)
     }

@@ -84,6 +84,17 @@ pub trait Store: Send + Sync + 'static {
     /// due now, and the attempt is not counted.
     fn release(&self, lease: &Lease) -> impl Future<Output = Result<()>> + Send;
 
+    /// Gives a claim back without spending its attempt, due again at `until`, recording
+    /// `reason` in the timeline: the dispatcher uses it when a policy refuses the attempt
+    /// before it starts (open circuit, rate limit, full bulkhead). The message returns to
+    /// `queued` or `retrying`; `last_error` is left as it was.
+    fn defer(
+        &self,
+        lease: &Lease,
+        until: SystemTime,
+        reason: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Operator cancel of a pending message (`queued`, `retrying`, `delivering`) → `cancelled`.
     /// A worker still holding a lease on it gets `LeaseLost` when it reports.
     fn cancel(

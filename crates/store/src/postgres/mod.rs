@@ -626,6 +626,33 @@ impl Store for PgStore {
         self.finish(lease, "release", now, None, false).await
     }
 
+    async fn defer(&self, lease: &Lease, until: SystemTime, reason: &str) -> Result<()> {
+        // `release` with a due time and a reason: the attempt is uncounted, no outcome is
+        // recorded and `last_error` is kept.
+        let row = sqlx::query(FINISH)
+            .bind(lease.id.to_string())
+            .bind(&lease.owner)
+            .bind(&lease.token)
+            .bind(self.now())
+            .bind("release")
+            .bind(to_millis(until))
+            .bind(false)
+            .bind(None::<&str>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(Some(reason.to_owned()))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(self.err("deferring a claim"))?;
+        match row {
+            Some(_) => {
+                self.inner.notifier.poke();
+                Ok(())
+            }
+            None => Err(self.fencing_error(lease).await),
+        }
+    }
+
     async fn cancel(&self, id: MessageId, reason: Option<String>) -> Result<()> {
         let row = sqlx::query(CANCEL)
             .bind(id.to_string())

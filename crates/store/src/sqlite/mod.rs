@@ -328,6 +328,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn defer(&self, lease: &Lease, until: SystemTime, reason: &str) -> Result<()> {
+        let lease = lease.clone();
+        let until = to_millis(until);
+        let reason = reason.to_owned();
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::defer(conn, env, &lease, until, &reason))
+            .await
+    }
+
     async fn cancel(&self, id: MessageId, reason: Option<String>) -> Result<()> {
         self.inner
             .writer

@@ -327,33 +327,56 @@ pub(crate) fn finish(
     Ok(())
 }
 
-/// Gives a claim back without counting the attempt.
+/// Gives a claim back without counting the attempt, due now.
 pub(crate) fn release(conn: &Connection, env: &Env, lease: &Lease) -> Result<()> {
+    let detail = format!("released by {}", lease.owner);
+    give_back(conn, env, lease, None, &detail)
+}
+
+/// Gives a claim back without counting the attempt, due at `until`.
+pub(crate) fn defer(
+    conn: &Connection,
+    env: &Env,
+    lease: &Lease,
+    until: i64,
+    reason: &str,
+) -> Result<()> {
+    give_back(conn, env, lease, Some(until), reason)
+}
+
+/// `delivering → queued | retrying` with the attempt uncounted, due at `until` (or now).
+fn give_back(
+    conn: &Connection,
+    env: &Env,
+    lease: &Lease,
+    until: Option<i64>,
+    detail: &str,
+) -> Result<()> {
     let now = env.now();
+    let due = until.unwrap_or(now);
     let row: Option<(i64, i64, i64, String)> = conn
         .prepare_cached(
             "UPDATE messages SET
                  status = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END,
-                 attempts = max(attempts - 1, 0), next_attempt_at = ?1, updated_at = ?1,
+                 attempts = max(attempts - 1, 0), next_attempt_at = ?1, updated_at = ?2,
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                  event_seq = event_seq + 1
-             WHERE id = ?2 AND status = 'delivering' AND lease_owner = ?3 AND lease_token = ?4
+             WHERE id = ?3 AND status = 'delivering' AND lease_owner = ?4 AND lease_token = ?5
              RETURNING seq, attempts, event_seq, status",
         )
         .and_then(|mut s| {
             s.query_row(
-                params![now, lease.id.to_string(), lease.owner, lease.token],
+                params![due, now, lease.id.to_string(), lease.owner, lease.token],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
         })
-        .ctx("releasing a lease")?;
+        .ctx("giving a lease back")?;
     let Some((seq, attempts, event_seq, status)) = row else {
         return Err(fence_error(conn, lease));
     };
-    let detail = format!("released by {}", lease.owner);
     NewEvent::new(seq, event_seq, now, status.parse()?, attempts)
-        .detail(Some(&detail))
+        .detail(Some(detail))
         .insert(conn)?;
     env.wake();
     Ok(())

@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
             complete_reschedule_and_dead_letter_record_events,
             extend_lease_keeps_the_claim,
             release_returns_message_without_counting_attempt,
+            defer_returns_message_due_later_without_counting_attempt,
             cancel_applies_to_pending_messages_only,
             recover_expired_leases_counts_them,
             fifo_per_ordering_key,
@@ -464,6 +465,55 @@ pub(crate) async fn release_returns_message_without_counting_attempt<B: Backend>
         .await
         .and(f.store.release(&c.lease).await);
     assert_eq!(err.unwrap_err().kind(), ErrorKind::LeaseLost);
+}
+
+pub(crate) async fn defer_returns_message_due_later_without_counting_attempt<B: Backend>() {
+    let f = fixture::<B>().await;
+    let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    let c = f.store.claim_due("a", 1, LEASE).await.unwrap().remove(0);
+    let until = f.clock.system_now() + Duration::from_secs(30);
+    f.store
+        .defer(&c.lease, until, "circuit open")
+        .await
+        .unwrap();
+    let d = f.store.get(id).await.unwrap().unwrap();
+    assert_eq!(d.message.status, Status::Queued);
+    assert_eq!(d.message.attempts, 0, "the attempt is not spent");
+    assert_eq!(d.message.next_attempt_at, until);
+    assert_eq!(d.message.last_error, None);
+    assert_eq!(
+        d.events.last().unwrap().detail.as_deref(),
+        Some("circuit open")
+    );
+    assert_eq!(f.store.next_due_at().await.unwrap(), Some(until));
+    assert!(
+        f.store.claim_due("a", 1, LEASE).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    // The lease is gone: a second defer is fenced.
+    let err = f.store.defer(&c.lease, until, "again").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    f.clock.advance(Duration::from_secs(30));
+    let c = f.store.claim_due("b", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.attempts, 1);
+    // A retrying message stays retrying when deferred.
+    f.store
+        .reschedule(
+            &c.lease,
+            f.clock.system_now(),
+            AttemptReport::failure(OutcomeClass::Transient, "503"),
+        )
+        .await
+        .unwrap();
+    let c = f.store.claim_due("b", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.attempts, 2);
+    f.store
+        .defer(&c.lease, until, "rate limited")
+        .await
+        .unwrap();
+    let m = f.store.get(id).await.unwrap().unwrap().message;
+    assert_eq!((m.status, m.attempts), (Status::Retrying, 1));
+    assert_eq!(m.last_error.as_deref(), Some("503"), "last_error is kept");
 }
 
 pub(crate) async fn cancel_applies_to_pending_messages_only<B: Backend>() {

@@ -1,0 +1,185 @@
+//! Operator routes: the dead-letter queue, circuit breakers and destinations.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use ferrule_store::{Filter, MessageId, ReplayTarget, Status, Store};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::messages::page;
+use crate::state::AppState;
+
+/// Most ids one replay request may name.
+const MAX_REPLAY_IDS: usize = 1000;
+
+/// Query of `GET /v1/dead-letters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeadQuery {
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    error_contains: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn dead_filter(destination: Option<String>, error_contains: Option<String>) -> Filter {
+    let mut filter = Filter::status(Status::Dead);
+    filter.destination = destination.filter(|d| !d.is_empty());
+    filter.error_contains = error_contains.filter(|e| !e.is_empty());
+    filter
+}
+
+/// `GET /v1/dead-letters`.
+pub(crate) async fn dead_letters(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<DeadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    page(
+        &state,
+        dead_filter(q.destination, q.error_contains),
+        q.cursor,
+        q.limit,
+    )
+    .await
+}
+
+/// Body of `POST /v1/dead-letters/replay`: a filter or explicit ids, and `dry_run`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayRequest {
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    error_contains: Option<String>,
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/dead-letters/replay`: re-queues dead messages matching the filter (or the ids).
+pub(crate) async fn replay_dead(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ReplayRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let target = match body.ids {
+        Some(ids) => {
+            if body.destination.is_some() || body.error_contains.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "give either `ids` or a filter, not both",
+                ));
+            }
+            if ids.len() > MAX_REPLAY_IDS {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("at most {MAX_REPLAY_IDS} ids per request"),
+                ));
+            }
+            let ids = ids
+                .iter()
+                .map(|s| {
+                    s.parse::<MessageId>().map_err(|_| {
+                        ApiError::bad_request("invalid_id", format!("`{s}` is not a message id"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            ReplayTarget::Ids(ids)
+        }
+        None => ReplayTarget::Filter(dead_filter(body.destination, body.error_contains)),
+    };
+    let report = state.store.replay(target, body.dry_run).await?;
+    Ok(Json(json!({
+        "count": report.count,
+        "ids": report.ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "dry_run": report.dry_run,
+    })))
+}
+
+/// Query of `DELETE /v1/dead-letters`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PurgeQuery {
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    error_contains: Option<String>,
+}
+
+/// `DELETE /v1/dead-letters?destination=&error_contains=`: deletes dead messages.
+pub(crate) async fn purge_dead(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PurgeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let purged = state
+        .store
+        .purge(&dead_filter(q.destination, q.error_contains))
+        .await?;
+    Ok(Json(json!({ "purged": purged })))
+}
+
+/// `GET /v1/breakers`: every destination's breaker.
+pub(crate) async fn breakers(State(state): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .destinations
+        .values()
+        .map(|d| json!({"destination": d.name, "breaker": d.breaker.status()}))
+        .collect();
+    Json(json!({ "breakers": list }))
+}
+
+/// `POST /v1/breakers/{destination}/{reset|force-open|disable}`.
+pub(crate) async fn breaker_action(
+    State(state): State<AppState>,
+    ApiPath((destination, action)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(d) = state.destinations.get(&destination) else {
+        return Err(ApiError::not_found(format!(
+            "no destination named `{destination}`"
+        )));
+    };
+    match action.as_str() {
+        "reset" => d.breaker.reset(),
+        "force-open" => d.breaker.force_open(),
+        "disable" => d.breaker.disable(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("unknown action `{action}`; expected reset, force-open or disable"),
+            ));
+        }
+    }
+    tracing::info!(destination = %d.name, action, "breaker changed by an operator");
+    metrics::gauge!("ferrule_breaker_state", "destination" => d.name.clone())
+        .set(d.breaker.state().as_gauge());
+    // Messages deferred by an open circuit become due when it closes.
+    Ok(Json(
+        json!({"destination": d.name, "breaker": d.breaker.status()}),
+    ))
+}
+
+/// `GET /v1/destinations`.
+pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .destinations
+        .values()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "type": "webhook",
+                "endpoint": d.endpoint,
+                "breaker": d.breaker.state(),
+                "health": d.health.status(),
+            })
+        })
+        .collect();
+    Json(json!({ "destinations": list }))
+}

@@ -1,0 +1,109 @@
+//! [`ApiError`]: every API error as `{"error": {"code", "message"}}` with its HTTP status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferrule_store::StoreError;
+use serde_json::json;
+
+/// An API error: a status, a stable machine code and a message safe to show a client.
+///
+/// Internal causes are logged where the error is made, never sent.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable code, e.g. `unknown_destination`.
+    pub code: &'static str,
+    /// A message for people.
+    pub message: String,
+    /// Seconds for a `Retry-After` header, if any.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 503 with `code` and a `Retry-After`.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    /// 500 `internal`; the cause is logged here and not sent.
+    pub fn internal(context: &str, cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %cause, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the relay's log",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::PayloadTooLarge { size, max } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("payload of {size} bytes exceeds the maximum of {max} bytes"),
+            ),
+            StoreError::InvalidOption { field, reason } => {
+                ApiError::bad_request("invalid_request", format!("`{field}` {reason}"))
+            }
+            StoreError::NotFound { id } => ApiError::not_found(format!("message {id} not found")),
+            StoreError::InvalidTransition { id, from, action } => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!("cannot {action} message {id}: it is {from}"),
+            ),
+            StoreError::Closed | StoreError::Unreachable { .. } => {
+                tracing::error!(error = %e, "store unavailable");
+                ApiError::unavailable("store_unavailable", "the store is unavailable", 5)
+            }
+            _ if e.is_transient() => {
+                tracing::warn!(error = %e, "transient store error");
+                ApiError::unavailable("store_busy", "the store is busy; try again", 1)
+            }
+            _ => ApiError::internal("store error", &e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

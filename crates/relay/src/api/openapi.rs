@@ -1,0 +1,171 @@
+//! The OpenAPI 3.1 description of the API, served at `/v1/openapi.json`.
+//!
+//! Maintained by hand next to the route table; a test checks that every route in
+//! [`routes`](super::routes) appears here with its method.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn op(summary: &str, responses: Value) -> Value {
+    json!({"summary": summary, "responses": responses})
+}
+
+fn query(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}})
+}
+
+fn path(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let page = json!({"$ref": "#/components/schemas/MessagePage"});
+    let unauthorized = error_response("missing or invalid bearer token");
+    let mut submit = op(
+        "Submit a message",
+        json!({
+            "202": ok_json("stored durably", json!({"$ref": "#/components/schemas/Accepted"})),
+            "200": ok_json("repeated Idempotency-Key: the original message, nothing enqueued", json!({"$ref": "#/components/schemas/Accepted"})),
+            "400": error_response("malformed JSON or invalid field"),
+            "401": unauthorized,
+            "413": error_response("body over the limit"),
+            "422": error_response("unknown destination"),
+            "503": error_response("queue full (with Retry-After) or shutting down"),
+        }),
+    );
+    submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 512}}]);
+    submit["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}});
+    let mut list = op(
+        "List messages, newest first",
+        json!({"200": ok_json("a page", page.clone()), "400": error_response("bad query"), "401": unauthorized}),
+    );
+    list["parameters"] = json!([
+        query("status", "comma-separated statuses"),
+        query("destination", "destination name"),
+        query("cursor", "from the previous page's `next`"),
+        query("limit", "1 to 1000 (default 100)"),
+    ]);
+    let mut show = op(
+        "A message with its timeline",
+        json!({"200": ok_json("the message", json!({"$ref": "#/components/schemas/Message"})), "400": error_response("not a message id"), "401": unauthorized, "404": error_response("no such message")}),
+    );
+    show["parameters"] = json!([path("id")]);
+    let mut replay_one = op(
+        "Re-queue a terminal message",
+        json!({"200": ok_json("queued", json!({"$ref": "#/components/schemas/Accepted"})), "404": error_response("no such message"), "409": error_response("the message is still pending"), "401": unauthorized}),
+    );
+    replay_one["parameters"] = json!([path("id")]);
+    let mut dead = op(
+        "List dead letters",
+        json!({"200": ok_json("a page", page), "401": unauthorized}),
+    );
+    dead["parameters"] = json!([
+        query("destination", "destination name"),
+        query("error_contains", "text in the last error"),
+        query("cursor", "paging cursor"),
+        query("limit", "1 to 1000")
+    ]);
+    let mut replay_dead = op(
+        "Replay dead letters by filter or ids",
+        json!({"200": ok_json("what was (or would be) re-queued", json!({"$ref": "#/components/schemas/ReplayReport"})), "400": error_response("bad request"), "401": unauthorized}),
+    );
+    replay_dead["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReplayRequest"}}}});
+    let mut purge = op(
+        "Delete dead letters matching the filter",
+        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "401": unauthorized}),
+    );
+    purge["parameters"] = json!([
+        query("destination", "destination name"),
+        query("error_contains", "text in the last error")
+    ]);
+    let mut action = op(
+        "Operator override of a breaker",
+        json!({"200": ok_json("the breaker", json!({"type": "object"})), "404": error_response("unknown destination or action"), "401": unauthorized}),
+    );
+    action["parameters"] = json!([path("destination"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["reset", "force-open", "disable"]}}]);
+    let any_object = json!({"type": "object"});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "ferrule relay", "version": env!("CARGO_PKG_VERSION")},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "SubmitRequest": {"type": "object", "required": ["destination", "payload"], "additionalProperties": false, "properties": {
+                    "destination": {"type": "string"}, "payload": {}, "ordering_key": {"type": "string"}, "deliver_after": {"type": "string", "format": "date-time"}}},
+                "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}},
+                "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "status": {"type": "string"}, "attempt": {"type": "integer"}, "outcome": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}, "duration_ms": {"type": ["integer", "null"]}, "detail": {"type": ["string", "null"]}}},
+                "Message": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "destination": {"type": "string"},
+                    "status": {"type": "string", "enum": ["queued", "delivering", "retrying", "delivered", "dead", "cancelled"]},
+                    "attempts": {"type": "integer"}, "payload": {}, "ordering_key": {"type": ["string", "null"]},
+                    "idempotency_key": {"type": ["string", "null"]}, "next_attempt_at": {"type": ["string", "null"]},
+                    "last_error": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
+                    "delivered_at": {"type": ["string", "null"]}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
+                "MessagePage": {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}, "next": {"type": ["string", "null"]}}},
+                "ReplayRequest": {"type": "object", "additionalProperties": false, "properties": {"destination": {"type": "string"}, "error_contains": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
+                "ReplayReport": {"type": "object", "properties": {"count": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/messages": {"post": submit, "get": list},
+            "/v1/messages/{id}": {"get": show},
+            "/v1/messages/{id}/replay": {"post": replay_one},
+            "/v1/dead-letters": {"get": dead, "delete": purge},
+            "/v1/dead-letters/replay": {"post": replay_dead},
+            "/v1/breakers": {"get": op("Every destination's circuit breaker", json!({"200": ok_json("breakers", any_object.clone()), "401": unauthorized}))},
+            "/v1/breakers/{destination}/{action}": {"post": action},
+            "/v1/destinations": {"get": op("Configured destinations", json!({"200": ok_json("destinations", any_object.clone()), "401": unauthorized}))},
+            "/v1/openapi.json": {"get": op("This document", json!({"200": ok_json("OpenAPI 3.1", any_object.clone())}))},
+            "/livez": {"get": {"summary": "The process is up", "security": [], "responses": {"200": ok_json("alive", any_object.clone())}}},
+            "/readyz": {"get": op("Store reachable and not draining", json!({"200": ok_json("ready", any_object.clone()), "503": error_response("not ready"), "401": unauthorized}))},
+            "/status": {"get": op("Uptime, counters, depths, breakers, dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
+            "/metrics": {"get": op("Prometheus text format", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}))},
+        }
+    })
+}
+
+/// `GET /v1/openapi.json`.
+pub(crate) async fn serve() -> Json<Value> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described() {
+        let doc = document();
+        for route in super::super::routes() {
+            let method = route.method.as_str().to_ascii_lowercase();
+            assert!(
+                doc["paths"][route.path][&method].is_object(),
+                "{} {} is missing from the OpenAPI document",
+                route.method,
+                route.path
+            );
+        }
+        let described: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            described,
+            super::super::routes().len(),
+            "the document describes a route that does not exist"
+        );
+    }
+}

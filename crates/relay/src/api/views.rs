@@ -1,0 +1,88 @@
+//! The JSON shapes the API answers with, built from the store's records.
+
+use ferrule_store::{Event, Message, MessageDetail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::time::rfc3339;
+
+/// A message as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct MessageView {
+    id: String,
+    destination: String,
+    status: &'static str,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Value>,
+    ordering_key: Option<String>,
+    idempotency_key: Option<String>,
+    next_attempt_at: Option<String>,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+    delivered_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<EventView>>,
+}
+
+/// One timeline row.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventView {
+    seq: u32,
+    at: String,
+    status: &'static str,
+    attempt: u32,
+    outcome: Option<&'static str>,
+    code: Option<String>,
+    duration_ms: Option<u64>,
+    detail: Option<String>,
+}
+
+impl MessageView {
+    /// A list entry: no payload, no timeline.
+    pub(crate) fn summary(m: Message) -> Self {
+        Self::build(m, false, None)
+    }
+
+    /// The full message with its timeline.
+    pub(crate) fn detail(d: MessageDetail) -> Self {
+        let events = d.events.into_iter().map(EventView::from).collect();
+        Self::build(d.message, true, Some(events))
+    }
+
+    fn build(m: Message, payload: bool, events: Option<Vec<EventView>>) -> Self {
+        MessageView {
+            id: m.id.to_string(),
+            destination: m.destination,
+            status: m.status.as_str(),
+            attempts: m.attempts,
+            payload: payload.then_some(m.payload),
+            ordering_key: m.ordering_key,
+            idempotency_key: m.idempotency_key,
+            next_attempt_at: m.status.is_pending().then(|| rfc3339(m.next_attempt_at)),
+            last_error: m.last_error,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+            delivered_at: m.delivered_at.map(rfc3339),
+            events,
+        }
+    }
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            seq: e.seq,
+            at: rfc3339(e.at),
+            status: e.status.as_str(),
+            attempt: e.attempt,
+            outcome: e.outcome.map(|o| o.as_str()),
+            code: e.code,
+            duration_ms: e
+                .duration
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            detail: e.detail,
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `ferrule-bench`: end-to-end figures for the relay (docs/BENCHMARKS.md, "ferrule relay").
+//!
+//! Starts the real `ferrule serve` (the binary next to this one) on a temporary SQLite file
+//! with a loopback webhook receiver, then measures:
+//!
+//! 1. idle RSS of the relay process;
+//! 2. submit → delivered throughput for `--messages` messages submitted over HTTP by 64
+//!    concurrent clients;
+//! 3. submit → delivered latency (p50, p99) at a fixed `--rate` for `--seconds`;
+//! 4. RSS with `--queued` messages waiting (scheduled a day ahead).
+//!
+//! Run: `cargo build --release -p ferrule && target/release/ferrule-bench`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::json;
+
+const TOKEN: &str = "bench-token-0123456789abcdef";
+
+#[derive(Default)]
+struct Received {
+    count: AtomicU64,
+    arrivals: Mutex<HashMap<String, Instant>>,
+    track: std::sync::atomic::AtomicBool,
+}
+
+async fn hook(State(r): State<Arc<Received>>, headers: HeaderMap) -> &'static str {
+    if r.track.load(Ordering::Relaxed)
+        && let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok())
+    {
+        r.arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), Instant::now());
+    }
+    r.count.fetch_add(1, Ordering::Relaxed);
+    "ok"
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn say(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Relay {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(dir: &std::path::Path, hook_url: &str) -> Relay {
+    let config = dir.join("bench.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_queue_depth = 10000000
+[store]
+url = "sqlite://{db}"
+[auth]
+tokens = ["{TOKEN}"]
+[[destinations]]
+name = "hook"
+type = "webhook"
+url = "{hook_url}"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+allow_private = true
+"#,
+        db = dir.join("bench.db").display()
+    );
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing the config: {e}"));
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("ferrule")))
+        .unwrap_or_else(|| "ferrule".into());
+    let mut child = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting ferrule (build it with --release first): {e}"));
+    let mut out = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("ferrule serve exited");
+        }
+        if let Some(rest) = line.trim().split("listening on ").nth(1) {
+            break rest.to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while out.read_line(&mut rest).unwrap_or(0) > 0 {
+            rest.clear();
+        }
+    });
+    Relay { child, base }
+}
+
+async fn submit(http: &reqwest::Client, base: &str, payload: serde_json::Value) -> Option<String> {
+    let response = http
+        .post(format!("{base}/v1/messages"))
+        .bearer_auth(TOKEN)
+        .json(&payload)
+        .send()
+        .await
+        .ok()?;
+    let body: serde_json::Value = response.json().await.ok()?;
+    body["id"].as_str().map(str::to_owned)
+}
+
+async fn submit_many(http: &reqwest::Client, base: &str, n: u64, deliver_after: Option<String>) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (http, base, next, after) = (
+            http.clone(),
+            base.to_owned(),
+            next.clone(),
+            deliver_after.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let mut body =
+                    json!({"destination": "hook", "payload": {"event": "bench", "n": 1}});
+                if let Some(at) = &after {
+                    body["deliver_after"] = json!(at);
+                }
+                let _ = submit(&http, &base, body).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[rank]
+}
+
+#[tokio::main]
+async fn main() {
+    let messages = arg("--messages", 20_000);
+    let rate = arg("--rate", 1000);
+    let seconds = arg("--seconds", 5);
+    let queued = arg("--queued", 1_000_000);
+
+    let received = Arc::new(Received::default());
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("binding the receiver: {e}"));
+    let hook_url = format!(
+        "http://{}/hook",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile_dir();
+    let relay = start_relay(&dir, &hook_url);
+    let pid = relay.child.id();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    say(&format!(
+        "idle RSS: {:.1} MiB",
+        rss_kib(pid) as f64 / 1024.0
+    ));
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    submit_many(&http, &relay.base, messages, None).await;
+    let submitted = start.elapsed();
+    while received.count.load(Ordering::Relaxed) < messages {
+        if start.elapsed() > Duration::from_secs(600) {
+            say("timed out waiting for deliveries");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let total = start.elapsed();
+    say(&format!(
+        "throughput: {messages} messages submitted in {:.2} s ({:.0} msg/s), all delivered in {:.2} s: {:.0} msg/s end to end",
+        submitted.as_secs_f64(),
+        messages as f64 / submitted.as_secs_f64(),
+        total.as_secs_f64(),
+        messages as f64 / total.as_secs_f64()
+    ));
+
+    // Latency at a fixed rate.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    received.track.store(true, Ordering::Relaxed);
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    for _ in 0..rate * seconds {
+        tick.tick().await;
+        let (http, base, sent) = (http.clone(), relay.base.clone(), sent.clone());
+        tasks.push(tokio::spawn(async move {
+            let at = Instant::now();
+            if let Some(id) = submit(
+                &http,
+                &base,
+                json!({"destination": "hook", "payload": {"n": 1}}),
+            )
+            .await
+            {
+                sent.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, at);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut latencies: Vec<Duration> = {
+        let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+        let arrivals = received.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        sent.iter()
+            .filter_map(|(id, at)| arrivals.get(id).map(|a| a.saturating_duration_since(*at)))
+            .collect()
+    };
+    latencies.sort();
+    say(&format!(
+        "latency at {rate} msg/s for {seconds} s: {} delivered, p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+    ));
+    received.track.store(false, Ordering::Relaxed);
+
+    // RSS with many queued.
+    let later =
+        humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(86_400))
+            .to_string();
+    let start = Instant::now();
+    submit_many(&http, &relay.base, queued, Some(later)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    say(&format!(
+        "RSS with {queued} queued: {:.1} MiB (submitted in {:.1} s)",
+        rss_kib(pid) as f64 / 1024.0,
+        start.elapsed().as_secs_f64()
+    ));
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ferrule-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}

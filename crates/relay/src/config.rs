@@ -1,0 +1,890 @@
+//! The relay's configuration: one serde struct, loaded from defaults, a TOML file and
+//! `FERRULE_*` environment variables, then validated with errors that name the field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferrule_connectors::webhook::{WebhookConfig, WebhookSecret};
+use ferrule_policy::ConfigError;
+use ferrule_policy::breaker::{BreakerConfig, Window};
+use ferrule_policy::bulkhead::BulkheadConfig;
+use ferrule_policy::chaos::{ChaosConfig, Environment};
+use ferrule_policy::rate_limit::RateLimitConfig;
+use ferrule_policy::retry::{Backoff, Jitter, RetryConfig};
+use ferrule_store::{DeadLetterPolicy, Synchronous};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The top-level sections an environment variable may address (`FERRULE_<SECTION>__…`).
+const SECTIONS: [&str; 6] = [
+    "server",
+    "store",
+    "auth",
+    "dispatcher",
+    "health",
+    "defaults",
+];
+
+/// The whole relay configuration.
+///
+/// Built-in defaults give a working relay with no file at all: SQLite in `./ferrule.db`,
+/// listening on `127.0.0.1:8080`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: ServerConfig,
+    /// The durable store.
+    pub store: StoreConfig,
+    /// API authentication.
+    pub auth: AuthConfig,
+    /// The delivery dispatcher.
+    pub dispatcher: DispatcherConfig,
+    /// Thresholds of the per-dependency health shown in `/status`.
+    pub health: HealthConfig,
+    /// Policies every destination uses unless it overrides them.
+    pub defaults: PolicyDefaults,
+    /// Where messages go.
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: String,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Submissions are refused with 503 once this many messages are pending (default 5 000 000).
+    pub max_queue_depth: u64,
+    /// How long in-flight deliveries may run after SIGTERM/SIGINT (default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Where the relay runs; enabled chaos is refused in `production` unless allowed.
+    pub environment: Environment,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            max_queue_depth: 5_000_000,
+            drain_timeout: Duration::from_secs(30),
+            environment: Environment::Development,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path` (default `sqlite://ferrule.db`) or `postgres://…`.
+    pub url: Secret,
+    /// SQLite `synchronous`: `full` (default) or `normal`.
+    pub synchronous: Synchronous,
+    /// How long an idempotency key stays unique per destination (default 24 h).
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Delivered messages are purged after this long (default 7 days).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Whether a dead message blocks later ones with its ordering key (`skip` or `block`).
+    pub fifo_dead_letter_policy: DeadLetterPolicy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: Secret::new("sqlite://ferrule.db"),
+            synchronous: Synchronous::Full,
+            idempotency_window: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            fifo_dead_letter_policy: DeadLetterPolicy::Skip,
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API tokens, plain or as `sha256:<hex>`. Empty: the first `serve` generates one.
+    pub tokens: Vec<Secret>,
+}
+
+/// `[dispatcher]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Deliveries running at once across all destinations (default 256).
+    pub concurrency: usize,
+    /// Most messages claimed at once (default 256).
+    pub batch: usize,
+    /// Lease on a claimed message; extended every third of it while a delivery runs (60 s).
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Longest idle wait between claims when no wake-up arrives (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// When a full bulkhead or a busy half-open circuit defers a message, it is due again
+    /// after this long (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub defer_for: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            concurrency: 256,
+            batch: 256,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            defer_for: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[health]`: when a dependency counts as degraded or unhealthy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Failures in a row that make a dependency unhealthy (default 3; one failure is degraded).
+    pub failure_threshold: u32,
+    /// Successes in a row that make an unhealthy or degraded dependency healthy again (2).
+    pub recovery_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            failure_threshold: 3,
+            recovery_threshold: 2,
+        }
+    }
+}
+
+/// `[defaults]`: the policies of every destination that does not override them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyDefaults {
+    /// Durable retries: exponential 1 s → 1 h, 10 attempts, full jitter.
+    pub retry: RetryConfig,
+    /// Circuit breaker: last 20 calls, at least 10, 50 % failures; open 30 s growing ×2 to 10 min.
+    pub breaker: BreakerConfig,
+    /// Rate limit (default: none).
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Concurrent deliveries per destination (default 256, the dispatcher's default
+    /// concurrency, no queue). Lower it to keep one slow destination from taking every
+    /// dispatcher slot; a delivery refused by a full bulkhead is deferred by `defer_for`.
+    pub bulkhead: BulkheadConfig,
+    /// Per-attempt timeout (default 15 s).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Fault injection (default off).
+    pub chaos: ChaosConfig,
+}
+
+impl Default for PolicyDefaults {
+    fn default() -> Self {
+        PolicyDefaults {
+            retry: RetryConfig {
+                max_attempts: 10,
+                max_elapsed: None,
+                backoff: Backoff::Exponential {
+                    base: Duration::from_secs(1),
+                    multiplier: 2.0,
+                    cap: Duration::from_secs(3600),
+                },
+                jitter: Jitter::Full,
+                max_retry_after: Duration::from_secs(24 * 3600),
+                budget: None,
+            },
+            breaker: BreakerConfig {
+                window: Window::Count(20),
+                min_calls: 10,
+                failure_rate: 0.5,
+                open_for: Duration::from_secs(30),
+                open_backoff: 2.0,
+                max_open_for: Some(Duration::from_secs(600)),
+                ..BreakerConfig::default()
+            },
+            rate_limit: None,
+            bulkhead: BulkheadConfig {
+                max_concurrent: 256,
+                ..BulkheadConfig::default()
+            },
+            timeout: Duration::from_secs(15),
+            chaos: ChaosConfig::default(),
+        }
+    }
+}
+
+/// The kind of a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    /// An HTTP endpoint receiving Standard Webhooks.
+    Webhook,
+}
+
+/// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// The name messages are submitted to.
+    pub name: String,
+    /// `webhook`.
+    #[serde(rename = "type")]
+    pub kind: DestinationKind,
+    /// The endpoint URL (http or https).
+    pub url: String,
+    /// The Standard Webhooks secret (`whsec_…`), inline or `env:VAR` / `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Allow loopback, private and link-local targets (default false: SSRF guard).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Per-attempt timeout (default `[defaults] timeout`).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// Extra HTTP headers sent with every attempt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Retry override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<serde_json::Value>,
+    /// Circuit breaker override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<serde_json::Value>,
+    /// Rate limit override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<serde_json::Value>,
+    /// Bulkhead override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulkhead: Option<serde_json::Value>,
+    /// Chaos override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<serde_json::Value>,
+}
+
+/// A destination with every policy resolved against `[defaults]` and its secret read.
+#[derive(Debug, Clone)]
+pub struct ResolvedDestination {
+    /// The name.
+    pub name: String,
+    /// The endpoint URL.
+    pub url: String,
+    /// The secret (read from env or file if so configured).
+    pub secret: Option<String>,
+    /// Whether private targets are allowed.
+    pub allow_private: bool,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Breaker policy.
+    pub breaker: BreakerConfig,
+    /// Rate limit, if any.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Bulkhead.
+    pub bulkhead: BulkheadConfig,
+    /// Chaos.
+    pub chaos: ChaosConfig,
+    /// The webhook connector's configuration.
+    pub webhook: WebhookConfig,
+}
+
+/// A secret value: redacted in `Debug` and when serialised (so in `config check` and logs).
+///
+/// Written inline, as `env:NAME` (read from the environment) or `file:/path` (read from a
+/// file, trailing newline removed).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret from its configured text.
+    pub fn new(text: impl Into<String>) -> Self {
+        Secret(text.into())
+    }
+
+    /// The value, reading `env:` and `file:` references. `field` names it in errors.
+    pub fn expose(&self, field: &str) -> Result<String, ConfigError> {
+        if let Some(var) = self.0.strip_prefix("env:") {
+            return std::env::var(var).map_err(|_| {
+                ConfigError::new(
+                    field.to_owned(),
+                    format!("environment variable `{var}` is not set"),
+                )
+            });
+        }
+        if let Some(path) = self.0.strip_prefix("file:") {
+            return std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| {
+                    ConfigError::new(field.to_owned(), format!("cannot read `{path}`: {e}"))
+                });
+        }
+        Ok(self.0.clone())
+    }
+
+    /// The text as configured, only for values that are not really secret (the store URL
+    /// without a password is shown by [`redact_url`]).
+    fn raw(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redacted(&self.0))
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redacted(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// How a secret is shown: references stay visible (they are not secret), values do not. A
+/// store URL keeps everything but its password.
+fn redacted(text: &str) -> String {
+    if text.starts_with("env:") || text.starts_with("file:") {
+        text.to_owned()
+    } else if text.contains("://") {
+        redact_url(text)
+    } else if let Some(rest) = text.strip_prefix("sha256:") {
+        format!("sha256:{}…", rest.get(..8).unwrap_or(""))
+    } else if text.starts_with("whsec_") {
+        "whsec_***".into()
+    } else {
+        "***".into()
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            let userinfo = &url[start + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..start + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The named file does not exist or cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file or an environment variable has a syntax error, an unknown field or a value of
+    /// the wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent; the error names the field.
+    #[error("invalid configuration: `{}`: {}", .0.field(), .0.message())]
+    Invalid(ConfigError),
+}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        LoadError::Invalid(e)
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file at `path` (if any), then `FERRULE_<SECTION>__<KEY>`
+    /// environment variables, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, LoadError> {
+        Self::load_with_env(path, Env::prefixed("FERRULE_"))
+    }
+
+    fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, LoadError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| LoadError::File {
+                path: path.to_owned(),
+                source,
+            })?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        let env = env.filter_map(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            let (section, rest) = key.split_once("__")?;
+            (SECTIONS.contains(&section) && !rest.is_empty()).then(|| key.replace("__", ".").into())
+        });
+        figment = figment.merge(env);
+        let config: Config = figment
+            .extract()
+            .map_err(|e| LoadError::Parse(describe_figment(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value and the destinations' policies; the error names the field, e.g.
+    /// `destinations[2].url` or `defaults.retry.max_attempts`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::new("server.listen", format!("not an address: {e}")))?;
+        positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive("server.max_queue_depth", self.server.max_queue_depth)?;
+        let url = self.store.url.expose("store.url")?;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "store.url",
+                "must start with `sqlite://` or `postgres://`",
+            ));
+        }
+        if self.store.idempotency_window.is_zero() {
+            return Err(ConfigError::new(
+                "store.idempotency_window",
+                "must be longer than zero",
+            ));
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let field = format!("auth.tokens[{i}]");
+            let value = token.expose(&field)?;
+            crate::auth::parse_configured(&value).map_err(|m| ConfigError::new(field, m))?;
+        }
+        positive("dispatcher.concurrency", self.dispatcher.concurrency as u64)?;
+        positive("dispatcher.batch", self.dispatcher.batch as u64)?;
+        if self.dispatcher.batch > 10_000 {
+            return Err(ConfigError::new(
+                "dispatcher.batch",
+                "must be at most 10000",
+            ));
+        }
+        for (field, d) in [
+            ("dispatcher.lease", self.dispatcher.lease),
+            ("dispatcher.poll_interval", self.dispatcher.poll_interval),
+            ("dispatcher.defer_for", self.dispatcher.defer_for),
+            ("defaults.timeout", self.defaults.timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be longer than zero"));
+            }
+        }
+        positive(
+            "health.failure_threshold",
+            u64::from(self.health.failure_threshold),
+        )?;
+        positive(
+            "health.recovery_threshold",
+            u64::from(self.health.recovery_threshold),
+        )?;
+        let d = &self.defaults;
+        d.retry.validate().map_err(|e| e.within("defaults.retry"))?;
+        d.breaker
+            .validate()
+            .map_err(|e| e.within("defaults.breaker"))?;
+        if let Some(rl) = &d.rate_limit {
+            rl.validate().map_err(|e| e.within("defaults.rate_limit"))?;
+        }
+        d.bulkhead
+            .validate()
+            .map_err(|e| e.within("defaults.bulkhead"))?;
+        d.chaos
+            .validate_for(self.server.environment)
+            .map_err(|e| e.within("defaults.chaos"))?;
+        let mut names = BTreeSet::new();
+        for i in 0..self.destinations.len() {
+            let resolved = self.resolve(i)?;
+            if !names.insert(resolved.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("destinations[{i}].name"),
+                    format!("`{}` is used by an earlier destination", resolved.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every destination, resolved.
+    pub fn destinations(&self) -> Result<Vec<ResolvedDestination>, ConfigError> {
+        (0..self.destinations.len())
+            .map(|i| self.resolve(i))
+            .collect()
+    }
+
+    /// Destination `i` with its policies merged over `[defaults]` and validated.
+    fn resolve(&self, i: usize) -> Result<ResolvedDestination, ConfigError> {
+        let dest = &self.destinations[i];
+        let at = |field: &str| format!("destinations[{i}].{field}");
+        let name = dest.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(ConfigError::new(at("name"), "must be 1 to 200 characters"));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            return Err(ConfigError::new(
+                at("name"),
+                "may contain only letters, digits, `-`, `_`, `.` and `:`",
+            ));
+        }
+        let scheme_ok = dest.url.starts_with("http://") || dest.url.starts_with("https://");
+        if !scheme_ok || dest.url.len() <= "https://".len() {
+            return Err(ConfigError::new(
+                at("url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let secret = match &dest.secret {
+            None => None,
+            Some(s) => {
+                let value = s.expose(&at("secret"))?;
+                check_webhook_secret(&value).map_err(|m| ConfigError::new(at("secret"), m))?;
+                Some(value)
+            }
+        };
+        let timeout = dest.timeout.unwrap_or(self.defaults.timeout);
+        if timeout.is_zero() {
+            return Err(ConfigError::new(at("timeout"), "must be longer than zero"));
+        }
+        let d = &self.defaults;
+        let retry: RetryConfig = overlay(&d.retry, dest.retry.as_ref(), &at("retry"))?;
+        retry.validate().map_err(|e| e.within(&at("retry")))?;
+        let breaker: BreakerConfig = overlay(&d.breaker, dest.breaker.as_ref(), &at("breaker"))?;
+        breaker.validate().map_err(|e| e.within(&at("breaker")))?;
+        let rate_limit: Option<RateLimitConfig> = match (&d.rate_limit, &dest.rate_limit) {
+            (None, None) => None,
+            (Some(base), over) => Some(overlay(base, over.as_ref(), &at("rate_limit"))?),
+            (None, Some(over)) => Some(overlay(
+                &RateLimitConfig::default(),
+                Some(over),
+                &at("rate_limit"),
+            )?),
+        };
+        if let Some(rl) = &rate_limit {
+            rl.validate().map_err(|e| e.within(&at("rate_limit")))?;
+        }
+        let bulkhead: BulkheadConfig =
+            overlay(&d.bulkhead, dest.bulkhead.as_ref(), &at("bulkhead"))?;
+        bulkhead.validate().map_err(|e| e.within(&at("bulkhead")))?;
+        let chaos: ChaosConfig = overlay(&d.chaos, dest.chaos.as_ref(), &at("chaos"))?;
+        chaos
+            .validate_for(self.server.environment)
+            .map_err(|e| e.within(&at("chaos")))?;
+        for key in dest.headers.keys() {
+            let lower = key.to_ascii_lowercase();
+            if lower.starts_with("webhook-") || lower == "content-type" || lower == "host" {
+                return Err(ConfigError::new(
+                    at("headers"),
+                    format!("`{key}` is set by the relay and cannot be overridden"),
+                ));
+            }
+        }
+        let mut webhook = WebhookConfig::new(dest.url.clone());
+        webhook.allow_private = dest.allow_private;
+        webhook.timeout = timeout;
+        webhook.headers = dest.headers.clone();
+        if let Some(secret) = &secret {
+            webhook.secret = Some(
+                secret
+                    .parse::<WebhookSecret>()
+                    .map_err(|e| connector_error(i, e))?,
+            );
+        }
+        webhook.validate().map_err(|e| connector_error(i, e))?;
+        Ok(ResolvedDestination {
+            webhook,
+            name: name.to_owned(),
+            url: dest.url.clone(),
+            secret,
+            allow_private: dest.allow_private,
+            timeout,
+            headers: dest.headers.clone(),
+            retry,
+            breaker,
+            rate_limit,
+            bulkhead,
+            chaos,
+        })
+    }
+
+    /// The effective configuration as TOML with every secret redacted (`config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        // The store URL is shown without its password.
+        shown.store.url = Secret::new(redact_url(self.store.url.raw()));
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The store URL to open.
+    pub fn store_url(&self) -> Result<String, ConfigError> {
+        self.store.url.expose("store.url")
+    }
+}
+
+/// A connector's complaint about destination `i`, naming the field.
+fn connector_error(i: usize, e: ferrule_connectors::ConnectorError) -> ConfigError {
+    let field = format!("destinations[{i}].{}", e.field().unwrap_or("url"));
+    let message = e.to_string();
+    // The connector's message repeats the field name; keep only what follows it.
+    let message = match message.split_once("`: ") {
+        Some((_, rest)) if message.starts_with("invalid `") => rest.to_owned(),
+        _ => message,
+    };
+    ConfigError::new(field, message)
+}
+
+/// Refuses zero.
+fn positive(field: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(field, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Checks a Standard Webhooks secret: `whsec_` + base64 of 24 to 64 bytes.
+pub fn check_webhook_secret(value: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let Some(key) = value.strip_prefix("whsec_") else {
+        return Err("must start with `whsec_` (a Standard Webhooks secret)".into());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| "the part after `whsec_` must be base64".to_owned())?;
+    if !(24..=64).contains(&bytes.len()) {
+        return Err(format!("must encode 24 to 64 bytes, not {}", bytes.len()));
+    }
+    Ok(())
+}
+
+/// `base` with the fields of `over` (a table from the file) laid on top, as `T`.
+fn overlay<T: Serialize + DeserializeOwned>(
+    base: &T,
+    over: Option<&serde_json::Value>,
+    field: &str,
+) -> Result<T, ConfigError> {
+    let mut value = serde_json::to_value(base)
+        .map_err(|e| ConfigError::new(field.to_owned(), e.to_string()))?;
+    if let Some(over) = over {
+        merge(&mut value, over);
+    }
+    serde_json::from_value(value).map_err(|e| ConfigError::new(field.to_owned(), e.to_string()))
+}
+
+/// Lays `over` onto `base`, table by table.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    // A tagged or exclusive table (backoff, window) is replaced whole.
+                    Some(slot) if k != "backoff" && k != "window" => merge(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+/// A figment error with its key path, in one line.
+fn describe_figment(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let mut text = if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("`{path}`: {}", e.kind)
+            };
+            if let Some(source) = &e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                text.push_str(&format!(" (in {source})"));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<Config, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferrule.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(Some(&path), Env::prefixed("FERRULE_TEST_NOTHING_"))
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ferrule.example.toml");
+        let config =
+            Config::load_with_env(Some(&path), Env::prefixed("FERRULE_TEST_NOTHING_")).unwrap();
+        let d = &config.destinations().unwrap()[0];
+        assert_eq!(d.retry.max_attempts, 8);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:8080");
+        assert_eq!(config.store_url().unwrap(), "sqlite://ferrule.db");
+    }
+
+    #[test]
+    fn destination_policies_override_defaults_field_by_field() {
+        let config = from_toml(
+            r#"
+            [defaults.retry]
+            max_attempts = 5
+            [[destinations]]
+            name = "billing-hook"
+            type = "webhook"
+            url = "https://example.com/hook"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            [destinations.retry]
+            jitter = "none"
+            "#,
+        )
+        .unwrap();
+        let d = &config.destinations().unwrap()[0];
+        assert_eq!(d.retry.max_attempts, 5, "inherited from [defaults]");
+        assert_eq!(d.retry.jitter, Jitter::None, "overridden");
+        assert_eq!(d.timeout, Duration::from_secs(15));
+        assert_eq!(d.breaker.window, Window::Count(20));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad_url = from_toml(
+            r#"
+            [[destinations]]
+            name = "a"
+            type = "webhook"
+            url = "https://example.com/a"
+            [[destinations]]
+            name = "b"
+            type = "webhook"
+            url = "ftp://example.com"
+            "#,
+        )
+        .unwrap_err();
+        assert!(
+            bad_url.to_string().contains("destinations[1].url"),
+            "{bad_url}"
+        );
+        let bad_retry = from_toml(
+            r#"
+            [[destinations]]
+            name = "a"
+            type = "webhook"
+            url = "https://example.com/a"
+            retry = { max_attempts = 0 }
+            "#,
+        )
+        .unwrap_err();
+        assert!(
+            bad_retry
+                .to_string()
+                .contains("destinations[0].retry.max_attempts"),
+            "{bad_retry}"
+        );
+        let unknown = from_toml("[server]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(unknown.to_string().contains("listen_on"), "{unknown}");
+        let secret = from_toml(
+            r#"
+            [[destinations]]
+            name = "a"
+            type = "webhook"
+            url = "https://example.com/a"
+            secret = "hunter2"
+            "#,
+        )
+        .unwrap_err();
+        assert!(
+            secret.to_string().contains("destinations[0].secret"),
+            "{secret}"
+        );
+        assert!(!secret.to_string().contains("hunter2"), "{secret}");
+        let dup = from_toml(
+            r#"
+            [[destinations]]
+            name = "a"
+            type = "webhook"
+            url = "https://example.com/a"
+            [[destinations]]
+            name = "a"
+            type = "webhook"
+            url = "https://example.com/b"
+            "#,
+        )
+        .unwrap_err();
+        assert!(dup.to_string().contains("destinations[1].name"), "{dup}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_output() {
+        let config = from_toml(
+            r#"
+            [store]
+            url = "postgres://relay:pw123@db/ferrule"
+            [auth]
+            tokens = ["plain-token-value"]
+            [[destinations]]
+            name = "a"
+            type = "webhook"
+            url = "https://example.com/a"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            "#,
+        )
+        .unwrap();
+        let shown = config.to_redacted_toml();
+        for secret in [
+            "pw123",
+            "plain-token-value",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!format!("{config:?}").contains(secret));
+        }
+        assert!(shown.contains("whsec_***"), "{shown}");
+        assert!(shown.contains("relay:***@db"), "{shown}");
+    }
+}

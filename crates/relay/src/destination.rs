@@ -1,0 +1,117 @@
+//! A destination at run time: its connector and its policies, built once from the config.
+
+use std::fmt;
+use std::sync::Arc;
+
+use ferrule_policy::breaker::CircuitBreaker;
+use ferrule_policy::bulkhead::Bulkhead;
+use ferrule_policy::chaos::{Chaos, Environment};
+use ferrule_policy::event::{FanOut, MetricsObserver, TracingObserver};
+use ferrule_policy::rate_limit::RateLimiter;
+use ferrule_policy::retry::Retry;
+use ferrule_policy::timeout::{Timeout, TimeoutConfig};
+use ferrule_policy::{ConfigError, Context, SharedClock};
+
+use ferrule_connectors::webhook::WebhookConnector;
+use ferrule_connectors::{AnyConnector, ConnectorError};
+
+use crate::config::{HealthConfig, ResolvedDestination};
+use crate::health::Health;
+
+/// One destination's connector and policies.
+pub struct Destination {
+    /// Delivers one attempt.
+    pub connector: AnyConnector,
+    /// The name messages are submitted to.
+    pub name: String,
+    /// The endpoint, for logs and `/v1/destinations` (without query string).
+    pub endpoint: String,
+    /// Durable retry decisions.
+    pub retry: Retry,
+    /// The circuit breaker.
+    pub breaker: CircuitBreaker,
+    /// The rate limiter, if configured.
+    pub rate_limit: Option<RateLimiter>,
+    /// Concurrent deliveries.
+    pub bulkhead: Bulkhead,
+    /// Per-attempt timeout.
+    pub timeout: Timeout,
+    /// Fault injection.
+    pub chaos: Chaos,
+    /// Health for `/status`.
+    pub health: Health,
+}
+
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Destination")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a destination could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A policy's configuration is invalid.
+    #[error("invalid `{}`: {}", .0.field(), .0.message())]
+    Policy(#[from] ConfigError),
+    /// The connector refused its configuration.
+    #[error(transparent)]
+    Connector(ConnectorError),
+}
+
+impl Destination {
+    /// Builds the policies of `config`, all reading `clock`, reporting to `tracing` and
+    /// `metrics` under the destination's name.
+    pub fn build(
+        config: &ResolvedDestination,
+        clock: SharedClock,
+        environment: Environment,
+        health: HealthConfig,
+    ) -> Result<Self, BuildError> {
+        let connector = AnyConnector::from(
+            WebhookConnector::new(config.webhook.clone(), clock.clone()).map_err(|e| {
+                BuildError::Connector(e.within(&format!("destinations.{}", config.name)))
+            })?,
+        );
+        let observer = Arc::new(FanOut(vec![
+            Arc::new(TracingObserver),
+            Arc::new(MetricsObserver),
+        ]));
+        let ctx = Context::new(config.name.clone())
+            .with_clock(clock)
+            .with_observer(observer);
+        let within = |field: &str| format!("destinations.{}.{field}", config.name);
+        Ok(Destination {
+            connector,
+            name: config.name.clone(),
+            endpoint: config
+                .url
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            retry: Retry::with_context(config.retry.clone(), ctx.clone())
+                .map_err(|e| e.within(&within("retry")))?,
+            breaker: CircuitBreaker::with_context(config.breaker.clone(), ctx.clone())
+                .map_err(|e| e.within(&within("breaker")))?,
+            rate_limit: match &config.rate_limit {
+                None => None,
+                Some(rl) => Some(
+                    RateLimiter::with_context(rl.clone(), ctx.clone())
+                        .map_err(|e| e.within(&within("rate_limit")))?,
+                ),
+            },
+            bulkhead: Bulkhead::with_context(config.bulkhead.clone(), ctx.clone())
+                .map_err(|e| e.within(&within("bulkhead")))?,
+            timeout: Timeout::with_context(TimeoutConfig::new(config.timeout), ctx.clone())
+                .map_err(|e| e.within(&within("timeout")))?,
+            chaos: Chaos::with_context(config.chaos.clone(), environment, ctx)
+                .map_err(|e| e.within(&within("chaos")))?,
+            health: Health::new(health),
+        })
+    }
+}

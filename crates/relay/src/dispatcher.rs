@@ -1,0 +1,438 @@
+//! The dispatcher: claims due messages and delivers each under its destination's policies.
+//!
+//! One claim loop per process leases up to `batch` due messages at a time, bounded by a
+//! global concurrency limit, and sleeps until the store says new work may exist
+//! ([`Store::wait_for_work`]) or the next message falls due ([`Store::next_due_at`]). Each
+//! claimed message runs in its own supervised task:
+//!
+//! 1. circuit breaker — open: [`Store::defer`] to when it may half-open, attempt not spent;
+//! 2. rate limit — refused: defer to `ready_at`;
+//! 3. bulkhead — full: defer by `dispatcher.defer_for`;
+//! 4. chaos, then the connector under the per-attempt timeout, with the lease extended every
+//!    third of its length while the attempt runs;
+//! 5. the outcome: `complete`, `reschedule` at the time [`Retry`] chooses (never before a
+//!    `Retry-After`), or `dead_letter` on a permanent error or when retries are exhausted.
+//!
+//! A panic in a delivery task is caught, logged and counted; its message is rescheduled like
+//! a transient failure and the loop goes on. A panic in the claim loop restarts it.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ferrule_connectors::{Connector, Delivery, DeliveryResult};
+use ferrule_policy::chaos::Injection;
+use ferrule_policy::retry::{Retry, RetryDecision};
+use ferrule_policy::{Clock, Outcome};
+use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
+use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::destination::Destination;
+use crate::state::{AppState, Counters};
+
+/// Starts the claim loop on `tracker`. It stops claiming when `state.shutdown` is cancelled;
+/// deliveries still running when `hard_stop` is cancelled give their leases back.
+pub fn spawn(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken) {
+    let inner = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            let run = AssertUnwindSafe(claim_loop(state.clone(), inner.clone(), hard_stop.clone()))
+                .catch_unwind()
+                .await;
+            match run {
+                Ok(()) => break,
+                Err(panic) => {
+                    Counters::bump(&state.counters.panics);
+                    tracing::error!(panic = %panic_text(&panic), "the claim loop panicked; restarting it");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
+/// Claims and spawns deliveries until shutdown.
+async fn claim_loop(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken) {
+    let cfg = state.config.dispatcher.clone();
+    let slots = Arc::new(Semaphore::new(cfg.concurrency));
+    loop {
+        if state.shutdown.is_cancelled() {
+            return;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                permit = slots.clone().acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        let claimed = match state
+            .store
+            .claim_due(&state.owner, free.min(cfg.batch), cfg.lease)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming due messages failed");
+                state
+                    .store_health
+                    .failure(state.clock.system_now(), format!("claim: {e}"));
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(cfg.poll_interval) => {}
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            idle(&state, cfg.poll_interval).await;
+            continue;
+        }
+        for c in claimed {
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => match slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            tracker.spawn(supervised(state.clone(), c, permit, hard_stop.clone()));
+        }
+    }
+}
+
+/// Waits for new work, the next due time, the poll interval or shutdown.
+async fn idle(state: &AppState, poll: Duration) {
+    let until_due = match state.store.next_due_at().await {
+        Ok(Some(at)) => at.duration_since(state.clock.system_now()).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the next due time failed");
+            None
+        }
+    };
+    let due = async {
+        match until_due {
+            // Due now but not claimable (its ordering key is busy): wait for a wake-up.
+            Some(d) if !d.is_zero() => state.clock.sleep(d).await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = state.shutdown.cancelled() => {}
+        _ = state.store.wait_for_work() => {}
+        _ = due => {}
+        _ = tokio::time::sleep(poll) => {}
+    }
+}
+
+/// Runs one delivery, catching a panic: the message is then rescheduled like a transient
+/// failure and the panic is logged and counted.
+async fn supervised(
+    state: AppState,
+    claimed: Claimed,
+    permit: OwnedSemaphorePermit,
+    hard_stop: CancellationToken,
+) {
+    let lease = claimed.lease.clone();
+    let message = claimed.message.clone();
+    let run = AssertUnwindSafe(deliver(state.clone(), claimed, hard_stop))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = run {
+        let text = panic_text(&panic);
+        Counters::bump(&state.counters.panics);
+        tracing::error!(message_id = %lease.id, destination = %message.destination, panic = %text, "a delivery task panicked; rescheduling its message");
+        let report = AttemptReport::failure(
+            OutcomeClass::Transient,
+            format!("delivery task panicked: {text}"),
+        );
+        match state.destinations.get(&message.destination) {
+            Some(dest) => {
+                failed(&state, dest, &lease, &message, Outcome::Transient, report).await;
+            }
+            None => {
+                let at = state.clock.system_now() + state.config.dispatcher.defer_for;
+                report_store(&state, state.store.reschedule(&lease, at, report).await);
+            }
+        }
+    }
+    drop(permit);
+}
+
+fn panic_text(panic: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_owned()
+    }
+}
+
+/// Logs a store error from finishing an attempt; a lost lease only means another worker or
+/// an operator took the message over.
+fn report_store(state: &AppState, result: Result<(), StoreError>) {
+    match result {
+        Ok(()) => state.store_health.success(),
+        Err(e @ StoreError::LeaseLost { .. }) => {
+            tracing::info!(error = %e, "lease lost before the attempt was recorded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "recording an attempt failed; the lease will expire and the message will be retried");
+            state
+                .store_health
+                .failure(state.clock.system_now(), format!("record attempt: {e}"));
+        }
+    }
+}
+
+/// `clock.system_now()` plus the time until `at` on the monotonic clock.
+fn wall_time_of(clock: &dyn Clock, at: std::time::Instant) -> SystemTime {
+    clock.system_now() + at.saturating_duration_since(clock.now())
+}
+
+/// Gives the claim back, due at `until`, without spending the attempt.
+async fn defer(
+    state: &AppState,
+    dest: &Destination,
+    lease: &Lease,
+    until: SystemTime,
+    reason: &str,
+) {
+    Counters::bump(&state.counters.deferred);
+    let kind = reason.split(':').next().unwrap_or(reason).to_owned();
+    metrics::counter!("ferrule_deferred_total", "destination" => dest.name.clone(), "reason" => kind)
+        .increment(1);
+    tracing::debug!(message_id = %lease.id, destination = %dest.name, reason, "deferred");
+    report_store(state, state.store.defer(lease, until, reason).await);
+}
+
+/// One attempt of one claimed message.
+async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken) {
+    let Claimed { message, lease } = claimed;
+    let clock = state.clock.clone();
+    let Some(dest) = state.destinations.get(&message.destination).cloned() else {
+        let report = AttemptReport::failure(
+            OutcomeClass::Permanent,
+            format!("destination `{}` is not configured", message.destination),
+        );
+        Counters::bump(&state.counters.dead);
+        report_store(&state, state.store.dead_letter(&lease, report).await);
+        return;
+    };
+    // 1. Circuit breaker.
+    let permit = match dest.breaker.try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(open) => {
+            let until = match (open.state, dest.breaker.retry_at()) {
+                // Every probe slot is taken: come back shortly rather than spin.
+                (ferrule_policy::CircuitState::HalfOpen, _) => {
+                    clock.system_now() + state.config.dispatcher.defer_for
+                }
+                (_, Some(at)) => wall_time_of(clock.as_ref(), at),
+                // Forced open: only an operator closes it; look again after `open_for`.
+                (_, None) => clock.system_now() + dest.breaker.config().open_for,
+            };
+            defer(
+                &state,
+                &dest,
+                &lease,
+                until,
+                &format!("circuit {}: not attempted", open.state),
+            )
+            .await;
+            return;
+        }
+    };
+    // 2. Rate limit.
+    if let Some(limiter) = &dest.rate_limit
+        && let Err(limited) = limiter.check()
+    {
+        drop(permit);
+        let until = wall_time_of(clock.as_ref(), limited.ready_at);
+        defer(&state, &dest, &lease, until, "rate limited: not attempted").await;
+        return;
+    }
+    // 3. Bulkhead.
+    let slot = match dest.bulkhead.acquire_owned().await {
+        Ok(slot) => slot,
+        Err(_) => {
+            drop(permit);
+            let until = clock.system_now() + state.config.dispatcher.defer_for;
+            defer(&state, &dest, &lease, until, "bulkhead full: not attempted").await;
+            return;
+        }
+    };
+    // 4. Chaos, the connector, the timeout; the lease is extended while it runs.
+    let id = message.id.to_string();
+    let payload = serde_json::to_string(&message.payload).unwrap_or_else(|_| "null".into());
+    let delivery = Delivery {
+        message_id: &id,
+        destination: &dest.name,
+        payload: &payload,
+        attempt: message.attempts,
+    };
+    let injection = dest.chaos.decide();
+    let started = clock.now();
+    let attempt = async {
+        match injection {
+            Injection::Error => {
+                return DeliveryResult {
+                    outcome: Outcome::Transient,
+                    code: None,
+                    detail: "chaos: injected error".into(),
+                    duration: Duration::ZERO,
+                };
+            }
+            Injection::Latency(d) => clock.sleep(d).await,
+            Injection::Drop => std::future::pending::<()>().await,
+            _ => {}
+        }
+        let mut result = dest.connector.deliver(&delivery).await;
+        if let Injection::Outcome(outcome) = injection {
+            result.outcome = outcome;
+            result.detail = format!("chaos: injected {}; {}", outcome.as_str(), result.detail);
+        }
+        result
+    };
+    let timed = dest.timeout.wrap(attempt);
+    let heartbeat = heartbeat(&state, &lease);
+    let result = tokio::select! {
+        r = timed => Some(match r {
+            Ok(result) => result,
+            Err(elapsed) => DeliveryResult {
+                outcome: Outcome::Transient,
+                code: None,
+                detail: format!("timed out after {:?}", elapsed.after),
+                duration: clock.now().saturating_duration_since(started),
+            },
+        }),
+        _ = heartbeat => None,
+        _ = hard_stop.cancelled() => None,
+    };
+    drop(slot);
+    let Some(result) = result else {
+        // Shutdown's drain timeout passed (or the lease was lost): give the message back.
+        drop(permit);
+        match state.store.release(&lease).await {
+            Ok(()) => {
+                tracing::info!(message_id = %id, "released an unfinished delivery at shutdown")
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "releasing an unfinished delivery failed")
+            }
+        }
+        return;
+    };
+    permit.record(result.outcome);
+    metrics::histogram!("ferrule_attempt_duration_seconds", "destination" => dest.name.clone())
+        .record(result.duration.as_secs_f64());
+    metrics::counter!("ferrule_deliveries_total", "destination" => dest.name.clone(), "outcome" => result.outcome.as_str())
+        .increment(1);
+    let mut report = AttemptReport::new(class_of(result.outcome))
+        .duration(result.duration)
+        .detail(result.detail.clone());
+    if let Some(code) = result.code {
+        report = report.code(code.to_string());
+    }
+    match result.outcome {
+        Outcome::Success => {
+            dest.health.success();
+            dest.retry.on_success();
+            Counters::bump(&state.counters.delivered);
+            report_store(&state, state.store.complete(&lease, report).await);
+        }
+        outcome => {
+            if outcome.is_failure() {
+                dest.health
+                    .failure(clock.system_now(), result.detail.clone());
+            }
+            failed(&state, &dest, &lease, &message, outcome, report).await;
+        }
+    }
+}
+
+/// Extends the lease every third of its length; completes only if the lease is lost.
+async fn heartbeat(state: &AppState, lease: &Lease) {
+    let length = state.config.dispatcher.lease;
+    let every = (length / 3).max(Duration::from_millis(10));
+    loop {
+        state.clock.sleep(every).await;
+        match state.store.extend_lease(lease, length).await {
+            Ok(_) => {}
+            Err(e @ StoreError::LeaseLost { .. }) => {
+                tracing::warn!(error = %e, "lease lost during a delivery");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "extending a lease failed"),
+        }
+    }
+}
+
+/// The store's outcome class for a policy outcome.
+fn class_of(outcome: Outcome) -> OutcomeClass {
+    match outcome {
+        Outcome::Success => OutcomeClass::Success,
+        Outcome::Transient => OutcomeClass::Transient,
+        Outcome::RetryAfter(_) => OutcomeClass::RetryAfter,
+        Outcome::Permanent => OutcomeClass::Permanent,
+        Outcome::Ignored => OutcomeClass::Ignored,
+    }
+}
+
+/// A failed (or ignored) attempt: reschedule at the retry policy's delay, or dead-letter.
+async fn failed(
+    state: &AppState,
+    dest: &Destination,
+    lease: &Lease,
+    message: &Message,
+    outcome: Outcome,
+    report: AttemptReport,
+) {
+    let now = state.clock.system_now();
+    if matches!(outcome, Outcome::Ignored | Outcome::Success) {
+        // Neither success nor failure (e.g. injected): try again without spending the attempt.
+        defer(state, dest, lease, now, "ignored outcome").await;
+        return;
+    }
+    let elapsed = now
+        .duration_since(message.created_at)
+        .unwrap_or(Duration::ZERO);
+    match decide(&dest.retry, message.attempts, outcome, elapsed) {
+        RetryDecision::Retry(delay) => {
+            Counters::bump(&state.counters.retried);
+            metrics::counter!("ferrule_retries_total", "destination" => dest.name.clone())
+                .increment(1);
+            tracing::info!(message_id = %lease.id, destination = %dest.name, attempt = message.attempts, delay = ?delay, detail = report.detail.as_deref().unwrap_or(""), "attempt failed; retry scheduled");
+            report_store(
+                state,
+                state.store.reschedule(lease, now + delay, report).await,
+            );
+        }
+        RetryDecision::GiveUp(reason) => {
+            Counters::bump(&state.counters.dead);
+            metrics::counter!("ferrule_dead_letters_total", "destination" => dest.name.clone())
+                .increment(1);
+            let detail = report.detail.clone().unwrap_or_default();
+            let report = report.detail(format!("{reason}: {detail}"));
+            tracing::warn!(message_id = %lease.id, destination = %dest.name, attempts = message.attempts, %reason, detail, "message dead-lettered");
+            report_store(state, state.store.dead_letter(lease, report).await);
+        }
+    }
+}
+
+/// The durable retry decision after attempt `attempt` failed with `outcome`: the policy's
+/// backoff, never shorter than a `Retry-After`, within `max_attempts` and `max_elapsed`.
+///
+/// The previous delay is not stored, so decorrelated jitter starts from the backoff's base
+/// each time; the other jitters do not use it.
+pub fn decide(retry: &Retry, attempt: u32, outcome: Outcome, elapsed: Duration) -> RetryDecision {
+    let mut rng = fastrand::Rng::new();
+    retry.next_delay_with_elapsed(attempt.max(1), outcome, None, elapsed, &mut rng)
+}

@@ -1,0 +1,313 @@
+//! `serve`: open the store, set up auth, start the API and the dispatcher under one
+//! cancellation token, and shut down gracefully on SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrule_policy::SharedClock;
+use ferrule_store::{AnyStore, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, TOKEN_META_KEY, Tokens};
+use crate::config::Config;
+use crate::destination::Destination;
+use crate::health::Health;
+use crate::state::{AppState, Counters, Depths, Shared};
+use crate::{Error, console};
+
+/// How the relay is started (tests swap the clock).
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The clock the store, the policies and the dispatcher read.
+    pub clock: SharedClock,
+    /// Whether to print the start-up banner (listen address, generated token, curl line).
+    pub banner: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            clock: ferrule_policy::clock::system(),
+            banner: true,
+        }
+    }
+}
+
+/// A started relay.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The shared state (store, destinations, counters).
+    pub state: AppState,
+    /// The token generated at this start, if one was (it is shown only once).
+    pub generated_token: Option<String>,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown, as SIGTERM does.
+    pub fn shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// Waits until the relay has stopped.
+    pub async fn wait(self) -> Result<(), Error> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Other(format!("the relay task failed: {e}"))),
+        }
+    }
+}
+
+/// Store options from the config.
+fn store_options(config: &Config, clock: SharedClock) -> StoreOptions {
+    StoreOptions {
+        max_payload_bytes: config.server.max_body_bytes,
+        idempotency_window: config.store.idempotency_window,
+        fifo_dead_letter_policy: config.store.fifo_dead_letter_policy,
+        synchronous: config.store.synchronous,
+        ..StoreOptions::with_clock(clock)
+    }
+}
+
+/// Opens the store named in the config.
+pub async fn open_store(config: &Config, clock: SharedClock) -> Result<AnyStore, Error> {
+    let url = config.store_url().map_err(|e| Error::Config(e.into()))?;
+    Ok(ferrule_store::open(&url, store_options(config, clock)).await?)
+}
+
+/// `migrate`: opening the store applies every migration.
+pub async fn migrate(config: &Config) -> Result<(), Error> {
+    let store = open_store(config, ferrule_policy::clock::system()).await?;
+    drop(store);
+    console::err(&format!(
+        "store {} is migrated to the current schema",
+        crate::config::redact_url(&config.store_url().unwrap_or_default())
+    ));
+    Ok(())
+}
+
+/// The accepted tokens: the configured ones, else the stored hash of the generated one, else
+/// a new token (returned so it can be shown once).
+async fn load_tokens(config: &Config, store: &AnyStore) -> Result<(Tokens, Option<String>), Error> {
+    if !config.auth.tokens.is_empty() {
+        let mut hashes = Vec::new();
+        for (i, t) in config.auth.tokens.iter().enumerate() {
+            let field = format!("auth.tokens[{i}]");
+            let value = t.expose(&field).map_err(|e| Error::Config(e.into()))?;
+            let hash = auth::parse_configured(&value)
+                .map_err(|m| Error::Config(ferrule_policy::ConfigError::new(field, m).into()))?;
+            hashes.push(hash);
+        }
+        return Ok((Tokens::from_hashes(hashes), None));
+    }
+    if let Some(hex) = store.get_meta(TOKEN_META_KEY).await? {
+        if let Some(hash) = auth::from_hex(hex.trim()) {
+            return Ok((Tokens::from_hashes(vec![hash]), None));
+        }
+        tracing::warn!("the stored API token hash is damaged; generating a new token");
+    }
+    let token =
+        auth::generate().map_err(|e| Error::Other(format!("cannot generate a token: {e}")))?;
+    store
+        .set_meta(TOKEN_META_KEY, &auth::to_hex(&auth::hash(&token)))
+        .await?;
+    Ok((Tokens::from_hashes(vec![auth::hash(&token)]), Some(token)))
+}
+
+/// Starts the relay: store, auth, destinations, API listener and background tasks. Returns
+/// once it listens.
+pub async fn start(config: Config, options: StartOptions) -> Result<Running, Error> {
+    config.validate().map_err(|e| Error::Config(e.into()))?;
+    let clock = options.clock.clone();
+    let store = open_store(&config, clock.clone()).await?;
+    let recovered = store.recover_expired_leases().await?;
+    let recovered_at_open = match &store {
+        AnyStore::Sqlite(s) => s.recovered_at_open(),
+        #[allow(unreachable_patterns)]
+        _ => 0,
+    };
+    tracing::info!(
+        count = recovered + recovered_at_open,
+        "recovered stale leases at start"
+    );
+    let (tokens, generated_token) = load_tokens(&config, &store).await?;
+    let mut destinations = BTreeMap::new();
+    for resolved in config.destinations().map_err(|e| Error::Config(e.into()))? {
+        let destination = Destination::build(
+            &resolved,
+            clock.clone(),
+            config.server.environment,
+            config.health.clone(),
+        )
+        .map_err(|e| match e {
+            crate::destination::BuildError::Policy(e) => Error::Config(e.into()),
+            crate::destination::BuildError::Connector(e) => Error::Connector(e),
+        })?;
+        destinations.insert(resolved.name.clone(), Arc::new(destination));
+    }
+    let listener = TcpListener::bind(&config.server.listen)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("cannot listen on {}", config.server.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        context: "cannot read the listening address".into(),
+        source,
+    })?;
+    let state: AppState = Arc::new(Shared {
+        store,
+        tokens,
+        destinations,
+        counters: Counters::default(),
+        depths: Depths::default(),
+        store_health: Health::new(config.health.clone()),
+        shutdown: CancellationToken::new(),
+        started: Instant::now(),
+        clock,
+        metrics: crate::telemetry::metrics(),
+        owner: format!("ferrule-{}-{}", std::process::id(), ulid::Ulid::new()),
+        config,
+    });
+    state.refresh_depths().await;
+    if options.banner {
+        banner(&state, addr, generated_token.as_deref());
+    }
+    let task = tokio::spawn(run(state.clone(), listener));
+    Ok(Running {
+        addr,
+        state,
+        generated_token,
+        task,
+    })
+}
+
+/// Prints where the relay listens and a curl line that submits a message.
+fn banner(state: &Shared, addr: SocketAddr, token: Option<&str>) {
+    let base = format!("http://{addr}");
+    console::out(&format!(
+        "ferrule {} listening on {base}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let token_shown = match token {
+        Some(token) => {
+            console::out(&format!(
+                "generated API token (shown only this once; only its hash is stored):\n  {token}"
+            ));
+            token.to_owned()
+        }
+        None => "$FERRULE_TOKEN".to_owned(),
+    };
+    let destination = state
+        .destinations
+        .keys()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| "<destination>".into());
+    if state.destinations.is_empty() {
+        console::out("no destinations configured yet: add a [[destinations]] table to the config");
+    }
+    console::out(&format!(
+        "submit a message:\n  curl -sS -X POST {base}/v1/messages -H 'Authorization: Bearer {token_shown}' \
+         -H 'Content-Type: application/json' -d '{{\"destination\": \"{destination}\", \"payload\": {{\"hello\": \"world\"}}}}'"
+    ));
+}
+
+/// Serves until shutdown, then drains and joins every background task.
+async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
+    let tracker = TaskTracker::new();
+    let shutdown = state.shutdown.clone();
+    // Background: depths and gauges, retention.
+    {
+        let state = state.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut since_purge = Duration::ZERO;
+            loop {
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                state.refresh_depths().await;
+                state.metrics.run_upkeep();
+                since_purge += Duration::from_secs(1);
+                if since_purge >= Duration::from_secs(60) {
+                    since_purge = Duration::ZERO;
+                    match state
+                        .store
+                        .purge_delivered(state.config.store.retention)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(count = n, "purged delivered messages past retention")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+                    }
+                }
+            }
+        });
+    }
+    let hard_stop = CancellationToken::new();
+    crate::dispatcher::spawn(state.clone(), tracker.clone(), hard_stop.clone());
+    let app = crate::api::router(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    tracing::info!("the API stopped accepting requests; draining deliveries");
+    tracker.close();
+    let drain = state.config.server.drain_timeout;
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(timeout = ?drain, in_flight = tracker.len(), "drain timeout passed; releasing the unfinished deliveries");
+        hard_stop.cancel();
+        tracker.wait().await;
+    }
+    tracing::info!("the relay stopped");
+    served.map_err(|source| Error::Io {
+        context: "the HTTP server failed".into(),
+        source,
+    })
+}
+
+/// `serve`: starts the relay and runs it until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve(config: Config) -> Result<(), Error> {
+    let running = start(config, StartOptions::default()).await?;
+    let shutdown = running.state.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: draining");
+        shutdown.cancel();
+    });
+    running.wait().await
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the relay");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,128 @@
+//! What the HTTP API and the dispatcher share: the store, the destinations, counters, health
+//! and the shutdown token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ferrule_policy::SharedClock;
+use ferrule_store::{AnyStore, Store};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::destination::Destination;
+use crate::health::Health;
+
+/// Counters since start, for `/status`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages accepted by `POST /v1/messages` (duplicates excluded).
+    pub submitted: AtomicU64,
+    /// Attempts that delivered.
+    pub delivered: AtomicU64,
+    /// Attempts that failed and were rescheduled.
+    pub retried: AtomicU64,
+    /// Messages dead-lettered.
+    pub dead: AtomicU64,
+    /// Claims given back without an attempt (open circuit, rate limit, full bulkhead).
+    pub deferred: AtomicU64,
+    /// Delivery tasks that panicked (caught and recovered).
+    pub panics: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The queue and dead-letter depths, refreshed in the background from the store's counts and
+/// bumped by each submission in between, so a submit never has to count rows.
+#[derive(Debug, Default)]
+pub struct Depths {
+    /// Pending messages at the last refresh.
+    pub queue: AtomicU64,
+    /// Dead messages at the last refresh.
+    pub dead: AtomicU64,
+    /// Messages submitted since the last refresh.
+    pub submitted_since: AtomicU64,
+}
+
+impl Depths {
+    /// The estimated number of pending messages now.
+    pub fn queue_now(&self) -> u64 {
+        self.queue
+            .load(Ordering::Relaxed)
+            .saturating_add(self.submitted_since.load(Ordering::Relaxed))
+    }
+}
+
+/// Everything shared between the API handlers and the dispatcher.
+#[derive(Debug)]
+pub struct Shared {
+    /// The durable store.
+    pub store: AnyStore,
+    /// The configuration the relay runs with.
+    pub config: Config,
+    /// Accepted API tokens.
+    pub tokens: Tokens,
+    /// Destinations by name.
+    pub destinations: BTreeMap<String, Arc<Destination>>,
+    /// Counters since start.
+    pub counters: Counters,
+    /// Queue depths.
+    pub depths: Depths,
+    /// The store's health.
+    pub store_health: Health,
+    /// Cancelled when the relay starts shutting down (SIGTERM/SIGINT).
+    pub shutdown: CancellationToken,
+    /// When the relay started.
+    pub started: Instant,
+    /// The clock every policy and the store read.
+    pub clock: SharedClock,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// This process's lease owner name.
+    pub owner: String,
+}
+
+/// A cheap handle to [`Shared`].
+pub type AppState = Arc<Shared>;
+
+impl Shared {
+    /// Whether the relay is shutting down.
+    pub fn draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Refreshes the queue depths and gauges from the store's counts.
+    pub async fn refresh_depths(&self) {
+        match self.store.stats(std::time::Duration::from_secs(1)).await {
+            Ok(stats) => {
+                self.depths.submitted_since.store(0, Ordering::Relaxed);
+                self.depths
+                    .queue
+                    .store(stats.queue_depth, Ordering::Relaxed);
+                self.depths
+                    .dead
+                    .store(stats.dead_letter_depth, Ordering::Relaxed);
+                metrics::gauge!("ferrule_queue_depth").set(stats.queue_depth as f64);
+                metrics::gauge!("ferrule_dead_letter_depth").set(stats.dead_letter_depth as f64);
+                self.store_health.success();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read queue depths from the store");
+                self.store_health
+                    .failure(self.clock.system_now(), format!("stats: {e}"));
+            }
+        }
+        for d in self.destinations.values() {
+            metrics::gauge!("ferrule_breaker_state", "destination" => d.name.clone())
+                .set(d.breaker.state().as_gauge());
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The HTTP API through the real router: auth, submit, idempotency, every bad input.
+
+use ferrule::StartOptions;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{self, TOKEN, start, webhook};
+
+/// A destination whose receiver is never reached in these tests (deliveries are scheduled an
+/// hour ahead), so message state stays put.
+fn idle(config: &mut ferrule::Config) {
+    config
+        .destinations
+        .push(webhook("billing-hook", "http://127.0.0.1:9/hook"));
+}
+
+fn later() -> String {
+    ferrule::time::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+}
+
+fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_401_except_livez() {
+    let relay = start(idle).await;
+    for path in [
+        "/v1/messages",
+        "/status",
+        "/metrics",
+        "/readyz",
+        "/v1/openapi.json",
+    ] {
+        let (status, body) = relay.call_with(Method::GET, path, None, None, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_error(&body, "unauthorized");
+        let (status, _) = relay
+            .call_with(Method::GET, path, None, Some("wrong-token-0123456789"), &[])
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let (status, body) = relay
+        .call_with(Method::GET, "/livez", None, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = relay.call(Method::GET, "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn submit_is_202_and_the_message_shows_its_timeline() {
+    let relay = start(idle).await;
+    let (status, body) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "billing-hook", "payload": {"n": 1}, "ordering_key": "k", "deliver_after": later()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "queued");
+    let id = body["id"].as_str().unwrap();
+    let message = relay.message(id).await;
+    assert_eq!(message["status"], "queued");
+    assert_eq!(message["payload"], json!({"n": 1}));
+    assert_eq!(message["ordering_key"], "k");
+    assert_eq!(message["attempts"], 0);
+    assert_eq!(message["events"][0]["status"], "queued");
+    let (status, page) = relay
+        .call(
+            Method::GET,
+            "/v1/messages?status=queued&destination=billing-hook",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["messages"][0]["id"], id);
+    let (_, page) = relay
+        .call(Method::GET, "/v1/messages?status=dead", None)
+        .await;
+    assert_eq!(page["messages"], json!([]));
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_200_and_the_original() {
+    let relay = start(idle).await;
+    let body =
+        json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": later()});
+    let headers = [("idempotency-key", "order-42")];
+    let (first, a) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(body.clone()),
+            Some(TOKEN),
+            &headers,
+        )
+        .await;
+    let (second, b) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(body),
+            Some(TOKEN),
+            &headers,
+        )
+        .await;
+    assert_eq!(first, StatusCode::ACCEPTED);
+    assert_eq!(second, StatusCode::OK);
+    assert_eq!(a, b, "the original body");
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(
+        page["messages"].as_array().unwrap().len(),
+        1,
+        "nothing enqueued"
+    );
+}
+
+#[tokio::test]
+async fn every_bad_submission_gets_its_status_and_a_json_error() {
+    let relay = start(|c| {
+        idle(c);
+        c.server.max_body_bytes = 1024;
+    })
+    .await;
+    let (status, body) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "nope", "payload": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(&body, "unknown_destination");
+
+    let raw = |text: &'static str| {
+        relay
+            .http
+            .post(format!("{}/v1/messages", relay.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(text)
+            .send()
+    };
+    let response = raw("{\"destination\": ").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_error(&response.json().await.unwrap(), "malformed_json");
+    let response = raw("{\"destination\": \"billing-hook\"}").await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "missing payload"
+    );
+    assert_error(&response.json().await.unwrap(), "invalid_request");
+    let response = raw("{\"destination\": \"billing-hook\", \"payload\": 1, \"extra\": 2}")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "unknown field");
+
+    let big = json!({"destination": "billing-hook", "payload": "x".repeat(4096)});
+    let (status, body) = relay.call(Method::POST, "/v1/messages", Some(big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_error(&body, "body_too_large");
+
+    let response = relay
+        .http
+        .post(format!("{}/v1/messages", relay.base))
+        .bearer_auth(TOKEN)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_error(&response.json().await.unwrap(), "unsupported_media_type");
+
+    for (field, value) in [
+        ("deliver_after", json!("tomorrow")),
+        ("ordering_key", json!("")),
+    ] {
+        let mut body = json!({"destination": "billing-hook", "payload": 1});
+        body[field] = value;
+        let (status, body) = relay.call(Method::POST, "/v1/messages", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
+        assert_error(&body, "invalid_request");
+    }
+    let long_key = "k".repeat(600);
+    let (status, body) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "billing-hook", "payload": 1})),
+            Some(TOKEN),
+            &[("idempotency-key", &long_key)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let relay = start(|c| {
+        idle(c);
+        c.server.max_queue_depth = 2;
+    })
+    .await;
+    let body = json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()});
+    for _ in 0..2 {
+        let (status, _) = relay
+            .call(Method::POST, "/v1/messages", Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let response = relay
+        .http
+        .post(format!("{}/v1/messages", relay.base))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert_error(&response.json().await.unwrap(), "queue_full");
+}
+
+#[tokio::test]
+async fn bad_ids_queries_and_routes_get_json_errors() {
+    let relay = start(idle).await;
+    let cases = [
+        (
+            Method::GET,
+            "/v1/messages/not-an-id",
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+        (
+            Method::GET,
+            "/v1/messages/01KAAAAAAAAAAAAAAAAAAAAAAA",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/messages?status=lost",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/messages?limit=0",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/messages?limit=many",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/nothing-here",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::PUT,
+            "/v1/messages",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/v1/breakers/nope/reset",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/breakers/billing-hook/explode",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/messages/01KAAAAAAAAAAAAAAAAAAAAAAA/replay",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, expected, code) in cases {
+        let (status, body) = relay.call(method.clone(), path, None).await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        assert_error(&body, code);
+    }
+    // A pending message cannot be replayed.
+    let (_, body) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()})),
+        )
+        .await;
+    let id = body["id"].as_str().unwrap();
+    let (status, body) = relay
+        .call(Method::POST, &format!("/v1/messages/{id}/replay"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_error(&body, "invalid_state");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let relay = start(idle).await;
+    let (status, doc) = relay.call(Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/messages"]["post"].is_object());
+}
+
+#[tokio::test]
+async fn the_first_start_generates_a_token_and_stores_only_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config_in(&dir);
+    config.auth.tokens.clear();
+    let options = StartOptions {
+        clock: ferrule_policy::clock::system(),
+        banner: false,
+    };
+    let first = ferrule::start(config.clone(), options.clone())
+        .await
+        .unwrap();
+    let token = first.generated_token.clone().expect("a token is generated");
+    assert!(token.starts_with("frl_"));
+    let base = format!("http://{}", first.addr);
+    let http = reqwest::Client::new();
+    let status = http
+        .get(format!("{base}/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    first.shutdown();
+    first.wait().await.unwrap();
+    let db = std::fs::read(dir.path().join("ferrule.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("ferrule.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the plain token must not be stored"
+        );
+    }
+    let second = ferrule::start(config, options).await.unwrap();
+    assert_eq!(second.generated_token, None, "shown only once");
+    let base = format!("http://{}", second.addr);
+    let status = http
+        .get(format!("{base}/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK, "the generated token still works");
+    second.shutdown();
+    second.wait().await.unwrap();
+}

@@ -1,0 +1,260 @@
+#![allow(dead_code)] // helpers used by the delivery tests
+
+//! Starting the real relay on a temporary SQLite file, and a client for its API.
+
+use std::time::Duration;
+
+use ferrule::config::{DestinationConfig, DestinationKind, Secret};
+use ferrule::{Config, Running, StartOptions};
+use ferrule_policy::SharedClock;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The API token every test relay accepts.
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A relay running in this process.
+pub(crate) struct TestRelay {
+    /// The running relay.
+    pub(crate) running: Option<Running>,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+    /// An HTTP client.
+    pub(crate) http: reqwest::Client,
+    /// Holds the database directory.
+    pub(crate) dir: TempDir,
+    /// The PostgreSQL schema, when running on PostgreSQL (dropped after the relay stops).
+    pub(crate) pg: Option<PgSchema>,
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown();
+        }
+    }
+}
+
+/// A test config: loopback listener on a free port, the store in `dir`, the test token.
+pub(crate) fn config_in(dir: &TempDir) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.store.url = Secret::new(format!(
+        "sqlite://{}",
+        dir.path().join("ferrule.db").display()
+    ));
+    config.store.synchronous = ferrule_store::Synchronous::Normal;
+    config.auth.tokens = vec![Secret::new(TOKEN)];
+    config.dispatcher.poll_interval = Duration::from_millis(50);
+    config
+}
+
+/// A webhook destination named `name` pointing at `url` (loopback allowed).
+pub(crate) fn webhook(name: &str, url: &str) -> DestinationConfig {
+    DestinationConfig {
+        name: name.into(),
+        kind: DestinationKind::Webhook,
+        url: url.into(),
+        secret: Some(Secret::new(SECRET)),
+        allow_private: true,
+        timeout: Some(Duration::from_secs(2)),
+        headers: Default::default(),
+        retry: None,
+        breaker: None,
+        rate_limit: None,
+        bulkhead: None,
+        chaos: None,
+    }
+}
+
+/// The webhook secret test destinations sign with.
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Starts the relay on `clock` with the test config changed by `setup`.
+pub(crate) async fn start_clock(clock: SharedClock, setup: impl FnOnce(&mut Config)) -> TestRelay {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(&dir);
+    setup(&mut config);
+    start_in(dir, config, clock).await
+}
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh schema in the database at `FERRULE_TEST_POSTGRES_URL`, dropped afterwards.
+    Postgres,
+}
+
+/// Starts the relay on `backend` with the test config changed by `setup`.
+pub(crate) async fn start_on(backend: Backend, setup: impl FnOnce(&mut Config)) -> TestRelay {
+    match backend {
+        Backend::Sqlite => start(setup).await,
+        Backend::Postgres => {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = config_in(&dir);
+            let schema = PgSchema::new();
+            config.store.url = Secret::new(schema.url());
+            setup(&mut config);
+            let mut relay = start_in(dir, config, ferrule_policy::clock::system()).await;
+            relay.pg = Some(schema);
+            relay
+        }
+    }
+}
+
+/// A fresh PostgreSQL schema, dropped with everything in it on drop.
+pub(crate) struct PgSchema {
+    name: String,
+    base: String,
+}
+
+impl PgSchema {
+    fn new() -> Self {
+        let base = std::env::var("FERRULE_TEST_POSTGRES_URL").expect(
+            "FERRULE_TEST_POSTGRES_URL must name a PostgreSQL database (scripts/test sets it)",
+        );
+        PgSchema {
+            name: format!("ferrule_relay_test_{:016x}", fastrand::u64(..)),
+            base,
+        }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let url = self.base.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Starts the relay with `config` exactly as given, keeping `dir` alive.
+pub(crate) async fn start_in(dir: TempDir, config: Config, clock: SharedClock) -> TestRelay {
+    let running = ferrule::start(
+        config,
+        StartOptions {
+            clock,
+            banner: false,
+        },
+    )
+    .await
+    .expect("the relay starts");
+    TestRelay {
+        base: format!("http://{}", running.addr),
+        running: Some(running),
+        http: reqwest::Client::new(),
+        dir,
+        pg: None,
+    }
+}
+
+/// Starts the relay on the system clock with the test config changed by `setup`.
+pub(crate) async fn start(setup: impl FnOnce(&mut Config)) -> TestRelay {
+    start_clock(ferrule_policy::clock::system(), setup).await
+}
+
+impl TestRelay {
+    /// Sends a request with the test token.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_with(method, path, body, Some(TOKEN), &[]).await
+    }
+
+    /// Sends a request with `token` (or none) and extra headers.
+    pub(crate) async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the relay answers");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// Submits `payload` to `destination`; returns the new id.
+    pub(crate) async fn submit(&self, destination: &str, payload: Value) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(serde_json::json!({"destination": destination, "payload": payload})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The message `id` with its timeline.
+    pub(crate) async fn message(&self, id: &str) -> Value {
+        let (status, body) = self
+            .call(Method::GET, &format!("/v1/messages/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Waits (polling every 10 ms, at most `limit`) until message `id` has `status`.
+    pub(crate) async fn wait_for_status(&self, id: &str, status: &str, limit: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let message = self.message(id).await;
+            if message["status"] == status {
+                return message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} did not become {status}: {message:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Shuts the relay down and waits for it.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown();
+            running.wait().await.expect("the relay stops cleanly");
+        }
+    }
+}
