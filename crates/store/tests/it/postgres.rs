@@ -425,7 +425,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"
