@@ -146,6 +146,13 @@ fn selected(name: &str) -> bool {
     std::env::var("FERRULE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o == name))
 }
 
+/// Whether the SQLite rows of the `enqueue` and `claim` groups run: unless the list names
+/// `postgres` without `sqlite`, so `FERRULE_BENCH_ONLY=postgres,enqueue,claim` measures only
+/// the PostgreSQL backend.
+fn sqlite_selected() -> bool {
+    selected("sqlite") || !selected("postgres")
+}
+
 fn main() {
     let secs = Duration::from_secs(env_u64("FERRULE_BENCH_SECS", 3));
     let fill = env_u64("FERRULE_BENCH_FILL", 1_000_000);
@@ -166,7 +173,10 @@ fn main() {
             fsync_rate(&dir, secs)
         );
         }
-        for sync in [Synchronous::Full, Synchronous::Normal] {
+        for sync in [Synchronous::Full, Synchronous::Normal]
+            .into_iter()
+            .filter(|_| sqlite_selected())
+        {
             let label = format!("{sync:?}").to_uppercase();
             for submitters in [1, 16, 128].into_iter().filter(|_| selected("enqueue")) {
                 let store = open(&dir, &format!("enq-{label}-{submitters}.db"), sync).await;

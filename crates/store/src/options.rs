@@ -44,9 +44,11 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// Read connections in the SQLite read pool (4).
     pub read_connections: usize,
-    /// Most operations the SQLite writer commits in one transaction (512).
+    /// Most operations the writer commits in one transaction (512): SQLite's writer thread, and
+    /// PostgreSQL's group-commit writer (enqueued messages and ends of attempts).
     pub max_batch: usize,
-    /// Bound on operations waiting for the SQLite writer; submitters wait when it is full (4096).
+    /// Bound on operations waiting for the writer, on either backend; submitters wait when it is
+    /// full (4096).
     pub queue_capacity: usize,
     /// The clock every timestamp is read from (the system clock by default).
     pub clock: SharedClock,

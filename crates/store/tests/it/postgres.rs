@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, ErrorKind, Filter, NewMessage, PgStore, Status, Store, StoreError, StoreOptions,
+    AttemptReport, Enqueued, ErrorKind, Filter, Lease, NewMessage, PgStore, Status, Store,
+    StoreError, StoreOptions,
 };
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -424,7 +425,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 1
+                supported: 2
             }
         ),
         "{err}"
@@ -461,4 +462,201 @@ async fn stores_opening_one_schema_at_once_migrate_it_once() {
     let id = stores[0].enqueue(msg(1)).await.unwrap().id();
     let got = stores[5].get(id).await.unwrap().unwrap();
     assert_eq!(got.message.status, Status::Queued);
+}
+
+/// Holds the store's writer tasks inside their transactions, so that what is submitted next
+/// waits in the queue and is written as one batch once [`Stall::release`] is called.
+struct Stall {
+    conn: PgConnection,
+    blockers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Stall {
+    /// Locks the `events` table (every write adds an event) and gives each of the store's
+    /// writer tasks an enqueue to get stuck on.
+    async fn start(schema: &TestSchema, store: &PgStore) -> Self {
+        let mut conn = PgConnection::connect(&base_url()).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "BEGIN; LOCK TABLE \"{}\".events IN EXCLUSIVE MODE",
+            schema.name
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let mut blockers = Vec::new();
+        // More blockers than writer tasks: each task takes one and waits on the lock; the
+        // rest wait in the queue, ahead of what the test submits.
+        for n in 0..2 {
+            let store = store.clone();
+            blockers.push(tokio::spawn(async move {
+                store.enqueue(msg(1000 + n)).await.unwrap();
+            }));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        Stall { conn, blockers }
+    }
+
+    /// Lets the writers go after what the test submitted has had time to queue up.
+    async fn release(mut self) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for b in &self.blockers {
+            assert!(!b.is_finished(), "the writers were not stalled");
+        }
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .unwrap();
+        for b in self.blockers {
+            b.await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_the_database_refuses_fails_only_its_caller_in_a_batch() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let store = stores(&schema, &clock, 1).await.remove(0);
+    let stall = Stall::start(&schema, &store).await;
+    let mut good = Vec::new();
+    for n in 0..8 {
+        let store = store.clone();
+        good.push(tokio::spawn(async move { store.enqueue(msg(n)).await }));
+    }
+    // serde_json writes U+0000 as `\u0000`, which `jsonb` cannot store.
+    let bad = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .enqueue(NewMessage::new("d", json!({ "text": "nul \u{0} byte" })))
+                .await
+        })
+    };
+    let bad_batch = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .enqueue_batch(vec![
+                    msg(100),
+                    NewMessage::new("d", json!(1)).headers(json!({ "x": "\u{0}" })),
+                ])
+                .await
+        })
+    };
+    let good_batch = {
+        let store = store.clone();
+        tokio::spawn(async move { store.enqueue_batch(vec![msg(200), msg(201)]).await })
+    };
+    stall.release().await;
+    let err = bad.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Database, "{err}");
+    let err = bad_batch.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Database, "{err}");
+    let mut ids = Vec::new();
+    for t in good {
+        ids.push(t.await.unwrap().unwrap().id());
+    }
+    ids.extend(good_batch.await.unwrap().unwrap().iter().map(Enqueued::id));
+    for id in &ids {
+        let got = store.get(*id).await.unwrap().expect("stored");
+        assert_eq!(got.events.len(), 1);
+    }
+    let page = store.list(&Filter::all(), None, 100).await.unwrap();
+    // 8 single enqueues, the good batch of 2 and the 2 blockers; nothing of the bad batch.
+    assert_eq!(page.messages.len(), 12);
+    assert!(
+        !page
+            .messages
+            .iter()
+            .any(|m| m.payload == json!({ "n": 100 }))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_complete_fails_only_its_caller_in_a_batch() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let store = stores(&schema, &clock, 1).await.remove(0);
+    store
+        .enqueue_batch((0..6).map(msg).collect())
+        .await
+        .unwrap();
+    let claimed = store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    let stale = Lease {
+        token: "not-the-token".into(),
+        ..claimed[0].lease.clone()
+    };
+    let stall = Stall::start(&schema, &store).await;
+    let report = |lease: Lease| {
+        let store = store.clone();
+        tokio::spawn(async move { store.complete(&lease, AttemptReport::success()).await })
+    };
+    let stale_task = report(stale);
+    let good: Vec<_> = claimed[1..]
+        .iter()
+        .map(|c| report(c.lease.clone()))
+        .collect();
+    // The same lease reported twice in one batch: the first wins, the second is fenced.
+    let twice = [report(claimed[1].lease.clone())];
+    stall.release().await;
+    let err = stale_task.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
+    let mut outcomes = Vec::new();
+    for t in good.into_iter().chain(twice) {
+        outcomes.push(t.await.unwrap());
+    }
+    let lost = outcomes.iter().filter(|o| o.is_err()).count();
+    assert_eq!(lost, 1, "exactly one of the two reports on one lease fails");
+    for c in &claimed[1..] {
+        let got = store.get(c.message.id).await.unwrap().unwrap();
+        assert_eq!(got.message.status, Status::Delivered);
+        let statuses: Vec<_> = got.events.iter().map(|e| e.status).collect();
+        assert_eq!(
+            statuses,
+            [Status::Queued, Status::Delivering, Status::Delivered],
+            "one event per transition"
+        );
+    }
+    let fenced = store.get(claimed[0].message.id).await.unwrap().unwrap();
+    assert_eq!(fenced.message.status, Status::Delivering);
+    assert_eq!(fenced.events.len(), 2);
+    store
+        .complete(&claimed[0].lease, AttemptReport::success())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_in_one_batch_create_one_message() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let store = stores(&schema, &clock, 1).await.remove(0);
+    let stall = Stall::start(&schema, &store).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.enqueue(msg(n).idempotency_key("k")).await })
+        })
+        .collect();
+    stall.release().await;
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap().unwrap());
+    }
+    let created: Vec<_> = answers.iter().filter(|a| a.is_created()).collect();
+    assert_eq!(created.len(), 1);
+    let original = created[0].id();
+    assert!(answers.iter().all(|a| a.id() == original));
+    let page = store
+        .list(&Filter::all().destination("d"), None, 100)
+        .await
+        .unwrap();
+    let keyed: Vec<_> = page
+        .messages
+        .iter()
+        .filter(|m| m.idempotency_key.is_some())
+        .collect();
+    assert_eq!(keyed.len(), 1);
+    assert_eq!(keyed[0].id, original);
 }
