@@ -228,7 +228,9 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     {
         let state = state.clone();
         tracker.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // The depths were read just before start: the first refresh is due a period later.
+            let period = Duration::from_secs(1);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             let mut since_purge = Duration::ZERO;
             loop {
                 tokio::select! {

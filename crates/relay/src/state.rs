@@ -100,10 +100,19 @@ impl Shared {
     }
 
     /// Refreshes the queue depths and gauges from the store's counts.
+    ///
+    /// Submissions counted before the store is read are subtracted afterwards (they are in
+    /// the store's count); those counted while it is read stay counted until the next refresh,
+    /// so the estimate may run high for a moment but never low.
     pub async fn refresh_depths(&self) {
+        // A submission bumps `submitted_since` only after its commit, so everything counted
+        // here is already in the stats read below.
+        let counted = self.depths.submitted_since.load(Ordering::Acquire);
         match self.store.stats(std::time::Duration::from_secs(1)).await {
             Ok(stats) => {
-                self.depths.submitted_since.store(0, Ordering::Relaxed);
+                self.depths
+                    .submitted_since
+                    .fetch_sub(counted, Ordering::AcqRel);
                 self.depths
                     .queue
                     .store(stats.queue_depth, Ordering::Relaxed);

@@ -101,7 +101,7 @@ pub(crate) async fn submit(
     Ok(match enqueued {
         Enqueued::Created(_) => {
             Counters::bump(&state.counters.submitted);
-            state.depths.submitted_since.fetch_add(1, Ordering::Relaxed);
+            state.depths.submitted_since.fetch_add(1, Ordering::AcqRel);
             metrics::counter!("ferrule_submitted_total", "destination" => destination).increment(1);
             (StatusCode::ACCEPTED, body).into_response()
         }
