@@ -4,8 +4,9 @@
 //! `cargo bench -p ferrule-store`; `FERRULE_BENCH_SECS` (default 3) sets the time per row,
 //! `FERRULE_BENCH_FILL` (default 1000000) the queue size for the memory check (0 skips it),
 //! `FERRULE_BENCH_DIR` the directory for the database files (default: a temp dir).
-//! PostgreSQL rows run when `FERRULE_TEST_POSTGRES_URL` is set (each in a fresh schema, dropped
-//! afterwards); `FERRULE_BENCH_PG_POOL` (default 64) sets the store's pool size.
+//! PostgreSQL rows (including the `fill` memory check) run when `FERRULE_TEST_POSTGRES_URL` is set
+//! (each in a fresh schema, dropped afterwards); `FERRULE_BENCH_PG_POOL` (default 64) sets the
+//! store's pool size.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its table")]
 
@@ -135,6 +136,40 @@ async fn claim_complete_rate<S: Store + Clone>(
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Memory as the queue grows: fills `store` to `fill` messages with `enqueue_batch` of 1,000,
+/// sampling this process's RSS at every fifth of the way, then times one claim of 100 at depth.
+async fn fill_rows<S: Store>(store: &S, backend: &str, fill: u64) {
+    let before = rss_kib().unwrap_or(0);
+    let mut rows = Vec::new();
+    let step = (fill / 5).max(1000);
+    let mut n = 0;
+    let start = Instant::now();
+    while n < fill {
+        let msgs = (0..1000.min(fill - n)).map(|i| payload(n + i)).collect();
+        store.enqueue_batch(msgs).await.expect("fill");
+        n += 1000.min(fill - n);
+        if n % step == 0 || n == fill {
+            rows.push((n, rss_kib().unwrap_or(0)));
+        }
+    }
+    let rate = fill as f64 / start.elapsed().as_secs_f64();
+    let claim_start = Instant::now();
+    let claimed = store
+        .claim_due("probe", 100, Duration::from_secs(60))
+        .await
+        .expect("claim at depth");
+    let claim_ms = claim_start.elapsed().as_secs_f64() * 1000.0;
+    println!("| {backend}: fill to {fill} queued (batches of 1000) | {rate:.0} msgs/s |");
+    println!("| {backend}: RSS before fill | {} MiB |", before / 1024);
+    for (n, rss) in rows {
+        println!("| {backend}: RSS at {n} queued | {} MiB |", rss / 1024);
+    }
+    println!(
+        "| {backend}: claim 100 at depth {fill} | {claim_ms:.1} ms ({} claimed) |",
+        claimed.len()
+    );
+}
+
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -146,9 +181,9 @@ fn selected(name: &str) -> bool {
     std::env::var("FERRULE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|o| o == name))
 }
 
-/// Whether the SQLite rows of the `enqueue` and `claim` groups run: unless the list names
-/// `postgres` without `sqlite`, so `FERRULE_BENCH_ONLY=postgres,enqueue,claim` measures only
-/// the PostgreSQL backend.
+/// Whether the SQLite rows of the `enqueue`, `claim` and `fill` groups run: unless the list
+/// names `postgres` without `sqlite`, so `FERRULE_BENCH_ONLY=postgres,enqueue,claim` measures
+/// only the PostgreSQL backend.
 fn sqlite_selected() -> bool {
     selected("sqlite") || !selected("postgres")
 }
@@ -200,39 +235,21 @@ fn main() {
         ) {
             postgres_rows(&url, secs).await;
         }
-        if fill > 0 && selected("fill") {
+        if fill > 0 && selected("fill") && sqlite_selected() {
             let store = open(&dir, "fill.db", Synchronous::Full).await;
-            let before = rss_kib().unwrap_or(0);
-            let mut rows = Vec::new();
-            let step = (fill / 5).max(1000);
-            let mut n = 0;
-            let start = Instant::now();
-            while n < fill {
-                let msgs = (0..1000.min(fill - n)).map(|i| payload(n + i)).collect();
-                store.enqueue_batch(msgs).await.expect("fill");
-                n += 1000.min(fill - n);
-                if n % step == 0 || n == fill {
-                    rows.push((n, rss_kib().unwrap_or(0)));
-                }
-            }
-            let claim_start = Instant::now();
-            let claimed = store
-                .claim_due("probe", 100, Duration::from_secs(60))
-                .await
-                .expect("claim at depth");
-            let claim_ms = claim_start.elapsed().as_secs_f64() * 1000.0;
-            println!(
-                "| fill to {fill} queued (batches of 1000) | {:.0} msgs/s |",
-                fill as f64 / start.elapsed().as_secs_f64()
-            );
-            println!("| RSS before fill | {} MiB |", before / 1024);
-            for (n, rss) in rows {
-                println!("| RSS at {n} queued | {} MiB |", rss / 1024);
-            }
-            println!(
-                "| claim 100 at depth {fill} | {claim_ms:.1} ms ({} claimed) |",
-                claimed.len()
-            );
+            fill_rows(&store, "SQLite", fill).await;
+        }
+        #[cfg(feature = "postgres")]
+        if let (true, true, Ok(url)) = (
+            fill > 0 && selected("fill"),
+            selected("postgres"),
+            std::env::var("FERRULE_TEST_POSTGRES_URL"),
+        ) {
+            let schema = format!("ferrule_bench_{:08x}_fill", fastrand::u32(..));
+            let store = open_pg(&url, &schema).await;
+            fill_rows(&store, "PostgreSQL", fill).await;
+            store.close().await;
+            drop_schema(&url, &schema).await;
         }
     });
 }
