@@ -13,6 +13,7 @@
 mod any;
 mod connector;
 mod error;
+pub mod smtp;
 pub mod webhook;
 
 use std::time::Duration;
