@@ -1,5 +1,6 @@
 //! [`AnyConnector`]: one type for every kind of connector.
 
+use crate::smtp::SmtpConnector;
 use crate::webhook::WebhookConnector;
 use crate::{Connector, Delivery, DeliveryResult};
 
@@ -10,15 +11,21 @@ use crate::{Connector, Delivery, DeliveryResult};
 /// on it with a wildcard arm.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// One value per destination, built once and held in a map: its size does not matter, and
+// boxing a variant would cost every delivery an indirection for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyConnector {
     /// An HTTP webhook, signed the Standard Webhooks way.
     Webhook(WebhookConnector),
+    /// An SMTP server, one e-mail per message.
+    Smtp(SmtpConnector),
 }
 
 impl Connector for AnyConnector {
     async fn deliver(&self, delivery: &Delivery<'_>) -> DeliveryResult {
         match self {
             AnyConnector::Webhook(webhook) => webhook.deliver(delivery).await,
+            AnyConnector::Smtp(smtp) => smtp.deliver(delivery).await,
         }
     }
 }
@@ -26,5 +33,11 @@ impl Connector for AnyConnector {
 impl From<WebhookConnector> for AnyConnector {
     fn from(webhook: WebhookConnector) -> Self {
         AnyConnector::Webhook(webhook)
+    }
+}
+
+impl From<SmtpConnector> for AnyConnector {
+    fn from(smtp: SmtpConnector) -> Self {
+        AnyConnector::Smtp(smtp)
     }
 }

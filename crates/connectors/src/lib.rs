@@ -13,8 +13,32 @@
 mod any;
 mod connector;
 mod error;
+pub mod smtp;
 pub mod webhook;
+
+use std::time::Duration;
 
 pub use any::AnyConnector;
 pub use connector::{Connector, Delivery, DeliveryResult};
 pub use error::{BoxError, ConnectorError, Result};
+
+/// Something the dispatcher must act on beyond the attempt's [`Outcome`](ferrule_policy::Outcome),
+/// reported in [`DeliveryResult::signal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signal {
+    /// Stop sending to this destination for this long (Telegram's flood control is bot-wide).
+    /// The breaker must not count the attempt as a failure.
+    PauseDestination(Duration),
+    /// The Telegram group was upgraded to a supergroup: rewrite the payload's chat id from
+    /// `from` to `to` and retry.
+    MigrateChat {
+        /// The chat id the payload names.
+        from: String,
+        /// The supergroup's chat id (may exceed 32 bits).
+        to: i64,
+    },
+    /// The destination's credentials were rejected (a Telegram 401, an SMTP 535): force-open the
+    /// destination's breaker and raise an alert.
+    Unauthorized,
+}
