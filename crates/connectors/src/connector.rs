@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use ferrule_policy::Outcome;
 
+use crate::Signal;
+
 /// One delivery attempt of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery<'a> {
@@ -29,6 +31,8 @@ pub struct DeliveryResult {
     pub detail: String,
     /// How long the attempt took.
     pub duration: Duration,
+    /// Something the dispatcher must act on beyond the outcome, if anything.
+    pub signal: Option<Signal>,
 }
 
 /// Delivers one attempt of one message to one destination.
@@ -56,6 +60,7 @@ pub struct DeliveryResult {
 ///             code: None,
 ///             detail: format!("dropped {} bytes", delivery.payload.len()),
 ///             duration: Duration::ZERO,
+///             signal: None,
 ///         }
 ///     }
 /// }

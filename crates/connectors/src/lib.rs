@@ -15,6 +15,29 @@ mod connector;
 mod error;
 pub mod webhook;
 
+use std::time::Duration;
+
 pub use any::AnyConnector;
 pub use connector::{Connector, Delivery, DeliveryResult};
 pub use error::{BoxError, ConnectorError, Result};
+
+/// Something the dispatcher must act on beyond the attempt's [`Outcome`](ferrule_policy::Outcome),
+/// carried in [`DeliveryResult::signal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signal {
+    /// Stop sending to this destination for this long (Telegram's flood control is bot-wide).
+    /// The breaker must not count the attempt as a failure.
+    PauseDestination(Duration),
+    /// The chat was upgraded to a supergroup (Telegram): rewrite the payload's chat id from
+    /// `from` to `to` and retry.
+    MigrateChat {
+        /// The chat id the payload used, as written in it.
+        from: String,
+        /// The supergroup's id; it may exceed 32 bits.
+        to: i64,
+    },
+    /// The destination's credentials were rejected (Telegram 401): force-open its breaker and
+    /// raise an alert.
+    Unauthorized,
+}

@@ -288,6 +288,7 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
                     code: None,
                     detail: "chaos: injected error".into(),
                     duration: Duration::ZERO,
+                    signal: None,
                 };
             }
             Injection::Latency(d) => clock.sleep(d).await,
@@ -311,6 +312,7 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
                 code: None,
                 detail: format!("timed out after {:?}", elapsed.after),
                 duration: clock.now().saturating_duration_since(started),
+                signal: None,
             },
         }),
         _ = heartbeat => None,

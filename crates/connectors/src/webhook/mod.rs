@@ -228,6 +228,7 @@ impl Connector for WebhookConnector {
             code,
             detail,
             duration: self.clock.now().saturating_duration_since(start),
+            signal: None,
         }
     }
 }
