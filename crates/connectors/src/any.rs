@@ -1,5 +1,6 @@
 //! [`AnyConnector`]: one type for every kind of connector.
 
+use crate::telegram::TelegramConnector;
 use crate::webhook::WebhookConnector;
 use crate::{Connector, Delivery, DeliveryResult};
 
@@ -10,15 +11,21 @@ use crate::{Connector, Delivery, DeliveryResult};
 /// on it with a wildcard arm.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+// One value per destination, built once: boxing the larger variants would save nothing worth
+// an indirection (and an API change) on every delivery.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyConnector {
     /// An HTTP webhook, signed the Standard Webhooks way.
     Webhook(WebhookConnector),
+    /// A Telegram bot.
+    Telegram(TelegramConnector),
 }
 
 impl Connector for AnyConnector {
     async fn deliver(&self, delivery: &Delivery<'_>) -> DeliveryResult {
         match self {
             AnyConnector::Webhook(webhook) => webhook.deliver(delivery).await,
+            AnyConnector::Telegram(telegram) => telegram.deliver(delivery).await,
         }
     }
 }
@@ -26,5 +33,11 @@ impl Connector for AnyConnector {
 impl From<WebhookConnector> for AnyConnector {
     fn from(webhook: WebhookConnector) -> Self {
         AnyConnector::Webhook(webhook)
+    }
+}
+
+impl From<TelegramConnector> for AnyConnector {
+    fn from(telegram: TelegramConnector) -> Self {
+        AnyConnector::Telegram(telegram)
     }
 }

@@ -13,6 +13,7 @@
 mod any;
 mod connector;
 mod error;
+pub mod telegram;
 pub mod webhook;
 
 use std::time::Duration;
