@@ -1,6 +1,7 @@
 //! [`AnyConnector`]: one type for every kind of connector.
 
 use crate::smtp::SmtpConnector;
+use crate::telegram::TelegramConnector;
 use crate::webhook::WebhookConnector;
 use crate::{Connector, Delivery, DeliveryResult};
 
@@ -19,6 +20,8 @@ pub enum AnyConnector {
     Webhook(WebhookConnector),
     /// An SMTP server, one e-mail per message.
     Smtp(SmtpConnector),
+    /// A Telegram bot.
+    Telegram(TelegramConnector),
 }
 
 impl Connector for AnyConnector {
@@ -26,6 +29,7 @@ impl Connector for AnyConnector {
         match self {
             AnyConnector::Webhook(webhook) => webhook.deliver(delivery).await,
             AnyConnector::Smtp(smtp) => smtp.deliver(delivery).await,
+            AnyConnector::Telegram(telegram) => telegram.deliver(delivery).await,
         }
     }
 }
@@ -39,5 +43,11 @@ impl From<WebhookConnector> for AnyConnector {
 impl From<SmtpConnector> for AnyConnector {
     fn from(smtp: SmtpConnector) -> Self {
         AnyConnector::Smtp(smtp)
+    }
+}
+
+impl From<TelegramConnector> for AnyConnector {
+    fn from(telegram: TelegramConnector) -> Self {
+        AnyConnector::Telegram(telegram)
     }
 }

@@ -14,6 +14,7 @@ mod any;
 mod connector;
 mod error;
 pub mod smtp;
+pub mod telegram;
 pub mod webhook;
 
 use std::time::Duration;
