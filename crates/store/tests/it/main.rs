@@ -2,6 +2,7 @@
 //! plus backend-specific tests (bad input, locking, crash safety).
 
 mod conformance;
+mod crash;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;

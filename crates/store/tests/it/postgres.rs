@@ -37,6 +37,14 @@ impl Backend for Postgres {
 
 crate::conformance_tests!(crate::postgres::Postgres);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_sigkill_loses_no_acked_message() {
+    // Group commit answers a caller only after its batch's COMMIT: a SIGKILL of the process
+    // at any moment may lose unanswered work, never an acknowledged message.
+    let schema = TestSchema::new();
+    crate::crash::sigkill_loses_no_acked_message(&schema.url()).await;
+}
+
 fn base_url() -> String {
     std::env::var("FERRULE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
