@@ -17,6 +17,7 @@
 //! a transient failure and the loop goes on. A panic in the claim loop restarts it.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -37,12 +38,27 @@ use crate::state::{AppState, Counters};
 /// Starts the claim loop on `tracker`. It stops claiming when `state.shutdown` is cancelled;
 /// deliveries still running when `hard_stop` is cancelled give their leases back.
 pub fn spawn(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken) {
+    spawn_with(state, tracker, hard_stop, deliver);
+}
+
+/// [`spawn`] with the attempt itself given as `deliver` (the dispatcher passes [`deliver`]):
+/// the seam through which the tests make a delivery panic.
+fn spawn_with<D, F>(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken, deliver: D)
+where
+    D: Fn(AppState, Claimed, CancellationToken) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let inner = tracker.clone();
     tracker.spawn(async move {
         loop {
-            let run = AssertUnwindSafe(claim_loop(state.clone(), inner.clone(), hard_stop.clone()))
-                .catch_unwind()
-                .await;
+            let run = AssertUnwindSafe(claim_loop(
+                state.clone(),
+                inner.clone(),
+                hard_stop.clone(),
+                deliver.clone(),
+            ))
+            .catch_unwind()
+            .await;
             match run {
                 Ok(()) => break,
                 Err(panic) => {
@@ -56,7 +72,15 @@ pub fn spawn(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken
 }
 
 /// Claims and spawns deliveries until shutdown.
-async fn claim_loop(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken) {
+async fn claim_loop<D, F>(
+    state: AppState,
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+    deliver: D,
+) where
+    D: Fn(AppState, Claimed, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let cfg = state.config.dispatcher.clone();
     let slots = Arc::new(Semaphore::new(cfg.concurrency));
     loop {
@@ -101,7 +125,9 @@ async fn claim_loop(state: AppState, tracker: TaskTracker, hard_stop: Cancellati
                     Err(_) => return,
                 },
             };
-            tracker.spawn(supervised(state.clone(), c, permit, hard_stop.clone()));
+            let (lease, message) = (c.lease.clone(), c.message.clone());
+            let attempt = deliver(state.clone(), c, hard_stop.clone());
+            tracker.spawn(supervised(state.clone(), lease, message, permit, attempt));
         }
     }
 }
@@ -131,19 +157,16 @@ async fn idle(state: &AppState, poll: Duration) {
     }
 }
 
-/// Runs one delivery, catching a panic: the message is then rescheduled like a transient
-/// failure and the panic is logged and counted.
+/// Runs one delivery `attempt` of the message claimed under `lease`, catching a panic: the
+/// message is then rescheduled like a transient failure and the panic is logged and counted.
 async fn supervised(
     state: AppState,
-    claimed: Claimed,
+    lease: Lease,
+    message: Message,
     permit: OwnedSemaphorePermit,
-    hard_stop: CancellationToken,
+    attempt: impl Future<Output = ()>,
 ) {
-    let lease = claimed.lease.clone();
-    let message = claimed.message.clone();
-    let run = AssertUnwindSafe(deliver(state.clone(), claimed, hard_stop))
-        .catch_unwind()
-        .await;
+    let run = AssertUnwindSafe(attempt).catch_unwind().await;
     if let Err(panic) = run {
         let text = panic_text(&panic);
         Counters::bump(&state.counters.panics);
@@ -435,4 +458,164 @@ async fn failed(
 pub fn decide(retry: &Retry, attempt: u32, outcome: Outcome, elapsed: Duration) -> RetryDecision {
     let mut rng = fastrand::Rng::new();
     retry.next_delay_with_elapsed(attempt.max(1), outcome, None, elapsed, &mut rng)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use ferrule_store::{NewMessage, Status, Store};
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use crate::config::{Config, DestinationConfig, DestinationKind, Secret};
+    use crate::state::AppState;
+
+    /// A loopback receiver answering 200 that records the `webhook-id` of every request.
+    async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let record = record.clone();
+                async move {
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    record.lock().unwrap().push(id);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    async fn status_of(state: &AppState, id: ferrule_store::MessageId) -> Status {
+        state.store.get(id).await.unwrap().unwrap().message.status
+    }
+
+    async fn wait_until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_delivery_is_rescheduled_and_the_dispatcher_goes_on() {
+        let (url, seen) = receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.store.url = Secret::new(format!(
+            "sqlite://{}",
+            dir.path().join("ferrule.db").display()
+        ));
+        config.store.synchronous = ferrule_store::Synchronous::Normal;
+        config.auth.tokens = vec![Secret::new("test-token-0123456789abcdef")];
+        config.dispatcher.poll_interval = Duration::from_millis(50);
+        // Far longer than the test may take: recovery must not wait for the lease to expire.
+        config.dispatcher.lease = Duration::from_secs(60);
+        config.destinations.push(DestinationConfig {
+            name: "hook".into(),
+            kind: DestinationKind::Webhook,
+            url,
+            secret: Some(Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+            allow_private: true,
+            timeout: Some(Duration::from_secs(2)),
+            headers: Default::default(),
+            retry: Some(json!({
+                "backoff": {"kind": "fixed", "delay": "50ms"},
+                "jitter": "none",
+                "max_attempts": 5,
+            })),
+            breaker: None,
+            rate_limit: None,
+            bulkhead: None,
+            chaos: None,
+        });
+        let (state, _) = crate::server::build_state(config, ferrule_policy::clock::system())
+            .await
+            .unwrap();
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        // The real delivery, except that a message asking for it panics on its first attempt.
+        super::spawn_with(
+            state.clone(),
+            tracker.clone(),
+            hard_stop.clone(),
+            |state, claimed: ferrule_store::Claimed, hard_stop| async move {
+                if claimed.message.payload["panic"] == true && claimed.message.attempts == 1 {
+                    panic!("injected panic for the test");
+                }
+                super::deliver(state, claimed, hard_stop).await;
+            },
+        );
+
+        let panicky = state
+            .store
+            .enqueue(NewMessage::new("hook", json!({"panic": true})))
+            .await
+            .unwrap()
+            .id();
+        wait_until("the panic", || async {
+            state.counters.panics.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        // Messages submitted after the panic are still delivered.
+        let mut others = Vec::new();
+        for n in 0..3 {
+            let enqueued = state
+                .store
+                .enqueue(NewMessage::new("hook", json!({"n": n})))
+                .await
+                .unwrap();
+            others.push(enqueued.id());
+        }
+        wait_until("every message delivered", || async {
+            for id in others.iter().chain([&panicky]) {
+                if status_of(&state, *id).await != Status::Delivered {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+
+        let detail = state.store.get(panicky).await.unwrap().unwrap();
+        assert_eq!(detail.message.attempts, 2, "{detail:#?}");
+        let retried = detail
+            .events
+            .iter()
+            .find(|e| e.status == Status::Retrying)
+            .unwrap_or_else(|| panic!("no retrying event: {detail:#?}"));
+        assert!(
+            retried
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("delivery task panicked: injected panic")),
+            "{retried:#?}"
+        );
+        assert_eq!(state.counters.panics.load(Ordering::Relaxed), 1);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter().filter(|id| **id == panicky.to_string()).count(),
+            1,
+            "the panicking attempt sent nothing; the retry delivered once: {seen:?}"
+        );
+        assert_eq!(seen.len(), 4, "{seen:?}");
+
+        state.shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
 }
