@@ -26,7 +26,9 @@ use ferrule_connectors::{Connector, Delivery, DeliveryResult};
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::retry::{Retry, RetryDecision};
 use ferrule_policy::{Clock, Outcome};
-use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
+use ferrule_store::{
+    AttemptReport, Claimed, Event, Lease, Message, OutcomeClass, Status, Store, StoreError,
+};
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -424,10 +426,25 @@ async fn failed(
         defer(state, dest, lease, now, "ignored outcome").await;
         return;
     }
-    let elapsed = now
-        .duration_since(message.created_at)
-        .unwrap_or(Duration::ZERO);
-    match decide(&dest.retry, message.attempts, outcome, elapsed) {
+    // The timeline says when this run of attempts started and how long the last wait was;
+    // without it (a read error) count from creation and start decorrelated jitter afresh.
+    let history = match state.store.get(message.id).await {
+        Ok(Some(detail)) => RetryHistory::of(&detail.events),
+        Ok(None) => RetryHistory::default(),
+        Err(e) => {
+            tracing::warn!(message_id = %lease.id, error = %e, "reading the timeline for the retry decision failed");
+            RetryHistory::default()
+        }
+    };
+    let since = history.first_attempt_at.unwrap_or(message.created_at);
+    let elapsed = now.duration_since(since).unwrap_or(Duration::ZERO);
+    match decide(
+        &dest.retry,
+        message.attempts,
+        outcome,
+        history.previous_delay,
+        elapsed,
+    ) {
         RetryDecision::Retry(delay) => {
             Counters::bump(&state.counters.retried);
             metrics::counter!("ferrule_retries_total", "destination" => dest.name.clone())
@@ -451,13 +468,75 @@ async fn failed(
 }
 
 /// The durable retry decision after attempt `attempt` failed with `outcome`: the policy's
-/// backoff, never shorter than a `Retry-After`, within `max_attempts` and `max_elapsed`.
-///
-/// The previous delay is not stored, so decorrelated jitter starts from the backoff's base
-/// each time; the other jitters do not use it.
-pub fn decide(retry: &Retry, attempt: u32, outcome: Outcome, elapsed: Duration) -> RetryDecision {
+/// backoff (decorrelated jitter growing from `previous_delay`), never shorter than a
+/// `Retry-After`, within `max_attempts` and within `max_elapsed` counted by `elapsed`.
+pub fn decide(
+    retry: &Retry,
+    attempt: u32,
+    outcome: Outcome,
+    previous_delay: Option<Duration>,
+    elapsed: Duration,
+) -> RetryDecision {
     let mut rng = fastrand::Rng::new();
-    retry.next_delay_with_elapsed(attempt.max(1), outcome, None, elapsed, &mut rng)
+    retry.next_delay_with_elapsed(attempt.max(1), outcome, previous_delay, elapsed, &mut rng)
+}
+
+/// What a message's timeline says about its current run of attempts, for [`decide`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryHistory {
+    /// When the first attempt since the message was created or last replayed started: where
+    /// `max_elapsed` counts from.
+    pub first_attempt_at: Option<SystemTime>,
+    /// How long the message waited before the current attempt, from the last failed attempt's
+    /// reschedule to this attempt's claim: the previous delay decorrelated jitter grows from.
+    pub previous_delay: Option<Duration>,
+}
+
+impl RetryHistory {
+    /// Reads `events` (oldest first) of a message whose current attempt is claimed.
+    ///
+    /// The run starts at the last `queued` event that is the creation (the first event) or a
+    /// replay (detail `replayed`); a `queued` event of a deferral does not restart it, and a
+    /// claim that was deferred or released without an attempt does not count as its first.
+    pub fn of(events: &[Event]) -> Self {
+        let start = events
+            .iter()
+            .rposition(|e| {
+                e.status == Status::Queued
+                    && (e.seq == 1 || e.detail.as_deref() == Some("replayed"))
+            })
+            .unwrap_or(0);
+        let run = events.get(start..).unwrap_or_default();
+        // A claim given back unattempted (deferred or released: the next event returns the
+        // message to the queue without an outcome) is not an attempt.
+        let given_back = |e: &Event| {
+            matches!(e.status, Status::Queued | Status::Retrying) && e.outcome.is_none()
+        };
+        let first_attempt_at = run
+            .iter()
+            .enumerate()
+            .find(|(i, e)| {
+                e.status == Status::Delivering && !run.get(i + 1).is_some_and(given_back)
+            })
+            .map(|(_, e)| e.at);
+        // The current attempt's claim, and the reschedule (a `retrying` event that ended an
+        // attempt, not a deferral) before it.
+        let previous_delay = run
+            .iter()
+            .rposition(|e| e.status == Status::Delivering)
+            .and_then(|current| {
+                let claimed = run[current].at;
+                run[..current]
+                    .iter()
+                    .rev()
+                    .find(|e| e.status == Status::Retrying && e.outcome.is_some())
+                    .and_then(|r| claimed.duration_since(r.at).ok())
+            });
+        RetryHistory {
+            first_attempt_at,
+            previous_delay,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -617,5 +696,96 @@ mod tests {
         state.shutdown.cancel();
         tracker.close();
         tracker.wait().await;
+    }
+
+    /// The run of attempts and the previous delay, read from a real store's timeline.
+    #[tokio::test]
+    async fn retry_history_counts_from_the_first_attempt_since_the_last_replay() {
+        use ferrule_policy::Clock;
+        use ferrule_store::{AttemptReport, OutcomeClass, ReplayTarget};
+
+        use super::RetryHistory;
+
+        let clock = ferrule_policy::ManualClock::with_system_time(std::time::SystemTime::now());
+        // The store keeps milliseconds.
+        let now = || {
+            let since = clock
+                .system_now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            std::time::UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.store.url = Secret::new(format!(
+            "sqlite://{}",
+            dir.path().join("ferrule.db").display()
+        ));
+        config.store.synchronous = ferrule_store::Synchronous::Normal;
+        let store = crate::server::open_store(&config, clock.shared())
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        let history = |id| {
+            let store = &store;
+            async move { RetryHistory::of(&store.get(id).await.unwrap().unwrap().events) }
+        };
+        let id = store
+            .enqueue(NewMessage::new("hook", json!({})))
+            .await
+            .unwrap()
+            .id();
+        clock.advance(Duration::from_secs(10));
+        // A deferral before the first attempt does not start the run.
+        let first = store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        store
+            .defer(&first.lease, clock.system_now(), "bulkhead full")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(1));
+        let first = store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        let started = now();
+        assert_eq!(
+            history(id).await,
+            RetryHistory {
+                first_attempt_at: Some(started),
+                previous_delay: None
+            }
+        );
+        clock.advance(Duration::from_millis(200));
+        let failure = || AttemptReport::failure(OutcomeClass::Transient, "500");
+        store
+            .reschedule(
+                &first.lease,
+                clock.system_now() + Duration::from_secs(5),
+                failure(),
+            )
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(5));
+        let second = store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        assert_eq!(
+            history(id).await,
+            RetryHistory {
+                first_attempt_at: Some(started),
+                previous_delay: Some(Duration::from_secs(5))
+            }
+        );
+        // Dead, then replayed an hour later: a new run with no previous delay.
+        store.dead_letter(&second.lease, failure()).await.unwrap();
+        clock.advance(Duration::from_secs(3600));
+        store
+            .replay(ReplayTarget::Ids(vec![id]), false)
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(2));
+        store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        assert_eq!(
+            history(id).await,
+            RetryHistory {
+                first_attempt_at: Some(now()),
+                previous_delay: None
+            }
+        );
     }
 }
