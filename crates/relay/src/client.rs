@@ -15,7 +15,7 @@ use crate::Error;
 use crate::cli::{ClientArgs, DlqCommand, DlqFilter, MessagesCommand, SendArgs};
 use crate::console;
 
-/// Ids replayed per request by `dlq replay`.
+/// Ids replayed or purged per request by `dlq replay` and `dlq purge`.
 const REPLAY_CHUNK: usize = 500;
 
 /// An API client for one relay.
@@ -284,23 +284,36 @@ pub async fn dlq(command: DlqCommand) -> Result<(), Error> {
         DlqCommand::Purge { client, filter } => {
             let client = Client::new(&client)?;
             let spinner = ProgressBar::new_spinner();
-            spinner.set_message("purging dead letters");
-            spinner.enable_steady_tick(Duration::from_millis(100));
-            let result = client
-                .call(
-                    Method::DELETE,
-                    "/v1/dead-letters",
-                    &filter_query(&filter),
-                    None,
-                    &[],
-                )
-                .await;
+            let ids = dead_ids(&client, &filter, &spinner).await?;
             spinner.finish_and_clear();
-            let (_, answer) = result?;
-            console::out(&format!(
-                "{} dead letters purged",
-                answer["purged"].as_u64().unwrap_or(0)
-            ));
+            let bar = ProgressBar::new(ids.len() as u64);
+            if let Ok(style) = ProgressStyle::with_template("purging {bar:40} {pos}/{len} ({eta})")
+            {
+                bar.set_style(style);
+            }
+            let mut purged = 0u64;
+            for chunk in ids.chunks(REPLAY_CHUNK) {
+                let mut body = json!({"ids": chunk});
+                if let Some(d) = &filter.destination {
+                    body["destination"] = json!(d);
+                }
+                if let Some(e) = &filter.error_contains {
+                    body["error_contains"] = json!(e);
+                }
+                let (_, answer) = client
+                    .call(
+                        Method::POST,
+                        "/v1/dead-letters/purge",
+                        &[],
+                        Some(&body),
+                        &[],
+                    )
+                    .await?;
+                purged += answer["purged"].as_u64().unwrap_or(0);
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            console::out(&format!("{purged} dead letters purged"));
             Ok(())
         }
     }

@@ -175,7 +175,9 @@ impl Default for HealthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyDefaults {
-    /// Durable retries: exponential 1 s → 1 h, 10 attempts, full jitter.
+    /// Durable retries: exponential 1 s → 1 h, 10 attempts, full jitter. `max_elapsed` counts
+    /// from the first attempt since the message was created or last replayed; decorrelated
+    /// jitter grows from the previous delay as the message's timeline records it.
     pub retry: RetryConfig,
     /// Circuit breaker: last 20 calls, at least 10, 50 % failures; open 30 s growing ×2 to 10 min.
     pub breaker: BreakerConfig,

@@ -17,6 +17,7 @@
 //! a transient failure and the loop goes on. A panic in the claim loop restarts it.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,7 +26,9 @@ use ferrule_connectors::{Connector, Delivery, DeliveryResult};
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::retry::{Retry, RetryDecision};
 use ferrule_policy::{Clock, Outcome};
-use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
+use ferrule_store::{
+    AttemptReport, Claimed, Event, Lease, Message, OutcomeClass, Status, Store, StoreError,
+};
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -37,12 +40,27 @@ use crate::state::{AppState, Counters};
 /// Starts the claim loop on `tracker`. It stops claiming when `state.shutdown` is cancelled;
 /// deliveries still running when `hard_stop` is cancelled give their leases back.
 pub fn spawn(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken) {
+    spawn_with(state, tracker, hard_stop, deliver);
+}
+
+/// [`spawn`] with the attempt itself given as `deliver` (the dispatcher passes [`deliver`]):
+/// the seam through which the tests make a delivery panic.
+fn spawn_with<D, F>(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken, deliver: D)
+where
+    D: Fn(AppState, Claimed, CancellationToken) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let inner = tracker.clone();
     tracker.spawn(async move {
         loop {
-            let run = AssertUnwindSafe(claim_loop(state.clone(), inner.clone(), hard_stop.clone()))
-                .catch_unwind()
-                .await;
+            let run = AssertUnwindSafe(claim_loop(
+                state.clone(),
+                inner.clone(),
+                hard_stop.clone(),
+                deliver.clone(),
+            ))
+            .catch_unwind()
+            .await;
             match run {
                 Ok(()) => break,
                 Err(panic) => {
@@ -56,7 +74,15 @@ pub fn spawn(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken
 }
 
 /// Claims and spawns deliveries until shutdown.
-async fn claim_loop(state: AppState, tracker: TaskTracker, hard_stop: CancellationToken) {
+async fn claim_loop<D, F>(
+    state: AppState,
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+    deliver: D,
+) where
+    D: Fn(AppState, Claimed, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let cfg = state.config.dispatcher.clone();
     let slots = Arc::new(Semaphore::new(cfg.concurrency));
     loop {
@@ -101,7 +127,9 @@ async fn claim_loop(state: AppState, tracker: TaskTracker, hard_stop: Cancellati
                     Err(_) => return,
                 },
             };
-            tracker.spawn(supervised(state.clone(), c, permit, hard_stop.clone()));
+            let (lease, message) = (c.lease.clone(), c.message.clone());
+            let attempt = deliver(state.clone(), c, hard_stop.clone());
+            tracker.spawn(supervised(state.clone(), lease, message, permit, attempt));
         }
     }
 }
@@ -131,19 +159,16 @@ async fn idle(state: &AppState, poll: Duration) {
     }
 }
 
-/// Runs one delivery, catching a panic: the message is then rescheduled like a transient
-/// failure and the panic is logged and counted.
+/// Runs one delivery `attempt` of the message claimed under `lease`, catching a panic: the
+/// message is then rescheduled like a transient failure and the panic is logged and counted.
 async fn supervised(
     state: AppState,
-    claimed: Claimed,
+    lease: Lease,
+    message: Message,
     permit: OwnedSemaphorePermit,
-    hard_stop: CancellationToken,
+    attempt: impl Future<Output = ()>,
 ) {
-    let lease = claimed.lease.clone();
-    let message = claimed.message.clone();
-    let run = AssertUnwindSafe(deliver(state.clone(), claimed, hard_stop))
-        .catch_unwind()
-        .await;
+    let run = AssertUnwindSafe(attempt).catch_unwind().await;
     if let Err(panic) = run {
         let text = panic_text(&panic);
         Counters::bump(&state.counters.panics);
@@ -403,10 +428,25 @@ async fn failed(
         defer(state, dest, lease, now, "ignored outcome").await;
         return;
     }
-    let elapsed = now
-        .duration_since(message.created_at)
-        .unwrap_or(Duration::ZERO);
-    match decide(&dest.retry, message.attempts, outcome, elapsed) {
+    // The timeline says when this run of attempts started and how long the last wait was;
+    // without it (a read error) count from creation and start decorrelated jitter afresh.
+    let history = match state.store.get(message.id).await {
+        Ok(Some(detail)) => RetryHistory::of(&detail.events),
+        Ok(None) => RetryHistory::default(),
+        Err(e) => {
+            tracing::warn!(message_id = %lease.id, error = %e, "reading the timeline for the retry decision failed");
+            RetryHistory::default()
+        }
+    };
+    let since = history.first_attempt_at.unwrap_or(message.created_at);
+    let elapsed = now.duration_since(since).unwrap_or(Duration::ZERO);
+    match decide(
+        &dest.retry,
+        message.attempts,
+        outcome,
+        history.previous_delay,
+        elapsed,
+    ) {
         RetryDecision::Retry(delay) => {
             Counters::bump(&state.counters.retried);
             metrics::counter!("ferrule_retries_total", "destination" => dest.name.clone())
@@ -430,11 +470,324 @@ async fn failed(
 }
 
 /// The durable retry decision after attempt `attempt` failed with `outcome`: the policy's
-/// backoff, never shorter than a `Retry-After`, within `max_attempts` and `max_elapsed`.
-///
-/// The previous delay is not stored, so decorrelated jitter starts from the backoff's base
-/// each time; the other jitters do not use it.
-pub fn decide(retry: &Retry, attempt: u32, outcome: Outcome, elapsed: Duration) -> RetryDecision {
+/// backoff (decorrelated jitter growing from `previous_delay`), never shorter than a
+/// `Retry-After`, within `max_attempts` and within `max_elapsed` counted by `elapsed`.
+pub fn decide(
+    retry: &Retry,
+    attempt: u32,
+    outcome: Outcome,
+    previous_delay: Option<Duration>,
+    elapsed: Duration,
+) -> RetryDecision {
     let mut rng = fastrand::Rng::new();
-    retry.next_delay_with_elapsed(attempt.max(1), outcome, None, elapsed, &mut rng)
+    retry.next_delay_with_elapsed(attempt.max(1), outcome, previous_delay, elapsed, &mut rng)
+}
+
+/// What a message's timeline says about its current run of attempts, for [`decide`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryHistory {
+    /// When the first attempt since the message was created or last replayed started: where
+    /// `max_elapsed` counts from.
+    pub first_attempt_at: Option<SystemTime>,
+    /// How long the message waited before the current attempt, from the last failed attempt's
+    /// reschedule to this attempt's claim: the previous delay decorrelated jitter grows from.
+    pub previous_delay: Option<Duration>,
+}
+
+impl RetryHistory {
+    /// Reads `events` (oldest first) of a message whose current attempt is claimed.
+    ///
+    /// The run starts at the last `queued` event that is the creation (the first event) or a
+    /// replay (detail `replayed`); a `queued` event of a deferral does not restart it, and a
+    /// claim that was deferred or released without an attempt does not count as its first.
+    pub fn of(events: &[Event]) -> Self {
+        let start = events
+            .iter()
+            .rposition(|e| {
+                e.status == Status::Queued
+                    && (e.seq == 1 || e.detail.as_deref() == Some("replayed"))
+            })
+            .unwrap_or(0);
+        let run = events.get(start..).unwrap_or_default();
+        // A claim given back unattempted (deferred or released: the next event returns the
+        // message to the queue without an outcome) is not an attempt.
+        let given_back = |e: &Event| {
+            matches!(e.status, Status::Queued | Status::Retrying) && e.outcome.is_none()
+        };
+        let first_attempt_at = run
+            .iter()
+            .enumerate()
+            .find(|(i, e)| {
+                e.status == Status::Delivering && !run.get(i + 1).is_some_and(given_back)
+            })
+            .map(|(_, e)| e.at);
+        // The current attempt's claim, and the reschedule (a `retrying` event that ended an
+        // attempt, not a deferral) before it.
+        let previous_delay = run
+            .iter()
+            .rposition(|e| e.status == Status::Delivering)
+            .and_then(|current| {
+                let claimed = run[current].at;
+                run[..current]
+                    .iter()
+                    .rev()
+                    .find(|e| e.status == Status::Retrying && e.outcome.is_some())
+                    .and_then(|r| claimed.duration_since(r.at).ok())
+            });
+        RetryHistory {
+            first_attempt_at,
+            previous_delay,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use ferrule_store::{NewMessage, Status, Store};
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use crate::config::{Config, DestinationConfig, DestinationKind, Secret};
+    use crate::state::AppState;
+
+    /// A loopback receiver answering 200 that records the `webhook-id` of every request.
+    async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let record = record.clone();
+                async move {
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    record.lock().unwrap().push(id);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    async fn status_of(state: &AppState, id: ferrule_store::MessageId) -> Status {
+        state.store.get(id).await.unwrap().unwrap().message.status
+    }
+
+    async fn wait_until<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_delivery_is_rescheduled_and_the_dispatcher_goes_on() {
+        let (url, seen) = receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.store.url = Secret::new(format!(
+            "sqlite://{}",
+            dir.path().join("ferrule.db").display()
+        ));
+        config.store.synchronous = ferrule_store::Synchronous::Normal;
+        config.auth.tokens = vec![Secret::new("test-token-0123456789abcdef")];
+        config.dispatcher.poll_interval = Duration::from_millis(50);
+        // Far longer than the test may take: recovery must not wait for the lease to expire.
+        config.dispatcher.lease = Duration::from_secs(60);
+        config.destinations.push(DestinationConfig {
+            name: "hook".into(),
+            kind: DestinationKind::Webhook,
+            url,
+            secret: Some(Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+            allow_private: true,
+            timeout: Some(Duration::from_secs(2)),
+            headers: Default::default(),
+            retry: Some(json!({
+                "backoff": {"kind": "fixed", "delay": "50ms"},
+                "jitter": "none",
+                "max_attempts": 5,
+            })),
+            breaker: None,
+            rate_limit: None,
+            bulkhead: None,
+            chaos: None,
+        });
+        let (state, _) = crate::server::build_state(config, ferrule_policy::clock::system())
+            .await
+            .unwrap();
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        // The real delivery, except that a message asking for it panics on its first attempt.
+        super::spawn_with(
+            state.clone(),
+            tracker.clone(),
+            hard_stop.clone(),
+            |state, claimed: ferrule_store::Claimed, hard_stop| async move {
+                if claimed.message.payload["panic"] == true && claimed.message.attempts == 1 {
+                    panic!("injected panic for the test");
+                }
+                super::deliver(state, claimed, hard_stop).await;
+            },
+        );
+
+        let panicky = state
+            .store
+            .enqueue(NewMessage::new("hook", json!({"panic": true})))
+            .await
+            .unwrap()
+            .id();
+        wait_until("the panic", || async {
+            state.counters.panics.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        // Messages submitted after the panic are still delivered.
+        let mut others = Vec::new();
+        for n in 0..3 {
+            let enqueued = state
+                .store
+                .enqueue(NewMessage::new("hook", json!({"n": n})))
+                .await
+                .unwrap();
+            others.push(enqueued.id());
+        }
+        wait_until("every message delivered", || async {
+            for id in others.iter().chain([&panicky]) {
+                if status_of(&state, *id).await != Status::Delivered {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+
+        let detail = state.store.get(panicky).await.unwrap().unwrap();
+        assert_eq!(detail.message.attempts, 2, "{detail:#?}");
+        let retried = detail
+            .events
+            .iter()
+            .find(|e| e.status == Status::Retrying)
+            .unwrap_or_else(|| panic!("no retrying event: {detail:#?}"));
+        assert!(
+            retried
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("delivery task panicked: injected panic")),
+            "{retried:#?}"
+        );
+        assert_eq!(state.counters.panics.load(Ordering::Relaxed), 1);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter().filter(|id| **id == panicky.to_string()).count(),
+            1,
+            "the panicking attempt sent nothing; the retry delivered once: {seen:?}"
+        );
+        assert_eq!(seen.len(), 4, "{seen:?}");
+
+        state.shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// The run of attempts and the previous delay, read from a real store's timeline.
+    #[tokio::test]
+    async fn retry_history_counts_from_the_first_attempt_since_the_last_replay() {
+        use ferrule_policy::Clock;
+        use ferrule_store::{AttemptReport, OutcomeClass, ReplayTarget};
+
+        use super::RetryHistory;
+
+        let clock = ferrule_policy::ManualClock::with_system_time(std::time::SystemTime::now());
+        // The store keeps milliseconds.
+        let now = || {
+            let since = clock
+                .system_now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            std::time::UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.store.url = Secret::new(format!(
+            "sqlite://{}",
+            dir.path().join("ferrule.db").display()
+        ));
+        config.store.synchronous = ferrule_store::Synchronous::Normal;
+        let store = crate::server::open_store(&config, clock.shared())
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(60);
+        let history = |id| {
+            let store = &store;
+            async move { RetryHistory::of(&store.get(id).await.unwrap().unwrap().events) }
+        };
+        let id = store
+            .enqueue(NewMessage::new("hook", json!({})))
+            .await
+            .unwrap()
+            .id();
+        clock.advance(Duration::from_secs(10));
+        // A deferral before the first attempt does not start the run.
+        let first = store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        store
+            .defer(&first.lease, clock.system_now(), "bulkhead full")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(1));
+        let first = store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        let started = now();
+        assert_eq!(
+            history(id).await,
+            RetryHistory {
+                first_attempt_at: Some(started),
+                previous_delay: None
+            }
+        );
+        clock.advance(Duration::from_millis(200));
+        let failure = || AttemptReport::failure(OutcomeClass::Transient, "500");
+        store
+            .reschedule(
+                &first.lease,
+                clock.system_now() + Duration::from_secs(5),
+                failure(),
+            )
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(5));
+        let second = store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        assert_eq!(
+            history(id).await,
+            RetryHistory {
+                first_attempt_at: Some(started),
+                previous_delay: Some(Duration::from_secs(5))
+            }
+        );
+        // Dead, then replayed an hour later: a new run with no previous delay.
+        store.dead_letter(&second.lease, failure()).await.unwrap();
+        clock.advance(Duration::from_secs(3600));
+        store
+            .replay(ReplayTarget::Ids(vec![id]), false)
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(2));
+        store.claim_due("w", 1, lease).await.unwrap().remove(0);
+        assert_eq!(
+            history(id).await,
+            RetryHistory {
+                first_attempt_at: Some(now()),
+                previous_delay: None
+            }
+        );
+    }
 }

@@ -124,8 +124,37 @@ async fn load_tokens(config: &Config, store: &AnyStore) -> Result<(Tokens, Optio
 /// Starts the relay: store, auth, destinations, API listener and background tasks. Returns
 /// once it listens.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, Error> {
+    let listen = config.server.listen.clone();
+    let (state, generated_token) = build_state(config, options.clock.clone()).await?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("cannot listen on {listen}"),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        context: "cannot read the listening address".into(),
+        source,
+    })?;
+    if options.banner {
+        banner(&state, addr, generated_token.as_deref());
+    }
+    let task = tokio::spawn(run(state.clone(), listener));
+    Ok(Running {
+        addr,
+        state,
+        generated_token,
+        task,
+    })
+}
+
+/// Validates `config`, opens the store (recovering stale leases), loads the tokens and builds
+/// the destinations: the state `start` serves; also the generated token, if one was.
+pub(crate) async fn build_state(
+    config: Config,
+    clock: SharedClock,
+) -> Result<(AppState, Option<String>), Error> {
     config.validate().map_err(|e| Error::Config(e.into()))?;
-    let clock = options.clock.clone();
     let store = open_store(&config, clock.clone()).await?;
     let recovered = store.recover_expired_leases().await?;
     let recovered_at_open = match &store {
@@ -152,16 +181,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
         })?;
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
-    let listener = TcpListener::bind(&config.server.listen)
-        .await
-        .map_err(|source| Error::Io {
-            context: format!("cannot listen on {}", config.server.listen),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "cannot read the listening address".into(),
-        source,
-    })?;
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
@@ -177,16 +196,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
         config,
     });
     state.refresh_depths().await;
-    if options.banner {
-        banner(&state, addr, generated_token.as_deref());
-    }
-    let task = tokio::spawn(run(state.clone(), listener));
-    Ok(Running {
-        addr,
-        state,
-        generated_token,
-        task,
-    })
+    Ok((state, generated_token))
 }
 
 /// Prints where the relay listens and a curl line that submits a message.

@@ -143,6 +143,10 @@ impl Store for AnyStore {
         dispatch!(self, s => s.purge(filter).await)
     }
 
+    async fn purge_ids(&self, ids: &[MessageId], filter: &Filter) -> Result<u64> {
+        dispatch!(self, s => s.purge_ids(ids, filter).await)
+    }
+
     async fn purge_delivered(&self, older_than: Duration) -> Result<u64> {
         dispatch!(self, s => s.purge_delivered(older_than).await)
     }

@@ -131,6 +131,15 @@ pub trait Store: Send + Sync + 'static {
     /// Pending messages are never purged.
     fn purge(&self, filter: &Filter) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Deletes the messages among `ids` that match `filter` and are terminal, with their
+    /// events; returns how many. Unknown ids and pending messages are skipped, so an operator
+    /// tool can page through a listing and purge it chunk by chunk with a progress bar.
+    fn purge_ids(
+        &self,
+        ids: &[MessageId],
+        filter: &Filter,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
     /// Retention: deletes messages delivered more than `older_than` ago, with their events, and
     /// forgets idempotency keys whose window has passed; returns how many messages.
     fn purge_delivered(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;

@@ -77,21 +77,7 @@ pub(crate) async fn replay_dead(
                     "give either `ids` or a filter, not both",
                 ));
             }
-            if ids.len() > MAX_REPLAY_IDS {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    format!("at most {MAX_REPLAY_IDS} ids per request"),
-                ));
-            }
-            let ids = ids
-                .iter()
-                .map(|s| {
-                    s.parse::<MessageId>().map_err(|_| {
-                        ApiError::bad_request("invalid_id", format!("`{s}` is not a message id"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            ReplayTarget::Ids(ids)
+            ReplayTarget::Ids(parse_ids(&ids)?)
         }
         None => ReplayTarget::Filter(dead_filter(body.destination, body.error_contains)),
     };
@@ -101,6 +87,23 @@ pub(crate) async fn replay_dead(
         "ids": report.ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "dry_run": report.dry_run,
     })))
+}
+
+/// Parses message ids, at most [`MAX_REPLAY_IDS`] of them.
+fn parse_ids(ids: &[String]) -> Result<Vec<MessageId>, ApiError> {
+    if ids.len() > MAX_REPLAY_IDS {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("at most {MAX_REPLAY_IDS} ids per request"),
+        ));
+    }
+    ids.iter()
+        .map(|s| {
+            s.parse::<MessageId>().map_err(|_| {
+                ApiError::bad_request("invalid_id", format!("`{s}` is not a message id"))
+            })
+        })
+        .collect()
 }
 
 /// Query of `DELETE /v1/dead-letters`.
@@ -121,6 +124,32 @@ pub(crate) async fn purge_dead(
     let purged = state
         .store
         .purge(&dead_filter(q.destination, q.error_contains))
+        .await?;
+    Ok(Json(json!({ "purged": purged })))
+}
+
+/// Body of `POST /v1/dead-letters/purge`: the ids, and the filter they must still match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PurgeRequest {
+    ids: Vec<String>,
+    #[serde(default)]
+    destination: Option<String>,
+    #[serde(default)]
+    error_contains: Option<String>,
+}
+
+/// `POST /v1/dead-letters/purge`: deletes the named messages that are still dead and match
+/// the filter; `ferrule dlq purge` pages through a listing and purges it with this, chunk by
+/// chunk.
+pub(crate) async fn purge_dead_ids(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PurgeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let ids = parse_ids(&body.ids)?;
+    let purged = state
+        .store
+        .purge_ids(&ids, &dead_filter(body.destination, body.error_contains))
         .await?;
     Ok(Json(json!({ "purged": purged })))
 }

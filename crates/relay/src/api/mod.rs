@@ -75,6 +75,12 @@ pub fn routes() -> Vec<Route> {
             true,
             delete(admin::purge_dead),
         ),
+        route(
+            Method::POST,
+            "/v1/dead-letters/purge",
+            true,
+            post(admin::purge_dead_ids),
+        ),
         route(Method::GET, "/v1/breakers", true, get(admin::breakers)),
         route(
             Method::POST,

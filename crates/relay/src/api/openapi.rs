@@ -87,6 +87,11 @@ pub fn document() -> Value {
         query("destination", "destination name"),
         query("error_contains", "text in the last error")
     ]);
+    let mut purge_ids = op(
+        "Delete the named dead letters that still match the filter",
+        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "400": error_response("bad request"), "401": unauthorized}),
+    );
+    purge_ids["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}});
     let mut action = op(
         "Operator override of a breaker",
         json!({"200": ok_json("the breaker", json!({"type": "object"})), "404": error_response("unknown destination or action"), "401": unauthorized}),
@@ -113,6 +118,7 @@ pub fn document() -> Value {
                     "delivered_at": {"type": ["string", "null"]}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
                 "MessagePage": {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}, "next": {"type": ["string", "null"]}}},
                 "ReplayRequest": {"type": "object", "additionalProperties": false, "properties": {"destination": {"type": "string"}, "error_contains": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
+                "PurgeRequest": {"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {"ids": {"type": "array", "maxItems": 1000, "items": {"type": "string"}}, "destination": {"type": "string"}, "error_contains": {"type": "string"}}},
                 "ReplayReport": {"type": "object", "properties": {"count": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
             }
         },
@@ -123,6 +129,7 @@ pub fn document() -> Value {
             "/v1/messages/{id}/replay": {"post": replay_one},
             "/v1/dead-letters": {"get": dead, "delete": purge},
             "/v1/dead-letters/replay": {"post": replay_dead},
+            "/v1/dead-letters/purge": {"post": purge_ids},
             "/v1/breakers": {"get": op("Every destination's circuit breaker", json!({"200": ok_json("breakers", any_object.clone()), "401": unauthorized}))},
             "/v1/breakers/{destination}/{action}": {"post": action},
             "/v1/destinations": {"get": op("Configured destinations", json!({"200": ok_json("destinations", any_object.clone()), "401": unauthorized}))},

@@ -71,6 +71,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat` (ticks of 10 ms).
+fn cpu_time(pid: &str) -> Duration {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(Duration::from_millis(ticks * 10))
+        })
+        .unwrap_or_default()
+}
+
 struct Relay {
     child: Child,
     base: String,
@@ -218,6 +233,7 @@ async fn main() {
         .pool_max_idle_per_host(128)
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
+    let (relay_cpu, bench_cpu) = (cpu_time(&pid.to_string()), cpu_time("self"));
     let start = Instant::now();
     submit_many(&http, &relay.base, messages, None).await;
     let submitted = start.elapsed();
@@ -229,6 +245,16 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let total = start.elapsed();
+    let per_message = |cpu: Duration| cpu.as_secs_f64() * 1e6 / messages as f64;
+    let relay_cpu = cpu_time(&pid.to_string()).saturating_sub(relay_cpu);
+    let bench_cpu = cpu_time("self").saturating_sub(bench_cpu);
+    say(&format!(
+        "cpu during the throughput run: relay {:.2} s ({:.0} µs/msg), bench client and receiver {:.2} s ({:.0} µs/msg)",
+        relay_cpu.as_secs_f64(),
+        per_message(relay_cpu),
+        bench_cpu.as_secs_f64(),
+        per_message(bench_cpu)
+    ));
     say(&format!(
         "throughput: {messages} messages submitted in {:.2} s ({:.0} msg/s), all delivered in {:.2} s: {:.0} msg/s end to end",
         submitted.as_secs_f64(),

@@ -302,6 +302,34 @@ async fn the_cli_talks_to_a_running_relay() {
     assert_eq!(status["counters"]["dead"], 2, "{status:#}");
     let out = server.cli(&["dlq", "purge"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 dead letters purged"));
+    // Three more die; purge removes them (chunk by chunk, by id) and only them.
+    receiver.script([Reply::Status(400), Reply::Status(400), Reply::Status(400)]);
+    let mut dead = Vec::new();
+    for n in 3..6 {
+        let out = server.cli(&["send", "-d", "hook", "-p", &format!(r#"{{"n": {n}}}"#)]);
+        dead.push(String::from_utf8(out.stdout).unwrap().trim().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in &dead {
+        while get(&server.base, &format!("/v1/messages/{id}")).await["status"] != "dead" {
+            assert!(Instant::now() < deadline, "{id} did not die");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let out = server.cli(&["dlq", "purge", "--destination", "hook"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 dead letters purged"),
+        "{out:?}"
+    );
+    assert_eq!(
+        get(&server.base, "/v1/dead-letters").await["messages"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        get(&server.base, &format!("/v1/messages/{id}")).await["status"],
+        "delivered",
+        "delivered messages are not purged"
+    );
     // Errors: no token, unknown destination, bad JSON, no server.
     let out = Command::new(BIN)
         .args(["status", "--server", &server.base])

@@ -224,6 +224,22 @@ WITH d AS (
 SELECT count(*) AS n FROM d"
 );
 
+/// [`PURGE`] restricted to the ids in `$6`.
+const PURGE_IDS: &str = concat!(
+    "
+WITH d AS (
+    DELETE FROM messages WHERE status IN ('dead', 'cancelled', 'delivered') AND id = ANY($6) AND ",
+    filter_where!(),
+    "
+    RETURNING id
+), e AS (
+    DELETE FROM events WHERE message_id IN (SELECT id FROM d)
+), k AS (
+    DELETE FROM idempotency_keys WHERE message_id IN (SELECT id FROM d)
+)
+SELECT count(*) AS n FROM d"
+);
+
 /// Retention purge: idempotency keys stay until their own window passes, so a late duplicate
 /// submit is still recognised after its delivered original was purged.
 const PURGE_DELIVERED: &str = "
@@ -751,6 +767,20 @@ impl Store for PgStore {
         let n = count_of(&row, "purging messages", &self.inner.target)?;
         if n > 0 {
             // A purged dead message may have been blocking its ordering key.
+            self.inner.notifier.poke();
+        }
+        Ok(n)
+    }
+
+    async fn purge_ids(&self, ids: &[MessageId], filter: &Filter) -> Result<u64> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let row = bind_filter(sqlx::query(PURGE_IDS), filter)
+            .bind(ids)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(self.err("purging messages by id"))?;
+        let n = count_of(&row, "purging messages by id", &self.inner.target)?;
+        if n > 0 {
             self.inner.notifier.poke();
         }
         Ok(n)

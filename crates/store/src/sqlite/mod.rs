@@ -392,6 +392,19 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn purge_ids(&self, ids: &[MessageId], filter: &Filter) -> Result<u64> {
+        let mut total = 0;
+        for chunk in ids.chunks(PURGE_CHUNK) {
+            let (filter, chunk) = (filter.clone(), chunk.to_vec());
+            total += self
+                .inner
+                .writer
+                .submit(move |conn, _| ops::purge_ids(conn, &chunk, &filter))
+                .await?;
+        }
+        Ok(total)
+    }
+
     async fn purge_delivered(&self, older_than: Duration) -> Result<u64> {
         let cutoff = self.now().saturating_sub(duration_millis(older_than));
         let mut total = 0;

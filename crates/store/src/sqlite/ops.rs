@@ -551,6 +551,28 @@ pub(crate) fn purge(conn: &Connection, filter: &Filter, chunk: usize) -> Result<
     Ok(n as u64)
 }
 
+/// Deletes the terminal messages among `ids` that match `filter`.
+pub(crate) fn purge_ids(conn: &Connection, ids: &[MessageId], filter: &Filter) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut params: Vec<Value> = Vec::new();
+    let condition = filter::condition(filter, true, &mut params);
+    let first = params.len() + 1;
+    let marks: Vec<String> = (first..first + ids.len())
+        .map(|i| format!("?{i}"))
+        .collect();
+    params.extend(ids.iter().map(|id| Value::Text(id.to_string())));
+    let sql = format!(
+        "DELETE FROM messages WHERE {condition} AND id IN ({})",
+        marks.join(", ")
+    );
+    let n = conn
+        .execute(&sql, params_from_iter(params))
+        .ctx("purging messages by id")?;
+    Ok(n as u64)
+}
+
 /// Deletes up to `chunk` messages delivered before `cutoff`, and expired idempotency keys.
 pub(crate) fn purge_delivered(
     conn: &Connection,

@@ -77,6 +77,7 @@ macro_rules! conformance_tests {
             list_filters_and_paginates,
             replay_requeues_terminal_messages,
             purge_and_retention_delete_terminal_messages_only,
+            purge_ids_deletes_only_the_named_terminal_matches,
             stats_report_counts_rates_percentiles_and_errors,
             meta_round_trips_and_reserved_keys_are_refused,
             concurrent_claimers_never_hold_the_same_message,
@@ -877,6 +878,61 @@ pub(crate) async fn purge_and_retention_delete_terminal_messages_only<B: Backend
     let left = f.store.list(&Filter::all(), None, 10).await.unwrap();
     assert_eq!(left.messages.len(), 1);
     assert_eq!(left.messages[0].status, Status::Queued);
+}
+
+pub(crate) async fn purge_ids_deletes_only_the_named_terminal_matches<B: Backend>() {
+    let f = fixture::<B>().await;
+    for n in 0..6 {
+        f.store.enqueue(msg("d", n)).await.unwrap();
+    }
+    f.store.enqueue(msg("e", 6)).await.unwrap();
+    let claimed = f.store.claim_due("w", 7, LEASE).await.unwrap();
+    let id = |n: u64| {
+        claimed
+            .iter()
+            .find(|c| c.message.payload["n"] == n)
+            .unwrap_or_else(|| panic!("message {n} was not claimed"))
+    };
+    // d0..d3 and e6 dead, d4 still delivering, d5 delivered.
+    for n in [0, 1, 2, 3, 6] {
+        f.store
+            .dead_letter(&id(n).lease, AttemptReport::new(OutcomeClass::Permanent))
+            .await
+            .unwrap();
+    }
+    f.store
+        .complete(&id(5).lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let missing = MessageId::from_ulid(ulid::Ulid::new());
+    let named: Vec<MessageId> = [0, 1, 4, 5, 6]
+        .into_iter()
+        .map(|n| id(n).message.id)
+        .chain([missing])
+        .collect();
+    let dead_in_d = Filter::status(Status::Dead).destination("d");
+    assert_eq!(f.store.purge_ids(&[], &dead_in_d).await.unwrap(), 0);
+    assert_eq!(f.store.purge_ids(&named, &dead_in_d).await.unwrap(), 2);
+    for (n, kept) in [
+        (0, false),
+        (1, false),
+        (2, true),
+        (3, true),
+        (4, true),
+        (5, true),
+        (6, true),
+    ] {
+        let found = f.store.get(id(n).message.id).await.unwrap();
+        assert_eq!(found.is_some(), kept, "message {n}: {found:?}");
+    }
+    // Pending messages are never purged, whatever the filter.
+    assert_eq!(
+        f.store
+            .purge_ids(&[id(4).message.id], &Filter::all())
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 pub(crate) async fn stats_report_counts_rates_percentiles_and_errors<B: Backend>() {
