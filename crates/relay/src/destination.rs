@@ -12,10 +12,12 @@ use ferrule_policy::retry::Retry;
 use ferrule_policy::timeout::{Timeout, TimeoutConfig};
 use ferrule_policy::{ConfigError, Context, SharedClock};
 
+use ferrule_connectors::smtp::SmtpConnector;
+use ferrule_connectors::telegram::TelegramConnector;
 use ferrule_connectors::webhook::WebhookConnector;
 use ferrule_connectors::{AnyConnector, ConnectorError};
 
-use crate::config::{HealthConfig, ResolvedDestination};
+use crate::config::{ConnectorConfig, HealthConfig, ResolvedDestination};
 use crate::health::Health;
 
 /// One destination's connector and policies.
@@ -72,11 +74,20 @@ impl Destination {
         environment: Environment,
         health: HealthConfig,
     ) -> Result<Self, BuildError> {
-        let connector = AnyConnector::from(
-            WebhookConnector::new(config.webhook.clone(), clock.clone()).map_err(|e| {
-                BuildError::Connector(e.within(&format!("destinations.{}", config.name)))
-            })?,
-        );
+        let connector_error = |e: ConnectorError| {
+            BuildError::Connector(e.within(&format!("destinations.{}", config.name)))
+        };
+        let connector = match &config.connector {
+            ConnectorConfig::Webhook(c) => AnyConnector::from(
+                WebhookConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
+            ConnectorConfig::Telegram(c) => AnyConnector::from(
+                TelegramConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
+            ConnectorConfig::Smtp(c) => AnyConnector::from(
+                SmtpConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
+        };
         let observer = Arc::new(FanOut(vec![
             Arc::new(TracingObserver),
             Arc::new(MetricsObserver),
