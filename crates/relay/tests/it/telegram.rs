@@ -1,9 +1,10 @@
 //! Telegram destinations end to end: the real relay and router, a fake Bot API on 127.0.0.1.
+//! Submit-time validation (422 naming the field) and splitting long texts into ordered parts.
 
 use std::time::Duration;
 
 use ferrule::config::{DestinationConfig, DestinationKind, Secret};
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::fake_bot_api::{BOT_TOKEN, BotReply, FakeBotApi};
@@ -28,6 +29,19 @@ fn telegram(name: &str, api_base: &str) -> DestinationConfig {
     }
 }
 
+async fn submit_raw(relay: &TestRelay, body: Value, key: Option<&str>) -> (StatusCode, Value) {
+    let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+    relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(body),
+            Some(crate::support::TOKEN),
+            &headers,
+        )
+        .await
+}
+
 async fn breaker_state(relay: &TestRelay) -> Value {
     let (_, breakers) = relay.call(Method::GET, "/v1/breakers", None).await;
     breakers["breakers"][0]["breaker"].clone()
@@ -50,6 +64,11 @@ async fn a_telegram_message_is_delivered_to_the_bot_api() {
     assert_eq!(requests[0].params["chat_id"], 42);
     assert_eq!(requests[0].params["text"], "*hi*");
     assert_eq!(requests[0].params["parse_mode"], "MarkdownV2");
+    let message = relay.message(&id).await;
+    assert_eq!(
+        message["ordering_key"], "42",
+        "the chat orders its messages"
+    );
     assert_eq!(api.requests().len(), 1);
 }
 
@@ -72,4 +91,117 @@ async fn a_blocked_chat_dead_letters_without_touching_the_breaker() {
         .submit("chat", json!({"chat_id": 10, "text": "b"}))
         .await;
     relay.wait_for_status(&other, "delivered", WAIT).await;
+}
+
+#[tokio::test]
+async fn invalid_telegram_and_smtp_payloads_are_refused_with_422_naming_the_field() {
+    let api = FakeBotApi::start().await;
+    let base = api.base.clone();
+    let relay = start(|c| {
+        c.destinations.push(telegram("chat", &base));
+        let mut strict = telegram("strict", &base);
+        strict.long_texts = Some(ferrule_connectors::telegram::LongTexts::Refuse);
+        c.destinations.push(strict);
+        c.destinations.push(crate::smtp::smtp("mail", 9));
+    })
+    .await;
+    let long = "x".repeat(5000);
+    for (destination, payload, field) in [
+        ("chat", json!({"text": "no chat"}), "payload.chat_id"),
+        ("chat", json!({"chat_id": 1, "text": ""}), "payload.text"),
+        (
+            "chat",
+            json!({"chat_id": 1, "text": "hi", "colour": "red"}),
+            "payload.colour",
+        ),
+        (
+            "strict",
+            json!({"chat_id": 1, "text": long}),
+            "payload.text",
+        ),
+        ("mail", json!({"subject": "s", "text": "t"}), "payload.to"),
+        (
+            "mail",
+            json!({"to": ["not an address"], "subject": "s", "text": "t"}),
+            "payload.to",
+        ),
+    ] {
+        let (status, body) = submit_raw(
+            &relay,
+            json!({"destination": destination, "payload": payload}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{payload}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "invalid_payload", "{body}");
+        let named = body["error"]["field"].as_str().unwrap();
+        assert!(named.starts_with(field), "{payload}: {body}");
+    }
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(
+        page["messages"].as_array().unwrap().len(),
+        0,
+        "nothing stored"
+    );
+    assert!(api.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_long_text_is_split_into_ordered_parts_with_keyed_idempotency() {
+    let api = FakeBotApi::start().await;
+    let base = api.base.clone();
+    let relay = start(|c| {
+        let mut d = telegram("chat", &base);
+        // The default 1 msg/s per chat would make the parts take seconds.
+        d.limits = Some(json!({"per_chat": {"limit": 100}}));
+        c.destinations.push(d);
+    })
+    .await;
+    let paragraphs: Vec<String> = (0..9).map(|n| format!("{n}{}", "é".repeat(999))).collect();
+    let text = paragraphs.join("\n\n");
+    let body = json!({"destination": "chat", "payload": {"chat_id": -100555, "text": text}});
+    let (status, first) = submit_raw(&relay, body.clone(), Some("order-7")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let parts: Vec<String> = first["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert!(parts.len() >= 3, "{first}");
+    assert_eq!(first["id"], parts[0].as_str());
+    let (status, again) = submit_raw(&relay, body, Some("order-7")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a repeated key stores nothing: {again}"
+    );
+    assert_eq!(again["parts"], first["parts"]);
+    for (n, id) in parts.iter().enumerate() {
+        let message = relay.wait_for_status(id, "delivered", WAIT).await;
+        assert_eq!(message["idempotency_key"], format!("order-7#{}", n + 1));
+        assert_eq!(message["ordering_key"], "-100555");
+    }
+    let requests = api.requests();
+    assert_eq!(requests.len(), parts.len());
+    let sent: Vec<&str> = requests
+        .iter()
+        .map(|r| r.params["text"].as_str().unwrap())
+        .collect();
+    for part in &sent {
+        assert!(part.chars().count() <= 4096);
+    }
+    // In order: the parts put back together hold every paragraph, first to last.
+    let joined = sent.join("\n\n");
+    let mut at = 0;
+    for p in &paragraphs {
+        let found = joined[at..]
+            .find(p.as_str())
+            .expect("every paragraph, in order");
+        at += found + p.len();
+    }
 }
