@@ -1,7 +1,8 @@
 //! A destination at run time: its connector and its policies, built once from the config.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ferrule_policy::breaker::CircuitBreaker;
 use ferrule_policy::bulkhead::Bulkhead;
@@ -42,6 +43,10 @@ pub struct Destination {
     pub chaos: Chaos,
     /// Health for `/status`.
     pub health: Health,
+    /// No attempt starts before this instant (a Telegram bot's flood control).
+    paused_until: Mutex<Option<Instant>>,
+    /// The clock the pause is measured on.
+    clock: SharedClock,
 }
 
 impl fmt::Debug for Destination {
@@ -93,7 +98,7 @@ impl Destination {
             Arc::new(MetricsObserver),
         ]));
         let ctx = Context::new(config.name.clone())
-            .with_clock(clock)
+            .with_clock(clock.clone())
             .with_observer(observer);
         let within = |field: &str| format!("destinations.{}.{field}", config.name);
         Ok(Destination {
@@ -123,6 +128,24 @@ impl Destination {
             chaos: Chaos::with_context(config.chaos.clone(), environment, ctx)
                 .map_err(|e| e.within(&within("chaos")))?,
             health: Health::new(health),
+            paused_until: Mutex::new(None),
+            clock,
         })
+    }
+
+    /// Pauses every attempt to this destination for `duration` from now (a pause already
+    /// reaching further is kept).
+    pub fn pause(&self, duration: Duration) {
+        let until = self.clock.now() + duration;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// When the current pause ends, if one is running.
+    pub fn paused_until(&self) -> Option<Instant> {
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        paused.filter(|&until| until > self.clock.now())
     }
 }

@@ -5,13 +5,16 @@
 //! ([`Store::wait_for_work`]) or the next message falls due ([`Store::next_due_at`]). Each
 //! claimed message runs in its own supervised task:
 //!
+//! 0. a paused destination (Telegram flood control): defer to the pause's end;
 //! 1. circuit breaker — open: [`Store::defer`] to when it may half-open, attempt not spent;
 //! 2. rate limit — refused: defer to `ready_at`;
 //! 3. bulkhead — full: defer by `dispatcher.defer_for`;
 //! 4. chaos, then the connector under the per-attempt timeout, with the lease extended every
 //!    third of its length while the attempt runs;
 //! 5. the outcome: `complete`, `reschedule` at the time [`Retry`] chooses (never before a
-//!    `Retry-After`), or `dead_letter` on a permanent error or when retries are exhausted.
+//!    `Retry-After`), or `dead_letter` on a permanent error or when retries are exhausted;
+//!    and the connector's [`Signal`], if any: pause the destination (the breaker records the
+//!    attempt as ignored), force its breaker open, or dead-letter a message whose chat moved.
 //!
 //! A panic in a delivery task is caught, logged and counted; its message is rescheduled like
 //! a transient failure and the loop goes on. A panic in the claim loop restarts it.
@@ -21,7 +24,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ferrule_connectors::{Connector, Delivery, DeliveryResult};
+use ferrule_connectors::{Connector, Delivery, DeliveryResult, Signal};
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::retry::{Retry, RetryDecision};
 use ferrule_policy::{Clock, Outcome};
@@ -226,6 +229,12 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         report_store(&state, state.store.dead_letter(&lease, report).await);
         return;
     };
+    // 0. A paused destination (a Telegram bot under flood control).
+    if let Some(until) = dest.paused_until() {
+        let until = wall_time_of(clock.as_ref(), until);
+        defer(&state, &dest, &lease, until, "paused: not attempted").await;
+        return;
+    }
     // 1. Circuit breaker.
     let permit = match dest.breaker.try_acquire_owned() {
         Ok(permit) => permit,
@@ -332,7 +341,41 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         }
         return;
     };
-    permit.record(result.outcome);
+    match &result.signal {
+        // Flood control is about the bot's pace, not its health: not a breaker failure.
+        Some(Signal::PauseDestination(pause)) => {
+            permit.record(Outcome::Ignored);
+            dest.pause(*pause);
+            tracing::warn!(destination = %dest.name, pause = ?pause, "the destination asked us to slow down; paused");
+        }
+        Some(Signal::Unauthorized) => {
+            permit.record(result.outcome);
+            dest.breaker.force_open();
+            tracing::error!(destination = %dest.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
+        }
+        _ => permit.record(result.outcome),
+    }
+    if let Some(Signal::MigrateChat { from, to }) = &result.signal {
+        // Retrying with the stored payload would only fail again, and the store cannot yet
+        // rewrite a leased message's payload: dead-letter with the new chat id to resubmit to.
+        Counters::bump(&state.counters.dead);
+        metrics::counter!("ferrule_dead_letters_total", "destination" => dest.name.clone())
+            .increment(1);
+        let detail = format!(
+            "chat {from} was upgraded to supergroup {to}; resubmit with \"chat_id\": {to} ({})",
+            result.detail
+        );
+        tracing::warn!(message_id = %id, destination = %dest.name, %from, %to, "telegram chat migrated; message dead-lettered");
+        let report = AttemptReport::new(OutcomeClass::Permanent)
+            .duration(result.duration)
+            .detail(detail);
+        let report = match result.code {
+            Some(code) => report.code(code.to_string()),
+            None => report,
+        };
+        report_store(&state, state.store.dead_letter(&lease, report).await);
+        return;
+    }
     metrics::histogram!("ferrule_attempt_duration_seconds", "destination" => dest.name.clone())
         .record(result.duration.as_secs_f64());
     metrics::counter!("ferrule_deliveries_total", "destination" => dest.name.clone(), "outcome" => result.outcome.as_str())

@@ -1,14 +1,17 @@
 //! Telegram destinations end to end: the real relay and router, a fake Bot API on 127.0.0.1.
-//! Submit-time validation (422 naming the field) and splitting long texts into ordered parts.
+//! Submit-time validation (422 naming the field), splitting long texts into ordered parts,
+//! flood control pausing the bot without a breaker failure, 401 forcing the breaker open and
+//! chat migration.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ferrule::config::{DestinationConfig, DestinationKind, Secret};
+use ferrule_policy::ManualClock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::fake_bot_api::{BOT_TOKEN, BotReply, FakeBotApi};
-use crate::support::{TestRelay, start};
+use crate::support::{TestRelay, start, start_clock};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -40,6 +43,15 @@ async fn submit_raw(relay: &TestRelay, body: Value, key: Option<&str>) -> (Statu
             &headers,
         )
         .await
+}
+
+/// Whether any event of `message` has a detail starting with `prefix`.
+fn has_event(message: &Value, prefix: &str) -> bool {
+    message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["detail"].as_str().unwrap_or("").starts_with(prefix))
 }
 
 async fn breaker_state(relay: &TestRelay) -> Value {
@@ -204,4 +216,96 @@ async fn a_long_text_is_split_into_ordered_parts_with_keyed_idempotency() {
             .expect("every paragraph, in order");
         at += found + p.len();
     }
+}
+
+#[tokio::test]
+async fn flood_control_pauses_the_bot_without_a_breaker_failure() {
+    let api = FakeBotApi::start().await;
+    api.script("1", [BotReply::TooManyRequests(5)]);
+    let clock = ManualClock::with_system_time(SystemTime::now());
+    let base = api.base.clone();
+    let relay = start_clock(clock.shared(), |c| {
+        let mut d = telegram("chat", &base);
+        // One counted failure would open this breaker.
+        d.breaker = Some(json!({
+            "window": {"count": 2}, "min_calls": 1, "failure_rate": 0.5, "open_for": "60s",
+        }));
+        c.destinations.push(d);
+    })
+    .await;
+    let first = relay
+        .submit("chat", json!({"chat_id": 1, "text": "a"}))
+        .await;
+    relay.wait_for_status(&first, "retrying", WAIT).await;
+    let breaker = breaker_state(&relay).await;
+    assert_eq!(breaker["state"], "closed", "{breaker}");
+    assert_eq!(breaker["failed_calls"], 0, "{breaker}");
+    // Another chat of the same bot waits for the pause too, without spending an attempt.
+    let second = relay
+        .submit("chat", json!({"chat_id": 2, "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = relay.message(&second).await;
+        if has_event(&message, "paused") {
+            assert_eq!(message["attempts"], 0, "{message:#}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{message:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.requests().len(), 1, "nothing sent during the pause");
+    clock.advance(Duration::from_secs(5));
+    relay.wait_for_status(&second, "delivered", WAIT).await;
+    relay.wait_for_status(&first, "delivered", WAIT).await;
+    assert_eq!(api.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn unauthorized_forces_the_breaker_open_and_dead_letters() {
+    let api = FakeBotApi::start().await;
+    api.script("7", [BotReply::Unauthorized]);
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let id = relay
+        .submit("chat", json!({"chat_id": 7, "text": "a"}))
+        .await;
+    let message = relay.wait_for_status(&id, "dead", WAIT).await;
+    assert!(
+        message["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Unauthorized"),
+        "{message:#}"
+    );
+    assert_eq!(breaker_state(&relay).await["state"], "forced_open");
+    let next = relay
+        .submit("chat", json!({"chat_id": 8, "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = relay.message(&next).await;
+        if has_event(&message, "circuit forced_open") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{message:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.requests().len(), 1, "nothing sent while forced open");
+}
+
+#[tokio::test]
+async fn a_migrated_chat_dead_letters_naming_the_new_chat_id() {
+    let api = FakeBotApi::start().await;
+    let supergroup = -1_001_234_567_890_123_i64;
+    api.script("-4567", [BotReply::Migrated(supergroup)]);
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let id = relay
+        .submit("chat", json!({"chat_id": -4567, "text": "a"}))
+        .await;
+    let message = relay.wait_for_status(&id, "dead", WAIT).await;
+    let error = message["last_error"].as_str().unwrap();
+    assert!(error.contains(&supergroup.to_string()), "{message:#}");
+    assert_eq!(message["attempts"], 1, "not retried with the old chat id");
 }
