@@ -7,7 +7,8 @@
 //!
 //! 0. a paused destination (Telegram flood control): defer to the pause's end;
 //! 1. circuit breaker — open: [`Store::defer`] to when it may half-open, attempt not spent;
-//! 2. rate limit — refused: defer to `ready_at`;
+//! 2. rate limit — refused: defer to `ready_at`; a Telegram bot's limits per chat, per group
+//!    and per bot likewise;
 //! 3. bulkhead — full: defer by `dispatcher.defer_for`;
 //! 4. chaos, then the connector under the per-attempt timeout, with the lease extended every
 //!    third of its length while the attempt runs;
@@ -24,6 +25,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use ferrule_connectors::telegram::ChatId;
 use ferrule_connectors::{Connector, Delivery, DeliveryResult, Signal};
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::retry::{Retry, RetryDecision};
@@ -268,6 +270,16 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         defer(&state, &dest, &lease, until, "rate limited: not attempted").await;
         return;
     }
+    if let Some(limits) = &dest.telegram_limits
+        && let Some(chat) = chat_of(&message.payload)
+        && let Err((limited, which)) = limits.check(&chat)
+    {
+        drop(permit);
+        let until = wall_time_of(clock.as_ref(), limited.ready_at);
+        let reason = format!("rate limited: telegram {which}: not attempted");
+        defer(&state, &dest, &lease, until, &reason).await;
+        return;
+    }
     // 3. Bulkhead.
     let slot = match dest.bulkhead.acquire_owned().await {
         Ok(slot) => slot,
@@ -400,6 +412,15 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
             }
             failed(&state, &dest, &lease, &message, outcome, report).await;
         }
+    }
+}
+
+/// The Telegram chat a stored payload names, if it names one.
+fn chat_of(payload: &serde_json::Value) -> Option<ChatId> {
+    match payload.get("chat_id")? {
+        serde_json::Value::Number(n) => n.as_i64().map(ChatId::Id),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
     }
 }
 

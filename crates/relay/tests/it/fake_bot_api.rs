@@ -1,5 +1,3 @@
-#![allow(dead_code)] // replies and checks used as the relay learns flood control and limits
-
 //! A fake Telegram Bot API server on 127.0.0.1: checks the bot token, records every request,
 //! answers with Telegram's shapes (`ok`, 429 with `retry_after`, 401, 400 migrate, 403) from a
 //! per-chat script, and can enforce a minimum spacing per chat the way Telegram's flood control

@@ -1,7 +1,7 @@
 //! Telegram destinations end to end: the real relay and router, a fake Bot API on 127.0.0.1.
 //! Submit-time validation (422 naming the field), splitting long texts into ordered parts,
-//! flood control pausing the bot without a breaker failure, 401 forcing the breaker open and
-//! chat migration.
+//! flood control pausing the bot without a breaker failure, 401 forcing the breaker open, chat
+//! migration, and the durable per-chat, per-group and per-bot limits.
 
 use std::time::{Duration, SystemTime};
 
@@ -308,4 +308,99 @@ async fn a_migrated_chat_dead_letters_naming_the_new_chat_id() {
     let error = message["last_error"].as_str().unwrap();
     assert!(error.contains(&supergroup.to_string()), "{message:#}");
     assert_eq!(message["attempts"], 1, "not retried with the old chat id");
+}
+
+/// Two sends that one of the bot's limits must space out: the second is deferred (not slept
+/// on) to when the limit admits it, then delivered.
+async fn second_send_is_deferred(limits: Value, chats: [i64; 2], reason: &str) {
+    let api = FakeBotApi::start().await;
+    let clock = ManualClock::with_system_time(SystemTime::now());
+    let base = api.base.clone();
+    let relay = start_clock(clock.shared(), |c| {
+        let mut d = telegram("chat", &base);
+        d.limits = Some(limits);
+        c.destinations.push(d);
+    })
+    .await;
+    let first = relay
+        .submit("chat", json!({"chat_id": chats[0], "text": "a"}))
+        .await;
+    relay.wait_for_status(&first, "delivered", WAIT).await;
+    let second = relay
+        .submit("chat", json!({"chat_id": chats[1], "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = relay.message(&second).await;
+        if has_event(&message, reason) {
+            assert_eq!(message["attempts"], 0, "{message:#}");
+            assert_eq!(message["status"], "queued", "{message:#}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{reason}: {message:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.requests().len(), 1, "{reason}: the second send waits");
+    clock.advance(Duration::from_secs(61));
+    relay.wait_for_status(&second, "delivered", WAIT).await;
+    assert_eq!(api.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn the_per_chat_limit_defers_a_second_send_to_the_same_chat() {
+    second_send_is_deferred(json!({}), [42, 42], "rate limited: telegram per chat").await;
+}
+
+#[tokio::test]
+async fn the_per_group_limit_defers_a_second_send_to_the_same_group() {
+    second_send_is_deferred(
+        json!({"per_chat": {"limit": 100}, "per_group": {"limit": 1, "per": "60s"}}),
+        [-100777, -100777],
+        "rate limited: telegram per group",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_per_bot_limit_defers_a_send_to_another_chat() {
+    second_send_is_deferred(
+        json!({"per_bot": {"limit": 1, "per": "1s"}}),
+        [1, 2],
+        "rate limited: telegram per bot",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_default_limits_keep_a_burst_to_one_chat_under_flood_control() {
+    let api = FakeBotApi::start().await;
+    // The fake answers 429 to a chat sent to twice within 900 ms (Telegram's ~1 msg/s).
+    api.enforce_spacing(Duration::from_millis(900));
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            relay
+                .submit("chat", json!({"chat_id": 5, "text": n.to_string()}))
+                .await,
+        );
+    }
+    for id in &ids {
+        relay.wait_for_status(id, "delivered", WAIT).await;
+    }
+    let requests = api.requests();
+    assert_eq!(requests.len(), 3, "no 429, no retry");
+    let texts: Vec<&str> = requests
+        .iter()
+        .map(|r| r.params["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["0", "1", "2"], "in submission order");
+    for pair in requests.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(900), "{gap:?}");
+    }
 }
