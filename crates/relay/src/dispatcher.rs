@@ -15,7 +15,8 @@
 //! 5. the outcome: `complete`, `reschedule` at the time [`Retry`] chooses (never before a
 //!    `Retry-After`), or `dead_letter` on a permanent error or when retries are exhausted;
 //!    and the connector's [`Signal`], if any: pause the destination (the breaker records the
-//!    attempt as ignored), force its breaker open, or dead-letter a message whose chat moved.
+//!    attempt as ignored), force its breaker open, or store a message whose chat moved with the
+//!    new chat id ([`Store::replace_payload`]) and retry it.
 //!
 //! A panic in a delivery task is caught, logged and counted; its message is rescheduled like
 //! a transient failure and the loop goes on. A panic in the claim loop restarts it.
@@ -25,7 +26,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ferrule_connectors::telegram::ChatId;
+use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
 use ferrule_connectors::{Connector, Delivery, DeliveryResult, Signal};
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::retry::{Retry, RetryDecision};
@@ -365,28 +366,9 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
             dest.breaker.force_open();
             tracing::error!(destination = %dest.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
         }
+        // The chat moved; the bot is fine.
+        Some(Signal::MigrateChat { .. }) => permit.record(Outcome::Ignored),
         _ => permit.record(result.outcome),
-    }
-    if let Some(Signal::MigrateChat { from, to }) = &result.signal {
-        // Retrying with the stored payload would only fail again, and the store cannot yet
-        // rewrite a leased message's payload: dead-letter with the new chat id to resubmit to.
-        Counters::bump(&state.counters.dead);
-        metrics::counter!("ferrule_dead_letters_total", "destination" => dest.name.clone())
-            .increment(1);
-        let detail = format!(
-            "chat {from} was upgraded to supergroup {to}; resubmit with \"chat_id\": {to} ({})",
-            result.detail
-        );
-        tracing::warn!(message_id = %id, destination = %dest.name, %from, %to, "telegram chat migrated; message dead-lettered");
-        let report = AttemptReport::new(OutcomeClass::Permanent)
-            .duration(result.duration)
-            .detail(detail);
-        let report = match result.code {
-            Some(code) => report.code(code.to_string()),
-            None => report,
-        };
-        report_store(&state, state.store.dead_letter(&lease, report).await);
-        return;
     }
     metrics::histogram!("ferrule_attempt_duration_seconds", "destination" => dest.name.clone())
         .record(result.duration.as_secs_f64());
@@ -397,6 +379,10 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         .detail(result.detail.clone());
     if let Some(code) = result.code {
         report = report.code(code.to_string());
+    }
+    if let Some(Signal::MigrateChat { from, to }) = &result.signal {
+        migrate(&state, &dest, &lease, &message, from, *to, report).await;
+        return;
     }
     match result.outcome {
         Outcome::Success => {
@@ -413,6 +399,46 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
             failed(&state, &dest, &lease, &message, outcome, report).await;
         }
     }
+}
+
+/// A Telegram group became a supergroup: store the payload with the new chat id, then retry
+/// it like a transient failure. If the payload cannot be rewritten, dead-letter it naming the
+/// new chat id so it can be resubmitted.
+async fn migrate(
+    state: &AppState,
+    dest: &Destination,
+    lease: &Lease,
+    message: &Message,
+    from: &str,
+    to: i64,
+    report: AttemptReport,
+) {
+    let detail = report.detail.clone().unwrap_or_default();
+    let rewritten = serde_json::to_string(&message.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|json| rewrite_chat_id(&json, to).map_err(|e| e.to_string()))
+        .and_then(|json| serde_json::from_str(&json).map_err(|e| e.to_string()));
+    let payload = match rewritten {
+        Ok(payload) => payload,
+        Err(e) => {
+            Counters::bump(&state.counters.dead);
+            let report = report.detail(format!(
+                "chat {from} was upgraded to supergroup {to}, but the payload cannot be rewritten \
+                 ({e}); resubmit with \"chat_id\": {to}"
+            ));
+            report_store(state, state.store.dead_letter(lease, report).await);
+            return;
+        }
+    };
+    if let Err(e) = state.store.replace_payload(lease, payload).await {
+        report_store(state, Err(e));
+        return;
+    }
+    tracing::info!(message_id = %lease.id, destination = %dest.name, %from, %to, "telegram chat migrated; retrying in the supergroup");
+    let report = report.detail(format!(
+        "chat {from} moved to {to}; retrying there ({detail})"
+    ));
+    failed(state, dest, lease, message, Outcome::Transient, report).await;
 }
 
 /// The Telegram chat a stored payload names, if it names one.

@@ -295,7 +295,7 @@ async fn unauthorized_forces_the_breaker_open_and_dead_letters() {
 }
 
 #[tokio::test]
-async fn a_migrated_chat_dead_letters_naming_the_new_chat_id() {
+async fn a_migrated_chat_is_retried_in_the_supergroup() {
     let api = FakeBotApi::start().await;
     let supergroup = -1_001_234_567_890_123_i64;
     api.script("-4567", [BotReply::Migrated(supergroup)]);
@@ -304,10 +304,17 @@ async fn a_migrated_chat_dead_letters_naming_the_new_chat_id() {
     let id = relay
         .submit("chat", json!({"chat_id": -4567, "text": "a"}))
         .await;
-    let message = relay.wait_for_status(&id, "dead", WAIT).await;
-    let error = message["last_error"].as_str().unwrap();
-    assert!(error.contains(&supergroup.to_string()), "{message:#}");
-    assert_eq!(message["attempts"], 1, "not retried with the old chat id");
+    let message = relay.wait_for_status(&id, "delivered", WAIT).await;
+    assert_eq!(
+        message["payload"]["chat_id"], supergroup,
+        "stored: {message:#}"
+    );
+    assert_eq!(message["payload"]["text"], "a");
+    assert!(has_event(&message, "chat -4567 moved to"), "{message:#}");
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].params["chat_id"], -4567);
+    assert_eq!(requests[1].params["chat_id"], supergroup);
 }
 
 /// Two sends that one of the bot's limits must space out: the second is deferred (not slept
