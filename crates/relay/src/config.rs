@@ -1067,7 +1067,7 @@ mod tests {
             ),
             (
                 "type = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\nusername = \"u\"",
-                "destinations[0].",
+                "destinations[0].password",
             ),
             (
                 "type = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\nurl = \"https://x.y/\"",
