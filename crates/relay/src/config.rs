@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferrule_connectors::smtp::{SmtpConfig, SmtpPassword, SmtpPoolConfig, TlsMode};
+use ferrule_connectors::telegram::{BotToken, LongTexts, TelegramConfig, TelegramLimits};
 use ferrule_connectors::webhook::{WebhookConfig, WebhookSecret};
 use ferrule_policy::ConfigError;
 use ferrule_policy::breaker::{BreakerConfig, Window};
@@ -230,23 +232,45 @@ impl Default for PolicyDefaults {
 }
 
 /// The kind of a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DestinationKind {
     /// An HTTP endpoint receiving Standard Webhooks.
+    #[default]
     Webhook,
+    /// A Telegram bot sending to chats.
+    Telegram,
+    /// An SMTP server sending e-mail.
+    Smtp,
+}
+
+impl DestinationKind {
+    /// The name written in `type = "…"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Webhook => "webhook",
+            DestinationKind::Telegram => "telegram",
+            DestinationKind::Smtp => "smtp",
+        }
+    }
 }
 
 /// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// The connector's fields sit next to the policies, flat: `url`, `secret`, `allow_private` and
+/// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts` and `limits` for
+/// Telegram; `host`, `port`, `tls`, `username`, `password`, `from`, `message_id_domain`,
+/// `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// The name messages are submitted to.
     pub name: String,
-    /// `webhook`.
+    /// `webhook`, `telegram` or `smtp`.
     #[serde(rename = "type")]
     pub kind: DestinationKind,
-    /// The endpoint URL (http or https).
+    /// Webhook: the endpoint URL (http or https).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// The Standard Webhooks secret (`whsec_…`), inline or `env:VAR` / `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,6 +303,60 @@ pub struct DestinationConfig {
     /// Chaos override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<serde_json::Value>,
+    /// Telegram: the bot token `<bot id>:<secret>`, inline or `env:VAR` / `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_token: Option<Secret>,
+    /// Telegram: the Bot API server (default `https://api.telegram.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// Telegram: allow a plain-http `api_base` on a non-loopback host (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// Telegram: `split` (the default) or `refuse` texts over Telegram's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_texts: Option<LongTexts>,
+    /// Telegram: `per_chat`, `per_group`, `per_bot` send rates, each overriding the default
+    /// (1/s, 20/min, 30/s) field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<serde_json::Value>,
+    /// SMTP: the server's host name or address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// SMTP: the server's port (default by `tls`: 25, 587 or 465).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// SMTP: `none`, `starttls` (the default) or `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+    /// SMTP: the user to authenticate as; needs `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// SMTP: the password, inline or `env:VAR` / `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// SMTP: the sender mailbox, e.g. `ferrule <relay@example.com>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// SMTP: the domain of generated `Message-ID`s (default: the domain of `from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id_domain: Option<String>,
+    /// SMTP: the `EHLO` name (default: `message_id_domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello_name: Option<String>,
+    /// SMTP: the connection pool (`max_size`, `idle_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<SmtpPoolConfig>,
+}
+
+/// The connector of a resolved destination, with its secrets read.
+#[derive(Debug, Clone)]
+pub enum ConnectorConfig {
+    /// A Standard Webhooks endpoint.
+    Webhook(WebhookConfig),
+    /// A Telegram bot.
+    Telegram(TelegramConfig),
+    /// An SMTP server.
+    Smtp(SmtpConfig),
 }
 
 /// A destination with every policy resolved against `[defaults]` and its secret read.
@@ -286,7 +364,8 @@ pub struct DestinationConfig {
 pub struct ResolvedDestination {
     /// The name.
     pub name: String,
-    /// The endpoint URL.
+    /// Where it delivers, for logs and `/v1/destinations`: the webhook URL, the Bot API base or
+    /// `smtp://host:port`. Never holds a secret.
     pub url: String,
     /// The secret (read from env or file if so configured).
     pub secret: Option<String>,
@@ -306,8 +385,8 @@ pub struct ResolvedDestination {
     pub bulkhead: BulkheadConfig,
     /// Chaos.
     pub chaos: ChaosConfig,
-    /// The webhook connector's configuration.
-    pub webhook: WebhookConfig,
+    /// The connector's configuration.
+    pub connector: ConnectorConfig,
 }
 
 /// A secret value: redacted in `Debug` and when serialised (so in `config check` and logs).
@@ -562,21 +641,7 @@ impl Config {
                 "may contain only letters, digits, `-`, `_`, `.` and `:`",
             ));
         }
-        let scheme_ok = dest.url.starts_with("http://") || dest.url.starts_with("https://");
-        if !scheme_ok || dest.url.len() <= "https://".len() {
-            return Err(ConfigError::new(
-                at("url"),
-                "must be an http:// or https:// URL",
-            ));
-        }
-        let secret = match &dest.secret {
-            None => None,
-            Some(s) => {
-                let value = s.expose(&at("secret"))?;
-                check_webhook_secret(&value).map_err(|m| ConfigError::new(at("secret"), m))?;
-                Some(value)
-            }
-        };
+        check_fields_of(i, dest)?;
         let timeout = dest.timeout.unwrap_or(self.defaults.timeout);
         if timeout.is_zero() {
             return Err(ConfigError::new(at("timeout"), "must be longer than zero"));
@@ -605,31 +670,15 @@ impl Config {
         chaos
             .validate_for(self.server.environment)
             .map_err(|e| e.within(&at("chaos")))?;
-        for key in dest.headers.keys() {
-            let lower = key.to_ascii_lowercase();
-            if lower.starts_with("webhook-") || lower == "content-type" || lower == "host" {
-                return Err(ConfigError::new(
-                    at("headers"),
-                    format!("`{key}` is set by the relay and cannot be overridden"),
-                ));
-            }
-        }
-        let mut webhook = WebhookConfig::new(dest.url.clone());
-        webhook.allow_private = dest.allow_private;
-        webhook.timeout = timeout;
-        webhook.headers = dest.headers.clone();
-        if let Some(secret) = &secret {
-            webhook.secret = Some(
-                secret
-                    .parse::<WebhookSecret>()
-                    .map_err(|e| connector_error(i, e))?,
-            );
-        }
-        webhook.validate().map_err(|e| connector_error(i, e))?;
+        let (url, secret, connector) = match dest.kind {
+            DestinationKind::Webhook => webhook_connector(i, dest, timeout)?,
+            DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
+            DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
+        };
         Ok(ResolvedDestination {
-            webhook,
+            connector,
             name: name.to_owned(),
-            url: dest.url.clone(),
+            url,
             secret,
             allow_private: dest.allow_private,
             timeout,
@@ -654,6 +703,168 @@ impl Config {
     pub fn store_url(&self) -> Result<String, ConfigError> {
         self.store.url.expose("store.url")
     }
+}
+
+/// Refuses a connector field that belongs to another type of destination, so a typo such as
+/// `host` on a Telegram destination is not silently ignored.
+fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
+    use DestinationKind::{Smtp, Telegram, Webhook};
+    let fields: [(&str, bool, DestinationKind); 18] = [
+        ("url", !dest.url.is_empty(), Webhook),
+        ("secret", dest.secret.is_some(), Webhook),
+        ("allow_private", dest.allow_private, Webhook),
+        ("headers", !dest.headers.is_empty(), Webhook),
+        ("bot_token", dest.bot_token.is_some(), Telegram),
+        ("api_base", dest.api_base.is_some(), Telegram),
+        ("allow_http", dest.allow_http.is_some(), Telegram),
+        ("long_texts", dest.long_texts.is_some(), Telegram),
+        ("limits", dest.limits.is_some(), Telegram),
+        ("host", dest.host.is_some(), Smtp),
+        ("port", dest.port.is_some(), Smtp),
+        ("tls", dest.tls.is_some(), Smtp),
+        ("username", dest.username.is_some(), Smtp),
+        ("password", dest.password.is_some(), Smtp),
+        ("from", dest.from.is_some(), Smtp),
+        ("message_id_domain", dest.message_id_domain.is_some(), Smtp),
+        ("hello_name", dest.hello_name.is_some(), Smtp),
+        ("pool", dest.pool.is_some(), Smtp),
+    ];
+    for (field, set, kind) in fields {
+        if set && kind != dest.kind {
+            return Err(ConfigError::new(
+                format!("destinations[{i}].{field}"),
+                format!(
+                    "belongs to `type = \"{}\"` destinations, not `{}`",
+                    kind.as_str(),
+                    dest.kind.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parts of a resolved destination that depend on its type: endpoint, webhook secret and
+/// connector configuration.
+type ConnectorParts = (String, Option<String>, ConnectorConfig);
+
+/// Destination `i` as a webhook.
+fn webhook_connector(
+    i: usize,
+    dest: &DestinationConfig,
+    timeout: Duration,
+) -> Result<ConnectorParts, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].{field}");
+    let scheme_ok = dest.url.starts_with("http://") || dest.url.starts_with("https://");
+    if !scheme_ok || dest.url.len() <= "https://".len() {
+        return Err(ConfigError::new(
+            at("url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let secret = match &dest.secret {
+        None => None,
+        Some(s) => {
+            let value = s.expose(&at("secret"))?;
+            check_webhook_secret(&value).map_err(|m| ConfigError::new(at("secret"), m))?;
+            Some(value)
+        }
+    };
+    for key in dest.headers.keys() {
+        let lower = key.to_ascii_lowercase();
+        if lower.starts_with("webhook-") || lower == "content-type" || lower == "host" {
+            return Err(ConfigError::new(
+                at("headers"),
+                format!("`{key}` is set by the relay and cannot be overridden"),
+            ));
+        }
+    }
+    let mut webhook = WebhookConfig::new(dest.url.clone());
+    webhook.allow_private = dest.allow_private;
+    webhook.timeout = timeout;
+    webhook.headers = dest.headers.clone();
+    if let Some(secret) = &secret {
+        webhook.secret = Some(
+            secret
+                .parse::<WebhookSecret>()
+                .map_err(|e| connector_error(i, e))?,
+        );
+    }
+    webhook.validate().map_err(|e| connector_error(i, e))?;
+    Ok((dest.url.clone(), secret, ConnectorConfig::Webhook(webhook)))
+}
+
+/// Destination `i` as a Telegram bot; the token is read here and never shown.
+fn telegram_connector(
+    i: usize,
+    dest: &DestinationConfig,
+    timeout: Duration,
+) -> Result<ConnectorParts, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].{field}");
+    let Some(token) = &dest.bot_token else {
+        return Err(ConfigError::new(
+            at("bot_token"),
+            "is required for a telegram destination",
+        ));
+    };
+    let token: BotToken = token
+        .expose(&at("bot_token"))?
+        .trim()
+        .parse()
+        .map_err(|e| connector_error(i, e))?;
+    let mut telegram = TelegramConfig::new(token);
+    if let Some(base) = &dest.api_base {
+        telegram.api_base = base.clone();
+    }
+    telegram.allow_http = dest.allow_http.unwrap_or(false);
+    telegram.timeout = timeout;
+    telegram.long_texts = dest.long_texts.unwrap_or_default();
+    telegram.limits = overlay(
+        &TelegramLimits::default(),
+        dest.limits.as_ref(),
+        &at("limits"),
+    )?;
+    telegram.validate().map_err(|e| connector_error(i, e))?;
+    let endpoint = telegram.api_base.trim_end_matches('/').to_owned();
+    Ok((endpoint, None, ConnectorConfig::Telegram(telegram)))
+}
+
+/// Destination `i` as an SMTP server; the password is read here and never shown.
+fn smtp_connector(
+    i: usize,
+    dest: &DestinationConfig,
+    timeout: Duration,
+) -> Result<ConnectorParts, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].{field}");
+    let Some(host) = &dest.host else {
+        return Err(ConfigError::new(
+            at("host"),
+            "is required for an smtp destination",
+        ));
+    };
+    let Some(from) = &dest.from else {
+        return Err(ConfigError::new(
+            at("from"),
+            "is required for an smtp destination",
+        ));
+    };
+    let mut smtp = SmtpConfig::new(host.clone(), from.clone());
+    smtp.port = dest.port;
+    smtp.tls = dest.tls.unwrap_or_default();
+    smtp.username = dest.username.clone();
+    smtp.password = match &dest.password {
+        None => None,
+        Some(p) => Some(SmtpPassword::new(p.expose(&at("password"))?)),
+    };
+    smtp.message_id_domain = dest.message_id_domain.clone();
+    smtp.hello_name = dest.hello_name.clone();
+    smtp.timeout = timeout;
+    if let Some(pool) = &dest.pool {
+        smtp.pool = pool.clone();
+    }
+    smtp.validate().map_err(|e| connector_error(i, e))?;
+    let endpoint = format!("smtp://{}:{}", host.trim(), smtp.effective_port());
+    Ok((endpoint, None, ConnectorConfig::Smtp(smtp)))
 }
 
 /// A connector's complaint about destination `i`, naming the field.
@@ -758,8 +969,122 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ferrule.example.toml");
         let config =
             Config::load_with_env(Some(&path), Env::prefixed("FERRULE_TEST_NOTHING_")).unwrap();
-        let d = &config.destinations().unwrap()[0];
-        assert_eq!(d.retry.max_attempts, 8);
+        let destinations = config.destinations().unwrap();
+        assert_eq!(destinations[0].retry.max_attempts, 8);
+        assert!(matches!(
+            destinations[1].connector,
+            ConnectorConfig::Telegram(_)
+        ));
+        assert!(matches!(
+            destinations[2].connector,
+            ConnectorConfig::Smtp(_)
+        ));
+    }
+
+    #[test]
+    fn telegram_and_smtp_destinations_resolve_their_secrets_and_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("bot");
+        std::fs::write(&token_file, "42:secret-part_XYZ\n").unwrap();
+        let config = from_toml(&format!(
+            r#"
+            [[destinations]]
+            name = "chat"
+            type = "telegram"
+            bot_token = "file:{}"
+            api_base = "http://127.0.0.1:9"
+            long_texts = "refuse"
+            limits.per_chat = {{ limit = 2 }}
+            [[destinations]]
+            name = "mail"
+            type = "smtp"
+            host = "127.0.0.1"
+            port = 2525
+            tls = "none"
+            username = "relay"
+            password = "pw-secret-123"
+            from = "ferrule <relay@example.com>"
+            "#,
+            token_file.display()
+        ))
+        .unwrap();
+        let destinations = config.destinations().unwrap();
+        let ConnectorConfig::Telegram(t) = &destinations[0].connector else {
+            panic!("{:?}", destinations[0].connector);
+        };
+        assert_eq!(t.bot_token.bot_id(), 42);
+        assert_eq!(t.long_texts, LongTexts::Refuse);
+        assert_eq!(t.limits.per_chat.limit, 2, "overridden");
+        assert_eq!(t.limits.per_chat.per, Duration::from_secs(1), "inherited");
+        assert_eq!(t.limits.per_bot.limit, 30);
+        assert_eq!(destinations[0].url, "http://127.0.0.1:9");
+        let ConnectorConfig::Smtp(m) = &destinations[1].connector else {
+            panic!("{:?}", destinations[1].connector);
+        };
+        assert_eq!(m.password.as_ref().unwrap().expose(), "pw-secret-123");
+        assert_eq!(m.tls, TlsMode::None);
+        assert_eq!(destinations[1].url, "smtp://127.0.0.1:2525");
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("pw-secret-123"), "{shown}");
+        assert!(shown.contains("bot_token = \"file:"), "{shown}");
+        let inline = from_toml(
+            r#"
+            [[destinations]]
+            name = "chat"
+            type = "telegram"
+            bot_token = "42:inline-secret"
+            "#,
+        )
+        .unwrap();
+        let shown = inline.to_redacted_toml();
+        assert!(!shown.contains("inline-secret"), "{shown}");
+        assert!(!format!("{inline:?}").contains("inline-secret"));
+    }
+
+    #[test]
+    fn telegram_and_smtp_errors_name_the_field() {
+        for (text, field) in [
+            ("type = \"telegram\"", "destinations[0].bot_token"),
+            (
+                "type = \"telegram\"\nbot_token = \"nocolon\"",
+                "destinations[0].bot_token",
+            ),
+            (
+                "type = \"telegram\"\nbot_token = \"1:a\"\napi_base = \"http://example.com\"",
+                "destinations[0].api_base",
+            ),
+            (
+                "type = \"telegram\"\nbot_token = \"1:a\"\nlimits.per_bot = { limit = 0 }",
+                "destinations[0].limits.per_bot.limit",
+            ),
+            (
+                "type = \"telegram\"\nbot_token = \"1:a\"\nhost = \"x\"",
+                "destinations[0].host",
+            ),
+            ("type = \"smtp\"\nfrom = \"a@b.c\"", "destinations[0].host"),
+            ("type = \"smtp\"\nhost = \"h\"", "destinations[0].from"),
+            (
+                "type = \"smtp\"\nhost = \"h\"\nfrom = \"not a mailbox\"",
+                "destinations[0].from",
+            ),
+            (
+                "type = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\nusername = \"u\"",
+                "destinations[0].password",
+            ),
+            (
+                "type = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\nurl = \"https://x.y/\"",
+                "destinations[0].url",
+            ),
+            (
+                "type = \"webhook\"\nurl = \"https://x.y/\"\nbot_token = \"1:a\"",
+                "destinations[0].bot_token",
+            ),
+        ] {
+            let err = from_toml(&format!("[[destinations]]\nname = \"d\"\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -1,21 +1,24 @@
 //! A destination at run time: its connector and its policies, built once from the config.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ferrule_policy::breaker::CircuitBreaker;
 use ferrule_policy::bulkhead::Bulkhead;
 use ferrule_policy::chaos::{Chaos, Environment};
 use ferrule_policy::event::{FanOut, MetricsObserver, TracingObserver};
-use ferrule_policy::rate_limit::RateLimiter;
+use ferrule_policy::rate_limit::{KeyedRateLimiter, RateLimited, RateLimiter};
 use ferrule_policy::retry::Retry;
 use ferrule_policy::timeout::{Timeout, TimeoutConfig};
 use ferrule_policy::{ConfigError, Context, SharedClock};
 
+use ferrule_connectors::smtp::SmtpConnector;
+use ferrule_connectors::telegram::{ChatId, ChatKind, TelegramConnector, TelegramLimits};
 use ferrule_connectors::webhook::WebhookConnector;
 use ferrule_connectors::{AnyConnector, ConnectorError};
 
-use crate::config::{HealthConfig, ResolvedDestination};
+use crate::config::{ConnectorConfig, HealthConfig, ResolvedDestination};
 use crate::health::Health;
 
 /// One destination's connector and policies.
@@ -40,6 +43,59 @@ pub struct Destination {
     pub chaos: Chaos,
     /// Health for `/status`.
     pub health: Health,
+    /// A Telegram bot's send rates, per chat, per group and per bot.
+    pub telegram_limits: Option<TelegramLimiters>,
+    /// No attempt starts before this instant (a Telegram bot's flood control).
+    paused_until: Mutex<Option<Instant>>,
+    /// The clock the pause is measured on.
+    clock: SharedClock,
+}
+
+/// The rate limiters of one Telegram bot, keyed by chat id as written (`-100123`, `@news`).
+///
+/// They live in memory, but a message they refuse is deferred in the store to the limiter's
+/// `ready_at`: nothing waits in memory, and a restart only forgets how full the buckets were.
+#[derive(Debug, Clone)]
+pub struct TelegramLimiters {
+    per_chat: KeyedRateLimiter<String>,
+    per_group: KeyedRateLimiter<String>,
+    per_bot: RateLimiter,
+}
+
+impl TelegramLimiters {
+    /// Limiters for `limits`, on `ctx`'s clock.
+    pub fn new(limits: &TelegramLimits, ctx: &Context) -> Result<Self, ConfigError> {
+        Ok(TelegramLimiters {
+            per_chat: KeyedRateLimiter::with_context(limits.per_chat.clone(), ctx.clone())
+                .map_err(|e| e.within("limits.per_chat"))?,
+            per_group: KeyedRateLimiter::with_context(limits.per_group.clone(), ctx.clone())
+                .map_err(|e| e.within("limits.per_group"))?,
+            per_bot: RateLimiter::with_context(limits.per_bot.clone(), ctx.clone())
+                .map_err(|e| e.within("limits.per_bot"))?,
+        })
+    }
+
+    /// Admits one send to `chat`, or says when it could go and which limit refused it.
+    ///
+    /// The limits are checked narrowest first (chat, group, bot). A send refused by a later
+    /// limit has already used its token of the earlier ones, so that chat waits a little
+    /// longer than it must; the limits are never exceeded.
+    pub fn check(&self, chat: &ChatId) -> Result<(), (RateLimited, &'static str)> {
+        let key = chat.to_string();
+        self.per_chat.check_key(&key).map_err(|l| (l, "per chat"))?;
+        if chat.kind() == ChatKind::Group {
+            self.per_group
+                .check_key(&key)
+                .map_err(|l| (l, "per group"))?;
+        }
+        self.per_bot.check().map_err(|l| (l, "per bot"))
+    }
+
+    /// Forgets chats quiet long enough to be like new ones.
+    pub fn retain_recent(&self) {
+        self.per_chat.retain_recent();
+        self.per_group.retain_recent();
+    }
 }
 
 impl fmt::Debug for Destination {
@@ -72,17 +128,30 @@ impl Destination {
         environment: Environment,
         health: HealthConfig,
     ) -> Result<Self, BuildError> {
-        let connector = AnyConnector::from(
-            WebhookConnector::new(config.webhook.clone(), clock.clone()).map_err(|e| {
-                BuildError::Connector(e.within(&format!("destinations.{}", config.name)))
-            })?,
-        );
+        let connector_error = |e: ConnectorError| {
+            BuildError::Connector(e.within(&format!("destinations.{}", config.name)))
+        };
+        let connector = match &config.connector {
+            ConnectorConfig::Webhook(c) => AnyConnector::from(
+                WebhookConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
+            ConnectorConfig::Telegram(c) => AnyConnector::from(
+                TelegramConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
+            ConnectorConfig::Smtp(c) => AnyConnector::from(
+                SmtpConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
+        };
+        let telegram_limits = match &config.connector {
+            ConnectorConfig::Telegram(c) => Some(c.limits.clone()),
+            _ => None,
+        };
         let observer = Arc::new(FanOut(vec![
             Arc::new(TracingObserver),
             Arc::new(MetricsObserver),
         ]));
         let ctx = Context::new(config.name.clone())
-            .with_clock(clock)
+            .with_clock(clock.clone())
             .with_observer(observer);
         let within = |field: &str| format!("destinations.{}.{field}", config.name);
         Ok(Destination {
@@ -109,9 +178,34 @@ impl Destination {
                 .map_err(|e| e.within(&within("bulkhead")))?,
             timeout: Timeout::with_context(TimeoutConfig::new(config.timeout), ctx.clone())
                 .map_err(|e| e.within(&within("timeout")))?,
-            chaos: Chaos::with_context(config.chaos.clone(), environment, ctx)
+            chaos: Chaos::with_context(config.chaos.clone(), environment, ctx.clone())
                 .map_err(|e| e.within(&within("chaos")))?,
             health: Health::new(health),
+            telegram_limits: match telegram_limits {
+                None => None,
+                Some(limits) => Some(
+                    TelegramLimiters::new(&limits, &ctx)
+                        .map_err(|e| e.within(&format!("destinations.{}", config.name)))?,
+                ),
+            },
+            paused_until: Mutex::new(None),
+            clock,
         })
+    }
+
+    /// Pauses every attempt to this destination for `duration` from now (a pause already
+    /// reaching further is kept).
+    pub fn pause(&self, duration: Duration) {
+        let until = self.clock.now() + duration;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// When the current pause ends, if one is running.
+    pub fn paused_until(&self) -> Option<Instant> {
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        paused.filter(|&until| until > self.clock.now())
     }
 }

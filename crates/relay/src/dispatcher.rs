@@ -5,13 +5,18 @@
 //! ([`Store::wait_for_work`]) or the next message falls due ([`Store::next_due_at`]). Each
 //! claimed message runs in its own supervised task:
 //!
+//! 0. a paused destination (Telegram flood control): defer to the pause's end;
 //! 1. circuit breaker — open: [`Store::defer`] to when it may half-open, attempt not spent;
-//! 2. rate limit — refused: defer to `ready_at`;
+//! 2. rate limit — refused: defer to `ready_at`; a Telegram bot's limits per chat, per group
+//!    and per bot likewise;
 //! 3. bulkhead — full: defer by `dispatcher.defer_for`;
 //! 4. chaos, then the connector under the per-attempt timeout, with the lease extended every
 //!    third of its length while the attempt runs;
 //! 5. the outcome: `complete`, `reschedule` at the time [`Retry`] chooses (never before a
-//!    `Retry-After`), or `dead_letter` on a permanent error or when retries are exhausted.
+//!    `Retry-After`), or `dead_letter` on a permanent error or when retries are exhausted;
+//!    and the connector's [`Signal`], if any: pause the destination (the breaker records the
+//!    attempt as ignored), force its breaker open, or store a message whose chat moved with the
+//!    new chat id ([`Store::replace_payload`]) and retry it.
 //!
 //! A panic in a delivery task is caught, logged and counted; its message is rescheduled like
 //! a transient failure and the loop goes on. A panic in the claim loop restarts it.
@@ -22,7 +27,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ferrule_connectors::{Connector, Delivery, DeliveryResult};
+use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
+use ferrule_connectors::{Connector, Delivery, DeliveryResult, Signal};
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::retry::{Retry, RetryDecision};
 use ferrule_policy::{Clock, Outcome};
@@ -251,6 +257,12 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         report_store(&state, state.store.dead_letter(&lease, report).await);
         return;
     };
+    // 0. A paused destination (a Telegram bot under flood control).
+    if let Some(until) = dest.paused_until() {
+        let until = wall_time_of(clock.as_ref(), until);
+        defer(&state, &dest, &lease, until, "paused: not attempted").await;
+        return;
+    }
     // 1. Circuit breaker.
     let permit = match dest.breaker.try_acquire_owned() {
         Ok(permit) => permit,
@@ -282,6 +294,16 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         drop(permit);
         let until = wall_time_of(clock.as_ref(), limited.ready_at);
         defer(&state, &dest, &lease, until, "rate limited: not attempted").await;
+        return;
+    }
+    if let Some(limits) = &dest.telegram_limits
+        && let Some(chat) = chat_of(&message.payload)
+        && let Err((limited, which)) = limits.check(&chat)
+    {
+        drop(permit);
+        let until = wall_time_of(clock.as_ref(), limited.ready_at);
+        let reason = format!("rate limited: telegram {which}: not attempted");
+        defer(&state, &dest, &lease, until, &reason).await;
         return;
     }
     // 3. Bulkhead.
@@ -357,7 +379,22 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         }
         return;
     };
-    permit.record(result.outcome);
+    match &result.signal {
+        // Flood control is about the bot's pace, not its health: not a breaker failure.
+        Some(Signal::PauseDestination(pause)) => {
+            permit.record(Outcome::Ignored);
+            dest.pause(*pause);
+            tracing::warn!(destination = %dest.name, pause = ?pause, "the destination asked us to slow down; paused");
+        }
+        Some(Signal::Unauthorized) => {
+            permit.record(result.outcome);
+            dest.breaker.force_open();
+            tracing::error!(destination = %dest.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
+        }
+        // The chat moved; the bot is fine.
+        Some(Signal::MigrateChat { .. }) => permit.record(Outcome::Ignored),
+        _ => permit.record(result.outcome),
+    }
     metrics::histogram!("ferrule_attempt_duration_seconds", "destination" => dest.name.clone())
         .record(result.duration.as_secs_f64());
     metrics::counter!("ferrule_deliveries_total", "destination" => dest.name.clone(), "outcome" => result.outcome.as_str())
@@ -367,6 +404,10 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         .detail(result.detail.clone());
     if let Some(code) = result.code {
         report = report.code(code.to_string());
+    }
+    if let Some(Signal::MigrateChat { from, to }) = &result.signal {
+        migrate(&state, &dest, &lease, &message, from, *to, report).await;
+        return;
     }
     match result.outcome {
         Outcome::Success => {
@@ -382,6 +423,55 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
             }
             failed(&state, &dest, &lease, &message, outcome, report).await;
         }
+    }
+}
+
+/// A Telegram group became a supergroup: store the payload with the new chat id, then retry
+/// it like a transient failure. If the payload cannot be rewritten, dead-letter it naming the
+/// new chat id so it can be resubmitted.
+async fn migrate(
+    state: &AppState,
+    dest: &Destination,
+    lease: &Lease,
+    message: &Message,
+    from: &str,
+    to: i64,
+    report: AttemptReport,
+) {
+    let detail = report.detail.clone().unwrap_or_default();
+    let rewritten = serde_json::to_string(&message.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|json| rewrite_chat_id(&json, to).map_err(|e| e.to_string()))
+        .and_then(|json| serde_json::from_str(&json).map_err(|e| e.to_string()));
+    let payload = match rewritten {
+        Ok(payload) => payload,
+        Err(e) => {
+            Counters::bump(&state.counters.dead);
+            let report = report.detail(format!(
+                "chat {from} was upgraded to supergroup {to}, but the payload cannot be rewritten \
+                 ({e}); resubmit with \"chat_id\": {to}"
+            ));
+            report_store(state, state.store.dead_letter(lease, report).await);
+            return;
+        }
+    };
+    if let Err(e) = state.store.replace_payload(lease, payload).await {
+        report_store(state, Err(e));
+        return;
+    }
+    tracing::info!(message_id = %lease.id, destination = %dest.name, %from, %to, "telegram chat migrated; retrying in the supergroup");
+    let report = report.detail(format!(
+        "chat {from} moved to {to}; retrying there ({detail})"
+    ));
+    failed(state, dest, lease, message, Outcome::Transient, report).await;
+}
+
+/// The Telegram chat a stored payload names, if it names one.
+fn chat_of(payload: &serde_json::Value) -> Option<ChatId> {
+    match payload.get("chat_id")? {
+        serde_json::Value::Number(n) => n.as_i64().map(ChatId::Id),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
     }
 }
 
@@ -619,10 +709,7 @@ mod tests {
                 "jitter": "none",
                 "max_attempts": 5,
             })),
-            breaker: None,
-            rate_limit: None,
-            bulkhead: None,
-            chaos: None,
+            ..DestinationConfig::default()
         });
         let (state, _) = crate::server::build_state(config, ferrule_policy::clock::system())
             .await

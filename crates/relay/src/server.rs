@@ -252,6 +252,13 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                 since_purge += Duration::from_secs(1);
                 if since_purge >= Duration::from_secs(60) {
                     since_purge = Duration::ZERO;
+                    for limits in state
+                        .destinations
+                        .values()
+                        .filter_map(|d| d.telegram_limits.as_ref())
+                    {
+                        limits.retain_recent();
+                    }
                     match state
                         .store
                         .purge_delivered(state.config.store.retention)

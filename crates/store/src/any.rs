@@ -111,6 +111,10 @@ impl Store for AnyStore {
         dispatch!(self, s => s.dead_letter(lease, report).await)
     }
 
+    async fn replace_payload(&self, lease: &Lease, payload: serde_json::Value) -> Result<()> {
+        dispatch!(self, s => s.replace_payload(lease, payload).await)
+    }
+
     async fn release(&self, lease: &Lease) -> Result<()> {
         dispatch!(self, s => s.release(lease).await)
     }

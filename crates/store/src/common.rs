@@ -16,6 +16,21 @@ pub(crate) struct Encoded {
     pub(crate) headers: Option<String>,
 }
 
+/// Serialises a replacement payload; refuses one over `max_payload`.
+pub(crate) fn encode_payload(payload: &serde_json::Value, max_payload: usize) -> Result<String> {
+    let text = serde_json::to_string(payload).map_err(|e| StoreError::InvalidOption {
+        field: "payload",
+        reason: e.to_string(),
+    })?;
+    if text.len() > max_payload {
+        return Err(StoreError::PayloadTooLarge {
+            size: text.len(),
+            max: max_payload,
+        });
+    }
+    Ok(text)
+}
+
 /// Checks a message's fields and serialises its JSON; refuses a payload over `max_payload`.
 pub(crate) fn encode(message: &NewMessage, max_payload: usize) -> Result<Encoded> {
     check_key("destination", Some(&message.destination), false)?;

@@ -80,6 +80,17 @@ pub trait Store: Send + Sync + 'static {
         report: AttemptReport,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Replaces the payload of the message `lease` holds, fenced like [`complete`](Self::complete)
+    /// (`LeaseLost` when the lease is not current). The attempt stays open: end it as usual,
+    /// typically with [`reschedule`](Self::reschedule), and the next attempt uses the new
+    /// payload. For a destination that moved, e.g. a Telegram chat upgraded to a supergroup.
+    /// Refuses a payload over `max_payload_bytes` before any write.
+    fn replace_payload(
+        &self,
+        lease: &Lease,
+        payload: serde_json::Value,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Gives an unstarted claim back (shutdown): the message returns to `queued` or `retrying`,
     /// due now, and the attempt is not counted.
     fn release(&self, lease: &Lease) -> impl Future<Output = Result<()>> + Send;

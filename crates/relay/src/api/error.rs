@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header, if any.
     pub retry_after: Option<u64>,
+    /// The request field at fault, e.g. `payload.chat_id`, sent as `error.field`.
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -28,6 +30,24 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            field: None,
+        }
+    }
+
+    /// 422 `invalid_payload`: the destination's connector refused `payload.{field}`.
+    pub fn invalid_payload(field: &str, reason: &str) -> Self {
+        let field = if field.is_empty() || field == "payload" {
+            "payload".to_owned()
+        } else {
+            format!("payload.{field}")
+        };
+        ApiError {
+            field: Some(field.clone()),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_payload",
+                format!("`{field}`: {reason}"),
+            )
         }
     }
 
@@ -92,7 +112,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(field) = self.field {
+            body["error"]["field"] = field.into();
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::views::MessageView;
-use crate::state::{AppState, Counters};
+use crate::state::AppState;
 
 /// Longest idempotency or ordering key accepted.
 const MAX_KEY: usize = 512;
@@ -54,13 +54,13 @@ pub(crate) async fn submit(
             5,
         ));
     }
-    if !state.destinations.contains_key(&body.destination) {
+    let Some(dest) = state.destinations.get(&body.destination) else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_destination",
             format!("no destination named `{}` is configured", body.destination),
         ));
-    }
+    };
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -91,22 +91,51 @@ pub(crate) async fn submit(
             5,
         ));
     }
-    let mut message = NewMessage::new(body.destination, body.payload);
-    message.idempotency_key = idempotency_key;
-    message.ordering_key = body.ordering_key;
-    message.not_before = not_before;
-    let destination = message.destination.clone();
-    let enqueued = state.store.enqueue(message).await?;
-    let body = Json(json!({"id": enqueued.id().to_string(), "status": "queued"}));
-    Ok(match enqueued {
-        Enqueued::Created(_) => {
-            Counters::bump(&state.counters.submitted);
-            state.depths.submitted_since.fetch_add(1, Ordering::AcqRel);
-            metrics::counter!("ferrule_submitted_total", "destination" => destination).increment(1);
-            (StatusCode::ACCEPTED, body).into_response()
-        }
-        Enqueued::Duplicate(_) => (StatusCode::OK, body).into_response(),
-    })
+    let prepared = super::payload::prepare(dest, body.payload)?;
+    let ordering_key = body.ordering_key.or(prepared.ordering_key);
+    let destination = body.destination;
+    let parts = prepared.payloads.len();
+    let messages: Vec<NewMessage> = prepared
+        .payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            let mut message = NewMessage::new(destination.clone(), payload);
+            message.idempotency_key = idempotency_key
+                .as_deref()
+                .map(|key| super::payload::part_key(key, i + 1, parts));
+            message.ordering_key = ordering_key.clone();
+            message.not_before = not_before;
+            message
+        })
+        .collect();
+    let enqueued = match <[NewMessage; 1]>::try_from(messages) {
+        Ok([message]) => vec![state.store.enqueue(message).await?],
+        // The parts of a split text: one transaction, so they are stored together, in order.
+        Err(messages) => state.store.enqueue_batch(messages).await?,
+    };
+    let created = enqueued
+        .iter()
+        .filter(|e| matches!(e, Enqueued::Created(_)))
+        .count();
+    let mut body = json!({"id": enqueued[0].id().to_string(), "status": "queued"});
+    if parts > 1 {
+        body["parts"] = enqueued.iter().map(|e| e.id().to_string()).collect();
+    }
+    if created == 0 {
+        return Ok((StatusCode::OK, Json(body)).into_response());
+    }
+    state
+        .counters
+        .submitted
+        .fetch_add(created as u64, Ordering::Relaxed);
+    state
+        .depths
+        .submitted_since
+        .fetch_add(created as u64, Ordering::AcqRel);
+    metrics::counter!("ferrule_submitted_total", "destination" => destination)
+        .increment(created as u64);
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 fn parse_id(text: &str) -> Result<MessageId, ApiError> {

@@ -6,6 +6,7 @@ mod extract;
 mod health;
 mod messages;
 pub mod openapi;
+mod payload;
 mod views;
 
 use axum::Router;

@@ -38,11 +38,14 @@ pub fn document() -> Value {
             "400": error_response("malformed JSON or invalid field"),
             "401": unauthorized,
             "413": error_response("body over the limit"),
-            "422": error_response("unknown destination"),
+            "422": error_response("unknown destination, or a payload the destination's connector refuses (`invalid_payload`, with `error.field` naming it, e.g. `payload.chat_id`); a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
             "503": error_response("queue full (with Retry-After) or shutting down"),
         }),
     );
-    submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 512}}]);
+    submit["description"] = json!(
+        "Telegram and SMTP payloads are checked by the destination's connector before they are stored. A Telegram text over 4096 characters (a caption over 1024) is split, unless the destination refuses long texts, into ordered parts stored together in one transaction with the chat as ordering key: `id` is the first part and `parts` lists every part's id in delivery order. A Telegram message without an `ordering_key` is ordered by its chat."
+    );
+    submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "description": "unique per destination within the idempotency window; the parts of a split text get `KEY#1`, `KEY#2`, … so a repeated submission finds every part", "schema": {"type": "string", "maxLength": 512}}]);
     submit["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}});
     let mut list = op(
         "List messages, newest first",
@@ -104,10 +107,10 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "description": "the request field at fault, when one is"}}}}},
                 "SubmitRequest": {"type": "object", "required": ["destination", "payload"], "additionalProperties": false, "properties": {
                     "destination": {"type": "string"}, "payload": {}, "ordering_key": {"type": "string"}, "deliver_after": {"type": "string", "format": "date-time"}}},
-                "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}}},
+                "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "parts": {"type": "array", "items": {"type": "string"}, "description": "every part's id, in delivery order, when a long Telegram text was split"}}},
                 "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "status": {"type": "string"}, "attempt": {"type": "integer"}, "outcome": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}, "duration_ms": {"type": ["integer", "null"]}, "detail": {"type": ["string", "null"]}}},
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "destination": {"type": "string"},

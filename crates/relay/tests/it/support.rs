@@ -60,11 +60,7 @@ pub(crate) fn webhook(name: &str, url: &str) -> DestinationConfig {
         allow_private: true,
         timeout: Some(Duration::from_secs(2)),
         headers: Default::default(),
-        retry: None,
-        breaker: None,
-        rate_limit: None,
-        bulkhead: None,
-        chaos: None,
+        ..DestinationConfig::default()
     }
 }
 

@@ -26,7 +26,7 @@ use self::error::map;
 pub use self::options::PgOptions;
 use self::row::message_columns;
 use self::writer::{FinishRow, NewRow, Writer, WriterConfig};
-use crate::common::{check_count, check_key, check_meta_key, encode};
+use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::options::{DeadLetterPolicy, StoreOptions};
 use crate::store::Store;
@@ -550,6 +550,29 @@ impl Store for PgStore {
 
     async fn dead_letter(&self, lease: &Lease, report: AttemptReport) -> Result<()> {
         self.finish(lease, "dead", None, Some(report), true).await
+    }
+
+    async fn replace_payload(&self, lease: &Lease, payload: serde_json::Value) -> Result<()> {
+        let text = common::encode_payload(&payload, self.inner.options.max_payload_bytes)?;
+        // Not through the group-commit writer: it is rare, and the caller awaits it before
+        // ending the attempt there, so the two cannot be reordered.
+        let changed = sqlx::query(
+            "UPDATE messages SET payload = $1::jsonb, updated_at = $2
+             WHERE id = $3 AND status = 'delivering' AND lease_owner = $4 AND lease_token = $5",
+        )
+        .bind(text)
+        .bind(self.now())
+        .bind(lease.id.to_string())
+        .bind(&lease.owner)
+        .bind(&lease.token)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(self.err("replacing a payload"))?
+        .rows_affected();
+        if changed == 0 {
+            return Err(self.fencing_error(lease).await);
+        }
+        Ok(())
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

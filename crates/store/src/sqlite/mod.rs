@@ -320,6 +320,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn replace_payload(&self, lease: &Lease, payload: serde_json::Value) -> Result<()> {
+        let text = common::encode_payload(&payload, self.inner.options.store.max_payload_bytes)?;
+        let lease = lease.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::replace_payload(conn, env, &lease, &text))
+            .await
+    }
+
     async fn release(&self, lease: &Lease) -> Result<()> {
         let lease = lease.clone();
         self.inner

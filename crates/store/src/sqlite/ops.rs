@@ -327,6 +327,34 @@ pub(crate) fn finish(
     Ok(())
 }
 
+/// Replaces the payload of the message `lease` holds; the attempt stays open.
+pub(crate) fn replace_payload(
+    conn: &Connection,
+    env: &Env,
+    lease: &Lease,
+    payload: &str,
+) -> Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE messages SET payload = ?1, updated_at = ?2
+             WHERE id = ?3 AND status = 'delivering' AND lease_owner = ?4 AND lease_token = ?5",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                payload,
+                env.now(),
+                lease.id.to_string(),
+                lease.owner,
+                lease.token
+            ])
+        })
+        .ctx("replacing a payload")?;
+    if changed == 0 {
+        return Err(fence_error(conn, lease));
+    }
+    Ok(())
+}
+
 /// Gives a claim back without counting the attempt, due now.
 pub(crate) fn release(conn: &Connection, env: &Env, lease: &Lease) -> Result<()> {
     let detail = format!("released by {}", lease.owner);

@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             claimed_message_is_not_claimed_twice_while_leased,
             expired_lease_is_reclaimed_exactly_once,
             late_worker_is_fenced_after_reclaim,
+            replace_payload_is_fenced_and_used_by_the_next_attempt,
             complete_reschedule_and_dead_letter_record_events,
             extend_lease_keeps_the_claim,
             release_returns_message_without_counting_attempt,
@@ -345,6 +346,66 @@ pub(crate) async fn expired_lease_is_reclaimed_exactly_once<B: Backend>() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].message.id, id);
     assert_eq!(got[0].message.attempts, 2);
+}
+
+pub(crate) async fn replace_payload_is_fenced_and_used_by_the_next_attempt<B: Backend>() {
+    let f = fixture::<B>().await;
+    f.store
+        .enqueue(NewMessage::new(
+            "d",
+            json!({"chat_id": -4567, "text": "hi"}),
+        ))
+        .await
+        .unwrap();
+    let a = f.store.claim_due("a", 1, LEASE).await.unwrap().remove(0);
+    let moved = json!({"chat_id": -1_001_234_567_890_123_i64, "text": "hi"});
+    f.store
+        .replace_payload(&a.lease, moved.clone())
+        .await
+        .unwrap();
+    let now = f.clock.system_now();
+    f.store
+        .reschedule(&a.lease, now, AttemptReport::new(OutcomeClass::Transient))
+        .await
+        .unwrap();
+    let b = f.store.claim_due("b", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(b.message.payload, moved);
+    assert_eq!(b.message.attempts, 2);
+    // The spent lease, and a lease that expired and was reclaimed, are fenced.
+    let err = f
+        .store
+        .replace_payload(&a.lease, json!({"stale": true}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    let c = f.store.claim_due("c", 1, LEASE).await.unwrap().remove(0);
+    let err = f
+        .store
+        .replace_payload(&b.lease, json!({"stale": true}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
+    assert_eq!(
+        c.message.payload, moved,
+        "a fenced replacement writes nothing"
+    );
+    // Too large is refused before any write.
+    let big = json!({"text": "x".repeat(2 * 1024 * 1024)});
+    let err = f.store.replace_payload(&c.lease, big).await.unwrap_err();
+    assert!(matches!(err, StoreError::PayloadTooLarge { .. }), "{err}");
+    let m = f.store.get(c.message.id).await.unwrap().unwrap().message;
+    assert_eq!(m.payload, moved);
+    let missing = ferrule_store::Lease {
+        id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse::<MessageId>().unwrap(),
+        ..c.lease.clone()
+    };
+    let err = f
+        .store
+        .replace_payload(&missing, json!(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
 pub(crate) async fn late_worker_is_fenced_after_reclaim<B: Backend>() {

@@ -1,0 +1,69 @@
+//! Submit-time payload checks: what a destination's connector would refuse is answered with 422
+//! before anything is stored, and long Telegram texts become ordered parts.
+
+use ferrule_connectors::AnyConnector;
+use ferrule_connectors::smtp;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::destination::Destination;
+
+/// A submitted payload after its destination's checks: the payloads to enqueue, in order.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// One payload, or the parts of a split Telegram text in delivery order.
+    pub(crate) payloads: Vec<Value>,
+    /// The ordering key the destination implies (a Telegram chat), used when the client gave
+    /// none.
+    pub(crate) ordering_key: Option<String>,
+}
+
+/// Checks `payload` with `dest`'s connector: Telegram and SMTP payloads are validated (422
+/// naming the field); a Telegram text over the limit is split per the destination's
+/// `long_texts`, and the chat becomes the ordering key. Webhook payloads pass unchanged.
+pub(crate) fn prepare(dest: &Destination, payload: Value) -> Result<Prepared, ApiError> {
+    match &dest.connector {
+        AnyConnector::Telegram(telegram) => {
+            let validated = telegram
+                .validate_payload(&payload.to_string())
+                .map_err(|e| ApiError::invalid_payload(e.field(), e.reason()))?;
+            let ordering_key = Some(validated.ordering_key());
+            let payloads = if validated.is_split() {
+                validated
+                    .payloads()
+                    .iter()
+                    .map(|part| serde_json::from_str(part))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ApiError::internal("a split part is not JSON", &e))?
+            } else {
+                vec![payload]
+            };
+            Ok(Prepared {
+                payloads,
+                ordering_key,
+            })
+        }
+        AnyConnector::Smtp(_) => {
+            smtp::validate_payload(&payload.to_string())
+                .map_err(|e| ApiError::invalid_payload(e.field(), e.reason()))?;
+            Ok(Prepared {
+                payloads: vec![payload],
+                ordering_key: None,
+            })
+        }
+        _ => Ok(Prepared {
+            payloads: vec![payload],
+            ordering_key: None,
+        }),
+    }
+}
+
+/// The idempotency key of part `n` (from 1) of a split payload: `key#n`; a single payload
+/// keeps the key as given.
+pub(crate) fn part_key(key: &str, n: usize, parts: usize) -> String {
+    if parts == 1 {
+        key.to_owned()
+    } else {
+        format!("{key}#{n}")
+    }
+}

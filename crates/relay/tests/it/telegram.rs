@@ -1,0 +1,413 @@
+//! Telegram destinations end to end: the real relay and router, a fake Bot API on 127.0.0.1.
+//! Submit-time validation (422 naming the field), splitting long texts into ordered parts,
+//! flood control pausing the bot without a breaker failure, 401 forcing the breaker open, chat
+//! migration, and the durable per-chat, per-group and per-bot limits.
+
+use std::time::{Duration, SystemTime};
+
+use ferrule::config::{DestinationConfig, DestinationKind, Secret};
+use ferrule_policy::ManualClock;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::fake_bot_api::{BOT_TOKEN, BotReply, FakeBotApi};
+use crate::support::{TestRelay, start, start_clock};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A Telegram destination `name` on the fake at `api_base`, retrying after 1 s without jitter.
+fn telegram(name: &str, api_base: &str) -> DestinationConfig {
+    DestinationConfig {
+        name: name.into(),
+        kind: DestinationKind::Telegram,
+        bot_token: Some(Secret::new(BOT_TOKEN)),
+        api_base: Some(api_base.into()),
+        timeout: Some(Duration::from_secs(2)),
+        retry: Some(json!({
+            "backoff": {"kind": "fixed", "delay": "1s"},
+            "jitter": "none",
+            "max_attempts": 5,
+        })),
+        ..DestinationConfig::default()
+    }
+}
+
+async fn submit_raw(relay: &TestRelay, body: Value, key: Option<&str>) -> (StatusCode, Value) {
+    let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+    relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(body),
+            Some(crate::support::TOKEN),
+            &headers,
+        )
+        .await
+}
+
+/// Whether any event of `message` has a detail starting with `prefix`.
+fn has_event(message: &Value, prefix: &str) -> bool {
+    message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["detail"].as_str().unwrap_or("").starts_with(prefix))
+}
+
+async fn breaker_state(relay: &TestRelay) -> Value {
+    let (_, breakers) = relay.call(Method::GET, "/v1/breakers", None).await;
+    breakers["breakers"][0]["breaker"].clone()
+}
+
+#[tokio::test]
+async fn a_telegram_message_is_delivered_to_the_bot_api() {
+    let api = FakeBotApi::start().await;
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let id = relay
+        .submit(
+            "chat",
+            json!({"chat_id": 42, "text": "*hi*", "parse_mode": "MarkdownV2"}),
+        )
+        .await;
+    let requests = api.wait_for_requests(1, WAIT).await;
+    relay.wait_for_status(&id, "delivered", WAIT).await;
+    assert_eq!(requests[0].method, "sendMessage");
+    assert_eq!(requests[0].params["chat_id"], 42);
+    assert_eq!(requests[0].params["text"], "*hi*");
+    assert_eq!(requests[0].params["parse_mode"], "MarkdownV2");
+    let message = relay.message(&id).await;
+    assert_eq!(
+        message["ordering_key"], "42",
+        "the chat orders its messages"
+    );
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_blocked_chat_dead_letters_without_touching_the_breaker() {
+    let api = FakeBotApi::start().await;
+    api.script("9", [BotReply::Blocked]);
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let id = relay
+        .submit("chat", json!({"chat_id": 9, "text": "a"}))
+        .await;
+    let message = relay.wait_for_status(&id, "dead", WAIT).await;
+    assert!(
+        message["last_error"].as_str().unwrap().contains("blocked"),
+        "{message:#}"
+    );
+    assert_eq!(breaker_state(&relay).await["state"], "closed");
+    let other = relay
+        .submit("chat", json!({"chat_id": 10, "text": "b"}))
+        .await;
+    relay.wait_for_status(&other, "delivered", WAIT).await;
+}
+
+#[tokio::test]
+async fn invalid_telegram_and_smtp_payloads_are_refused_with_422_naming_the_field() {
+    let api = FakeBotApi::start().await;
+    let base = api.base.clone();
+    let relay = start(|c| {
+        c.destinations.push(telegram("chat", &base));
+        let mut strict = telegram("strict", &base);
+        strict.long_texts = Some(ferrule_connectors::telegram::LongTexts::Refuse);
+        c.destinations.push(strict);
+        c.destinations.push(crate::smtp::smtp("mail", 9));
+    })
+    .await;
+    let long = "x".repeat(5000);
+    for (destination, payload, field) in [
+        ("chat", json!({"text": "no chat"}), "payload.chat_id"),
+        ("chat", json!({"chat_id": 1, "text": ""}), "payload.text"),
+        (
+            "chat",
+            json!({"chat_id": 1, "text": "hi", "colour": "red"}),
+            "payload.colour",
+        ),
+        (
+            "strict",
+            json!({"chat_id": 1, "text": long}),
+            "payload.text",
+        ),
+        ("mail", json!({"subject": "s", "text": "t"}), "payload.to"),
+        (
+            "mail",
+            json!({"to": ["not an address"], "subject": "s", "text": "t"}),
+            "payload.to",
+        ),
+    ] {
+        let (status, body) = submit_raw(
+            &relay,
+            json!({"destination": destination, "payload": payload}),
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{payload}: {body}"
+        );
+        assert_eq!(body["error"]["code"], "invalid_payload", "{body}");
+        let named = body["error"]["field"].as_str().unwrap();
+        assert!(named.starts_with(field), "{payload}: {body}");
+    }
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(
+        page["messages"].as_array().unwrap().len(),
+        0,
+        "nothing stored"
+    );
+    assert!(api.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_long_text_is_split_into_ordered_parts_with_keyed_idempotency() {
+    let api = FakeBotApi::start().await;
+    let base = api.base.clone();
+    let relay = start(|c| {
+        let mut d = telegram("chat", &base);
+        // The default 1 msg/s per chat would make the parts take seconds.
+        d.limits = Some(json!({"per_chat": {"limit": 100}}));
+        c.destinations.push(d);
+    })
+    .await;
+    let paragraphs: Vec<String> = (0..9).map(|n| format!("{n}{}", "é".repeat(999))).collect();
+    let text = paragraphs.join("\n\n");
+    let body = json!({"destination": "chat", "payload": {"chat_id": -100555, "text": text}});
+    let (status, first) = submit_raw(&relay, body.clone(), Some("order-7")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let parts: Vec<String> = first["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert!(parts.len() >= 3, "{first}");
+    assert_eq!(first["id"], parts[0].as_str());
+    let (status, again) = submit_raw(&relay, body, Some("order-7")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a repeated key stores nothing: {again}"
+    );
+    assert_eq!(again["parts"], first["parts"]);
+    for (n, id) in parts.iter().enumerate() {
+        let message = relay.wait_for_status(id, "delivered", WAIT).await;
+        assert_eq!(message["idempotency_key"], format!("order-7#{}", n + 1));
+        assert_eq!(message["ordering_key"], "-100555");
+    }
+    let requests = api.requests();
+    assert_eq!(requests.len(), parts.len());
+    let sent: Vec<&str> = requests
+        .iter()
+        .map(|r| r.params["text"].as_str().unwrap())
+        .collect();
+    for part in &sent {
+        assert!(part.chars().count() <= 4096);
+    }
+    // In order: the parts put back together hold every paragraph, first to last.
+    let joined = sent.join("\n\n");
+    let mut at = 0;
+    for p in &paragraphs {
+        let found = joined[at..]
+            .find(p.as_str())
+            .expect("every paragraph, in order");
+        at += found + p.len();
+    }
+}
+
+#[tokio::test]
+async fn flood_control_pauses_the_bot_without_a_breaker_failure() {
+    let api = FakeBotApi::start().await;
+    api.script("1", [BotReply::TooManyRequests(5)]);
+    let clock = ManualClock::with_system_time(SystemTime::now());
+    let base = api.base.clone();
+    let relay = start_clock(clock.shared(), |c| {
+        let mut d = telegram("chat", &base);
+        // One counted failure would open this breaker.
+        d.breaker = Some(json!({
+            "window": {"count": 2}, "min_calls": 1, "failure_rate": 0.5, "open_for": "60s",
+        }));
+        c.destinations.push(d);
+    })
+    .await;
+    let first = relay
+        .submit("chat", json!({"chat_id": 1, "text": "a"}))
+        .await;
+    relay.wait_for_status(&first, "retrying", WAIT).await;
+    let breaker = breaker_state(&relay).await;
+    assert_eq!(breaker["state"], "closed", "{breaker}");
+    assert_eq!(breaker["failed_calls"], 0, "{breaker}");
+    // Another chat of the same bot waits for the pause too, without spending an attempt.
+    let second = relay
+        .submit("chat", json!({"chat_id": 2, "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = relay.message(&second).await;
+        if has_event(&message, "paused") {
+            assert_eq!(message["attempts"], 0, "{message:#}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{message:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.requests().len(), 1, "nothing sent during the pause");
+    clock.advance(Duration::from_secs(5));
+    relay.wait_for_status(&second, "delivered", WAIT).await;
+    relay.wait_for_status(&first, "delivered", WAIT).await;
+    assert_eq!(api.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn unauthorized_forces_the_breaker_open_and_dead_letters() {
+    let api = FakeBotApi::start().await;
+    api.script("7", [BotReply::Unauthorized]);
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let id = relay
+        .submit("chat", json!({"chat_id": 7, "text": "a"}))
+        .await;
+    let message = relay.wait_for_status(&id, "dead", WAIT).await;
+    assert!(
+        message["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Unauthorized"),
+        "{message:#}"
+    );
+    assert_eq!(breaker_state(&relay).await["state"], "forced_open");
+    let next = relay
+        .submit("chat", json!({"chat_id": 8, "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = relay.message(&next).await;
+        if has_event(&message, "circuit forced_open") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{message:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.requests().len(), 1, "nothing sent while forced open");
+}
+
+#[tokio::test]
+async fn a_migrated_chat_is_retried_in_the_supergroup() {
+    let api = FakeBotApi::start().await;
+    let supergroup = -1_001_234_567_890_123_i64;
+    api.script("-4567", [BotReply::Migrated(supergroup)]);
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let id = relay
+        .submit("chat", json!({"chat_id": -4567, "text": "a"}))
+        .await;
+    let message = relay.wait_for_status(&id, "delivered", WAIT).await;
+    assert_eq!(
+        message["payload"]["chat_id"], supergroup,
+        "stored: {message:#}"
+    );
+    assert_eq!(message["payload"]["text"], "a");
+    assert!(has_event(&message, "chat -4567 moved to"), "{message:#}");
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].params["chat_id"], -4567);
+    assert_eq!(requests[1].params["chat_id"], supergroup);
+}
+
+/// Two sends that one of the bot's limits must space out: the second is deferred (not slept
+/// on) to when the limit admits it, then delivered.
+async fn second_send_is_deferred(limits: Value, chats: [i64; 2], reason: &str) {
+    let api = FakeBotApi::start().await;
+    let clock = ManualClock::with_system_time(SystemTime::now());
+    let base = api.base.clone();
+    let relay = start_clock(clock.shared(), |c| {
+        let mut d = telegram("chat", &base);
+        d.limits = Some(limits);
+        c.destinations.push(d);
+    })
+    .await;
+    let first = relay
+        .submit("chat", json!({"chat_id": chats[0], "text": "a"}))
+        .await;
+    relay.wait_for_status(&first, "delivered", WAIT).await;
+    let second = relay
+        .submit("chat", json!({"chat_id": chats[1], "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = relay.message(&second).await;
+        if has_event(&message, reason) {
+            assert_eq!(message["attempts"], 0, "{message:#}");
+            assert_eq!(message["status"], "queued", "{message:#}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{reason}: {message:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.requests().len(), 1, "{reason}: the second send waits");
+    clock.advance(Duration::from_secs(61));
+    relay.wait_for_status(&second, "delivered", WAIT).await;
+    assert_eq!(api.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn the_per_chat_limit_defers_a_second_send_to_the_same_chat() {
+    second_send_is_deferred(json!({}), [42, 42], "rate limited: telegram per chat").await;
+}
+
+#[tokio::test]
+async fn the_per_group_limit_defers_a_second_send_to_the_same_group() {
+    second_send_is_deferred(
+        json!({"per_chat": {"limit": 100}, "per_group": {"limit": 1, "per": "60s"}}),
+        [-100777, -100777],
+        "rate limited: telegram per group",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_per_bot_limit_defers_a_send_to_another_chat() {
+    second_send_is_deferred(
+        json!({"per_bot": {"limit": 1, "per": "1s"}}),
+        [1, 2],
+        "rate limited: telegram per bot",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_default_limits_keep_a_burst_to_one_chat_under_flood_control() {
+    let api = FakeBotApi::start().await;
+    // The fake answers 429 to a chat sent to twice within 900 ms (Telegram's ~1 msg/s).
+    api.enforce_spacing(Duration::from_millis(900));
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            relay
+                .submit("chat", json!({"chat_id": 5, "text": n.to_string()}))
+                .await,
+        );
+    }
+    for id in &ids {
+        relay.wait_for_status(id, "delivered", WAIT).await;
+    }
+    let requests = api.requests();
+    assert_eq!(requests.len(), 3, "no 429, no retry");
+    let texts: Vec<&str> = requests
+        .iter()
+        .map(|r| r.params["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["0", "1", "2"], "in submission order");
+    for pair in requests.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(900), "{gap:?}");
+    }
+}
