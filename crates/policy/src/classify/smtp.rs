@@ -224,7 +224,8 @@ fn strip_enhanced<'a>(text: &'a str, first: bool, enhanced: &mut Option<Enhanced
 
 impl fmt::Display for SmtpReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code)?;
+        // Three digits always, so a code like 052 prints as a reply that parses again.
+        write!(f, "{:03}", self.code)?;
         if let Some(enhanced) = self.enhanced {
             write!(f, " {enhanced}")?;
         }
@@ -353,6 +354,14 @@ mod tests {
             let err = SmtpReply::parse(input).unwrap_err();
             assert_eq!(err.line, line, "{input:?}: {err}");
         }
+    }
+
+    /// Found by the `smtp_reply` fuzz target: `052 x` printed as `52 x`, which is not a reply.
+    #[test]
+    fn display_keeps_three_digits() {
+        let reply = SmtpReply::parse("052 4.2.4 x").unwrap();
+        assert_eq!(reply.to_string(), "052 4.2.4 x");
+        assert_eq!(SmtpReply::parse(&reply.to_string()), Ok(reply));
     }
 
     #[test]
