@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+
+use crate::support::Recorded;
 
 /// The token the fake accepts.
 pub(crate) const BOT_TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
@@ -44,11 +45,10 @@ pub(crate) struct BotRequest {
 #[derive(Debug, Default)]
 struct Inner {
     scripts: Mutex<HashMap<String, VecDeque<BotReply>>>,
-    requests: Mutex<Vec<BotRequest>>,
+    requests: Recorded<BotRequest>,
     /// Last successful send per chat, when spacing is enforced.
     last_send: Mutex<HashMap<String, Instant>>,
     min_spacing: Mutex<Option<Duration>>,
-    notify: Notify,
 }
 
 /// A running fake Bot API.
@@ -92,24 +92,15 @@ impl FakeBotApi {
 
     /// Everything received so far.
     pub(crate) fn requests(&self) -> Vec<BotRequest> {
-        self.inner.requests.lock().unwrap().clone()
+        self.inner.requests.all()
     }
 
     /// Waits (at most `limit`) until at least `n` requests arrived.
     pub(crate) async fn wait_for_requests(&self, n: usize, limit: Duration) -> Vec<BotRequest> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.inner.notify.notified();
-            let requests = self.requests();
-            if requests.len() >= n {
-                return requests;
-            }
-            assert!(
-                tokio::time::timeout_at(deadline, notified).await.is_ok(),
-                "expected {n} Bot API requests, got {}",
-                requests.len()
-            );
-        }
+        self.inner
+            .requests
+            .wait_for(n, limit, "Bot API requests")
+            .await
     }
 }
 
@@ -212,12 +203,11 @@ async fn serve(mut stream: TcpStream, inner: Arc<Inner>) {
             .and_then(|p| p.split_once('/'))
             .unwrap_or(("", ""));
         let (status, body) = answer(&inner, token, &params);
-        inner.requests.lock().unwrap().push(BotRequest {
+        inner.requests.push(BotRequest {
             method: method.to_owned(),
             params,
             at: Instant::now(),
         });
-        inner.notify.notify_waiters();
         let body = body.to_string();
         let response = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n{body}",

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+
+use crate::support::Recorded;
 
 /// How the receiver answers one request.
 #[derive(Debug, Clone)]
@@ -46,8 +47,7 @@ impl Hit {
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
     otherwise: Mutex<Option<Reply>>,
-    hits: Mutex<Vec<Hit>>,
-    notify: Notify,
+    hits: Recorded<Hit>,
 }
 
 /// A running receiver.
@@ -85,24 +85,12 @@ impl Receiver {
 
     /// Everything received so far.
     pub(crate) fn hits(&self) -> Vec<Hit> {
-        self.inner.hits.lock().unwrap().clone()
+        self.inner.hits.all()
     }
 
     /// Waits (at most `limit`) until at least `n` requests arrived.
     pub(crate) async fn wait_for_hits(&self, n: usize, limit: Duration) -> Vec<Hit> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.inner.notify.notified();
-            let hits = self.hits();
-            if hits.len() >= n {
-                return hits;
-            }
-            assert!(
-                tokio::time::timeout_at(deadline, notified).await.is_ok(),
-                "expected {n} requests, got {}",
-                hits.len()
-            );
-        }
+        self.inner.hits.wait_for(n, limit, "requests").await
     }
 }
 
@@ -156,12 +144,11 @@ async fn serve(mut stream: TcpStream, inner: Arc<Inner>) {
         }
         let body = buf[head_end..head_end + length].to_vec();
         buf.drain(..head_end + length);
-        inner.hits.lock().unwrap().push(Hit {
+        inner.hits.push(Hit {
             headers,
             body,
             at: Instant::now(),
         });
-        inner.notify.notify_waiters();
         let (status, extra) = match next_reply(&inner) {
             Reply::Status(s) => (s, String::new()),
             Reply::RetryAfter(s, after) => (s, format!("retry-after: {after}\r\n")),

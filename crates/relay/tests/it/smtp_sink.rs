@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+
+use crate::support::Recorded;
 
 /// One message the sink accepted.
 #[derive(Debug, Clone)]
@@ -48,9 +49,8 @@ impl Mail {
 
 #[derive(Debug, Default)]
 struct Inner {
-    mails: Mutex<Vec<Mail>>,
+    mails: Recorded<Mail>,
     rcpt_replies: Mutex<HashMap<String, String>>,
-    notify: Notify,
 }
 
 /// A running sink.
@@ -87,24 +87,12 @@ impl SmtpSink {
 
     /// Every accepted message so far.
     pub(crate) fn mails(&self) -> Vec<Mail> {
-        self.inner.mails.lock().unwrap().clone()
+        self.inner.mails.all()
     }
 
     /// Waits (at most `limit`) until `n` messages were accepted.
     pub(crate) async fn wait_for_mails(&self, n: usize, limit: Duration) -> Vec<Mail> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.inner.notify.notified();
-            let mails = self.mails();
-            if mails.len() >= n {
-                return mails;
-            }
-            assert!(
-                tokio::time::timeout_at(deadline, notified).await.is_ok(),
-                "expected {n} mails, got {}",
-                mails.len()
-            );
-        }
+        self.inner.mails.wait_for(n, limit, "mails").await
     }
 }
 
@@ -169,12 +157,11 @@ async fn session(stream: TcpStream, inner: Arc<Inner>) -> std::io::Result<()> {
                     }
                     data.push_str(line.strip_prefix('.').unwrap_or(&line));
                 }
-                inner.mails.lock().unwrap().push(Mail {
+                inner.mails.push(Mail {
                     from: from.clone(),
                     to: std::mem::take(&mut to),
                     data,
                 });
-                inner.notify.notify_waiters();
                 "250 2.0.0 queued".to_owned()
             }
             "QUIT" => {

@@ -254,3 +254,50 @@ impl TestRelay {
         }
     }
 }
+
+/// What a test server received, in order, with a way to wait for more.
+#[derive(Debug)]
+pub(crate) struct Recorded<T> {
+    items: std::sync::Mutex<Vec<T>>,
+    notify: tokio::sync::Notify,
+}
+
+impl<T> Default for Recorded<T> {
+    fn default() -> Self {
+        Recorded {
+            items: std::sync::Mutex::new(Vec::new()),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl<T: Clone> Recorded<T> {
+    /// Records `item` and wakes every waiter.
+    pub(crate) fn push(&self, item: T) {
+        self.items.lock().unwrap().push(item);
+        self.notify.notify_waiters();
+    }
+
+    /// Everything recorded so far.
+    pub(crate) fn all(&self) -> Vec<T> {
+        self.items.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `limit`) until at least `n` items were recorded; `what` names them in
+    /// the failure message.
+    pub(crate) async fn wait_for(&self, n: usize, limit: Duration, what: &str) -> Vec<T> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.notify.notified();
+            let items = self.all();
+            if items.len() >= n {
+                return items;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "expected {n} {what}, got {}",
+                items.len()
+            );
+        }
+    }
+}
