@@ -9,8 +9,8 @@ use crate::postgres::PgStore;
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 use crate::types::{
-    AttemptReport, Claimed, Cursor, Enqueued, Filter, Lease, MessageDetail, MessageId, NewMessage,
-    Page, ReplayReport, ReplayTarget, Stats,
+    AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
+    MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats,
 };
 
 /// One of the store backends, itself a [`Store`].
@@ -155,6 +155,10 @@ impl Store for AnyStore {
         dispatch!(self, s => s.purge_delivered(older_than).await)
     }
 
+    async fn depths(&self) -> Result<Depths> {
+        dispatch!(self, s => s.depths().await)
+    }
+
     async fn stats(&self, window: Duration) -> Result<Stats> {
         dispatch!(self, s => s.stats(window).await)
     }
@@ -165,6 +169,23 @@ impl Store for AnyStore {
 
     async fn wait_for_work(&self) {
         dispatch!(self, s => s.wait_for_work().await)
+    }
+
+    async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
+        dispatch!(self, s => s.record_inbound(event).await)
+    }
+
+    async fn list_inbound(
+        &self,
+        source: Option<&str>,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<InboundPage> {
+        dispatch!(self, s => s.list_inbound(source, cursor, limit).await)
+    }
+
+    async fn purge_inbound(&self, older_than: Duration) -> Result<u64> {
+        dispatch!(self, s => s.purge_inbound(older_than).await)
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

@@ -1,7 +1,7 @@
 //! Backend-independent checks and encodings shared by the SQLite and PostgreSQL backends.
 
 use crate::error::{Result, StoreError};
-use crate::types::NewMessage;
+use crate::types::{NewInbound, NewMessage};
 
 /// Longest destination, idempotency key, ordering key or lease owner accepted.
 pub(crate) const MAX_KEY_BYTES: usize = 512;
@@ -57,6 +57,36 @@ pub(crate) fn encode(message: &NewMessage, max_payload: usize) -> Result<Encoded
         ),
     };
     Ok(Encoded { payload, headers })
+}
+
+/// A [`NewInbound`] checked and serialised, with its forward message, ready to bind.
+#[derive(Debug)]
+pub(crate) struct EncodedInbound {
+    pub(crate) source: String,
+    pub(crate) external_id: String,
+    pub(crate) payload: String,
+    pub(crate) forward: Option<(NewMessage, Encoded)>,
+}
+
+/// Checks an inbound event's keys and serialises it and its forward; refuses a payload over
+/// `max_payload`.
+pub(crate) fn encode_inbound(event: NewInbound, max_payload: usize) -> Result<EncodedInbound> {
+    check_key("source", Some(&event.source), false)?;
+    check_key("external_id", Some(&event.external_id), false)?;
+    let payload = encode_payload(&event.payload, max_payload)?;
+    let forward = match event.forward {
+        None => None,
+        Some(message) => {
+            let encoded = encode(&message, max_payload)?;
+            Some((message, encoded))
+        }
+    };
+    Ok(EncodedInbound {
+        source: event.source,
+        external_id: event.external_id,
+        payload,
+        forward,
+    })
 }
 
 /// Refuses an empty (unless optional and absent) or overlong key.

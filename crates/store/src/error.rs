@@ -123,6 +123,19 @@ pub enum StoreError {
         action: &'static str,
     },
 
+    /// The database's storage is full (SQLite `SQLITE_FULL`, an `ENOSPC` I/O error,
+    /// PostgreSQL `53100 disk_full`): the operation wrote nothing. Retrying can succeed once
+    /// space is freed, so this is transient, but it is an overload a caller should back off
+    /// from rather than retry at once.
+    #[error("store storage is full while {context}")]
+    StorageFull {
+        /// What the store was doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The store has been closed (its writer stopped).
     #[error("store is closed")]
     Closed,
@@ -159,6 +172,8 @@ pub enum ErrorKind {
     Unavailable,
     /// A payload is over the limit.
     PayloadTooLarge,
+    /// The database's storage is full.
+    StorageFull,
     /// No such message.
     NotFound,
     /// The caller's lease was lost (fencing).
@@ -182,6 +197,7 @@ impl StoreError {
             StoreError::Corrupt { .. } => ErrorKind::Corrupt,
             StoreError::Unreachable { .. } => ErrorKind::Unavailable,
             StoreError::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            StoreError::StorageFull { .. } => ErrorKind::StorageFull,
             StoreError::NotFound { .. } => ErrorKind::NotFound,
             StoreError::LeaseLost { .. } => ErrorKind::LeaseLost,
             StoreError::InvalidTransition { .. } => ErrorKind::InvalidTransition,
@@ -191,10 +207,11 @@ impl StoreError {
     }
 
     /// Whether the same operation may succeed if retried later (server unreachable, database
-    /// busy, serialization failure). Bad input, lost leases and corruption are not transient.
+    /// busy, serialization failure, storage full until space is freed). Bad input, lost
+    /// leases and corruption are not transient.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Unreachable { .. } => true,
+            StoreError::Unreachable { .. } | StoreError::StorageFull { .. } => true,
             StoreError::Database { transient, .. } => *transient,
             _ => false,
         }
@@ -209,6 +226,14 @@ impl StoreError {
         StoreError::Database {
             context: context.into(),
             transient,
+            source: source.into(),
+        }
+    }
+
+    /// A [`StoreError::StorageFull`] with the given context.
+    pub fn storage_full(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::StorageFull {
+            context: context.into(),
             source: source.into(),
         }
     }
@@ -230,6 +255,17 @@ mod tests {
         let e = StoreError::database("claiming", true, std::io::Error::other("busy"));
         assert!(e.is_transient());
         assert_eq!(e.kind(), ErrorKind::Database);
+        assert!(std::error::Error::source(&e).is_some());
+        let e = StoreError::storage_full(
+            "committing a write batch",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert_eq!(e.kind(), ErrorKind::StorageFull);
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "store storage is full while committing a write batch"
+        );
         assert!(std::error::Error::source(&e).is_some());
     }
 }

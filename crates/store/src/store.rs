@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
 use crate::types::{
-    AttemptReport, Claimed, Cursor, Enqueued, Filter, Lease, MessageDetail, MessageId, NewMessage,
-    Page, ReplayReport, ReplayTarget, Stats,
+    AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
+    MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats,
 };
 
 /// A durable message store.
@@ -155,6 +155,11 @@ pub trait Store: Send + Sync + 'static {
     /// forgets idempotency keys whose window has passed; returns how many messages.
     fn purge_delivered(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 
+    /// The queue and dead-letter depths, read from indexes over the pending and dead
+    /// messages only: cheap enough to poll every second however many delivered messages the
+    /// store keeps.
+    fn depths(&self) -> impl Future<Output = Result<Depths>> + Send;
+
     /// Counts, depths, success rate, processing-time percentiles and top errors over `window`.
     fn stats(&self, window: Duration) -> impl Future<Output = Result<Stats>> + Send;
 
@@ -165,6 +170,32 @@ pub trait Store: Send + Sync + 'static {
     /// or replayed — by this process or, on PostgreSQL, by another). A hint: it can complete
     /// spuriously, so the caller claims and then waits again.
     fn wait_for_work(&self) -> impl Future<Output = ()> + Send;
+
+    /// Records an event that arrived from outside, once per `(source, external_id)`.
+    ///
+    /// A new event is stored and, in the same transaction, its `forward` message is enqueued
+    /// (honouring the message's idempotency key like [`enqueue`](Self::enqueue)): an event
+    /// that was recorded is never lost from its forward. A repeated pair writes nothing and
+    /// answers [`Recorded::Duplicate`] with the original, so a redelivered event never
+    /// forwards twice. Concurrent duplicates record exactly one event.
+    ///
+    /// Refuses an empty or overlong `source` or `external_id`, and a payload (or forward) over
+    /// `max_payload_bytes`, before any write.
+    fn record_inbound(&self, event: NewInbound) -> impl Future<Output = Result<Recorded>> + Send;
+
+    /// Recorded inbound events, newest first, from `source` only when given, at most `limit`
+    /// (1..=1000), continuing after `cursor`.
+    fn list_inbound(
+        &self,
+        source: Option<&str>,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<InboundPage>> + Send;
+
+    /// Retention: deletes inbound events recorded more than `older_than` ago; returns how many.
+    /// A redelivery of a purged event is recorded again, so keep events longer than the sender
+    /// retries (Telegram: 24 hours).
+    fn purge_inbound(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 
     /// Reads a value from the store's small key-value table (e.g. a Telegram update offset).
     fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;

@@ -34,12 +34,15 @@ enum Class {
     Closed,
     Database { transient: bool },
     Corrupt,
+    Full,
 }
 
 fn classify(err: &sqlx::Error) -> Class {
     match err {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => Class::Unreachable,
         sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => Class::Closed,
+        // 53100 disk_full: the server could not extend a file; nothing was written.
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "53100") => Class::Full,
         sqlx::Error::Database(db) => Class::Database {
             transient: db.code().is_some_and(|c| transient_code(&c)),
         },
@@ -60,6 +63,7 @@ fn build(context: &str, target: &str, class: Class, source: BoxError) -> StoreEr
             detail: format!("unexpected value while {context}"),
             source: Some(source),
         },
+        Class::Full => StoreError::storage_full(context, source),
     }
 }
 

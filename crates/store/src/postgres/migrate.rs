@@ -70,6 +70,20 @@ CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
 CREATE INDEX messages_claimable ON messages (next_attempt_at, seq)
     WHERE status IN ('queued', 'retrying', 'delivering');
 "#,
+    // Inbound events (e.g. Telegram updates), unique per source and the sender's id.
+    r#"
+CREATE TABLE inbound (
+    id          text PRIMARY KEY,
+    seq         bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    source      text NOT NULL,
+    external_id text NOT NULL,
+    payload     jsonb NOT NULL,
+    received_at bigint NOT NULL,
+    UNIQUE (source, external_id)
+);
+CREATE INDEX inbound_source ON inbound (source, seq);
+CREATE INDEX inbound_received ON inbound (received_at);
+"#,
 ];
 
 /// The schema version this binary writes.

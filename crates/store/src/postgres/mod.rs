@@ -1,7 +1,8 @@
 //! PostgreSQL backend: many relay processes share one database; claims use
 //! `FOR UPDATE SKIP LOCKED`, and `LISTEN/NOTIFY` wakes idle dispatchers.
 //!
-//! Enqueues and the ends of attempts go through the group-commit writer (`writer.rs`):
+//! Enqueues, the ends of attempts and inbound events go through the group-commit writer
+//! (`writer.rs`):
 //! everything waiting is written with set-based statements in one transaction and one commit.
 //! Every other operation is one statement (or, for replays by id and statistics, one short
 //! transaction). A transition and its event row are always written by the same statement
@@ -25,15 +26,15 @@ use sqlx::{Connection, PgPool, Postgres, Row};
 use self::error::map;
 pub use self::options::PgOptions;
 use self::row::message_columns;
-use self::writer::{FinishRow, NewRow, Writer, WriterConfig};
+use self::writer::{FinishRow, InboundRow, NewRow, Writer, WriterConfig};
 use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::options::{DeadLetterPolicy, StoreOptions};
 use crate::store::Store;
 use crate::types::{
-    AttemptReport, Claimed, Cursor, Enqueued, ErrorGroup, Filter, Lease, MessageDetail, MessageId,
-    NewMessage, Page, ReplayReport, ReplayTarget, Stats, Status, StatusCounts, duration_millis,
-    from_millis, to_millis,
+    AttemptReport, Claimed, Cursor, Depths, Enqueued, ErrorGroup, Filter, InboundPage, Lease,
+    MessageDetail, MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget,
+    Stats, Status, StatusCounts, duration_millis, from_millis, to_millis,
 };
 
 /// Most messages one claim may lease.
@@ -261,6 +262,11 @@ const LIST: &str = concat!(
     " AND ($6::bigint IS NULL OR seq < $6) ORDER BY seq DESC LIMIT $7"
 );
 
+const LIST_INBOUND: &str = "
+SELECT id, source, external_id, payload::text AS payload, received_at, seq FROM inbound
+WHERE ($1::text IS NULL OR source = $1) AND ($2::bigint IS NULL OR seq < $2)
+ORDER BY seq DESC LIMIT $3";
+
 impl PgStore {
     /// Opens the store at a `postgres://` URL (see [`PgOptions`]), creating the schema and
     /// applying migrations.
@@ -350,17 +356,7 @@ impl PgStore {
         let max = self.inner.options.max_payload_bytes;
         messages
             .iter()
-            .map(|m| {
-                let encoded = encode(m, max)?;
-                Ok(NewRow {
-                    destination: m.destination.clone(),
-                    payload: encoded.payload,
-                    headers: encoded.headers,
-                    idempotency_key: m.idempotency_key.clone(),
-                    ordering_key: m.ordering_key.clone(),
-                    not_before: m.not_before.map(to_millis),
-                })
-            })
+            .map(|m| Ok(new_row(m, encode(m, max)?)))
             .collect()
     }
 
@@ -435,6 +431,18 @@ impl PgStore {
             s.parse()
         })
         .transpose()
+    }
+}
+
+/// The writer's row for a checked message.
+fn new_row(m: &NewMessage, encoded: common::Encoded) -> NewRow {
+    NewRow {
+        destination: m.destination.clone(),
+        payload: encoded.payload,
+        headers: encoded.headers,
+        idempotency_key: m.idempotency_key.clone(),
+        ordering_key: m.ordering_key.clone(),
+        not_before: m.not_before.map(to_millis),
     }
 }
 
@@ -820,6 +828,26 @@ impl Store for PgStore {
         count_of(&row, "purging delivered messages", &self.inner.target)
     }
 
+    async fn depths(&self) -> Result<Depths> {
+        // `messages_due` leads with the status, so this reads the pending and dead entries
+        // of the index and nothing of the delivered history.
+        let err = self.err("counting queue depths");
+        let r = sqlx::query(
+            "SELECT count(*) FILTER (WHERE status <> 'dead') AS queue,
+                    count(*) FILTER (WHERE status = 'dead') AS dead
+             FROM messages WHERE status IN ('queued', 'retrying', 'delivering', 'dead')",
+        )
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(&err)?;
+        let queue: i64 = r.try_get("queue").map_err(&err)?;
+        let dead: i64 = r.try_get("dead").map_err(&err)?;
+        Ok(Depths {
+            queue: queue.max(0).unsigned_abs(),
+            dead: dead.max(0).unsigned_abs(),
+        })
+    }
+
     async fn stats(&self, window: Duration) -> Result<Stats> {
         let now = self.now();
         let since = now.saturating_sub(duration_millis(window));
@@ -921,6 +949,73 @@ impl Store for PgStore {
 
     async fn wait_for_work(&self) {
         self.inner.waker.wait().await;
+    }
+
+    async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
+        let event = common::encode_inbound(event, self.inner.options.max_payload_bytes)?;
+        let forwards = event.forward.is_some();
+        let row = InboundRow {
+            source: event.source,
+            external_id: event.external_id,
+            payload: event.payload,
+            forward: event.forward.map(|(m, encoded)| new_row(&m, encoded)),
+        };
+        let recorded = self.inner.writer.record_inbound(row).await?;
+        if forwards && recorded.is_created() {
+            self.inner.notifier.poke();
+        }
+        Ok(recorded)
+    }
+
+    async fn list_inbound(
+        &self,
+        source: Option<&str>,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<InboundPage> {
+        check_count("limit", limit, MAX_PAGE)?;
+        let before = cursor
+            .map(|c| {
+                c.as_str()
+                    .parse::<i64>()
+                    .map_err(|_| StoreError::InvalidOption {
+                        field: "cursor",
+                        reason: format!("`{}` is not a cursor from this store", c.as_str()),
+                    })
+            })
+            .transpose()?;
+        let rows = sqlx::query(LIST_INBOUND)
+            .bind(source)
+            .bind(before)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(self.err("listing inbound events"))?;
+        let more = rows.len() > limit;
+        let rows = &rows[..rows.len().min(limit)];
+        let next = match rows.last() {
+            Some(last) if more => {
+                let seq: i64 = last
+                    .try_get("seq")
+                    .map_err(self.err("listing inbound events"))?;
+                Some(Cursor::from_string(seq.to_string()))
+            }
+            _ => None,
+        };
+        Ok(InboundPage {
+            events: rows.iter().map(row::inbound).collect::<Result<_>>()?,
+            next,
+        })
+    }
+
+    async fn purge_inbound(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        let done = sqlx::query("DELETE FROM inbound WHERE received_at < $1")
+            .bind(cutoff)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(self.err("purging inbound events"))?;
+        Ok(done.rows_affected())
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 
 use super::error::corrupt;
 use crate::error::Result;
-use crate::types::{Event, Lease, Message, MessageId, from_millis};
+use crate::types::{Event, Inbound, Lease, Message, MessageId, from_millis};
 
 /// The `messages` columns [`message`] reads, as a literal for `concat!`.
 macro_rules! message_columns {
@@ -95,5 +95,19 @@ pub(crate) fn event(row: &PgRow) -> Result<Event> {
             .transpose()
             .map_err(|e| corrupt("event duration", e))?,
         detail: get(row, "detail")?,
+    })
+}
+
+/// Reads an `inbound` row selected as `id, source, external_id, payload::text AS payload,
+/// received_at`.
+pub(crate) fn inbound(row: &PgRow) -> Result<Inbound> {
+    let id: String = get(row, "id")?;
+    let payload: String = get(row, "payload")?;
+    Ok(Inbound {
+        id: id.parse().map_err(|e| corrupt("id", e))?,
+        source: get(row, "source")?,
+        external_id: get(row, "external_id")?,
+        payload: json(&payload, "payload")?,
+        received_at: from_millis(get(row, "received_at")?),
     })
 }

@@ -1,5 +1,5 @@
-//! Group commit for PostgreSQL: enqueues and the ends of attempts (`complete`, `reschedule`,
-//! `dead_letter`, `release`) wait in one bounded queue; a few writer tasks each take everything
+//! Group commit for PostgreSQL: enqueues, the ends of attempts (`complete`, `reschedule`,
+//! `dead_letter`, `release`) and inbound events wait in one bounded queue; a few writer tasks each take everything
 //! waiting, write it with one set-based statement per kind in one transaction, commit once,
 //! and only then answer each caller.
 //!
@@ -7,6 +7,10 @@
 //! makes the WAL flush, the round trips and the statement planning shared costs. The batch
 //! statements decide per row, so one caller's outcome never changes another's:
 //!
+//! - **Inbound events** are inserted with `ON CONFLICT (source, external_id) DO NOTHING`, so a
+//!   redelivered event in another transaction or process records nothing; the forwards of the
+//!   events that were new join the batch's enqueue statement, in the same transaction.
+//!   Duplicates within a batch are answered from the first, as for idempotency keys.
 //! - **Idempotency** is settled by `INSERT … ON CONFLICT` on `idempotency_keys`, as for a single
 //!   enqueue, so concurrent duplicates in other transactions or processes still create exactly
 //!   one message. Duplicates *within* a batch are resolved here first (PostgreSQL refuses to
@@ -32,7 +36,7 @@ use ulid::Generator;
 
 use super::error::{is_conflict, map_shared};
 use crate::error::{Result, StoreError};
-use crate::types::{Enqueued, MessageId, to_millis};
+use crate::types::{Enqueued, InboundId, MessageId, Recorded, to_millis};
 
 /// How many times a batch runs when it keeps conflicting with concurrent transactions.
 const ATTEMPTS: usize = 3;
@@ -112,6 +116,34 @@ WITH input AS (
 )
 SELECT id FROM u";
 
+/// Records inbound events that are new; answers with the ids inserted. `$5` is now. Rows go in
+/// key order, so two batches sharing keys lock them in the same order.
+const RECORD_INBOUND: &str = "
+INSERT INTO inbound (id, source, external_id, payload, received_at)
+SELECT id, source, external_id, payload::jsonb, $5
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+    AS t(id, source, external_id, payload)
+ORDER BY source, external_id
+ON CONFLICT (source, external_id) DO NOTHING
+RETURNING id";
+
+/// The event each of the given (source, external id) pairs names now.
+const INBOUND_ORIGINALS: &str = "
+SELECT i.source, i.external_id, i.id
+FROM inbound i
+JOIN UNNEST($1::text[], $2::text[]) AS t(source, external_id)
+  ON i.source = t.source AND i.external_id = t.external_id";
+
+/// A checked, serialised inbound event waiting to be recorded, with its forward.
+#[derive(Debug)]
+pub(crate) struct InboundRow {
+    pub(crate) source: String,
+    pub(crate) external_id: String,
+    pub(crate) payload: String,
+    /// Enqueued in the same transaction, only when the event is new.
+    pub(crate) forward: Option<NewRow>,
+}
+
 /// A checked, serialised message waiting to be stored.
 #[derive(Debug)]
 pub(crate) struct NewRow {
@@ -155,6 +187,11 @@ enum Job {
         row: FinishRow,
         reply: oneshot::Sender<Result<bool>>,
     },
+    /// The event and, when it is new, its forward, in one transaction.
+    Inbound {
+        row: InboundRow,
+        reply: oneshot::Sender<Result<Recorded>>,
+    },
 }
 
 impl Job {
@@ -163,6 +200,7 @@ impl Job {
         match self {
             Job::Enqueue { rows, .. } => rows.len(),
             Job::Finish { .. } => 1,
+            Job::Inbound { row, .. } => 1 + usize::from(row.forward.is_some()),
         }
     }
 }
@@ -172,6 +210,7 @@ impl Job {
 enum Answer {
     Enqueue(Vec<Enqueued>),
     Finish(bool),
+    Inbound(Recorded),
 }
 
 /// Why a batch transaction failed.
@@ -265,6 +304,13 @@ impl Writer {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Records one inbound event (and its forward, when new); resolves once it is committed.
+    pub(crate) async fn record_inbound(&self, row: InboundRow) -> Result<Recorded> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Inbound { row, reply }).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     async fn submit(&self, job: Job) -> Result<()> {
         self.sender.send(job).await.map_err(|_| StoreError::Closed)
     }
@@ -329,7 +375,7 @@ async fn write_batch(env: &Env, jobs: Vec<Job>) {
         .map(|job| {
             Err(match &cause {
                 Some(e) => map_shared(job.context(), &env.target, e),
-                None => vanished(),
+                None => vanished(job),
             })
         })
         .collect();
@@ -392,7 +438,7 @@ async fn each_in_savepoint(
                 Failure::Rollback(e) | Failure::Commit(e) => {
                     map_shared(job.context(), &env.target, &Arc::new(e))
                 }
-                Failure::Vanished => vanished(),
+                Failure::Vanished => vanished(job),
             })
         })
         .collect())
@@ -405,26 +451,46 @@ async fn together(
     now: i64,
     jobs: &[Job],
 ) -> std::result::Result<Vec<Answer>, Failure> {
-    let groups: Vec<&[NewRow]> = jobs
+    let mut groups: Vec<&[NewRow]> = jobs
         .iter()
         .filter_map(|job| match job {
             Job::Enqueue { rows, .. } => Some(rows.as_slice()),
-            Job::Finish { .. } => None,
+            Job::Finish { .. } | Job::Inbound { .. } => None,
         })
         .collect();
     let finishes: Vec<&FinishRow> = jobs
         .iter()
         .filter_map(|job| match job {
             Job::Finish { row, .. } => Some(row),
-            Job::Enqueue { .. } => None,
+            Job::Enqueue { .. } | Job::Inbound { .. } => None,
         })
         .collect();
+    let inbound: Vec<&InboundRow> = jobs
+        .iter()
+        .filter_map(|job| match job {
+            Job::Inbound { row, .. } => Some(row),
+            Job::Enqueue { .. } | Job::Finish { .. } => None,
+        })
+        .collect();
+    let recorded = inbound_rows(env, conn, now, &inbound).await?;
+    // The forwards of new events go in with the batch's messages; their answers come after
+    // the enqueue jobs' and are not needed.
+    groups.extend(
+        inbound
+            .iter()
+            .zip(&recorded)
+            .filter(|(_, r)| r.is_created())
+            .filter_map(|(row, _)| row.forward.as_ref())
+            .map(std::slice::from_ref),
+    );
     let mut enqueued = enqueue_rows(env, conn, now, &groups).await?.into_iter();
     let mut matched = finish_rows(conn, now, &finishes).await?.into_iter();
+    let mut recorded = recorded.into_iter();
     jobs.iter()
         .map(|job| match job {
             Job::Enqueue { .. } => enqueued.next().map(Answer::Enqueue),
             Job::Finish { .. } => matched.next().map(Answer::Finish),
+            Job::Inbound { .. } => recorded.next().map(Answer::Inbound),
         })
         .collect::<Option<Vec<_>>>()
         .ok_or(Failure::Vanished)
@@ -559,6 +625,103 @@ async fn originals(
     Ok(by_key)
 }
 
+/// Records every inbound event that is new; answers per event, in order.
+async fn inbound_rows(
+    env: &Env,
+    conn: &mut PgConnection,
+    now: i64,
+    rows: &[&InboundRow],
+) -> std::result::Result<Vec<Recorded>, Failure> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A repeated (source, external id) within the batch is answered from its first occurrence.
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut todo = Vec::with_capacity(rows.len());
+    let mut same_as: Vec<Option<usize>> = vec![None; rows.len()];
+    for (i, row) in rows.iter().enumerate() {
+        match first.get(&(row.source.as_str(), row.external_id.as_str())) {
+            Some(&j) => same_as[i] = Some(j),
+            None => {
+                first.insert((row.source.as_str(), row.external_id.as_str()), i);
+                todo.push(i);
+            }
+        }
+    }
+    let ids: Vec<InboundId> = rows
+        .iter()
+        .map(|_| InboundId::from_ulid(env.new_id().ulid()))
+        .collect();
+    let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let pick =
+        |f: fn(&InboundRow) -> &str| -> Vec<&str> { todo.iter().map(|&i| f(rows[i])).collect() };
+    let created: HashSet<String> = sqlx::query(RECORD_INBOUND)
+        .bind(todo.iter().map(|&i| texts[i].as_str()).collect::<Vec<_>>())
+        .bind(pick(|r| r.source.as_str()))
+        .bind(pick(|r| r.external_id.as_str()))
+        .bind(pick(|r| r.payload.as_str()))
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(Failure::Rollback)?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Failure::Rollback)?;
+    let mut answers: Vec<Option<Recorded>> = vec![None; rows.len()];
+    let mut duplicates = Vec::new();
+    for &i in &todo {
+        if created.contains(&texts[i]) {
+            answers[i] = Some(Recorded::Created(ids[i]));
+        } else {
+            duplicates.push(i);
+        }
+    }
+    if !duplicates.is_empty() {
+        let found = sqlx::query(INBOUND_ORIGINALS)
+            .bind(
+                duplicates
+                    .iter()
+                    .map(|&i| rows[i].source.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                duplicates
+                    .iter()
+                    .map(|&i| rows[i].external_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Failure::Rollback)?;
+        let mut by_key = HashMap::with_capacity(found.len());
+        for r in &found {
+            let source: String = r.try_get("source").map_err(Failure::Rollback)?;
+            let external_id: String = r.try_get("external_id").map_err(Failure::Rollback)?;
+            let id: String = r.try_get("id").map_err(Failure::Rollback)?;
+            let id: InboundId = id
+                .parse()
+                .map_err(|e: StoreError| Failure::Rollback(sqlx::Error::Decode(Box::new(e))))?;
+            by_key.insert((source, external_id), id);
+        }
+        for i in duplicates {
+            let key = (rows[i].source.clone(), rows[i].external_id.clone());
+            // Purged between the two statements: the batch runs again and records it anew.
+            let id = by_key.get(&key).ok_or(Failure::Vanished)?;
+            answers[i] = Some(Recorded::Duplicate(*id));
+        }
+    }
+    for i in 0..rows.len() {
+        if let Some(j) = same_as[i] {
+            answers[i] = answers[j].map(|a| Recorded::Duplicate(a.id()));
+        }
+    }
+    answers
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or(Failure::Vanished)
+}
+
 /// Writes every fenced transition; answers whether each one's lease matched.
 async fn finish_rows(
     conn: &mut PgConnection,
@@ -626,12 +789,14 @@ fn column<'a, R>(
     picked.iter().map(|&i| f(rows[i])).collect()
 }
 
-fn vanished() -> StoreError {
-    StoreError::database(
-        "enqueueing messages",
-        true,
-        "an idempotency key's original kept disappearing",
-    )
+fn vanished(job: &Job) -> StoreError {
+    let detail = match job {
+        Job::Inbound { .. } => "an inbound event's original kept disappearing",
+        Job::Enqueue { .. } | Job::Finish { .. } => {
+            "an idempotency key's original kept disappearing"
+        }
+    };
+    StoreError::database(job.context(), true, detail)
 }
 
 /// Sends each job its answer. A caller that went away is fine: its effect is committed either
@@ -645,17 +810,26 @@ fn answer_all(jobs: Vec<Job>, answers: Vec<Result<Answer>>) {
             (Job::Finish { reply, .. }, Ok(Answer::Finish(matched))) => {
                 let _ = reply.send(Ok(matched));
             }
+            (Job::Inbound { reply, .. }, Ok(Answer::Inbound(recorded))) => {
+                let _ = reply.send(Ok(recorded));
+            }
             (Job::Enqueue { reply, .. }, Err(e)) => {
                 let _ = reply.send(Err(e));
             }
             (Job::Finish { reply, .. }, Err(e)) => {
                 let _ = reply.send(Err(e));
             }
+            (Job::Inbound { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
             // `together` answers in job order, so kinds always line up.
-            (Job::Enqueue { reply, .. }, Ok(Answer::Finish(_))) => {
+            (Job::Enqueue { reply, .. }, Ok(_)) => {
                 let _ = reply.send(Err(mismatch()));
             }
-            (Job::Finish { reply, .. }, Ok(Answer::Enqueue(_))) => {
+            (Job::Finish { reply, .. }, Ok(_)) => {
+                let _ = reply.send(Err(mismatch()));
+            }
+            (Job::Inbound { reply, .. }, Ok(_)) => {
                 let _ = reply.send(Err(mismatch()));
             }
         }
@@ -672,6 +846,7 @@ impl Job {
         match self {
             Job::Enqueue { .. } => "enqueueing messages",
             Job::Finish { .. } => "ending an attempt",
+            Job::Inbound { .. } => "recording an inbound event",
         }
     }
 }

@@ -9,6 +9,30 @@
 //! A `<db>.lock` file, locked exclusively for the life of the store, makes the database
 //! single-owner; so at open every lease left by a previous process is stale and is released.
 
+/// The condition of `messages_due`: a message not yet terminal. Written as a list of two and
+/// an equality, not one list of three, which SQLite would evaluate through a temporary b-tree
+/// per row (migration 3). A query that should use the index repeats it word for word.
+macro_rules! pending {
+    () => {
+        "(status IN ('queued', 'retrying') OR status = 'delivering')"
+    };
+}
+
+/// The status part of `messages_fifo`'s condition: a message that can block its ordering key
+/// (pending, or dead under the `block` policy), for a table aliased `o`.
+macro_rules! fifo_blocking {
+    () => {
+        "(o.status IN ('queued', 'retrying') OR o.status IN ('delivering', 'dead'))"
+    };
+}
+
+/// The condition of `events_failures`: an attempt that failed.
+macro_rules! failure_outcome {
+    () => {
+        "(outcome IN ('transient', 'retry_after') OR outcome = 'permanent')"
+    };
+}
+
 mod error;
 mod filter;
 mod migrate;
@@ -33,8 +57,9 @@ use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
 use crate::store::Store;
 use crate::types::{
-    AttemptReport, Claimed, Cursor, Enqueued, Filter, Lease, MessageDetail, MessageId, NewMessage,
-    Page, ReplayReport, ReplayTarget, Stats, Status, duration_millis, from_millis, to_millis,
+    AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
+    MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats, Status,
+    duration_millis, from_millis, to_millis,
 };
 
 /// Rows deleted per writer job by purges, so a large purge does not stall enqueues.
@@ -117,8 +142,8 @@ impl SqliteStore {
             conn,
             env,
             lock,
-            store.max_batch,
-            store.queue_capacity,
+            (store.max_batch, store.queue_capacity),
+            store.synchronous == crate::options::Synchronous::Full,
             notify.clone(),
         )?;
         let readers = ReadPool::new(&options);
@@ -267,7 +292,7 @@ impl Store for SqliteStore {
         }
         self.inner
             .writer
-            .submit(move |conn, env| ops::enqueue(conn, env, items))
+            .submit(move |conn, env| ops::enqueue(conn, env, &items))
             .await
     }
 
@@ -278,7 +303,7 @@ impl Store for SqliteStore {
         let owner = owner.to_owned();
         self.inner
             .writer
-            .submit(move |conn, env| ops::claim(conn, env, &owner, max, lease_ms))
+            .submit_relaxed(move |conn, env| ops::claim(conn, env, &owner, max, lease_ms))
             .await
     }
 
@@ -287,7 +312,7 @@ impl Store for SqliteStore {
         let lease = lease.clone();
         self.inner
             .writer
-            .submit(move |conn, env| ops::extend(conn, env, &lease, by_ms))
+            .submit_relaxed(move |conn, env| ops::extend(conn, env, &lease, by_ms))
             .await
     }
 
@@ -430,6 +455,10 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn depths(&self) -> Result<Depths> {
+        self.inner.readers.with(reads::depths).await
+    }
+
     async fn stats(&self, window: Duration) -> Result<Stats> {
         let now = self.now();
         self.inner
@@ -445,6 +474,45 @@ impl Store for SqliteStore {
 
     async fn wait_for_work(&self) {
         self.inner.notify.notified().await;
+    }
+
+    async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
+        let event = common::encode_inbound(event, self.inner.options.store.max_payload_bytes)?;
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::record_inbound(conn, env, &event))
+            .await
+    }
+
+    async fn list_inbound(
+        &self,
+        source: Option<&str>,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<InboundPage> {
+        common::check_count("limit", limit, MAX_PAGE)?;
+        let source = source.map(str::to_owned);
+        let cursor = cursor.cloned();
+        self.inner
+            .readers
+            .with(move |conn| reads::list_inbound(conn, source.as_deref(), cursor.as_ref(), limit))
+            .await
+    }
+
+    async fn purge_inbound(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        let mut total = 0;
+        loop {
+            let n = self
+                .inner
+                .writer
+                .submit(move |conn, _| ops::purge_inbound(conn, cutoff, PURGE_CHUNK))
+                .await?;
+            total += n;
+            if n < PURGE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

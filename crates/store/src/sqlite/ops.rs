@@ -1,5 +1,9 @@
 //! The write operations, run on the writer thread inside a batch transaction.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use ulid::Ulid;
@@ -8,12 +12,13 @@ use super::error::Context;
 use super::filter;
 use super::rows::{self, MESSAGE_COLUMNS};
 use super::writer::Env;
-use crate::common::Encoded;
+use crate::common::{Encoded, EncodedInbound};
 use crate::error::{Result, StoreError};
 use crate::options::DeadLetterPolicy;
 use crate::types::{
-    AttemptReport, Claimed, Enqueued, Filter, Lease, MessageId, NewMessage, OutcomeClass,
-    ReplayReport, ReplayTarget, Status, duration_millis, from_millis, to_millis,
+    AttemptReport, Claimed, Enqueued, Filter, InboundId, Lease, Message, MessageId, NewMessage,
+    OutcomeClass, Recorded, ReplayReport, ReplayTarget, Status, duration_millis, from_millis,
+    to_millis,
 };
 
 /// One row for the events table.
@@ -58,33 +63,50 @@ impl<'a> NewEvent<'a> {
     }
 
     fn insert(self, conn: &Connection) -> Result<()> {
-        conn.prepare_cached(
-            "INSERT INTO events (message_seq, seq, at, status, attempt, outcome, code, duration_ms, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                self.message_seq,
-                self.seq,
-                self.at,
-                self.status.as_str(),
-                self.attempt,
-                self.outcome.map(|o| o.as_str()),
-                self.code,
-                self.duration_ms,
-                self.detail,
-            ])
-        })
-        .ctx("appending an event")?;
+        conn.prepare_cached(INSERT_EVENT)
+            .and_then(|mut s| {
+                s.execute(params![
+                    self.message_seq,
+                    self.seq,
+                    self.at,
+                    self.status.as_str(),
+                    self.attempt,
+                    self.outcome.map(|o| o.as_str()),
+                    self.code,
+                    self.duration_ms,
+                    self.detail,
+                ])
+            })
+            .ctx("appending an event")?;
         Ok(())
     }
 }
+
+/// Appends one event to a message's timeline.
+const INSERT_EVENT: &str = "INSERT INTO events
+        (message_seq, seq, at, status, attempt, outcome, code, duration_ms, detail)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// Stores one new message, `queued`.
+const INSERT_MESSAGE: &str = "INSERT INTO messages
+        (id, destination, payload, headers, idempotency_key, ordering_key,
+         status, attempts, next_attempt_at, created_at, updated_at, event_seq)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1)";
+
+/// Ends an attempt: the message's new status, found by `seq` after its lease was checked.
+const END_ATTEMPT: &str = "UPDATE messages SET status = ?1,
+        next_attempt_at = coalesce(?2, next_attempt_at),
+        last_error = CASE WHEN ?3 THEN ?4 ELSE last_error END,
+        delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE delivered_at END,
+        updated_at = ?5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        event_seq = ?6
+    WHERE seq = ?7";
 
 /// Stores messages (already checked and encoded), honouring idempotency keys.
 pub(crate) fn enqueue(
     conn: &Connection,
     env: &Env,
-    items: Vec<(NewMessage, Encoded)>,
+    items: &[(NewMessage, Encoded)],
 ) -> Result<Vec<Enqueued>> {
     let now = env.now();
     let mut out = Vec::with_capacity(items.len());
@@ -111,24 +133,20 @@ pub(crate) fn enqueue(
         }
         let id = MessageId::from_ulid(env.new_id());
         let due = message.not_before.map(to_millis).unwrap_or(now);
-        conn.prepare_cached(
-            "INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
-                                   status, attempts, next_attempt_at, created_at, updated_at, event_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id.to_string(),
-                message.destination,
-                encoded.payload,
-                encoded.headers,
-                message.idempotency_key,
-                message.ordering_key,
-                due,
-                now,
-            ])
-        })
-        .ctx("inserting a message")?;
+        conn.prepare_cached(INSERT_MESSAGE)
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.to_string(),
+                    message.destination,
+                    encoded.payload,
+                    encoded.headers,
+                    message.idempotency_key,
+                    message.ordering_key,
+                    due,
+                    now,
+                ])
+            })
+            .ctx("inserting a message")?;
         let seq = conn.last_insert_rowid();
         NewEvent::new(seq, 1, now, Status::Queued, 0).insert(conn)?;
         if let Some(key) = &message.idempotency_key {
@@ -154,20 +172,41 @@ pub(crate) fn enqueue(
     Ok(out)
 }
 
-const CLAIM_CANDIDATES: &str = "
-    SELECT seq, status, lease_owner FROM messages AS m INDEXED BY messages_due
-    WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= ?1
-      AND (m.ordering_key IS NULL OR NOT EXISTS (
-          SELECT 1 FROM messages AS o
-          WHERE o.ordering_key = m.ordering_key
-            AND o.ordering_key IS NOT NULL
-            AND o.status IN ('queued', 'retrying', 'delivering', 'dead')
-            AND o.seq < m.seq
-            AND (o.status <> 'dead' OR ?2)))
-    ORDER BY next_attempt_at, seq
-    LIMIT ?3";
+pub(crate) const CLAIM_CANDIDATES: &str = concat!(
+    "SELECT seq, status, lease_owner FROM messages AS m INDEXED BY messages_due
+     WHERE ",
+    pending!(),
+    " AND next_attempt_at <= ?1
+       AND (m.ordering_key IS NULL OR NOT EXISTS (
+           SELECT 1 FROM messages AS o
+           WHERE o.ordering_key = m.ordering_key
+             AND o.ordering_key IS NOT NULL
+             AND ",
+    fifo_blocking!(),
+    "
+             AND o.seq < m.seq
+             AND (o.status <> 'dead' OR ?2)))
+     ORDER BY next_attempt_at, seq
+     LIMIT ?3"
+);
+
+/// Leases the messages whose `seq` is in the JSON array `?5`, all in one statement: one
+/// `UPDATE … RETURNING` per claim rather than per message, because SQLite buffers a
+/// statement's `RETURNING` rows in a temporary b-tree that it builds and frees per statement.
+static CLAIM_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE messages SET status = 'delivering', attempts = attempts + 1,
+             lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
+             next_attempt_at = ?3, updated_at = ?4, event_seq = event_seq + 1
+         WHERE seq IN (SELECT value FROM json_each(?5))
+         RETURNING seq, {MESSAGE_COLUMNS}, event_seq"
+    )
+});
 
 /// Leases up to `max` due messages to `owner`.
+///
+/// The messages of one claim share its fencing token: each lease is still checked by message
+/// id, owner and token, and a later claim of the same message draws a new token.
 pub(crate) fn claim(
     conn: &Connection,
     env: &Env,
@@ -187,23 +226,38 @@ pub(crate) fn claim(
             .collect()
         })
         .ctx("finding due messages")?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seqs = String::with_capacity(candidates.len() * 8 + 2);
+    seqs.push('[');
+    for (i, (seq, _, _)) in candidates.iter().enumerate() {
+        if i > 0 {
+            seqs.push(',');
+        }
+        let _ = write!(seqs, "{seq}");
+    }
+    seqs.push(']');
+    let token = Ulid::new().to_string();
+    // RETURNING gives the rows in no promised order; the claim keeps the candidates' order.
+    let mut updated: HashMap<i64, (Message, i64)> = conn
+        .prepare_cached(&CLAIM_ROWS)
+        .and_then(|mut s| {
+            s.query_map(params![owner, token, expires, now, seqs], |r| {
+                Ok((r.get(0)?, (rows::message(r, 1)?, r.get(16)?)))
+            })?
+            .collect()
+        })
+        .ctx("claiming messages")?;
     let mut claimed = Vec::with_capacity(candidates.len());
     for (seq, status, previous_owner) in candidates {
-        let token = Ulid::new().to_string();
-        let (message, event_seq) = conn
-            .prepare_cached(&format!(
-                "UPDATE messages SET status = 'delivering', attempts = attempts + 1,
-                     lease_owner = ?1, lease_token = ?2, lease_expires_at = ?3,
-                     next_attempt_at = ?3, updated_at = ?4, event_seq = event_seq + 1
-                 WHERE seq = ?5
-                 RETURNING {MESSAGE_COLUMNS}, event_seq"
-            ))
-            .and_then(|mut s| {
-                s.query_row(params![owner, token, expires, now, seq], |r| {
-                    Ok((rows::message(r, 0)?, r.get::<_, i64>(15)?))
-                })
-            })
-            .ctx("claiming a message")?;
+        let Some((message, event_seq)) = updated.remove(&seq) else {
+            return Err(StoreError::database(
+                "claiming messages",
+                false,
+                format!("a due message (seq {seq}) was not updated"),
+            ));
+        };
         let detail = if status == Status::Delivering.as_str() {
             format!(
                 "claimed by {owner} after the lease of {} expired",
@@ -225,7 +279,7 @@ pub(crate) fn claim(
             lease: Lease {
                 id: message.id,
                 owner: owner.to_owned(),
-                token,
+                token: token.clone(),
                 expires_at: from_millis(expires),
             },
             message,
@@ -286,29 +340,17 @@ pub(crate) fn finish(
 ) -> Result<()> {
     let now = env.now();
     let set_error = status != Status::Delivered;
+    // A read, then an update by `seq`, rather than `UPDATE … RETURNING`: SQLite builds and
+    // frees a temporary b-tree for every statement with `RETURNING`. Only this thread writes,
+    // so nothing changes the row between the two statements.
     let row: Option<(i64, i64, i64)> = conn
         .prepare_cached(
-            "UPDATE messages SET status = ?1,
-                 next_attempt_at = coalesce(?2, next_attempt_at),
-                 last_error = CASE WHEN ?3 THEN ?4 ELSE last_error END,
-                 delivered_at = CASE WHEN ?1 = 'delivered' THEN ?5 ELSE delivered_at END,
-                 updated_at = ?5, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                 event_seq = event_seq + 1
-             WHERE id = ?6 AND status = 'delivering' AND lease_owner = ?7 AND lease_token = ?8
-             RETURNING seq, attempts, event_seq",
+            "SELECT seq, attempts, event_seq + 1 FROM messages
+             WHERE id = ?1 AND status = 'delivering' AND lease_owner = ?2 AND lease_token = ?3",
         )
         .and_then(|mut s| {
             s.query_row(
-                params![
-                    status.as_str(),
-                    next_at,
-                    set_error,
-                    report.detail,
-                    now,
-                    lease.id.to_string(),
-                    lease.owner,
-                    lease.token
-                ],
+                params![lease.id.to_string(), lease.owner, lease.token],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
@@ -317,6 +359,19 @@ pub(crate) fn finish(
     let Some((seq, attempts, event_seq)) = row else {
         return Err(fence_error(conn, lease));
     };
+    conn.prepare_cached(END_ATTEMPT)
+        .and_then(|mut s| {
+            s.execute(params![
+                status.as_str(),
+                next_at,
+                set_error,
+                report.detail,
+                now,
+                event_seq,
+                seq
+            ])
+        })
+        .ctx("ending an attempt")?;
     NewEvent::new(seq, event_seq, now, status, attempts)
         .report(report)
         .insert(conn)?;
@@ -624,6 +679,56 @@ pub(crate) fn purge_delivered(
     Ok(n as u64)
 }
 
+/// Records an inbound event once per (source, external id); enqueues its forward only when it
+/// is new. The writer is the only one writing, so the look-up and the insert cannot race.
+pub(crate) fn record_inbound(
+    conn: &Connection,
+    env: &Env,
+    event: &EncodedInbound,
+) -> Result<Recorded> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM inbound WHERE source = ?1 AND external_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![event.source, event.external_id], |r| r.get(0))
+                .optional()
+        })
+        .ctx("looking up an inbound event")?;
+    if let Some(id) = existing {
+        return Ok(Recorded::Duplicate(id.parse()?));
+    }
+    let id = InboundId::from_ulid(env.new_id());
+    conn.prepare_cached(
+        "INSERT INTO inbound (id, source, external_id, payload, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id.to_string(),
+            event.source,
+            event.external_id,
+            event.payload,
+            env.now()
+        ])
+    })
+    .ctx("recording an inbound event")?;
+    if let Some(forward) = &event.forward {
+        enqueue(conn, env, std::slice::from_ref(forward))?;
+    }
+    Ok(Recorded::Created(id))
+}
+
+/// Deletes up to `chunk` inbound events recorded before `cutoff`.
+pub(crate) fn purge_inbound(conn: &Connection, cutoff: i64, chunk: usize) -> Result<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM inbound WHERE seq IN (
+                 SELECT seq FROM inbound WHERE received_at < ?1 LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![cutoff, chunk as i64]))
+        .ctx("purging inbound events")?;
+    Ok(n as u64)
+}
+
 /// Writes one meta value.
 pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
     conn.prepare_cached(
@@ -633,4 +738,61 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> 
     .and_then(|mut s| s.execute(params![key, value]))
     .ctx("writing a meta value")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// Column `column` of every row of `sql`, run with its parameters unbound (NULL), as
+    /// EXPLAIN needs no values.
+    fn column(conn: &Connection, sql: &str, column: usize) -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            out.push(row.get::<_, String>(column).unwrap());
+        }
+        out
+    }
+
+    /// The opcodes of `sql`'s program on `conn`.
+    fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+        column(conn, &format!("EXPLAIN {sql}"), 1)
+    }
+
+    /// What SQLite plans for `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        column(conn, &format!("EXPLAIN QUERY PLAN {sql}"), 3).join("\n")
+    }
+
+    #[test]
+    fn the_per_message_statements_build_no_temporary_btree() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::migrate::migrate(&mut conn).unwrap();
+        for (name, sql) in [
+            ("insert message", INSERT_MESSAGE),
+            ("insert event", INSERT_EVENT),
+            ("end attempt", END_ATTEMPT),
+            ("claim candidates", CLAIM_CANDIDATES),
+        ] {
+            let ops = opcodes(&conn, sql);
+            assert!(
+                !ops.iter().any(|op| op == "OpenEphemeral"),
+                "{name} opens a temporary b-tree per run: {ops:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_read_the_due_and_fifo_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::migrate::migrate(&mut conn).unwrap();
+        let plan = plan(&conn, CLAIM_CANDIDATES);
+        assert!(plan.contains("INDEX messages_due"), "{plan}");
+        assert!(plan.contains("INDEX messages_fifo"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
 }

@@ -61,8 +61,8 @@ impl SqliteOptions {
             Synchronous::Normal => "NORMAL",
         };
         format!(
-            // temp_store: every write job runs under a savepoint, whose sub-journal would
-            // otherwise spill to a temporary file once past 64 KiB; in memory it costs no
+            // temp_store: savepoint sub-journals, RETURNING buffers and json_each sets would
+            // otherwise spill to temporary files once past 64 KiB; in memory they cost no
             // syscalls (the relay's CPU per delivered message fell by a third, BENCHMARKS.md).
             "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; \
              PRAGMA temp_store = MEMORY;",

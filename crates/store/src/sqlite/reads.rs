@@ -10,7 +10,8 @@ use super::filter;
 use super::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS};
 use crate::error::{Result, StoreError};
 use crate::types::{
-    Cursor, ErrorGroup, Filter, MessageDetail, MessageId, Page, Stats, StatusCounts, from_millis,
+    Cursor, Depths, ErrorGroup, Filter, Inbound, InboundPage, MessageDetail, MessageId, Page,
+    Stats, StatusCounts, from_millis,
 };
 
 /// A message with its events.
@@ -81,12 +82,70 @@ pub(crate) fn list(
     })
 }
 
+/// One page of inbound events, newest first, from `source` when given.
+pub(crate) fn list_inbound(
+    conn: &Connection,
+    source: Option<&str>,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> Result<InboundPage> {
+    let before = match cursor {
+        None => i64::MAX,
+        Some(cursor) => cursor.0.parse().map_err(|_| StoreError::InvalidOption {
+            field: "cursor",
+            reason: format!("`{}` is not a cursor from this store", cursor.0),
+        })?,
+    };
+    let mut rows: Vec<(Inbound, i64)> = conn
+        .prepare_cached(
+            "SELECT id, source, external_id, payload, received_at, seq FROM inbound
+             WHERE (?1 IS NULL OR source = ?1) AND seq < ?2
+             ORDER BY seq DESC LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![source, before, limit as i64 + 1], |r| {
+                Ok((rows::inbound(r)?, r.get::<_, i64>(5)?))
+            })?
+            .collect()
+        })
+        .ctx("listing inbound events")?;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(_, seq)| Cursor(seq.to_string()))
+    } else {
+        None
+    };
+    Ok(InboundPage {
+        events: rows.into_iter().map(|(e, _)| e).collect(),
+        next,
+    })
+}
+
 fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
     let n: i64 = conn
         .prepare_cached(sql)
         .and_then(|mut s| s.query_row(params, |r| r.get(0)))
         .ctx("computing stats")?;
     Ok(n.max(0).unsigned_abs())
+}
+
+/// The queue depth from `messages_due` (pending rows only) and the dead-letter depth from
+/// `messages_status` (dead rows only).
+pub(crate) fn depths(conn: &Connection) -> Result<Depths> {
+    let queue = count(
+        conn,
+        concat!(
+            "SELECT count(*) FROM messages INDEXED BY messages_due WHERE ",
+            pending!()
+        ),
+        [],
+    )?;
+    let dead = count(
+        conn,
+        "SELECT count(*) FROM messages INDEXED BY messages_status WHERE status = 'dead'",
+        [],
+    )?;
+    Ok(Depths { queue, dead })
 }
 
 /// Counts, depths, rates, percentiles and top errors.
@@ -102,8 +161,11 @@ pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Sta
     }
     let due_now = count(
         conn,
-        "SELECT count(*) FROM messages INDEXED BY messages_due
-         WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= ?1",
+        concat!(
+            "SELECT count(*) FROM messages INDEXED BY messages_due WHERE ",
+            pending!(),
+            " AND next_attempt_at <= ?1"
+        ),
         [now],
     )?;
     let delivered_in_window = count(
@@ -136,11 +198,11 @@ pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Sta
     };
     let (p50, p95, p99) = (percentile(0.50)?, percentile(0.95)?, percentile(0.99)?);
     let top_errors = conn
-        .prepare_cached(
-            "SELECT code, detail, count(*) AS n, max(at) FROM events
-             WHERE outcome IN ('transient', 'retry_after', 'permanent') AND at >= ?1
-             GROUP BY code, detail ORDER BY n DESC, max(at) DESC LIMIT 10",
-        )
+        .prepare_cached(concat!(
+            "SELECT code, detail, count(*) AS n, max(at) FROM events WHERE ",
+            failure_outcome!(),
+            " AND at >= ?1 GROUP BY code, detail ORDER BY n DESC, max(at) DESC LIMIT 10"
+        ))
         .and_then(|mut s| {
             s.query_map([since], |r| {
                 Ok(ErrorGroup {
@@ -171,11 +233,11 @@ pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Sta
 
 /// When the earliest pending message is due.
 pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>> {
-    conn.prepare_cached(
-        "SELECT next_attempt_at FROM messages INDEXED BY messages_due
-         WHERE status IN ('queued', 'retrying', 'delivering')
-         ORDER BY next_attempt_at LIMIT 1",
-    )
+    conn.prepare_cached(concat!(
+        "SELECT next_attempt_at FROM messages INDEXED BY messages_due WHERE ",
+        pending!(),
+        " ORDER BY next_attempt_at LIMIT 1"
+    ))
     .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
     .ctx("finding the next due message")
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rusqlite::Row;
 use rusqlite::types::Type;
 
-use crate::types::{Event, Message, MessageId, from_millis};
+use crate::types::{Event, Inbound, InboundId, Message, MessageId, from_millis};
 
 /// The columns [`message`] reads, in order, for `SELECT … FROM messages`.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, destination, payload, headers, idempotency_key, \
@@ -74,5 +74,16 @@ pub(crate) fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
             .get::<_, Option<i64>>(6)?
             .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
         detail: row.get(7)?,
+    })
+}
+
+/// An inbound event from a row selected as `id, source, external_id, payload, received_at`.
+pub(crate) fn inbound(row: &Row<'_>) -> rusqlite::Result<Inbound> {
+    Ok(Inbound {
+        id: parse::<InboundId>(row, 0)?,
+        source: row.get(1)?,
+        external_id: row.get(2)?,
+        payload: json(row, 3)?.unwrap_or_default(),
+        received_at: from_millis(row.get(4)?),
     })
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, DeadLetterPolicy, Enqueued, ErrorKind, Filter, MessageId, NewMessage,
-    OutcomeClass, ReplayTarget, Status, Store, StoreError, StoreOptions,
+    AttemptReport, DeadLetterPolicy, Depths, Enqueued, ErrorKind, Filter, MessageId, NewInbound,
+    NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store, StoreError, StoreOptions,
 };
 use serde_json::json;
 
@@ -83,7 +83,13 @@ macro_rules! conformance_tests {
             meta_round_trips_and_reserved_keys_are_refused,
             concurrent_claimers_never_hold_the_same_message,
             wait_for_work_wakes_on_enqueue,
-            next_due_at_reports_earliest_pending
+            next_due_at_reports_earliest_pending,
+            record_inbound_stores_each_event_once,
+            concurrent_duplicate_inbound_events_record_one,
+            record_inbound_enqueues_the_forward_only_when_new,
+            a_refused_forward_records_nothing,
+            list_inbound_filters_by_source_and_paginates,
+            purge_inbound_deletes_only_old_events
         );
     };
     (@cases $backend:ty, $($case:ident),* $(,)?) => {
@@ -1018,6 +1024,8 @@ pub(crate) async fn stats_report_counts_rates_percentiles_and_errors<B: Backend>
         .await
         .unwrap();
     let s = f.store.stats(Duration::from_secs(3600)).await.unwrap();
+    let depths = f.store.depths().await.unwrap();
+    assert_eq!(depths, Depths { queue: 1, dead: 1 });
     assert_eq!(s.by_status.delivered, 10);
     assert_eq!(s.by_status.dead, 1);
     assert_eq!(s.by_status.queued, 1);
@@ -1131,4 +1139,335 @@ pub(crate) async fn next_due_at_reports_earliest_pending<B: Backend>() {
         .await
         .unwrap();
     assert_eq!(f.store.next_due_at().await.unwrap(), Some(t));
+}
+
+fn update(source: &str, update_id: u32) -> NewInbound {
+    NewInbound::new(
+        source,
+        update_id.to_string(),
+        json!({ "update_id": update_id, "message": { "text": format!("#{update_id}") } }),
+    )
+}
+
+pub(crate) async fn record_inbound_stores_each_event_once<B: Backend>() {
+    let f = fixture::<B>().await;
+    let first = f
+        .store
+        .record_inbound(update("telegram:a", 1))
+        .await
+        .unwrap();
+    let Recorded::Created(id) = first else {
+        panic!("a new event is created: {first:?}");
+    };
+    f.clock.advance(Duration::from_secs(5));
+    // A redelivery, even with another payload, is the original.
+    let mut again = update("telegram:a", 1);
+    again.payload = json!({ "update_id": 1, "changed": true });
+    assert_eq!(
+        f.store.record_inbound(again).await.unwrap(),
+        Recorded::Duplicate(id)
+    );
+    // The same external id from another source is another event.
+    let other = f
+        .store
+        .record_inbound(update("telegram:b", 1))
+        .await
+        .unwrap();
+    assert!(other.is_created());
+    assert_ne!(other.id(), id);
+    let page = f.store.list_inbound(None, None, 10).await.unwrap();
+    assert_eq!(page.events.len(), 2);
+    let original = page.events.iter().find(|e| e.id == id).unwrap();
+    assert_eq!(original.source, "telegram:a");
+    assert_eq!(original.external_id, "1");
+    assert_eq!(
+        original.payload,
+        json!({ "update_id": 1, "message": { "text": "#1" } })
+    );
+    let start = f.clock.system_now() - Duration::from_secs(5);
+    assert_eq!(
+        ferrule_store::types::to_millis(original.received_at),
+        ferrule_store::types::to_millis(start),
+        "received_at comes from the store's clock"
+    );
+    // Bad keys are refused before any write.
+    for bad in [
+        NewInbound::new("", "1", json!({})),
+        NewInbound::new("s", "", json!({})),
+        NewInbound::new("s", "x".repeat(600), json!({})),
+    ] {
+        let err = f.store.record_inbound(bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    }
+    assert_eq!(
+        f.store
+            .list_inbound(None, None, 10)
+            .await
+            .unwrap()
+            .events
+            .len(),
+        2
+    );
+}
+
+pub(crate) async fn concurrent_duplicate_inbound_events_record_one<B: Backend>() {
+    let f = fixture::<B>().await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_inbound(
+                        update("telegram:a", 7).forward(NewMessage::new("app", json!({"n": 7}))),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    assert_eq!(answers.iter().filter(|a| a.is_created()).count(), 1);
+    let ids: HashSet<_> = answers.iter().map(Recorded::id).collect();
+    assert_eq!(ids.len(), 1, "every duplicate names the original");
+    assert_eq!(
+        f.store
+            .list_inbound(None, None, 100)
+            .await
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    let forwarded = f
+        .store
+        .list(&Filter::all().destination("app"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(forwarded.messages.len(), 1, "forwarded exactly once");
+}
+
+pub(crate) async fn record_inbound_enqueues_the_forward_only_when_new<B: Backend>() {
+    let f = fixture::<B>().await;
+    let forward = |n: u32| {
+        NewMessage::new("app", json!({ "update": n }))
+            .ordering_key("telegram:a:42")
+            .headers(json!({ "x-source": "telegram:a" }))
+    };
+    let waiter = {
+        let store = f.store.clone();
+        tokio::spawn(async move { store.wait_for_work().await })
+    };
+    tokio::task::yield_now().await;
+    let first = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(forward(1)))
+        .await
+        .unwrap();
+    assert!(first.is_created());
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("a forward wakes the dispatchers")
+        .unwrap();
+    // The redelivery forwards nothing, even with a different forward.
+    let again = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(forward(99)))
+        .await
+        .unwrap();
+    assert_eq!(again, Recorded::Duplicate(first.id()));
+    // An event without a forward enqueues nothing.
+    f.store
+        .record_inbound(update("telegram:a", 2))
+        .await
+        .unwrap();
+    let page = f.store.list(&Filter::all(), None, 100).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    let m = &page.messages[0];
+    assert_eq!(m.destination, "app");
+    assert_eq!(m.payload, json!({ "update": 1 }));
+    assert_eq!(m.ordering_key.as_deref(), Some("telegram:a:42"));
+    assert_eq!(m.headers, Some(json!({ "x-source": "telegram:a" })));
+    assert_eq!(m.status, Status::Queued);
+    // The forward is an ordinary message: claimable and deliverable.
+    let claimed = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message.id, m.id);
+    // A forward's idempotency key is honoured like a submit's.
+    let keyed = |n: u32| NewMessage::new("app", json!({ "n": n })).idempotency_key("k");
+    let submitted = f.store.enqueue(keyed(0)).await.unwrap();
+    f.store
+        .record_inbound(update("telegram:a", 3).forward(keyed(3)))
+        .await
+        .unwrap();
+    let with_key = f
+        .store
+        .list(&Filter::all().destination("app"), None, 100)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .filter(|m| m.idempotency_key.is_some())
+        .collect::<Vec<_>>();
+    assert_eq!(with_key.len(), 1);
+    assert_eq!(with_key[0].id, submitted.id());
+}
+
+pub(crate) async fn a_refused_forward_records_nothing<B: Backend>() {
+    let f = fixture_with::<B>(|o| o.max_payload_bytes = 200).await;
+    let big = NewMessage::new("app", json!({ "text": "x".repeat(300) }));
+    let err = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(big))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::PayloadTooLarge { .. }), "{err}");
+    let err = f
+        .store
+        .record_inbound(NewInbound::new(
+            "telegram:a",
+            "2",
+            json!({ "text": "x".repeat(300) }),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::PayloadTooLarge { .. }), "{err}");
+    assert!(
+        f.store
+            .list_inbound(None, None, 10)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    assert!(
+        f.store
+            .list(&Filter::all(), None, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    // Nothing was recorded, so the redelivery with a forward that fits is new.
+    let retried = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(NewMessage::new("app", json!(1))))
+        .await
+        .unwrap();
+    assert!(retried.is_created());
+    assert_eq!(
+        f.store
+            .list(&Filter::all(), None, 10)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        1
+    );
+}
+
+pub(crate) async fn list_inbound_filters_by_source_and_paginates<B: Backend>() {
+    let f = fixture::<B>().await;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let source = if n % 2 == 0 {
+            "telegram:even"
+        } else {
+            "telegram:odd"
+        };
+        ids.push(
+            f.store
+                .record_inbound(update(source, n))
+                .await
+                .unwrap()
+                .id(),
+        );
+        f.clock.advance(Duration::from_millis(10));
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f
+            .store
+            .list_inbound(None, cursor.as_ref(), 3)
+            .await
+            .unwrap();
+        assert!(page.events.len() <= 3);
+        seen.extend(page.events.iter().map(|e| e.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let mut even = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f
+            .store
+            .list_inbound(Some("telegram:even"), cursor.as_ref(), 2)
+            .await
+            .unwrap();
+        even.extend(page.events.iter().map(|e| e.external_id.clone()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(even, ["6", "4", "2", "0"]);
+    assert!(
+        f.store
+            .list_inbound(Some("telegram:none"), None, 10)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    let err = f
+        .store
+        .list_inbound(None, Some(&ferrule_store::Cursor::from_string("nope")), 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let err = f.store.list_inbound(None, None, 0).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+pub(crate) async fn purge_inbound_deletes_only_old_events<B: Backend>() {
+    let f = fixture::<B>().await;
+    f.store
+        .record_inbound(update("telegram:a", 1))
+        .await
+        .unwrap();
+    f.store
+        .record_inbound(update("telegram:a", 2))
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(3600));
+    f.store
+        .record_inbound(update("telegram:a", 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .purge_inbound(Duration::from_secs(1800))
+            .await
+            .unwrap(),
+        2
+    );
+    let left = f.store.list_inbound(None, None, 10).await.unwrap();
+    let ids: Vec<_> = left.events.iter().map(|e| e.external_id.as_str()).collect();
+    assert_eq!(ids, ["3"]);
+    // A purged event is forgotten: its redelivery is recorded again.
+    assert!(
+        f.store
+            .record_inbound(update("telegram:a", 1))
+            .await
+            .unwrap()
+            .is_created()
+    );
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, Enqueued, ErrorKind, Filter, Lease, NewMessage, PgStore, Status, Store,
-    StoreError, StoreOptions,
+    AttemptReport, Enqueued, ErrorKind, Filter, Lease, NewInbound, NewMessage, PgStore, Recorded,
+    Status, Store, StoreError, StoreOptions,
 };
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -433,7 +433,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 2
+                supported: 3
             }
         ),
         "{err}"
@@ -667,4 +667,143 @@ async fn concurrent_duplicates_in_one_batch_create_one_message() {
         .collect();
     assert_eq!(keyed.len(), 1);
     assert_eq!(keyed[0].id, original);
+}
+
+fn inbound(update_id: u32, forward: NewMessage) -> NewInbound {
+    NewInbound::new(
+        "telegram:bot",
+        update_id.to_string(),
+        json!({ "update_id": update_id }),
+    )
+    .forward(forward)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_inbound_events_in_one_batch_and_across_stores_record_one() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    let stall = Stall::start(&schema, &stores[0]).await;
+    // Ten redeliveries of one update queue up behind the stall and are written in one batch;
+    // ten more race them through a second store (another process).
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let store = stores[n % 2].clone();
+            tokio::spawn(async move { store.record_inbound(inbound(5, msg(5))).await })
+        })
+        .collect();
+    stall.release().await;
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(answers.iter().filter(|a| a.is_created()).count(), 1);
+    let original = answers.iter().find(|a| a.is_created()).unwrap().id();
+    assert!(answers.iter().all(|a| a.id() == original), "{answers:?}");
+    let events = stores[0].list_inbound(None, None, 100).await.unwrap();
+    assert_eq!(events.events.len(), 1);
+    let forwarded = stores[0]
+        .list(&Filter::all().destination("d"), None, 100)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .filter(|m| m.payload == json!({ "n": 5 }))
+        .count();
+    assert_eq!(forwarded, 1, "forwarded exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_event_whose_forward_the_database_refuses_is_not_recorded() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let store = stores(&schema, &clock, 1).await.remove(0);
+    let stall = Stall::start(&schema, &store).await;
+    // `jsonb` cannot store U+0000: the forward fails at the database, inside the event's
+    // transaction, so the event must not be recorded either.
+    let bad = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .record_inbound(inbound(1, NewMessage::new("d", json!({ "t": "\u{0}" }))))
+                .await
+        })
+    };
+    let good: Vec<_> = (2..6)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record_inbound(inbound(n, msg(n))).await })
+        })
+        .collect();
+    stall.release().await;
+    let err = bad.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Database, "{err}");
+    for t in good {
+        assert!(matches!(t.await.unwrap().unwrap(), Recorded::Created(_)));
+    }
+    let ids: Vec<String> = store
+        .list_inbound(None, None, 100)
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.external_id)
+        .collect();
+    assert_eq!(ids.len(), 4);
+    assert!(!ids.contains(&"1".to_owned()), "{ids:?}");
+    // Not recorded, so its redelivery (with a forward that fits) is new.
+    assert!(
+        store
+            .record_inbound(inbound(1, msg(1)))
+            .await
+            .unwrap()
+            .is_created()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_the_server_is_storage_full_and_loses_nothing_acked() {
+    // The shared server's disk cannot be filled, so a trigger raises the same SQLSTATE the
+    // server raises when it cannot extend a file (53100 disk_full), through the real driver
+    // and the real group-commit path.
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let store = PgStore::open(&schema.url(), StoreOptions::with_clock(clock.shared()))
+        .await
+        .unwrap();
+    let acked = store.enqueue(msg(1)).await.unwrap().id();
+    let claimed = store.claim_due("w", 1, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    schema
+        .sql(
+            "CREATE FUNCTION \"{schema}\".no_space() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'
+                 USING ERRCODE = 'disk_full'; END $$;
+             CREATE TRIGGER no_space BEFORE INSERT ON \"{schema}\".events
+                 FOR EACH ROW EXECUTE FUNCTION \"{schema}\".no_space();",
+        )
+        .await;
+    let err = store.enqueue(msg(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
+    assert!(err.is_transient());
+    // The dispatcher's writes fail the same way, and leave the message leased: nothing is
+    // marked delivered or dead.
+    let err = store
+        .complete(&claimed[0].lease, AttemptReport::success())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StorageFull, "{err}");
+    let detail = store.get(acked).await.unwrap().unwrap();
+    assert_eq!(detail.message.status, Status::Delivering);
+
+    schema
+        .sql("DROP TRIGGER no_space ON \"{schema}\".events")
+        .await;
+    store
+        .complete(&claimed[0].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    assert!(store.enqueue(msg(2)).await.unwrap().is_created());
+    let detail = store.get(acked).await.unwrap().unwrap();
+    assert_eq!(detail.message.status, Status::Delivered);
 }

@@ -170,3 +170,104 @@ async fn crash_after_sigkill_loses_no_acked_message() {
     let url = format!("sqlite://{}", dir.path().join("crash.db").display());
     crate::crash::sigkill_loses_no_acked_message(&url).await;
 }
+
+/// A tmpfs of `size_mib` MiB on `dir`, unmounted on drop; `Err` says why it cannot be mounted
+/// (not root, no `mount`).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size_mib: u64) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn skipped(why: &str) {
+    eprintln!("SKIPPED: cannot mount a tmpfs to fill ({why})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_storage_full_and_loses_nothing_acked() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = match Tmpfs::mount(dir.path().join("fs"), 8) {
+        Ok(fs) => fs,
+        Err(why) => return skipped(&why),
+    };
+    let path = fs.0.join("store.db");
+    let store = SqliteStore::open(SqliteOptions::new(&path, options()))
+        .await
+        .unwrap();
+    let filler = fs.0.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    for size in [chunk.len(), 4096, 512] {
+        while let Ok(1..) = file.write(&chunk[..size]) {}
+    }
+    // Room for some of the writes below and not all: the disk fills up under them.
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 256 * 1024).unwrap();
+    drop(file);
+
+    // Concurrent writers, so that batches hold several jobs when the disk refuses one.
+    let text = "x".repeat(2048);
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let store = store.clone();
+        let text = text.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .enqueue(NewMessage::new("d", json!({"n": n, "text": text})))
+                .await
+        }));
+    }
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(enqueued) => acked.push(enqueued.id()),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::StorageFull, "{e}");
+                assert!(e.is_transient());
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the full disk refused a write");
+    assert!(!acked.is_empty(), "the space left took some writes");
+
+    std::fs::remove_file(&filler).unwrap();
+    acked.push(
+        store
+            .enqueue(NewMessage::new("d", json!({"after": true})))
+            .await
+            .unwrap()
+            .id(),
+    );
+    drop(store);
+    let store = SqliteStore::open(SqliteOptions::new(&path, options()))
+        .await
+        .unwrap();
+    for id in acked {
+        let detail = store.get(id).await.unwrap();
+        assert_eq!(detail.unwrap().message.status, Status::Queued, "{id}");
+    }
+}
