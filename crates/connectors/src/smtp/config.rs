@@ -1,9 +1,13 @@
 //! [`SmtpConfig`]: one SMTP destination, as written in the relay's TOML.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::payload::is_dot_atom;
@@ -114,6 +118,7 @@ fn default_timeout() -> Duration {
 /// host = "smtp.example.com"
 /// port = 587                                # default by `tls`: 25, 587 or 465
 /// tls = "starttls"                          # none | starttls (the default) | tls
+/// tls_root_ca = "/etc/ferrule/mail-ca.pem"  # optional: also trust these CA certificates
 /// username = "relay@example.com"            # optional; needs `password`
 /// password = "…"                            # resolved by the relay from env: or file:
 /// from = "ferrule <relay@example.com>"
@@ -135,6 +140,12 @@ pub struct SmtpConfig {
     /// How the connection is secured (default `starttls`).
     #[serde(default)]
     pub tls: TlsMode,
+    /// A PEM file with one or more CA certificates to trust for this server, besides the
+    /// platform's roots: for a server whose certificate a private CA issued. Read when the
+    /// configuration is validated and when the connector is built; refused with
+    /// `tls = "none"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_root_ca: Option<PathBuf>,
     /// The user to authenticate as (`AUTH PLAIN` or `LOGIN`); needs `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -160,8 +171,9 @@ pub struct SmtpConfig {
 }
 
 /// A configuration after validation: the parsed and defaulted values.
-#[derive(Debug)]
 pub(super) struct Parsed {
+    /// How lettre secures the connection, with the extra roots of `tls_root_ca`.
+    pub(super) tls: Tls,
     pub(super) from: Mailbox,
     pub(super) port: u16,
     pub(super) message_id_domain: String,
@@ -175,6 +187,7 @@ impl SmtpConfig {
             host: host.into(),
             port: None,
             tls: TlsMode::default(),
+            tls_root_ca: None,
             username: None,
             password: None,
             from: from.into(),
@@ -192,10 +205,15 @@ impl SmtpConfig {
 
     /// Checks every field; the error names the one at fault.
     ///
-    /// Refuses an empty or malformed host, port 0, a username without a password (or the other
-    /// way round), a `from` that is not a mailbox, a message id domain or EHLO name that is not
-    /// a plain domain (`dot-atom` text), a zero timeout, and a pool of size 0 or with a zero idle
-    /// timeout.
+    /// Refuses an empty or malformed host, port 0, a `tls_root_ca` that cannot be read, holds
+    /// no certificate or a malformed one, or comes with `tls = "none"`, a username without a
+    /// password (or the other way round), a `from` that is not a mailbox, a message id domain
+    /// or EHLO name that is not a plain domain (`dot-atom` text), a zero timeout, and a pool of
+    /// size 0 or with a zero idle timeout.
+    ///
+    /// Reads the `tls_root_ca` file and builds the TLS settings, so that a configuration
+    /// check finds a missing file, or a TLS mode that cannot be set up on this host (no system
+    /// CA certificates and no `tls_root_ca`: an error naming `tls`).
     pub fn validate(&self) -> Result<(), ConnectorError> {
         self.parse().map(drop)
     }
@@ -214,6 +232,7 @@ impl SmtpConfig {
         if self.port == Some(0) {
             return Err(ConnectorError::invalid("port", "must not be 0"));
         }
+        let tls = self.tls_settings(host)?;
         match (&self.username, &self.password) {
             (Some(user), _) if user.is_empty() => {
                 return Err(ConnectorError::invalid("username", "must not be empty"));
@@ -302,10 +321,76 @@ impl SmtpConfig {
             ));
         }
         Ok(Parsed {
+            tls,
             from,
             port: self.effective_port(),
             message_id_domain,
             hello_name,
         })
     }
+
+    /// The lettre TLS settings for `host`: the mode, with the roots of `tls_root_ca` added.
+    fn tls_settings(&self, host: &str) -> Result<Tls, ConnectorError> {
+        let roots = match (&self.tls_root_ca, self.tls) {
+            (None, _) => Vec::new(),
+            (Some(_), TlsMode::None) => {
+                return Err(ConnectorError::invalid(
+                    "tls_root_ca",
+                    "has no use with `tls = \"none\"`; set `tls` to `starttls` or `tls`",
+                ));
+            }
+            (Some(path), _) => read_root_ca(path)?,
+        };
+        let parameters = || {
+            let mut builder = TlsParameters::builder(host.to_owned());
+            for root in &roots {
+                builder = builder.add_root_certificate(root.clone());
+            }
+            builder.build().map_err(|e| match &self.tls_root_ca {
+                // With extra roots, building fails only on a certificate rustls cannot use.
+                Some(path) => ConnectorError::invalid(
+                    "tls_root_ca",
+                    format!(
+                        "{}: a certificate is not usable as a root: {e}",
+                        path.display()
+                    ),
+                ),
+                // Without extra roots, only when the platform's roots cannot be loaded.
+                None => ConnectorError::invalid(
+                    "tls",
+                    format!(
+                        "cannot set up TLS ({e}); without system CA certificates, name the \
+                         server's CA in `tls_root_ca`"
+                    ),
+                ),
+            })
+        };
+        Ok(match self.tls {
+            TlsMode::None => Tls::None,
+            TlsMode::Starttls => Tls::Required(parameters()?),
+            TlsMode::Tls => Tls::Wrapper(parameters()?),
+        })
+    }
+}
+
+/// The certificates of the PEM file at `path`, each as lettre takes it; at least one.
+fn read_root_ca(path: &Path) -> Result<Vec<Certificate>, ConnectorError> {
+    let invalid = |reason: String| {
+        ConnectorError::invalid("tls_root_ca", format!("{}: {reason}", path.display()))
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot be read ({e})")))?;
+    let ders = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("is not valid PEM ({e})")))?;
+    if ders.is_empty() {
+        return Err(invalid(
+            "holds no certificate (no `-----BEGIN CERTIFICATE-----` section)".to_owned(),
+        ));
+    }
+    ders.into_iter()
+        .map(|der| {
+            Certificate::from_der(der.to_vec())
+                .map_err(|e| invalid(format!("holds a malformed certificate ({e})")))
+        })
+        .collect()
 }

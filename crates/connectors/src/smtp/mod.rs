@@ -12,7 +12,8 @@
 //! | any 4yz reply (421 "closing" included) | [`Outcome::Transient`] | the reply code | |
 //! | 530, 534, 535, 538 (authentication refused or required) | [`Outcome::Permanent`] | the reply code | [`Signal::Unauthorized`] |
 //! | any other 5yz reply | [`Outcome::Permanent`] | the reply code | |
-//! | connect error, reset, closed connection, TLS failure, timeout | [`Outcome::Transient`] | none | |
+//! | the server's certificate is refused (untrusted issuer, expired, another name) or TLS has no version or cipher in common | [`Outcome::Permanent`] | none | |
+//! | connect error, reset, closed connection, other TLS failure (handshake cut short), timeout | [`Outcome::Transient`] | none | |
 //! | the server lacks what the message needs (`STARTTLS`, an `AUTH` mechanism, `SMTPUTF8`) | [`Outcome::Permanent`] | none | |
 //! | invalid payload or message id | [`Outcome::Permanent`] | none | |
 //!
@@ -37,7 +38,6 @@ use ferrule_policy::classify::SmtpReply;
 use ferrule_policy::{Outcome, SharedClock};
 use lettre::message::{MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{self, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -108,19 +108,9 @@ impl SmtpConnector {
     pub fn new(config: SmtpConfig, clock: SharedClock) -> Result<Self, ConnectorError> {
         let parsed = config.parse()?;
         let host = config.host.trim().to_owned();
-        let tls_parameters = || {
-            TlsParameters::new(host.clone()).map_err(|e| ConnectorError::Client {
-                source: Box::new(e),
-            })
-        };
-        let tls = match config.tls {
-            TlsMode::None => Tls::None,
-            TlsMode::Starttls => Tls::Required(tls_parameters()?),
-            TlsMode::Tls => Tls::Wrapper(tls_parameters()?),
-        };
         let mut builder = Transport::builder_dangerous(host.clone())
             .port(parsed.port)
-            .tls(tls)
+            .tls(parsed.tls)
             .timeout(Some(config.timeout))
             .hello_name(ClientId::Domain(parsed.hello_name))
             .pool_config(
@@ -253,6 +243,13 @@ impl SmtpConnector {
         }
         let (outcome, what) = if err.is_timeout() {
             (Outcome::Transient, "timed out")
+        } else if lasting_tls_failure(err) {
+            // The server's certificate is not trusted (unknown issuer, expired, issued for
+            // another name) or it shares no TLS version or cipher with us. The next attempt
+            // meets the same certificate and the same settings, so retrying only delays the
+            // verdict: an operator must fix the server or `tls_root_ca`. A handshake cut
+            // short (reset, closed, timed out) stays transient below: that one may pass.
+            (Outcome::Permanent, "TLS refused")
         } else if err.is_client() {
             (Outcome::Permanent, "refused by the client")
         } else if err.is_tls() {
@@ -378,6 +375,34 @@ impl Attempt {
             signal: None,
         }
     }
+}
+
+/// Whether `err` comes from a TLS handshake that failed for a reason retrying cannot cure:
+/// the server's certificate was refused, it presented none, or the two sides have no TLS
+/// version or cipher suite in common.
+///
+/// lettre wraps the handshake's `io::Error`, and tokio-rustls puts the `rustls::Error` inside
+/// that; `io::Error::source` skips its payload, so each `io::Error` is opened by hand.
+fn lasting_tls_failure(err: &smtp::Error) -> bool {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(cause) = source {
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::PeerIncompatible(_)
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn tls_name(tls: TlsMode) -> &'static str {

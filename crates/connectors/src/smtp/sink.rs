@@ -1,6 +1,7 @@
 //! A scriptable SMTP server on 127.0.0.1 for the connector's tests: it speaks EHLO/HELO,
-//! AUTH PLAIN and LOGIN, MAIL, RCPT, DATA, RSET, NOOP and QUIT, answers each command from a
-//! script (or positively), and records every transaction.
+//! STARTTLS, AUTH PLAIN and LOGIN, MAIL, RCPT, DATA, RSET, NOOP and QUIT, answers each command
+//! from a script (or positively), and records every transaction. It serves plain text,
+//! STARTTLS or implicit TLS with a certificate from a [`TestCa`] made at test time.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,9 +9,89 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::crypto::aws_lc_rs;
+
+/// A certificate authority made for one test, and a server certificate it issued for
+/// `127.0.0.1` and `localhost`.
+pub(super) struct TestCa {
+    /// The CA's certificate, PEM-encoded: what a client is told to trust.
+    pub(super) pem: String,
+    /// The server side: the server certificate and its key.
+    server: Arc<ServerConfig>,
+}
+
+impl TestCa {
+    /// A fresh CA named `name` and a server certificate from it.
+    pub(super) fn new(name: &str) -> TestCa {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "sink.test");
+        let leaf = leaf.signed_by(&key, &ca).unwrap();
+        let server = ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        TestCa {
+            pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
+/// How the sink secures connections.
+#[derive(Clone, Default)]
+pub(super) enum SinkTls {
+    /// Plain text; `STARTTLS` is not advertised and refused.
+    #[default]
+    None,
+    /// Plain text, `STARTTLS` advertised and honoured.
+    Starttls(Arc<ServerConfig>),
+    /// TLS from the first byte.
+    Implicit(Arc<ServerConfig>),
+}
+
+impl SinkTls {
+    /// `STARTTLS` with the server certificate of `ca`.
+    pub(super) fn starttls(ca: &TestCa) -> Self {
+        SinkTls::Starttls(ca.server.clone())
+    }
+
+    /// Implicit TLS with the server certificate of `ca`.
+    pub(super) fn implicit(ca: &TestCa) -> Self {
+        SinkTls::Implicit(ca.server.clone())
+    }
+}
+
+impl std::fmt::Debug for SinkTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SinkTls::None => "None",
+            SinkTls::Starttls(_) => "Starttls",
+            SinkTls::Implicit(_) => "Implicit",
+        })
+    }
+}
 
 /// What the sink does in place of its positive answer to one command.
 #[derive(Debug, Clone)]
@@ -43,6 +124,8 @@ pub(super) struct Script {
 pub(super) struct Transaction {
     /// The connection it came on, from 1.
     pub(super) connection: usize,
+    /// Whether it came over TLS (implicit, or after `STARTTLS`).
+    pub(super) tls: bool,
     /// The `EHLO` (or `HELO`) argument.
     pub(super) ehlo: String,
     /// The credentials the client authenticated with, if it did.
@@ -100,6 +183,8 @@ pub(super) struct Options {
     pub(super) auth: Option<(&'static str, &'static str)>,
     /// The mechanisms advertised after `AUTH` when `auth` is set.
     pub(super) mechanisms: &'static str,
+    /// Plain text, STARTTLS or implicit TLS.
+    pub(super) tls: SinkTls,
 }
 
 impl Default for Options {
@@ -107,6 +192,7 @@ impl Default for Options {
         Options {
             auth: None,
             mechanisms: "PLAIN LOGIN",
+            tls: SinkTls::None,
         }
     }
 }
@@ -143,7 +229,7 @@ impl Sink {
                 };
                 let (state, notify, options) = (shared.clone(), notify.clone(), options.clone());
                 tokio::spawn(async move {
-                    let _ = serve(stream, number, &options, &state, &notify).await;
+                    let _ = session(stream, number, &options, &state, &notify).await;
                 });
             }
         });
@@ -197,9 +283,58 @@ impl Sink {
     }
 }
 
+/// A connection, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// How [`serve`] ended.
+enum End {
+    /// The client quit, closed the connection or broke the protocol.
+    Closed,
+    /// The client asked for `STARTTLS` and was told to go ahead.
+    StartTls,
+}
+
+/// Serves one connection: TLS at once, after `STARTTLS`, or never, as `options` say.
+async fn session(
+    tcp: TcpStream,
+    number: usize,
+    options: &Options,
+    state: &Mutex<State>,
+    changed: &Notify,
+) -> Option<()> {
+    let config = match &options.tls {
+        SinkTls::Implicit(config) => {
+            let tls = TlsAcceptor::from(config.clone()).accept(tcp).await.ok()?;
+            let mut stream = BufReader::new(tls);
+            serve(&mut stream, true, true, number, options, state, changed).await;
+            return Some(());
+        }
+        SinkTls::Starttls(config) => Some(config.clone()),
+        SinkTls::None => None,
+    };
+    let mut plain = BufReader::new(tcp);
+    let end = serve(&mut plain, true, false, number, options, state, changed).await;
+    if let (End::StartTls, Some(config)) = (end, config) {
+        // RFC 3207 §4: the client must wait for the handshake; anything it sent after
+        // `STARTTLS` in clear would be an injection point, so there must be none.
+        if !plain.buffer().is_empty() {
+            return None;
+        }
+        let tls = TlsAcceptor::from(config)
+            .accept(plain.into_inner())
+            .await
+            .ok()?;
+        let mut stream = BufReader::new(tls);
+        serve(&mut stream, false, true, number, options, state, changed).await;
+    }
+    Some(())
+}
+
 /// Answers with `answer`, or `positive` for [`Answer::Ok`]. `false` when the connection is
 /// to end.
-async fn answer(stream: &mut BufReader<TcpStream>, answer: Answer, positive: &str) -> bool {
+async fn answer<S: Stream>(stream: &mut BufReader<S>, answer: Answer, positive: &str) -> bool {
     let text = match answer {
         Answer::Ok => positive,
         Answer::Reply(text) => text,
@@ -214,7 +349,7 @@ async fn answer(stream: &mut BufReader<TcpStream>, answer: Answer, positive: &st
 }
 
 /// Reads one line without its line break; `None` at the end of the stream.
-async fn read_line(stream: &mut BufReader<TcpStream>) -> Option<String> {
+async fn read_line<S: Stream>(stream: &mut BufReader<S>) -> Option<String> {
     let mut line = String::new();
     match stream.read_line(&mut line).await {
         Ok(0) | Err(_) => None,
@@ -226,30 +361,50 @@ fn decode(b64: &str) -> String {
     String::from_utf8(STANDARD.decode(b64.trim()).unwrap_or_default()).unwrap_or_default()
 }
 
-async fn serve(
-    stream: TcpStream,
+/// Speaks SMTP on `stream` until the client quits or asks for `STARTTLS`; greets first if
+/// `greet`. `secure` says whether `stream` is TLS already.
+async fn serve<S: Stream>(
+    stream: &mut BufReader<S>,
+    greet: bool,
+    secure: bool,
     number: usize,
     options: &Options,
     state: &Mutex<State>,
     changed: &Notify,
-) -> Option<()> {
-    let mut stream = BufReader::new(stream);
+) -> End {
+    serve_commands(stream, greet, secure, number, options, state, changed)
+        .await
+        .unwrap_or(End::Closed)
+}
+
+async fn serve_commands<S: Stream>(
+    stream: &mut BufReader<S>,
+    greet: bool,
+    secure: bool,
+    number: usize,
+    options: &Options,
+    state: &Mutex<State>,
+    changed: &Notify,
+) -> Option<End> {
     let next = |pick: fn(&mut Script) -> &mut VecDeque<Answer>| {
         pick(&mut state.lock().unwrap().script)
             .pop_front()
             .unwrap_or(Answer::Ok)
     };
-    let greeting = next(|s| &mut s.greeting);
-    if !answer(&mut stream, greeting, "220 sink.test ESMTP ready").await {
-        return None;
+    if greet {
+        let greeting = next(|s| &mut s.greeting);
+        if !answer(stream, greeting, "220 sink.test ESMTP ready").await {
+            return None;
+        }
     }
+    let offers_starttls = !secure && matches!(options.tls, SinkTls::Starttls(_));
     let mut ehlo = String::new();
     let mut auth: Option<(String, String)> = None;
     let mut mail_from: Option<String> = None;
     let mut rcpt_to = Vec::new();
     let mut queued = 0;
     loop {
-        let line = read_line(&mut stream).await?;
+        let line = read_line(stream).await?;
         state.lock().unwrap().commands.push((number, line.clone()));
         changed.notify_waiters();
         let upper = line.to_ascii_uppercase();
@@ -262,16 +417,25 @@ async fn serve(
                     Some(_) => format!("250-AUTH {}\r\n", options.mechanisms),
                     None => String::new(),
                 };
+                let starttls_line = if offers_starttls {
+                    "250-STARTTLS\r\n"
+                } else {
+                    ""
+                };
                 answer(
-                    &mut stream,
+                    stream,
                     Answer::Ok,
-                    &format!("250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n{auth_line}250 SIZE 10000000"),
+                    &format!("250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n{starttls_line}{auth_line}250 SIZE 10000000"),
                 )
                 .await
             }
+            "STARTTLS" if offers_starttls => {
+                answer(stream, Answer::Ok, "220 2.0.0 Ready to start TLS").await;
+                return Some(End::StartTls);
+            }
             "HELO" => {
                 ehlo = argument;
-                answer(&mut stream, Answer::Ok, "250 sink.test").await
+                answer(stream, Answer::Ok, "250 sink.test").await
             }
             "AUTH" => {
                 let mut words = argument.split_whitespace();
@@ -282,8 +446,8 @@ async fn serve(
                         let response = match initial {
                             Some(r) => r,
                             None => {
-                                answer(&mut stream, Answer::Ok, "334 ").await;
-                                read_line(&mut stream).await?
+                                answer(stream, Answer::Ok, "334 ").await;
+                                read_line(stream).await?
                             }
                         };
                         let decoded = decode(&response);
@@ -297,21 +461,16 @@ async fn serve(
                         let user = match initial {
                             Some(u) => u,
                             None => {
-                                answer(&mut stream, Answer::Ok, "334 VXNlcm5hbWU6").await;
-                                read_line(&mut stream).await?
+                                answer(stream, Answer::Ok, "334 VXNlcm5hbWU6").await;
+                                read_line(stream).await?
                             }
                         };
-                        answer(&mut stream, Answer::Ok, "334 UGFzc3dvcmQ6").await;
-                        let password = read_line(&mut stream).await?;
+                        answer(stream, Answer::Ok, "334 UGFzc3dvcmQ6").await;
+                        let password = read_line(stream).await?;
                         (decode(&user), decode(&password))
                     }
                     _ => {
-                        answer(
-                            &mut stream,
-                            Answer::Reply("504 5.5.4 unknown mechanism"),
-                            "",
-                        )
-                        .await;
+                        answer(stream, Answer::Reply("504 5.5.4 unknown mechanism"), "").await;
                         continue;
                     }
                 };
@@ -320,15 +479,10 @@ async fn serve(
                     .is_some_and(|(u, p)| credentials.0 == u && credentials.1 == p);
                 if valid {
                     auth = Some(credentials);
-                    answer(
-                        &mut stream,
-                        Answer::Ok,
-                        "235 2.7.0 Authentication successful",
-                    )
-                    .await
+                    answer(stream, Answer::Ok, "235 2.7.0 Authentication successful").await
                 } else {
                     answer(
-                        &mut stream,
+                        stream,
                         Answer::Reply("535 5.7.8 Authentication credentials invalid"),
                         "",
                     )
@@ -337,7 +491,7 @@ async fn serve(
             }
             "MAIL" if options.auth.is_some() && auth.is_none() => {
                 answer(
-                    &mut stream,
+                    stream,
                     Answer::Reply("530 5.7.0 Authentication required"),
                     "",
                 )
@@ -348,33 +502,23 @@ async fn serve(
                 if matches!(reply, Answer::Ok) {
                     mail_from = Some(address(&line));
                 }
-                answer(&mut stream, reply, "250 2.1.0 Ok").await
+                answer(stream, reply, "250 2.1.0 Ok").await
             }
             "RCPT" => {
                 let reply = next(|s| &mut s.rcpt);
                 if matches!(reply, Answer::Ok) {
                     rcpt_to.push(address(&line));
                 }
-                answer(&mut stream, reply, "250 2.1.5 Ok").await
+                answer(stream, reply, "250 2.1.5 Ok").await
             }
             "DATA" if mail_from.is_none() || rcpt_to.is_empty() => {
-                answer(
-                    &mut stream,
-                    Answer::Reply("554 5.5.1 No valid recipients"),
-                    "",
-                )
-                .await
+                answer(stream, Answer::Reply("554 5.5.1 No valid recipients"), "").await
             }
             "DATA" => {
-                answer(
-                    &mut stream,
-                    Answer::Ok,
-                    "354 End data with <CR><LF>.<CR><LF>",
-                )
-                .await;
+                answer(stream, Answer::Ok, "354 End data with <CR><LF>.<CR><LF>").await;
                 let mut lines = Vec::new();
                 loop {
-                    let line = read_line(&mut stream).await?;
+                    let line = read_line(stream).await?;
                     if line == "." {
                         break;
                     }
@@ -383,6 +527,7 @@ async fn serve(
                 queued += 1;
                 state.lock().unwrap().transactions.push(Transaction {
                     connection: number,
+                    tls: secure,
                     ehlo: ehlo.clone(),
                     auth: auth.clone(),
                     mail_from: mail_from.take().unwrap_or_default(),
@@ -391,26 +536,21 @@ async fn serve(
                 });
                 changed.notify_waiters();
                 let reply = next(|s| &mut s.data_end);
-                answer(
-                    &mut stream,
-                    reply,
-                    &format!("250 2.0.0 Ok: queued as {queued}"),
-                )
-                .await
+                answer(stream, reply, &format!("250 2.0.0 Ok: queued as {queued}")).await
             }
             "RSET" => {
                 mail_from = None;
                 rcpt_to.clear();
-                answer(&mut stream, Answer::Ok, "250 2.0.0 Ok").await
+                answer(stream, Answer::Ok, "250 2.0.0 Ok").await
             }
-            "NOOP" => answer(&mut stream, Answer::Ok, "250 2.0.0 Ok").await,
+            "NOOP" => answer(stream, Answer::Ok, "250 2.0.0 Ok").await,
             "QUIT" => {
-                answer(&mut stream, Answer::Ok, "221 2.0.0 Bye").await;
-                return Some(());
+                answer(stream, Answer::Ok, "221 2.0.0 Bye").await;
+                return Some(End::Closed);
             }
             _ => {
                 answer(
-                    &mut stream,
+                    stream,
                     Answer::Reply("502 5.5.2 Command not recognized"),
                     "",
                 )

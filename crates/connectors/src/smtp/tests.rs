@@ -1,13 +1,14 @@
 //! The SMTP connector against a real SMTP server on 127.0.0.1 ([`Sink`]), scripted per command.
 //!
-//! Every test uses `tls = "none"`: STARTTLS and implicit TLS are not exercised here.
+//! Most tests use `tls = "none"`; the TLS tests at the end run the sink with STARTTLS or
+//! implicit TLS and a certificate from a CA made for the test ([`TestCa`]).
 
 use std::time::Duration;
 
 use ferrule_policy::clock::{self, ManualClock};
 use ferrule_policy::{Outcome, SharedClock};
 
-use super::sink::{Answer, Options, Sink, Transaction};
+use super::sink::{Answer, Options, Sink, SinkTls, TestCa, Transaction};
 use super::*;
 use crate::{AnyConnector, Connector, Delivery};
 
@@ -261,6 +262,7 @@ async fn authenticates_with_the_configured_credentials() {
         let sink = Sink::start(Options {
             auth: Some(("relay@example.com", PASSWORD)),
             mechanisms,
+            ..Options::default()
         })
         .await;
         let smtp = connector(&sink, clock::system(), |c| {
@@ -879,4 +881,243 @@ fn a_connector_dropped_outside_a_runtime_does_not_panic() {
     });
     drop(runtime);
     drop(smtp);
+}
+
+/// `ca`'s certificate in a PEM file, kept while the returned directory lives.
+fn root_ca_file(ca: &TestCa) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, &ca.pem).unwrap();
+    (dir, path)
+}
+
+/// A sink serving `tls` and a connector to it in `mode`, trusting `root` (a PEM path) if
+/// given; the connector names the server `127.0.0.1`, which the sink's certificate covers.
+async fn tls_pair(
+    tls: SinkTls,
+    mode: TlsMode,
+    root: Option<&std::path::Path>,
+) -> (Sink, SmtpConnector) {
+    let sink = Sink::start(Options {
+        tls,
+        ..Options::default()
+    })
+    .await;
+    let mut config = SmtpConfig::new("127.0.0.1", FROM);
+    config.port = Some(sink.addr.port());
+    config.tls = mode;
+    config.tls_root_ca = root.map(ToOwned::to_owned);
+    let smtp = SmtpConnector::new(config, clock::system()).unwrap();
+    (sink, smtp)
+}
+
+/// The message `SIMPLE` as the sink recorded it, checked header by header, over TLS.
+fn assert_simple_arrived_over_tls(sink: &Sink) {
+    let sent = sink.transactions();
+    let sent = only(&sent);
+    assert!(sent.tls, "the message crossed in clear: {sent:#?}");
+    assert_eq!(sent.mail_from, "relay@example.com");
+    assert_eq!(sent.rcpt_to, ["ada@example.org"]);
+    assert_eq!(sent.header("From").unwrap(), FROM);
+    assert_eq!(sent.header("To").unwrap(), "ada@example.org");
+    assert_eq!(sent.header("Subject").unwrap(), "Build 42 passed");
+    assert_eq!(
+        sent.header("Message-ID").unwrap(),
+        format!("<{MESSAGE_ID}@example.com>")
+    );
+    assert_eq!(sent.body(), "All green.\r\n");
+}
+
+#[tokio::test]
+async fn delivers_over_starttls_to_a_server_of_the_configured_root_ca() {
+    let ca = TestCa::new("ferrule test CA");
+    let (_dir, root) = root_ca_file(&ca);
+    let (sink, smtp) = tls_pair(SinkTls::starttls(&ca), TlsMode::Starttls, Some(&root)).await;
+
+    let result = smtp.deliver(&delivery(SIMPLE, 1)).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
+    assert_eq!(result.code, Some(250));
+    assert_simple_arrived_over_tls(&sink);
+    // EHLO in clear, STARTTLS, then EHLO again inside TLS before the transaction.
+    let commands = sink.commands();
+    let verbs: Vec<&str> = commands
+        .iter()
+        .map(|c| c.split([' ', ':']).next().unwrap())
+        .collect();
+    assert_eq!(
+        verbs[..5],
+        ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT"],
+        "{commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn delivers_over_implicit_tls_to_a_server_of_the_configured_root_ca() {
+    let ca = TestCa::new("ferrule test CA");
+    let (_dir, root) = root_ca_file(&ca);
+    let (sink, smtp) = tls_pair(SinkTls::implicit(&ca), TlsMode::Tls, Some(&root)).await;
+
+    let result = smtp.deliver(&delivery(SIMPLE, 1)).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
+    assert_simple_arrived_over_tls(&sink);
+    assert!(!sink.commands().iter().any(|c| c == "STARTTLS"));
+}
+
+#[tokio::test]
+async fn an_untrusted_server_certificate_is_refused_permanently_before_any_mail() {
+    let ca = TestCa::new("ferrule test CA");
+    let other = TestCa::new("some other CA");
+    let (_dir, other_root) = root_ca_file(&other);
+    for (tls, mode) in [
+        (SinkTls::starttls(&ca), TlsMode::Starttls),
+        (SinkTls::implicit(&ca), TlsMode::Tls),
+    ] {
+        // The platform's roots alone, and a root file of another CA: neither trusts it.
+        for root in [None, Some(other_root.as_path())] {
+            let (sink, smtp) = tls_pair(tls.clone(), mode, root).await;
+            let result = smtp.deliver(&delivery(SIMPLE, 1)).await;
+            assert_eq!(
+                result.outcome,
+                Outcome::Permanent,
+                "{mode:?} {root:?}: {}",
+                result.detail
+            );
+            assert_eq!(result.code, None);
+            assert!(
+                result.detail.starts_with("TLS refused") && result.detail.contains("certificate"),
+                "{mode:?}: {}",
+                result.detail
+            );
+            assert!(sink.transactions().is_empty());
+            assert!(
+                !sink.commands().iter().any(|c| c.starts_with("MAIL")),
+                "{:?}",
+                sink.commands()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn starttls_never_falls_back_to_clear_text() {
+    // A server that does not offer STARTTLS, and a connector with credentials to lose.
+    let sink = Sink::start(Options {
+        auth: Some(("relay@example.com", PASSWORD)),
+        ..Options::default()
+    })
+    .await;
+    let mut config = SmtpConfig::new("127.0.0.1", FROM);
+    config.port = Some(sink.addr.port());
+    config.tls = TlsMode::Starttls;
+    config.username = Some("relay@example.com".into());
+    config.password = Some(SmtpPassword::new(PASSWORD));
+    let smtp = SmtpConnector::new(config, clock::system()).unwrap();
+
+    let result = smtp.deliver(&delivery(SIMPLE, 1)).await;
+    assert_eq!(result.outcome, Outcome::Permanent, "{}", result.detail);
+    assert!(result.detail.contains("STARTTLS"), "{}", result.detail);
+    assert!(sink.transactions().is_empty());
+    let commands = sink.commands();
+    assert!(
+        commands
+            .iter()
+            .all(|c| c.starts_with("EHLO") || c.starts_with("QUIT")),
+        "only EHLO (and QUIT) may cross in clear: {commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_handshake_cut_short_is_transient() {
+    // A server that accepts the connection and closes it before the TLS handshake ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            drop(stream);
+        }
+    });
+    let mut config = SmtpConfig::new("127.0.0.1", FROM);
+    config.port = Some(port);
+    config.tls = TlsMode::Tls;
+    let smtp = SmtpConnector::new(config, clock::system()).unwrap();
+    let result = smtp.deliver(&delivery(SIMPLE, 1)).await;
+    assert_eq!(result.outcome, Outcome::Transient, "{}", result.detail);
+    assert!(
+        !result.detail.starts_with("TLS refused"),
+        "{}",
+        result.detail
+    );
+    server.abort();
+}
+
+#[test]
+fn tls_root_ca_is_read_and_checked_when_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = TestCa::new("ferrule test CA");
+    let other = TestCa::new("some other CA");
+    let bundle = write(
+        "bundle.pem",
+        &format!("# two roots\n{}{}", ca.pem, other.pem),
+    );
+    let empty = write("empty.pem", "");
+    let key_only = write(
+        "key.pem",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    );
+    let not_der = write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+    );
+    let broken = write(
+        "broken.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    );
+    let missing = dir.path().join("missing.pem");
+
+    let config = |path: &std::path::Path, tls: TlsMode| {
+        let mut config = SmtpConfig::new("smtp.example.com", FROM);
+        config.tls = tls;
+        config.tls_root_ca = Some(path.to_owned());
+        config
+    };
+    for tls in [TlsMode::Starttls, TlsMode::Tls] {
+        let good = config(&bundle, tls);
+        assert_eq!(good.validate().map_err(|e| e.to_string()), Ok(()));
+        assert!(SmtpConnector::new(good, clock::system()).is_ok());
+    }
+    for (path, tls, expected) in [
+        (&missing, TlsMode::Starttls, "cannot be read"),
+        (&empty, TlsMode::Starttls, "holds no certificate"),
+        (&key_only, TlsMode::Tls, "holds no certificate"),
+        (&broken, TlsMode::Starttls, "is not valid PEM"),
+        (&not_der, TlsMode::Starttls, "not usable as a root"),
+        (&bundle, TlsMode::None, "has no use with `tls = \"none\"`"),
+    ] {
+        let err = config(path, tls).validate().unwrap_err();
+        assert_eq!(err.field(), Some("tls_root_ca"), "{path:?}: {err}");
+        let message = err.to_string();
+        assert!(message.contains(expected), "{path:?}: {message}");
+        if tls != TlsMode::None {
+            assert!(
+                message.contains(&path.display().to_string()),
+                "names the file: {message}"
+            );
+        }
+        let built = SmtpConnector::new(config(path, tls), clock::system()).unwrap_err();
+        assert_eq!(built.field(), Some("tls_root_ca"));
+    }
+    let parsed: SmtpConfig = toml::from_str(
+        "host = \"h.example\"\nfrom = \"a@example.com\"\ntls_root_ca = \"/etc/ferrule/ca.pem\"",
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.tls_root_ca.as_deref(),
+        Some(std::path::Path::new("/etc/ferrule/ca.pem"))
+    );
 }

@@ -165,6 +165,9 @@ pub enum LongTexts {
 /// The send rates of one bot: every chat is limited by `per_chat`, groups and channels also by
 /// `per_group`, and all sends together by `per_bot`.
 ///
+/// Each is a sliding window, as Telegram counts: at most `limit` sends in any span of `per`.
+/// `burst` does not apply and is refused.
+///
 /// The connector does not enforce them (it holds no state between attempts); the relay does,
 /// durably, keyed by [`ChatId`](super::ChatId) and [`ChatKind`](super::ChatKind).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -202,6 +205,13 @@ impl TelegramLimits {
                     e.message().to_owned(),
                 )
             })?;
+            if limit.burst.is_some() {
+                return Err(ConnectorError::invalid(
+                    format!("limits.{name}.burst"),
+                    "does not apply: Telegram's limits are sliding windows of `limit` sends \
+                     per `per`",
+                ));
+            }
         }
         Ok(())
     }

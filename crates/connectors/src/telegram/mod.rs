@@ -48,7 +48,10 @@ pub use self::payload::{
     validate_payload,
 };
 pub use self::split::{split_text, utf16_len};
-pub use self::update::{CallbackQuery, Chat, Message, Update, User, parse_update};
+pub use self::update::{
+    CallbackQuery, Chat, Message, RawUpdate, Update, User, parse_raw_updates, parse_update,
+    update_from_value,
+};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult, Signal};
 
 /// The most characters of a description or body quoted in a detail.
@@ -181,15 +184,45 @@ impl TelegramConnector {
             .map(drop)
     }
 
+    /// Deletes the bot's webhook, so [`get_updates`](Self::get_updates) works again; with
+    /// `drop_pending_updates`, Telegram also forgets the updates it has not delivered yet.
+    pub async fn delete_webhook(&self, drop_pending_updates: bool) -> Result<(), TelegramError> {
+        let params = json!({ "drop_pending_updates": drop_pending_updates });
+        self.call("deleteWebhook", &params, self.timeout)
+            .await
+            .map(drop)
+    }
+
     /// Long-polls for updates from `offset` (the last `update_id` seen + 1, which also confirms
     /// every earlier update), waiting up to `timeout` (whole seconds) for one to arrive.
     ///
     /// A 409 — another consumer polling, or a webhook set — is [`TelegramError::Conflict`].
+    /// One update in a shape the relay does not read fails the whole call; see
+    /// [`get_raw_updates`](Self::get_raw_updates) for a poller that must not stall on one.
     pub async fn get_updates(
         &self,
         offset: Option<i64>,
         timeout: Duration,
     ) -> Result<Vec<Update>, TelegramError> {
+        self.get_raw_updates(offset, timeout)
+            .await?
+            .iter()
+            .map(|raw| {
+                raw.parse().map_err(|e| TelegramError::InvalidResponse {
+                    status: 200,
+                    detail: self.token.scrub(&format!("update {}: {e}", raw.update_id)),
+                })
+            })
+            .collect()
+    }
+
+    /// [`get_updates`](Self::get_updates), answering each update as Telegram sent it, with its
+    /// id: a poller stores updates whole and still moves past one it cannot read.
+    pub async fn get_raw_updates(
+        &self,
+        offset: Option<i64>,
+        timeout: Duration,
+    ) -> Result<Vec<RawUpdate>, TelegramError> {
         let mut params = json!({ "timeout": timeout.as_secs() });
         if let Some(offset) = offset {
             params["offset"] = Value::from(offset);
@@ -198,7 +231,7 @@ impl TelegramConnector {
         let result = self
             .call("getUpdates", &params, self.timeout.saturating_add(timeout))
             .await?;
-        update::parse_updates(result).map_err(|detail| TelegramError::InvalidResponse {
+        update::parse_raw_updates(result).map_err(|detail| TelegramError::InvalidResponse {
             status: 200,
             detail: self.token.scrub(&detail),
         })

@@ -239,6 +239,13 @@ fn answer(state: &mut State, request: &Request) -> (u16, String, &'static str, O
             state.webhook = params["url"].as_str().map(str::to_owned);
             return json(ok(json!(true)));
         }
+        "deleteWebhook" => {
+            state.webhook = None;
+            if params["drop_pending_updates"] == true {
+                state.updates.clear();
+            }
+            return json(ok(json!(true)));
+        }
         "getUpdates" => {
             if state.webhook.is_some() {
                 return json(error(
@@ -899,6 +906,49 @@ async fn sets_the_webhook_and_then_polling_conflicts() {
         }
     ));
     assert_eq!(server.requests().len(), before);
+
+    // Deleting the webhook lets polling work again; pending updates are kept unless dropped.
+    server
+        .state()
+        .updates
+        .push(json!({"update_id": 102, "edited_message": {"text": "x"}}));
+    bot.delete_webhook(false).await.unwrap();
+    let raw = bot
+        .get_raw_updates(Some(102), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].update_id, 102);
+    assert_eq!(raw[0].json["edited_message"]["text"], "x", "kept whole");
+    bot.delete_webhook(true).await.unwrap();
+    assert_eq!(
+        server.requests().pop().unwrap().params,
+        json!({"drop_pending_updates": true})
+    );
+    assert!(
+        bot.get_updates(Some(102), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn one_unreadable_update_fails_get_updates_but_not_get_raw_updates() {
+    let server = FakeBotApi::start().await;
+    server.state().updates = vec![
+        json!({"update_id": 1, "callback_query": {"id": "q"}}),
+        json!({"update_id": 2, "message": {"message_id": 1, "date": 1, "chat": {"id": 42, "type": "private"}}}),
+    ];
+    let bot = connector(&server, |_| {});
+    let err = bot.get_updates(None, Duration::ZERO).await.unwrap_err();
+    assert!(err.to_string().contains("update 1"), "{err}");
+    assert!(err.to_string().contains("callback_query.from"), "{err}");
+    assert!(!err.to_string().contains(SECRET));
+    let raw = bot.get_raw_updates(None, Duration::ZERO).await.unwrap();
+    assert_eq!(raw.iter().map(|r| r.update_id).collect::<Vec<_>>(), [1, 2]);
+    assert!(raw[0].parse().is_err());
+    assert!(raw[1].parse().unwrap().message.is_some());
 }
 
 #[tokio::test]
@@ -974,6 +1024,11 @@ fn config_defaults_and_validation() {
     assert_eq!(
         field(&|c| c.limits.per_chat.limit = 0).as_deref(),
         Some("limits.per_chat.limit")
+    );
+    // The limits are sliding windows: a token bucket's burst has no meaning there.
+    assert_eq!(
+        field(&|c| c.limits.per_bot.burst = Some(60)).as_deref(),
+        Some("limits.per_bot.burst")
     );
     // Plain http: loopback, or when allowed.
     for base in [

@@ -106,31 +106,72 @@ pub struct CallbackQuery {
 /// # Ok::<(), ferrule_connectors::telegram::PayloadError>(())
 /// ```
 pub fn parse_update(json: &str) -> Result<Update, PayloadError> {
-    let mut de = serde_json::Deserializer::from_str(json);
-    let update: Update = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let message = err.inner().to_string();
-        let missing = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split_once('`'))
-            .map(|(name, _)| name.to_owned());
-        let field = match (path.as_str(), missing) {
-            (".", Some(name)) => name,
-            (".", None) => "update".to_owned(),
-            (parent, Some(name)) => format!("{parent}.{name}"),
-            (path, None) => path.to_owned(),
-        };
-        PayloadError::new(field, message)
-    })?;
-    de.end()
-        .map_err(|e| PayloadError::new("update", format!("trailing data: {e}")))?;
-    Ok(update)
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| PayloadError::new("update", format!("not JSON: {e}")))?;
+    update_from_value(&value)
 }
 
-/// The `getUpdates` result: a list of updates.
-pub(super) fn parse_updates(result: serde_json::Value) -> Result<Vec<Update>, String> {
-    serde_path_to_error::deserialize(result)
-        .map_err(|err| format!("`{}`: {}", err.path(), err.inner()))
+/// Reads one update from JSON already parsed, e.g. a [`RawUpdate`]. The error names the field
+/// at fault.
+pub fn update_from_value(value: &serde_json::Value) -> Result<Update, PayloadError> {
+    // serde would read a struct from an array too (`[1]` as `update_id` 1): an update is an
+    // object.
+    if !value.is_object() {
+        return Err(PayloadError::new("update", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+/// A deserialisation error as a [`PayloadError`] naming the field (`callback_query.id`).
+fn path_error<E: std::fmt::Display>(err: serde_path_to_error::Error<E>) -> PayloadError {
+    let path = err.path().to_string();
+    let message = err.inner().to_string();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let field = match (path.as_str(), missing) {
+        (".", Some(name)) => name,
+        (".", None) => "update".to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (path, None) => path.to_owned(),
+    };
+    PayloadError::new(field, message)
+}
+
+/// One update as `getUpdates` returned it: its id and the whole JSON, so that a field the
+/// relay does not type (or a kind of update it does not read) is kept when the update is
+/// stored, and one update the relay cannot read does not hide the others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawUpdate {
+    /// The update's id.
+    pub update_id: i64,
+    /// The update as Telegram sent it.
+    pub json: serde_json::Value,
+}
+
+impl RawUpdate {
+    /// The typed view of the update; an error names the field Telegram sent in a shape the
+    /// relay does not expect.
+    pub fn parse(&self) -> Result<Update, PayloadError> {
+        update_from_value(&self.json)
+    }
+}
+
+/// Reads the `result` of a `getUpdates` answer: a list of updates, each with an integer
+/// `update_id`. The error names the element at fault.
+pub fn parse_raw_updates(result: serde_json::Value) -> Result<Vec<RawUpdate>, String> {
+    let serde_json::Value::Array(items) = result else {
+        return Err("`result` is not a list of updates".to_owned());
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, json)| match json["update_id"].as_i64() {
+            Some(update_id) => Ok(RawUpdate { update_id, json }),
+            None => Err(format!("`[{i}].update_id` is missing or not an integer")),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -157,6 +198,23 @@ mod tests {
     }
 
     #[test]
+    fn a_get_updates_result_parses_as_a_list_and_names_the_bad_element() {
+        let updates = parse_raw_updates(serde_json::json!([
+            {"update_id": 1},
+            {"update_id": 2, "message": {"message_id": 1, "chat": {"id": 5, "type": "group"}}},
+        ]))
+        .unwrap();
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[1].update_id, 2);
+        let second = updates[1].parse().unwrap();
+        assert_eq!(second.message.unwrap().chat.id, 5);
+        let err = parse_raw_updates(serde_json::json!([{"update_id": 1}, {"update_id": "x"}]))
+            .unwrap_err();
+        assert!(err.starts_with("`[1].update_id`"), "{err}");
+        assert!(parse_raw_updates(serde_json::json!({"update_id": 1})).is_err());
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let field = |json: &str| parse_update(json).unwrap_err().field().to_owned();
         assert_eq!(field(r#"{"message": null}"#), "update_id");
@@ -167,5 +225,34 @@ mod tests {
         );
         assert_eq!(field("[]"), "update");
         assert_eq!(field(r#"{"update_id": 1} {}"#), "update");
+        let value = serde_json::json!({"update_id": 1, "message": {"message_id": "x"}});
+        assert_eq!(
+            update_from_value(&value).unwrap_err().field(),
+            "message.message_id"
+        );
+        assert_eq!(
+            update_from_value(&serde_json::json!([1, 2]))
+                .unwrap_err()
+                .field(),
+            "update"
+        );
+    }
+
+    #[test]
+    fn raw_updates_keep_every_field_and_need_an_id() {
+        let raw = parse_raw_updates(serde_json::json!([
+            {"update_id": 3, "edited_message": {"text": "kept"}},
+            {"update_id": 4, "callback_query": {"id": 5}},
+        ]))
+        .unwrap();
+        assert_eq!(raw[0].update_id, 3);
+        assert_eq!(raw[0].json["edited_message"]["text"], "kept");
+        assert!(raw[0].parse().is_ok());
+        // Unreadable for the relay, but still an update with an id.
+        assert_eq!(raw[1].update_id, 4);
+        assert_eq!(raw[1].parse().unwrap_err().field(), "callback_query.id");
+        let err = parse_raw_updates(serde_json::json!([{"update_id": 1}, {"x": 1}])).unwrap_err();
+        assert!(err.contains("[1].update_id"), "{err}");
+        assert!(parse_raw_updates(serde_json::json!({})).is_err());
     }
 }
