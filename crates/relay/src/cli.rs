@@ -1,5 +1,5 @@
 //! The command line: `serve`, `send`, `status`, `messages show`, `dlq …`, `migrate`,
-//! `config check`.
+//! `config check`, `telegram set-webhook|delete-webhook`.
 
 use std::path::PathBuf;
 
@@ -58,6 +58,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// A Telegram bot's webhook, set at Telegram from the configuration (no running relay).
+    Telegram {
+        /// What to do.
+        #[command(subcommand)]
+        command: TelegramCommand,
     },
 }
 
@@ -162,4 +168,25 @@ pub enum DlqCommand {
 pub enum ConfigCommand {
     /// Print the effective configuration with secrets redacted; fail naming the bad field.
     Check,
+}
+
+/// `ferrule telegram …`.
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Make Telegram post the destination's updates to URL (https), with its
+    /// `inbound.secret_token`.
+    SetWebhook {
+        /// The Telegram destination, with `inbound.mode = "webhook"`.
+        destination: String,
+        /// The public https URL that reaches `/v1/telegram/<destination>/webhook`.
+        url: String,
+    },
+    /// Remove the bot's webhook (e.g. to switch the destination to polling).
+    DeleteWebhook {
+        /// The Telegram destination.
+        destination: String,
+        /// Also drop the updates Telegram has not delivered yet.
+        #[arg(long)]
+        drop_pending_updates: bool,
+    },
 }

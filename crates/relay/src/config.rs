@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferrule_connectors::smtp::{SmtpConfig, SmtpPassword, SmtpPoolConfig, TlsMode};
-use ferrule_connectors::telegram::{BotToken, LongTexts, TelegramConfig, TelegramLimits};
+use ferrule_connectors::telegram::{
+    BotToken, ChatId, LongTexts, TelegramConfig, TelegramLimits, utf16_len,
+};
 use ferrule_connectors::webhook::{WebhookConfig, WebhookSecret};
 use ferrule_policy::ConfigError;
 use ferrule_policy::breaker::{BreakerConfig, Window};
@@ -23,13 +25,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The top-level sections an environment variable may address (`FERRULE_<SECTION>__…`).
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "server",
     "store",
     "auth",
     "dispatcher",
     "health",
     "defaults",
+    "alerts",
 ];
 
 /// The whole relay configuration.
@@ -53,6 +56,8 @@ pub struct Config {
     pub defaults: PolicyDefaults,
     /// Where messages go.
     pub destinations: Vec<DestinationConfig>,
+    /// Where the relay reports its own trouble (default: nowhere).
+    pub alerts: AlertsConfig,
 }
 
 /// `[server]`.
@@ -88,7 +93,9 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://path` (default `sqlite://ferrule.db`) or `postgres://…`.
+    /// `sqlite://path` (default `sqlite://ferrule.db`) or `postgres://…`; shown without its
+    /// password.
+    #[serde(serialize_with = "show_url")]
     pub url: Secret,
     /// SQLite `synchronous`: `full` (default) or `normal`.
     pub synchronous: Synchronous,
@@ -118,7 +125,9 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// API tokens, plain or as `sha256:<hex>`. Empty: the first `serve` generates one.
+    /// API tokens, plain or as `sha256:<hex>`. Empty: the first `serve` generates one. A hash
+    /// is shown by its first 8 digits, a plain token not at all.
+    #[serde(serialize_with = "show_tokens")]
     pub tokens: Vec<Secret>,
 }
 
@@ -162,6 +171,10 @@ pub struct HealthConfig {
     pub failure_threshold: u32,
     /// Successes in a row that make an unhealthy or degraded dependency healthy again (2).
     pub recovery_threshold: u32,
+    /// How long `/readyz`, `/status` and `/metrics` wait for the store before they report it
+    /// unavailable (default 1s): a probe must answer even while the database does not.
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
 }
 
 impl Default for HealthConfig {
@@ -169,6 +182,75 @@ impl Default for HealthConfig {
         HealthConfig {
             failure_threshold: 3,
             recovery_threshold: 2,
+            store_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[alerts]`: where the relay reports its own trouble (a breaker opening or closing, the
+/// dead-letter queue passing a threshold, start-up recovery or failure, a Telegram bot's
+/// rejected token). Alerts are ordinary messages to configured destinations; with neither
+/// `telegram` nor `webhook` set, none are sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A Telegram destination and the chat alerts go to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<TelegramAlerts>,
+    /// A webhook destination alerts go to, as JSON objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Alert once when the dead-letter depth goes above this; again only after it has come
+    /// back to it or below (default 100).
+    pub dead_letter_threshold: u64,
+    /// At most one alert of the same kind and subject per this interval; later ones are
+    /// folded into one sent when it has passed (default 5 min, at least 1 s).
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// At most this many alerts per minute overall; more are dropped (default 20).
+    pub max_per_minute: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            telegram: None,
+            webhook: None,
+            dead_letter_threshold: 100,
+            min_interval: Duration::from_secs(300),
+            max_per_minute: 20,
+        }
+    }
+}
+
+/// `[alerts] telegram = { destination = "ops-bot", chat_id = -1001234567890 }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramAlerts {
+    /// The name of a `telegram` destination.
+    pub destination: String,
+    /// The chat: a numeric id (negative for groups and channels) or `@channelname`.
+    pub chat_id: ChatRef,
+}
+
+/// A chat as written in the config: a number or an `@username`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChatRef {
+    /// A numeric chat id.
+    Id(i64),
+    /// A public channel or supergroup, `@username`.
+    Name(String),
+}
+
+impl ChatRef {
+    /// The chat, checked as Telegram would; the error says why it is not one.
+    pub fn parse(&self) -> Result<ChatId, String> {
+        match self {
+            ChatRef::Id(id) => ChatId::try_from(*id).map_err(|e| e.reason().to_owned()),
+            ChatRef::Name(name) => name
+                .parse()
+                .map_err(|e: ferrule_connectors::telegram::PayloadError| e.reason().to_owned()),
         }
     }
 }
@@ -258,9 +340,9 @@ impl DestinationKind {
 /// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
 ///
 /// The connector's fields sit next to the policies, flat: `url`, `secret`, `allow_private` and
-/// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts` and `limits` for
-/// Telegram; `host`, `port`, `tls`, `username`, `password`, `from`, `message_id_domain`,
-/// `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
+/// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
+/// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
+/// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
@@ -328,6 +410,10 @@ pub struct DestinationConfig {
     /// SMTP: `none`, `starttls` (the default) or `tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsMode>,
+    /// SMTP: a PEM file of CA certificates to trust besides the platform's, for a server with
+    /// a certificate from a private CA. Read and checked when the configuration is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_root_ca: Option<PathBuf>,
     /// SMTP: the user to authenticate as; needs `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -346,7 +432,110 @@ pub struct DestinationConfig {
     /// SMTP: the connection pool (`max_size`, `idle_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<SmtpPoolConfig>,
+    /// Telegram: how the bot receives updates (`[destinations.inbound]`); absent: it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundConfig>,
 }
+
+/// `[destinations.inbound]`: how a Telegram destination receives its bot's updates.
+///
+/// ```toml
+/// [destinations.inbound]
+/// mode = "webhook"                         # or "polling"
+/// secret_token = "env:TG_WEBHOOK_SECRET"   # webhook mode: required
+/// forward_to = "app-hook"                  # optional: a webhook destination
+/// callback_answer = "Got it"               # optional text for answerCallbackQuery
+/// poll_timeout = "30s"                     # polling mode: the long-poll timeout
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// `webhook` (Telegram posts to `/v1/telegram/{destination}/webhook`) or `polling` (the
+    /// relay calls `getUpdates`, for bots without a public URL).
+    pub mode: InboundMode,
+    /// Webhook mode: the token Telegram sends in `X-Telegram-Bot-Api-Secret-Token`, set with
+    /// `ferrule telegram set-webhook`; 1 to 256 of `A-Z a-z 0-9 _ -`. Inline or `env:` /
+    /// `file:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_token: Option<Secret>,
+    /// Another destination (a webhook) each new update is enqueued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_to: Option<String>,
+    /// The text `answerCallbackQuery` shows for a button press (default: none; the spinner
+    /// just stops). At most 200 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_answer: Option<String>,
+    /// Polling mode: how long one `getUpdates` waits for an update (default 30 s; whole seconds,
+    /// 1 s to 5 min).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub poll_timeout: Option<Duration>,
+}
+
+/// How a Telegram destination receives updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundMode {
+    /// Telegram posts each update to the relay.
+    Webhook,
+    /// The relay long-polls `getUpdates`.
+    Polling,
+}
+
+impl InboundMode {
+    /// The name written in `mode = "…"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboundMode::Webhook => "webhook",
+            InboundMode::Polling => "polling",
+        }
+    }
+}
+
+/// A Telegram webhook's secret token, read from its [`Secret`]; hidden in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretToken(String);
+
+impl SecretToken {
+    /// A token as given; the configuration checks one it reads with [`check_secret_token`].
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretToken(value.into())
+    }
+
+    /// The token.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretToken(***)")
+    }
+}
+
+/// A destination's `[destinations.inbound]`, checked, with its secret read.
+#[derive(Debug, Clone)]
+pub struct ResolvedInbound {
+    /// Webhook or polling.
+    pub mode: InboundMode,
+    /// Webhook mode: the token every update must carry.
+    pub secret_token: Option<SecretToken>,
+    /// The destination new updates are enqueued to.
+    pub forward_to: Option<String>,
+    /// The `answerCallbackQuery` text.
+    pub callback_answer: Option<String>,
+    /// Polling mode: the long-poll timeout.
+    pub poll_timeout: Duration,
+}
+
+/// The default long-poll timeout.
+const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest long-poll timeout accepted.
+const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The connector of a resolved destination, with its secrets read.
 #[derive(Debug, Clone)]
@@ -387,6 +576,8 @@ pub struct ResolvedDestination {
     pub chaos: ChaosConfig,
     /// The connector's configuration.
     pub connector: ConnectorConfig,
+    /// How a Telegram destination receives updates, if it does.
+    pub inbound: Option<ResolvedInbound>,
 }
 
 /// A secret value: redacted in `Debug` and when serialised (so in `config check` and logs).
@@ -400,6 +591,12 @@ impl Secret {
     /// A secret from its configured text.
     pub fn new(text: impl Into<String>) -> Self {
         Secret(text.into())
+    }
+
+    /// Whether the secret is a reference (`env:NAME` or `file:/path`) that
+    /// [`expose`](Self::expose) reads from the environment or a file, rather than the value.
+    pub fn is_reference(&self) -> bool {
+        self.0.starts_with("env:") || self.0.starts_with("file:")
     }
 
     /// The value, reading `env:` and `file:` references. `field` names it in errors.
@@ -429,6 +626,29 @@ impl Secret {
     }
 }
 
+/// Serialises the store URL without its password (a reference as written).
+fn show_url<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    if url.is_reference() {
+        s.serialize_str(url.raw())
+    } else {
+        s.serialize_str(&redact_url(url.raw()))
+    }
+}
+
+/// Serialises API tokens: a `sha256:` hash by its first 8 digits (a hash is not secret, and
+/// its start tells tokens apart; a token so written is always a hash, as `validate()`
+/// checks), anything else as [`Secret`] does.
+fn show_tokens<S: Serializer>(tokens: &[Secret], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        tokens
+            .iter()
+            .map(|token| match token.raw().strip_prefix("sha256:") {
+                Some(hex) => format!("sha256:{}…", hex.get(..8).unwrap_or("")),
+                None => redacted(token.raw()),
+            }),
+    )
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&redacted(&self.0))
@@ -447,15 +667,13 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// How a secret is shown: references stay visible (they are not secret), values do not. A
-/// store URL keeps everything but its password.
+/// How a secret is shown: references stay visible (they are not secret), values do not, and
+/// nothing of a value is shown but whether it is a webhook secret. The fields that show more
+/// say so themselves ([`show_url`], [`show_tokens`]): a value's look must not decide it, or an
+/// SMTP password containing `://` would be shown as a URL.
 fn redacted(text: &str) -> String {
     if text.starts_with("env:") || text.starts_with("file:") {
         text.to_owned()
-    } else if text.contains("://") {
-        redact_url(text)
-    } else if let Some(rest) = text.strip_prefix("sha256:") {
-        format!("sha256:{}…", rest.get(..8).unwrap_or(""))
     } else if text.starts_with("whsec_") {
         "whsec_***".into()
     } else {
@@ -463,18 +681,77 @@ fn redacted(text: &str) -> String {
     }
 }
 
-/// A URL with its password replaced by `***`.
+/// A URL with its passwords replaced by `***`: the one in the user info
+/// (`postgres://user:***@host/db`) and the value of every `password` query parameter
+/// (`?password=***`), both places PostgreSQL URLs may hold one. The parts are found as the
+/// `url` crate (and so the PostgreSQL driver) finds them: only `scheme://` opens an authority,
+/// the user info ends at the last `@` before the path, query parameter names are
+/// percent-decoded. A URL without an authority (`sqlite:ferrule.db?password=…`) still has its
+/// query redacted.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => {
-            let userinfo = &url[start + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..start + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+    let (head, authority, tail) = match authority_start(url) {
+        Some(start) => {
+            let (head, rest) = url.split_at(start);
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            (head, &rest[..end], &rest[end..])
         }
-        _ => url.to_owned(),
+        None => ("", "", url),
+    };
+    let mut out = String::from(head);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
     }
+    let (before_fragment, fragment) = match tail.split_once('#') {
+        Some((before, fragment)) => (before, Some(fragment)),
+        None => (tail, None),
+    };
+    match before_fragment.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let pairs: Vec<&str> = query
+                .split('&')
+                .map(|pair| {
+                    let key = url::form_urlencoded::parse(pair.as_bytes()).next();
+                    match key {
+                        Some((key, _)) if key == "password" => "password=***",
+                        _ => pair,
+                    }
+                })
+                .collect();
+            out.push_str(&pairs.join("&"));
+        }
+        None => out.push_str(before_fragment),
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Where the authority of `url` starts: after `scheme://`, the scheme being a letter then
+/// letters, digits, `+`, `-` or `.`, as the `url` crate reads it. `None` when there is no
+/// authority, e.g. `sqlite:ferrule.db`, or a `://` inside the path or query.
+fn authority_start(url: &str) -> Option<usize> {
+    let colon = url.find(':')?;
+    let scheme = &url[..colon];
+    let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (valid && url[colon..].starts_with("://")).then_some(colon + 3)
 }
 
 /// Why the configuration could not be loaded.
@@ -513,25 +790,44 @@ impl Config {
     }
 
     fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, LoadError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|source| LoadError::File {
-                path: path.to_owned(),
-                source,
-            })?;
-            figment = figment.merge(Toml::string(&text));
-        }
+        let text = match path {
+            None => None,
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| LoadError::File {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+        };
         let env = env.filter_map(|key| {
             let key = key.as_str().to_ascii_lowercase();
             let (section, rest) = key.split_once("__")?;
             (SECTIONS.contains(&section) && !rest.is_empty()).then(|| key.replace("__", ".").into())
         });
-        figment = figment.merge(env);
-        let config: Config = figment
-            .extract()
-            .map_err(|e| LoadError::Parse(describe_figment(e)))?;
+        let config = extract(layered(text.as_deref()).merge(env))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The built-in defaults with the TOML `text` laid over them, as [`load`](Self::load)
+    /// reads a file but without the environment, and **not validated**: call
+    /// [`validate`](Self::validate) next, which reads `env:` and `file:` secrets.
+    ///
+    /// ```
+    /// let config = ferrule::Config::from_toml_str("[server]\nlisten = \"127.0.0.1:9000\"\n")?;
+    /// config.validate()?;
+    /// assert_eq!(config.server.listen, "127.0.0.1:9000");
+    /// assert_eq!(config.server.max_body_bytes, 1024 * 1024, "a default");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Parse`] for a syntax error, an unknown field or a value of the wrong type.
+    pub fn from_toml_str(text: &str) -> Result<Config, LoadError> {
+        extract(layered(Some(text)))
     }
 
     /// Checks every value and the destinations' policies; the error names the field, e.g.
@@ -577,6 +873,7 @@ impl Config {
             ("dispatcher.poll_interval", self.dispatcher.poll_interval),
             ("dispatcher.defer_for", self.dispatcher.defer_for),
             ("defaults.timeout", self.defaults.timeout),
+            ("health.store_timeout", self.health.store_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(field, "must be longer than zero"));
@@ -605,14 +902,63 @@ impl Config {
             .validate_for(self.server.environment)
             .map_err(|e| e.within("defaults.chaos"))?;
         let mut names = BTreeSet::new();
+        let mut resolved = Vec::with_capacity(self.destinations.len());
         for i in 0..self.destinations.len() {
-            let resolved = self.resolve(i)?;
-            if !names.insert(resolved.name.clone()) {
+            let dest = self.resolve(i)?;
+            if !names.insert(dest.name.clone()) {
                 return Err(ConfigError::new(
                     format!("destinations[{i}].name"),
-                    format!("`{}` is used by an earlier destination", resolved.name),
+                    format!("`{}` is used by an earlier destination", dest.name),
                 ));
             }
+            resolved.push(dest);
+        }
+        check_forwards(&resolved)?;
+        self.validate_alerts()
+    }
+
+    /// Checks `[alerts]`: each target names a configured destination of the right type.
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let a = &self.alerts;
+        if a.min_interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "alerts.min_interval",
+                "must be at least 1s",
+            ));
+        }
+        positive("alerts.max_per_minute", u64::from(a.max_per_minute))?;
+        let kind_of = |field: &'static str, name: &str, wanted: DestinationKind| {
+            let Some(dest) = self.destinations.iter().find(|d| d.name.trim() == name) else {
+                return Err(ConfigError::new(
+                    field,
+                    format!("no destination named `{name}` is configured"),
+                ));
+            };
+            if dest.kind != wanted {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "`{name}` is a {} destination; this needs a {} one",
+                        dest.kind.as_str(),
+                        wanted.as_str()
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        if let Some(telegram) = &a.telegram {
+            kind_of(
+                "alerts.telegram.destination",
+                &telegram.destination,
+                DestinationKind::Telegram,
+            )?;
+            telegram
+                .chat_id
+                .parse()
+                .map_err(|m| ConfigError::new("alerts.telegram.chat_id", m))?;
+        }
+        if let Some(webhook) = &a.webhook {
+            kind_of("alerts.webhook", webhook, DestinationKind::Webhook)?;
         }
         Ok(())
     }
@@ -675,8 +1021,13 @@ impl Config {
             DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
             DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
         };
+        let inbound = match &dest.inbound {
+            None => None,
+            Some(inbound) => Some(resolve_inbound(i, inbound)?),
+        };
         Ok(ResolvedDestination {
             connector,
+            inbound,
             name: name.to_owned(),
             url,
             secret,
@@ -693,10 +1044,7 @@ impl Config {
 
     /// The effective configuration as TOML with every secret redacted (`config check`).
     pub fn to_redacted_toml(&self) -> String {
-        let mut shown = self.clone();
-        // The store URL is shown without its password.
-        shown.store.url = Secret::new(redact_url(self.store.url.raw()));
-        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
     /// The store URL to open.
@@ -705,11 +1053,27 @@ impl Config {
     }
 }
 
+/// The built-in defaults, then the TOML `text` if any.
+fn layered(text: Option<&str>) -> Figment {
+    let figment = Figment::from(Serialized::defaults(Config::default()));
+    match text {
+        Some(text) => figment.merge(Toml::string(text)),
+        None => figment,
+    }
+}
+
+/// The configuration `figment` describes, not yet validated.
+fn extract(figment: Figment) -> Result<Config, LoadError> {
+    figment
+        .extract()
+        .map_err(|e| LoadError::Parse(describe_figment(e)))
+}
+
 /// Refuses a connector field that belongs to another type of destination, so a typo such as
 /// `host` on a Telegram destination is not silently ignored.
 fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
     use DestinationKind::{Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, DestinationKind); 18] = [
+    let fields: [(&str, bool, DestinationKind); 20] = [
         ("url", !dest.url.is_empty(), Webhook),
         ("secret", dest.secret.is_some(), Webhook),
         ("allow_private", dest.allow_private, Webhook),
@@ -722,12 +1086,14 @@ fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError
         ("host", dest.host.is_some(), Smtp),
         ("port", dest.port.is_some(), Smtp),
         ("tls", dest.tls.is_some(), Smtp),
+        ("tls_root_ca", dest.tls_root_ca.is_some(), Smtp),
         ("username", dest.username.is_some(), Smtp),
         ("password", dest.password.is_some(), Smtp),
         ("from", dest.from.is_some(), Smtp),
         ("message_id_domain", dest.message_id_domain.is_some(), Smtp),
         ("hello_name", dest.hello_name.is_some(), Smtp),
         ("pool", dest.pool.is_some(), Smtp),
+        ("inbound", dest.inbound.is_some(), Telegram),
     ];
     for (field, set, kind) in fields {
         if set && kind != dest.kind {
@@ -739,6 +1105,115 @@ fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError
                     dest.kind.as_str()
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Destination `i`'s `[destinations.inbound]`, checked field by field; the secret is read here.
+fn resolve_inbound(i: usize, inbound: &InboundConfig) -> Result<ResolvedInbound, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].inbound.{field}");
+    let only_for = |field: &str, mode: InboundMode| {
+        ConfigError::new(
+            at(field),
+            format!("is used only with mode = \"{}\"", mode.as_str()),
+        )
+    };
+    let secret_token = match (&inbound.secret_token, inbound.mode) {
+        (None, InboundMode::Webhook) => {
+            return Err(ConfigError::new(
+                at("secret_token"),
+                "is required with mode = \"webhook\": the relay accepts only updates that \
+                 carry it (set it at Telegram with `ferrule telegram set-webhook`)",
+            ));
+        }
+        (Some(_), InboundMode::Polling) => {
+            return Err(only_for("secret_token", InboundMode::Webhook));
+        }
+        (None, InboundMode::Polling) => None,
+        (Some(secret), InboundMode::Webhook) => {
+            let value = secret.expose(&at("secret_token"))?;
+            check_secret_token(&value).map_err(|m| ConfigError::new(at("secret_token"), m))?;
+            Some(SecretToken(value))
+        }
+    };
+    let poll_timeout = match (inbound.poll_timeout, inbound.mode) {
+        (Some(_), InboundMode::Webhook) => {
+            return Err(only_for("poll_timeout", InboundMode::Polling));
+        }
+        (None, _) => DEFAULT_POLL_TIMEOUT,
+        (Some(t), InboundMode::Polling) => {
+            if t.subsec_nanos() != 0 || t.is_zero() || t > MAX_POLL_TIMEOUT {
+                return Err(ConfigError::new(
+                    at("poll_timeout"),
+                    "must be whole seconds from 1s to 5m (Telegram counts in seconds)",
+                ));
+            }
+            t
+        }
+    };
+    if let Some(text) = &inbound.callback_answer
+        && !(1..=200).contains(&utf16_len(text))
+    {
+        return Err(ConfigError::new(
+            at("callback_answer"),
+            "must be 1 to 200 characters (leave it out to answer without a text)",
+        ));
+    }
+    Ok(ResolvedInbound {
+        mode: inbound.mode,
+        secret_token,
+        forward_to: inbound.forward_to.as_ref().map(|f| f.trim().to_owned()),
+        callback_answer: inbound.callback_answer.clone(),
+        poll_timeout,
+    })
+}
+
+/// Checks a Telegram webhook secret token: 1 to 256 of `A-Z a-z 0-9 _ -`, as Telegram allows.
+pub fn check_secret_token(value: &str) -> Result<(), String> {
+    if !(1..=256).contains(&value.len()) {
+        return Err(format!("must be 1 to 256 characters, not {}", value.len()));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err("may contain only `A-Z`, `a-z`, `0-9`, `_` and `-` (Telegram's rule)".into());
+    }
+    Ok(())
+}
+
+/// Checks every `inbound.forward_to`: another destination, and a webhook (a Telegram update is
+/// not a valid Telegram or SMTP payload, so every forward there would be dead-lettered).
+fn check_forwards(resolved: &[ResolvedDestination]) -> Result<(), ConfigError> {
+    for (i, dest) in resolved.iter().enumerate() {
+        let Some(target) = dest.inbound.as_ref().and_then(|d| d.forward_to.as_ref()) else {
+            continue;
+        };
+        let field = format!("destinations[{i}].inbound.forward_to");
+        if *target == dest.name {
+            return Err(ConfigError::new(
+                field,
+                "must name another destination, not this one",
+            ));
+        }
+        match resolved.iter().find(|d| d.name == *target) {
+            None => {
+                return Err(ConfigError::new(
+                    field,
+                    format!("no destination is named `{target}`"),
+                ));
+            }
+            Some(d) if !matches!(d.connector, ConnectorConfig::Webhook(_)) => {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "`{target}` is not a webhook destination: a Telegram update is not a \
+                         payload it could deliver"
+                    ),
+                ));
+            }
+            Some(_) => {}
         }
     }
     Ok(())
@@ -851,6 +1326,7 @@ fn smtp_connector(
     let mut smtp = SmtpConfig::new(host.clone(), from.clone());
     smtp.port = dest.port;
     smtp.tls = dest.tls.unwrap_or_default();
+    smtp.tls_root_ca = dest.tls_root_ca.clone();
     smtp.username = dest.username.clone();
     smtp.password = match &dest.password {
         None => None,
@@ -1087,6 +1563,251 @@ mod tests {
         }
     }
 
+    /// A Telegram destination `ops-bot` and a webhook destination `ops-hook`, then `alerts`.
+    fn with_alerts(alerts: &str) -> Result<Config, LoadError> {
+        from_toml(&format!(
+            r#"
+            [[destinations]]
+            name = "ops-bot"
+            type = "telegram"
+            bot_token = "42:secret"
+            [[destinations]]
+            name = "ops-hook"
+            type = "webhook"
+            url = "https://example.com/alerts"
+            [alerts]
+            {alerts}
+            "#
+        ))
+    }
+
+    #[test]
+    fn alerts_name_their_destinations_and_chat() {
+        let config = with_alerts(
+            r#"
+            telegram = { destination = "ops-bot", chat_id = -1001234567890 }
+            webhook = "ops-hook"
+            dead_letter_threshold = 7
+            min_interval = "1m"
+            max_per_minute = 3
+            "#,
+        )
+        .unwrap();
+        let a = &config.alerts;
+        let telegram = a.telegram.as_ref().unwrap();
+        assert_eq!(telegram.destination, "ops-bot");
+        assert_eq!(telegram.chat_id.parse(), Ok(ChatId::Id(-1001234567890)));
+        assert_eq!(a.webhook.as_deref(), Some("ops-hook"));
+        assert_eq!(a.dead_letter_threshold, 7);
+        assert_eq!(a.min_interval, Duration::from_secs(60));
+        assert_eq!(a.max_per_minute, 3);
+        let channel =
+            with_alerts(r#"telegram = { destination = "ops-bot", chat_id = "@ops_room" }"#)
+                .unwrap();
+        assert_eq!(
+            channel.alerts.telegram.unwrap().chat_id.parse(),
+            Ok(ChatId::Username("@ops_room".into()))
+        );
+        // An empty section sends nothing and keeps the defaults.
+        let none = with_alerts("").unwrap();
+        assert!(none.alerts.telegram.is_none() && none.alerts.webhook.is_none());
+        assert_eq!(none.alerts.dead_letter_threshold, 100);
+        assert_eq!(none.alerts.min_interval, Duration::from_secs(300));
+        assert_eq!(none.alerts.max_per_minute, 20);
+        // The shown config round-trips.
+        let shown = config.to_redacted_toml();
+        assert!(shown.contains("[alerts]"), "{shown}");
+        assert!(shown.contains("webhook = \"ops-hook\""), "{shown}");
+    }
+
+    #[test]
+    fn alert_errors_name_the_field() {
+        for (alerts, field, says) in [
+            (
+                "webhook = \"nope\"",
+                "alerts.webhook",
+                "no destination named `nope`",
+            ),
+            (
+                "webhook = \"ops-bot\"",
+                "alerts.webhook",
+                "telegram destination",
+            ),
+            (
+                "telegram = { destination = \"ops-hook\", chat_id = 1 }",
+                "alerts.telegram.destination",
+                "webhook destination",
+            ),
+            (
+                "telegram = { destination = \"ops-bot\", chat_id = \"ops\" }",
+                "alerts.telegram.chat_id",
+                "`@username`",
+            ),
+            (
+                "telegram = { destination = \"ops-bot\", chat_id = 0 }",
+                "alerts.telegram.chat_id",
+                "",
+            ),
+            (
+                "telegram = { destination = \"ops-bot\" }",
+                "chat_id",
+                "missing field",
+            ),
+            (
+                "min_interval = \"500ms\"",
+                "alerts.min_interval",
+                "at least 1s",
+            ),
+            ("max_per_minute = 0", "alerts.max_per_minute", "at least 1"),
+            ("email = \"x\"", "email", "unknown field"),
+        ] {
+            let err = with_alerts(alerts).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(says), "{alerts}: {err}");
+        }
+    }
+
+    #[test]
+    fn inbound_settings_resolve_with_their_defaults() {
+        let config = from_toml(
+            r#"
+            [[destinations]]
+            name = "app-hook"
+            type = "webhook"
+            url = "https://app.example.com/telegram"
+            [[destinations]]
+            name = "support"
+            type = "telegram"
+            bot_token = "42:secret"
+            [destinations.inbound]
+            mode = "webhook"
+            secret_token = "s3cr3t_token-1"
+            forward_to = "app-hook"
+            callback_answer = "Got it"
+            [[destinations]]
+            name = "ops"
+            type = "telegram"
+            bot_token = "43:secret"
+            inbound = { mode = "polling" }
+            "#,
+        )
+        .unwrap();
+        let destinations = config.destinations().unwrap();
+        assert!(destinations[0].inbound.is_none());
+        let support = destinations[1].inbound.as_ref().unwrap();
+        assert_eq!(support.mode, InboundMode::Webhook);
+        assert_eq!(
+            support.secret_token.as_ref().unwrap().expose(),
+            "s3cr3t_token-1"
+        );
+        assert_eq!(support.forward_to.as_deref(), Some("app-hook"));
+        assert_eq!(support.callback_answer.as_deref(), Some("Got it"));
+        assert!(!format!("{support:?}").contains("s3cr3t"));
+        let ops = destinations[2].inbound.as_ref().unwrap();
+        assert_eq!(ops.mode, InboundMode::Polling);
+        assert_eq!(ops.poll_timeout, Duration::from_secs(30));
+        assert!(ops.secret_token.is_none());
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn inbound_errors_name_the_field() {
+        let hook = "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://x.y/\"\n\
+                    [[destinations]]\nname = \"mail\"\ntype = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\n";
+        let bot = "[[destinations]]\nname = \"bot\"\ntype = \"telegram\"\nbot_token = \"1:a\"\n";
+        for (inbound, field, says) in [
+            ("mode = \"webhook\"", "inbound.secret_token", "required"),
+            (
+                "mode = \"webhook\"\nsecret_token = \"has space\"",
+                "inbound.secret_token",
+                "A-Z",
+            ),
+            (
+                &format!("mode = \"webhook\"\nsecret_token = \"{}\"", "a".repeat(257)),
+                "inbound.secret_token",
+                "256",
+            ),
+            (
+                "mode = \"webhook\"\nsecret_token = \"env:FERRULE_TEST_UNSET_SECRET\"",
+                "inbound.secret_token",
+                "not set",
+            ),
+            (
+                "mode = \"polling\"\nsecret_token = \"abc\"",
+                "inbound.secret_token",
+                "only with mode = \"webhook\"",
+            ),
+            (
+                "mode = \"webhook\"\nsecret_token = \"abc\"\npoll_timeout = \"10s\"",
+                "inbound.poll_timeout",
+                "only with mode = \"polling\"",
+            ),
+            (
+                "mode = \"polling\"\npoll_timeout = \"1500ms\"",
+                "inbound.poll_timeout",
+                "whole seconds",
+            ),
+            (
+                "mode = \"polling\"\npoll_timeout = \"0s\"",
+                "inbound.poll_timeout",
+                "whole seconds",
+            ),
+            (
+                "mode = \"polling\"\npoll_timeout = \"6m\"",
+                "inbound.poll_timeout",
+                "5m",
+            ),
+            (
+                &format!(
+                    "mode = \"polling\"\ncallback_answer = \"{}\"",
+                    "x".repeat(201)
+                ),
+                "inbound.callback_answer",
+                "200",
+            ),
+            (
+                "mode = \"polling\"\ncallback_answer = \"\"",
+                "inbound.callback_answer",
+                "1 to 200",
+            ),
+            (
+                "mode = \"polling\"\nforward_to = \"nowhere\"",
+                "inbound.forward_to",
+                "no destination",
+            ),
+            (
+                "mode = \"polling\"\nforward_to = \"bot\"",
+                "inbound.forward_to",
+                "another destination",
+            ),
+            (
+                "mode = \"polling\"\nforward_to = \"mail\"",
+                "inbound.forward_to",
+                "not a webhook",
+            ),
+        ] {
+            let text = format!("{hook}{bot}[destinations.inbound]\n{inbound}\n");
+            let err = from_toml(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("destinations[2].{field}")) && err.contains(says),
+                "{inbound}: {err}"
+            );
+        }
+        // Only a Telegram destination receives updates.
+        let err = from_toml(&format!(
+            "{hook}[destinations.inbound]\nmode = \"polling\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("destinations[1].inbound"), "{err}");
+        for bad in ["mode = \"push\"", "mode = \"polling\"\nsecret = \"x\""] {
+            let err = from_toml(&format!("{bot}[destinations.inbound]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("inbound"), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn defaults_are_valid() {
         let config = Config::default();
@@ -1184,6 +1905,89 @@ mod tests {
         )
         .unwrap_err();
         assert!(dup.to_string().contains("destinations[1].name"), "{dup}");
+        let probe = from_toml("[health]\nstore_timeout = \"0s\"\n").unwrap_err();
+        assert!(
+            probe.to_string().contains("health.store_timeout"),
+            "{probe}"
+        );
+        let probe = from_toml("[health]\nstore_timeout = \"soon\"\n").unwrap_err();
+        assert!(probe.to_string().contains("store_timeout"), "{probe}");
+        let config = from_toml("[health]\nstore_timeout = \"250ms\"\n").unwrap();
+        assert_eq!(config.health.store_timeout, Duration::from_millis(250));
+        assert_eq!(
+            Config::default().health.store_timeout,
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn secrets_that_look_like_urls_or_hashes_are_redacted_whole() {
+        // Found by the `config` fuzz target: a token with `://` in it was shown as a URL, in
+        // full, and a password starting with `sha256:` by its first 8 characters.
+        let config = Config::from_toml_str(
+            r#"
+            [store]
+            url = "postgres://relay@db/ferrule?sslmode=require&pass%77ord=query-secret"
+            [auth]
+            tokens = ["plain-token-with://scheme-q7", "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+            [[destinations]]
+            name = "mail"
+            type = "smtp"
+            host = "127.0.0.1"
+            from = "relay@example.com"
+            username = "relay"
+            password = "sha256:pw-secret://x"
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let shown = config.to_redacted_toml();
+        let debug = format!("{config:?}");
+        for secret in ["scheme-q7", "pw-secret", "query-secret"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+            assert!(!debug.contains(secret), "{secret}: {debug}");
+        }
+        assert!(shown.contains(r#""sha256:2c26b46b…""#), "{shown}");
+        assert!(
+            shown.contains("postgres://relay@db/ferrule?sslmode=require&password=***"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn store_urls_lose_their_passwords_where_the_driver_finds_them() {
+        for (url, shown) in [
+            ("postgres://u:pw@db:5432/x", "postgres://u:***@db:5432/x"),
+            ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+            ("postgres://u:pw@db/x@y", "postgres://u:***@db/x@y"),
+            (
+                "postgres://db/x?password=pw&sslmode=off",
+                "postgres://db/x?password=***&sslmode=off",
+            ),
+            (
+                "postgres://db/x?a=1#password=pw",
+                "postgres://db/x?a=1#password=pw",
+            ),
+            ("postgres://u@db/x", "postgres://u@db/x"),
+            ("sqlite://ferrule.db", "sqlite://ferrule.db"),
+            ("sqlite:relative.db", "sqlite:relative.db"),
+            // Found by the `config` fuzz target: without `scheme://` the query was left as is.
+            (
+                "sqlite:ferrule.db?password=pw&mode=rwc",
+                "sqlite:ferrule.db?password=***&mode=rwc",
+            ),
+            (
+                "sqlite:x.db?next=http://h&password=pw",
+                "sqlite:x.db?next=http://h&password=***",
+            ),
+            (
+                "postgres:/u:pw@db/x?password=pw#f",
+                "postgres:/u:pw@db/x?password=***#f",
+            ),
+            ("sqlite:u:p@h.db", "sqlite:u:p@h.db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -8,18 +8,19 @@ use ferrule_policy::breaker::CircuitBreaker;
 use ferrule_policy::bulkhead::Bulkhead;
 use ferrule_policy::chaos::{Chaos, Environment};
 use ferrule_policy::event::{FanOut, MetricsObserver, TracingObserver};
-use ferrule_policy::rate_limit::{KeyedRateLimiter, RateLimited, RateLimiter};
+use ferrule_policy::rate_limit::RateLimiter;
 use ferrule_policy::retry::Retry;
 use ferrule_policy::timeout::{Timeout, TimeoutConfig};
-use ferrule_policy::{ConfigError, Context, SharedClock};
+use ferrule_policy::{ConfigError, Context, SharedClock, SharedObserver};
 
 use ferrule_connectors::smtp::SmtpConnector;
-use ferrule_connectors::telegram::{ChatId, ChatKind, TelegramConnector, TelegramLimits};
+use ferrule_connectors::telegram::TelegramConnector;
 use ferrule_connectors::webhook::WebhookConnector;
 use ferrule_connectors::{AnyConnector, ConnectorError};
 
 use crate::config::{ConnectorConfig, HealthConfig, ResolvedDestination};
 use crate::health::Health;
+pub use crate::telegram_limits::{TelegramLimiters, TelegramSend};
 
 /// One destination's connector and policies.
 pub struct Destination {
@@ -45,57 +46,12 @@ pub struct Destination {
     pub health: Health,
     /// A Telegram bot's send rates, per chat, per group and per bot.
     pub telegram_limits: Option<TelegramLimiters>,
+    /// How a Telegram bot receives updates, if it does.
+    pub inbound: Option<crate::inbound::Inbound>,
     /// No attempt starts before this instant (a Telegram bot's flood control).
     paused_until: Mutex<Option<Instant>>,
     /// The clock the pause is measured on.
     clock: SharedClock,
-}
-
-/// The rate limiters of one Telegram bot, keyed by chat id as written (`-100123`, `@news`).
-///
-/// They live in memory, but a message they refuse is deferred in the store to the limiter's
-/// `ready_at`: nothing waits in memory, and a restart only forgets how full the buckets were.
-#[derive(Debug, Clone)]
-pub struct TelegramLimiters {
-    per_chat: KeyedRateLimiter<String>,
-    per_group: KeyedRateLimiter<String>,
-    per_bot: RateLimiter,
-}
-
-impl TelegramLimiters {
-    /// Limiters for `limits`, on `ctx`'s clock.
-    pub fn new(limits: &TelegramLimits, ctx: &Context) -> Result<Self, ConfigError> {
-        Ok(TelegramLimiters {
-            per_chat: KeyedRateLimiter::with_context(limits.per_chat.clone(), ctx.clone())
-                .map_err(|e| e.within("limits.per_chat"))?,
-            per_group: KeyedRateLimiter::with_context(limits.per_group.clone(), ctx.clone())
-                .map_err(|e| e.within("limits.per_group"))?,
-            per_bot: RateLimiter::with_context(limits.per_bot.clone(), ctx.clone())
-                .map_err(|e| e.within("limits.per_bot"))?,
-        })
-    }
-
-    /// Admits one send to `chat`, or says when it could go and which limit refused it.
-    ///
-    /// The limits are checked narrowest first (chat, group, bot). A send refused by a later
-    /// limit has already used its token of the earlier ones, so that chat waits a little
-    /// longer than it must; the limits are never exceeded.
-    pub fn check(&self, chat: &ChatId) -> Result<(), (RateLimited, &'static str)> {
-        let key = chat.to_string();
-        self.per_chat.check_key(&key).map_err(|l| (l, "per chat"))?;
-        if chat.kind() == ChatKind::Group {
-            self.per_group
-                .check_key(&key)
-                .map_err(|l| (l, "per group"))?;
-        }
-        self.per_bot.check().map_err(|l| (l, "per bot"))
-    }
-
-    /// Forgets chats quiet long enough to be like new ones.
-    pub fn retain_recent(&self) {
-        self.per_chat.retain_recent();
-        self.per_group.retain_recent();
-    }
 }
 
 impl fmt::Debug for Destination {
@@ -128,6 +84,18 @@ impl Destination {
         environment: Environment,
         health: HealthConfig,
     ) -> Result<Self, BuildError> {
+        Self::build_observed(config, clock, environment, health, None)
+    }
+
+    /// [`build`](Self::build), with the policies also reporting to `observer` (the alerts'
+    /// breaker watch).
+    pub fn build_observed(
+        config: &ResolvedDestination,
+        clock: SharedClock,
+        environment: Environment,
+        health: HealthConfig,
+        observer: Option<SharedObserver>,
+    ) -> Result<Self, BuildError> {
         let connector_error = |e: ConnectorError| {
             BuildError::Connector(e.within(&format!("destinations.{}", config.name)))
         };
@@ -146,10 +114,10 @@ impl Destination {
             ConnectorConfig::Telegram(c) => Some(c.limits.clone()),
             _ => None,
         };
-        let observer = Arc::new(FanOut(vec![
-            Arc::new(TracingObserver),
-            Arc::new(MetricsObserver),
-        ]));
+        let mut observers: Vec<SharedObserver> =
+            vec![Arc::new(TracingObserver), Arc::new(MetricsObserver)];
+        observers.extend(observer);
+        let observer = Arc::new(FanOut(observers));
         let ctx = Context::new(config.name.clone())
             .with_clock(clock.clone())
             .with_observer(observer);
@@ -180,6 +148,10 @@ impl Destination {
                 .map_err(|e| e.within(&within("timeout")))?,
             chaos: Chaos::with_context(config.chaos.clone(), environment, ctx.clone())
                 .map_err(|e| e.within(&within("chaos")))?,
+            inbound: config
+                .inbound
+                .as_ref()
+                .map(|i| crate::inbound::Inbound::new(i, health.clone())),
             health: Health::new(health),
             telegram_limits: match telegram_limits {
                 None => None,

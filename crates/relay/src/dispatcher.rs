@@ -2,13 +2,15 @@
 //!
 //! One claim loop per process leases up to `batch` due messages at a time, bounded by a
 //! global concurrency limit, and sleeps until the store says new work may exist
-//! ([`Store::wait_for_work`]) or the next message falls due ([`Store::next_due_at`]). Each
-//! claimed message runs in its own supervised task:
+//! ([`Store::wait_for_work`]), the next message falls due ([`Store::next_due_at`], or a
+//! message this process deferred or rescheduled: [`Wakeups`]), or a delivery with an ordering
+//! key ends. Each claimed message runs in its own supervised task:
 //!
 //! 0. a paused destination (Telegram flood control): defer to the pause's end;
 //! 1. circuit breaker — open: [`Store::defer`] to when it may half-open, attempt not spent;
 //! 2. rate limit — refused: defer to `ready_at`; a Telegram bot's limits per chat, per group
-//!    and per bot likewise;
+//!    and per bot likewise ([`crate::telegram_limits`]; an admitted send holds its place in
+//!    them until it is answered);
 //! 3. bulkhead — full: defer by `dispatcher.defer_for`;
 //! 4. chaos, then the connector under the per-attempt timeout, with the lease extended every
 //!    third of its length while the attempt runs;
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
-use ferrule_connectors::{Connector, Delivery, DeliveryResult, Signal};
+use ferrule_connectors::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::retry::{Retry, RetryDecision};
 use ferrule_policy::{Clock, Outcome};
@@ -40,6 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::Alert;
 use crate::destination::Destination;
 use crate::state::{AppState, Counters};
 
@@ -103,14 +106,24 @@ async fn claim_loop<D, F>(
             }
             continue;
         }
-        let claimed = match state
+        let claimed = state
             .store
             .claim_due(&state.owner, free.min(cfg.batch), cfg.lease)
-            .await
-        {
+            .await;
+        match &claimed {
+            // A claim of nothing writes nothing: it says nothing about the disk.
+            Ok(c) if c.is_empty() => {}
+            result => state.storage.observe(state.clock.system_now(), result),
+        }
+        let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(e) => {
-                tracing::warn!(error = %e, "claiming due messages failed");
+                if matches!(e, StoreError::StorageFull { .. }) {
+                    // Logged once per episode by `state.storage`.
+                    tracing::debug!(error = %e, "claiming due messages failed");
+                } else {
+                    tracing::warn!(error = %e, "claiming due messages failed");
+                }
                 state
                     .store_health
                     .failure(state.clock.system_now(), format!("claim: {e}"));
@@ -142,26 +155,92 @@ async fn claim_loop<D, F>(
 
 /// Waits for new work, the next due time, the poll interval or shutdown.
 async fn idle(state: &AppState, poll: Duration) {
-    let until_due = match state.store.next_due_at().await {
-        Ok(Some(at)) => at.duration_since(state.clock.system_now()).ok(),
+    let now = state.clock.system_now();
+    let (passed, local) = state.wakeups.take_due(now);
+    if passed {
+        // Something this process gave back fell due meanwhile: claim again at once.
+        return;
+    }
+    let stored = match state.store.next_due_at().await {
+        Ok(Some(at)) => at.duration_since(now).ok().filter(|d| !d.is_zero()),
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(error = %e, "reading the next due time failed");
             None
         }
     };
+    // The store's earliest due message may be due already but not claimable (its ordering key
+    // is busy); then only the times this process gave messages back to say when to look again.
+    let local = local.and_then(|at| at.duration_since(now).ok());
+    let until_due = match (stored, local) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let due = async {
         match until_due {
-            // Due now but not claimable (its ordering key is busy): wait for a wake-up.
-            Some(d) if !d.is_zero() => state.clock.sleep(d).await,
-            _ => std::future::pending().await,
+            Some(d) => state.clock.sleep(d).await,
+            None => std::future::pending().await,
         }
     };
     tokio::select! {
         _ = state.shutdown.cancelled() => {}
         _ = state.store.wait_for_work() => {}
+        _ = state.wakeups.notified() => {}
         _ = due => {}
         _ = tokio::time::sleep(poll) => {}
+    }
+}
+
+/// What the claim loop waits for besides the store: when the messages this process gave back
+/// (deferred or rescheduled) fall due, and a nudge when a delivery with an ordering key ended,
+/// which may have made the next message of its key claimable.
+///
+/// The store's [`Store::next_due_at`] cannot tell: while an older message of the same key is
+/// pending, the next one is due but not claimable, and it hides every later due time. Without
+/// these, a message deferred by a rate limit waited for the poll interval (1 s), so a Telegram
+/// bot sent its 30 messages a second in one burst per poll.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    /// Due times, earliest first; at most [`Wakeups::MAX`] (the latest are dropped beyond,
+    /// and the poll interval covers them).
+    due: std::sync::Mutex<std::collections::BTreeSet<SystemTime>>,
+    nudge: tokio::sync::Notify,
+}
+
+impl Wakeups {
+    /// The most due times kept.
+    const MAX: usize = 4096;
+
+    /// A message this process gave back falls due at `at`.
+    pub fn at(&self, at: SystemTime) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.insert(at);
+        if due.len() > Self::MAX {
+            due.pop_last();
+        }
+        drop(due);
+        self.nudge.notify_one();
+    }
+
+    /// Something may have become claimable now.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Forgets the due times up to `now`, answering whether there were any, and the earliest
+    /// one after `now`.
+    fn take_due(&self, now: SystemTime) -> (bool, Option<SystemTime>) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let later = due.split_off(&now);
+        let passed = !due.is_empty();
+        *due = later;
+        // `split_off` keeps `now` itself on the later side: it is due too.
+        let passed = passed || due.remove(&now);
+        (passed, due.first().copied())
+    }
+
+    async fn notified(&self) {
+        self.nudge.notified().await;
     }
 }
 
@@ -175,6 +254,10 @@ async fn supervised(
     attempt: impl Future<Output = ()>,
 ) {
     let run = AssertUnwindSafe(attempt).catch_unwind().await;
+    if message.ordering_key.is_some() {
+        // The next message of this key may be claimable now.
+        state.wakeups.nudge();
+    }
     if let Err(panic) = run {
         let text = panic_text(&panic);
         Counters::bump(&state.counters.panics);
@@ -196,7 +279,7 @@ async fn supervised(
     drop(permit);
 }
 
-fn panic_text(panic: &Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_text(panic: &Box<dyn Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
@@ -208,11 +291,23 @@ fn panic_text(panic: &Box<dyn Any + Send>) -> String {
 
 /// Logs a store error from finishing an attempt; a lost lease only means another worker or
 /// an operator took the message over.
+///
+/// Whatever failed, the message keeps its lease and nothing else about it changes: when the
+/// lease expires it is claimed and attempted again. A full disk is logged once per episode by
+/// [`crate::storage`], not once per message, and [`record`] has already tried again while the
+/// lease lasted.
 fn report_store(state: &AppState, result: Result<(), StoreError>) {
+    state.storage.observe(state.clock.system_now(), &result);
     match result {
         Ok(()) => state.store_health.success(),
         Err(e @ StoreError::LeaseLost { .. }) => {
             tracing::info!(error = %e, "lease lost before the attempt was recorded");
+        }
+        Err(e @ StoreError::StorageFull { .. }) => {
+            tracing::debug!(error = %e, "recording an attempt failed; the lease will expire and the message will be retried");
+            state
+                .store_health
+                .failure(state.clock.system_now(), format!("record attempt: {e}"));
         }
         Err(e) => {
             tracing::error!(error = %e, "recording an attempt failed; the lease will expire and the message will be retried");
@@ -220,6 +315,37 @@ fn report_store(state: &AppState, result: Result<(), StoreError>) {
                 .store_health
                 .failure(state.clock.system_now(), format!("record attempt: {e}"));
         }
+    }
+}
+
+/// Runs `write`, which records how an attempt ended, again while it fails because the store's
+/// disk is full: every 50 ms, doubling to 1 s, for at most `dispatcher.lease` from the first
+/// refusal, and not after shutdown begins. Written once space returns, the outcome stands;
+/// given up, the lease expires and the message is claimed and attempted again, so the
+/// receiver gets it twice. Other errors are answered at once.
+async fn record<F, Fut>(state: &AppState, mut write: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut wait = Duration::from_millis(50);
+    let mut until = None;
+    loop {
+        let result = write().await;
+        if !matches!(result, Err(StoreError::StorageFull { .. })) || state.draining() {
+            return result;
+        }
+        let now = state.clock.now();
+        let until = *until.get_or_insert(now + state.config.dispatcher.lease);
+        if now + wait > until {
+            return result;
+        }
+        state.storage.observe(state.clock.system_now(), &result);
+        tokio::select! {
+            () = state.clock.sleep(wait) => {}
+            () = state.shutdown.cancelled() => return result,
+        }
+        wait = (wait * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -241,7 +367,14 @@ async fn defer(
     metrics::counter!("ferrule_deferred_total", "destination" => dest.name.clone(), "reason" => kind)
         .increment(1);
     tracing::debug!(message_id = %lease.id, destination = %dest.name, reason, "deferred");
-    report_store(state, state.store.defer(lease, until, reason).await);
+    // Boxed, like every store call off the success path: the delivery task's future is as
+    // large as its largest await, and a store's (PostgreSQL's above all) would make every
+    // spawn copy and allocate tens of KiB.
+    let deferred = Box::pin(record(state, || state.store.defer(lease, until, reason))).await;
+    if deferred.is_ok() {
+        state.wakeups.at(until);
+    }
+    report_store(state, deferred);
 }
 
 /// One attempt of one claimed message.
@@ -296,21 +429,28 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         defer(&state, &dest, &lease, until, "rate limited: not attempted").await;
         return;
     }
-    if let Some(limits) = &dest.telegram_limits
-        && let Some(chat) = chat_of(&message.payload)
-        && let Err((limited, which)) = limits.check(&chat)
-    {
-        drop(permit);
-        let until = wall_time_of(clock.as_ref(), limited.ready_at);
-        let reason = format!("rate limited: telegram {which}: not attempted");
-        defer(&state, &dest, &lease, until, &reason).await;
-        return;
-    }
+    // A Telegram send holds its place in the bot's windows until it is answered.
+    let telegram_send = match (&dest.telegram_limits, chat_of(&message.payload)) {
+        (Some(limits), Some(chat)) => match limits.check(&chat, message.id) {
+            Ok(send) => Some(send),
+            Err((limited, which)) => {
+                drop(permit);
+                let until = wall_time_of(clock.as_ref(), limited.ready_at);
+                let reason = format!("rate limited: telegram {which}: not attempted");
+                defer(&state, &dest, &lease, until, &reason).await;
+                return;
+            }
+        },
+        _ => None,
+    };
     // 3. Bulkhead.
     let slot = match dest.bulkhead.acquire_owned().await {
         Ok(slot) => slot,
         Err(_) => {
             drop(permit);
+            if let Some(send) = telegram_send {
+                send.not_sent();
+            }
             let until = clock.system_now() + state.config.dispatcher.defer_for;
             defer(&state, &dest, &lease, until, "bulkhead full: not attempted").await;
             return;
@@ -366,10 +506,12 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
         _ = hard_stop.cancelled() => None,
     };
     drop(slot);
+    // Answered (or abandoned): the send counts from now in the Telegram windows.
+    drop(telegram_send);
     let Some(result) = result else {
         // Shutdown's drain timeout passed (or the lease was lost): give the message back.
         drop(permit);
-        match state.store.release(&lease).await {
+        match Box::pin(state.store.release(&lease)).await {
             Ok(()) => {
                 tracing::info!(message_id = %id, "released an unfinished delivery at shutdown")
             }
@@ -390,6 +532,10 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
             permit.record(result.outcome);
             dest.breaker.force_open();
             tracing::error!(destination = %dest.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
+            if matches!(dest.connector, AnyConnector::Telegram(_)) {
+                let alert = Alert::telegram_unauthorized(&dest.name, clock.system_now());
+                state.alerts.raise_soon(alert);
+            }
         }
         // The chat moved; the bot is fine.
         Some(Signal::MigrateChat { .. }) => permit.record(Outcome::Ignored),
@@ -414,7 +560,9 @@ async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken
             dest.health.success();
             dest.retry.on_success();
             Counters::bump(&state.counters.delivered);
-            report_store(&state, state.store.complete(&lease, report).await);
+            // Not boxed: the success path is the hot one, and its store call never was.
+            let completed = record(&state, || state.store.complete(&lease, report.clone())).await;
+            report_store(&state, completed);
         }
         outcome => {
             if outcome.is_failure() {
@@ -455,7 +603,7 @@ async fn migrate(
             return;
         }
     };
-    if let Err(e) = state.store.replace_payload(lease, payload).await {
+    if let Err(e) = Box::pin(state.store.replace_payload(lease, payload)).await {
         report_store(state, Err(e));
         return;
     }
@@ -481,11 +629,16 @@ async fn heartbeat(state: &AppState, lease: &Lease) {
     let every = (length / 3).max(Duration::from_millis(10));
     loop {
         state.clock.sleep(every).await;
-        match state.store.extend_lease(lease, length).await {
+        let extended = Box::pin(state.store.extend_lease(lease, length)).await;
+        state.storage.observe(state.clock.system_now(), &extended);
+        match extended {
             Ok(_) => {}
             Err(e @ StoreError::LeaseLost { .. }) => {
                 tracing::warn!(error = %e, "lease lost during a delivery");
                 return;
+            }
+            Err(e @ StoreError::StorageFull { .. }) => {
+                tracing::debug!(error = %e, "extending a lease failed");
             }
             Err(e) => tracing::warn!(error = %e, "extending a lease failed"),
         }
@@ -520,7 +673,7 @@ async fn failed(
     }
     // The timeline says when this run of attempts started and how long the last wait was;
     // without it (a read error) count from creation and start decorrelated jitter afresh.
-    let history = match state.store.get(message.id).await {
+    let history = match Box::pin(state.store.get(message.id)).await {
         Ok(Some(detail)) => RetryHistory::of(&detail.events),
         Ok(None) => RetryHistory::default(),
         Err(e) => {
@@ -542,10 +695,14 @@ async fn failed(
             metrics::counter!("ferrule_retries_total", "destination" => dest.name.clone())
                 .increment(1);
             tracing::info!(message_id = %lease.id, destination = %dest.name, attempt = message.attempts, delay = ?delay, detail = report.detail.as_deref().unwrap_or(""), "attempt failed; retry scheduled");
-            report_store(
-                state,
-                state.store.reschedule(lease, now + delay, report).await,
-            );
+            let rescheduled = Box::pin(record(state, || {
+                state.store.reschedule(lease, now + delay, report.clone())
+            }))
+            .await;
+            if rescheduled.is_ok() {
+                state.wakeups.at(now + delay);
+            }
+            report_store(state, rescheduled);
         }
         RetryDecision::GiveUp(reason) => {
             Counters::bump(&state.counters.dead);
@@ -554,7 +711,8 @@ async fn failed(
             let detail = report.detail.clone().unwrap_or_default();
             let report = report.detail(format!("{reason}: {detail}"));
             tracing::warn!(message_id = %lease.id, destination = %dest.name, attempts = message.attempts, %reason, detail, "message dead-lettered");
-            report_store(state, state.store.dead_letter(lease, report).await);
+            let dead = record(state, || state.store.dead_letter(lease, report.clone()));
+            report_store(state, Box::pin(dead).await);
         }
     }
 }
@@ -785,6 +943,23 @@ mod tests {
         state.shutdown.cancel();
         tracker.close();
         tracker.wait().await;
+    }
+
+    #[test]
+    fn wakeups_answer_what_fell_due_and_the_next_time_ahead() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let wakeups = super::Wakeups::default();
+        assert_eq!(wakeups.take_due(at(10)), (false, None));
+        for s in [30, 20, 12, 20] {
+            wakeups.at(at(s));
+        }
+        assert_eq!(wakeups.take_due(at(10)), (false, Some(at(12))));
+        assert_eq!(wakeups.take_due(at(12)), (true, Some(at(20))), "due at now");
+        assert_eq!(wakeups.take_due(at(25)), (true, Some(at(30))));
+        assert_eq!(wakeups.take_due(at(25)), (false, Some(at(30))), "forgotten");
+        assert_eq!(wakeups.take_due(SystemTime::now()), (true, None));
     }
 
     /// The run of attempts and the previous delay, read from a real store's timeline.

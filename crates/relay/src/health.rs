@@ -108,6 +108,19 @@ impl Health {
         });
     }
 
+    /// Records a failure that makes the dependency unhealthy at once, whatever the threshold
+    /// (e.g. a conflict no retry will fix by itself).
+    pub fn mark_unhealthy(&self, at: SystemTime, message: impl Into<String>) {
+        let mut s = self.lock();
+        s.successes = 0;
+        s.failures = s.failures.saturating_add(1);
+        s.status = HealthStatus::Unhealthy;
+        s.last_error = Some(LastError {
+            at: crate::time::rfc3339(at),
+            message: message.into(),
+        });
+    }
+
     /// The current status.
     pub fn status(&self) -> HealthStatus {
         self.lock().status
@@ -136,6 +149,7 @@ mod tests {
         let h = Health::new(HealthConfig {
             failure_threshold: 3,
             recovery_threshold: 2,
+            ..HealthConfig::default()
         });
         let now = SystemTime::now();
         assert_eq!(h.status(), HealthStatus::Healthy);
@@ -149,5 +163,11 @@ mod tests {
         h.success();
         assert_eq!(h.status(), HealthStatus::Healthy);
         assert_eq!(h.snapshot().last_error.unwrap().message, "boom");
+        h.mark_unhealthy(now, "conflict");
+        assert_eq!(h.status(), HealthStatus::Unhealthy);
+        assert_eq!(h.snapshot().last_error.unwrap().message, "conflict");
+        h.success();
+        h.success();
+        assert_eq!(h.status(), HealthStatus::Healthy);
     }
 }

@@ -4,8 +4,10 @@
 //! `main.rs` parses the command line into a [`Cli`] and calls [`run`]. `serve` starts the
 //! HTTP API ([`api`]) and the [`dispatcher`] over one store ([`ferrule_store`]), sharing one
 //! shutdown token; the other commands either talk to a running relay over its HTTP API
-//! ([`client`]) or work on the configuration and store directly (`migrate`, `config check`).
+//! ([`client`]), work on the configuration and store directly (`migrate`, `config check`), or
+//! talk to Telegram directly ([`telegram`]). Inbound Telegram updates are [`inbound`].
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -15,9 +17,15 @@ mod console;
 pub mod destination;
 pub mod dispatcher;
 pub mod health;
+pub mod inbound;
 pub mod server;
 pub mod state;
+pub mod storage;
+pub mod telegram;
+pub mod telegram_limits;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 
 use std::process::ExitCode;
@@ -117,5 +125,9 @@ async fn run_command(cli: Cli) -> Result<(), Error> {
         Command::Status(args) => client::status(args).await,
         Command::Messages { command } => client::messages(command).await,
         Command::Dlq { command } => client::dlq(command).await,
+        Command::Telegram { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            telegram::run(&config, command).await
+        }
     }
 }

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::{Alert, Alerts};
 use crate::auth::{self, TOKEN_META_KEY, Tokens};
 use crate::config::Config;
 use crate::destination::Destination;
@@ -167,13 +168,23 @@ pub(crate) async fn build_state(
         "recovered stale leases at start"
     );
     let (tokens, generated_token) = load_tokens(&config, &store).await?;
+    let owner = format!("ferrule-{}-{}", std::process::id(), ulid::Ulid::new());
+    let depths = Arc::new(Depths::default());
+    let alerts = Alerts::new(
+        &config.alerts,
+        store.clone(),
+        depths.clone(),
+        clock.clone(),
+        owner.clone(),
+    );
     let mut destinations = BTreeMap::new();
     for resolved in config.destinations().map_err(|e| Error::Config(e.into()))? {
-        let destination = Destination::build(
+        let destination = Destination::build_observed(
             &resolved,
             clock.clone(),
             config.server.environment,
             config.health.clone(),
+            alerts.observer(&resolved.name),
         )
         .map_err(|e| match e {
             crate::destination::BuildError::Policy(e) => Error::Config(e.into()),
@@ -186,15 +197,24 @@ pub(crate) async fn build_state(
         tokens,
         destinations,
         counters: Counters::default(),
-        depths: Depths::default(),
+        depths,
         store_health: Health::new(config.health.clone()),
+        storage: Default::default(),
         shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
         started: Instant::now(),
         clock,
         metrics: crate::telemetry::metrics(),
-        owner: format!("ferrule-{}-{}", std::process::id(), ulid::Ulid::new()),
+        owner,
+        alerts,
+        wakeups: Default::default(),
         config,
     });
+    if recovered + recovered_at_open > 0 {
+        let alert =
+            Alert::startup_recovery(recovered + recovered_at_open, state.clock.system_now());
+        state.alerts.raise(alert).await;
+    }
     state.refresh_depths().await;
     Ok((state, generated_token))
 }
@@ -232,7 +252,7 @@ fn banner(state: &Shared, addr: SocketAddr, token: Option<&str>) {
 
 /// Serves until shutdown, then drains and joins every background task.
 async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
-    let tracker = TaskTracker::new();
+    let tracker = state.tasks.clone();
     let shutdown = state.shutdown.clone();
     // Background: depths and gauges, retention.
     {
@@ -240,18 +260,21 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         tracker.spawn(async move {
             // The depths were read just before start: the first refresh is due a period later.
             let period = Duration::from_secs(1);
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            let mut since_purge = Duration::ZERO;
+            let mut next = tokio::time::Instant::now() + period;
+            let mut last_purge = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = state.shutdown.cancelled() => break,
-                    _ = tick.tick() => {}
+                    _ = tokio::time::sleep_until(next) => {}
                 }
+                let started = tokio::time::Instant::now();
                 state.refresh_depths().await;
+                // Counting costs in proportion to the pending and dead messages: with millions
+                // queued, refresh less often, so the count stays under ~2 % of a core.
+                next = tokio::time::Instant::now() + period.max(started.elapsed() * 50);
                 state.metrics.run_upkeep();
-                since_purge += Duration::from_secs(1);
-                if since_purge >= Duration::from_secs(60) {
-                    since_purge = Duration::ZERO;
+                if last_purge.elapsed() >= Duration::from_secs(60) {
+                    last_purge = tokio::time::Instant::now();
                     for limits in state
                         .destinations
                         .values()
@@ -270,12 +293,25 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                         }
                         Err(e) => tracing::warn!(error = %e, "retention purge failed"),
                     }
+                    match state
+                        .store
+                        .purge_inbound(state.config.store.retention)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(count = n, "purged inbound updates past retention"),
+                        Err(e) => tracing::warn!(error = %e, "inbound retention purge failed"),
+                    }
                 }
             }
         });
     }
+    // Alerts outlive the deliveries, so what a draining delivery raises is still queued.
+    let alerts_stop = CancellationToken::new();
+    let alerts = tokio::spawn(crate::alerts::run(state.clone(), alerts_stop.clone()));
     let hard_stop = CancellationToken::new();
     crate::dispatcher::spawn(state.clone(), tracker.clone(), hard_stop.clone());
+    crate::inbound::polling::spawn(&state, &tracker);
     let app = crate::api::router(state.clone());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -288,6 +324,10 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         hard_stop.cancel();
         tracker.wait().await;
     }
+    alerts_stop.cancel();
+    if let Err(e) = alerts.await {
+        tracing::error!(error = %e, "the alerts task failed");
+    }
     tracing::info!("the relay stopped");
     served.map_err(|source| Error::Io {
         context: "the HTTP server failed".into(),
@@ -297,36 +337,72 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
 
 /// `serve`: starts the relay and runs it until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn serve(config: Config) -> Result<(), Error> {
-    let running = start(config, StartOptions::default()).await?;
+    // Listen before `start` prints that the relay is up: a SIGTERM that arrives between the
+    // banner and the first poll of the waiting task must drain, not kill the process.
+    let signals = Signals::listen();
+    let running = match start(config.clone(), StartOptions::default()).await {
+        Ok(running) => running,
+        Err(e) => {
+            // Tell the alert destinations directly: the store may be what failed.
+            crate::alerts::send_startup_failure(&config, &e).await;
+            return Err(e);
+        }
+    };
     let shutdown = running.state.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         tracing::info!("shutdown requested: draining");
         shutdown.cancel();
     });
     running.wait().await
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), listened for from [`Signals::listen`] on.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers now, so no signal sent from here on takes the default action.
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the relay")
+                })
+                .ok();
+            let interrupt = signal(SignalKind::interrupt()).ok();
+            Signals { term, interrupt }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Completes on the first SIGTERM or SIGINT.
+    async fn recv(self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the relay");
-                let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = next(self.term) => {}
+                _ = next(self.interrupt) => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -10,7 +10,9 @@ use ferrule_policy::SharedClock;
 use ferrule_store::{AnyStore, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::alerts::Alerts;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::destination::Destination;
@@ -31,6 +33,10 @@ pub struct Counters {
     pub deferred: AtomicU64,
     /// Delivery tasks that panicked (caught and recovered).
     pub panics: AtomicU64,
+    /// Inbound updates recorded (duplicates excluded).
+    pub inbound: AtomicU64,
+    /// Inbound updates that were redeliveries, acknowledged and ignored.
+    pub inbound_duplicates: AtomicU64,
 }
 
 impl Counters {
@@ -74,12 +80,16 @@ pub struct Shared {
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Counters since start.
     pub counters: Counters,
-    /// Queue depths.
-    pub depths: Depths,
+    /// Queue depths (shared with the alerts, which queue messages of their own).
+    pub depths: Arc<Depths>,
     /// The store's health.
     pub store_health: Health,
+    /// Whether the store's disk is full (an episode of refused writes).
+    pub storage: crate::storage::StorageFull,
     /// Cancelled when the relay starts shutting down (SIGTERM/SIGINT).
     pub shutdown: CancellationToken,
+    /// Every background task (dispatcher, pollers, callback answers); `run()` waits for them.
+    pub tasks: TaskTracker,
     /// When the relay started.
     pub started: Instant,
     /// The clock every policy and the store read.
@@ -88,6 +98,10 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// This process's lease owner name.
     pub owner: String,
+    /// Alerts about the relay's own trouble.
+    pub alerts: Alerts,
+    /// When the messages the dispatcher gave back fall due, for its claim loop.
+    pub wakeups: crate::dispatcher::Wakeups,
 }
 
 /// A cheap handle to [`Shared`].
@@ -99,34 +113,71 @@ impl Shared {
         self.shutdown.is_cancelled()
     }
 
-    /// Refreshes the queue depths and gauges from the store's counts.
+    /// Runs `op`, a store call, under the probes' deadline (`health.store_timeout`) on the
+    /// relay's clock: `None` when the store did not answer in time. A store that is down or
+    /// unreachable can hold a call for the pool's acquire timeout or longer, and a probe must
+    /// answer before its caller gives up on the relay.
+    pub async fn within_probe_deadline<T>(&self, op: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            result = op => Some(result),
+            () = self.clock.sleep(self.config.health.store_timeout) => None,
+        }
+    }
+
+    /// Passes on `result`, an operator write's (replay, purge), after noting in
+    /// [`Shared::storage`] a refusal for lack of space. A success is not taken to mean there is
+    /// space again: such a write may have written nothing (a dry run, nothing matched).
+    pub fn written<T>(
+        &self,
+        result: Result<T, ferrule_store::StoreError>,
+    ) -> Result<T, ferrule_store::StoreError> {
+        if let Err(e @ ferrule_store::StoreError::StorageFull { .. }) = &result {
+            self.storage.refused(self.clock.system_now(), e);
+        }
+        result
+    }
+
+    /// What a probe reports when the store did not answer within `health.store_timeout`.
+    pub fn probe_timed_out(&self) -> String {
+        format!(
+            "the store did not answer within {}",
+            humantime::format_duration(self.config.health.store_timeout)
+        )
+    }
+
+    /// Refreshes the queue depths and gauges from the store's counts, giving up after
+    /// `health.store_timeout`.
     ///
     /// Submissions counted before the store is read are subtracted afterwards (they are in
     /// the store's count); those counted while it is read stay counted until the next refresh,
     /// so the estimate may run high for a moment but never low.
     pub async fn refresh_depths(&self) {
         // A submission bumps `submitted_since` only after its commit, so everything counted
-        // here is already in the stats read below.
+        // here is already in the depths read below.
         let counted = self.depths.submitted_since.load(Ordering::Acquire);
-        match self.store.stats(std::time::Duration::from_secs(1)).await {
-            Ok(stats) => {
+        let depths = self.within_probe_deadline(self.store.depths()).await;
+        match depths {
+            Some(Ok(depths)) => {
                 self.depths
                     .submitted_since
                     .fetch_sub(counted, Ordering::AcqRel);
-                self.depths
-                    .queue
-                    .store(stats.queue_depth, Ordering::Relaxed);
-                self.depths
-                    .dead
-                    .store(stats.dead_letter_depth, Ordering::Relaxed);
-                metrics::gauge!("ferrule_queue_depth").set(stats.queue_depth as f64);
-                metrics::gauge!("ferrule_dead_letter_depth").set(stats.dead_letter_depth as f64);
+                self.depths.queue.store(depths.queue, Ordering::Relaxed);
+                self.depths.dead.store(depths.dead, Ordering::Relaxed);
+                metrics::gauge!("ferrule_queue_depth").set(depths.queue as f64);
+                metrics::gauge!("ferrule_dead_letter_depth").set(depths.dead as f64);
                 self.store_health.success();
+                self.alerts.watch_dead_letters(depths.dead).await;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read queue depths from the store");
                 self.store_health
-                    .failure(self.clock.system_now(), format!("stats: {e}"));
+                    .failure(self.clock.system_now(), format!("depths: {e}"));
+            }
+            None => {
+                let e = self.probe_timed_out();
+                tracing::warn!(error = %e, "cannot read queue depths from the store");
+                self.store_health
+                    .failure(self.clock.system_now(), format!("depths: {e}"));
             }
         }
         for d in self.destinations.values() {

@@ -31,8 +31,9 @@ const LATENCY_BUCKETS: [f64; 14] = [
 /// outcome}`, `ferrule_attempt_duration_seconds{destination}` (histogram),
 /// `ferrule_retries_total{destination}`, `ferrule_dead_letters_total{destination}`,
 /// `ferrule_deferred_total{destination, reason}`, `ferrule_breaker_state{destination}`,
-/// `ferrule_queue_depth`, `ferrule_dead_letter_depth`, plus the policies' own
-/// `ferrule_policy_*`. No label ever holds a message id.
+/// `ferrule_queue_depth`, `ferrule_dead_letter_depth`, `ferrule_alerts_total{kind}`,
+/// `ferrule_alerts_suppressed_total{kind, reason}`, plus the policies' own `ferrule_policy_*`.
+/// No label ever holds a message id.
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE

@@ -81,7 +81,7 @@ pub(crate) async fn replay_dead(
         }
         None => ReplayTarget::Filter(dead_filter(body.destination, body.error_contains)),
     };
-    let report = state.store.replay(target, body.dry_run).await?;
+    let report = state.written(state.store.replay(target, body.dry_run).await)?;
     Ok(Json(json!({
         "count": report.count,
         "ids": report.ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -121,10 +121,8 @@ pub(crate) async fn purge_dead(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<PurgeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let purged = state
-        .store
-        .purge(&dead_filter(q.destination, q.error_contains))
-        .await?;
+    let filter = dead_filter(q.destination, q.error_contains);
+    let purged = state.written(state.store.purge(&filter).await)?;
     Ok(Json(json!({ "purged": purged })))
 }
 
@@ -147,10 +145,8 @@ pub(crate) async fn purge_dead_ids(
     ApiJson(body): ApiJson<PurgeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let ids = parse_ids(&body.ids)?;
-    let purged = state
-        .store
-        .purge_ids(&ids, &dead_filter(body.destination, body.error_contains))
-        .await?;
+    let filter = dead_filter(body.destination, body.error_contains);
+    let purged = state.written(state.store.purge_ids(&ids, &filter).await)?;
     Ok(Json(json!({ "purged": purged })))
 }
 

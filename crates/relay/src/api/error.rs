@@ -5,6 +5,10 @@ use axum::response::{IntoResponse, Response};
 use ferrule_store::StoreError;
 use serde_json::json;
 
+/// Seconds a client is asked to wait when the store's disk is full: freeing space takes an
+/// operator, so not the 1 s of a busy store.
+pub(crate) const STORAGE_FULL_RETRY_AFTER: u64 = 10;
+
 /// An API error: a status, a stable machine code and a message safe to show a client.
 ///
 /// Internal causes are logged where the error is made, never sent.
@@ -96,6 +100,12 @@ impl From<StoreError> for ApiError {
                 StatusCode::CONFLICT,
                 "invalid_state",
                 format!("cannot {action} message {id}: it is {from}"),
+            ),
+            // Logged once per episode by `crate::storage`, not once per request.
+            StoreError::StorageFull { .. } => ApiError::unavailable(
+                "storage_full",
+                "the relay's storage is full; nothing was stored, try again later",
+                STORAGE_FULL_RETRY_AFTER,
             ),
             StoreError::Closed | StoreError::Unreachable { .. } => {
                 tracing::error!(error = %e, "store unavailable");

@@ -7,12 +7,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferrule_policy::CircuitState;
-use ferrule_store::Store;
+use ferrule_store::{Store, StoreError};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use crate::health::HealthStatus;
+use crate::health::{HealthSnapshot, HealthStatus, LastError};
 use crate::state::AppState;
+use crate::storage::Episode;
 use crate::time::rfc3339;
 
 /// `GET /livez`: the process is up.
@@ -20,7 +21,12 @@ pub(crate) async fn livez() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 when the store answers and the relay is not draining, else 503.
+/// `GET /readyz`: 200 when the store answers within `health.store_timeout`, its disk is not
+/// full and the relay is not draining; else 503 with the reason.
+///
+/// While the disk is full (a write was refused for lack of space and none has succeeded
+/// since) the probe writes instead of reading, so it notices by itself when space comes back
+/// even if no client submits meanwhile.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.draining() {
         return Err(ApiError::unavailable(
@@ -29,15 +35,39 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
             5,
         ));
     }
-    match state.store.get_meta("relay.readyz").await {
-        Ok(_) => Ok(Json(json!({"status": "ready"}))),
-        Err(e) => {
+    let answer = if state.storage.is_full() {
+        let now = state.clock.system_now();
+        let written = state
+            .within_probe_deadline(state.store.set_meta("relay.readyz", &rfc3339(now)))
+            .await;
+        if let Some(result) = &written {
+            state.storage.observe(now, result);
+        }
+        written.map(|r| r.map(drop))
+    } else {
+        state
+            .within_probe_deadline(state.store.get_meta("relay.readyz"))
+            .await
+            .map(|r| r.map(drop))
+    };
+    match answer {
+        Some(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Some(Err(e @ StoreError::StorageFull { .. })) => {
+            tracing::debug!(error = %e, "readiness probe: the store's disk is full");
+            Err(ApiError::from(e))
+        }
+        Some(Err(e)) => {
             tracing::warn!(error = %e, "readiness probe: store unreachable");
             Err(ApiError::unavailable(
                 "store_unavailable",
                 "the store is unreachable",
                 5,
             ))
+        }
+        None => {
+            let reason = state.probe_timed_out();
+            tracing::warn!(error = %reason, "readiness probe: store unreachable");
+            Err(ApiError::unavailable("store_unavailable", reason, 5))
         }
     }
 }
@@ -61,16 +91,30 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
             }
             _ => {}
         }
-        destinations.insert(
-            d.name.clone(),
-            json!({"breaker": breaker, "health": health}),
-        );
+        let mut entry = json!({"breaker": breaker, "health": health});
+        if let Some(inbound) = &d.inbound {
+            entry["inbound"] = json!({"mode": inbound.mode, "health": inbound.health.snapshot()});
+        }
+        destinations.insert(d.name.clone(), entry);
     }
-    let store = state.store_health.snapshot();
+    let mut store = state.store_health.snapshot();
+    let storage_full = state.storage.current();
+    if let Some(episode) = &storage_full {
+        // A full disk is an unhealthy store however its reads are doing.
+        store.status = HealthStatus::Unhealthy;
+        store.last_error = Some(LastError {
+            at: episode.since.clone(),
+            message: format!("storage full: {}", episode.reason),
+        });
+    }
     let last_error = state
         .destinations
         .values()
         .filter_map(|d| d.health.snapshot().last_error.map(|e| (d.name.clone(), e)))
+        .chain(state.destinations.values().filter_map(|d| {
+            let e = d.inbound.as_ref()?.health.snapshot().last_error?;
+            Some((format!("{}.inbound", d.name), e))
+        }))
         .chain(store.last_error.clone().map(|e| ("store".to_owned(), e)))
         .max_by(|a, b| a.1.at.cmp(&b.1.at))
         .map(|(dependency, e)| json!({"dependency": dependency, "at": e.at, "message": e.message}));
@@ -86,15 +130,26 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
             "dead": load(&c.dead),
             "deferred": load(&c.deferred),
             "panics": load(&c.panics),
+            "inbound": load(&c.inbound),
+            "inbound_duplicates": load(&c.inbound_duplicates),
         },
         "queue_depth": state.depths.queue_now(),
         "dead_letter_depth": load(&state.depths.dead),
         "dependencies": {
-            "store": store,
+            "store": store_entry(store, storage_full),
             "destinations": destinations,
         },
         "last_error": last_error,
     }))
+}
+
+/// The store's entry in `/status`: its health, and `storage_full` while the disk is full.
+fn store_entry(health: HealthSnapshot, storage_full: Option<Episode>) -> Value {
+    let mut entry = json!(health);
+    if let Some(episode) = storage_full {
+        entry["storage_full"] = json!(episode);
+    }
+    entry
 }
 
 /// `GET /metrics`: Prometheus text format.

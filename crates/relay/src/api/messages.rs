@@ -1,6 +1,10 @@
-//! `/v1/messages`: submit, show, list, replay.
+//! `/v1/messages`: submit, show, list, replay; [`parse_submit`], every check of a submission
+//! that needs no store.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
@@ -11,8 +15,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiPath, ApiQuery, JsonBytes};
 use super::views::MessageView;
+use crate::destination::Destination;
 use crate::state::AppState;
 
 /// Longest idempotency or ordering key accepted.
@@ -21,13 +26,93 @@ const MAX_KEY: usize = 512;
 /// The body of `POST /v1/messages`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SubmitRequest {
+struct SubmitRequest {
     destination: String,
     payload: Value,
     #[serde(default)]
     ordering_key: Option<String>,
     #[serde(default)]
     deliver_after: Option<String>,
+}
+
+/// A submission that passed [`parse_submit`]: what to enqueue, before the idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submit {
+    /// The name of a configured destination.
+    pub destination: String,
+    /// The payloads to enqueue, in delivery order: the one submitted, or the parts of a long
+    /// Telegram text. Never empty.
+    pub payloads: Vec<Value>,
+    /// The client's ordering key, else the one the destination implies (a Telegram chat).
+    pub ordering_key: Option<String>,
+    /// No attempt before this time (`deliver_after`).
+    pub not_before: Option<SystemTime>,
+}
+
+impl Submit {
+    /// The messages to enqueue, one per payload. Each gets `idempotency_key` as given when
+    /// there is one payload, and `key#n` (`n` from 1) for the parts of a split text.
+    pub fn into_messages(self, idempotency_key: Option<&str>) -> Vec<NewMessage> {
+        let parts = self.payloads.len();
+        self.payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| {
+                let mut message = NewMessage::new(self.destination.clone(), payload);
+                message.idempotency_key =
+                    idempotency_key.map(|key| super::payload::part_key(key, i + 1, parts));
+                message.ordering_key = self.ordering_key.clone();
+                message.not_before = self.not_before;
+                message
+            })
+            .collect()
+    }
+}
+
+/// Parses and checks the body of `POST /v1/messages` as the handler does, short of the store
+/// and the relay's state (draining, queue depth, the `Idempotency-Key` header).
+///
+/// The body must be one JSON object with `destination` (one of `destinations`), `payload`,
+/// and optionally `ordering_key` (1 to 512 bytes) and `deliver_after` (RFC 3339). The payload
+/// is checked by its destination's connector: Telegram and SMTP payloads are validated, and a
+/// long Telegram text is split into parts whose chat becomes the ordering key.
+///
+/// # Errors
+///
+/// 400 `malformed_json` (not JSON), 400 `invalid_request` (not an object, unknown or missing
+/// field, wrong type, bad key or time), 422 `unknown_destination`, 422 `invalid_payload` with
+/// `error.field`.
+pub fn parse_submit(
+    body: &[u8],
+    destinations: &BTreeMap<String, Arc<Destination>>,
+) -> Result<Submit, ApiError> {
+    let body: SubmitRequest = super::extract::from_json(body)?;
+    let Some(dest) = destinations.get(&body.destination) else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_destination",
+            format!("no destination named `{}` is configured", body.destination),
+        ));
+    };
+    if let Some(key) = &body.ordering_key {
+        check_key("ordering_key", key)?;
+    }
+    let not_before = match &body.deliver_after {
+        None => None,
+        Some(text) => Some(crate::time::parse_rfc3339(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "`deliver_after` must be an RFC 3339 time, e.g. 2026-01-01T12:00:00Z",
+            )
+        })?),
+    };
+    let prepared = super::payload::prepare(dest, body.payload)?;
+    Ok(Submit {
+        destination: body.destination,
+        payloads: prepared.payloads,
+        ordering_key: body.ordering_key.or(prepared.ordering_key),
+        not_before,
+    })
 }
 
 fn check_key(field: &str, value: &str) -> Result<(), ApiError> {
@@ -42,25 +127,15 @@ fn check_key(field: &str, value: &str) -> Result<(), ApiError> {
 
 /// `POST /v1/messages`: 202 once durably stored; 200 with the original for a repeated
 /// `Idempotency-Key`.
+///
+/// The client's mistakes (400, 422) are answered before the relay's state (503 while
+/// draining or with a full queue).
 pub(crate) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<SubmitRequest>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
-    if state.draining() {
-        return Err(ApiError::unavailable(
-            "shutting_down",
-            "the relay is shutting down",
-            5,
-        ));
-    }
-    let Some(dest) = state.destinations.get(&body.destination) else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_destination",
-            format!("no destination named `{}` is configured", body.destination),
-        ));
-    };
+    let submit = parse_submit(&body, &state.destinations)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -68,52 +143,42 @@ pub(crate) async fn submit(
                 ApiError::bad_request("invalid_request", "`Idempotency-Key` must be visible ASCII")
             })?;
             check_key("Idempotency-Key", key)?;
-            Some(key.to_owned())
+            Some(key)
         }
     };
-    if let Some(key) = &body.ordering_key {
-        check_key("ordering_key", key)?;
+    if state.draining() {
+        return Err(refused(ApiError::unavailable(
+            "shutting_down",
+            "the relay is shutting down",
+            5,
+        )));
     }
-    let not_before = match &body.deliver_after {
-        None => None,
-        Some(text) => Some(crate::time::parse_rfc3339(text).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_request",
-                "`deliver_after` must be an RFC 3339 time, e.g. 2026-01-01T12:00:00Z",
-            )
-        })?),
-    };
     let max = state.config.server.max_queue_depth;
     if state.depths.queue_now() >= max {
-        return Err(ApiError::unavailable(
+        return Err(refused(ApiError::unavailable(
             "queue_full",
             format!("the queue holds its maximum of {max} messages; try again later"),
             5,
-        ));
+        )));
     }
-    let prepared = super::payload::prepare(dest, body.payload)?;
-    let ordering_key = body.ordering_key.or(prepared.ordering_key);
-    let destination = body.destination;
-    let parts = prepared.payloads.len();
-    let messages: Vec<NewMessage> = prepared
-        .payloads
-        .into_iter()
-        .enumerate()
-        .map(|(i, payload)| {
-            let mut message = NewMessage::new(destination.clone(), payload);
-            message.idempotency_key = idempotency_key
-                .as_deref()
-                .map(|key| super::payload::part_key(key, i + 1, parts));
-            message.ordering_key = ordering_key.clone();
-            message.not_before = not_before;
-            message
-        })
-        .collect();
+    let destination = submit.destination.clone();
+    let messages = submit.into_messages(idempotency_key);
+    let parts = messages.len();
     let enqueued = match <[NewMessage; 1]>::try_from(messages) {
-        Ok([message]) => vec![state.store.enqueue(message).await?],
+        Ok([message]) => state.store.enqueue(message).await.map(|e| vec![e]),
         // The parts of a split text: one transaction, so they are stored together, in order.
-        Err(messages) => state.store.enqueue_batch(messages).await?,
+        Err(messages) => state.store.enqueue_batch(messages).await,
     };
+    match &enqueued {
+        // A repeated key writes nothing: it says nothing about the disk.
+        Ok(all) if !all.iter().any(Enqueued::is_created) => {}
+        result => state.storage.observe(state.clock.system_now(), result),
+    }
+    let enqueued = enqueued.map_err(|e| match ApiError::from(e) {
+        // storage_full, store_unavailable, store_busy: the relay's state, not the request.
+        e if e.status == StatusCode::SERVICE_UNAVAILABLE => refused(e),
+        e => e,
+    })?;
     let created = enqueued
         .iter()
         .filter(|e| matches!(e, Enqueued::Created(_)))
@@ -136,6 +201,13 @@ pub(crate) async fn submit(
     metrics::counter!("ferrule_submitted_total", "destination" => destination)
         .increment(created as u64);
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Counts a submission the relay refused for its own state (`ferrule_submits_refused_total`,
+/// by the error's code) and passes the error on.
+fn refused(error: ApiError) -> ApiError {
+    metrics::counter!("ferrule_submits_refused_total", "reason" => error.code).increment(1);
+    error
 }
 
 fn parse_id(text: &str) -> Result<MessageId, ApiError> {
@@ -232,9 +304,140 @@ pub(crate) async fn replay(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    state
-        .store
-        .replay(ReplayTarget::Ids(vec![id]), false)
-        .await?;
+    let replayed = state.store.replay(ReplayTarget::Ids(vec![id]), false).await;
+    state.written(replayed)?;
     Ok(Json(json!({"id": id.to_string(), "status": "queued"})))
+}
+
+#[cfg(test)]
+mod tests {
+    use ferrule_policy::ManualClock;
+    use ferrule_policy::chaos::Environment;
+
+    use super::*;
+    use crate::Config;
+    use crate::config::HealthConfig;
+
+    /// A webhook, a Telegram bot and an SMTP server, built as the relay builds them.
+    fn destinations() -> BTreeMap<String, Arc<Destination>> {
+        let config = Config::from_toml_str(
+            r#"
+            [[destinations]]
+            name = "hook"
+            type = "webhook"
+            url = "https://example.com/hook"
+            [[destinations]]
+            name = "chat"
+            type = "telegram"
+            bot_token = "42:test-token"
+            [[destinations]]
+            name = "mail"
+            type = "smtp"
+            host = "127.0.0.1"
+            tls = "none"
+            from = "relay@example.com"
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let clock = ManualClock::new().shared();
+        config
+            .destinations()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let built = Destination::build(
+                    d,
+                    clock.clone(),
+                    Environment::Development,
+                    HealthConfig::default(),
+                )
+                .unwrap();
+                (d.name.clone(), Arc::new(built))
+            })
+            .collect()
+    }
+
+    fn refused(body: &str) -> ApiError {
+        parse_submit(body.as_bytes(), &destinations()).unwrap_err()
+    }
+
+    #[test]
+    fn a_webhook_payload_passes_unchanged_with_the_clients_keys() {
+        let submit = parse_submit(
+            br#"{"destination": "hook", "payload": {"n": 1}, "ordering_key": "k",
+                 "deliver_after": "2026-01-01T12:00:00Z"}"#,
+            &destinations(),
+        )
+        .unwrap();
+        assert_eq!(submit.payloads, [json!({"n": 1})]);
+        assert_eq!(submit.ordering_key.as_deref(), Some("k"));
+        assert_eq!(
+            submit.not_before,
+            crate::time::parse_rfc3339("2026-01-01T12:00:00Z")
+        );
+        let messages = submit.into_messages(Some("order-42"));
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].idempotency_key.as_deref(), Some("order-42"));
+    }
+
+    #[test]
+    fn a_long_telegram_text_becomes_parts_keyed_by_chat() {
+        let text = "word ".repeat(1000);
+        let body = json!({"destination": "chat", "payload": {"chat_id": -100_123, "text": text}});
+        let submit = parse_submit(body.to_string().as_bytes(), &destinations()).unwrap();
+        assert_eq!(submit.payloads.len(), 2);
+        assert_eq!(submit.ordering_key.as_deref(), Some("-100123"));
+        let keys: Vec<_> = submit
+            .into_messages(Some("k"))
+            .into_iter()
+            .map(|m| m.idempotency_key.unwrap())
+            .collect();
+        assert_eq!(keys, ["k#1", "k#2"]);
+    }
+
+    #[test]
+    fn payloads_a_connector_would_refuse_are_422_naming_the_field() {
+        let e = refused(r#"{"destination": "chat", "payload": {"chat_id": 1, "text": ""}}"#);
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.field.as_deref()),
+            (422, "invalid_payload", Some("payload.text"))
+        );
+        let e = refused(r#"{"destination": "mail", "payload": {"to": ["a@b.c"], "subject": "s"}}"#);
+        assert_eq!((e.status.as_u16(), e.code), (422, "invalid_payload"));
+        let e = refused(r#"{"destination": "nope", "payload": 1}"#);
+        assert_eq!((e.status.as_u16(), e.code), (422, "unknown_destination"));
+    }
+
+    #[test]
+    fn bodies_that_are_not_one_object_are_400() {
+        for (body, code) in [
+            (r#"["hook", {"n": 1}]"#, "invalid_request"),
+            (
+                r#"[{"destination": "hook", "payload": 1}]"#,
+                "invalid_request",
+            ),
+            (r#""hook""#, "invalid_request"),
+            (
+                r#"{"destination": "hook", "payload": 1} {}"#,
+                "malformed_json",
+            ),
+            (
+                r#"{"destination": "hook", "payload": 1, "extra": 2}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"destination": "hook", "payload": 1, "ordering_key": ""}"#,
+                "invalid_request",
+            ),
+            (
+                r#"{"destination": "hook", "payload": 1, "deliver_after": "soon"}"#,
+                "invalid_request",
+            ),
+        ] {
+            let e = refused(body);
+            assert_eq!((e.status.as_u16(), e.code), (400, code), "{body}: {e:?}");
+        }
+        assert!(refused("[]").message.contains("expected a JSON object"));
+    }
 }

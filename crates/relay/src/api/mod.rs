@@ -1,9 +1,11 @@
-//! The HTTP API: one table of routes, bearer-token auth on all but `/livez`, JSON errors.
+//! The HTTP API: one table of routes, bearer-token auth on all but `/livez` and the Telegram
+//! webhook (which checks Telegram's secret token instead), JSON errors.
 
 mod admin;
 mod error;
 mod extract;
 mod health;
+mod inbound;
 mod messages;
 pub mod openapi;
 mod payload;
@@ -17,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 
 pub use self::error::ApiError;
+pub use self::messages::{Submit, parse_submit};
 use crate::state::AppState;
 
 /// One route: method, path (axum syntax), whether it needs a token, and its handler.
@@ -94,6 +97,14 @@ pub fn routes() -> Vec<Route> {
             "/v1/destinations",
             true,
             get(admin::destinations),
+        ),
+        route(Method::GET, "/v1/inbound", true, get(inbound::list)),
+        // Telegram cannot send a bearer token: the update's secret token header is checked.
+        route(
+            Method::POST,
+            "/v1/telegram/{destination}/webhook",
+            false,
+            post(inbound::telegram_webhook),
         ),
         route(Method::GET, "/v1/openapi.json", true, get(openapi::serve)),
         route(Method::GET, "/livez", false, get(health::livez)),

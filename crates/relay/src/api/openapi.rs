@@ -39,7 +39,7 @@ pub fn document() -> Value {
             "401": unauthorized,
             "413": error_response("body over the limit"),
             "422": error_response("unknown destination, or a payload the destination's connector refuses (`invalid_payload`, with `error.field` naming it, e.g. `payload.chat_id`); a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
-            "503": error_response("queue full (with Retry-After) or shutting down"),
+            "503": error_response("not stored; try again after `Retry-After`: the queue is full (`queue_full`), the relay's storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
         }),
     );
     submit["description"] = json!(
@@ -100,6 +100,32 @@ pub fn document() -> Value {
         json!({"200": ok_json("the breaker", json!({"type": "object"})), "404": error_response("unknown destination or action"), "401": unauthorized}),
     );
     action["parameters"] = json!([path("destination"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["reset", "force-open", "disable"]}}]);
+    let mut inbound = op(
+        "Recorded inbound events (Telegram updates), newest first",
+        json!({"200": ok_json("a page", json!({"$ref": "#/components/schemas/InboundPage"})), "400": error_response("bad query or cursor"), "401": unauthorized}),
+    );
+    inbound["parameters"] = json!([
+        query("source", "only this source, e.g. `telegram:support-bot`"),
+        query("cursor", "from the previous page's `next`"),
+        query("limit", "1 to 1000 (default 100)"),
+    ]);
+    let mut telegram_webhook = op(
+        "Receive one Telegram update",
+        json!({
+            "200": ok_json("stored (with its forward), or a redelivery acknowledged and ignored (`duplicate: true`)", json!({"type": "object", "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}}})),
+            "400": error_response("malformed JSON, or not a Telegram update (`invalid_update`, with `error.field`)"),
+            "401": error_response("missing or wrong `X-Telegram-Bot-Api-Secret-Token`"),
+            "404": error_response("no telegram destination of that name receives updates by webhook"),
+            "413": error_response("body over the limit"),
+            "503": error_response("shutting down, or the store is unavailable or its storage full; Telegram retries"),
+        }),
+    );
+    telegram_webhook["description"] = json!(
+        "Where Telegram posts a bot's updates once `ferrule telegram set-webhook` has set it. Not behind the bearer token: the update must carry the destination's `inbound.secret_token` in `X-Telegram-Bot-Api-Secret-Token` (compared in constant time). Each `update_id` is recorded once per destination; a new update is forwarded to `inbound.forward_to` in the same transaction, and a `callback_query` is answered with `answerCallbackQuery` right after it is stored."
+    );
+    telegram_webhook["security"] = json!([]);
+    telegram_webhook["parameters"] = json!([path("destination"), {"name": "X-Telegram-Bot-Api-Secret-Token", "in": "header", "required": true, "schema": {"type": "string"}}]);
+    telegram_webhook["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["update_id"], "properties": {"update_id": {"type": "integer"}}, "description": "a Telegram Update"}}}});
     let any_object = json!({"type": "object"});
     json!({
         "openapi": "3.1.0",
@@ -122,6 +148,8 @@ pub fn document() -> Value {
                 "MessagePage": {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}, "next": {"type": ["string", "null"]}}},
                 "ReplayRequest": {"type": "object", "additionalProperties": false, "properties": {"destination": {"type": "string"}, "error_contains": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
                 "PurgeRequest": {"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {"ids": {"type": "array", "maxItems": 1000, "items": {"type": "string"}}, "destination": {"type": "string"}, "error_contains": {"type": "string"}}},
+                "Inbound": {"type": "object", "properties": {"id": {"type": "string"}, "source": {"type": "string"}, "external_id": {"type": "string", "description": "the Telegram update_id"}, "payload": {"description": "the event as received"}, "received_at": {"type": "string", "format": "date-time"}}},
+                "InboundPage": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Inbound"}}, "next": {"type": ["string", "null"]}}},
                 "ReplayReport": {"type": "object", "properties": {"count": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
             }
         },
@@ -136,9 +164,11 @@ pub fn document() -> Value {
             "/v1/breakers": {"get": op("Every destination's circuit breaker", json!({"200": ok_json("breakers", any_object.clone()), "401": unauthorized}))},
             "/v1/breakers/{destination}/{action}": {"post": action},
             "/v1/destinations": {"get": op("Configured destinations", json!({"200": ok_json("destinations", any_object.clone()), "401": unauthorized}))},
+            "/v1/inbound": {"get": inbound},
+            "/v1/telegram/{destination}/webhook": {"post": telegram_webhook},
             "/v1/openapi.json": {"get": op("This document", json!({"200": ok_json("OpenAPI 3.1", any_object.clone())}))},
             "/livez": {"get": {"summary": "The process is up", "security": [], "responses": {"200": ok_json("alive", any_object.clone())}}},
-            "/readyz": {"get": op("Store reachable and not draining", json!({"200": ok_json("ready", any_object.clone()), "503": error_response("not ready"), "401": unauthorized}))},
+            "/readyz": {"get": op("Store reachable and not draining", json!({"200": ok_json("ready", any_object.clone()), "503": error_response("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full` (writes are refused for lack of space)"), "401": unauthorized}))},
             "/status": {"get": op("Uptime, counters, depths, breakers, dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
             "/metrics": {"get": op("Prometheus text format", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}))},
         }

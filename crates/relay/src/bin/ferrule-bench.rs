@@ -4,16 +4,18 @@
 //! with a loopback webhook receiver, then measures:
 //!
 //! 1. idle RSS of the relay process;
-//! 2. submit → delivered throughput for `--messages` messages submitted over HTTP by 64
-//!    concurrent clients;
+//! 2. submit → delivered throughput for `--messages` messages submitted over HTTP by
+//!    `--clients` concurrent clients (64);
 //! 3. submit → delivered latency (p50, p99) at a fixed `--rate` for `--seconds`;
 //! 4. RSS with `--queued` messages waiting (scheduled a day ahead).
 //!
 //! Run: `cargo build --release -p ferrule && target/release/ferrule-bench`.
 
+#[path = "common/bench.rs"]
+mod bench;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +25,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::json;
+
+use self::bench::{Relay, arg};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
@@ -44,15 +48,6 @@ async fn hook(State(r): State<Arc<Received>>, headers: HeaderMap) -> &'static st
     }
     r.count.fetch_add(1, Ordering::Relaxed);
     "ok"
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn say(text: &str) {
@@ -86,18 +81,6 @@ fn cpu_time(pid: &str) -> Duration {
         .unwrap_or_default()
 }
 
-struct Relay {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_relay(dir: &std::path::Path, hook_url: &str) -> Relay {
     let config = dir.join("bench.toml");
     let text = format!(
@@ -119,36 +102,7 @@ allow_private = true
         db = dir.join("bench.db").display()
     );
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing the config: {e}"));
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("ferrule")))
-        .unwrap_or_else(|| "ferrule".into());
-    let mut child = Command::new(exe)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting ferrule (build it with --release first): {e}"));
-    let mut out = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("no stdout")));
-    let mut line = String::new();
-    let base = loop {
-        line.clear();
-        if out.read_line(&mut line).unwrap_or(0) == 0 {
-            panic!("ferrule serve exited");
-        }
-        if let Some(rest) = line.trim().split("listening on ").nth(1) {
-            break rest.to_owned();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        while out.read_line(&mut rest).unwrap_or(0) > 0 {
-            rest.clear();
-        }
-    });
-    Relay { child, base }
+    Relay::start(&config)
 }
 
 async fn submit(http: &reqwest::Client, base: &str, payload: serde_json::Value) -> Option<String> {
@@ -166,7 +120,7 @@ async fn submit(http: &reqwest::Client, base: &str, payload: serde_json::Value) 
 async fn submit_many(http: &reqwest::Client, base: &str, n: u64, deliver_after: Option<String>) {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..arg("--clients", 64) {
         let (http, base, next, after) = (
             http.clone(),
             base.to_owned(),

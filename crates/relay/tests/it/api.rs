@@ -373,3 +373,29 @@ async fn the_first_start_generates_a_token_and_stores_only_its_hash() {
     second.shutdown();
     second.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_json_array_body_is_refused_not_taken_for_its_fields() {
+    // serde reads a struct from an array of its fields in order; the API documents objects.
+    let relay = start(idle).await;
+    for (path, body) in [
+        ("/v1/messages", json!(["billing-hook", {"n": 1}])),
+        (
+            "/v1/messages",
+            json!([{"destination": "billing-hook", "payload": 1}]),
+        ),
+        ("/v1/dead-letters/replay", json!([])),
+        (
+            "/v1/dead-letters/purge",
+            json!([["01KAAAAAAAAAAAAAAAAAAAAAAA"]]),
+        ),
+    ] {
+        let (status, response) = relay.call(Method::POST, path, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {response}");
+        assert_error(&response, "invalid_request");
+        let message = response["error"]["message"].as_str().unwrap();
+        assert!(message.contains("JSON object"), "{message}");
+    }
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(page["messages"], json!([]), "nothing was stored");
+}

@@ -15,7 +15,7 @@ use crate::support::{SECRET, TOKEN};
 const BIN: &str = env!("CARGO_BIN_EXE_ferrule");
 
 /// A config file for the binary in `dir`, with one webhook destination to `url`.
-fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
     let path = dir.join("ferrule.toml");
     let text = format!(
         r#"
@@ -46,15 +46,15 @@ retry = {{ backoff = {{ kind = "fixed", delay = "50ms" }}, jitter = "none" }}
 }
 
 /// A running `ferrule serve`.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    pub(crate) base: String,
+    pub(crate) stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
     /// Starts `ferrule serve --config path` and waits until it prints where it listens.
-    fn start(config: &Path) -> Server {
+    pub(crate) fn start(config: &Path) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
@@ -139,7 +139,7 @@ impl Drop for Server {
     }
 }
 
-async fn submit(base: &str, payload: Value) -> (StatusCode, Value) {
+pub(crate) async fn submit(base: &str, payload: Value) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/messages"))
         .bearer_auth(TOKEN)
@@ -204,6 +204,20 @@ async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
     let m = get(&server.base, &format!("/v1/messages/{id}")).await;
     assert_eq!(m["status"], "delivered", "{m:#}");
     assert_eq!(receiver.hits().len(), 1);
+}
+
+/// Found by the chaos harness: a SIGTERM sent right after the "listening on" line killed the
+/// process (no handler was installed yet) instead of draining it.
+#[test]
+fn sigterm_right_after_the_banner_still_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/hook", "");
+    for _ in 0..10 {
+        let mut server = Server::start(&config);
+        server.signal("-TERM");
+        let code = server.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{}", server.stderr.lock().unwrap());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,6 +362,37 @@ async fn the_cli_talks_to_a_running_relay() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the relay"));
+}
+
+#[test]
+fn config_check_fails_on_an_smtp_root_ca_that_is_missing_or_holds_no_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate in here\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (root, expected) in [
+        (&missing, "cannot be read"),
+        (&empty, "holds no certificate"),
+    ] {
+        let smtp = format!(
+            "[[destinations]]\nname = \"mail\"\ntype = \"smtp\"\nhost = \"smtp.example.com\"\n\
+             from = \"relay@example.com\"\ntls_root_ca = \"{}\"\n",
+            root.display()
+        );
+        let config = write_config(dir.path(), "https://example.com/hook", &smtp);
+        let out = Command::new(BIN)
+            .args(["config", "check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("destinations[1].tls_root_ca") && stderr.contains(expected),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&root.display().to_string()), "{stderr}");
+    }
 }
 
 #[test]

@@ -426,7 +426,8 @@ async fn operators_force_open_and_reset_a_breaker() {
 
 #[tokio::test]
 async fn readyz_is_503_while_draining() {
-    let relay = start(|_| {}).await;
+    // A valid submission: a client's mistakes are answered before the relay's state.
+    let relay = start(|c| c.destinations.push(webhook("hook", "http://127.0.0.1:9/"))).await;
     let state = relay.running.as_ref().unwrap().state.clone();
     // A second listener on the same router, not shut down with the first one.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -454,7 +455,7 @@ async fn readyz_is_503_while_draining() {
         .http
         .post(format!("http://{addr}/v1/messages"))
         .bearer_auth(TOKEN)
-        .json(&json!({"destination": "x", "payload": 1}))
+        .json(&json!({"destination": "hook", "payload": 1}))
         .send()
         .await
         .unwrap();

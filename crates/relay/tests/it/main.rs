@@ -1,10 +1,14 @@
 //! The relay's integration tests: the real router, a real SQLite file, real HTTP receivers, a
 //! fake Telegram Bot API and an SMTP sink.
 
+mod alerts;
 mod api;
 mod binary;
 mod delivery;
+mod disk;
 mod fake_bot_api;
+mod inbound;
+mod outage;
 mod postgres;
 mod receiver;
 mod smtp;

@@ -23,6 +23,8 @@ pub(crate) enum Reply {
     Slow(Duration, u16),
     /// Close the connection without answering.
     Reset,
+    /// Wait until the gate holds `true`, then answer with the status.
+    Held(tokio::sync::watch::Receiver<bool>, u16),
 }
 
 /// One request the receiver got.
@@ -154,6 +156,12 @@ async fn serve(mut stream: TcpStream, inner: Arc<Inner>) {
             Reply::RetryAfter(s, after) => (s, format!("retry-after: {after}\r\n")),
             Reply::Slow(d, s) => {
                 tokio::time::sleep(d).await;
+                (s, String::new())
+            }
+            Reply::Held(mut gate, s) => {
+                if gate.wait_for(|open| *open).await.is_err() {
+                    return;
+                }
                 (s, String::new())
             }
             // Dropping the socket mid-exchange: the client sees the connection closed

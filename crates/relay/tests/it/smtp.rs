@@ -6,7 +6,7 @@ use ferrule::config::{DestinationConfig, DestinationKind};
 use ferrule_connectors::smtp::TlsMode;
 use serde_json::json;
 
-use crate::smtp_sink::SmtpSink;
+use crate::smtp_sink::{SmtpSink, TestCa};
 use crate::support::start;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -99,4 +99,64 @@ async fn a_transient_smtp_refusal_is_retried() {
         message["last_error"].as_str().unwrap().contains("4.3.0"),
         "{message:#}"
     );
+}
+
+#[tokio::test]
+async fn an_email_is_delivered_over_starttls_to_a_server_of_a_private_ca() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mail-ca.pem");
+    std::fs::write(&root, &ca.pem).unwrap();
+    let sink = SmtpSink::start_starttls(&ca).await;
+    let port = sink.port;
+    let relay = start(|c| {
+        let mut mail = smtp("mail", port);
+        mail.tls = Some(TlsMode::Starttls);
+        mail.tls_root_ca = Some(root.clone());
+        c.destinations.push(mail);
+    })
+    .await;
+    let id = relay
+        .submit(
+            "mail",
+            json!({"to": ["ops@example.org"], "subject": "Private CA", "text": "Sealed."}),
+        )
+        .await;
+    let message = relay.wait_for_status(&id, "delivered", WAIT).await;
+    assert_eq!(message["attempts"], 1, "{message:#}");
+    let mails = sink.wait_for_mails(1, WAIT).await;
+    let mail = &mails[0];
+    assert!(mail.tls, "the message crossed in clear");
+    assert_eq!(mail.to, ["ops@example.org"]);
+    assert_eq!(mail.header("Subject").unwrap(), "Private CA");
+    assert_eq!(
+        mail.header("Message-ID").unwrap(),
+        format!("<{id}@example.com>")
+    );
+    assert!(mail.data.contains("Sealed."), "{}", mail.data);
+}
+
+#[tokio::test]
+async fn a_server_certificate_the_relay_does_not_trust_dead_letters_at_once() {
+    let ca = TestCa::new();
+    let sink = SmtpSink::start_starttls(&ca).await;
+    let port = sink.port;
+    // No `tls_root_ca`: the platform's roots do not know the test CA.
+    let relay = start(|c| {
+        let mut mail = smtp("mail", port);
+        mail.tls = Some(TlsMode::Starttls);
+        c.destinations.push(mail);
+    })
+    .await;
+    let id = relay
+        .submit(
+            "mail",
+            json!({"to": ["ops@example.org"], "subject": "s", "text": "t"}),
+        )
+        .await;
+    let message = relay.wait_for_status(&id, "dead", WAIT).await;
+    assert_eq!(message["attempts"], 1, "not retried: {message:#}");
+    let error = message["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{message:#}");
+    assert!(sink.mails().is_empty());
 }

@@ -286,18 +286,38 @@ impl<T: Clone> Recorded<T> {
     /// Waits (at most `limit`) until at least `n` items were recorded; `what` names them in
     /// the failure message.
     pub(crate) async fn wait_for(&self, n: usize, limit: Duration, what: &str) -> Vec<T> {
+        self.wait_until(limit, &format!("{n} {what}"), |items| items.len() >= n)
+            .await
+    }
+
+    /// Waits (at most `limit`) until `done` holds for everything recorded; `what` says what
+    /// was expected in the failure message.
+    pub(crate) async fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&[T]) -> bool,
+    ) -> Vec<T> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.notify.notified();
             let items = self.all();
-            if items.len() >= n {
+            if done(&items) {
                 return items;
             }
             assert!(
                 tokio::time::timeout_at(deadline, notified).await.is_ok(),
-                "expected {n} {what}, got {}",
+                "expected {what}, got {} items",
                 items.len()
             );
         }
     }
+}
+
+/// The value of the Prometheus sample `name` (with labels) in `text`, or 0.
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

@@ -1,11 +1,13 @@
 //! Telegram destinations end to end: the real relay and router, a fake Bot API on 127.0.0.1.
 //! Submit-time validation (422 naming the field), splitting long texts into ordered parts,
 //! flood control pausing the bot without a breaker failure, 401 forcing the breaker open, chat
-//! migration, and the durable per-chat, per-group and per-bot limits.
+//! migration, the durable per-chat, per-group and per-bot limits, and a hundred chats at once
+//! against a fake enforcing all three limits the way Telegram does.
 
 use std::time::{Duration, SystemTime};
 
 use ferrule::config::{DestinationConfig, DestinationKind, Secret};
+use ferrule::testing::fake_bot_api::{BotLimits, FakeBotApi as TelegramLimitsFake, Window};
 use ferrule_policy::ManualClock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -409,5 +411,117 @@ async fn the_default_limits_keep_a_burst_to_one_chat_under_flood_control() {
     for pair in requests.windows(2) {
         let gap = pair[1].at.duration_since(pair[0].at);
         assert!(gap >= Duration::from_millis(900), "{gap:?}");
+    }
+}
+
+/// Telegram's three limits, scaled up so the test takes a fraction of a second, as the fake
+/// enforces them and as the relay is configured with them.
+fn scaled_limits() -> (BotLimits, Value) {
+    let fake = BotLimits {
+        per_chat: Window::new(10, Duration::from_secs(1)),
+        per_group: Window::new(2, Duration::from_millis(500)),
+        per_bot: Window::new(100, Duration::from_millis(250)),
+    };
+    let relay = json!({
+        "per_chat": {"limit": 10, "per": "1s"},
+        "per_group": {"limit": 2, "per": "500ms"},
+        "per_bot": {"limit": 100, "per": "250ms"},
+    });
+    (fake, relay)
+}
+
+/// The chat id of chat `n` of the hundred: the last twenty are groups.
+fn chat_id(n: i64) -> i64 {
+    if n < 80 { 1000 + n } else { -(1000 + n) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_chats_at_once_never_trigger_flood_control_and_keep_their_order() {
+    // 300 sends: the bot's window holds 100, each chat's 10, each group's 2, so all three
+    // limits hold sends back.
+    let (fake_limits, limits) = scaled_limits();
+    let api = TelegramLimitsFake::start(BOT_TOKEN, fake_limits)
+        .await
+        .unwrap();
+    let base = api.base().to_owned();
+    let relay = start(|c| {
+        let mut d = telegram("chat", &base);
+        d.limits = Some(limits);
+        c.destinations.push(d);
+    })
+    .await;
+    const CHATS: i64 = 100;
+    const PER_CHAT: usize = 3;
+    // Every chat's messages submitted in order, all chats at once.
+    let submitters = (0..CHATS).map(|chat| {
+        let relay = &relay;
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..PER_CHAT {
+                let text = format!("{chat}/{n}");
+                ids.push(
+                    relay
+                        .submit("chat", json!({"chat_id": chat_id(chat), "text": text}))
+                        .await,
+                );
+            }
+            ids
+        }
+    });
+    let ids: Vec<String> = futures_util::future::join_all(submitters)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let total = ids.len();
+    api.wait_for_sends(total, WAIT).await;
+    // The relay records each delivery after the fake answered it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let delivered = loop {
+        let (_, page) = relay
+            .call(
+                Method::GET,
+                "/v1/messages?status=delivered&limit=1000",
+                None,
+            )
+            .await;
+        let delivered: std::collections::BTreeSet<String> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        if delivered.len() >= total || tokio::time::Instant::now() > deadline {
+            break delivered;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        delivered,
+        ids.iter().cloned().collect(),
+        "every message delivered"
+    );
+
+    assert_eq!(
+        api.refusals(),
+        [],
+        "the relay kept within every limit the fake enforces"
+    );
+    let sent = api.sends();
+    let texts: Vec<&str> = sent
+        .iter()
+        .map(|s| s.params["text"].as_str().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = texts.iter().copied().collect();
+    assert_eq!(texts.len(), total, "one send per message");
+    assert_eq!(distinct.len(), total, "every message exactly once");
+    for chat in 0..CHATS {
+        let to_chat: Vec<&str> = sent
+            .iter()
+            .filter(|s| s.params["chat_id"] == chat_id(chat))
+            .map(|s| s.params["text"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..PER_CHAT).map(|n| format!("{chat}/{n}")).collect();
+        assert_eq!(to_chat, expected, "chat {chat} in submission order");
     }
 }
