@@ -1055,7 +1055,11 @@ impl Config {
 
 /// The built-in defaults, then the TOML `text` if any.
 fn layered(text: Option<&str>) -> Figment {
-    let figment = Figment::from(Serialized::defaults(Config::default()));
+    // Serialising the defaults into figment's value tree is most of a small config's parse;
+    // they never change, so that is done once and the tree cloned.
+    static DEFAULTS: std::sync::LazyLock<Figment> =
+        std::sync::LazyLock::new(|| Figment::from(Serialized::defaults(Config::default())));
+    let figment = DEFAULTS.clone();
     match text {
         Some(text) => figment.merge(Toml::string(text)),
         None => figment,
