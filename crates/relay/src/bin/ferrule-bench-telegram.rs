@@ -21,17 +21,14 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use ferrule::testing::fake_bot_api::{BotLimits, FakeBotApi, Sent};
 use serde_json::json;
 
-use self::bench::{Relay, arg};
+use self::bench::Relay;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const BOT_TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
-}
 
 fn say(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
@@ -73,11 +70,33 @@ fn busiest(sends: &[&Sent], span: Duration) -> usize {
     most
 }
 
+/// Sends to many Telegram chats at once through `ferrule serve` and a fake Bot API that
+/// enforces Telegram's limits; see docs/BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Chats to send to at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    chats: u64,
+    /// Messages per chat.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    per_chat: u64,
+    /// Make the chats groups (negative ids), so the per-group limit applies too.
+    #[arg(long)]
+    group: bool,
+    /// Also print the sends per 100 ms since the first.
+    #[arg(long)]
+    timeline: bool,
+}
+
 #[tokio::main]
 async fn main() {
-    let chats = arg("--chats", 100);
-    let per_chat = arg("--per-chat", 3);
-    let group = flag("--group");
+    let Args {
+        chats,
+        per_chat,
+        group,
+        timeline,
+    } = Args::parse();
     let total = (chats * per_chat) as usize;
     let limits = BotLimits::telegram();
 
@@ -235,9 +254,7 @@ async fn main() {
         },
         busiest(&all, Duration::from_secs(1)),
     ));
-    if flag("--timeline")
-        && let Some(first) = sent.first()
-    {
+    if timeline && let Some(first) = sent.first() {
         // Sends per 100 ms since the first: shows how the dispatcher paces the bot.
         let mut buckets = vec![0usize; (span.as_millis() / 100) as usize + 1];
         for s in &sent {

@@ -24,9 +24,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
+use clap::Parser;
 use serde_json::json;
 
-use self::bench::{Relay, arg};
+use self::bench::Relay;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 
@@ -117,10 +118,15 @@ async fn submit(http: &reqwest::Client, base: &str, payload: serde_json::Value) 
     body["id"].as_str().map(str::to_owned)
 }
 
-async fn submit_many(http: &reqwest::Client, base: &str, n: u64, deliver_after: Option<String>) {
+async fn submit_many(
+    http: &reqwest::Client,
+    base: &str,
+    (n, clients): (u64, u64),
+    deliver_after: Option<String>,
+) {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..arg("--clients", 64) {
+    for _ in 0..clients {
         let (http, base, next, after) = (
             http.clone(),
             base.to_owned(),
@@ -151,12 +157,37 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank]
 }
 
+/// Measures `ferrule serve` (the binary next to this one) on SQLite against a loopback
+/// webhook receiver; see docs/BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Messages in the throughput run.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    messages: u64,
+    /// Concurrent clients submitting them (and the queued messages).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    clients: u64,
+    /// Submissions per second in the latency run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    rate: u64,
+    /// Length of the latency run in seconds; 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Messages queued (scheduled a day ahead) for the memory measurement; 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    queued: u64,
+}
+
 #[tokio::main]
 async fn main() {
-    let messages = arg("--messages", 20_000);
-    let rate = arg("--rate", 1000);
-    let seconds = arg("--seconds", 5);
-    let queued = arg("--queued", 1_000_000);
+    let Args {
+        messages,
+        clients,
+        rate,
+        seconds,
+        queued,
+    } = Args::parse();
 
     let received = Arc::new(Received::default());
     let app = Router::new()
@@ -189,7 +220,7 @@ async fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (relay_cpu, bench_cpu) = (cpu_time(&pid.to_string()), cpu_time("self"));
     let start = Instant::now();
-    submit_many(&http, &relay.base, messages, None).await;
+    submit_many(&http, &relay.base, (messages, clients), None).await;
     let submitted = start.elapsed();
     while received.count.load(Ordering::Relaxed) < messages {
         if start.elapsed() > Duration::from_secs(600) {
@@ -217,63 +248,67 @@ async fn main() {
         messages as f64 / total.as_secs_f64()
     ));
 
-    // Latency at a fixed rate.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    received.track.store(true, Ordering::Relaxed);
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = Vec::new();
-    for _ in 0..rate * seconds {
-        tick.tick().await;
-        let (http, base, sent) = (http.clone(), relay.base.clone(), sent.clone());
-        tasks.push(tokio::spawn(async move {
-            let at = Instant::now();
-            if let Some(id) = submit(
-                &http,
-                &base,
-                json!({"destination": "hook", "payload": {"n": 1}}),
-            )
-            .await
-            {
-                sent.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, at);
-            }
-        }));
+    if seconds > 0 {
+        // Latency at a fixed rate.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        received.track.store(true, Ordering::Relaxed);
+        let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = Vec::new();
+        for _ in 0..rate * seconds {
+            tick.tick().await;
+            let (http, base, sent) = (http.clone(), relay.base.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                let at = Instant::now();
+                if let Some(id) = submit(
+                    &http,
+                    &base,
+                    json!({"destination": "hook", "payload": {"n": 1}}),
+                )
+                .await
+                {
+                    sent.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, at);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut latencies: Vec<Duration> = {
+            let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+            let arrivals = received.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+            sent.iter()
+                .filter_map(|(id, at)| arrivals.get(id).map(|a| a.saturating_duration_since(*at)))
+                .collect()
+        };
+        latencies.sort();
+        say(&format!(
+            "latency at {rate} msg/s for {seconds} s: {} delivered, p50 {:.2} ms, p99 {:.2} ms",
+            latencies.len(),
+            percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+            percentile(&latencies, 0.99).as_secs_f64() * 1000.0
+        ));
+        received.track.store(false, Ordering::Relaxed);
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut latencies: Vec<Duration> = {
-        let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-        let arrivals = received.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        sent.iter()
-            .filter_map(|(id, at)| arrivals.get(id).map(|a| a.saturating_duration_since(*at)))
-            .collect()
-    };
-    latencies.sort();
-    say(&format!(
-        "latency at {rate} msg/s for {seconds} s: {} delivered, p50 {:.2} ms, p99 {:.2} ms",
-        latencies.len(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0
-    ));
-    received.track.store(false, Ordering::Relaxed);
 
-    // RSS with many queued.
-    let later =
-        humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(86_400))
-            .to_string();
-    let start = Instant::now();
-    submit_many(&http, &relay.base, queued, Some(later)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    say(&format!(
-        "RSS with {queued} queued: {:.1} MiB (submitted in {:.1} s)",
-        rss_kib(pid) as f64 / 1024.0,
-        start.elapsed().as_secs_f64()
-    ));
+    if queued > 0 {
+        // RSS with many queued.
+        let later =
+            humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(86_400))
+                .to_string();
+        let start = Instant::now();
+        submit_many(&http, &relay.base, (queued, clients), Some(later)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        say(&format!(
+            "RSS with {queued} queued: {:.1} MiB (submitted in {:.1} s)",
+            rss_kib(pid) as f64 / 1024.0,
+            start.elapsed().as_secs_f64()
+        ));
+    }
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
 }

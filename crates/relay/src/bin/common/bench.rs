@@ -1,18 +1,8 @@
-//! What the bench binaries share: their numeric flags and the `ferrule serve` they measure.
+//! What the bench binaries share: the `ferrule serve` they measure.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-
-/// The value after `name` on the command line, or `default`.
-pub(crate) fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A running `ferrule serve`, killed when dropped.
 pub(crate) struct Relay {
