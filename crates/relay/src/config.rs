@@ -1068,9 +1068,51 @@ fn layered(text: Option<&str>) -> Figment {
 
 /// The configuration `figment` describes, not yet validated.
 fn extract(figment: Figment) -> Result<Config, LoadError> {
+    // serde reads a struct from a list of its fields in order, so `[[defaults]]` (a list of
+    // tables) would be taken for `[defaults]` with its first table as `retry`, the second as
+    // `breaker`: refuse a list wherever the defaults have a table.
+    static SHAPE: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+        serde_json::to_value(Config::default()).unwrap_or(serde_json::Value::Null)
+    });
+    let merged: figment::value::Value = figment
+        .extract()
+        .map_err(|e| LoadError::Parse(describe_figment(e)))?;
+    let merged = serde_json::to_value(&merged).map_err(|e| LoadError::Parse(e.to_string()))?;
+    tables_stay_tables(&merged, &SHAPE, "")
+        .map_err(|e| LoadError::Parse(format!("`{}`: {}", e.field(), e.message())))?;
     figment
         .extract()
         .map_err(|e| LoadError::Parse(describe_figment(e)))
+}
+
+/// Refuses a list (or anything but a table) in `value` where `shape`, the same section
+/// serialised from its defaults, has a table; `path` names where `value` sits.
+fn tables_stay_tables(
+    value: &serde_json::Value,
+    shape: &serde_json::Value,
+    path: &str,
+) -> Result<(), ConfigError> {
+    use serde_json::Value::{Array, Object};
+    match (shape, value) {
+        (Object(shape), Object(value)) => {
+            for (key, inner) in value {
+                if let Some(inner_shape) = shape.get(key) {
+                    let path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    tables_stay_tables(inner, inner_shape, &path)?;
+                }
+            }
+            Ok(())
+        }
+        (Object(_), Array(_)) => Err(ConfigError::new(
+            path.to_owned(),
+            "must be a table, not a list (`[[…]]` makes a list of tables)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a connector field that belongs to another type of destination, so a typo such as
@@ -1391,6 +1433,7 @@ fn overlay<T: Serialize + DeserializeOwned>(
     let mut value = serde_json::to_value(base)
         .map_err(|e| ConfigError::new(field.to_owned(), e.to_string()))?;
     if let Some(over) = over {
+        tables_stay_tables(over, &value, field)?;
         merge(&mut value, over);
     }
     serde_json::from_value(value).map_err(|e| ConfigError::new(field.to_owned(), e.to_string()))
@@ -1841,6 +1884,43 @@ mod tests {
         assert_eq!(d.retry.jitter, Jitter::None, "overridden");
         assert_eq!(d.timeout, Duration::from_secs(15));
         assert_eq!(d.breaker.window, Window::Count(20));
+    }
+
+    /// Found by the `config` fuzz target: serde reads a struct from a list of its fields, so
+    /// `[[defaults]]` twice was taken for `[defaults]` with `retry` and `breaker` reset to their
+    /// own types' defaults (3 attempts instead of 10, a window of 100 calls instead of 20).
+    #[test]
+    fn a_list_where_a_table_belongs_is_refused() {
+        let refused = |text: &str, field: &str| {
+            let e = Config::from_toml_str(text).unwrap_err();
+            assert!(matches!(e, LoadError::Parse(_)), "{e}");
+            assert!(e.to_string().contains(&format!("`{field}`")), "{e}");
+            assert!(e.to_string().contains("must be a table"), "{e}");
+        };
+        refused("[[defaults]]\n[[defaults]]\n", "defaults");
+        refused("[[server]]\nlisten = \"127.0.0.1:1\"\n", "server");
+        refused("[defaults]\nretry = []\n", "defaults.retry");
+        refused("[[defaults.breaker.window]]\n", "defaults.breaker.window");
+        let in_destination = from_toml(
+            r#"
+            [[destinations]]
+            name = "a"
+            type = "webhook"
+            url = "https://example.com/a"
+            [[destinations.retry]]
+            max_attempts = 3
+            "#,
+        )
+        .unwrap_err();
+        assert!(
+            in_destination.to_string().contains("destinations[0].retry"),
+            "{in_destination}"
+        );
+        // Lists where lists belong still parse.
+        let config =
+            Config::from_toml_str("[auth]\ntokens = [\"a-long-enough-token-0123456789\"]\n")
+                .unwrap();
+        assert_eq!(config.auth.tokens.len(), 1);
     }
 
     #[test]
