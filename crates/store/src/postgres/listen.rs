@@ -8,6 +8,13 @@
 //! turn every enqueue into its own fsync (measured: ~1,000 acked enqueues/s with 128
 //! submitters instead of thousands). Every process's store keeps one listening connection,
 //! opened lazily on the first [`Waker::wait`].
+//!
+//! The same commit also wakes this process's own waiters at once ([`Waker::wake`]), without
+//! the round trip through PostgreSQL: the process that made the work is the likeliest to have
+//! a free dispatcher, and it need not wait for its own notification to come back.
+//!
+//! A wake that lands while no one waits (a dispatcher busy claiming) is kept for the next
+//! [`Waker::wait`], so it is never lost; a stale one costs one claim that finds nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,14 +30,32 @@ pub(crate) const CHANNEL: &str = "ferrule_work";
 /// How long the listener waits before reconnecting after an error.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-/// Wakes [`Waker::wait`] callers on notifications for one schema.
+/// Wakes [`Waker::wait`] callers: on this process's own work ([`Waker::wake`]) and on
+/// notifications for one schema.
 #[derive(Debug)]
 pub(crate) struct Waker {
-    wakeups: Arc<watch::Sender<u64>>,
+    wakes: Arc<Wakes>,
     task: OnceCell<AbortHandle>,
     connect: PgConnectOptions,
     connect_timeout: Duration,
     schema: String,
+}
+
+/// Where wakes meet waiters: every current waiter sees a change of `generation`, and `permit`
+/// keeps one wake for the next waiter when none waits.
+#[derive(Debug)]
+struct Wakes {
+    generation: watch::Sender<u64>,
+    permit: Notify,
+}
+
+impl Wakes {
+    fn wake(&self) {
+        // The permit first: a waiter polled between the two steps then takes it rather than
+        // leaving it behind as a stale one (`wait` prefers the permit).
+        self.permit.notify_one();
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
 }
 
 impl Waker {
@@ -40,7 +65,10 @@ impl Waker {
         schema: String,
     ) -> Self {
         Waker {
-            wakeups: Arc::new(watch::Sender::new(0)),
+            wakes: Arc::new(Wakes {
+                generation: watch::Sender::new(0),
+                permit: Notify::new(),
+            }),
             task: OnceCell::new(),
             connect,
             connect_timeout,
@@ -48,11 +76,19 @@ impl Waker {
         }
     }
 
-    /// Completes on the next notification for this schema. The first call starts the listener
-    /// and returns as soon as it listens (work may have arrived before). If the listener cannot
-    /// connect, returns after a short delay so the caller polls instead.
+    /// Wakes this process's waiters now, or the next one if none waits: called after this
+    /// store committed work that may be claimable, alongside [`Notifier::poke`] for the others.
+    pub(crate) fn wake(&self) {
+        self.wakes.wake();
+    }
+
+    /// Completes on the next wake: this process's own work or a notification for this schema.
+    /// The first call starts the listener and returns as soon as it listens (work may have
+    /// arrived before). If the listener cannot connect, returns after a short delay so the
+    /// caller polls instead.
     pub(crate) async fn wait(&self) {
-        let mut rx = self.wakeups.subscribe();
+        let mut rx = self.wakes.generation.subscribe();
+        let permit = self.wakes.permit.notified();
         let mut started_now = false;
         let started = self
             .task
@@ -64,12 +100,21 @@ impl Waker {
         match started {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for new work; polling");
-                tokio::time::sleep(RECONNECT_DELAY).await;
+                tokio::select! {
+                    biased;
+                    _ = permit => {}
+                    _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+                }
             }
             Ok(_) if started_now => {}
             Ok(_) => {
-                // The sender lives as long as `self`, so `changed` only fails after drop.
-                let _ = rx.changed().await;
+                tokio::select! {
+                    // The permit first, so a wake that reached both is not kept as a stale one.
+                    biased;
+                    _ = permit => {}
+                    // The sender lives as long as `self`, so `changed` only fails after drop.
+                    _ = rx.changed() => {}
+                }
             }
         }
     }
@@ -85,22 +130,20 @@ impl Waker {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.ignore_pool_close_event(true);
         listener.listen(CHANNEL).await?;
-        let wakeups = self.wakeups.clone();
+        let wakes = self.wakes.clone();
         let schema = self.schema.clone();
         let task = tokio::spawn(async move {
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) if n.payload() == schema => {
-                        wakeups.send_modify(|g| *g = g.wrapping_add(1));
-                    }
+                    Ok(Some(n)) if n.payload() == schema => wakes.wake(),
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         // Reconnected: notifications may have been lost, so wake everyone.
-                        wakeups.send_modify(|g| *g = g.wrapping_add(1));
+                        wakes.wake();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "work listener failed; reconnecting");
-                        wakeups.send_modify(|g| *g = g.wrapping_add(1));
+                        wakes.wake();
                         tokio::time::sleep(RECONNECT_DELAY).await;
                     }
                 }

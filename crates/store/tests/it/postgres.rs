@@ -345,6 +345,26 @@ async fn notify_wakes_a_waiter_in_another_store_and_not_in_another_schema() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_while_no_one_waits_is_kept_for_the_next_wait() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    for store in &stores {
+        tokio::time::timeout(Duration::from_secs(10), store.wait_for_work())
+            .await
+            .expect("first wait starts listening");
+    }
+    // Nothing waits now, as when a dispatcher is busy claiming: the enqueuing store's own wake
+    // and (if it arrives first) the other store's notification are kept for the next wait.
+    stores[0].enqueue(msg(0)).await.unwrap();
+    for (n, store) in stores.iter().enumerate() {
+        tokio::time::timeout(Duration::from_secs(10), store.wait_for_work())
+            .await
+            .unwrap_or_else(|_| panic!("store {n} keeps the wake"));
+    }
+}
+
 #[tokio::test]
 async fn unreachable_server_is_a_transient_typed_error() {
     let err = ferrule_store::open(
