@@ -13,6 +13,14 @@
 //! the round trip through PostgreSQL: the process that made the work is the likeliest to have
 //! a free dispatcher, and it need not wait for its own notification to come back.
 //!
+//! The listener forwards notifications to the waiters at most once per [`WAKE_INTERVAL`],
+//! collapsing those that arrive meanwhile into one wake. Under load every process notifies
+//! after almost every commit, and each wake costs every idle dispatcher a claim and a
+//! next-due query; with several processes most of those claims found nothing, so relay CPU
+//! per delivered message grew with the number of processes. Coalescing bounds that cost per
+//! process, and delays another process's work by at most the interval, and only just after an
+//! earlier wake. A lost connection or a listener error still wakes everyone at once.
+//!
 //! A wake that lands while no one waits (a dispatcher busy claiming) is kept for the next
 //! [`Waker::wait`], so it is never lost; a stale one costs one claim that finds nothing.
 
@@ -30,8 +38,16 @@ pub(crate) const CHANNEL: &str = "ferrule_work";
 /// How long the listener waits before reconnecting after an error.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-/// Wakes [`Waker::wait`] callers: on this process's own work ([`Waker::wake`]) and on
-/// notifications for one schema.
+/// The shortest time between two wakes forwarded from notifications; those that arrive
+/// meanwhile become one wake at its end. Each wake costs every idle dispatcher of this process
+/// a claim and a next-due query, and under load a notification arrives after almost every
+/// commit of every process: the interval bounds that cost, whatever the number of processes,
+/// to one claim per interval. This process's own work wakes it at once ([`Waker::wake`]), so
+/// the delay only applies to work from other processes, and only right after a wake.
+const WAKE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Wakes [`Waker::wait`] callers: at once on this process's own work ([`Waker::wake`]), and
+/// on notifications for one schema (coalesced, see [`WAKE_INTERVAL`]).
 #[derive(Debug)]
 pub(crate) struct Waker {
     wakes: Arc<Wakes>,
@@ -133,21 +149,37 @@ impl Waker {
         let wakes = self.wakes.clone();
         let schema = self.schema.clone();
         let task = tokio::spawn(async move {
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) if n.payload() == schema => wakes.wake(),
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        // Reconnected: notifications may have been lost, so wake everyone.
-                        wakes.wake();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "work listener failed; reconnecting");
-                        wakes.wake();
-                        tokio::time::sleep(RECONNECT_DELAY).await;
+            // Set for each notification; `notify_one` keeps one permit, so everything that
+            // arrives while `forward` sleeps becomes a single wake.
+            let pending = Notify::new();
+            // Never cancelled, so the interval lives in a future of its own rather than in a
+            // timeout around `try_recv`: one dropped while it reconnects would never report
+            // the lost connection (`Ok(None)`), and its lost notifications would wake no one.
+            let receive = async {
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(n)) if n.payload() == schema => pending.notify_one(),
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            // Reconnected: notifications may have been lost, so wake everyone.
+                            wakes.wake();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "work listener failed; reconnecting");
+                            wakes.wake();
+                            tokio::time::sleep(RECONNECT_DELAY).await;
+                        }
                     }
                 }
-            }
+            };
+            let forward = async {
+                loop {
+                    pending.notified().await;
+                    wakes.wake();
+                    tokio::time::sleep(WAKE_INTERVAL).await;
+                }
+            };
+            tokio::join!(receive, forward);
         });
         Ok(task.abort_handle())
     }
