@@ -389,8 +389,8 @@ async fn a_burst_of_enqueues_wakes_another_store_only_a_few_times() {
             }
         })
     };
-    // One at a time, so each commit is its own notification: uncoalesced, every one of them
-    // would wake the other store.
+    // One at a time, so each commit pokes on its own: uncoalesced, every one of them would be a
+    // notification and a wake of the other store.
     for n in 0..BURST {
         stores[0].enqueue(msg(n)).await.unwrap();
     }
