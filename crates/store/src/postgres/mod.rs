@@ -351,6 +351,13 @@ impl PgStore {
         move |e| map(&context, &self.inner.target, e)
     }
 
+    /// After a commit that may have made work claimable: wakes this process's waiters at once
+    /// and notifies the other processes.
+    fn work_available(&self) {
+        self.inner.waker.wake();
+        self.inner.notifier.poke();
+    }
+
     /// Checks and serialises `messages` for the writer; refuses them all if one is bad.
     fn rows(&self, messages: &[NewMessage]) -> Result<Vec<NewRow>> {
         let max = self.inner.options.max_payload_bytes;
@@ -413,7 +420,7 @@ impl PgStore {
         if self.inner.writer.finish(row).await? {
             // Retries and releases are new work; any end of an attempt may unblock the next
             // message of its ordering key.
-            self.inner.notifier.poke();
+            self.work_available();
             Ok(())
         } else {
             Err(self.fencing_error(lease).await)
@@ -477,7 +484,7 @@ impl Store for PgStore {
             .pop()
             .ok_or_else(|| StoreError::database("enqueueing a message", false, "no answer"))?;
         if answer.is_created() {
-            self.inner.notifier.poke();
+            self.work_available();
         }
         Ok(answer)
     }
@@ -489,7 +496,7 @@ impl Store for PgStore {
         }
         let answers = self.inner.writer.enqueue(rows).await?;
         if answers.iter().any(Enqueued::is_created) {
-            self.inner.notifier.poke();
+            self.work_available();
         }
         Ok(answers)
     }
@@ -617,7 +624,7 @@ impl Store for PgStore {
             .await
             .map_err(self.err("cancelling a message"))?;
         if row.is_some() {
-            self.inner.notifier.poke();
+            self.work_available();
             return Ok(());
         }
         match self.status_of(id).await? {
@@ -638,7 +645,7 @@ impl Store for PgStore {
             .map_err(self.err("recovering expired leases"))?;
         let n = count_of(&row, "recovering expired leases", &self.inner.target)?;
         if n > 0 {
-            self.inner.notifier.poke();
+            self.work_available();
         }
         Ok(n)
     }
@@ -781,7 +788,7 @@ impl Store for PgStore {
             }
         };
         if !dry_run && !ids.is_empty() {
-            self.inner.notifier.poke();
+            self.work_available();
         }
         Ok(ReplayReport {
             count: ids.len() as u64,
@@ -798,7 +805,7 @@ impl Store for PgStore {
         let n = count_of(&row, "purging messages", &self.inner.target)?;
         if n > 0 {
             // A purged dead message may have been blocking its ordering key.
-            self.inner.notifier.poke();
+            self.work_available();
         }
         Ok(n)
     }
@@ -812,7 +819,7 @@ impl Store for PgStore {
             .map_err(self.err("purging messages by id"))?;
         let n = count_of(&row, "purging messages by id", &self.inner.target)?;
         if n > 0 {
-            self.inner.notifier.poke();
+            self.work_available();
         }
         Ok(n)
     }
@@ -962,7 +969,7 @@ impl Store for PgStore {
         };
         let recorded = self.inner.writer.record_inbound(row).await?;
         if forwards && recorded.is_created() {
-            self.inner.notifier.poke();
+            self.work_available();
         }
         Ok(recorded)
     }

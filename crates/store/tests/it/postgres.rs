@@ -6,7 +6,9 @@
 //! own fresh schema, dropped when the test ends.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
@@ -343,6 +345,71 @@ async fn notify_wakes_a_waiter_in_another_store_and_not_in_another_schema() {
         .await
         .expect("woken by the reschedule")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_while_no_one_waits_is_kept_for_the_next_wait() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    for store in &stores {
+        tokio::time::timeout(Duration::from_secs(10), store.wait_for_work())
+            .await
+            .expect("first wait starts listening");
+    }
+    // Nothing waits now, as when a dispatcher is busy claiming: the enqueuing store's own wake
+    // and (if it arrives first) the other store's notification are kept for the next wait.
+    stores[0].enqueue(msg(0)).await.unwrap();
+    for (n, store) in stores.iter().enumerate() {
+        tokio::time::timeout(Duration::from_secs(10), store.wait_for_work())
+            .await
+            .unwrap_or_else(|_| panic!("store {n} keeps the wake"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_enqueues_wakes_another_store_only_a_few_times() {
+    // The listener's `WAKE_INTERVAL`: forwarded wakes are at least this far apart.
+    const INTERVAL: Duration = Duration::from_millis(10);
+    const BURST: u32 = 200;
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    tokio::time::timeout(Duration::from_secs(10), stores[1].wait_for_work())
+        .await
+        .expect("first wait starts listening");
+    let started = Instant::now();
+    let woken = Arc::new(AtomicU64::new(0));
+    let counter = {
+        let (store, woken) = (stores[1].clone(), woken.clone());
+        tokio::spawn(async move {
+            loop {
+                store.wait_for_work().await;
+                woken.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // One at a time, so each commit pokes on its own: uncoalesced, every one of them would be a
+    // notification and a wake of the other store.
+    for n in 0..BURST {
+        stores[0].enqueue(msg(n)).await.unwrap();
+    }
+    let burst = started.elapsed();
+    // Time for the last notification to arrive and be forwarded.
+    tokio::time::sleep(INTERVAL * 5).await;
+    counter.abort();
+    let _ = counter.await;
+    let elapsed = started.elapsed();
+    let woken = woken.load(Ordering::Relaxed);
+    // Each wait returns for one wake at most, and wakes are an interval apart: at most one per
+    // interval started (the first one at once), plus one for slack.
+    let bound = (elapsed.as_micros() / INTERVAL.as_micros()) as u64 + 2;
+    assert!(woken >= 1, "never woken by {BURST} enqueues");
+    assert!(
+        woken <= bound,
+        "{woken} wakes for {BURST} enqueues over {burst:?} ({elapsed:?} counted): more than \
+         one per {INTERVAL:?}"
+    );
 }
 
 #[tokio::test]
