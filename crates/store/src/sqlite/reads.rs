@@ -14,8 +14,17 @@ use crate::types::{
     Stats, StatusCounts, from_millis,
 };
 
-/// A message with its events.
+/// A message with its events, from one snapshot: read outside a transaction, a write that
+/// commits between the two statements would show the old row with the new events.
 pub(crate) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageDetail>> {
+    // Deferred: the snapshot starts at the first read and ends when `tx` is dropped.
+    let tx = conn
+        .unchecked_transaction()
+        .ctx("starting a read of a message")?;
+    get_in(&tx, id)
+}
+
+fn get_in(conn: &Connection, id: MessageId) -> Result<Option<MessageDetail>> {
     let found = conn
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}, seq FROM messages WHERE id = ?1"
