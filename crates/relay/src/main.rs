@@ -7,7 +7,7 @@ use clap::Parser;
 /// jemalloc instead of the system allocator: glibc's malloc and free took ~12 % of the relay's
 /// CPU at full load; with jemalloc the relay needs 13–20 % less CPU per message and idle RSS
 /// stays at 16 MiB (docs/BENCHMARKS.md, "Fifth round").
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
