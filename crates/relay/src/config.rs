@@ -1085,8 +1085,9 @@ fn extract(figment: Figment) -> Result<Config, LoadError> {
         .map_err(|e| LoadError::Parse(describe_figment(e)))
 }
 
-/// Refuses a list (or anything but a table) in `value` where `shape`, the same section
-/// serialised from its defaults, has a table; `path` names where `value` sits.
+/// Refuses a list in `value` where `shape`, the same section serialised from its defaults,
+/// has a table; `path` names where `value` sits. (A number or a string there is refused by
+/// serde itself, which cannot read a struct from one.)
 fn tables_stay_tables(
     value: &serde_json::Value,
     shape: &serde_json::Value,

@@ -121,7 +121,8 @@ async fn submit(http: &reqwest::Client, base: &str, payload: serde_json::Value) 
 async fn submit_many(
     http: &reqwest::Client,
     base: &str,
-    (n, clients): (u64, u64),
+    n: u64,
+    clients: u64,
     deliver_after: Option<String>,
 ) {
     let next = Arc::new(AtomicU64::new(0));
@@ -220,7 +221,7 @@ async fn main() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (relay_cpu, bench_cpu) = (cpu_time(&pid.to_string()), cpu_time("self"));
     let start = Instant::now();
-    submit_many(&http, &relay.base, (messages, clients), None).await;
+    submit_many(&http, &relay.base, messages, clients, None).await;
     let submitted = start.elapsed();
     while received.count.load(Ordering::Relaxed) < messages {
         if start.elapsed() > Duration::from_secs(600) {
@@ -301,7 +302,7 @@ async fn main() {
             humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(86_400))
                 .to_string();
         let start = Instant::now();
-        submit_many(&http, &relay.base, (queued, clients), Some(later)).await;
+        submit_many(&http, &relay.base, queued, clients, Some(later)).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         say(&format!(
             "RSS with {queued} queued: {:.1} MiB (submitted in {:.1} s)",
