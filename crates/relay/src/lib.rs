@@ -2,7 +2,7 @@
 //! webhooks under retries, circuit breakers, rate limits, bulkheads and timeouts.
 //!
 //! `main.rs` parses the command line into a [`Cli`] and calls [`run`]. `serve` starts the
-//! HTTP API ([`api`]) and the [`dispatcher`] over one store ([`ferrule_store`]), sharing one
+//! HTTP API ([`api`]) and the [`dispatch`]er over one store ([`ferrule_store`]), sharing one
 //! shutdown token; the other commands either talk to a running relay over its HTTP API
 //! ([`client`]), work on the configuration and store directly (`migrate`, `config check`), or
 //! talk to Telegram directly ([`telegram`]). Inbound Telegram updates are [`inbound`].
@@ -11,18 +11,14 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod cli;
-pub mod client;
 pub mod config;
-mod console;
 pub mod destination;
-pub mod dispatcher;
+pub mod dispatch;
+mod error;
 pub mod health;
 pub mod inbound;
 pub mod server;
 pub mod state;
-pub mod storage;
-pub mod telegram;
-pub mod telegram_limits;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -31,49 +27,10 @@ pub mod time;
 use std::process::ExitCode;
 
 pub use crate::cli::Cli;
-use crate::cli::{Command, ConfigCommand};
+use crate::cli::{Command, ConfigCommand, client, console, telegram};
 pub use crate::config::Config;
+pub use crate::error::Error;
 pub use crate::server::{Running, StartOptions, start};
-
-/// Everything that can stop a command.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The configuration is invalid (exit code 2).
-    #[error(transparent)]
-    Config(#[from] config::LoadError),
-    /// The store could not be opened or used.
-    #[error("store: {0}")]
-    Store(#[from] ferrule_store::StoreError),
-    /// A destination could not be built.
-    #[error("destination: {0}")]
-    Connector(#[from] ferrule_connectors::ConnectorError),
-    /// Binding or serving failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// Why it failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A running relay could not be reached or answered with an error.
-    #[error("{0}")]
-    Client(String),
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl Error {
-    /// The process exit code: 2 for configuration errors, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Config(_) => 2,
-            _ => 1,
-        }
-    }
-}
 
 /// Runs one command to completion and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {

@@ -15,11 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::{Alert, Alerts};
 use crate::auth::{self, TOKEN_META_KEY, Tokens};
+use crate::cli::console;
 use crate::config::Config;
 use crate::destination::Destination;
-use crate::health::Health;
-use crate::state::{AppState, Counters, Depths, Shared};
-use crate::{Error, console};
+use crate::error::Error;
+use crate::health::{Depths, Health};
+use crate::state::{AppState, Counters, Shared};
 
 /// How the relay is started (tests swap the clock).
 #[derive(Debug, Clone)]
@@ -308,9 +309,13 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     }
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.
     let alerts_stop = CancellationToken::new();
-    let alerts = tokio::spawn(crate::alerts::run(state.clone(), alerts_stop.clone()));
+    let alerts = tokio::spawn({
+        let state = state.clone();
+        let stop = alerts_stop.clone();
+        async move { crate::alerts::run(&state.alerts, stop).await }
+    });
     let hard_stop = CancellationToken::new();
-    crate::dispatcher::spawn(state.clone(), tracker.clone(), hard_stop.clone());
+    crate::dispatch::spawn(state.clone(), tracker.clone(), hard_stop.clone());
     crate::inbound::polling::spawn(&state, &tracker);
     let app = crate::api::router(state.clone());
     let served = axum::serve(listener, app)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use ferrule_policy::SharedClock;
 use ferrule_store::{AnyStore, Store};
@@ -16,7 +16,7 @@ use crate::alerts::Alerts;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::destination::Destination;
-use crate::health::Health;
+use crate::health::{Depths, Health};
 
 /// Counters since start, for `/status`.
 #[derive(Debug, Default)]
@@ -46,27 +46,6 @@ impl Counters {
     }
 }
 
-/// The queue and dead-letter depths, refreshed in the background from the store's counts and
-/// bumped by each submission in between, so a submit never has to count rows.
-#[derive(Debug, Default)]
-pub struct Depths {
-    /// Pending messages at the last refresh.
-    pub queue: AtomicU64,
-    /// Dead messages at the last refresh.
-    pub dead: AtomicU64,
-    /// Messages submitted since the last refresh.
-    pub submitted_since: AtomicU64,
-}
-
-impl Depths {
-    /// The estimated number of pending messages now.
-    pub fn queue_now(&self) -> u64 {
-        self.queue
-            .load(Ordering::Relaxed)
-            .saturating_add(self.submitted_since.load(Ordering::Relaxed))
-    }
-}
-
 /// Everything shared between the API handlers and the dispatcher.
 #[derive(Debug)]
 pub struct Shared {
@@ -85,7 +64,7 @@ pub struct Shared {
     /// The store's health.
     pub store_health: Health,
     /// Whether the store's disk is full (an episode of refused writes).
-    pub storage: crate::storage::StorageFull,
+    pub storage: crate::health::storage::StorageFull,
     /// Cancelled when the relay starts shutting down (SIGTERM/SIGINT).
     pub shutdown: CancellationToken,
     /// Every background task (dispatcher, pollers, callback answers); `run()` waits for them.
@@ -101,7 +80,7 @@ pub struct Shared {
     /// Alerts about the relay's own trouble.
     pub alerts: Alerts,
     /// When the messages the dispatcher gave back fall due, for its claim loop.
-    pub wakeups: crate::dispatcher::Wakeups,
+    pub wakeups: Wakeups,
 }
 
 /// A cheap handle to [`Shared`].
@@ -184,5 +163,80 @@ impl Shared {
             metrics::gauge!("ferrule_breaker_state", "destination" => d.name.clone())
                 .set(d.breaker.state().as_gauge());
         }
+    }
+}
+
+/// What the claim loop waits for besides the store: when the messages this process gave back
+/// (deferred or rescheduled) fall due, and a nudge when a delivery with an ordering key ended,
+/// which may have made the next message of its key claimable.
+///
+/// The store's [`Store::next_due_at`] cannot tell: while an older message of the same key is
+/// pending, the next one is due but not claimable, and it hides every later due time. Without
+/// these, a message deferred by a rate limit waited for the poll interval (1 s), so a Telegram
+/// bot sent its 30 messages a second in one burst per poll.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    /// Due times, earliest first; at most [`Wakeups::MAX`] (the latest are dropped beyond,
+    /// and the poll interval covers them).
+    due: std::sync::Mutex<std::collections::BTreeSet<SystemTime>>,
+    nudge: tokio::sync::Notify,
+}
+
+impl Wakeups {
+    /// The most due times kept.
+    const MAX: usize = 4096;
+
+    /// A message this process gave back falls due at `at`.
+    pub fn at(&self, at: SystemTime) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.insert(at);
+        if due.len() > Self::MAX {
+            due.pop_last();
+        }
+        drop(due);
+        self.nudge.notify_one();
+    }
+
+    /// Something may have become claimable now.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Forgets the due times up to `now`, answering whether there were any, and the earliest
+    /// one after `now`.
+    pub(crate) fn take_due(&self, now: SystemTime) -> (bool, Option<SystemTime>) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let later = due.split_off(&now);
+        let passed = !due.is_empty();
+        *due = later;
+        // `split_off` keeps `now` itself on the later side: it is due too.
+        let passed = passed || due.remove(&now);
+        (passed, due.first().copied())
+    }
+
+    pub(crate) async fn notified(&self) {
+        self.nudge.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakeups_answer_what_fell_due_and_the_next_time_ahead() {
+        use std::time::{Duration, UNIX_EPOCH};
+
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let wakeups = Wakeups::default();
+        assert_eq!(wakeups.take_due(at(10)), (false, None));
+        for s in [30, 20, 12, 20] {
+            wakeups.at(at(s));
+        }
+        assert_eq!(wakeups.take_due(at(10)), (false, Some(at(12))));
+        assert_eq!(wakeups.take_due(at(12)), (true, Some(at(20))), "due at now");
+        assert_eq!(wakeups.take_due(at(25)), (true, Some(at(30))));
+        assert_eq!(wakeups.take_due(at(25)), (false, Some(at(30))), "forgotten");
+        assert_eq!(wakeups.take_due(SystemTime::now()), (true, None));
     }
 }

@@ -101,7 +101,7 @@ impl From<StoreError> for ApiError {
                 "invalid_state",
                 format!("cannot {action} message {id}: it is {from}"),
             ),
-            // Logged once per episode by `crate::storage`, not once per request.
+            // Logged once per episode by `crate::health::storage`, not once per request.
             StoreError::StorageFull { .. } => ApiError::unavailable(
                 "storage_full",
                 "the relay's storage is full; nothing was stored, try again later",

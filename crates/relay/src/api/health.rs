@@ -11,9 +11,9 @@ use ferrule_store::{Store, StoreError};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use crate::health::storage::Episode;
 use crate::health::{HealthSnapshot, HealthStatus, LastError};
 use crate::state::AppState;
-use crate::storage::Episode;
 use crate::time::rfc3339;
 
 /// `GET /livez`: the process is up.

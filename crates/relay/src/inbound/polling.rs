@@ -27,9 +27,10 @@ use ferrule_store::{Store, StoreError};
 use futures_util::FutureExt as _;
 use tokio_util::task::TaskTracker;
 
-use super::{Inbound, polling_conflict, record_update, telegram};
+use super::{polling_conflict, record_update, telegram};
 use crate::config::InboundMode;
 use crate::destination::Destination;
+use crate::destination::Inbound;
 use crate::state::{AppState, Counters};
 
 /// The longest wait between two polls after failures: a bot should not stay deaf for the
@@ -67,7 +68,7 @@ async fn supervise(state: AppState, destination: Arc<Destination>) {
                 Counters::bump(&state.counters.panics);
                 tracing::error!(
                     destination = %destination.name,
-                    panic = %crate::dispatcher::panic_text(&panic),
+                    panic = %crate::dispatch::panic_text(&panic),
                     "the Telegram poller panicked; restarting it"
                 );
                 if !pause(&state, Duration::from_secs(1)).await {

@@ -1,4 +1,12 @@
-//! A destination at run time: its connector and its policies, built once from the config.
+//! A destination at run time: its connector and its policies, built once from the config, with
+//! what belongs to it beyond them: a Telegram bot's send limits ([`TelegramLimiters`]) and its
+//! inbound side ([`Inbound`]).
+//!
+//! The API, the dispatcher, the inbound handlers and the shared state all hold destinations, so
+//! they sit below all of them rather than inside `dispatch/`: imports keep pointing one way.
+
+mod inbound;
+mod telegram_limits;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -20,7 +28,9 @@ use ferrule_connectors::{AnyConnector, ConnectorError};
 
 use crate::config::{ConnectorConfig, HealthConfig, ResolvedDestination};
 use crate::health::Health;
-pub use crate::telegram_limits::{TelegramLimiters, TelegramSend};
+
+pub use self::inbound::Inbound;
+pub use self::telegram_limits::{TelegramLimiters, TelegramSend};
 
 /// One destination's connector and policies.
 pub struct Destination {
@@ -47,7 +57,7 @@ pub struct Destination {
     /// A Telegram bot's send rates, per chat, per group and per bot.
     pub telegram_limits: Option<TelegramLimiters>,
     /// How a Telegram bot receives updates, if it does.
-    pub inbound: Option<crate::inbound::Inbound>,
+    pub inbound: Option<Inbound>,
     /// No attempt starts before this instant (a Telegram bot's flood control).
     paused_until: Mutex<Option<Instant>>,
     /// The clock the pause is measured on.
@@ -151,7 +161,7 @@ impl Destination {
             inbound: config
                 .inbound
                 .as_ref()
-                .map(|i| crate::inbound::Inbound::new(i, health.clone())),
+                .map(|i| Inbound::new(i, health.clone())),
             health: Health::new(health),
             telegram_limits: match telegram_limits {
                 None => None,

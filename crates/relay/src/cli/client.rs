@@ -11,9 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::Error;
+use crate::cli::console;
 use crate::cli::{ClientArgs, DlqCommand, DlqFilter, MessagesCommand, SendArgs};
-use crate::console;
+use crate::error::Error;
 
 /// Ids replayed or purged per request by `dlq replay` and `dlq purge`.
 const REPLAY_CHUNK: usize = 500;

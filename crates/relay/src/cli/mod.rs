@@ -1,5 +1,11 @@
-//! The command line: `serve`, `send`, `status`, `messages show`, `dlq …`, `migrate`,
-//! `config check`, `telegram set-webhook|delete-webhook`.
+//! The command line: its arguments (`serve`, `send`, `status`, `messages show`, `dlq …`,
+//! `migrate`, `config check`, `telegram set-webhook|delete-webhook`) and the commands that are
+//! not `serve`: [`client`] talks to a running relay over its HTTP API, [`telegram`] to the Bot
+//! API straight from the configuration, and `console` is what they print for people.
+
+pub mod client;
+pub(crate) mod console;
+pub mod telegram;
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Per-dependency health for `/status`: healthy, degraded or unhealthy, with thresholds.
+//! One dependency's health for `/status`: healthy, degraded or unhealthy, with thresholds.
 //!
 //! One failure makes a healthy dependency degraded; `failure_threshold` failures in a row make
 //! it unhealthy; `recovery_threshold` successes in a row make it healthy again.

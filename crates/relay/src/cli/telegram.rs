@@ -4,8 +4,9 @@
 use ferrule_connectors::telegram::TelegramConnector;
 
 use crate::cli::TelegramCommand;
+use crate::cli::console;
 use crate::config::{Config, ConnectorConfig, InboundMode, ResolvedDestination};
-use crate::{Error, console};
+use crate::error::Error;
 
 /// Runs one `ferrule telegram` command against the Bot API.
 pub async fn run(config: &Config, command: TelegramCommand) -> Result<(), Error> {

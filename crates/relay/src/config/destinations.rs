@@ -1,0 +1,497 @@
+//! `[[destinations]]`: each destination as written, and resolved against `[defaults]` into
+//! its connector's configuration, with its secrets read.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrule_connectors::smtp::{SmtpConfig, SmtpPassword, SmtpPoolConfig, TlsMode};
+use ferrule_connectors::telegram::{BotToken, LongTexts, TelegramConfig, TelegramLimits};
+use ferrule_connectors::webhook::{WebhookConfig, WebhookSecret};
+use ferrule_policy::ConfigError;
+use ferrule_policy::breaker::BreakerConfig;
+use ferrule_policy::bulkhead::BulkheadConfig;
+use ferrule_policy::chaos::ChaosConfig;
+use ferrule_policy::rate_limit::RateLimitConfig;
+use ferrule_policy::retry::RetryConfig;
+use serde::{Deserialize, Serialize};
+
+use super::defaults::overlay;
+use super::inbound::resolve_inbound;
+use super::{Config, InboundConfig, ResolvedInbound, Secret};
+
+/// The kind of a destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    /// An HTTP endpoint receiving Standard Webhooks.
+    #[default]
+    Webhook,
+    /// A Telegram bot sending to chats.
+    Telegram,
+    /// An SMTP server sending e-mail.
+    Smtp,
+}
+
+impl DestinationKind {
+    /// The name written in `type = "…"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Webhook => "webhook",
+            DestinationKind::Telegram => "telegram",
+            DestinationKind::Smtp => "smtp",
+        }
+    }
+}
+
+/// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
+///
+/// The connector's fields sit next to the policies, flat: `url`, `secret`, `allow_private` and
+/// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
+/// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
+/// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// The name messages are submitted to.
+    pub name: String,
+    /// `webhook`, `telegram` or `smtp`.
+    #[serde(rename = "type")]
+    pub kind: DestinationKind,
+    /// Webhook: the endpoint URL (http or https).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    /// The Standard Webhooks secret (`whsec_…`), inline or `env:VAR` / `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// Allow loopback, private and link-local targets (default false: SSRF guard).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Per-attempt timeout (default `[defaults] timeout`).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// Extra HTTP headers sent with every attempt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Retry override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<serde_json::Value>,
+    /// Circuit breaker override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<serde_json::Value>,
+    /// Rate limit override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<serde_json::Value>,
+    /// Bulkhead override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulkhead: Option<serde_json::Value>,
+    /// Chaos override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<serde_json::Value>,
+    /// Telegram: the bot token `<bot id>:<secret>`, inline or `env:VAR` / `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_token: Option<Secret>,
+    /// Telegram: the Bot API server (default `https://api.telegram.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// Telegram: allow a plain-http `api_base` on a non-loopback host (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// Telegram: `split` (the default) or `refuse` texts over Telegram's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_texts: Option<LongTexts>,
+    /// Telegram: `per_chat`, `per_group`, `per_bot` send rates, each overriding the default
+    /// (1/s, 20/min, 30/s) field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<serde_json::Value>,
+    /// SMTP: the server's host name or address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// SMTP: the server's port (default by `tls`: 25, 587 or 465).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// SMTP: `none`, `starttls` (the default) or `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsMode>,
+    /// SMTP: a PEM file of CA certificates to trust besides the platform's, for a server with
+    /// a certificate from a private CA. Read and checked when the configuration is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_root_ca: Option<PathBuf>,
+    /// SMTP: the user to authenticate as; needs `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// SMTP: the password, inline or `env:VAR` / `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// SMTP: the sender mailbox, e.g. `ferrule <relay@example.com>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// SMTP: the domain of generated `Message-ID`s (default: the domain of `from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id_domain: Option<String>,
+    /// SMTP: the `EHLO` name (default: `message_id_domain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hello_name: Option<String>,
+    /// SMTP: the connection pool (`max_size`, `idle_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<SmtpPoolConfig>,
+    /// Telegram: how the bot receives updates (`[destinations.inbound]`); absent: it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundConfig>,
+}
+
+/// The connector of a resolved destination, with its secrets read.
+#[derive(Debug, Clone)]
+pub enum ConnectorConfig {
+    /// A Standard Webhooks endpoint.
+    Webhook(WebhookConfig),
+    /// A Telegram bot.
+    Telegram(TelegramConfig),
+    /// An SMTP server.
+    Smtp(SmtpConfig),
+}
+
+/// A destination with every policy resolved against `[defaults]` and its secret read.
+#[derive(Debug, Clone)]
+pub struct ResolvedDestination {
+    /// The name.
+    pub name: String,
+    /// Where it delivers, for logs and `/v1/destinations`: the webhook URL, the Bot API base or
+    /// `smtp://host:port`. Never holds a secret.
+    pub url: String,
+    /// The secret (read from env or file if so configured).
+    pub secret: Option<String>,
+    /// Whether private targets are allowed.
+    pub allow_private: bool,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Extra headers.
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Breaker policy.
+    pub breaker: BreakerConfig,
+    /// Rate limit, if any.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Bulkhead.
+    pub bulkhead: BulkheadConfig,
+    /// Chaos.
+    pub chaos: ChaosConfig,
+    /// The connector's configuration.
+    pub connector: ConnectorConfig,
+    /// How a Telegram destination receives updates, if it does.
+    pub inbound: Option<ResolvedInbound>,
+}
+
+impl Config {
+    /// Every destination, resolved.
+    pub fn destinations(&self) -> Result<Vec<ResolvedDestination>, ConfigError> {
+        (0..self.destinations.len())
+            .map(|i| self.resolve(i))
+            .collect()
+    }
+
+    /// Destination `i` with its policies merged over `[defaults]` and validated.
+    pub(super) fn resolve(&self, i: usize) -> Result<ResolvedDestination, ConfigError> {
+        let dest = &self.destinations[i];
+        let at = |field: &str| format!("destinations[{i}].{field}");
+        let name = dest.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(ConfigError::new(at("name"), "must be 1 to 200 characters"));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            return Err(ConfigError::new(
+                at("name"),
+                "may contain only letters, digits, `-`, `_`, `.` and `:`",
+            ));
+        }
+        check_fields_of(i, dest)?;
+        let timeout = dest.timeout.unwrap_or(self.defaults.timeout);
+        if timeout.is_zero() {
+            return Err(ConfigError::new(at("timeout"), "must be longer than zero"));
+        }
+        let d = &self.defaults;
+        let retry: RetryConfig = overlay(&d.retry, dest.retry.as_ref(), &at("retry"))?;
+        retry.validate().map_err(|e| e.within(&at("retry")))?;
+        let breaker: BreakerConfig = overlay(&d.breaker, dest.breaker.as_ref(), &at("breaker"))?;
+        breaker.validate().map_err(|e| e.within(&at("breaker")))?;
+        let rate_limit: Option<RateLimitConfig> = match (&d.rate_limit, &dest.rate_limit) {
+            (None, None) => None,
+            (Some(base), over) => Some(overlay(base, over.as_ref(), &at("rate_limit"))?),
+            (None, Some(over)) => Some(overlay(
+                &RateLimitConfig::default(),
+                Some(over),
+                &at("rate_limit"),
+            )?),
+        };
+        if let Some(rl) = &rate_limit {
+            rl.validate().map_err(|e| e.within(&at("rate_limit")))?;
+        }
+        let bulkhead: BulkheadConfig =
+            overlay(&d.bulkhead, dest.bulkhead.as_ref(), &at("bulkhead"))?;
+        bulkhead.validate().map_err(|e| e.within(&at("bulkhead")))?;
+        let chaos: ChaosConfig = overlay(&d.chaos, dest.chaos.as_ref(), &at("chaos"))?;
+        chaos
+            .validate_for(self.server.environment)
+            .map_err(|e| e.within(&at("chaos")))?;
+        let (url, secret, connector) = match dest.kind {
+            DestinationKind::Webhook => webhook_connector(i, dest, timeout)?,
+            DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
+            DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
+        };
+        let inbound = match &dest.inbound {
+            None => None,
+            Some(inbound) => Some(resolve_inbound(i, inbound)?),
+        };
+        Ok(ResolvedDestination {
+            connector,
+            inbound,
+            name: name.to_owned(),
+            url,
+            secret,
+            allow_private: dest.allow_private,
+            timeout,
+            headers: dest.headers.clone(),
+            retry,
+            breaker,
+            rate_limit,
+            bulkhead,
+            chaos,
+        })
+    }
+}
+
+/// Refuses a connector field that belongs to another type of destination, so a typo such as
+/// `host` on a Telegram destination is not silently ignored.
+pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
+    use DestinationKind::{Smtp, Telegram, Webhook};
+    let fields: [(&str, bool, DestinationKind); 20] = [
+        ("url", !dest.url.is_empty(), Webhook),
+        ("secret", dest.secret.is_some(), Webhook),
+        ("allow_private", dest.allow_private, Webhook),
+        ("headers", !dest.headers.is_empty(), Webhook),
+        ("bot_token", dest.bot_token.is_some(), Telegram),
+        ("api_base", dest.api_base.is_some(), Telegram),
+        ("allow_http", dest.allow_http.is_some(), Telegram),
+        ("long_texts", dest.long_texts.is_some(), Telegram),
+        ("limits", dest.limits.is_some(), Telegram),
+        ("host", dest.host.is_some(), Smtp),
+        ("port", dest.port.is_some(), Smtp),
+        ("tls", dest.tls.is_some(), Smtp),
+        ("tls_root_ca", dest.tls_root_ca.is_some(), Smtp),
+        ("username", dest.username.is_some(), Smtp),
+        ("password", dest.password.is_some(), Smtp),
+        ("from", dest.from.is_some(), Smtp),
+        ("message_id_domain", dest.message_id_domain.is_some(), Smtp),
+        ("hello_name", dest.hello_name.is_some(), Smtp),
+        ("pool", dest.pool.is_some(), Smtp),
+        ("inbound", dest.inbound.is_some(), Telegram),
+    ];
+    for (field, set, kind) in fields {
+        if set && kind != dest.kind {
+            return Err(ConfigError::new(
+                format!("destinations[{i}].{field}"),
+                format!(
+                    "belongs to `type = \"{}\"` destinations, not `{}`",
+                    kind.as_str(),
+                    dest.kind.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every `inbound.forward_to`: another destination, and a webhook (a Telegram update is
+/// not a valid Telegram or SMTP payload, so every forward there would be dead-lettered).
+pub(super) fn check_forwards(resolved: &[ResolvedDestination]) -> Result<(), ConfigError> {
+    for (i, dest) in resolved.iter().enumerate() {
+        let Some(target) = dest.inbound.as_ref().and_then(|d| d.forward_to.as_ref()) else {
+            continue;
+        };
+        let field = format!("destinations[{i}].inbound.forward_to");
+        if *target == dest.name {
+            return Err(ConfigError::new(
+                field,
+                "must name another destination, not this one",
+            ));
+        }
+        match resolved.iter().find(|d| d.name == *target) {
+            None => {
+                return Err(ConfigError::new(
+                    field,
+                    format!("no destination is named `{target}`"),
+                ));
+            }
+            Some(d) if !matches!(d.connector, ConnectorConfig::Webhook(_)) => {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "`{target}` is not a webhook destination: a Telegram update is not a \
+                         payload it could deliver"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The parts of a resolved destination that depend on its type: endpoint, webhook secret and
+/// connector configuration.
+pub(super) type ConnectorParts = (String, Option<String>, ConnectorConfig);
+
+/// Destination `i` as a webhook.
+pub(super) fn webhook_connector(
+    i: usize,
+    dest: &DestinationConfig,
+    timeout: Duration,
+) -> Result<ConnectorParts, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].{field}");
+    let scheme_ok = dest.url.starts_with("http://") || dest.url.starts_with("https://");
+    if !scheme_ok || dest.url.len() <= "https://".len() {
+        return Err(ConfigError::new(
+            at("url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let secret = match &dest.secret {
+        None => None,
+        Some(s) => {
+            let value = s.expose(&at("secret"))?;
+            check_webhook_secret(&value).map_err(|m| ConfigError::new(at("secret"), m))?;
+            Some(value)
+        }
+    };
+    for key in dest.headers.keys() {
+        let lower = key.to_ascii_lowercase();
+        if lower.starts_with("webhook-") || lower == "content-type" || lower == "host" {
+            return Err(ConfigError::new(
+                at("headers"),
+                format!("`{key}` is set by the relay and cannot be overridden"),
+            ));
+        }
+    }
+    let mut webhook = WebhookConfig::new(dest.url.clone());
+    webhook.allow_private = dest.allow_private;
+    webhook.timeout = timeout;
+    webhook.headers = dest.headers.clone();
+    if let Some(secret) = &secret {
+        webhook.secret = Some(
+            secret
+                .parse::<WebhookSecret>()
+                .map_err(|e| connector_error(i, e))?,
+        );
+    }
+    webhook.validate().map_err(|e| connector_error(i, e))?;
+    Ok((dest.url.clone(), secret, ConnectorConfig::Webhook(webhook)))
+}
+
+/// Destination `i` as a Telegram bot; the token is read here and never shown.
+pub(super) fn telegram_connector(
+    i: usize,
+    dest: &DestinationConfig,
+    timeout: Duration,
+) -> Result<ConnectorParts, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].{field}");
+    let Some(token) = &dest.bot_token else {
+        return Err(ConfigError::new(
+            at("bot_token"),
+            "is required for a telegram destination",
+        ));
+    };
+    let token: BotToken = token
+        .expose(&at("bot_token"))?
+        .trim()
+        .parse()
+        .map_err(|e| connector_error(i, e))?;
+    let mut telegram = TelegramConfig::new(token);
+    if let Some(base) = &dest.api_base {
+        telegram.api_base = base.clone();
+    }
+    telegram.allow_http = dest.allow_http.unwrap_or(false);
+    telegram.timeout = timeout;
+    telegram.long_texts = dest.long_texts.unwrap_or_default();
+    telegram.limits = overlay(
+        &TelegramLimits::default(),
+        dest.limits.as_ref(),
+        &at("limits"),
+    )?;
+    telegram.validate().map_err(|e| connector_error(i, e))?;
+    let endpoint = telegram.api_base.trim_end_matches('/').to_owned();
+    Ok((endpoint, None, ConnectorConfig::Telegram(telegram)))
+}
+
+/// Destination `i` as an SMTP server; the password is read here and never shown.
+pub(super) fn smtp_connector(
+    i: usize,
+    dest: &DestinationConfig,
+    timeout: Duration,
+) -> Result<ConnectorParts, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].{field}");
+    let Some(host) = &dest.host else {
+        return Err(ConfigError::new(
+            at("host"),
+            "is required for an smtp destination",
+        ));
+    };
+    let Some(from) = &dest.from else {
+        return Err(ConfigError::new(
+            at("from"),
+            "is required for an smtp destination",
+        ));
+    };
+    let mut smtp = SmtpConfig::new(host.clone(), from.clone());
+    smtp.port = dest.port;
+    smtp.tls = dest.tls.unwrap_or_default();
+    smtp.tls_root_ca = dest.tls_root_ca.clone();
+    smtp.username = dest.username.clone();
+    smtp.password = match &dest.password {
+        None => None,
+        Some(p) => Some(SmtpPassword::new(p.expose(&at("password"))?)),
+    };
+    smtp.message_id_domain = dest.message_id_domain.clone();
+    smtp.hello_name = dest.hello_name.clone();
+    smtp.timeout = timeout;
+    if let Some(pool) = &dest.pool {
+        smtp.pool = pool.clone();
+    }
+    smtp.validate().map_err(|e| connector_error(i, e))?;
+    let endpoint = format!("smtp://{}:{}", host.trim(), smtp.effective_port());
+    Ok((endpoint, None, ConnectorConfig::Smtp(smtp)))
+}
+
+/// A connector's complaint about destination `i`, naming the field.
+pub(super) fn connector_error(i: usize, e: ferrule_connectors::ConnectorError) -> ConfigError {
+    let field = format!("destinations[{i}].{}", e.field().unwrap_or("url"));
+    let message = e.to_string();
+    // The connector's message repeats the field name; keep only what follows it.
+    let message = match message.split_once("`: ") {
+        Some((_, rest)) if message.starts_with("invalid `") => rest.to_owned(),
+        _ => message,
+    };
+    ConfigError::new(field, message)
+}
+
+/// Checks a Standard Webhooks secret: `whsec_` + base64 of 24 to 64 bytes.
+pub fn check_webhook_secret(value: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let Some(key) = value.strip_prefix("whsec_") else {
+        return Err("must start with `whsec_` (a Standard Webhooks secret)".into());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|_| "the part after `whsec_` must be base64".to_owned())?;
+    if !(24..=64).contains(&bytes.len()) {
+        return Err(format!("must encode 24 to 64 bytes, not {}", bytes.len()));
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The relay's configuration: one serde struct, loaded from defaults, a TOML file and
+//! `FERRULE_*` environment variables, then validated with errors that name the field.
+
+mod alerts;
+mod auth;
+mod defaults;
+mod destinations;
+mod dispatcher;
+mod health;
+mod inbound;
+mod load;
+mod secret;
+mod server;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ferrule_policy::ConfigError;
+use figment::providers::Env;
+use serde::{Deserialize, Serialize};
+
+pub use self::alerts::{AlertsConfig, ChatRef, TelegramAlerts};
+pub use self::auth::AuthConfig;
+pub use self::defaults::PolicyDefaults;
+use self::destinations::check_forwards;
+pub use self::destinations::{
+    ConnectorConfig, DestinationConfig, DestinationKind, ResolvedDestination, check_webhook_secret,
+};
+pub use self::dispatcher::DispatcherConfig;
+pub use self::health::HealthConfig;
+pub use self::inbound::{
+    InboundConfig, InboundMode, ResolvedInbound, SecretToken, check_secret_token,
+};
+use self::load::{extract, layered};
+pub use self::secret::{Secret, redact_url};
+pub use self::server::ServerConfig;
+pub use self::store::StoreConfig;
+
+/// The top-level sections an environment variable may address (`FERRULE_<SECTION>__…`).
+const SECTIONS: [&str; 7] = [
+    "server",
+    "store",
+    "auth",
+    "dispatcher",
+    "health",
+    "defaults",
+    "alerts",
+];
+
+/// The whole relay configuration.
+///
+/// Built-in defaults give a working relay with no file at all: SQLite in `./ferrule.db`,
+/// listening on `127.0.0.1:8080`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: ServerConfig,
+    /// The durable store.
+    pub store: StoreConfig,
+    /// API authentication.
+    pub auth: AuthConfig,
+    /// The delivery dispatcher.
+    pub dispatcher: DispatcherConfig,
+    /// Thresholds of the per-dependency health shown in `/status`.
+    pub health: HealthConfig,
+    /// Policies every destination uses unless it overrides them.
+    pub defaults: PolicyDefaults,
+    /// Where messages go.
+    pub destinations: Vec<DestinationConfig>,
+    /// Where the relay reports its own trouble (default: nowhere).
+    pub alerts: AlertsConfig,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The named file does not exist or cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file or an environment variable has a syntax error, an unknown field or a value of
+    /// the wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent; the error names the field.
+    #[error("invalid configuration: `{}`: {}", .0.field(), .0.message())]
+    Invalid(ConfigError),
+}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        LoadError::Invalid(e)
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file at `path` (if any), then `FERRULE_<SECTION>__<KEY>`
+    /// environment variables, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, LoadError> {
+        Self::load_with_env(path, Env::prefixed("FERRULE_"))
+    }
+
+    fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, LoadError> {
+        let text = match path {
+            None => None,
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| LoadError::File {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+        };
+        let env = env.filter_map(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            let (section, rest) = key.split_once("__")?;
+            (SECTIONS.contains(&section) && !rest.is_empty()).then(|| key.replace("__", ".").into())
+        });
+        let config = extract(layered(text.as_deref()).merge(env))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in defaults with the TOML `text` laid over them, as [`load`](Self::load)
+    /// reads a file but without the environment, and **not validated**: call
+    /// [`validate`](Self::validate) next, which reads `env:` and `file:` secrets.
+    ///
+    /// ```
+    /// let config = ferrule::Config::from_toml_str("[server]\nlisten = \"127.0.0.1:9000\"\n")?;
+    /// config.validate()?;
+    /// assert_eq!(config.server.listen, "127.0.0.1:9000");
+    /// assert_eq!(config.server.max_body_bytes, 1024 * 1024, "a default");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Parse`] for a syntax error, an unknown field or a value of the wrong type.
+    pub fn from_toml_str(text: &str) -> Result<Config, LoadError> {
+        extract(layered(Some(text)))
+    }
+
+    /// Checks every value and the destinations' policies; the error names the field, e.g.
+    /// `destinations[2].url` or `defaults.retry.max_attempts`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::new("server.listen", format!("not an address: {e}")))?;
+        positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        positive("server.max_queue_depth", self.server.max_queue_depth)?;
+        let url = self.store.url.expose("store.url")?;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "store.url",
+                "must start with `sqlite://` or `postgres://`",
+            ));
+        }
+        if self.store.idempotency_window.is_zero() {
+            return Err(ConfigError::new(
+                "store.idempotency_window",
+                "must be longer than zero",
+            ));
+        }
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            let field = format!("auth.tokens[{i}]");
+            let value = token.expose(&field)?;
+            crate::auth::parse_configured(&value).map_err(|m| ConfigError::new(field, m))?;
+        }
+        positive("dispatcher.concurrency", self.dispatcher.concurrency as u64)?;
+        positive("dispatcher.batch", self.dispatcher.batch as u64)?;
+        if self.dispatcher.batch > 10_000 {
+            return Err(ConfigError::new(
+                "dispatcher.batch",
+                "must be at most 10000",
+            ));
+        }
+        for (field, d) in [
+            ("dispatcher.lease", self.dispatcher.lease),
+            ("dispatcher.poll_interval", self.dispatcher.poll_interval),
+            ("dispatcher.defer_for", self.dispatcher.defer_for),
+            ("defaults.timeout", self.defaults.timeout),
+            ("health.store_timeout", self.health.store_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be longer than zero"));
+            }
+        }
+        positive(
+            "health.failure_threshold",
+            u64::from(self.health.failure_threshold),
+        )?;
+        positive(
+            "health.recovery_threshold",
+            u64::from(self.health.recovery_threshold),
+        )?;
+        let d = &self.defaults;
+        d.retry.validate().map_err(|e| e.within("defaults.retry"))?;
+        d.breaker
+            .validate()
+            .map_err(|e| e.within("defaults.breaker"))?;
+        if let Some(rl) = &d.rate_limit {
+            rl.validate().map_err(|e| e.within("defaults.rate_limit"))?;
+        }
+        d.bulkhead
+            .validate()
+            .map_err(|e| e.within("defaults.bulkhead"))?;
+        d.chaos
+            .validate_for(self.server.environment)
+            .map_err(|e| e.within("defaults.chaos"))?;
+        let mut names = BTreeSet::new();
+        let mut resolved = Vec::with_capacity(self.destinations.len());
+        for i in 0..self.destinations.len() {
+            let dest = self.resolve(i)?;
+            if !names.insert(dest.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("destinations[{i}].name"),
+                    format!("`{}` is used by an earlier destination", dest.name),
+                ));
+            }
+            resolved.push(dest);
+        }
+        check_forwards(&resolved)?;
+        self.validate_alerts()
+    }
+    /// The effective configuration as TOML with every secret redacted (`config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The store URL to open.
+    pub fn store_url(&self) -> Result<String, ConfigError> {
+        self.store.url.expose("store.url")
+    }
+}
+
+/// Refuses zero.
+fn positive(field: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(field, "must be at least 1"));
+    }
+    Ok(())
+}

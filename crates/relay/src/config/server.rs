@@ -1,0 +1,35 @@
+//! `[server]`: the HTTP listener, request limits, draining and the environment.
+
+use std::time::Duration;
+
+use ferrule_policy::chaos::Environment;
+use serde::{Deserialize, Serialize};
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: String,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// Submissions are refused with 503 once this many messages are pending (default 5 000 000).
+    pub max_queue_depth: u64,
+    /// How long in-flight deliveries may run after SIGTERM/SIGINT (default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Where the relay runs; enabled chaos is refused in `production` unless allowed.
+    pub environment: Environment,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            max_queue_depth: 5_000_000,
+            drain_timeout: Duration::from_secs(30),
+            environment: Environment::Development,
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! The configuration: loading, layering, validation and how secrets are shown.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferrule_connectors::smtp::TlsMode;
+use ferrule_connectors::telegram::{ChatId, LongTexts};
+use ferrule_policy::breaker::Window;
+use ferrule_policy::retry::Jitter;
+use figment::providers::Env;
+
+use super::*;
+
+fn from_toml(text: &str) -> Result<Config, LoadError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferrule.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load_with_env(Some(&path), Env::prefixed("FERRULE_TEST_NOTHING_"))
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ferrule.example.toml");
+    let config =
+        Config::load_with_env(Some(&path), Env::prefixed("FERRULE_TEST_NOTHING_")).unwrap();
+    let destinations = config.destinations().unwrap();
+    assert_eq!(destinations[0].retry.max_attempts, 8);
+    assert!(matches!(
+        destinations[1].connector,
+        ConnectorConfig::Telegram(_)
+    ));
+    assert!(matches!(
+        destinations[2].connector,
+        ConnectorConfig::Smtp(_)
+    ));
+}
+
+#[test]
+fn telegram_and_smtp_destinations_resolve_their_secrets_and_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bot");
+    std::fs::write(&token_file, "42:secret-part_XYZ\n").unwrap();
+    let config = from_toml(&format!(
+        r#"
+        [[destinations]]
+        name = "chat"
+        type = "telegram"
+        bot_token = "file:{}"
+        api_base = "http://127.0.0.1:9"
+        long_texts = "refuse"
+        limits.per_chat = {{ limit = 2 }}
+        [[destinations]]
+        name = "mail"
+        type = "smtp"
+        host = "127.0.0.1"
+        port = 2525
+        tls = "none"
+        username = "relay"
+        password = "pw-secret-123"
+        from = "ferrule <relay@example.com>"
+        "#,
+        token_file.display()
+    ))
+    .unwrap();
+    let destinations = config.destinations().unwrap();
+    let ConnectorConfig::Telegram(t) = &destinations[0].connector else {
+        panic!("{:?}", destinations[0].connector);
+    };
+    assert_eq!(t.bot_token.bot_id(), 42);
+    assert_eq!(t.long_texts, LongTexts::Refuse);
+    assert_eq!(t.limits.per_chat.limit, 2, "overridden");
+    assert_eq!(t.limits.per_chat.per, Duration::from_secs(1), "inherited");
+    assert_eq!(t.limits.per_bot.limit, 30);
+    assert_eq!(destinations[0].url, "http://127.0.0.1:9");
+    let ConnectorConfig::Smtp(m) = &destinations[1].connector else {
+        panic!("{:?}", destinations[1].connector);
+    };
+    assert_eq!(m.password.as_ref().unwrap().expose(), "pw-secret-123");
+    assert_eq!(m.tls, TlsMode::None);
+    assert_eq!(destinations[1].url, "smtp://127.0.0.1:2525");
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("pw-secret-123"), "{shown}");
+    assert!(shown.contains("bot_token = \"file:"), "{shown}");
+    let inline = from_toml(
+        r#"
+        [[destinations]]
+        name = "chat"
+        type = "telegram"
+        bot_token = "42:inline-secret"
+        "#,
+    )
+    .unwrap();
+    let shown = inline.to_redacted_toml();
+    assert!(!shown.contains("inline-secret"), "{shown}");
+    assert!(!format!("{inline:?}").contains("inline-secret"));
+}
+
+#[test]
+fn telegram_and_smtp_errors_name_the_field() {
+    for (text, field) in [
+        ("type = \"telegram\"", "destinations[0].bot_token"),
+        (
+            "type = \"telegram\"\nbot_token = \"nocolon\"",
+            "destinations[0].bot_token",
+        ),
+        (
+            "type = \"telegram\"\nbot_token = \"1:a\"\napi_base = \"http://example.com\"",
+            "destinations[0].api_base",
+        ),
+        (
+            "type = \"telegram\"\nbot_token = \"1:a\"\nlimits.per_bot = { limit = 0 }",
+            "destinations[0].limits.per_bot.limit",
+        ),
+        (
+            "type = \"telegram\"\nbot_token = \"1:a\"\nhost = \"x\"",
+            "destinations[0].host",
+        ),
+        ("type = \"smtp\"\nfrom = \"a@b.c\"", "destinations[0].host"),
+        ("type = \"smtp\"\nhost = \"h\"", "destinations[0].from"),
+        (
+            "type = \"smtp\"\nhost = \"h\"\nfrom = \"not a mailbox\"",
+            "destinations[0].from",
+        ),
+        (
+            "type = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\nusername = \"u\"",
+            "destinations[0].password",
+        ),
+        (
+            "type = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\nurl = \"https://x.y/\"",
+            "destinations[0].url",
+        ),
+        (
+            "type = \"webhook\"\nurl = \"https://x.y/\"\nbot_token = \"1:a\"",
+            "destinations[0].bot_token",
+        ),
+    ] {
+        let err = from_toml(&format!("[[destinations]]\nname = \"d\"\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{text}: {err}");
+    }
+}
+
+/// A Telegram destination `ops-bot` and a webhook destination `ops-hook`, then `alerts`.
+fn with_alerts(alerts: &str) -> Result<Config, LoadError> {
+    from_toml(&format!(
+        r#"
+        [[destinations]]
+        name = "ops-bot"
+        type = "telegram"
+        bot_token = "42:secret"
+        [[destinations]]
+        name = "ops-hook"
+        type = "webhook"
+        url = "https://example.com/alerts"
+        [alerts]
+        {alerts}
+        "#
+    ))
+}
+
+#[test]
+fn alerts_name_their_destinations_and_chat() {
+    let config = with_alerts(
+        r#"
+        telegram = { destination = "ops-bot", chat_id = -1001234567890 }
+        webhook = "ops-hook"
+        dead_letter_threshold = 7
+        min_interval = "1m"
+        max_per_minute = 3
+        "#,
+    )
+    .unwrap();
+    let a = &config.alerts;
+    let telegram = a.telegram.as_ref().unwrap();
+    assert_eq!(telegram.destination, "ops-bot");
+    assert_eq!(telegram.chat_id.parse(), Ok(ChatId::Id(-1001234567890)));
+    assert_eq!(a.webhook.as_deref(), Some("ops-hook"));
+    assert_eq!(a.dead_letter_threshold, 7);
+    assert_eq!(a.min_interval, Duration::from_secs(60));
+    assert_eq!(a.max_per_minute, 3);
+    let channel =
+        with_alerts(r#"telegram = { destination = "ops-bot", chat_id = "@ops_room" }"#).unwrap();
+    assert_eq!(
+        channel.alerts.telegram.unwrap().chat_id.parse(),
+        Ok(ChatId::Username("@ops_room".into()))
+    );
+    // An empty section sends nothing and keeps the defaults.
+    let none = with_alerts("").unwrap();
+    assert!(none.alerts.telegram.is_none() && none.alerts.webhook.is_none());
+    assert_eq!(none.alerts.dead_letter_threshold, 100);
+    assert_eq!(none.alerts.min_interval, Duration::from_secs(300));
+    assert_eq!(none.alerts.max_per_minute, 20);
+    // The shown config round-trips.
+    let shown = config.to_redacted_toml();
+    assert!(shown.contains("[alerts]"), "{shown}");
+    assert!(shown.contains("webhook = \"ops-hook\""), "{shown}");
+}
+
+#[test]
+fn alert_errors_name_the_field() {
+    for (alerts, field, says) in [
+        (
+            "webhook = \"nope\"",
+            "alerts.webhook",
+            "no destination named `nope`",
+        ),
+        (
+            "webhook = \"ops-bot\"",
+            "alerts.webhook",
+            "telegram destination",
+        ),
+        (
+            "telegram = { destination = \"ops-hook\", chat_id = 1 }",
+            "alerts.telegram.destination",
+            "webhook destination",
+        ),
+        (
+            "telegram = { destination = \"ops-bot\", chat_id = \"ops\" }",
+            "alerts.telegram.chat_id",
+            "`@username`",
+        ),
+        (
+            "telegram = { destination = \"ops-bot\", chat_id = 0 }",
+            "alerts.telegram.chat_id",
+            "",
+        ),
+        (
+            "telegram = { destination = \"ops-bot\" }",
+            "chat_id",
+            "missing field",
+        ),
+        (
+            "min_interval = \"500ms\"",
+            "alerts.min_interval",
+            "at least 1s",
+        ),
+        ("max_per_minute = 0", "alerts.max_per_minute", "at least 1"),
+        ("email = \"x\"", "email", "unknown field"),
+    ] {
+        let err = with_alerts(alerts).unwrap_err().to_string();
+        assert!(err.contains(field) && err.contains(says), "{alerts}: {err}");
+    }
+}
+
+#[test]
+fn inbound_settings_resolve_with_their_defaults() {
+    let config = from_toml(
+        r#"
+        [[destinations]]
+        name = "app-hook"
+        type = "webhook"
+        url = "https://app.example.com/telegram"
+        [[destinations]]
+        name = "support"
+        type = "telegram"
+        bot_token = "42:secret"
+        [destinations.inbound]
+        mode = "webhook"
+        secret_token = "s3cr3t_token-1"
+        forward_to = "app-hook"
+        callback_answer = "Got it"
+        [[destinations]]
+        name = "ops"
+        type = "telegram"
+        bot_token = "43:secret"
+        inbound = { mode = "polling" }
+        "#,
+    )
+    .unwrap();
+    let destinations = config.destinations().unwrap();
+    assert!(destinations[0].inbound.is_none());
+    let support = destinations[1].inbound.as_ref().unwrap();
+    assert_eq!(support.mode, InboundMode::Webhook);
+    assert_eq!(
+        support.secret_token.as_ref().unwrap().expose(),
+        "s3cr3t_token-1"
+    );
+    assert_eq!(support.forward_to.as_deref(), Some("app-hook"));
+    assert_eq!(support.callback_answer.as_deref(), Some("Got it"));
+    assert!(!format!("{support:?}").contains("s3cr3t"));
+    let ops = destinations[2].inbound.as_ref().unwrap();
+    assert_eq!(ops.mode, InboundMode::Polling);
+    assert_eq!(ops.poll_timeout, Duration::from_secs(30));
+    assert!(ops.secret_token.is_none());
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+}
+
+#[test]
+fn inbound_errors_name_the_field() {
+    let hook = "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://x.y/\"\n\
+                [[destinations]]\nname = \"mail\"\ntype = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\n";
+    let bot = "[[destinations]]\nname = \"bot\"\ntype = \"telegram\"\nbot_token = \"1:a\"\n";
+    for (inbound, field, says) in [
+        ("mode = \"webhook\"", "inbound.secret_token", "required"),
+        (
+            "mode = \"webhook\"\nsecret_token = \"has space\"",
+            "inbound.secret_token",
+            "A-Z",
+        ),
+        (
+            &format!("mode = \"webhook\"\nsecret_token = \"{}\"", "a".repeat(257)),
+            "inbound.secret_token",
+            "256",
+        ),
+        (
+            "mode = \"webhook\"\nsecret_token = \"env:FERRULE_TEST_UNSET_SECRET\"",
+            "inbound.secret_token",
+            "not set",
+        ),
+        (
+            "mode = \"polling\"\nsecret_token = \"abc\"",
+            "inbound.secret_token",
+            "only with mode = \"webhook\"",
+        ),
+        (
+            "mode = \"webhook\"\nsecret_token = \"abc\"\npoll_timeout = \"10s\"",
+            "inbound.poll_timeout",
+            "only with mode = \"polling\"",
+        ),
+        (
+            "mode = \"polling\"\npoll_timeout = \"1500ms\"",
+            "inbound.poll_timeout",
+            "whole seconds",
+        ),
+        (
+            "mode = \"polling\"\npoll_timeout = \"0s\"",
+            "inbound.poll_timeout",
+            "whole seconds",
+        ),
+        (
+            "mode = \"polling\"\npoll_timeout = \"6m\"",
+            "inbound.poll_timeout",
+            "5m",
+        ),
+        (
+            &format!(
+                "mode = \"polling\"\ncallback_answer = \"{}\"",
+                "x".repeat(201)
+            ),
+            "inbound.callback_answer",
+            "200",
+        ),
+        (
+            "mode = \"polling\"\ncallback_answer = \"\"",
+            "inbound.callback_answer",
+            "1 to 200",
+        ),
+        (
+            "mode = \"polling\"\nforward_to = \"nowhere\"",
+            "inbound.forward_to",
+            "no destination",
+        ),
+        (
+            "mode = \"polling\"\nforward_to = \"bot\"",
+            "inbound.forward_to",
+            "another destination",
+        ),
+        (
+            "mode = \"polling\"\nforward_to = \"mail\"",
+            "inbound.forward_to",
+            "not a webhook",
+        ),
+    ] {
+        let text = format!("{hook}{bot}[destinations.inbound]\n{inbound}\n");
+        let err = from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("destinations[2].{field}")) && err.contains(says),
+            "{inbound}: {err}"
+        );
+    }
+    // Only a Telegram destination receives updates.
+    let err = from_toml(&format!(
+        "{hook}[destinations.inbound]\nmode = \"polling\"\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("destinations[1].inbound"), "{err}");
+    for bad in ["mode = \"push\"", "mode = \"polling\"\nsecret = \"x\""] {
+        let err = from_toml(&format!("{bot}[destinations.inbound]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inbound"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn defaults_are_valid() {
+    let config = Config::default();
+    config.validate().unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:8080");
+    assert_eq!(config.store_url().unwrap(), "sqlite://ferrule.db");
+}
+
+#[test]
+fn destination_policies_override_defaults_field_by_field() {
+    let config = from_toml(
+        r#"
+        [defaults.retry]
+        max_attempts = 5
+        [[destinations]]
+        name = "billing-hook"
+        type = "webhook"
+        url = "https://example.com/hook"
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        [destinations.retry]
+        jitter = "none"
+        "#,
+    )
+    .unwrap();
+    let d = &config.destinations().unwrap()[0];
+    assert_eq!(d.retry.max_attempts, 5, "inherited from [defaults]");
+    assert_eq!(d.retry.jitter, Jitter::None, "overridden");
+    assert_eq!(d.timeout, Duration::from_secs(15));
+    assert_eq!(d.breaker.window, Window::Count(20));
+}
+
+/// Found by the `config` fuzz target: serde reads a struct from a list of its fields, so
+/// `[[defaults]]` twice was taken for `[defaults]` with `retry` and `breaker` reset to their
+/// own types' defaults (3 attempts instead of 10, a window of 100 calls instead of 20).
+#[test]
+fn a_list_where_a_table_belongs_is_refused() {
+    let refused = |text: &str, field: &str| {
+        let e = Config::from_toml_str(text).unwrap_err();
+        assert!(matches!(e, LoadError::Parse(_)), "{e}");
+        assert!(e.to_string().contains(&format!("`{field}`")), "{e}");
+        assert!(e.to_string().contains("must be a table"), "{e}");
+    };
+    refused("[[defaults]]\n[[defaults]]\n", "defaults");
+    refused("[[server]]\nlisten = \"127.0.0.1:1\"\n", "server");
+    refused("[defaults]\nretry = []\n", "defaults.retry");
+    refused("[[defaults.breaker.window]]\n", "defaults.breaker.window");
+    let in_destination = from_toml(
+        r#"
+        [[destinations]]
+        name = "a"
+        type = "webhook"
+        url = "https://example.com/a"
+        [[destinations.retry]]
+        max_attempts = 3
+        "#,
+    )
+    .unwrap_err();
+    assert!(
+        in_destination.to_string().contains("destinations[0].retry"),
+        "{in_destination}"
+    );
+    // Lists where lists belong still parse.
+    let config =
+        Config::from_toml_str("[auth]\ntokens = [\"a-long-enough-token-0123456789\"]\n").unwrap();
+    assert_eq!(config.auth.tokens.len(), 1);
+}
+
+#[test]
+fn errors_name_the_field() {
+    let bad_url = from_toml(
+        r#"
+        [[destinations]]
+        name = "a"
+        type = "webhook"
+        url = "https://example.com/a"
+        [[destinations]]
+        name = "b"
+        type = "webhook"
+        url = "ftp://example.com"
+        "#,
+    )
+    .unwrap_err();
+    assert!(
+        bad_url.to_string().contains("destinations[1].url"),
+        "{bad_url}"
+    );
+    let bad_retry = from_toml(
+        r#"
+        [[destinations]]
+        name = "a"
+        type = "webhook"
+        url = "https://example.com/a"
+        retry = { max_attempts = 0 }
+        "#,
+    )
+    .unwrap_err();
+    assert!(
+        bad_retry
+            .to_string()
+            .contains("destinations[0].retry.max_attempts"),
+        "{bad_retry}"
+    );
+    let unknown = from_toml("[server]\nlisten_on = \"x\"\n").unwrap_err();
+    assert!(unknown.to_string().contains("listen_on"), "{unknown}");
+    let secret = from_toml(
+        r#"
+        [[destinations]]
+        name = "a"
+        type = "webhook"
+        url = "https://example.com/a"
+        secret = "hunter2"
+        "#,
+    )
+    .unwrap_err();
+    assert!(
+        secret.to_string().contains("destinations[0].secret"),
+        "{secret}"
+    );
+    assert!(!secret.to_string().contains("hunter2"), "{secret}");
+    let dup = from_toml(
+        r#"
+        [[destinations]]
+        name = "a"
+        type = "webhook"
+        url = "https://example.com/a"
+        [[destinations]]
+        name = "a"
+        type = "webhook"
+        url = "https://example.com/b"
+        "#,
+    )
+    .unwrap_err();
+    assert!(dup.to_string().contains("destinations[1].name"), "{dup}");
+    let probe = from_toml("[health]\nstore_timeout = \"0s\"\n").unwrap_err();
+    assert!(
+        probe.to_string().contains("health.store_timeout"),
+        "{probe}"
+    );
+    let probe = from_toml("[health]\nstore_timeout = \"soon\"\n").unwrap_err();
+    assert!(probe.to_string().contains("store_timeout"), "{probe}");
+    let config = from_toml("[health]\nstore_timeout = \"250ms\"\n").unwrap();
+    assert_eq!(config.health.store_timeout, Duration::from_millis(250));
+    assert_eq!(
+        Config::default().health.store_timeout,
+        Duration::from_secs(1)
+    );
+}
+
+#[test]
+fn secrets_that_look_like_urls_or_hashes_are_redacted_whole() {
+    // Found by the `config` fuzz target: a token with `://` in it was shown as a URL, in
+    // full, and a password starting with `sha256:` by its first 8 characters.
+    let config = Config::from_toml_str(
+        r#"
+        [store]
+        url = "postgres://relay@db/ferrule?sslmode=require&pass%77ord=query-secret"
+        [auth]
+        tokens = ["plain-token-with://scheme-q7", "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]
+        [[destinations]]
+        name = "mail"
+        type = "smtp"
+        host = "127.0.0.1"
+        from = "relay@example.com"
+        username = "relay"
+        password = "sha256:pw-secret://x"
+        "#,
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let shown = config.to_redacted_toml();
+    let debug = format!("{config:?}");
+    for secret in ["scheme-q7", "pw-secret", "query-secret"] {
+        assert!(!shown.contains(secret), "{secret}: {shown}");
+        assert!(!debug.contains(secret), "{secret}: {debug}");
+    }
+    assert!(shown.contains(r#""sha256:2c26b46b…""#), "{shown}");
+    assert!(
+        shown.contains("postgres://relay@db/ferrule?sslmode=require&password=***"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn store_urls_lose_their_passwords_where_the_driver_finds_them() {
+    for (url, shown) in [
+        ("postgres://u:pw@db:5432/x", "postgres://u:***@db:5432/x"),
+        ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
+        ("postgres://u:pw@db/x@y", "postgres://u:***@db/x@y"),
+        (
+            "postgres://db/x?password=pw&sslmode=off",
+            "postgres://db/x?password=***&sslmode=off",
+        ),
+        (
+            "postgres://db/x?a=1#password=pw",
+            "postgres://db/x?a=1#password=pw",
+        ),
+        ("postgres://u@db/x", "postgres://u@db/x"),
+        ("sqlite://ferrule.db", "sqlite://ferrule.db"),
+        ("sqlite:relative.db", "sqlite:relative.db"),
+        // Found by the `config` fuzz target: without `scheme://` the query was left as is.
+        (
+            "sqlite:ferrule.db?password=pw&mode=rwc",
+            "sqlite:ferrule.db?password=***&mode=rwc",
+        ),
+        (
+            "sqlite:x.db?next=http://h&password=pw",
+            "sqlite:x.db?next=http://h&password=***",
+        ),
+        (
+            "postgres:/u:pw@db/x?password=pw#f",
+            "postgres:/u:pw@db/x?password=***#f",
+        ),
+        ("sqlite:u:p@h.db", "sqlite:u:p@h.db"),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
+}
+
+#[test]
+fn secrets_are_redacted_in_output() {
+    let config = from_toml(
+        r#"
+        [store]
+        url = "postgres://relay:pw123@db/ferrule"
+        [auth]
+        tokens = ["plain-token-value"]
+        [[destinations]]
+        name = "a"
+        type = "webhook"
+        url = "https://example.com/a"
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        "#,
+    )
+    .unwrap();
+    let shown = config.to_redacted_toml();
+    for secret in [
+        "pw123",
+        "plain-token-value",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!format!("{config:?}").contains(secret));
+    }
+    assert!(shown.contains("whsec_***"), "{shown}");
+    assert!(shown.contains("relay:***@db"), "{shown}");
+}

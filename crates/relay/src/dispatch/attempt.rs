@@ -1,0 +1,496 @@
+//! One claimed message's attempt: the policies in order, the connector, and the outcome written
+//! back to the store (complete, reschedule, defer or dead-letter), supervised against panics.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, SystemTime};
+
+use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
+use ferrule_connectors::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
+use ferrule_policy::chaos::Injection;
+use ferrule_policy::retry::RetryDecision;
+use ferrule_policy::{Clock, Outcome};
+use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
+use futures_util::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::Alert;
+use crate::destination::Destination;
+use crate::state::{AppState, Counters};
+
+use super::retry::{RetryHistory, decide};
+
+/// Runs one delivery `attempt` of the message claimed under `lease`, catching a panic: the
+/// message is then rescheduled like a transient failure and the panic is logged and counted.
+pub(super) async fn supervised(
+    state: AppState,
+    lease: Lease,
+    message: Message,
+    permit: OwnedSemaphorePermit,
+    attempt: impl Future<Output = ()>,
+) {
+    let run = AssertUnwindSafe(attempt).catch_unwind().await;
+    if message.ordering_key.is_some() {
+        // The next message of this key may be claimable now.
+        state.wakeups.nudge();
+    }
+    if let Err(panic) = run {
+        let text = panic_text(&panic);
+        Counters::bump(&state.counters.panics);
+        tracing::error!(message_id = %lease.id, destination = %message.destination, panic = %text, "a delivery task panicked; rescheduling its message");
+        let report = AttemptReport::failure(
+            OutcomeClass::Transient,
+            format!("delivery task panicked: {text}"),
+        );
+        match state.destinations.get(&message.destination) {
+            Some(dest) => {
+                failed(&state, dest, &lease, &message, Outcome::Transient, report).await;
+            }
+            None => {
+                let at = state.clock.system_now() + state.config.dispatcher.defer_for;
+                report_store(&state, state.store.reschedule(&lease, at, report).await);
+            }
+        }
+    }
+    drop(permit);
+}
+
+pub(crate) fn panic_text(panic: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".to_owned()
+    }
+}
+
+/// Logs a store error from finishing an attempt; a lost lease only means another worker or
+/// an operator took the message over.
+///
+/// Whatever failed, the message keeps its lease and nothing else about it changes: when the
+/// lease expires it is claimed and attempted again. A full disk is logged once per episode by
+/// [`crate::health::storage`], not once per message, and [`record`] has already tried again while the
+/// lease lasted.
+fn report_store(state: &AppState, result: Result<(), StoreError>) {
+    state.storage.observe(state.clock.system_now(), &result);
+    match result {
+        Ok(()) => state.store_health.success(),
+        Err(e @ StoreError::LeaseLost { .. }) => {
+            tracing::info!(error = %e, "lease lost before the attempt was recorded");
+        }
+        Err(e @ StoreError::StorageFull { .. }) => {
+            tracing::debug!(error = %e, "recording an attempt failed; the lease will expire and the message will be retried");
+            state
+                .store_health
+                .failure(state.clock.system_now(), format!("record attempt: {e}"));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "recording an attempt failed; the lease will expire and the message will be retried");
+            state
+                .store_health
+                .failure(state.clock.system_now(), format!("record attempt: {e}"));
+        }
+    }
+}
+
+/// Runs `write`, which records how an attempt ended, again while it fails because the store's
+/// disk is full: every 50 ms, doubling to 1 s, for at most `dispatcher.lease` from the first
+/// refusal, and not after shutdown begins. Written once space returns, the outcome stands;
+/// given up, the lease expires and the message is claimed and attempted again, so the
+/// receiver gets it twice. Other errors are answered at once.
+async fn record<F, Fut>(state: &AppState, mut write: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut wait = Duration::from_millis(50);
+    let mut until = None;
+    loop {
+        let result = write().await;
+        if !matches!(result, Err(StoreError::StorageFull { .. })) || state.draining() {
+            return result;
+        }
+        let now = state.clock.now();
+        let until = *until.get_or_insert(now + state.config.dispatcher.lease);
+        if now + wait > until {
+            return result;
+        }
+        state.storage.observe(state.clock.system_now(), &result);
+        tokio::select! {
+            () = state.clock.sleep(wait) => {}
+            () = state.shutdown.cancelled() => return result,
+        }
+        wait = (wait * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// `clock.system_now()` plus the time until `at` on the monotonic clock.
+fn wall_time_of(clock: &dyn Clock, at: std::time::Instant) -> SystemTime {
+    clock.system_now() + at.saturating_duration_since(clock.now())
+}
+
+/// Gives the claim back, due at `until`, without spending the attempt.
+async fn defer(
+    state: &AppState,
+    dest: &Destination,
+    lease: &Lease,
+    until: SystemTime,
+    reason: &str,
+) {
+    Counters::bump(&state.counters.deferred);
+    let kind = reason.split(':').next().unwrap_or(reason).to_owned();
+    metrics::counter!("ferrule_deferred_total", "destination" => dest.name.clone(), "reason" => kind)
+        .increment(1);
+    tracing::debug!(message_id = %lease.id, destination = %dest.name, reason, "deferred");
+    // Boxed, like every store call off the success path: the delivery task's future is as
+    // large as its largest await, and a store's (PostgreSQL's above all) would make every
+    // spawn copy and allocate tens of KiB.
+    let deferred = Box::pin(record(state, || state.store.defer(lease, until, reason))).await;
+    if deferred.is_ok() {
+        state.wakeups.at(until);
+    }
+    report_store(state, deferred);
+}
+
+/// One attempt of one claimed message.
+pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken) {
+    let Claimed { message, lease } = claimed;
+    let clock = state.clock.clone();
+    let Some(dest) = state.destinations.get(&message.destination).cloned() else {
+        let report = AttemptReport::failure(
+            OutcomeClass::Permanent,
+            format!("destination `{}` is not configured", message.destination),
+        );
+        Counters::bump(&state.counters.dead);
+        report_store(&state, state.store.dead_letter(&lease, report).await);
+        return;
+    };
+    // 0. A paused destination (a Telegram bot under flood control).
+    if let Some(until) = dest.paused_until() {
+        let until = wall_time_of(clock.as_ref(), until);
+        defer(&state, &dest, &lease, until, "paused: not attempted").await;
+        return;
+    }
+    // 1. Circuit breaker.
+    let permit = match dest.breaker.try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(open) => {
+            let until = match (open.state, dest.breaker.retry_at()) {
+                // Every probe slot is taken: come back shortly rather than spin.
+                (ferrule_policy::CircuitState::HalfOpen, _) => {
+                    clock.system_now() + state.config.dispatcher.defer_for
+                }
+                (_, Some(at)) => wall_time_of(clock.as_ref(), at),
+                // Forced open: only an operator closes it; look again after `open_for`.
+                (_, None) => clock.system_now() + dest.breaker.config().open_for,
+            };
+            defer(
+                &state,
+                &dest,
+                &lease,
+                until,
+                &format!("circuit {}: not attempted", open.state),
+            )
+            .await;
+            return;
+        }
+    };
+    // 2. Rate limit.
+    if let Some(limiter) = &dest.rate_limit
+        && let Err(limited) = limiter.check()
+    {
+        drop(permit);
+        let until = wall_time_of(clock.as_ref(), limited.ready_at);
+        defer(&state, &dest, &lease, until, "rate limited: not attempted").await;
+        return;
+    }
+    // A Telegram send holds its place in the bot's windows until it is answered.
+    let telegram_send = match (&dest.telegram_limits, chat_of(&message.payload)) {
+        (Some(limits), Some(chat)) => match limits.check(&chat, message.id) {
+            Ok(send) => Some(send),
+            Err((limited, which)) => {
+                drop(permit);
+                let until = wall_time_of(clock.as_ref(), limited.ready_at);
+                let reason = format!("rate limited: telegram {which}: not attempted");
+                defer(&state, &dest, &lease, until, &reason).await;
+                return;
+            }
+        },
+        _ => None,
+    };
+    // 3. Bulkhead.
+    let slot = match dest.bulkhead.acquire_owned().await {
+        Ok(slot) => slot,
+        Err(_) => {
+            drop(permit);
+            if let Some(send) = telegram_send {
+                send.not_sent();
+            }
+            let until = clock.system_now() + state.config.dispatcher.defer_for;
+            defer(&state, &dest, &lease, until, "bulkhead full: not attempted").await;
+            return;
+        }
+    };
+    // 4. Chaos, the connector, the timeout; the lease is extended while it runs.
+    let id = message.id.to_string();
+    let payload = serde_json::to_string(&message.payload).unwrap_or_else(|_| "null".into());
+    let delivery = Delivery {
+        message_id: &id,
+        destination: &dest.name,
+        payload: &payload,
+        attempt: message.attempts,
+    };
+    let injection = dest.chaos.decide();
+    let started = clock.now();
+    let attempt = async {
+        match injection {
+            Injection::Error => {
+                return DeliveryResult {
+                    outcome: Outcome::Transient,
+                    code: None,
+                    detail: "chaos: injected error".into(),
+                    duration: Duration::ZERO,
+                    signal: None,
+                };
+            }
+            Injection::Latency(d) => clock.sleep(d).await,
+            Injection::Drop => std::future::pending::<()>().await,
+            _ => {}
+        }
+        let mut result = dest.connector.deliver(&delivery).await;
+        if let Injection::Outcome(outcome) = injection {
+            result.outcome = outcome;
+            result.detail = format!("chaos: injected {}; {}", outcome.as_str(), result.detail);
+        }
+        result
+    };
+    let timed = dest.timeout.wrap(attempt);
+    let heartbeat = heartbeat(&state, &lease);
+    let result = tokio::select! {
+        r = timed => Some(match r {
+            Ok(result) => result,
+            Err(elapsed) => DeliveryResult {
+                outcome: Outcome::Transient,
+                code: None,
+                detail: format!("timed out after {:?}", elapsed.after),
+                duration: clock.now().saturating_duration_since(started),
+                signal: None,
+            },
+        }),
+        _ = heartbeat => None,
+        _ = hard_stop.cancelled() => None,
+    };
+    drop(slot);
+    // Answered (or abandoned): the send counts from now in the Telegram windows.
+    drop(telegram_send);
+    let Some(result) = result else {
+        // Shutdown's drain timeout passed (or the lease was lost): give the message back.
+        drop(permit);
+        match Box::pin(state.store.release(&lease)).await {
+            Ok(()) => {
+                tracing::info!(message_id = %id, "released an unfinished delivery at shutdown")
+            }
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "releasing an unfinished delivery failed")
+            }
+        }
+        return;
+    };
+    match &result.signal {
+        // Flood control is about the bot's pace, not its health: not a breaker failure.
+        Some(Signal::PauseDestination(pause)) => {
+            permit.record(Outcome::Ignored);
+            dest.pause(*pause);
+            tracing::warn!(destination = %dest.name, pause = ?pause, "the destination asked us to slow down; paused");
+        }
+        Some(Signal::Unauthorized) => {
+            permit.record(result.outcome);
+            dest.breaker.force_open();
+            tracing::error!(destination = %dest.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
+            if matches!(dest.connector, AnyConnector::Telegram(_)) {
+                let alert = Alert::telegram_unauthorized(&dest.name, clock.system_now());
+                state.alerts.raise_soon(alert);
+            }
+        }
+        // The chat moved; the bot is fine.
+        Some(Signal::MigrateChat { .. }) => permit.record(Outcome::Ignored),
+        _ => permit.record(result.outcome),
+    }
+    metrics::histogram!("ferrule_attempt_duration_seconds", "destination" => dest.name.clone())
+        .record(result.duration.as_secs_f64());
+    metrics::counter!("ferrule_deliveries_total", "destination" => dest.name.clone(), "outcome" => result.outcome.as_str())
+        .increment(1);
+    let mut report = AttemptReport::new(class_of(result.outcome))
+        .duration(result.duration)
+        .detail(result.detail.clone());
+    if let Some(code) = result.code {
+        report = report.code(code.to_string());
+    }
+    if let Some(Signal::MigrateChat { from, to }) = &result.signal {
+        migrate(&state, &dest, &lease, &message, from, *to, report).await;
+        return;
+    }
+    match result.outcome {
+        Outcome::Success => {
+            dest.health.success();
+            dest.retry.on_success();
+            Counters::bump(&state.counters.delivered);
+            // Not boxed: the success path is the hot one, and its store call never was.
+            let completed = record(&state, || state.store.complete(&lease, report.clone())).await;
+            report_store(&state, completed);
+        }
+        outcome => {
+            if outcome.is_failure() {
+                dest.health
+                    .failure(clock.system_now(), result.detail.clone());
+            }
+            failed(&state, &dest, &lease, &message, outcome, report).await;
+        }
+    }
+}
+
+/// A Telegram group became a supergroup: store the payload with the new chat id, then retry
+/// it like a transient failure. If the payload cannot be rewritten, dead-letter it naming the
+/// new chat id so it can be resubmitted.
+async fn migrate(
+    state: &AppState,
+    dest: &Destination,
+    lease: &Lease,
+    message: &Message,
+    from: &str,
+    to: i64,
+    report: AttemptReport,
+) {
+    let detail = report.detail.clone().unwrap_or_default();
+    let rewritten = serde_json::to_string(&message.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|json| rewrite_chat_id(&json, to).map_err(|e| e.to_string()))
+        .and_then(|json| serde_json::from_str(&json).map_err(|e| e.to_string()));
+    let payload = match rewritten {
+        Ok(payload) => payload,
+        Err(e) => {
+            Counters::bump(&state.counters.dead);
+            let report = report.detail(format!(
+                "chat {from} was upgraded to supergroup {to}, but the payload cannot be rewritten \
+                 ({e}); resubmit with \"chat_id\": {to}"
+            ));
+            report_store(state, state.store.dead_letter(lease, report).await);
+            return;
+        }
+    };
+    if let Err(e) = Box::pin(state.store.replace_payload(lease, payload)).await {
+        report_store(state, Err(e));
+        return;
+    }
+    tracing::info!(message_id = %lease.id, destination = %dest.name, %from, %to, "telegram chat migrated; retrying in the supergroup");
+    let report = report.detail(format!(
+        "chat {from} moved to {to}; retrying there ({detail})"
+    ));
+    failed(state, dest, lease, message, Outcome::Transient, report).await;
+}
+
+/// The Telegram chat a stored payload names, if it names one.
+fn chat_of(payload: &serde_json::Value) -> Option<ChatId> {
+    match payload.get("chat_id")? {
+        serde_json::Value::Number(n) => n.as_i64().map(ChatId::Id),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Extends the lease every third of its length; completes only if the lease is lost.
+async fn heartbeat(state: &AppState, lease: &Lease) {
+    let length = state.config.dispatcher.lease;
+    let every = (length / 3).max(Duration::from_millis(10));
+    loop {
+        state.clock.sleep(every).await;
+        let extended = Box::pin(state.store.extend_lease(lease, length)).await;
+        state.storage.observe(state.clock.system_now(), &extended);
+        match extended {
+            Ok(_) => {}
+            Err(e @ StoreError::LeaseLost { .. }) => {
+                tracing::warn!(error = %e, "lease lost during a delivery");
+                return;
+            }
+            Err(e @ StoreError::StorageFull { .. }) => {
+                tracing::debug!(error = %e, "extending a lease failed");
+            }
+            Err(e) => tracing::warn!(error = %e, "extending a lease failed"),
+        }
+    }
+}
+
+/// The store's outcome class for a policy outcome.
+fn class_of(outcome: Outcome) -> OutcomeClass {
+    match outcome {
+        Outcome::Success => OutcomeClass::Success,
+        Outcome::Transient => OutcomeClass::Transient,
+        Outcome::RetryAfter(_) => OutcomeClass::RetryAfter,
+        Outcome::Permanent => OutcomeClass::Permanent,
+        Outcome::Ignored => OutcomeClass::Ignored,
+    }
+}
+
+/// A failed (or ignored) attempt: reschedule at the retry policy's delay, or dead-letter.
+async fn failed(
+    state: &AppState,
+    dest: &Destination,
+    lease: &Lease,
+    message: &Message,
+    outcome: Outcome,
+    report: AttemptReport,
+) {
+    let now = state.clock.system_now();
+    if matches!(outcome, Outcome::Ignored | Outcome::Success) {
+        // Neither success nor failure (e.g. injected): try again without spending the attempt.
+        defer(state, dest, lease, now, "ignored outcome").await;
+        return;
+    }
+    // The timeline says when this run of attempts started and how long the last wait was;
+    // without it (a read error) count from creation and start decorrelated jitter afresh.
+    let history = match Box::pin(state.store.get(message.id)).await {
+        Ok(Some(detail)) => RetryHistory::of(&detail.events),
+        Ok(None) => RetryHistory::default(),
+        Err(e) => {
+            tracing::warn!(message_id = %lease.id, error = %e, "reading the timeline for the retry decision failed");
+            RetryHistory::default()
+        }
+    };
+    let since = history.first_attempt_at.unwrap_or(message.created_at);
+    let elapsed = now.duration_since(since).unwrap_or(Duration::ZERO);
+    match decide(
+        &dest.retry,
+        message.attempts,
+        outcome,
+        history.previous_delay,
+        elapsed,
+    ) {
+        RetryDecision::Retry(delay) => {
+            Counters::bump(&state.counters.retried);
+            metrics::counter!("ferrule_retries_total", "destination" => dest.name.clone())
+                .increment(1);
+            tracing::info!(message_id = %lease.id, destination = %dest.name, attempt = message.attempts, delay = ?delay, detail = report.detail.as_deref().unwrap_or(""), "attempt failed; retry scheduled");
+            let rescheduled = Box::pin(record(state, || {
+                state.store.reschedule(lease, now + delay, report.clone())
+            }))
+            .await;
+            if rescheduled.is_ok() {
+                state.wakeups.at(now + delay);
+            }
+            report_store(state, rescheduled);
+        }
+        RetryDecision::GiveUp(reason) => {
+            Counters::bump(&state.counters.dead);
+            metrics::counter!("ferrule_dead_letters_total", "destination" => dest.name.clone())
+                .increment(1);
+            let detail = report.detail.clone().unwrap_or_default();
+            let report = report.detail(format!("{reason}: {detail}"));
+            tracing::warn!(message_id = %lease.id, destination = %dest.name, attempts = message.attempts, %reason, detail, "message dead-lettered");
+            let dead = record(state, || state.store.dead_letter(lease, report.clone()));
+            report_store(state, Box::pin(dead).await);
+        }
+    }
+}
