@@ -202,4 +202,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a value to the key-value table durably. Keys starting with `ferrule.` are reserved.
     fn set_meta(&self, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every key of the key-value table that starts with `prefix` (matched literally, byte by
+    /// byte; an empty prefix matches every key), with its value, sorted by key in byte order
+    /// (the order of Rust's `str`, the same on every backend). For a family of keys such as
+    /// `relay.tokens.<name>`.
+    ///
+    /// The store's own keys (`ferrule.`) are never listed, and a prefix inside that namespace
+    /// is refused like a reserved key in [`set_meta`](Self::set_meta).
+    fn list_meta(&self, prefix: &str)
+    -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+
+    /// Deletes a key from the key-value table durably; answers whether it existed. Keys
+    /// starting with `ferrule.` are reserved, as for [`set_meta`](Self::set_meta).
+    fn delete_meta(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 }

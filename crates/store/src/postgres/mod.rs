@@ -1049,4 +1049,37 @@ impl Store for PgStore {
         .map_err(self.err("writing meta"))?;
         Ok(())
     }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        common::check_meta_prefix(prefix)?;
+        let err = self.err("listing meta values");
+        // `COLLATE "C"`: byte order, as on SQLite, whatever the database's collation. The
+        // table is small, so the filter need not use its index.
+        let rows = sqlx::query(
+            r#"SELECT key, value FROM store_meta WHERE starts_with(key, $1)
+               ORDER BY key COLLATE "C""#,
+        )
+        .bind(prefix)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(&err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key: String = r.try_get("key").map_err(&err)?;
+            if !common::is_reserved_meta(&key) {
+                out.push((key, r.try_get("value").map_err(&err)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        check_meta_key(key)?;
+        let done = sqlx::query("DELETE FROM store_meta WHERE key = $1")
+            .bind(key)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(self.err("deleting meta"))?;
+        Ok(done.rows_affected() > 0)
+    }
 }

@@ -532,4 +532,22 @@ impl Store for SqliteStore {
             .submit(move |conn, _| ops::set_meta(conn, &key, &value))
             .await
     }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        common::check_meta_prefix(prefix)?;
+        let prefix = prefix.to_owned();
+        self.inner
+            .readers
+            .with(move |conn| reads::list_meta(conn, &prefix))
+            .await
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        common::check_meta_key(key)?;
+        let key = key.to_owned();
+        self.inner
+            .writer
+            .submit(move |conn, _| ops::delete_meta(conn, &key))
+            .await
+    }
 }

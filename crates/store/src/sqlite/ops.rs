@@ -740,6 +740,15 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> 
     Ok(())
 }
 
+/// Deletes one meta value; answers whether it existed.
+pub(crate) fn delete_meta(conn: &Connection, key: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached("DELETE FROM store_meta WHERE key = ?1")
+        .and_then(|mut s| s.execute([key]))
+        .ctx("deleting a meta value")?;
+    Ok(n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::Connection;

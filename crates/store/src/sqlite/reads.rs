@@ -257,3 +257,24 @@ pub(crate) fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
         .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
         .ctx("reading a meta value")
 }
+
+/// The meta keys starting with `prefix`, in byte order, without the store's own. The table is
+/// keyed by `key` under SQLite's byte-wise `BINARY` collation, so the matching keys are one
+/// run starting at `prefix`: the scan seeks there and stops at the first key past the run.
+pub(crate) fn list_meta(conn: &Connection, prefix: &str) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT key, value FROM store_meta WHERE key >= ?1 ORDER BY key")
+        .ctx("listing meta values")?;
+    let mut rows = stmt.query([prefix]).ctx("listing meta values")?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().ctx("listing meta values")? {
+        let key: String = row.get(0).ctx("listing meta values")?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if !crate::common::is_reserved_meta(&key) {
+            out.push((key, row.get(1).ctx("listing meta values")?));
+        }
+    }
+    Ok(out)
+}

@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             purge_ids_deletes_only_the_named_terminal_matches,
             stats_report_counts_rates_percentiles_and_errors,
             meta_round_trips_and_reserved_keys_are_refused,
+            meta_lists_by_prefix_in_byte_order_and_deletes,
             concurrent_claimers_never_hold_the_same_message,
             wait_for_work_wakes_on_enqueue,
             next_due_at_reports_earliest_pending,
@@ -1106,6 +1107,90 @@ pub(crate) async fn meta_round_trips_and_reserved_keys_are_refused<B: Backend>()
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+pub(crate) async fn meta_lists_by_prefix_in_byte_order_and_deletes<B: Backend>() {
+    let f = fixture::<B>().await;
+    assert!(f.store.list_meta("relay.").await.unwrap().is_empty());
+    // Upper case sorts before lower case and non-ASCII after both in byte order; a
+    // locale-aware collation would interleave them.
+    for (key, value) in [
+        ("relay.tokens.b", "hb"),
+        ("relay.tokens.é", "he"),
+        ("relay.tokens.B", "hB"),
+        ("relay.tokens.a", "ha"),
+        ("relay.tokensx", "not under relay.tokens."),
+        ("relay.breakers.smtp", "open"),
+        ("telegram.offset", "42"),
+    ] {
+        f.store.set_meta(key, value).await.unwrap();
+    }
+    let tokens = f.store.list_meta("relay.tokens.").await.unwrap();
+    let pairs: Vec<(&str, &str)> = tokens
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("relay.tokens.B", "hB"),
+            ("relay.tokens.a", "ha"),
+            ("relay.tokens.b", "hb"),
+            ("relay.tokens.é", "he"),
+        ]
+    );
+    let keys = |list: Vec<(String, String)>| list.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(f.store.list_meta("relay.breakers.").await.unwrap()),
+        ["relay.breakers.smtp"]
+    );
+    // The prefix is literal: no LIKE wildcards.
+    assert!(f.store.list_meta("relay%").await.unwrap().is_empty());
+    assert!(f.store.list_meta("relay_tokens").await.unwrap().is_empty());
+    // Everything but the store's own keys (its schema version is always there).
+    assert!(
+        f.store
+            .get_meta("ferrule.schema_version")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let all = keys(f.store.list_meta("").await.unwrap());
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert!(
+        all.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()),
+        "{all:?}"
+    );
+    assert!(f.store.list_meta("ferr").await.unwrap().is_empty());
+    let err = f.store.list_meta("ferrule.").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+
+    assert!(f.store.delete_meta("relay.tokens.a").await.unwrap());
+    assert!(!f.store.delete_meta("relay.tokens.a").await.unwrap());
+    assert!(!f.store.delete_meta("relay.never.set").await.unwrap());
+    assert_eq!(f.store.get_meta("relay.tokens.a").await.unwrap(), None);
+    assert_eq!(
+        keys(f.store.list_meta("relay.tokens.").await.unwrap()),
+        ["relay.tokens.B", "relay.tokens.b", "relay.tokens.é"]
+    );
+    for reserved in ["ferrule.schema_version", ""] {
+        let err = f.store.delete_meta(reserved).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    }
+    assert!(
+        f.store
+            .get_meta("ferrule.schema_version")
+            .await
+            .unwrap()
+            .is_some(),
+        "a refused delete deletes nothing"
+    );
+    // A deleted key can be set again.
+    f.store.set_meta("relay.tokens.a", "again").await.unwrap();
+    assert_eq!(
+        f.store.get_meta("relay.tokens.a").await.unwrap().as_deref(),
+        Some("again")
+    );
 }
 
 pub(crate) async fn concurrent_claimers_never_hold_the_same_message<B: Backend>() {
