@@ -16,7 +16,8 @@ use crate::types::{
 /// - **Durability**: an operation's future resolves `Ok` only after its effect is committed
 ///   durably. Nothing a submitter was told is accepted may be lost.
 /// - **Events**: every status transition appends an [`Event`](crate::Event) in the same
-///   transaction.
+///   transaction, except that a [`defer`](Self::defer) repeating the deferral before its claim
+///   is folded into that event (see [`Event`](crate::Event)).
 /// - **Time**: every timestamp written, and "now" in claims, is read from the store's clock
 ///   ([`StoreOptions::clock`](crate::StoreOptions::clock)), truncated to milliseconds.
 /// - **Fencing**: operations taking a [`Lease`] fail with
@@ -99,6 +100,12 @@ pub trait Store: Send + Sync + 'static {
     /// `reason` in the timeline: the dispatcher uses it when a policy refuses the attempt
     /// before it starts (open circuit, rate limit, full bulkhead). The message returns to
     /// `queued` or `retrying`; `last_error` is left as it was.
+    ///
+    /// Repeats fold: when the event before this claim's is a deferral with the same status,
+    /// attempt and reason, the claim's event is removed and that deferral's
+    /// [`repeats`](crate::Event::repeats) goes up by one, with `last_at` now, instead of a new
+    /// event being appended. A different reason, a release or an attempt in between starts a
+    /// new event.
     fn defer(
         &self,
         lease: &Lease,

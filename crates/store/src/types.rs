@@ -291,7 +291,14 @@ pub struct Message {
     pub delivered_at: Option<SystemTime>,
 }
 
-/// One row of a message's append-only timeline.
+/// One row of a message's timeline.
+///
+/// The timeline is append-only with one exception: a deferral
+/// ([`Store::defer`](crate::Store::defer)) that repeats the deferral just before its claim —
+/// same status, attempt and detail (the reason) — is folded into that event instead of being
+/// appended, with the claim it gave back: `repeats` counts the deferrals the event stands for
+/// and `last_at` is the latest one. A message behind a long-open circuit thus keeps one event
+/// instead of two per claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Position in the message's timeline, from 1.
@@ -310,6 +317,17 @@ pub struct Event {
     pub duration: Option<Duration>,
     /// Free text: an error message, a reason, the lease owner.
     pub detail: Option<String>,
+    /// How many times the event happened in a row: 1, or for a folded deferral, how many
+    /// deferrals with the same reason (each after a claim of its own) it stands for.
+    #[serde(default = "one")]
+    pub repeats: u32,
+    /// When the latest repeat happened (`at` is the first); `None` when `repeats` is 1.
+    #[serde(default)]
+    pub last_at: Option<SystemTime>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A message with its timeline, as returned by [`Store::get`](crate::Store::get).

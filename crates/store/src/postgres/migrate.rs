@@ -84,6 +84,12 @@ CREATE TABLE inbound (
 CREATE INDEX inbound_source ON inbound (source, seq);
 CREATE INDEX inbound_received ON inbound (received_at);
 "#,
+    // Repeated deferrals fold into one event. `repeats` is set (from 1) only on deferral
+    // events, which are the only ones that fold; NULL reads as 1. `last_at` is the latest
+    // repeat. Nullable columns without a default: no table rewrite.
+    r#"
+ALTER TABLE events ADD COLUMN repeats integer, ADD COLUMN last_at bigint;
+"#,
 ];
 
 /// The schema version this binary writes.

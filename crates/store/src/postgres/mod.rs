@@ -595,15 +595,16 @@ impl Store for PgStore {
     }
 
     async fn defer(&self, lease: &Lease, until: SystemTime, reason: &str) -> Result<()> {
-        // `release` with a due time and a reason: the attempt is uncounted, no outcome is
-        // recorded and `last_error` is kept.
+        // A `release` with a due time and a reason: the attempt is uncounted, no outcome is
+        // recorded and `last_error` is kept; a repeat of the deferral before the claim folds
+        // into it.
         self.end(
             lease,
             FinishRow {
                 id: lease.id,
                 owner: lease.owner.clone(),
                 token: lease.token.clone(),
-                action: "release",
+                action: "defer",
                 next_attempt_at: Some(to_millis(until)),
                 set_last_error: false,
                 outcome: None,
@@ -675,7 +676,8 @@ impl Store for PgStore {
             return Ok(None);
         };
         let events = sqlx::query(
-            "SELECT seq, at, status, attempt, outcome, code, duration_ms, detail
+            "SELECT seq, at, status, attempt, outcome, code, duration_ms, detail, repeats,
+                    last_at
              FROM events WHERE message_id = $1 ORDER BY seq",
         )
         .bind(id.to_string())

@@ -1,7 +1,7 @@
 //! Group commit for PostgreSQL: enqueues, the ends of attempts (`complete`, `reschedule`,
-//! `dead_letter`, `release`) and inbound events wait in one bounded queue; a few writer tasks each take everything
-//! waiting, write it with one set-based statement per kind in one transaction, commit once,
-//! and only then answer each caller.
+//! `dead_letter`, `release`, `defer`) and inbound events wait in one bounded queue; a few
+//! writer tasks each take everything waiting, write it with one set-based statement per kind
+//! in one transaction, commit once, and only then answer each caller.
 //!
 //! One commit per caller caps the store at the server's commit rate; one commit per batch
 //! makes the WAL flush, the round trips and the statement planning shared costs. The batch
@@ -19,6 +19,9 @@
 //! - **Fencing**: the `UPDATE … FROM UNNEST(…)` matches each row on id, owner and token, so a
 //!   stale lease fails only its own caller. A message named twice in one batch is written in
 //!   a second round of the same transaction, so the first report wins as it would one by one.
+//! - **Repeated deferrals** fold per row in the same statement (see [`FINISH`]): a `defer` that
+//!   repeats the deferral before its claim updates that event instead of appending one, and
+//!   a second round sees what the first wrote.
 //! - **A bad row** the database refuses (e.g. a JSON `\u0000` that `jsonb` cannot store) fails
 //!   the set-based statement: the batch is rolled back and written again with a savepoint per
 //!   caller, so only that caller gets the error.
@@ -86,33 +89,63 @@ JOIN UNNEST($1::text[], $2::text[]) AS t(destination, key)
   ON k.destination = t.destination AND k.key = t.key";
 
 /// Fenced transitions out of `delivering`, one per input row; answers with the ids that
-/// matched. `action` is the new status, or `release` for "back to queued/retrying with the
-/// attempt uncounted". `$11` is now.
+/// matched. `action` is the new status, or `release` / `defer` for "back to queued/retrying
+/// with the attempt uncounted". `$11` is now.
+///
+/// A `defer` folds (`f.fold`) when the event before its claim's is a deferral with the status,
+/// attempt and detail it would write: the claim's event is deleted, that deferral's `repeats`
+/// goes up and `event_seq` goes back by one. `f` reads the statement's snapshot, not the row
+/// the `UPDATE` locks, which is safe because only the lease holder writes a `delivering`
+/// message's events: if anyone else changed the row (a cancel, a reclaim), the lease no longer
+/// matches when the `UPDATE` rechecks it, and the row is not written at all. `MATERIALIZED`
+/// decides it once per row; inlined, the check ran twice, for `SET` and for `RETURNING`.
 const FINISH: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                          $6::bool[], $7::text[], $8::text[], $9::bigint[], $10::text[])
         AS t(id, owner, token, action, next_attempt_at, set_last_error, outcome, code,
              duration_ms, detail)
+), f AS MATERIALIZED (
+    SELECT i.*, (i.action = 'defer' AND EXISTS (
+        SELECT 1 FROM messages m
+        JOIN events c ON c.message_id = m.id AND c.seq = m.event_seq
+        JOIN events p ON p.message_id = m.id AND p.seq = m.event_seq - 1
+        WHERE m.id = i.id AND m.status = 'delivering'
+          AND m.lease_owner = i.owner AND m.lease_token = i.token
+          AND c.status = 'delivering'
+          AND p.repeats IS NOT NULL AND p.detail = i.detail
+          AND p.attempt = greatest(m.attempts - 1, 0)
+          AND p.status = CASE WHEN m.attempts <= 1 THEN 'queued' ELSE 'retrying' END)) AS fold
+    FROM input i
 ), u AS (
     UPDATE messages m SET
-        status = CASE WHEN i.action <> 'release' THEN i.action
+        status = CASE WHEN i.action NOT IN ('release', 'defer') THEN i.action
                       WHEN m.attempts <= 1 THEN 'queued' ELSE 'retrying' END,
-        attempts = CASE WHEN i.action = 'release' THEN greatest(m.attempts - 1, 0)
+        attempts = CASE WHEN i.action IN ('release', 'defer') THEN greatest(m.attempts - 1, 0)
                         ELSE m.attempts END,
         next_attempt_at = i.next_attempt_at,
         last_error = CASE WHEN i.set_last_error THEN i.detail ELSE m.last_error END,
         delivered_at = CASE WHEN i.action = 'delivered' THEN $11 ELSE m.delivered_at END,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = $11, event_seq = m.event_seq + 1
-    FROM input i
+        updated_at = $11,
+        event_seq = CASE WHEN i.fold THEN m.event_seq - 1 ELSE m.event_seq + 1 END
+    FROM f i
     WHERE m.id = i.id AND m.status = 'delivering'
       AND m.lease_owner = i.owner AND m.lease_token = i.token
-    RETURNING m.id, m.event_seq, m.status, m.attempts, i.outcome, i.code, i.duration_ms,
-              i.detail
+    RETURNING m.id, m.event_seq, m.status, m.attempts, i.action, i.fold, i.outcome, i.code,
+              i.duration_ms, i.detail
+), claims AS (
+    DELETE FROM events e USING u
+    WHERE u.fold AND e.message_id = u.id AND e.seq = u.event_seq + 1
+), repeats AS (
+    UPDATE events e SET repeats = e.repeats + 1, last_at = $11 FROM u
+    WHERE u.fold AND e.message_id = u.id AND e.seq = u.event_seq
 ), e AS (
-    INSERT INTO events (message_id, seq, at, status, attempt, outcome, code, duration_ms, detail)
-    SELECT id, event_seq, $11, status, attempts, outcome, code, duration_ms, detail FROM u
+    INSERT INTO events (message_id, seq, at, status, attempt, outcome, code, duration_ms, detail,
+                        repeats)
+    SELECT id, event_seq, $11, status, attempts, outcome, code, duration_ms, detail,
+           CASE WHEN action = 'defer' THEN 1 END
+    FROM u WHERE NOT fold
 )
 SELECT id FROM u";
 
@@ -162,7 +195,8 @@ pub(crate) struct FinishRow {
     pub(crate) id: MessageId,
     pub(crate) owner: String,
     pub(crate) token: String,
-    /// `delivered`, `retrying`, `dead` or `release`.
+    /// `delivered`, `retrying`, `dead`, `release` or `defer` (a release that folds into the
+    /// deferral before its claim when it repeats it).
     pub(crate) action: &'static str,
     /// Unix milliseconds when the message is next due; `None` is "now".
     pub(crate) next_attempt_at: Option<i64>,

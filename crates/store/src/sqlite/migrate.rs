@@ -103,6 +103,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_failures ON events (at)
         WHERE (outcome IN ('transient', 'retry_after') OR outcome = 'permanent');
     ",
+    // 4: repeated deferrals fold into one event. `repeats` is set (from 1) only on deferral
+    // events, which are the only ones that fold; NULL reads as 1. `last_at` is the latest
+    // repeat.
+    "
+    ALTER TABLE events ADD COLUMN repeats INTEGER;
+    ALTER TABLE events ADD COLUMN last_at INTEGER;
+    ",
 ];
 
 /// The schema version this binary writes.

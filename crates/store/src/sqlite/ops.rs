@@ -32,6 +32,8 @@ struct NewEvent<'a> {
     code: Option<&'a str>,
     duration_ms: Option<i64>,
     detail: Option<&'a str>,
+    /// 1 for a deferral, which later deferrals may fold into; `None` for every other event.
+    repeats: Option<i64>,
 }
 
 impl<'a> NewEvent<'a> {
@@ -46,7 +48,14 @@ impl<'a> NewEvent<'a> {
             code: None,
             duration_ms: None,
             detail: None,
+            repeats: None,
         }
+    }
+
+    /// Marks the event as a deferral, which repeats fold into.
+    fn deferral(mut self) -> Self {
+        self.repeats = Some(1);
+        self
     }
 
     fn report(mut self, report: &'a AttemptReport) -> Self {
@@ -75,6 +84,7 @@ impl<'a> NewEvent<'a> {
                     self.code,
                     self.duration_ms,
                     self.detail,
+                    self.repeats,
                 ])
             })
             .ctx("appending an event")?;
@@ -84,8 +94,22 @@ impl<'a> NewEvent<'a> {
 
 /// Appends one event to a message's timeline.
 const INSERT_EVENT: &str = "INSERT INTO events
-        (message_seq, seq, at, status, attempt, outcome, code, duration_ms, detail)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+        (message_seq, seq, at, status, attempt, outcome, code, duration_ms, detail, repeats)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// Whether a deferral under the lease `?1..?3` with reason `?4` repeats the deferral before
+/// its claim: the message's last event is the claim, and the one before it a deferral with
+/// the status, attempt and detail this one would write.
+const DEFERRAL_REPEATS: &str = "SELECT EXISTS (
+        SELECT 1 FROM messages AS m
+        JOIN events AS c ON c.message_seq = m.seq AND c.seq = m.event_seq
+        JOIN events AS p ON p.message_seq = m.seq AND p.seq = m.event_seq - 1
+        WHERE m.id = ?1 AND m.status = 'delivering' AND m.lease_owner = ?2
+          AND m.lease_token = ?3
+          AND c.status = 'delivering'
+          AND p.repeats IS NOT NULL AND p.detail = ?4
+          AND p.attempt = max(m.attempts - 1, 0)
+          AND p.status = CASE WHEN m.attempts <= 1 THEN 'queued' ELSE 'retrying' END)";
 
 /// Stores one new message, `queued`.
 const INSERT_MESSAGE: &str = "INSERT INTO messages
@@ -413,10 +437,11 @@ pub(crate) fn replace_payload(
 /// Gives a claim back without counting the attempt, due now.
 pub(crate) fn release(conn: &Connection, env: &Env, lease: &Lease) -> Result<()> {
     let detail = format!("released by {}", lease.owner);
-    give_back(conn, env, lease, None, &detail)
+    give_back(conn, env, lease, None, &detail, false)
 }
 
-/// Gives a claim back without counting the attempt, due at `until`.
+/// Gives a claim back without counting the attempt, due at `until`; a repeat of the deferral
+/// before this claim folds into it.
 pub(crate) fn defer(
     conn: &Connection,
     env: &Env,
@@ -424,32 +449,55 @@ pub(crate) fn defer(
     until: i64,
     reason: &str,
 ) -> Result<()> {
-    give_back(conn, env, lease, Some(until), reason)
+    give_back(conn, env, lease, Some(until), reason, true)
 }
 
 /// `delivering → queued | retrying` with the attempt uncounted, due at `until` (or now).
+///
+/// A deferral (`deferral`) that repeats the one before its claim removes the claim's event and
+/// counts itself in that deferral's event, so the message's `event_seq` goes back by one
+/// instead of forward. Only this thread writes, so nothing changes between the check and the
+/// writes.
 fn give_back(
     conn: &Connection,
     env: &Env,
     lease: &Lease,
     until: Option<i64>,
     detail: &str,
+    deferral: bool,
 ) -> Result<()> {
     let now = env.now();
     let due = until.unwrap_or(now);
+    let fold = deferral
+        && conn
+            .prepare_cached(DEFERRAL_REPEATS)
+            .and_then(|mut s| {
+                s.query_row(
+                    params![lease.id.to_string(), lease.owner, lease.token, detail],
+                    |r| r.get::<_, bool>(0),
+                )
+            })
+            .ctx("looking for a deferral to fold into")?;
     let row: Option<(i64, i64, i64, String)> = conn
         .prepare_cached(
             "UPDATE messages SET
                  status = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END,
                  attempts = max(attempts - 1, 0), next_attempt_at = ?1, updated_at = ?2,
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                 event_seq = event_seq + 1
+                 event_seq = CASE WHEN ?6 THEN event_seq - 1 ELSE event_seq + 1 END
              WHERE id = ?3 AND status = 'delivering' AND lease_owner = ?4 AND lease_token = ?5
              RETURNING seq, attempts, event_seq, status",
         )
         .and_then(|mut s| {
             s.query_row(
-                params![due, now, lease.id.to_string(), lease.owner, lease.token],
+                params![
+                    due,
+                    now,
+                    lease.id.to_string(),
+                    lease.owner,
+                    lease.token,
+                    fold
+                ],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
@@ -458,9 +506,21 @@ fn give_back(
     let Some((seq, attempts, event_seq, status)) = row else {
         return Err(fence_error(conn, lease));
     };
-    NewEvent::new(seq, event_seq, now, status.parse()?, attempts)
-        .detail(Some(detail))
-        .insert(conn)?;
+    if fold {
+        conn.prepare_cached("DELETE FROM events WHERE message_seq = ?1 AND seq = ?2")
+            .and_then(|mut s| s.execute(params![seq, event_seq + 1]))
+            .ctx("folding a deferral")?;
+        conn.prepare_cached(
+            "UPDATE events SET repeats = repeats + 1, last_at = ?3
+             WHERE message_seq = ?1 AND seq = ?2",
+        )
+        .and_then(|mut s| s.execute(params![seq, event_seq, now]))
+        .ctx("folding a deferral")?;
+    } else {
+        let event =
+            NewEvent::new(seq, event_seq, now, status.parse()?, attempts).detail(Some(detail));
+        if deferral { event.deferral() } else { event }.insert(conn)?;
+    }
     env.wake();
     Ok(())
 }

@@ -10,6 +10,7 @@ use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
     AttemptReport, DeadLetterPolicy, Depths, Enqueued, ErrorKind, Filter, MessageId, NewInbound,
     NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store, StoreError, StoreOptions,
+    Synchronous,
 };
 use serde_json::json;
 
@@ -70,6 +71,7 @@ macro_rules! conformance_tests {
             extend_lease_keeps_the_claim,
             release_returns_message_without_counting_attempt,
             defer_returns_message_due_later_without_counting_attempt,
+            repeated_deferrals_fold_into_one_event,
             get_shows_a_message_and_its_events_from_one_moment,
             cancel_applies_to_pending_messages_only,
             recover_expired_leases_counts_them,
@@ -650,6 +652,126 @@ pub(crate) async fn defer_returns_message_due_later_without_counting_attempt<B: 
     let m = f.store.get(id).await.unwrap().unwrap().message;
     assert_eq!((m.status, m.attempts), (Status::Retrying, 1));
     assert_eq!(m.last_error.as_deref(), Some("503"), "last_error is kept");
+}
+
+/// A timeline as `(seq, status, attempt, detail, repeats)`, without the claims' details
+/// (which the backends word differently).
+fn timeline(events: &[ferrule_store::Event]) -> Vec<(u32, Status, u32, Option<&str>, u32)> {
+    events
+        .iter()
+        .map(|e| {
+            let detail = e
+                .detail
+                .as_deref()
+                .filter(|_| e.status != Status::Delivering);
+            (e.seq, e.status, e.attempt, detail, e.repeats)
+        })
+        .collect()
+}
+
+pub(crate) async fn repeated_deferrals_fold_into_one_event<B: Backend>() {
+    // Normal sync: a thousand claims and deferrals, each its own commit.
+    let f = fixture_with::<B>(|o| o.synchronous = Synchronous::Normal).await;
+    let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    let claim = |owner: &'static str| {
+        let store = f.store.clone();
+        async move { store.claim_due(owner, 1, LEASE).await.unwrap().remove(0) }
+    };
+    let first_at = f.clock.system_now();
+    for _ in 0..1000 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "circuit open").await.unwrap();
+        f.clock.advance(Duration::from_millis(10));
+    }
+    let last_at = f.clock.system_now() - Duration::from_millis(10);
+    let d = f.store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        timeline(&d.events),
+        [
+            (1, Status::Queued, 0, None, 1),
+            (2, Status::Delivering, 1, None, 1),
+            (3, Status::Queued, 0, Some("circuit open"), 1000),
+        ]
+    );
+    let folded = &d.events[2];
+    assert_eq!(folded.at, first_at, "`at` is the first deferral");
+    assert_eq!(folded.last_at, Some(last_at), "`last_at` the latest");
+    assert_eq!(d.events[0].last_at, None);
+    assert_eq!((d.message.status, d.message.attempts), (Status::Queued, 0));
+
+    // Another reason starts a new event, and its repeats fold into it.
+    for _ in 0..2 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "rate limited").await.unwrap();
+    }
+    // A real attempt in between: the next deferral is a new event even with the same reason.
+    let c = claim("w").await;
+    let now = f.clock.system_now();
+    f.store
+        .reschedule(
+            &c.lease,
+            now,
+            AttemptReport::failure(OutcomeClass::Transient, "503"),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "rate limited").await.unwrap();
+    }
+    // A release in between ends the run.
+    let c = claim("w").await;
+    f.store.release(&c.lease).await.unwrap();
+    let c = claim("w").await;
+    let now = f.clock.system_now();
+    f.store.defer(&c.lease, now, "rate limited").await.unwrap();
+    // An event that is not a deferral is never folded into, even one that looks the same: a
+    // recovered lease (`retrying`, detail `lease expired`, the attempt it had).
+    claim("w").await;
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(f.store.recover_expired_leases().await.unwrap(), 1);
+    for _ in 0..2 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "lease expired").await.unwrap();
+    }
+    let d = f.store.get(id).await.unwrap().unwrap();
+    let released = d.events[10].detail.as_deref();
+    assert_eq!(
+        timeline(&d.events)[3..],
+        [
+            (4, Status::Delivering, 1, None, 1),
+            (5, Status::Queued, 0, Some("rate limited"), 2),
+            (6, Status::Delivering, 1, None, 1),
+            (7, Status::Retrying, 1, Some("503"), 1),
+            (8, Status::Delivering, 2, None, 1),
+            (9, Status::Retrying, 1, Some("rate limited"), 3),
+            (10, Status::Delivering, 2, None, 1),
+            (11, Status::Retrying, 1, released, 1),
+            (12, Status::Delivering, 2, None, 1),
+            (13, Status::Retrying, 1, Some("rate limited"), 1),
+            (14, Status::Delivering, 2, None, 1),
+            (15, Status::Retrying, 2, Some("lease expired"), 1),
+            (16, Status::Delivering, 3, None, 1),
+            (17, Status::Retrying, 2, Some("lease expired"), 2),
+        ]
+    );
+    assert_eq!(d.events[8].outcome, None, "a deferral records no outcome");
+    assert_eq!(d.events[6].last_at, None, "an event never repeated");
+    // The timeline goes on from the folded event: the next claim and end are 18 and 19.
+    let c = claim("w").await;
+    f.store
+        .complete(&c.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let d = f.store.get(id).await.unwrap().unwrap();
+    let seqs: Vec<u32> = d.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=19).collect::<Vec<_>>());
+    assert_eq!(d.message.status, Status::Delivered);
+    assert_eq!(d.message.attempts, 3, "deferrals spend no attempt");
 }
 
 pub(crate) async fn cancel_applies_to_pending_messages_only<B: Backend>() {

@@ -500,7 +500,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 3
+                supported: 4
             }
         ),
         "{err}"
@@ -700,6 +700,86 @@ async fn a_fenced_complete_fails_only_its_caller_in_a_batch() {
         .complete(&claimed[0].lease, AttemptReport::success())
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferrals_fold_row_by_row_in_one_batch() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let store = stores(&schema, &clock, 1).await.remove(0);
+    let ids: Vec<_> = store
+        .enqueue_batch((0..6).map(msg).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(Enqueued::id)
+        .collect();
+    for c in store.claim_due("w", 10, LEASE).await.unwrap() {
+        store
+            .defer(&c.lease, clock.system_now(), "circuit open")
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    clock.advance(Duration::from_secs(1));
+    let stall = Stall::start(&schema, &store).await;
+    // Written together: four repeats that fold, a deferral for another reason that appends,
+    // and a completion.
+    let tasks: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let store = store.clone();
+            let lease = c.lease.clone();
+            let n = c.message.payload["n"].as_u64().unwrap();
+            let now = clock.system_now();
+            tokio::spawn(async move {
+                match n {
+                    0..=3 => store.defer(&lease, now, "circuit open").await,
+                    4 => store.defer(&lease, now, "rate limited").await,
+                    _ => store.complete(&lease, AttemptReport::success()).await,
+                }
+            })
+        })
+        .collect();
+    stall.release().await;
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let d = store.get(*id).await.unwrap().unwrap();
+        let got: Vec<_> = d
+            .events
+            .iter()
+            .map(|e| (e.seq, e.status, e.detail.clone(), e.repeats, e.last_at))
+            .collect();
+        let deferred = (3, Status::Queued, Some("circuit open".to_owned()), 1, None);
+        let claim_and = |status, detail: Option<&str>| {
+            [
+                (4, Status::Delivering, Some("w".to_owned()), 1, None),
+                (5, status, detail.map(str::to_owned), 1, None),
+            ]
+        };
+        let expected: Vec<_> = match n {
+            0..=3 => vec![(
+                3,
+                Status::Queued,
+                Some("circuit open".to_owned()),
+                2,
+                Some(clock.system_now()),
+            )],
+            4 => [deferred.clone()]
+                .into_iter()
+                .chain(claim_and(Status::Queued, Some("rate limited")))
+                .collect(),
+            _ => [deferred.clone()]
+                .into_iter()
+                .chain(claim_and(Status::Delivered, None))
+                .collect(),
+        };
+        assert_eq!(got[2..], expected, "message {n}");
+        assert_eq!(d.events.len(), 2 + expected.len(), "message {n}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
