@@ -162,9 +162,11 @@ pub trait Store: Send + Sync + 'static {
     /// forgets idempotency keys whose window has passed; returns how many messages.
     fn purge_delivered(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 
-    /// The queue and dead-letter depths, read from indexes over the pending and dead
-    /// messages only: cheap enough to poll every second however many delivered messages the
-    /// store keeps.
+    /// The queue, scheduled and dead-letter depths, in total and per destination, and how
+    /// long the oldest due message has waited, from one snapshot. Read from indexes over the
+    /// pending and dead messages only: cheap enough to poll every second however many
+    /// delivered messages the store keeps. Messages scheduled ahead with
+    /// [`NewMessage::not_before`] are counted apart from the queue (see [`Depths`]).
     fn depths(&self) -> impl Future<Output = Result<Depths>> + Send;
 
     /// Counts, depths, success rate, processing-time percentiles and top errors over `window`.

@@ -190,7 +190,8 @@ pub struct NewMessage {
     /// Optional ordering key (e.g. a Telegram chat): messages with the same key are delivered
     /// one at a time, oldest first.
     pub ordering_key: Option<String>,
-    /// Optional earliest time for the first attempt (default: now).
+    /// Optional earliest time for the first attempt (default: now). While it is in the future
+    /// the message counts as [`Depths::scheduled`], not in [`Depths::queue`].
     pub not_before: Option<SystemTime>,
 }
 
@@ -511,16 +512,90 @@ pub struct ReplayReport {
     pub dry_run: bool,
 }
 
-/// The two depths a relay watches all the time, counted without touching finished rows.
+/// The depths a relay watches all the time, counted without touching finished rows.
 ///
 /// Unlike [`Stats`], reading them costs in proportion to the pending and dead messages, not
 /// to the whole history a store keeps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Every pending message (`queued`, `retrying`, `delivering`) is counted once, either in
+/// `queue` or in `scheduled`:
+///
+/// - **scheduled**: its *first* attempt is held back by [`NewMessage::not_before`] and that
+///   time is still in the future. The store keeps `not_before` as the submitter gave it, apart
+///   from `next_attempt_at`, so a message that a policy deferred
+///   ([`Store::defer`](crate::Store::defer)) or that waits for a retry is never taken for a
+///   scheduled one, even when it is `queued` with no attempt spent and due hours from now.
+///   Nothing can touch a message before its `not_before` (it is not due), so while that time
+///   is ahead the message is exactly as it was submitted; a replay makes it due at once and
+///   forgets its `not_before`.
+/// - **queue**: every other pending message: due now, waiting for a retry or a deferral, or
+///   being delivered. This is the backlog a queue-depth limit should weigh: messages a client
+///   scheduled far ahead do not crowd out due work.
+///
+/// `queue + scheduled` is [`Stats::queue_depth`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Depths {
-    /// Messages not yet terminal (`queued + retrying + delivering`).
+    /// Pending messages that are not scheduled.
     pub queue: u64,
+    /// Pending messages whose first attempt waits for a `not_before` still in the future.
+    pub scheduled: u64,
     /// Messages in the dead-letter queue.
     pub dead: u64,
+    /// The `next_attempt_at` of the earliest pending message that is due now (`queued` or
+    /// `retrying` and due, or `delivering` with an expired lease): how long ago it fell due is
+    /// the queue's lag. A due message held back by an older one of its ordering key counts.
+    /// `None` when nothing is due.
+    pub oldest_due_at: Option<SystemTime>,
+    /// The same counts per destination, sorted by destination (byte order), for the
+    /// destinations with at least one pending or dead message.
+    pub by_destination: Vec<DestinationDepths>,
+}
+
+/// [`Depths`] of one destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationDepths {
+    /// The destination.
+    pub destination: String,
+    /// Its pending messages that are not scheduled.
+    pub queue: u64,
+    /// Its pending messages whose first attempt waits for a `not_before` still in the future.
+    pub scheduled: u64,
+    /// Its messages in the dead-letter queue.
+    pub dead: u64,
+}
+
+impl Depths {
+    /// Adds `n` messages of `destination` in `status`, `scheduled` of them scheduled, to the
+    /// totals and to the destination's counts, keeping `by_destination` sorted. Terminal
+    /// statuses other than `dead` are ignored.
+    pub(crate) fn add(&mut self, destination: &str, status: Status, n: u64, scheduled: u64) {
+        let (queue, scheduled, dead) = match status {
+            Status::Dead => (0, 0, n),
+            s if s.is_pending() => (n.saturating_sub(scheduled), scheduled, 0),
+            _ => return,
+        };
+        self.queue += queue;
+        self.scheduled += scheduled;
+        self.dead += dead;
+        let at = match self
+            .by_destination
+            .binary_search_by(|d| d.destination.as_str().cmp(destination))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                let new = DestinationDepths {
+                    destination: destination.to_owned(),
+                    ..DestinationDepths::default()
+                };
+                self.by_destination.insert(at, new);
+                at
+            }
+        };
+        let entry = &mut self.by_destination[at];
+        entry.queue += queue;
+        entry.scheduled += scheduled;
+        entry.dead += dead;
+    }
 }
 
 /// Messages per status.

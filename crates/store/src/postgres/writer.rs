@@ -49,14 +49,15 @@ const ATTEMPTS: usize = 3;
 const ENQUEUE_ROUNDS: usize = 3;
 
 /// Stores new messages; answers with the ids created. `$8` is now, `$9` the expiry of new
-/// idempotency keys. Keys are inserted in key order so that two batches sharing keys lock them
-/// in the same order; messages in submission order, so `seq` follows it.
+/// idempotency keys, `$10` the messages' `not_before` (`$7`, `next_attempt_at`, is it or now).
+/// Keys are inserted in key order so that two batches sharing keys lock them in the same
+/// order; messages in submission order, so `seq` follows it.
 const ENQUEUE: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[])
+                         $7::bigint[], $10::bigint[])
         WITH ORDINALITY AS t(id, destination, payload, headers, idempotency_key, ordering_key,
-                             next_attempt_at, ord)
+                             next_attempt_at, not_before, ord)
 ), k AS (
     INSERT INTO idempotency_keys (destination, key, message_id, expires_at)
     SELECT destination, idempotency_key, id, $9 FROM input
@@ -68,9 +69,10 @@ WITH input AS (
     RETURNING message_id
 ), m AS (
     INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
-                          status, attempts, next_attempt_at, created_at, updated_at, event_seq)
+                          status, attempts, next_attempt_at, created_at, updated_at, event_seq,
+                          not_before)
     SELECT id, destination, payload::jsonb, headers::jsonb, idempotency_key, ordering_key,
-           'queued', 0, next_attempt_at, $8, $8, 1
+           'queued', 0, next_attempt_at, $8, $8, 1, not_before
     FROM input
     WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM k)
     ORDER BY ord
@@ -578,6 +580,11 @@ async fn enqueue_rows(
             )
             .bind(now)
             .bind(expires)
+            .bind(
+                todo.iter()
+                    .map(|&i| rows[i].not_before)
+                    .collect::<Vec<Option<i64>>>(),
+            )
             .fetch_all(&mut *conn)
             .await
             .map_err(Failure::Rollback)?

@@ -110,6 +110,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN repeats INTEGER;
     ALTER TABLE events ADD COLUMN last_at INTEGER;
     ",
+    // 5: depths per destination, without the scheduled messages. `not_before` is the first
+    // attempt's earliest time as submitted (NULL: none, or forgotten by a replay), apart from
+    // `next_attempt_at`, which deferrals and retries move too. `messages_depths` covers the
+    // depths query: the pending and dead messages only, in (destination, status) order, so
+    // counting them per destination and status needs neither the table nor a sort. Its
+    // condition is the `counted!` macro in `sqlite/mod.rs` (lists of two, as in migration 3).
+    "
+    ALTER TABLE messages ADD COLUMN not_before INTEGER;
+    CREATE INDEX messages_depths ON messages (destination, status, not_before)
+        WHERE (status IN ('queued', 'retrying') OR status IN ('delivering', 'dead'));
+    ",
 ];
 
 /// The schema version this binary writes.

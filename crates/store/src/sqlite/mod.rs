@@ -26,6 +26,14 @@ macro_rules! fifo_blocking {
     };
 }
 
+/// The condition of `messages_depths`: a message that counts in [`Depths`] (pending or dead),
+/// in the same two-list form as [`pending!`].
+macro_rules! counted {
+    () => {
+        "(status IN ('queued', 'retrying') OR status IN ('delivering', 'dead'))"
+    };
+}
+
 /// The condition of `events_failures`: an attempt that failed.
 macro_rules! failure_outcome {
     () => {
@@ -456,7 +464,11 @@ impl Store for SqliteStore {
     }
 
     async fn depths(&self) -> Result<Depths> {
-        self.inner.readers.with(reads::depths).await
+        let now = self.now();
+        self.inner
+            .readers
+            .with(move |conn| reads::depths(conn, now))
+            .await
     }
 
     async fn stats(&self, window: Duration) -> Result<Stats> {

@@ -114,8 +114,8 @@ const DEFERRAL_REPEATS: &str = "SELECT EXISTS (
 /// Stores one new message, `queued`.
 const INSERT_MESSAGE: &str = "INSERT INTO messages
         (id, destination, payload, headers, idempotency_key, ordering_key,
-         status, attempts, next_attempt_at, created_at, updated_at, event_seq)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1)";
+         status, attempts, next_attempt_at, created_at, updated_at, event_seq, not_before)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1, ?9)";
 
 /// Ends an attempt: the message's new status, found by `seq` after its lease was checked.
 const END_ATTEMPT: &str = "UPDATE messages SET status = ?1,
@@ -156,7 +156,7 @@ pub(crate) fn enqueue(
             }
         }
         let id = MessageId::from_ulid(env.new_id());
-        let due = message.not_before.map(to_millis).unwrap_or(now);
+        let not_before = message.not_before.map(to_millis);
         conn.prepare_cached(INSERT_MESSAGE)
             .and_then(|mut s| {
                 s.execute(params![
@@ -166,8 +166,9 @@ pub(crate) fn enqueue(
                     encoded.headers,
                     message.idempotency_key,
                     message.ordering_key,
-                    due,
+                    not_before.unwrap_or(now),
                     now,
+                    not_before,
                 ])
             })
             .ctx("inserting a message")?;
@@ -659,7 +660,7 @@ pub(crate) fn replay(
             let event_seq: i64 = conn
                 .prepare_cached(
                     "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = ?1,
-                         last_error = NULL, delivered_at = NULL, updated_at = ?1,
+                         not_before = NULL, last_error = NULL, delivered_at = NULL, updated_at = ?1,
                          lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                          event_seq = event_seq + 1
                      WHERE seq = ?2 RETURNING event_seq",
@@ -853,6 +854,25 @@ mod tests {
                 "{name} opens a temporary b-tree per run: {ops:?}"
             );
         }
+    }
+
+    #[test]
+    fn depths_read_only_covering_indexes_of_pending_and_dead_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::migrate::migrate(&mut conn).unwrap();
+        let depths = plan(&conn, crate::sqlite::reads::DEPTHS);
+        assert!(
+            depths.contains("USING COVERING INDEX messages_depths"),
+            "{depths}"
+        );
+        assert!(!depths.contains("TEMP B-TREE"), "{depths}");
+        let oldest = plan(&conn, crate::sqlite::reads::OLDEST_DUE);
+        // Not covering (the status is not in the index), but it stops at the first entry.
+        assert!(
+            oldest.contains("INDEX messages_due (next_attempt_at<?)"),
+            "{oldest}"
+        );
+        assert!(!oldest.contains("TEMP B-TREE"), "{oldest}");
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, DeadLetterPolicy, Depths, Enqueued, ErrorKind, Filter, MessageId, NewInbound,
-    NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store, StoreError, StoreOptions,
-    Synchronous,
+    AttemptReport, DeadLetterPolicy, Depths, DestinationDepths, Enqueued, ErrorKind, Filter,
+    MessageId, NewInbound, NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store,
+    StoreError, StoreOptions, Synchronous,
 };
 use serde_json::json;
 
@@ -83,6 +83,7 @@ macro_rules! conformance_tests {
             purge_and_retention_delete_terminal_messages_only,
             purge_ids_deletes_only_the_named_terminal_matches,
             stats_report_counts_rates_percentiles_and_errors,
+            depths_leave_out_scheduled_messages_and_count_per_destination,
             meta_round_trips_and_reserved_keys_are_refused,
             meta_lists_by_prefix_in_byte_order_and_deletes,
             concurrent_claimers_never_hold_the_same_message,
@@ -1176,7 +1177,7 @@ pub(crate) async fn stats_report_counts_rates_percentiles_and_errors<B: Backend>
         .unwrap();
     let s = f.store.stats(Duration::from_secs(3600)).await.unwrap();
     let depths = f.store.depths().await.unwrap();
-    assert_eq!(depths, Depths { queue: 1, dead: 1 });
+    assert_eq!((depths.queue, depths.scheduled, depths.dead), (1, 0, 1));
     assert_eq!(s.by_status.delivered, 10);
     assert_eq!(s.by_status.dead, 1);
     assert_eq!(s.by_status.queued, 1);
@@ -1208,6 +1209,137 @@ pub(crate) async fn stats_report_counts_rates_percentiles_and_errors<B: Backend>
     assert_eq!(s.success_rate, None);
     assert_eq!(s.p50, None);
     assert!(s.top_errors.is_empty());
+}
+
+fn per_destination(counts: &[(&str, u64, u64, u64)]) -> Vec<DestinationDepths> {
+    counts
+        .iter()
+        .map(|&(destination, queue, scheduled, dead)| DestinationDepths {
+            destination: destination.to_owned(),
+            queue,
+            scheduled,
+            dead,
+        })
+        .collect()
+}
+
+pub(crate) async fn depths_leave_out_scheduled_messages_and_count_per_destination<B: Backend>() {
+    let f = fixture::<B>().await;
+    assert_eq!(f.store.depths().await.unwrap(), Depths::default());
+    let t0 = f.clock.system_now();
+    let hour = Duration::from_secs(3600);
+    // c: one message waiting for a retry, one dead; e: one delivered (counted nowhere).
+    let ids = f
+        .store
+        .enqueue_batch(vec![msg("c", 1), msg("c", 2), msg("e", 3)])
+        .await
+        .unwrap();
+    let claimed = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let failed = AttemptReport::failure(OutcomeClass::Transient, "503");
+    f.store
+        .reschedule(&claimed[0].lease, t0 + hour / 6, failed)
+        .await
+        .unwrap();
+    let permanent = AttemptReport::failure(OutcomeClass::Permanent, "403");
+    f.store
+        .dead_letter(&claimed[1].lease, permanent)
+        .await
+        .unwrap();
+    f.store
+        .complete(&claimed[2].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    assert_eq!(claimed[2].message.id, ids[2].id());
+    // b: one deferred by a policy for an hour before its first attempt: `queued`, no attempt
+    // spent, due in an hour, like a scheduled message, but not one.
+    f.store.enqueue(msg("b", 4)).await.unwrap();
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    f.store
+        .defer(&c.lease, t0 + hour, "circuit open")
+        .await
+        .unwrap();
+    // a: one scheduled for later, cancelled and replayed: due now, no longer scheduled.
+    let replayed = f
+        .store
+        .enqueue(msg("a", 5).not_before(t0 + 3 * hour))
+        .await
+        .unwrap()
+        .id();
+    f.store.cancel(replayed, None).await.unwrap();
+    f.store
+        .replay(ReplayTarget::Ids(vec![replayed]), false)
+        .await
+        .unwrap();
+    // a: due now, due since before now, scheduled in an hour; b: scheduled in two hours;
+    // d: scheduled and cancelled (counted nowhere).
+    let past = t0 - Duration::from_secs(5);
+    f.store
+        .enqueue_batch(vec![
+            msg("a", 6),
+            msg("a", 7).not_before(past),
+            msg("a", 8).not_before(t0 + hour),
+            msg("b", 9).not_before(t0 + 2 * hour),
+        ])
+        .await
+        .unwrap();
+    let cancelled = f
+        .store
+        .enqueue(msg("d", 10).not_before(t0 + hour))
+        .await
+        .unwrap()
+        .id();
+    f.store.cancel(cancelled, None).await.unwrap();
+
+    f.clock.advance(Duration::from_secs(1));
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (5, 2, 1), "{d:?}");
+    assert_eq!(
+        d.by_destination,
+        per_destination(&[("a", 3, 1, 0), ("b", 1, 1, 0), ("c", 1, 0, 1)])
+    );
+    assert_eq!(
+        d.oldest_due_at,
+        Some(past),
+        "the lag runs from the earliest due time"
+    );
+    let stats = f.store.stats(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stats.queue_depth, d.queue + d.scheduled);
+
+    // An hour on, a's scheduled message and b's deferred one are due: scheduled until the
+    // moment itself, then queued.
+    f.clock.advance(hour - Duration::from_secs(1));
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (6, 1, 1), "{d:?}");
+    assert_eq!(
+        d.by_destination,
+        per_destination(&[("a", 4, 0, 0), ("b", 1, 1, 0), ("c", 1, 0, 1)])
+    );
+    assert_eq!(d.oldest_due_at, Some(past));
+
+    // Being delivered is still queued, but not due while the lease runs.
+    let claimed = f.store.claim_due("w", 100, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (6, 1, 1), "{d:?}");
+    assert_eq!(d.oldest_due_at, None, "nothing is due: {d:?}");
+    // An expired lease is due again, from when it expired.
+    f.clock.advance(LEASE);
+    let d = f.store.depths().await.unwrap();
+    assert_eq!(d.oldest_due_at, Some(t0 + hour + LEASE));
+    for c in &claimed {
+        f.store
+            .complete(&c.lease, AttemptReport::success())
+            .await
+            .unwrap();
+    }
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (0, 1, 1), "{d:?}");
+    assert_eq!(
+        d.by_destination,
+        per_destination(&[("b", 0, 1, 0), ("c", 0, 0, 1)])
+    );
+    assert_eq!(d.oldest_due_at, None);
 }
 
 pub(crate) async fn meta_round_trips_and_reserved_keys_are_refused<B: Backend>() {

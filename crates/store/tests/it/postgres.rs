@@ -500,7 +500,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 4
+                supported: 5
             }
         ),
         "{err}"
