@@ -30,11 +30,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores one message, or finds the original when its idempotency key was seen within the
     /// window for the same destination. Concurrent duplicates create exactly one message.
     ///
+    /// A duplicate answers [`Enqueued::Duplicate`] with the original's id, its status now (read
+    /// in the same transaction; `None` once the message is purged while its key is still
+    /// remembered) and whether the two requests conflict: the key keeps the
+    /// [`fingerprint`](NewMessage::fingerprint) of the request that took it, and a conflict is
+    /// two fingerprints that differ (none on either side is no conflict).
+    ///
     /// Refuses a payload over `max_payload_bytes` before any write.
     fn enqueue(&self, message: NewMessage) -> impl Future<Output = Result<Enqueued>> + Send;
 
-    /// Stores several messages in one transaction; answers in the same order. If any payload
-    /// is too large, nothing is written.
+    /// Stores several messages in one transaction; answers in the same order, each as
+    /// [`enqueue`](Self::enqueue) would, a key repeated within the batch being a duplicate of
+    /// its first occurrence. If any payload is too large, nothing is written.
     fn enqueue_batch(
         &self,
         messages: Vec<NewMessage>,
@@ -183,10 +190,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records an event that arrived from outside, once per `(source, external_id)`.
     ///
     /// A new event is stored and, in the same transaction, its `forward` message is enqueued
-    /// (honouring the message's idempotency key like [`enqueue`](Self::enqueue)): an event
-    /// that was recorded is never lost from its forward. A repeated pair writes nothing and
-    /// answers [`Recorded::Duplicate`] with the original, so a redelivered event never
-    /// forwards twice. Concurrent duplicates record exactly one event.
+    /// (honouring the message's idempotency key like [`enqueue`](Self::enqueue), whose answer
+    /// [`Recorded::Created`] carries): an event that was recorded is never lost from its
+    /// forward. A repeated pair writes nothing and answers [`Recorded::Duplicate`] with the
+    /// original, so a redelivered event never forwards twice. Concurrent duplicates record
+    /// exactly one event.
     ///
     /// Refuses an empty or overlong `source` or `external_id`, and a payload (or forward) over
     /// `max_payload_bytes`, before any write.

@@ -193,6 +193,12 @@ pub struct NewMessage {
     /// Optional earliest time for the first attempt (default: now). While it is in the future
     /// the message counts as [`Depths::scheduled`], not in [`Depths::queue`].
     pub not_before: Option<SystemTime>,
+    /// Optional fingerprint of the request that made the message (the relay's is a SHA-256
+    /// of the canonical request), kept with the idempotency key. A later message with the same
+    /// key and a *different* fingerprint is a duplicate in conflict
+    /// ([`Duplicate::conflict`]). The store only stores and compares it; without an
+    /// idempotency key it is not kept.
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 impl NewMessage {
@@ -205,6 +211,7 @@ impl NewMessage {
             idempotency_key: None,
             ordering_key: None,
             not_before: None,
+            fingerprint: None,
         }
     }
 
@@ -231,23 +238,50 @@ impl NewMessage {
         self.not_before = Some(at);
         self
     }
+
+    /// Sets the request fingerprint kept with the idempotency key.
+    pub fn fingerprint(mut self, fingerprint: [u8; 32]) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
 }
 
 /// The answer to an enqueue.
+///
+/// Serialised as `{"result": "created", "id": …}` or `{"result": "duplicate", "id": …,
+/// "status": …, "conflict": …}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", content = "id", rename_all = "snake_case")]
+#[serde(into = "EnqueuedRepr", from = "EnqueuedRepr")]
 pub enum Enqueued {
     /// A new message was stored durably.
     Created(MessageId),
-    /// The idempotency key was seen within the window: nothing was stored; this is the original.
-    Duplicate(MessageId),
+    /// The idempotency key was seen within the window for the same destination: nothing was
+    /// stored; this names the original and says how it stands.
+    Duplicate(Duplicate),
+}
+
+/// What an enqueue whose idempotency key was taken found: the original message, what became
+/// of it, and whether the two requests differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Duplicate {
+    /// The original message's id.
+    pub id: MessageId,
+    /// The original message's status when the duplicate was answered (read in the same
+    /// transaction), or `None` when the message is gone (purged, e.g. by retention) while its
+    /// key is still remembered.
+    pub status: Option<Status>,
+    /// Whether the key was reused for a different request: both the original and this
+    /// message carry a [`fingerprint`](NewMessage::fingerprint) and they differ. When either
+    /// has none, it is not a conflict.
+    pub conflict: bool,
 }
 
 impl Enqueued {
     /// The id of the new or original message.
     pub fn id(&self) -> MessageId {
         match self {
-            Enqueued::Created(id) | Enqueued::Duplicate(id) => *id,
+            Enqueued::Created(id) => *id,
+            Enqueued::Duplicate(d) => d.id,
         }
     }
 
@@ -255,6 +289,75 @@ impl Enqueued {
     pub fn is_created(&self) -> bool {
         matches!(self, Enqueued::Created(_))
     }
+
+    /// What the duplicate found, when nothing was created.
+    pub fn duplicate(&self) -> Option<&Duplicate> {
+        match self {
+            Enqueued::Created(_) => None,
+            Enqueued::Duplicate(d) => Some(d),
+        }
+    }
+
+    /// Whether this is a duplicate whose request differs from the original's.
+    pub fn is_conflict(&self) -> bool {
+        self.duplicate().is_some_and(|d| d.conflict)
+    }
+}
+
+/// The serialised shape of [`Enqueued`]: the id beside the result in both cases.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+enum EnqueuedRepr {
+    Created {
+        id: MessageId,
+    },
+    Duplicate {
+        id: MessageId,
+        #[serde(default)]
+        status: Option<Status>,
+        #[serde(default)]
+        conflict: bool,
+    },
+}
+
+impl From<Enqueued> for EnqueuedRepr {
+    fn from(e: Enqueued) -> Self {
+        match e {
+            Enqueued::Created(id) => EnqueuedRepr::Created { id },
+            Enqueued::Duplicate(Duplicate {
+                id,
+                status,
+                conflict,
+            }) => EnqueuedRepr::Duplicate {
+                id,
+                status,
+                conflict,
+            },
+        }
+    }
+}
+
+impl From<EnqueuedRepr> for Enqueued {
+    fn from(e: EnqueuedRepr) -> Self {
+        match e {
+            EnqueuedRepr::Created { id } => Enqueued::Created(id),
+            EnqueuedRepr::Duplicate {
+                id,
+                status,
+                conflict,
+            } => Enqueued::Duplicate(Duplicate {
+                id,
+                status,
+                conflict,
+            }),
+        }
+    }
+}
+
+/// Whether two requests with one idempotency key conflict: both have a fingerprint and they
+/// differ.
+pub(crate) fn fingerprints_conflict(original: Option<&[u8]>, new: Option<&[u8; 32]>) -> bool {
+    matches!((original, new), (Some(a), Some(b)) if a != b.as_slice())
 }
 
 /// A stored message.
@@ -753,11 +856,21 @@ impl NewInbound {
 }
 
 /// The answer to [`Store::record_inbound`](crate::Store::record_inbound).
+///
+/// Serialised as `{"result": "created", "id": …, "forward": …}` (`forward` absent without
+/// one) or `{"result": "duplicate", "id": …}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", content = "id", rename_all = "snake_case")]
+#[serde(into = "RecordedRepr", from = "RecordedRepr")]
 pub enum Recorded {
-    /// The event was new and is stored durably (with its forward, if any).
-    Created(InboundId),
+    /// The event was new and is stored durably, with its forward, if any.
+    Created {
+        /// The new event's id.
+        id: InboundId,
+        /// What enqueueing the forward answered, as [`Store::enqueue`](crate::Store::enqueue)
+        /// would have: [`Enqueued::Duplicate`] when its idempotency key was taken, in which
+        /// case no message was stored. `None` without a forward.
+        forward: Option<Enqueued>,
+    },
     /// The `(source, external_id)` pair was recorded before: nothing was written; this is the
     /// original.
     Duplicate(InboundId),
@@ -767,13 +880,54 @@ impl Recorded {
     /// The id of the new or original event.
     pub fn id(&self) -> InboundId {
         match self {
-            Recorded::Created(id) | Recorded::Duplicate(id) => *id,
+            Recorded::Created { id, .. } | Recorded::Duplicate(id) => *id,
         }
     }
 
     /// Whether the event was new.
     pub fn is_created(&self) -> bool {
-        matches!(self, Recorded::Created(_))
+        matches!(self, Recorded::Created { .. })
+    }
+
+    /// What enqueueing a new event's forward answered; `None` for a duplicate event or an
+    /// event without a forward.
+    pub fn forward(&self) -> Option<Enqueued> {
+        match self {
+            Recorded::Created { forward, .. } => *forward,
+            Recorded::Duplicate(_) => None,
+        }
+    }
+}
+
+/// The serialised shape of [`Recorded`].
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+enum RecordedRepr {
+    Created {
+        id: InboundId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forward: Option<Enqueued>,
+    },
+    Duplicate {
+        id: InboundId,
+    },
+}
+
+impl From<Recorded> for RecordedRepr {
+    fn from(r: Recorded) -> Self {
+        match r {
+            Recorded::Created { id, forward } => RecordedRepr::Created { id, forward },
+            Recorded::Duplicate(id) => RecordedRepr::Duplicate { id },
+        }
+    }
+}
+
+impl From<RecordedRepr> for Recorded {
+    fn from(r: RecordedRepr) -> Self {
+        match r {
+            RecordedRepr::Created { id, forward } => Recorded::Created { id, forward },
+            RecordedRepr::Duplicate { id } => Recorded::Duplicate(id),
+        }
     }
 }
 
@@ -842,6 +996,68 @@ mod tests {
         let before = UNIX_EPOCH - Duration::from_millis(5);
         assert_eq!(to_millis(before), -5);
         assert_eq!(from_millis(-5), before);
+    }
+
+    #[test]
+    fn answers_serialise_with_the_id_beside_the_result() {
+        let id = MessageId::from_ulid(Ulid::new());
+        let created = Enqueued::Created(id);
+        assert_eq!(
+            serde_json::to_value(created).unwrap(),
+            serde_json::json!({"result": "created", "id": id.to_string()})
+        );
+        let duplicate = Enqueued::Duplicate(Duplicate {
+            id,
+            status: Some(Status::Delivered),
+            conflict: true,
+        });
+        let json = serde_json::to_value(duplicate).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "result": "duplicate", "id": id.to_string(), "status": "delivered", "conflict": true
+            })
+        );
+        assert_eq!(serde_json::from_value::<Enqueued>(json).unwrap(), duplicate);
+        // The shape before status and conflict still reads.
+        let old = serde_json::json!({"result": "duplicate", "id": id.to_string()});
+        assert_eq!(
+            serde_json::from_value::<Enqueued>(old).unwrap(),
+            Enqueued::Duplicate(Duplicate {
+                id,
+                status: None,
+                conflict: false
+            })
+        );
+        let event = InboundId::from_ulid(Ulid::new());
+        for recorded in [
+            Recorded::Created {
+                id: event,
+                forward: Some(duplicate),
+            },
+            Recorded::Created {
+                id: event,
+                forward: None,
+            },
+            Recorded::Duplicate(event),
+        ] {
+            let json = serde_json::to_value(recorded).unwrap();
+            assert_eq!(serde_json::from_value::<Recorded>(json).unwrap(), recorded);
+        }
+        assert_eq!(
+            serde_json::to_value(Recorded::Duplicate(event)).unwrap(),
+            serde_json::json!({"result": "duplicate", "id": event.to_string()})
+        );
+    }
+
+    #[test]
+    fn only_two_different_fingerprints_conflict() {
+        let (a, b) = ([1_u8; 32], [2_u8; 32]);
+        assert!(fingerprints_conflict(Some(&a), Some(&b)));
+        assert!(!fingerprints_conflict(Some(&a), Some(&a)));
+        assert!(!fingerprints_conflict(None, Some(&b)));
+        assert!(!fingerprints_conflict(Some(&a), None));
+        assert!(!fingerprints_conflict(None, None));
     }
 
     #[test]

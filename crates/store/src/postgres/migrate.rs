@@ -101,6 +101,12 @@ ALTER TABLE messages ADD COLUMN not_before bigint;
 CREATE INDEX messages_depths ON messages (destination, status, not_before)
     WHERE status IN ('queued', 'retrying', 'delivering', 'dead');
 "#,
+    // The fingerprint of the request that took an idempotency key, so that a duplicate with
+    // another request is told apart (a conflict). NULL for keys taken before, and for requests
+    // without one: neither ever conflicts.
+    r#"
+ALTER TABLE idempotency_keys ADD COLUMN fingerprint bytea;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -464,6 +464,7 @@ fn new_row(m: &NewMessage, encoded: common::Encoded) -> NewRow {
         idempotency_key: m.idempotency_key.clone(),
         ordering_key: m.ordering_key.clone(),
         not_before: m.not_before.map(to_millis),
+        fingerprint: m.fingerprint,
     }
 }
 
@@ -982,7 +983,6 @@ impl Store for PgStore {
 
     async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
         let event = common::encode_inbound(event, self.inner.options.max_payload_bytes)?;
-        let forwards = event.forward.is_some();
         let row = InboundRow {
             source: event.source,
             external_id: event.external_id,
@@ -990,7 +990,7 @@ impl Store for PgStore {
             forward: event.forward.map(|(m, encoded)| new_row(&m, encoded)),
         };
         let recorded = self.inner.writer.record_inbound(row).await?;
-        if forwards && recorded.is_created() {
+        if recorded.forward().is_some_and(|f| f.is_created()) {
             self.work_available();
         }
         Ok(recorded)

@@ -39,7 +39,9 @@ use ulid::Generator;
 
 use super::error::{is_conflict, map_shared};
 use crate::error::{Result, StoreError};
-use crate::types::{Enqueued, InboundId, MessageId, Recorded, to_millis};
+use crate::types::{
+    Duplicate, Enqueued, InboundId, MessageId, Recorded, Status, fingerprints_conflict, to_millis,
+};
 
 /// How many times a batch runs when it keeps conflicting with concurrent transactions.
 const ATTEMPTS: usize = 3;
@@ -49,22 +51,24 @@ const ATTEMPTS: usize = 3;
 const ENQUEUE_ROUNDS: usize = 3;
 
 /// Stores new messages; answers with the ids created. `$8` is now, `$9` the expiry of new
-/// idempotency keys, `$10` the messages' `not_before` (`$7`, `next_attempt_at`, is it or now).
-/// Keys are inserted in key order so that two batches sharing keys lock them in the same
-/// order; messages in submission order, so `seq` follows it.
+/// idempotency keys, `$10` the messages' `not_before` (`$7`, `next_attempt_at`, is it or now),
+/// `$11` their request fingerprints, kept with their keys. Keys are inserted in key order so
+/// that two batches sharing keys lock them in the same order; messages in submission order, so
+/// `seq` follows it.
 const ENQUEUE: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $10::bigint[])
+                         $7::bigint[], $10::bigint[], $11::bytea[])
         WITH ORDINALITY AS t(id, destination, payload, headers, idempotency_key, ordering_key,
-                             next_attempt_at, not_before, ord)
+                             next_attempt_at, not_before, fingerprint, ord)
 ), k AS (
-    INSERT INTO idempotency_keys (destination, key, message_id, expires_at)
-    SELECT destination, idempotency_key, id, $9 FROM input
+    INSERT INTO idempotency_keys (destination, key, message_id, expires_at, fingerprint)
+    SELECT destination, idempotency_key, id, $9, fingerprint FROM input
     WHERE idempotency_key IS NOT NULL
     ORDER BY destination, idempotency_key
     ON CONFLICT (destination, key) DO UPDATE
-        SET message_id = EXCLUDED.message_id, expires_at = EXCLUDED.expires_at
+        SET message_id = EXCLUDED.message_id, expires_at = EXCLUDED.expires_at,
+            fingerprint = EXCLUDED.fingerprint
         WHERE idempotency_keys.expires_at <= $8
     RETURNING message_id
 ), m AS (
@@ -83,12 +87,15 @@ WITH input AS (
 )
 SELECT id FROM m";
 
-/// The message each of the given (destination, key) pairs names now.
+/// The message each of the given (destination, key) pairs names now, the fingerprint the key
+/// was taken with, and the message's current status (NULL when it is gone): primary-key
+/// look-ups of the keys and of the messages.
 const ORIGINALS: &str = "
-SELECT k.destination, k.key, k.message_id
+SELECT k.destination, k.key, k.message_id, k.fingerprint, m.status
 FROM idempotency_keys k
 JOIN UNNEST($1::text[], $2::text[]) AS t(destination, key)
-  ON k.destination = t.destination AND k.key = t.key";
+  ON k.destination = t.destination AND k.key = t.key
+LEFT JOIN messages m ON m.id = k.message_id";
 
 /// Fenced transitions out of `delivering`, one per input row; answers with the ids that
 /// matched. `action` is the new status, or `release` / `defer` for "back to queued/retrying
@@ -189,6 +196,17 @@ pub(crate) struct NewRow {
     pub(crate) ordering_key: Option<String>,
     /// Unix milliseconds of the first attempt; `None` is "now" when the batch is written.
     pub(crate) not_before: Option<i64>,
+    /// The request fingerprint kept with the idempotency key.
+    pub(crate) fingerprint: Option<[u8; 32]>,
+}
+
+/// What an idempotency key names: the original message, the fingerprint the key was taken
+/// with, and the message's status now.
+#[derive(Debug)]
+struct Original {
+    id: MessageId,
+    fingerprint: Option<Vec<u8>>,
+    status: Option<Status>,
 }
 
 /// One end of an attempt, fenced by owner and token.
@@ -508,9 +526,10 @@ async fn together(
             Job::Enqueue { .. } | Job::Finish { .. } => None,
         })
         .collect();
-    let recorded = inbound_rows(env, conn, now, &inbound).await?;
+    let mut recorded = inbound_rows(env, conn, now, &inbound).await?;
     // The forwards of new events go in with the batch's messages; their answers come after
-    // the enqueue jobs' and are not needed.
+    // the enqueue jobs', in the order of the events.
+    let enqueue_jobs = groups.len();
     groups.extend(
         inbound
             .iter()
@@ -519,7 +538,23 @@ async fn together(
             .filter_map(|(row, _)| row.forward.as_ref())
             .map(std::slice::from_ref),
     );
-    let mut enqueued = enqueue_rows(env, conn, now, &groups).await?.into_iter();
+    let mut enqueued = enqueue_rows(env, conn, now, &groups).await?;
+    let mut forwards = enqueued
+        .split_off(enqueue_jobs.min(enqueued.len()))
+        .into_iter();
+    for (row, answer) in inbound.iter().zip(recorded.iter_mut()) {
+        if let Recorded::Created { forward, .. } = answer
+            && row.forward.is_some()
+        {
+            *forward = Some(
+                forwards
+                    .next()
+                    .and_then(|mut group| group.pop())
+                    .ok_or(Failure::Vanished)?,
+            );
+        }
+    }
+    let mut enqueued = enqueued.into_iter();
     let mut matched = finish_rows(conn, now, &finishes).await?.into_iter();
     let mut recorded = recorded.into_iter();
     jobs.iter()
@@ -546,6 +581,8 @@ async fn enqueue_rows(
     let ids: Vec<MessageId> = rows.iter().map(|_| env.new_id()).collect();
     let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
     let mut answers: Vec<Option<Enqueued>> = vec![None; rows.len()];
+    // The fingerprint of the original each answer names, for the repeats within the batch.
+    let mut original_fingerprints: Vec<Option<Vec<u8>>> = vec![None; rows.len()];
     // A repeated (destination, key) within the batch is answered from its first occurrence.
     let mut first: HashMap<(&str, &str), usize> = HashMap::new();
     let mut same_as: Vec<Option<usize>> = vec![None; rows.len()];
@@ -585,6 +622,11 @@ async fn enqueue_rows(
                     .map(|&i| rows[i].not_before)
                     .collect::<Vec<Option<i64>>>(),
             )
+            .bind(
+                todo.iter()
+                    .map(|&i| rows[i].fingerprint.as_ref().map(<[u8; 32]>::as_slice))
+                    .collect::<Vec<Option<&[u8]>>>(),
+            )
             .fetch_all(&mut *conn)
             .await
             .map_err(Failure::Rollback)?
@@ -596,6 +638,7 @@ async fn enqueue_rows(
         for &i in &todo {
             if created.contains(&texts[i]) {
                 answers[i] = Some(Enqueued::Created(ids[i]));
+                original_fingerprints[i] = rows[i].fingerprint.map(Vec::from);
             } else {
                 duplicates.push(i);
             }
@@ -611,7 +654,17 @@ async fn enqueue_rows(
                 rows[i].idempotency_key.clone().unwrap_or_default(),
             );
             match originals.get(&key) {
-                Some(id) => answers[i] = Some(Enqueued::Duplicate(*id)),
+                Some(original) => {
+                    answers[i] = Some(Enqueued::Duplicate(Duplicate {
+                        id: original.id,
+                        status: original.status,
+                        conflict: fingerprints_conflict(
+                            original.fingerprint.as_deref(),
+                            rows[i].fingerprint.as_ref(),
+                        ),
+                    }));
+                    original_fingerprints[i] = original.fingerprint.clone();
+                }
                 // Purged between the two statements: this one may now create the message.
                 None => todo.push(i),
             }
@@ -622,7 +675,18 @@ async fn enqueue_rows(
     }
     for i in 0..rows.len() {
         if let Some(j) = same_as[i] {
-            answers[i] = answers[j].map(|a| Enqueued::Duplicate(a.id()));
+            // The first occurrence is the original or names it; a message created by this
+            // batch is `queued`.
+            answers[i] = answers[j].map(|first| {
+                Enqueued::Duplicate(Duplicate {
+                    id: first.id(),
+                    status: first.duplicate().map_or(Some(Status::Queued), |d| d.status),
+                    conflict: fingerprints_conflict(
+                        original_fingerprints[j].as_deref(),
+                        rows[i].fingerprint.as_ref(),
+                    ),
+                })
+            });
         }
     }
     let mut answers = answers.into_iter();
@@ -633,12 +697,12 @@ async fn enqueue_rows(
         .ok_or(Failure::Vanished)
 }
 
-/// The message each duplicate's (destination, key) names now.
+/// What each duplicate's (destination, key) names now.
 async fn originals(
     conn: &mut PgConnection,
     rows: &[&NewRow],
     duplicates: &[usize],
-) -> std::result::Result<HashMap<(String, String), MessageId>, Failure> {
+) -> std::result::Result<HashMap<(String, String), Original>, Failure> {
     let destinations: Vec<&str> = duplicates
         .iter()
         .map(|&i| rows[i].destination.as_str())
@@ -658,10 +722,15 @@ async fn originals(
         let destination: String = r.try_get("destination").map_err(Failure::Rollback)?;
         let key: String = r.try_get("key").map_err(Failure::Rollback)?;
         let id: String = r.try_get("message_id").map_err(Failure::Rollback)?;
-        let id: MessageId = id
-            .parse()
-            .map_err(|e: StoreError| Failure::Rollback(sqlx::Error::Decode(Box::new(e))))?;
-        by_key.insert((destination, key), id);
+        let decode = |e: StoreError| Failure::Rollback(sqlx::Error::Decode(Box::new(e)));
+        let id: MessageId = id.parse().map_err(decode)?;
+        let status: Option<String> = r.try_get("status").map_err(Failure::Rollback)?;
+        let original = Original {
+            id,
+            fingerprint: r.try_get("fingerprint").map_err(Failure::Rollback)?,
+            status: status.map(|s| s.parse()).transpose().map_err(decode)?,
+        };
+        by_key.insert((destination, key), original);
     }
     Ok(by_key)
 }
@@ -713,7 +782,11 @@ async fn inbound_rows(
     let mut duplicates = Vec::new();
     for &i in &todo {
         if created.contains(&texts[i]) {
-            answers[i] = Some(Recorded::Created(ids[i]));
+            // The forward's answer is filled in once it is enqueued.
+            answers[i] = Some(Recorded::Created {
+                id: ids[i],
+                forward: None,
+            });
         } else {
             duplicates.push(i);
         }

@@ -16,9 +16,9 @@ use crate::common::{Encoded, EncodedInbound};
 use crate::error::{Result, StoreError};
 use crate::options::DeadLetterPolicy;
 use crate::types::{
-    AttemptReport, Claimed, Enqueued, Filter, InboundId, Lease, Message, MessageId, NewMessage,
-    OutcomeClass, Recorded, ReplayReport, ReplayTarget, Status, duration_millis, from_millis,
-    to_millis,
+    AttemptReport, Claimed, Duplicate, Enqueued, Filter, InboundId, Lease, Message, MessageId,
+    NewMessage, OutcomeClass, Recorded, ReplayReport, ReplayTarget, Status, duration_millis,
+    fingerprints_conflict, from_millis, to_millis,
 };
 
 /// One row for the events table.
@@ -126,7 +126,15 @@ const END_ATTEMPT: &str = "UPDATE messages SET status = ?1,
         event_seq = ?6
     WHERE seq = ?7";
 
-/// Stores messages (already checked and encoded), honouring idempotency keys.
+/// An idempotency key with the request fingerprint it was taken with, and the current status
+/// of the message it names (`None` when that message is gone): one look-up of the key and one
+/// of `messages.id`, both unique indexes.
+const LOOK_UP_KEY: &str = "SELECT k.message_id, k.expires_at, k.fingerprint, m.status
+    FROM idempotency AS k LEFT JOIN messages AS m ON m.id = k.message_id
+    WHERE k.destination = ?1 AND k.key = ?2";
+
+/// Stores messages (already checked and encoded), honouring idempotency keys. Messages go in
+/// one after another, so a key repeated within `items` finds the first one's row.
 pub(crate) fn enqueue(
     conn: &Connection,
     env: &Env,
@@ -136,22 +144,27 @@ pub(crate) fn enqueue(
     let mut out = Vec::with_capacity(items.len());
     for (message, encoded) in items {
         if let Some(key) = &message.idempotency_key {
-            let existing: Option<(String, i64)> = conn
-                .prepare_cached(
-                    "SELECT message_id, expires_at FROM idempotency
-                     WHERE destination = ?1 AND key = ?2",
-                )
+            type Found = (String, i64, Option<Vec<u8>>, Option<String>);
+            let existing: Option<Found> = conn
+                .prepare_cached(LOOK_UP_KEY)
                 .and_then(|mut s| {
                     s.query_row(params![message.destination, key], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })
                     .optional()
                 })
                 .ctx("looking up an idempotency key")?;
-            if let Some((id, expires_at)) = existing
+            if let Some((id, expires_at, fingerprint, status)) = existing
                 && expires_at > now
             {
-                out.push(Enqueued::Duplicate(id.parse()?));
+                out.push(Enqueued::Duplicate(Duplicate {
+                    id: id.parse()?,
+                    status: status.map(|s| s.parse()).transpose()?,
+                    conflict: fingerprints_conflict(
+                        fingerprint.as_deref(),
+                        message.fingerprint.as_ref(),
+                    ),
+                }));
                 continue;
             }
         }
@@ -176,17 +189,19 @@ pub(crate) fn enqueue(
         NewEvent::new(seq, 1, now, Status::Queued, 0).insert(conn)?;
         if let Some(key) = &message.idempotency_key {
             conn.prepare_cached(
-                "INSERT INTO idempotency (destination, key, message_id, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO idempotency (destination, key, message_id, expires_at, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (destination, key) DO UPDATE
-                 SET message_id = excluded.message_id, expires_at = excluded.expires_at",
+                 SET message_id = excluded.message_id, expires_at = excluded.expires_at,
+                     fingerprint = excluded.fingerprint",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     message.destination,
                     key,
                     id.to_string(),
-                    now.saturating_add(env.idempotency_window_ms)
+                    now.saturating_add(env.idempotency_window_ms),
+                    message.fingerprint.as_ref().map(<[u8; 32]>::as_slice),
                 ])
             })
             .ctx("recording an idempotency key")?;
@@ -772,10 +787,11 @@ pub(crate) fn record_inbound(
         ])
     })
     .ctx("recording an inbound event")?;
-    if let Some(forward) = &event.forward {
-        enqueue(conn, env, std::slice::from_ref(forward))?;
-    }
-    Ok(Recorded::Created(id))
+    let forward = match &event.forward {
+        Some(forward) => enqueue(conn, env, std::slice::from_ref(forward))?.pop(),
+        None => None,
+    };
+    Ok(Recorded::Created { id, forward })
 }
 
 /// Deletes up to `chunk` inbound events recorded before `cutoff`.
@@ -844,6 +860,7 @@ mod tests {
         crate::sqlite::migrate::migrate(&mut conn).unwrap();
         for (name, sql) in [
             ("insert message", INSERT_MESSAGE),
+            ("look up an idempotency key", LOOK_UP_KEY),
             ("insert event", INSERT_EVENT),
             ("end attempt", END_ATTEMPT),
             ("claim candidates", CLAIM_CANDIDATES),

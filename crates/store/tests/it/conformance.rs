@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, DeadLetterPolicy, Depths, DestinationDepths, Enqueued, ErrorKind, Filter,
-    MessageId, NewInbound, NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store,
+    AttemptReport, DeadLetterPolicy, Depths, DestinationDepths, Duplicate, Enqueued, ErrorKind,
+    Filter, MessageId, NewInbound, NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store,
     StoreError, StoreOptions, Synchronous,
 };
 use serde_json::json;
@@ -44,6 +44,15 @@ async fn fixture_with<B: Backend>(tune: impl FnOnce(&mut StoreOptions)) -> Fixtu
     B::open(options, clock).await
 }
 
+/// The answer to a duplicate of `id`, still `queued`, without fingerprints to conflict.
+fn queued_duplicate(id: MessageId) -> Enqueued {
+    Enqueued::Duplicate(Duplicate {
+        id,
+        status: Some(Status::Queued),
+        conflict: false,
+    })
+}
+
 fn msg(dest: &str, n: u32) -> NewMessage {
     NewMessage::new(dest, json!({ "n": n }))
 }
@@ -60,6 +69,8 @@ macro_rules! conformance_tests {
             idempotency_key_returns_original_within_window,
             concurrent_duplicate_submits_create_one_message,
             duplicates_within_one_batch_resolve_to_the_first,
+            duplicates_report_the_original_its_status_and_conflicts,
+            a_forward_reports_and_keeps_its_fingerprint_like_an_enqueue,
             payload_over_limit_is_refused_before_any_write,
             invalid_arguments_are_typed_errors,
             claim_returns_due_messages_oldest_first,
@@ -160,7 +171,7 @@ pub(crate) async fn idempotency_key_returns_original_within_window<B: Backend>()
         .enqueue(msg("d", 2).idempotency_key("k"))
         .await
         .unwrap();
-    assert_eq!(again, Enqueued::Duplicate(first.id()));
+    assert_eq!(again, queued_duplicate(first.id()));
     // Same key, other destination: a different message.
     let other = f
         .store
@@ -178,7 +189,7 @@ pub(crate) async fn idempotency_key_returns_original_within_window<B: Backend>()
         .await
         .unwrap();
     assert!(batch[0].is_created());
-    assert_eq!(batch[1], Enqueued::Duplicate(batch[0].id()));
+    assert_eq!(batch[1], queued_duplicate(batch[0].id()));
     // After the window the key is free again.
     f.clock.advance(Duration::from_secs(3601));
     let later = f
@@ -237,11 +248,11 @@ pub(crate) async fn duplicates_within_one_batch_resolve_to_the_first<B: Backend>
         .unwrap();
     assert!(out[0].is_created());
     assert!(out[1].is_created());
-    assert_eq!(out[2], Enqueued::Duplicate(out[0].id()));
-    assert_eq!(out[3], Enqueued::Duplicate(earlier.id()));
+    assert_eq!(out[2], queued_duplicate(out[0].id()));
+    assert_eq!(out[3], queued_duplicate(earlier.id()));
     assert!(out[4].is_created(), "same key, other destination");
-    assert_eq!(out[5], Enqueued::Duplicate(out[0].id()));
-    assert_eq!(out[6], Enqueued::Duplicate(earlier.id()));
+    assert_eq!(out[5], queued_duplicate(out[0].id()));
+    assert_eq!(out[6], queued_duplicate(earlier.id()));
     let first = f.store.get(out[0].id()).await.unwrap().unwrap();
     assert_eq!(
         first.message.payload,
@@ -251,6 +262,241 @@ pub(crate) async fn duplicates_within_one_batch_resolve_to_the_first<B: Backend>
     assert_eq!(first.events.len(), 1);
     let page = f.store.list(&Filter::all(), None, 100).await.unwrap();
     assert_eq!(page.messages.len(), 4, "earlier, k, the unkeyed one, e/k");
+}
+
+const FP_A: [u8; 32] = [0xa; 32];
+const FP_B: [u8; 32] = [0xb; 32];
+
+fn duplicate(id: MessageId, status: Option<Status>, conflict: bool) -> Enqueued {
+    Enqueued::Duplicate(Duplicate {
+        id,
+        status,
+        conflict,
+    })
+}
+
+pub(crate) async fn duplicates_report_the_original_its_status_and_conflicts<B: Backend>() {
+    let f = fixture_with::<B>(|o| o.idempotency_window = Duration::from_secs(3600)).await;
+    let keyed = |n, key: &str| msg("d", n).idempotency_key(key);
+    let id = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap()
+        .id();
+    let queued = Some(Status::Queued);
+    // The same request, another request, and requests that cannot be compared.
+    let same = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(same, duplicate(id, queued, false));
+    let other = f
+        .store
+        .enqueue(keyed(2, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(other, duplicate(id, queued, true));
+    assert!(other.is_conflict() && !other.is_created());
+    assert_eq!(other.duplicate().unwrap().id, id);
+    let unknown = f.store.enqueue(keyed(3, "k")).await.unwrap();
+    assert_eq!(unknown, duplicate(id, queued, false));
+    let unprinted = f.store.enqueue(keyed(4, "u")).await.unwrap().id();
+    let later = f
+        .store
+        .enqueue(keyed(5, "u").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(
+        later,
+        duplicate(unprinted, queued, false),
+        "the original had none"
+    );
+    // Same key and fingerprint for another destination: a message of its own.
+    assert!(
+        f.store
+            .enqueue(msg("e", 6).idempotency_key("k").fingerprint(FP_B))
+            .await
+            .unwrap()
+            .is_created()
+    );
+
+    // The status is the original's now, not when it was submitted.
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.id, id);
+    let again = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(id, Some(Status::Delivering), false));
+    f.store
+        .complete(&c.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let again = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(id, Some(Status::Delivered), true));
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.id, unprinted);
+    f.store
+        .dead_letter(
+            &c.lease,
+            AttemptReport::failure(OutcomeClass::Permanent, "no"),
+        )
+        .await
+        .unwrap();
+    let again = f.store.enqueue(keyed(5, "u")).await.unwrap();
+    assert_eq!(again, duplicate(unprinted, Some(Status::Dead), false));
+
+    // Within one batch: repeats of a key new to the batch answer from its first occurrence,
+    // and the original's fingerprint decides the conflict.
+    let out = f
+        .store
+        .enqueue_batch(vec![
+            keyed(10, "b").fingerprint(FP_A),
+            keyed(11, "b").fingerprint(FP_A),
+            keyed(12, "b").fingerprint(FP_B),
+            keyed(13, "b"),
+            keyed(14, "k").fingerprint(FP_A),
+            keyed(15, "k").fingerprint(FP_B),
+            keyed(16, "n"),
+            keyed(17, "n").fingerprint(FP_B),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].is_created());
+    let b = out[0].id();
+    assert_eq!(
+        out[1..6],
+        [
+            duplicate(b, queued, false),
+            duplicate(b, queued, true),
+            duplicate(b, queued, false),
+            duplicate(id, Some(Status::Delivered), false),
+            duplicate(id, Some(Status::Delivered), true),
+        ]
+    );
+    assert!(out[6].is_created());
+    assert_eq!(out[7], duplicate(out[6].id(), queued, false));
+
+    // Retention purges the delivered original; its key, and the fingerprint with it, stay
+    // for the rest of the window.
+    f.clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        f.store
+            .purge_delivered(Duration::from_secs(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(f.store.get(id).await.unwrap().is_none());
+    let gone = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(gone, duplicate(id, None, false));
+    let gone = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(gone, duplicate(id, None, true));
+
+    // After the window the key is taken anew, with the new request's fingerprint.
+    f.clock.advance(Duration::from_secs(3600));
+    let renewed = f
+        .store
+        .enqueue(keyed(20, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert!(renewed.is_created());
+    let again = f
+        .store
+        .enqueue(keyed(21, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(renewed.id(), queued, true));
+    let again = f
+        .store
+        .enqueue(keyed(22, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(renewed.id(), queued, false));
+}
+
+pub(crate) async fn a_forward_reports_and_keeps_its_fingerprint_like_an_enqueue<B: Backend>() {
+    let f = fixture::<B>().await;
+    let forward = |n: u32, fingerprint: [u8; 32]| {
+        NewMessage::new("app", json!({ "n": n }))
+            .idempotency_key("fwd")
+            .fingerprint(fingerprint)
+    };
+    let first = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(forward(1, FP_A)))
+        .await
+        .unwrap();
+    let Recorded::Created {
+        forward: Some(Enqueued::Created(original)),
+        ..
+    } = first
+    else {
+        panic!("a new event with a new forward: {first:?}");
+    };
+    // An enqueue with the forward's key compares with the forward's fingerprint.
+    let submitted = f
+        .store
+        .enqueue(
+            NewMessage::new("app", json!(2))
+                .idempotency_key("fwd")
+                .fingerprint(FP_B),
+        )
+        .await
+        .unwrap();
+    assert_eq!(submitted, duplicate(original, Some(Status::Queued), true));
+    // A new event whose forward's key is taken stores the event, not the forward, and says so.
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    for (n, fingerprint, conflict) in [(2, FP_A, false), (3, FP_B, true)] {
+        let second = f
+            .store
+            .record_inbound(update("telegram:a", n).forward(forward(n, fingerprint)))
+            .await
+            .unwrap();
+        assert!(second.is_created());
+        assert_eq!(
+            second.forward(),
+            Some(duplicate(original, Some(Status::Delivering), conflict))
+        );
+    }
+    // A duplicate event forwards nothing and answers no forward.
+    let repeated = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(forward(1, FP_A)))
+        .await
+        .unwrap();
+    assert_eq!(repeated.forward(), None);
+    assert!(!repeated.is_created());
+    let app = f
+        .store
+        .list(&Filter::all().destination("app"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(app.messages.len(), 1);
+    assert_eq!(c.message.id, original);
+    // Without a forward, none is answered.
+    let plain = f
+        .store
+        .record_inbound(update("telegram:a", 9))
+        .await
+        .unwrap();
+    assert_eq!(plain.forward(), None);
+    assert!(plain.is_created());
 }
 
 pub(crate) async fn payload_over_limit_is_refused_before_any_write<B: Backend>() {
@@ -1523,7 +1769,7 @@ pub(crate) async fn record_inbound_stores_each_event_once<B: Backend>() {
         .record_inbound(update("telegram:a", 1))
         .await
         .unwrap();
-    let Recorded::Created(id) = first else {
+    let Recorded::Created { id, forward: None } = first else {
         panic!("a new event is created: {first:?}");
     };
     f.clock.advance(Duration::from_secs(5));
