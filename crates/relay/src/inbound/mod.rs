@@ -16,6 +16,7 @@
 //!    refused token) is not. A failure in the end is only logged: the update is stored
 //!    either way. A duplicate is not answered again.
 
+pub mod email;
 pub mod polling;
 
 use std::sync::Arc;
