@@ -442,7 +442,7 @@ async fn readyz_is_503_while_draining() {
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    state.shutdown.cancel();
+    state.request_shutdown();
     let draining = relay
         .http
         .get(&url)

@@ -11,6 +11,7 @@ mod inbound;
 mod outage;
 mod postgres;
 mod receiver;
+mod shutdown;
 mod smtp;
 mod smtp_sink;
 mod support;
