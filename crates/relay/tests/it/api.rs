@@ -399,3 +399,93 @@ async fn a_json_array_body_is_refused_not_taken_for_its_fields() {
     let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
     assert_eq!(page["messages"], json!([]), "nothing was stored");
 }
+
+#[tokio::test]
+async fn every_destination_filter_naming_no_destination_is_422() {
+    let relay = start(idle).await;
+    let cases = [
+        (Method::GET, "/v1/messages?destination=biling-hook", None),
+        (
+            Method::GET,
+            "/v1/dead-letters?destination=biling-hook",
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/dead-letters?destination=biling-hook",
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/dead-letters/replay",
+            Some(json!({"destination": "biling-hook"})),
+        ),
+        (
+            Method::POST,
+            "/v1/dead-letters/purge",
+            Some(json!({"ids": [], "destination": "biling-hook"})),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let (status, answer) = relay.call(method.clone(), path, body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {path}: {answer}"
+        );
+        assert_error(&answer, "unknown_destination");
+        assert_eq!(answer["error"]["field"], "destination", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`biling-hook`"),
+            "{answer}"
+        );
+    }
+    let (status, body) = relay
+        .call(Method::GET, "/v1/messages?destination=billing-hook", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "a configured one: {body}");
+}
+
+#[tokio::test]
+async fn messages_of_a_destination_taken_out_of_the_config_stay_listable_but_not_replayable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config_in(&dir);
+    idle(&mut config);
+    let options = StartOptions {
+        clock: ferrule_policy::clock::system(),
+        banner: false,
+    };
+    let first = ferrule::start(config.clone(), options.clone())
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/messages", first.addr))
+        .bearer_auth(TOKEN)
+        .json(&json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    first.shutdown();
+    first.wait().await.unwrap();
+
+    config.destinations.clear();
+    let relay = support::start_in(dir, config, ferrule_policy::clock::system()).await;
+    let (status, body) = relay
+        .call(Method::GET, "/v1/messages?destination=billing-hook", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1, "{body}");
+    let (status, body) = relay
+        .call(
+            Method::POST,
+            "/v1/dead-letters/replay",
+            Some(json!({"destination": "billing-hook"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_error(&body, "unknown_destination");
+}

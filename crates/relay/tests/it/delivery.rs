@@ -317,6 +317,74 @@ async fn exhausted_attempts_dead_letter_and_purge_removes_them() {
 }
 
 #[tokio::test]
+async fn purging_dead_letters_needs_a_filter_or_all_and_a_dry_run_deletes_nothing() {
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Reply::Status(400));
+    let url = receiver.url.clone();
+    let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "10ms", 3))).await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let id = relay.submit("hook", json!(n)).await;
+        relay.wait_for_status(&id, "dead", WAIT).await;
+        ids.push(id);
+    }
+    let still_dead = || async {
+        for id in &ids {
+            assert_eq!(relay.message(id).await["status"], "dead");
+        }
+    };
+    let (status, body) = relay.call(Method::DELETE, "/v1/dead-letters", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "filter_required", "{body}");
+    let (status, body) = relay
+        .call(Method::DELETE, "/v1/dead-letters?all=false", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("filter_required"))
+    );
+    let (status, body) = relay
+        .call(
+            Method::DELETE,
+            "/v1/dead-letters?all=true&destination=hook",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_query"))
+    );
+    still_dead().await;
+    for query in ["all=true&dry_run=true", "destination=hook&dry_run=true"] {
+        let (status, body) = relay
+            .call(Method::DELETE, &format!("/v1/dead-letters?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert_eq!(
+            body,
+            json!({"purged": 0, "matched": 2, "dry_run": true}),
+            "{query}"
+        );
+    }
+    let (_, body) = relay
+        .call(
+            Method::DELETE,
+            "/v1/dead-letters?error_contains=nothing-like-it&dry_run=true",
+            None,
+        )
+        .await;
+    assert_eq!(body["matched"], 0, "{body}");
+    still_dead().await;
+    let (status, body) = relay
+        .call(Method::DELETE, "/v1/dead-letters?all=true", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"purged": 2, "dry_run": false}));
+    let (_, page) = relay.call(Method::GET, "/v1/dead-letters", None).await;
+    assert_eq!(page["messages"], json!([]));
+}
+
+#[tokio::test]
 async fn a_slow_receiver_times_out_and_is_retried() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Slow(Duration::from_secs(3), 200)]);
