@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::receiver::{Receiver, Reply};
 use crate::support::{SECRET, TOKEN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferrule");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ferrule");
 
 /// A config file for the binary in `dir`, with one webhook destination to `url`.
 pub(crate) fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
@@ -104,7 +104,7 @@ impl Server {
         }
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -113,7 +113,7 @@ impl Server {
     }
 
     /// Waits for the process to exit (at most `limit`) and returns its exit code.
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -129,7 +129,7 @@ impl Server {
     }
 
     /// Runs a CLI command against this server.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .env("FERRULE_SERVER", &self.base)
@@ -160,7 +160,7 @@ pub(crate) async fn submit(base: &str, payload: Value) -> (StatusCode, Value) {
     )
 }
 
-async fn get(base: &str, path: &str) -> Value {
+pub(crate) async fn get(base: &str, path: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{base}{path}"))
         .bearer_auth(TOKEN)
@@ -392,7 +392,7 @@ async fn the_cli_talks_to_a_running_relay() {
         assert!(Instant::now() < deadline, "{m:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let out = server.cli(&["messages", "show", &id]);
+    let out = server.cli(&["messages", "show", &id, "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "dead");
     let out = server.cli(&["dlq", "list"]);
@@ -400,19 +400,22 @@ async fn the_cli_talks_to_a_running_relay() {
     assert!(listed.contains(&id) && listed.contains(&id2), "{listed}");
     let out = server.cli(&["dlq", "replay", "--dry-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 dead letters would be replayed"));
-    let out = server.cli(&["dlq", "replay"]);
+    let out = server.cli(&["dlq", "replay", "--yes"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("2 dead letters replayed"),
         "{out:?}"
     );
     wait_delivered(&server.base, &[id.clone(), id2.clone()]).await;
-    let out = server.cli(&["status"]);
+    let out = server.cli(&["status", "--json"]);
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["counters"]["submitted"], 2, "{status:#}");
     assert_eq!(status["counters"]["delivered"], 2, "{status:#}");
     assert_eq!(status["counters"]["dead"], 2, "{status:#}");
-    let out = server.cli(&["dlq", "purge"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 dead letters purged"));
+    let out = server.cli(&["dlq", "purge", "--all", "--yes"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 dead letters: nothing to purge"),
+        "{out:?}"
+    );
     // Three more die; purge removes them (chunk by chunk, by id) and only them.
     receiver.script([Reply::Status(400), Reply::Status(400), Reply::Status(400)]);
     let mut dead = Vec::new();
@@ -427,7 +430,7 @@ async fn the_cli_talks_to_a_running_relay() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let out = server.cli(&["dlq", "purge", "--destination", "hook"]);
+    let out = server.cli(&["dlq", "purge", "--destination", "hook", "--yes"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("3 dead letters purged"),
         "{out:?}"
@@ -447,7 +450,7 @@ async fn the_cli_talks_to_a_running_relay() {
         .env_remove("FERRULE_TOKEN")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "unknown: {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     let out = server.cli(&["send", "-d", "nope", "-p", "1"]);
     assert!(!out.status.success());
@@ -458,6 +461,7 @@ async fn the_cli_talks_to_a_running_relay() {
         .args(["status", "--server", "http://127.0.0.1:9", "--token", TOKEN])
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(3), "unknown: {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the relay"));
 }
 

@@ -4,6 +4,7 @@
 mod alerts;
 mod api;
 mod binary;
+mod cli;
 mod delivery;
 mod disk;
 mod fake_bot_api;
