@@ -355,10 +355,13 @@ async fn stop_after_delay(state: AppState) {
         () = state.shutdown.cancelled() => return,
     }
     let left = state.shutdown_delay_left();
-    if !left.is_zero() {
+    if left.is_zero() {
+        tracing::info!("shutdown requested: draining");
+    } else {
         tracing::info!(
-            delay = %humantime::format_duration(left),
-            "shutdown requested: answering 503 shutting_down until the shutdown delay has passed, then draining"
+            delay = %humantime::format_duration(state.config.server.shutdown_delay),
+            "shutdown requested: /readyz and submissions answer 503 shutting_down until the \
+             shutdown delay has passed, then deliveries drain (signal again to skip the delay)"
         );
         tokio::select! {
             () = state.clock.sleep(left) => {}
@@ -386,16 +389,9 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         let mut signals = signals;
         loop {
             signals.recv().await;
-            match state.request_shutdown() {
-                ShutdownStep::Requested => tracing::info!(
-                    delay = %humantime::format_duration(state.config.server.shutdown_delay),
-                    "shutdown requested: draining after the shutdown delay (signal again to skip it)"
-                ),
-                ShutdownStep::Hurried => {
-                    tracing::info!(
-                        "second signal: skipping the rest of the shutdown delay; draining"
-                    )
-                }
+            // The first request is logged where the delay is timed.
+            if state.request_shutdown() == ShutdownStep::Hurried {
+                tracing::info!("second signal: skipping the rest of the shutdown delay; draining");
             }
         }
     });

@@ -228,8 +228,8 @@ fn page_query(page: &PageArgs) -> Vec<(&'static str, String)> {
     query
 }
 
-/// Prints one page of messages (`what` names them, e.g. "dead letters") as a table, or as
-/// JSON, and on stderr how many were shown and how to get the next page.
+/// Prints one page of messages (`what` names one, e.g. "dead letter") as a table, or as JSON,
+/// and on stderr how many were shown and how to get the next page.
 fn print_page(answer: &Value, page: &PageArgs, what: &str, table: fn(&[Value]) -> String) {
     if page.json {
         print_json(answer);
@@ -239,7 +239,8 @@ fn print_page(answer: &Value, page: &PageArgs, what: &str, table: fn(&[Value]) -
     if !rows.is_empty() {
         console::out(&table(rows));
     }
-    let mut note = format!("{} {what} shown", rows.len());
+    let plural = if rows.len() == 1 { "" } else { "s" };
+    let mut note = format!("{} {what}{plural} shown", rows.len());
     if let Some(next) = answer["next"].as_str().filter(|_| !rows.is_empty()) {
         note.push_str(&format!("; the next page: --cursor {next}"));
     }
@@ -262,7 +263,7 @@ pub async fn messages(client: &Client, command: MessagesCommand) -> Result<(), E
                 query.push(("destination", destination));
             }
             let answer = client.get("/v1/messages", &query).await?;
-            print_page(&answer, &page, "messages", render::messages);
+            print_page(&answer, &page, "message", render::messages);
         }
         MessagesCommand::Show { id, json } => {
             let answer = client
@@ -413,7 +414,7 @@ pub async fn dlq(client: &Client, command: DlqCommand) -> Result<(), Error> {
             let mut query = filter_query(&filter);
             query.extend(page_query(&page));
             let answer = client.get("/v1/dead-letters", &query).await?;
-            print_page(&answer, &page, "dead letters", render::dead_letters);
+            print_page(&answer, &page, "dead letter", render::dead_letters);
         }
         DlqCommand::Replay { filter, confirm } => {
             let ids = dead_ids(client, &filter).await?;

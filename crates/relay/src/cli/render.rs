@@ -52,8 +52,11 @@ fn time(value: &Value) -> String {
     }
 }
 
-/// Milliseconds as `26s 847ms`.
+/// Milliseconds as `26s 847ms` (and `0ms`, where humantime would say `0s`).
 fn millis(ms: u64) -> String {
+    if ms == 0 {
+        return "0ms".to_owned();
+    }
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
@@ -414,6 +417,12 @@ mod tests {
             "2026-01-01T12:00:01.250Z  dead    1        400   1s 250ms  webhook answered 400"
         );
         assert!(timeline[1].starts_with("2026-01-01T12:00:00.000Z  queued  0        -"));
+    }
+
+    #[test]
+    fn durations_read_in_milliseconds_never_as_0s() {
+        assert_eq!(millis(0), "0ms");
+        assert_eq!(millis(26_847), "26s 847ms");
     }
 
     #[test]

@@ -176,7 +176,7 @@ async fn messages_and_dead_letters_read_as_tables_and_timelines_and_page() {
         shown.lines().nth(1).unwrap().starts_with(&ids[0]),
         "{shown}"
     );
-    assert!(stderr(&out).starts_with("1 messages shown"), "{out:?}");
+    assert!(stderr(&out).starts_with("1 message shown"), "{out:?}");
 
     let out = server.cli(&["messages", "list", "--status", "delivered", "-d", "hook"]);
     assert_eq!(stdout(&out), "", "{out:?}");
