@@ -174,7 +174,7 @@ pub fn document() -> Value {
             "/v1/openapi.json": {"get": op("This document", json!({"200": ok_json("OpenAPI 3.1", any_object.clone())}))},
             "/livez": {"get": {"summary": "The process is up", "security": [], "responses": {"200": ok_json("alive", any_object.clone())}}},
             "/readyz": {"get": op("Store reachable and not draining", json!({"200": ok_json("ready", any_object.clone()), "503": error_response("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full` (writes are refused for lack of space)"), "401": unauthorized}))},
-            "/status": {"get": op("Uptime, counters, depths, breakers, dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
+            "/status": {"get": op("Overall `status` (`ok`; `degraded`: a breaker open, forced open or half-open, or a destination unhealthy; `unhealthy`: the store is; `draining`), uptime, counters, depths, breakers (durations in `_ms`), dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
             "/metrics": {"get": op("Prometheus text format", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}))},
         }
     })

@@ -31,7 +31,7 @@ const REPLAY_CHUNK: usize = 500;
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// The relay's base URL: `--server` (or `FERRULE_SERVER`, which clap has read into it), else
-/// the `server.listen` of the configuration at `config`, else [`DEFAULT_SERVER`].
+/// the `server.listen` of the configuration at `config`, else `http://127.0.0.1:8080`.
 ///
 /// The configuration is read without validating it: only `server.listen` matters here, and
 /// its secrets (`env:`, `file:`) may live only where the relay runs.
