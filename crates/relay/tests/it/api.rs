@@ -18,6 +18,15 @@ fn later() -> String {
     ferrule::time::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
 }
 
+/// Starts the relay with `config` as given, on the system clock, without a banner.
+async fn start_as_given(config: ferrule::Config) -> ferrule::Running {
+    let options = StartOptions {
+        clock: ferrule_policy::clock::system(),
+        banner: false,
+    };
+    ferrule::start(config, options).await.unwrap()
+}
+
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -330,13 +339,7 @@ async fn the_first_start_generates_a_token_and_stores_only_its_hash() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::config_in(&dir);
     config.auth.tokens.clear();
-    let options = StartOptions {
-        clock: ferrule_policy::clock::system(),
-        banner: false,
-    };
-    let first = ferrule::start(config.clone(), options.clone())
-        .await
-        .unwrap();
+    let first = start_as_given(config.clone()).await;
     let token = first.generated_token.clone().expect("a token is generated");
     assert!(token.starts_with("frl_"));
     let base = format!("http://{}", first.addr);
@@ -359,7 +362,7 @@ async fn the_first_start_generates_a_token_and_stores_only_its_hash() {
             "the plain token must not be stored"
         );
     }
-    let second = ferrule::start(config, options).await.unwrap();
+    let second = start_as_given(config).await;
     assert_eq!(second.generated_token, None, "shown only once");
     let base = format!("http://{}", second.addr);
     let status = http
@@ -454,13 +457,7 @@ async fn messages_of_a_destination_taken_out_of_the_config_stay_listable_but_not
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::config_in(&dir);
     idle(&mut config);
-    let options = StartOptions {
-        clock: ferrule_policy::clock::system(),
-        banner: false,
-    };
-    let first = ferrule::start(config.clone(), options.clone())
-        .await
-        .unwrap();
+    let first = start_as_given(config.clone()).await;
     let response = reqwest::Client::new()
         .post(format!("http://{}/v1/messages", first.addr))
         .bearer_auth(TOKEN)
