@@ -2,7 +2,8 @@
 //! `dlq list|replay|purge`, `breakers list|reset|force-open|disable`, `migrate`,
 //! `config check`, `telegram set-webhook|delete-webhook`) and the commands that are not
 //! `serve`: [`client`] talks to a running relay over its HTTP API, [`telegram`] to the Bot
-//! API straight from the configuration, and `console` is what they print for people.
+//! API straight from the configuration, `console` is how they talk to the person at the
+//! terminal, and `render` turns the API's JSON into what they print for people.
 
 pub mod client;
 pub(crate) mod console;
@@ -91,7 +92,7 @@ Exit codes:
   0  ok: every dependency works
   1  degraded: a destination's breaker is open or half-open, or a destination is unhealthy
   2  unhealthy (the store is) or draining (shutting down)
-  3  unknown: the relay could not be reached or refused the request";
+  3  unknown: the relay could not be reached or refused the request, or --config could not be read";
 
 /// The heading of the options every command takes, shown after a command's own.
 const GLOBAL: &str = "Global options";
