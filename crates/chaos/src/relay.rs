@@ -52,6 +52,8 @@ pub(crate) fn config_text(name: &str, s: &RelaySettings) -> String {
 [server]
 listen = "127.0.0.1:0"
 max_queue_depth = 100000000
+# No load balancer watches /readyz here: stop accepting at once, so the drain is what is timed.
+shutdown_delay = "0s"
 drain_timeout = "{drain}ms"
 
 [store]

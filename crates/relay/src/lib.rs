@@ -33,6 +33,11 @@ pub use crate::error::Error;
 pub use crate::server::{Running, StartOptions, start};
 
 /// Runs one command to completion and returns the process exit code.
+///
+/// `ferrule status` exits with what its answer means (0 ok, 1 degraded, 2 unhealthy or
+/// draining) and 3 when it has none (the relay cannot be reached, refuses the request, or the
+/// configuration naming it cannot be read); every other command exits 0, 2 for a
+/// configuration error, or 1.
 pub fn run(cli: Cli) -> ExitCode {
     telemetry::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -45,8 +50,9 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let status_command = matches!(cli.command, Command::Status(_));
     match runtime.block_on(run_command(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let mut text = format!("error: {e}");
             let mut source = std::error::Error::source(&e);
@@ -55,36 +61,40 @@ pub fn run(cli: Cli) -> ExitCode {
                 source = cause.source();
             }
             console::err(&text);
-            ExitCode::from(e.exit_code())
+            ExitCode::from(if status_command { 3 } else { e.exit_code() })
         }
     }
 }
 
-async fn run_command(cli: Cli) -> Result<(), Error> {
+/// Runs `cli`'s command; the exit code on success.
+async fn run_command(cli: Cli) -> Result<u8, Error> {
+    let config = cli.config.as_deref();
+    let client = || client::Client::new(&cli.client, config);
     match cli.command {
         Command::Serve => {
-            let config = Config::load(cli.config.as_deref())?;
-            server::serve(config).await
+            let config = Config::load(config)?;
+            server::serve(config).await?;
         }
         Command::Migrate => {
-            let config = Config::load(cli.config.as_deref())?;
-            server::migrate(&config).await
+            let config = Config::load(config)?;
+            server::migrate(&config).await?;
         }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
-            let config = Config::load(cli.config.as_deref())?;
+            let config = Config::load(config)?;
             console::out(&config.to_redacted_toml());
             console::err("configuration is valid");
-            Ok(())
         }
-        Command::Send(args) => client::send(args).await,
-        Command::Status(args) => client::status(args).await,
-        Command::Messages { command } => client::messages(command).await,
-        Command::Dlq { command } => client::dlq(command).await,
+        Command::Send(args) => client::send(&client()?, args).await?,
+        Command::Status(args) => return client::status(&client()?, args).await,
+        Command::Messages { command } => client::messages(&client()?, command).await?,
+        Command::Dlq { command } => client::dlq(&client()?, command).await?,
+        Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Telegram { command } => {
-            let config = Config::load(cli.config.as_deref())?;
-            telegram::run(&config, command).await
+            let config = Config::load(config)?;
+            telegram::run(&config, command).await?;
         }
     }
+    Ok(0)
 }

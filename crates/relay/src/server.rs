@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::destination::Destination;
 use crate::error::Error;
 use crate::health::{Depths, Health};
-use crate::state::{AppState, Counters, Shared};
+use crate::state::{AppState, Counters, Shared, ShutdownStep};
 
 /// How the relay is started (tests swap the clock).
 #[derive(Debug, Clone)]
@@ -53,9 +53,11 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts a graceful shutdown, as SIGTERM does.
-    pub fn shutdown(&self) {
-        self.state.shutdown.cancel();
+    /// Starts a graceful shutdown, as SIGTERM does: `/readyz` and submissions answer 503
+    /// `shutting_down` for `server.shutdown_delay`, then the listener closes and deliveries
+    /// drain. A second call, like a second signal, skips the rest of the delay.
+    pub fn shutdown(&self) -> ShutdownStep {
+        self.state.request_shutdown()
     }
 
     /// Waits until the relay has stopped.
@@ -201,6 +203,8 @@ pub(crate) async fn build_state(
         depths,
         store_health: Health::new(config.health.clone()),
         storage: Default::default(),
+        shutdown_requested: CancellationToken::new(),
+        shutdown_requested_at: Default::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),
@@ -307,6 +311,7 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
             }
         });
     }
+    tracker.spawn(stop_after_delay(state.clone()));
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.
     let alerts_stop = CancellationToken::new();
     let alerts = tokio::spawn({
@@ -340,6 +345,32 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     })
 }
 
+/// Stops the relay `server.shutdown_delay` after a shutdown is requested, on the relay's clock,
+/// or at once when a second request or the stop itself comes first. Meanwhile the API serves,
+/// answering 503 `shutting_down` to `/readyz` and submissions, so a load balancer takes the
+/// relay out of rotation before its listener closes.
+async fn stop_after_delay(state: AppState) {
+    tokio::select! {
+        () = state.shutdown_requested.cancelled() => {}
+        () = state.shutdown.cancelled() => return,
+    }
+    let left = state.shutdown_delay_left();
+    if left.is_zero() {
+        tracing::info!("shutdown requested: draining");
+    } else {
+        tracing::info!(
+            delay = %humantime::format_duration(state.config.server.shutdown_delay),
+            "shutdown requested: /readyz and submissions answer 503 shutting_down until the \
+             shutdown delay has passed, then deliveries drain (signal again to skip the delay)"
+        );
+        tokio::select! {
+            () = state.clock.sleep(left) => {}
+            () = state.shutdown.cancelled() => {}
+        }
+    }
+    state.shutdown.cancel();
+}
+
 /// `serve`: starts the relay and runs it until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn serve(config: Config) -> Result<(), Error> {
     // Listen before `start` prints that the relay is up: a SIGTERM that arrives between the
@@ -353,11 +384,16 @@ pub async fn serve(config: Config) -> Result<(), Error> {
             return Err(e);
         }
     };
-    let shutdown = running.state.shutdown.clone();
+    let state = running.state.clone();
     tokio::spawn(async move {
-        signals.recv().await;
-        tracing::info!("shutdown requested: draining");
-        shutdown.cancel();
+        let mut signals = signals;
+        loop {
+            signals.recv().await;
+            // The first request is logged where the delay is timed.
+            if state.request_shutdown() == ShutdownStep::Hurried {
+                tracing::info!("second signal: skipping the rest of the shutdown delay; draining");
+            }
+        }
     });
     running.wait().await
 }
@@ -388,21 +424,24 @@ impl Signals {
         Signals {}
     }
 
-    /// Completes on the first SIGTERM or SIGINT.
-    async fn recv(self) {
+    /// Completes on the next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
         #[cfg(unix)]
         {
-            async fn next(signal: Option<tokio::signal::unix::Signal>) {
-                match signal {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                let received = match signal {
+                    Some(s) => s.recv().await,
+                    None => None,
+                };
+                if received.is_none() {
+                    // No handler, or its stream ended: never ready rather than ready forever.
+                    *signal = None;
+                    std::future::pending::<()>().await;
                 }
             }
             tokio::select! {
-                _ = next(self.term) => {}
-                _ = next(self.interrupt) => {}
+                _ = next(&mut self.term) => {}
+                _ = next(&mut self.interrupt) => {}
             }
         }
         #[cfg(not(unix))]

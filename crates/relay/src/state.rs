@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ferrule_policy::SharedClock;
 use ferrule_store::{AnyStore, Store};
@@ -65,7 +65,14 @@ pub struct Shared {
     pub store_health: Health,
     /// Whether the store's disk is full (an episode of refused writes).
     pub storage: crate::health::storage::StorageFull,
-    /// Cancelled when the relay starts shutting down (SIGTERM/SIGINT).
+    /// Cancelled when a shutdown is requested (SIGTERM/SIGINT, [`Shared::request_shutdown`]):
+    /// from then on `/readyz` and new submissions answer 503 `shutting_down`, while the API
+    /// keeps serving for `server.shutdown_delay`.
+    pub shutdown_requested: CancellationToken,
+    /// When the shutdown was requested, on [`Shared::clock`]; set once.
+    pub shutdown_requested_at: std::sync::OnceLock<Instant>,
+    /// Cancelled when the relay stops: `server.shutdown_delay` after the request (or at a
+    /// second request). The listener closes, the dispatcher and pollers stop, deliveries drain.
     pub shutdown: CancellationToken,
     /// Every background task (dispatcher, pollers, callback answers); `run()` waits for them.
     pub tasks: TaskTracker,
@@ -83,13 +90,46 @@ pub struct Shared {
     pub wakeups: Wakeups,
 }
 
+/// What [`Shared::request_shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownStep {
+    /// The first request: the shutdown delay has started.
+    Requested,
+    /// A later request: the relay stops now, without the rest of the delay.
+    Hurried,
+}
+
 /// A cheap handle to [`Shared`].
 pub type AppState = Arc<Shared>;
 
 impl Shared {
-    /// Whether the relay is shutting down.
+    /// Whether the relay is shutting down: a shutdown was requested, or it has stopped.
     pub fn draining(&self) -> bool {
-        self.shutdown.is_cancelled()
+        self.shutdown_requested.is_cancelled() || self.shutdown.is_cancelled()
+    }
+
+    /// What SIGTERM and SIGINT do. The first request starts `server.shutdown_delay`, during
+    /// which the relay answers 503 `shutting_down` to `/readyz` and submissions but keeps
+    /// serving and delivering; `server::run` stops it when the delay has passed. A later
+    /// request stops it at once, skipping the rest of the delay.
+    pub fn request_shutdown(&self) -> ShutdownStep {
+        if self.shutdown_requested_at.set(self.clock.now()).is_ok() {
+            self.shutdown_requested.cancel();
+            ShutdownStep::Requested
+        } else {
+            self.shutdown.cancel();
+            ShutdownStep::Hurried
+        }
+    }
+
+    /// How much of `server.shutdown_delay` is left, on the relay's clock: all of it before a
+    /// request.
+    pub fn shutdown_delay_left(&self) -> Duration {
+        let delay = self.config.server.shutdown_delay;
+        match self.shutdown_requested_at.get() {
+            Some(at) => delay.saturating_sub(self.clock.now().saturating_duration_since(*at)),
+            None => delay,
+        }
     }
 
     /// Runs `op`, a store call, under the probes' deadline (`health.store_timeout`) on the

@@ -308,7 +308,10 @@ impl fmt::Debug for OwnedPermit {
 
 /// A serialisable snapshot of a breaker, for `/status` pages and dashboards.
 ///
-/// Durations serialise as humane strings (`"12s 500ms"`).
+/// Durations serialise as whole milliseconds, rounded up, under names that say so:
+/// `remaining_open_ms` (`null` unless open) and `open_wait_ms`. A number a script can compare
+/// beats a humane string such as `"26s 846ms 607us 469ns"`, and rounding up never shows an
+/// open circuit with 0 ms left.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct BreakerStatus {
@@ -328,11 +331,12 @@ pub struct BreakerStatus {
     pub slow_calls: u64,
     /// Failures in a row while closed.
     pub consecutive_failures: u32,
-    /// Time left before a probe may run, when open.
-    #[serde(with = "humantime_serde::option")]
+    /// Time left before a probe may run, when open (serialised as `remaining_open_ms`).
+    #[serde(rename = "remaining_open_ms", serialize_with = "millis::option")]
     pub remaining_open: Option<Duration>,
-    /// The wait of the current open period (or of the next one, when not open).
-    #[serde(with = "humantime_serde")]
+    /// The wait of the current open period, or of the next one when not open (serialised as
+    /// `open_wait_ms`).
+    #[serde(rename = "open_wait_ms", serialize_with = "millis::one")]
     pub open_wait: Duration,
     /// Probe calls currently running (half-open only).
     pub probes_in_flight: u32,
@@ -342,6 +346,28 @@ pub struct BreakerStatus {
     pub total_rejected: u64,
     /// State transitions since the breaker was built.
     pub total_transitions: u64,
+}
+
+/// Durations as whole milliseconds, rounded up, for [`BreakerStatus`].
+mod millis {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    fn ceil(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn one<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(ceil(*d))
+    }
+
+    pub(super) fn option<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&ceil(*d)),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 impl CircuitBreaker {

@@ -898,12 +898,29 @@ fn status_serialises_for_the_status_page() {
     assert_eq!(status.total_transitions, 1);
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["state"], "open");
-    assert_eq!(json["remaining_open"], "17s 500ms");
-    assert_eq!(json["open_wait"], "30s");
+    assert_eq!(json["remaining_open_ms"], 17_500);
+    assert_eq!(json["open_wait_ms"], 30_000);
     assert_eq!(json["calls"], 2);
     assert_eq!(json["failed_calls"], 2);
     assert_eq!(json["failure_rate"], 1.0);
     assert_eq!(json["total_calls"], 2);
+}
+
+#[test]
+fn status_durations_serialise_as_milliseconds_rounded_up() {
+    let (b, clock, _) = breaker(open_config());
+    let json = serde_json::to_value(b.status()).unwrap();
+    assert_eq!(json["remaining_open_ms"], serde_json::Value::Null, "closed");
+    assert!(json.get("remaining_open").is_none(), "{json}");
+    trip(&b);
+    clock.advance(Duration::from_nanos(26_846_607_469));
+    let json = serde_json::to_value(b.status()).unwrap();
+    // 3s 153ms 392us 531ns left: never 0 ms while the circuit is open.
+    assert_eq!(json["remaining_open_ms"], 3_154);
+    clock.advance(ms(3_153));
+    let json = serde_json::to_value(b.status()).unwrap();
+    assert_eq!(json["state"], "open");
+    assert_eq!(json["remaining_open_ms"], 1);
 }
 
 #[test]

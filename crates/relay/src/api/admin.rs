@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::messages::page;
+use super::messages::{destination_filter, page};
 use crate::state::AppState;
 
 /// Most ids one replay request may name.
@@ -29,11 +29,17 @@ pub(crate) struct DeadQuery {
     limit: Option<usize>,
 }
 
-fn dead_filter(destination: Option<String>, error_contains: Option<String>) -> Filter {
+/// Dead letters of `destination` (checked by [`destination_filter`]) whose last error holds
+/// `error_contains`; an empty value is no filter.
+async fn dead_filter(
+    state: &AppState,
+    destination: Option<String>,
+    error_contains: Option<String>,
+) -> Result<Filter, ApiError> {
     let mut filter = Filter::status(Status::Dead);
-    filter.destination = destination.filter(|d| !d.is_empty());
+    filter.destination = destination_filter(state, destination).await?;
     filter.error_contains = error_contains.filter(|e| !e.is_empty());
-    filter
+    Ok(filter)
 }
 
 /// `GET /v1/dead-letters`.
@@ -41,13 +47,8 @@ pub(crate) async fn dead_letters(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DeadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    page(
-        &state,
-        dead_filter(q.destination, q.error_contains),
-        q.cursor,
-        q.limit,
-    )
-    .await
+    let filter = dead_filter(&state, q.destination, q.error_contains).await?;
+    page(&state, filter, q.cursor, q.limit).await
 }
 
 /// Body of `POST /v1/dead-letters/replay`: a filter or explicit ids, and `dry_run`.
@@ -79,7 +80,15 @@ pub(crate) async fn replay_dead(
             }
             ReplayTarget::Ids(parse_ids(&ids)?)
         }
-        None => ReplayTarget::Filter(dead_filter(body.destination, body.error_contains)),
+        None => {
+            // Replayed messages of a destination that is not configured would only die again.
+            if let Some(name) = body.destination.as_deref().filter(|d| !d.is_empty())
+                && !state.destinations.contains_key(name)
+            {
+                return Err(ApiError::unknown_destination(name));
+            }
+            ReplayTarget::Filter(dead_filter(&state, body.destination, body.error_contains).await?)
+        }
     };
     let report = state.written(state.store.replay(target, body.dry_run).await)?;
     Ok(Json(json!({
@@ -114,16 +123,50 @@ pub(crate) struct PurgeQuery {
     destination: Option<String>,
     #[serde(default)]
     error_contains: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    dry_run: bool,
 }
 
-/// `DELETE /v1/dead-letters?destination=&error_contains=`: deletes dead messages.
+/// `DELETE /v1/dead-letters?destination=&error_contains=` (or `?all=true`), optionally with
+/// `dry_run=true`: deletes dead messages, or says how many match.
+///
+/// A request without a filter is refused (400 `filter_required`) unless it says `all=true`:
+/// an empty filter matches every dead letter, and a forgotten parameter must not delete them.
 pub(crate) async fn purge_dead(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<PurgeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = dead_filter(q.destination, q.error_contains);
+    let filtered = [&q.destination, &q.error_contains]
+        .iter()
+        .any(|v| v.as_deref().is_some_and(|v| !v.is_empty()));
+    match (filtered, q.all) {
+        (false, false) => {
+            return Err(ApiError::bad_request(
+                "filter_required",
+                "give `destination` and/or `error_contains`, or `all=true` to purge every dead letter",
+            ));
+        }
+        (true, true) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`all=true` purges every dead letter: give it without `destination` or `error_contains`",
+            ));
+        }
+        _ => {}
+    }
+    let filter = dead_filter(&state, q.destination, q.error_contains).await?;
+    if q.dry_run {
+        // What a replay would take is exactly what a purge would delete: the dead letters
+        // matching the filter.
+        let report = state.written(state.store.replay(ReplayTarget::Filter(filter), true).await)?;
+        return Ok(Json(
+            json!({"purged": 0, "matched": report.count, "dry_run": true}),
+        ));
+    }
     let purged = state.written(state.store.purge(&filter).await)?;
-    Ok(Json(json!({ "purged": purged })))
+    Ok(Json(json!({"purged": purged, "dry_run": false})))
 }
 
 /// Body of `POST /v1/dead-letters/purge`: the ids, and the filter they must still match.
@@ -145,7 +188,7 @@ pub(crate) async fn purge_dead_ids(
     ApiJson(body): ApiJson<PurgeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let ids = parse_ids(&body.ids)?;
-    let filter = dead_filter(body.destination, body.error_contains);
+    let filter = dead_filter(&state, body.destination, body.error_contains).await?;
     let purged = state.written(state.store.purge_ids(&ids, &filter).await)?;
     Ok(Json(json!({ "purged": purged })))
 }

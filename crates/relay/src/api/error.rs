@@ -55,6 +55,18 @@ impl ApiError {
         }
     }
 
+    /// 422 `unknown_destination` naming `name`, with `error.field` `destination`.
+    pub fn unknown_destination(name: &str) -> Self {
+        ApiError {
+            field: Some("destination".to_owned()),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_destination",
+                format!("no destination named `{name}` is configured"),
+            )
+        }
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)

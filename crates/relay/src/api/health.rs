@@ -72,11 +72,38 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     }
 }
 
-/// `GET /status`: uptime, counters, depths, breakers and per-dependency health.
+/// The relay's overall state in `/status`, which `ferrule status` turns into its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Overall {
+    /// Everything works.
+    Ok,
+    /// Messages are taken, but some do not get through: a destination's breaker is open,
+    /// forced open or half-open, or a destination (or its inbound side) is unhealthy.
+    Degraded,
+    /// The store is unhealthy (failing reads, no answer, or a full disk).
+    Unhealthy,
+    /// A shutdown was requested: no new messages are taken.
+    Draining,
+}
+
+impl Overall {
+    fn as_str(self) -> &'static str {
+        match self {
+            Overall::Ok => "ok",
+            Overall::Degraded => "degraded",
+            Overall::Unhealthy => "unhealthy",
+            Overall::Draining => "draining",
+        }
+    }
+}
+
+/// `GET /status`: the overall state, uptime, counters, depths, breakers and per-dependency
+/// health.
 pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
     state.refresh_depths().await;
     let c = &state.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut overall = Overall::Ok;
     let mut destinations = serde_json::Map::new();
     for d in state.destinations.values() {
         let breaker = d.breaker.status();
@@ -91,9 +118,16 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
             }
             _ => {}
         }
+        if health.status == HealthStatus::Unhealthy || breaker.state == CircuitState::HalfOpen {
+            overall = overall.max(Overall::Degraded);
+        }
         let mut entry = json!({"breaker": breaker, "health": health});
         if let Some(inbound) = &d.inbound {
-            entry["inbound"] = json!({"mode": inbound.mode, "health": inbound.health.snapshot()});
+            let health = inbound.health.snapshot();
+            if health.status == HealthStatus::Unhealthy {
+                overall = overall.max(Overall::Degraded);
+            }
+            entry["inbound"] = json!({"mode": inbound.mode, "health": health});
         }
         destinations.insert(d.name.clone(), entry);
     }
@@ -118,8 +152,14 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
         .chain(store.last_error.clone().map(|e| ("store".to_owned(), e)))
         .max_by(|a, b| a.1.at.cmp(&b.1.at))
         .map(|(dependency, e)| json!({"dependency": dependency, "at": e.at, "message": e.message}));
+    if store.status == HealthStatus::Unhealthy {
+        overall = overall.max(Overall::Unhealthy);
+    }
+    if state.draining() {
+        overall = Overall::Draining;
+    }
     Json(json!({
-        "status": if state.draining() { "draining" } else { "running" },
+        "status": overall.as_str(),
         "version": env!("CARGO_PKG_VERSION"),
         "started_at": rfc3339(std::time::SystemTime::now() - state.started.elapsed()),
         "uptime_seconds": state.started.elapsed().as_secs(),

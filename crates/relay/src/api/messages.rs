@@ -88,11 +88,7 @@ pub fn parse_submit(
 ) -> Result<Submit, ApiError> {
     let body: SubmitRequest = super::extract::from_json(body)?;
     let Some(dest) = destinations.get(&body.destination) else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_destination",
-            format!("no destination named `{}` is configured", body.destination),
-        ));
+        return Err(ApiError::unknown_destination(&body.destination));
     };
     if let Some(key) = &body.ordering_key {
         check_key("ordering_key", key)?;
@@ -268,6 +264,33 @@ pub(crate) async fn page(
     })))
 }
 
+/// A request's destination filter: `None` when absent or empty, else the name, if it names a
+/// configured destination or one that messages in the store still name (a destination taken
+/// out of the configuration leaves its messages behind, and they must stay listable and
+/// purgeable); else 422 `unknown_destination`, so a typo is not answered with an empty page.
+pub(crate) async fn destination_filter(
+    state: &AppState,
+    destination: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let Some(name) = destination.filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    if state.destinations.contains_key(&name) {
+        return Ok(Some(name));
+    }
+    let stored = Filter::all().destination(name.clone());
+    if state
+        .store
+        .list(&stored, None, 1)
+        .await?
+        .messages
+        .is_empty()
+    {
+        return Err(ApiError::unknown_destination(&name));
+    }
+    Ok(Some(name))
+}
+
 /// Parses `status=queued,retrying`.
 pub(crate) fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
     text.split(',')
@@ -294,7 +317,7 @@ pub(crate) async fn list(
     if let Some(s) = &q.status {
         filter.statuses = parse_statuses(s)?;
     }
-    filter.destination = q.destination.filter(|d| !d.is_empty());
+    filter.destination = destination_filter(&state, q.destination).await?;
     page(&state, filter, q.cursor, q.limit).await
 }
 

@@ -49,7 +49,7 @@ pub fn document() -> Value {
     submit["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}});
     let mut list = op(
         "List messages, newest first",
-        json!({"200": ok_json("a page", page.clone()), "400": error_response("bad query"), "401": unauthorized}),
+        json!({"200": ok_json("a page", page.clone()), "400": error_response("bad query"), "401": unauthorized, "422": error_response("`unknown_destination`: the destination filter names neither a configured destination nor one stored messages name")}),
     );
     list["parameters"] = json!([
         query("status", "comma-separated statuses"),
@@ -69,7 +69,7 @@ pub fn document() -> Value {
     replay_one["parameters"] = json!([path("id")]);
     let mut dead = op(
         "List dead letters",
-        json!({"200": ok_json("a page", page), "401": unauthorized}),
+        json!({"200": ok_json("a page", page), "401": unauthorized, "422": error_response("`unknown_destination`")}),
     );
     dead["parameters"] = json!([
         query("destination", "destination name"),
@@ -79,20 +79,25 @@ pub fn document() -> Value {
     ]);
     let mut replay_dead = op(
         "Replay dead letters by filter or ids",
-        json!({"200": ok_json("what was (or would be) re-queued", json!({"$ref": "#/components/schemas/ReplayReport"})), "400": error_response("bad request"), "401": unauthorized}),
+        json!({"200": ok_json("what was (or would be) re-queued", json!({"$ref": "#/components/schemas/ReplayReport"})), "400": error_response("bad request"), "401": unauthorized, "422": error_response("`unknown_destination`: the filter names a destination that is not configured")}),
     );
     replay_dead["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReplayRequest"}}}});
     let mut purge = op(
-        "Delete dead letters matching the filter",
-        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "401": unauthorized}),
+        "Delete dead letters matching the filter, or every one with `all=true`",
+        json!({"200": ok_json("how many were deleted, or on a dry run how many match", json!({"type": "object", "properties": {"purged": {"type": "integer"}, "matched": {"type": "integer", "description": "dry run only"}, "dry_run": {"type": "boolean"}}})), "400": error_response("`filter_required`: no filter and no `all=true`; `invalid_query`: `all=true` with a filter"), "401": unauthorized, "422": error_response("`unknown_destination`")}),
     );
     purge["parameters"] = json!([
         query("destination", "destination name"),
-        query("error_contains", "text in the last error")
+        query("error_contains", "text in the last error"),
+        query(
+            "all",
+            "`true`: every dead letter (required when no filter is given)"
+        ),
+        query("dry_run", "`true`: only count what would be deleted"),
     ]);
     let mut purge_ids = op(
         "Delete the named dead letters that still match the filter",
-        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "400": error_response("bad request"), "401": unauthorized}),
+        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "400": error_response("bad request"), "401": unauthorized, "422": error_response("`unknown_destination`")}),
     );
     purge_ids["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}});
     let mut action = op(
@@ -169,7 +174,7 @@ pub fn document() -> Value {
             "/v1/openapi.json": {"get": op("This document", json!({"200": ok_json("OpenAPI 3.1", any_object.clone())}))},
             "/livez": {"get": {"summary": "The process is up", "security": [], "responses": {"200": ok_json("alive", any_object.clone())}}},
             "/readyz": {"get": op("Store reachable and not draining", json!({"200": ok_json("ready", any_object.clone()), "503": error_response("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full` (writes are refused for lack of space)"), "401": unauthorized}))},
-            "/status": {"get": op("Uptime, counters, depths, breakers, dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
+            "/status": {"get": op("Overall `status` (`ok`; `degraded`: a breaker open, forced open or half-open, or a destination unhealthy; `unhealthy`: the store is; `draining`), uptime, counters, depths, breakers (durations in `_ms`), dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
             "/metrics": {"get": op("Prometheus text format", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}))},
         }
     })

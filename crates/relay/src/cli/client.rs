@@ -1,47 +1,102 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
-//! `messages show`, `dlq list | replay | purge`.
+//! `messages list | show | replay`, `dlq list | replay | purge`,
+//! `breakers list | reset | force-open | disable`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
-//! holds its lock file).
+//! holds its lock file). They find the relay at `--server`, else `FERRULE_SERVER`, else the
+//! `server.listen` of the configuration given with `--config` or `FERRULE_CONFIG`, else
+//! `http://127.0.0.1:8080`.
 
 use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
+use ferrule_policy::ConfigError;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::cli::console;
-use crate::cli::{ClientArgs, DlqCommand, DlqFilter, MessagesCommand, SendArgs};
+use crate::cli::{
+    BreakersCommand, ClientArgs, Confirm, DlqCommand, DlqFilter, MessagesCommand, PageArgs,
+    SendArgs, StatusArgs, console, render,
+};
+use crate::config::Config;
 use crate::error::Error;
 
 /// Ids replayed or purged per request by `dlq replay` and `dlq purge`.
 const REPLAY_CHUNK: usize = 500;
 
+/// Where the relay is when nothing says otherwise.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// The relay's base URL: `--server` (or `FERRULE_SERVER`, which clap has read into it), else
+/// the `server.listen` of the configuration at `config`, else `http://127.0.0.1:8080`.
+///
+/// The configuration is read without validating it: only `server.listen` matters here, and
+/// its secrets (`env:`, `file:`) may live only where the relay runs.
+pub fn server_url(args: &ClientArgs, config: Option<&Path>) -> Result<String, Error> {
+    if let Some(server) = args.server.as_deref().filter(|s| !s.is_empty()) {
+        return Ok(server.trim_end_matches('/').to_owned());
+    }
+    match config {
+        Some(path) => url_for_listen(&Config::load_unvalidated(Some(path))?.server.listen),
+        None => Ok(DEFAULT_SERVER.to_owned()),
+    }
+}
+
+/// The URL that reaches a relay listening on `listen`: a wildcard address (`0.0.0.0`, `[::]`)
+/// means this machine's loopback.
+fn url_for_listen(listen: &str) -> Result<String, Error> {
+    let invalid =
+        |message: String| Error::Config(ConfigError::new("server.listen", message).into());
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| invalid(format!("`{listen}` is not an address: {e}")))?;
+    if addr.port() == 0 {
+        return Err(invalid(format!(
+            "`{listen}` listens on any free port; pass --server with the address `ferrule serve` printed"
+        )));
+    }
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Ok(format!("http://{}", SocketAddr::new(ip, addr.port())))
+}
+
 /// An API client for one relay.
-struct Client {
+#[derive(Debug)]
+pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Client(format!("cannot build an HTTP client: {e}")))?;
-        let base = args.server.trim_end_matches('/').to_owned();
+    /// A client for the relay [`server_url`] finds.
+    pub fn new(args: &ClientArgs, config: Option<&Path>) -> Result<Self, Error> {
+        let base = server_url(args, config)?;
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Client(format!(
                 "--server must be an http:// or https:// URL, not `{base}`"
             )));
         }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Client(format!("cannot build an HTTP client: {e}")))?;
         Ok(Client {
             http,
             base,
             token: args.token.clone().filter(|t| !t.is_empty()),
         })
+    }
+
+    /// The relay's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Sends a request; answers the status and the JSON body, or an error naming the API's
@@ -93,15 +148,23 @@ impl Client {
             "the relay answered {status}: {code}: {message}{hint}"
         )))
     }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Error> {
+        Ok(self.call(Method::GET, path, query, None, &[]).await?.1)
+    }
+
+    async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, Error> {
+        Ok(self.call(Method::POST, path, &[], body, &[]).await?.1)
+    }
 }
 
-fn pretty(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+/// Prints `value` as the API sent it.
+fn print_json(value: &Value) {
+    console::out(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
 /// `ferrule send`.
-pub async fn send(args: SendArgs) -> Result<(), Error> {
-    let client = Client::new(&args.client)?;
+pub async fn send(client: &Client, args: SendArgs) -> Result<(), Error> {
     let text = match args.payload.as_deref() {
         Some("-") | None => {
             let mut buf = String::new();
@@ -139,25 +202,90 @@ pub async fn send(args: SendArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// `ferrule status`.
-pub async fn status(args: ClientArgs) -> Result<(), Error> {
-    let client = Client::new(&args)?;
-    let (_, answer) = client.call(Method::GET, "/status", &[], None, &[]).await?;
-    console::out(&pretty(&answer));
-    Ok(())
+/// `ferrule status`: prints the status and answers the exit code its overall state means
+/// ([`crate::cli::STATUS_EXIT_CODES`]).
+pub async fn status(client: &Client, args: StatusArgs) -> Result<u8, Error> {
+    let answer = client.get("/status", &[]).await?;
+    if args.json {
+        print_json(&answer);
+    } else {
+        console::out(&render::status(&answer, client.base()));
+    }
+    Ok(match answer["status"].as_str() {
+        Some("ok") => 0,
+        Some("degraded") => 1,
+        Some("unhealthy" | "draining") => 2,
+        _ => 3,
+    })
+}
+
+/// The query of one page of a listing.
+fn page_query(page: &PageArgs) -> Vec<(&'static str, String)> {
+    let mut query = vec![("limit", page.limit.to_string())];
+    if let Some(cursor) = &page.cursor {
+        query.push(("cursor", cursor.clone()));
+    }
+    query
+}
+
+/// Prints one page of messages (`what` names one, e.g. "dead letter") as a table, or as JSON,
+/// and on stderr how many were shown and how to get the next page.
+fn print_page(answer: &Value, page: &PageArgs, what: &str, table: fn(&[Value]) -> String) {
+    if page.json {
+        print_json(answer);
+        return;
+    }
+    let rows = answer["messages"].as_array().map_or(&[][..], Vec::as_slice);
+    if !rows.is_empty() {
+        console::out(&table(rows));
+    }
+    let plural = if rows.len() == 1 { "" } else { "s" };
+    let mut note = format!("{} {what}{plural} shown", rows.len());
+    if let Some(next) = answer["next"].as_str().filter(|_| !rows.is_empty()) {
+        note.push_str(&format!("; the next page: --cursor {next}"));
+    }
+    console::err(&note);
 }
 
 /// `ferrule messages …`.
-pub async fn messages(command: MessagesCommand) -> Result<(), Error> {
+pub async fn messages(client: &Client, command: MessagesCommand) -> Result<(), Error> {
     match command {
-        MessagesCommand::Show { client, id } => {
-            let client = Client::new(&client)?;
-            let path = format!("/v1/messages/{}", encode_segment(&id));
-            let (_, answer) = client.call(Method::GET, &path, &[], None, &[]).await?;
-            console::out(&pretty(&answer));
-            Ok(())
+        MessagesCommand::List {
+            status,
+            destination,
+            page,
+        } => {
+            let mut query = page_query(&page);
+            if let Some(status) = status {
+                query.push(("status", status));
+            }
+            if let Some(destination) = destination {
+                query.push(("destination", destination));
+            }
+            let answer = client.get("/v1/messages", &query).await?;
+            print_page(&answer, &page, "message", render::messages);
+        }
+        MessagesCommand::Show { id, json } => {
+            let answer = client
+                .get(&format!("/v1/messages/{}", encode_segment(&id)), &[])
+                .await?;
+            if json {
+                print_json(&answer);
+            } else {
+                console::out(&render::message(&answer));
+            }
+        }
+        MessagesCommand::Replay { id } => {
+            let path = format!("/v1/messages/{}/replay", encode_segment(&id));
+            let answer = client.post(&path, None).await?;
+            console::out(&format!(
+                "{} {}",
+                answer["id"].as_str().unwrap_or(&id),
+                answer["status"].as_str().unwrap_or("queued")
+            ));
         }
     }
+    Ok(())
 }
 
 /// Percent-encodes a path segment.
@@ -185,11 +313,8 @@ fn filter_query(filter: &DlqFilter) -> Vec<(&'static str, String)> {
 }
 
 /// Pages through the dead letters matching `filter`, collecting their ids.
-async fn dead_ids(
-    client: &Client,
-    filter: &DlqFilter,
-    bar: &ProgressBar,
-) -> Result<Vec<String>, Error> {
+async fn dead_ids(client: &Client, filter: &DlqFilter) -> Result<Vec<String>, Error> {
+    let spinner = ProgressBar::new_spinner();
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -198,123 +323,240 @@ async fn dead_ids(
         if let Some(c) = &cursor {
             query.push(("cursor", c.clone()));
         }
-        let (_, page) = client
-            .call(Method::GET, "/v1/dead-letters", &query, None, &[])
-            .await?;
+        let page = client.get("/v1/dead-letters", &query).await?;
         let batch = page["messages"].as_array().cloned().unwrap_or_default();
         ids.extend(
             batch
                 .iter()
                 .filter_map(|m| m["id"].as_str().map(str::to_owned)),
         );
-        bar.set_message(format!("{} dead letters found", ids.len()));
-        bar.tick();
+        spinner.set_message(format!("{} dead letters found", ids.len()));
+        spinner.tick();
         match page["next"].as_str() {
             Some(next) if !batch.is_empty() => cursor = Some(next.to_owned()),
-            _ => return Ok(ids),
+            _ => {
+                spinner.finish_and_clear();
+                return Ok(ids);
+            }
         }
     }
 }
 
+/// What the filter selects, for people: "dead letters of `hook`", "every dead letter".
+fn described(filter: &DlqFilter, count: usize) -> String {
+    let mut text = match count {
+        1 => "1 dead letter".to_owned(),
+        n => format!("{n} dead letters"),
+    };
+    if let Some(d) = &filter.destination {
+        text.push_str(&format!(" of `{d}`"));
+    }
+    if let Some(e) = &filter.error_contains {
+        text.push_str(&format!(" whose last error contains `{e}`"));
+    }
+    text
+}
+
+/// Whether to go on with `verb` (e.g. "purge", whose past is `done`, "purged") on `what`:
+/// not on a dry run; at once with `--yes`; else only after a person answers yes on a
+/// terminal. Never without one of those.
+fn go_ahead(verb: &str, done: &str, what: &str, confirm: &Confirm) -> Result<bool, Error> {
+    if confirm.dry_run {
+        console::out(&format!(
+            "{what} would be {done} (dry run: nothing changed)"
+        ));
+        return Ok(false);
+    }
+    if confirm.yes {
+        return Ok(true);
+    }
+    let capitalised = verb[..1].to_uppercase() + &verb[1..];
+    match console::confirm(&format!("{capitalised} {what}?")) {
+        Some(true) => Ok(true),
+        Some(false) => Err(Error::Client(format!("not confirmed: nothing was {done}"))),
+        None => Err(Error::Client(format!(
+            "refusing to {verb} {what} without confirmation: stdin is not a terminal; \
+             pass --yes (or --dry-run to only count them)"
+        ))),
+    }
+}
+
+/// Sends `ids` to `path` in chunks of [`REPLAY_CHUNK`] with a progress bar labelled `verb`;
+/// `body` makes each request's body from its chunk and `count` reads how many it affected.
+async fn in_chunks(
+    client: &Client,
+    path: &str,
+    ids: &[String],
+    verb: &str,
+    body: impl Fn(&[String]) -> Value,
+    count: &str,
+) -> Result<u64, Error> {
+    let bar = ProgressBar::new(ids.len() as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template(&format!("{verb} {{bar:40}} {{pos}}/{{len}} ({{eta}})"))
+    {
+        bar.set_style(style);
+    }
+    let mut done = 0u64;
+    for chunk in ids.chunks(REPLAY_CHUNK) {
+        let answer = client.post(path, Some(&body(chunk))).await?;
+        done += answer[count].as_u64().unwrap_or(0);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(done)
+}
+
 /// `ferrule dlq …`.
-pub async fn dlq(command: DlqCommand) -> Result<(), Error> {
+pub async fn dlq(client: &Client, command: DlqCommand) -> Result<(), Error> {
     match command {
-        DlqCommand::List {
-            client,
-            filter,
-            limit,
-        } => {
-            let client = Client::new(&client)?;
+        DlqCommand::List { filter, page } => {
             let mut query = filter_query(&filter);
-            query.push(("limit", limit.to_string()));
-            let (_, page) = client
-                .call(Method::GET, "/v1/dead-letters", &query, None, &[])
-                .await?;
-            let rows = page["messages"].as_array().cloned().unwrap_or_default();
-            for m in &rows {
-                console::out(&format!(
-                    "{}  {}  attempts={}  {}",
-                    m["id"].as_str().unwrap_or(""),
-                    m["destination"].as_str().unwrap_or(""),
-                    m["attempts"],
-                    m["last_error"].as_str().unwrap_or("")
-                ));
-            }
-            console::err(&format!("{} dead letters shown", rows.len()));
-            Ok(())
+            query.extend(page_query(&page));
+            let answer = client.get("/v1/dead-letters", &query).await?;
+            print_page(&answer, &page, "dead letter", render::dead_letters);
         }
-        DlqCommand::Replay {
-            client,
-            filter,
-            dry_run,
-        } => {
-            let client = Client::new(&client)?;
-            let spinner = ProgressBar::new_spinner();
-            let ids = dead_ids(&client, &filter, &spinner).await?;
-            spinner.finish_and_clear();
-            if dry_run {
-                console::out(&format!("{} dead letters would be replayed", ids.len()));
+        DlqCommand::Replay { filter, confirm } => {
+            let ids = dead_ids(client, &filter).await?;
+            if ids.is_empty() {
+                console::out(&format!("{}: nothing to replay", described(&filter, 0)));
                 return Ok(());
             }
-            let bar = ProgressBar::new(ids.len() as u64);
-            if let Ok(style) =
-                ProgressStyle::with_template("replaying {bar:40} {pos}/{len} ({eta})")
-            {
-                bar.set_style(style);
+            if !go_ahead(
+                "replay",
+                "replayed",
+                &described(&filter, ids.len()),
+                &confirm,
+            )? {
+                return Ok(());
             }
-            let mut replayed = 0u64;
-            for chunk in ids.chunks(REPLAY_CHUNK) {
-                let body = json!({"ids": chunk});
-                let (_, report) = client
-                    .call(
-                        Method::POST,
-                        "/v1/dead-letters/replay",
-                        &[],
-                        Some(&body),
-                        &[],
-                    )
-                    .await?;
-                replayed += report["count"].as_u64().unwrap_or(0);
-                bar.inc(chunk.len() as u64);
-            }
-            bar.finish_and_clear();
+            let replayed = in_chunks(
+                client,
+                "/v1/dead-letters/replay",
+                &ids,
+                "replaying",
+                |chunk| json!({"ids": chunk}),
+                "count",
+            )
+            .await?;
             console::out(&format!("{replayed} dead letters replayed"));
-            Ok(())
         }
-        DlqCommand::Purge { client, filter } => {
-            let client = Client::new(&client)?;
-            let spinner = ProgressBar::new_spinner();
-            let ids = dead_ids(&client, &filter, &spinner).await?;
-            spinner.finish_and_clear();
-            let bar = ProgressBar::new(ids.len() as u64);
-            if let Ok(style) = ProgressStyle::with_template("purging {bar:40} {pos}/{len} ({eta})")
-            {
-                bar.set_style(style);
+        DlqCommand::Purge {
+            filter,
+            all,
+            confirm,
+        } => {
+            if filter.is_empty() && !all {
+                return Err(Error::Client(
+                    "dlq purge needs a filter (--destination, --error-contains) or --all to \
+                     purge every dead letter"
+                        .into(),
+                ));
             }
-            let mut purged = 0u64;
-            for chunk in ids.chunks(REPLAY_CHUNK) {
-                let mut body = json!({"ids": chunk});
-                if let Some(d) = &filter.destination {
-                    body["destination"] = json!(d);
-                }
-                if let Some(e) = &filter.error_contains {
-                    body["error_contains"] = json!(e);
-                }
-                let (_, answer) = client
-                    .call(
-                        Method::POST,
-                        "/v1/dead-letters/purge",
-                        &[],
-                        Some(&body),
-                        &[],
-                    )
-                    .await?;
-                purged += answer["purged"].as_u64().unwrap_or(0);
-                bar.inc(chunk.len() as u64);
+            let ids = dead_ids(client, &filter).await?;
+            if ids.is_empty() {
+                console::out(&format!("{}: nothing to purge", described(&filter, 0)));
+                return Ok(());
             }
-            bar.finish_and_clear();
+            if !go_ahead("purge", "purged", &described(&filter, ids.len()), &confirm)? {
+                return Ok(());
+            }
+            let purged = in_chunks(
+                client,
+                "/v1/dead-letters/purge",
+                &ids,
+                "purging",
+                |chunk| {
+                    // Only those that still match: one replayed meanwhile is not purged.
+                    let mut body = json!({"ids": chunk});
+                    if let Some(d) = &filter.destination {
+                        body["destination"] = json!(d);
+                    }
+                    if let Some(e) = &filter.error_contains {
+                        body["error_contains"] = json!(e);
+                    }
+                    body
+                },
+                "purged",
+            )
+            .await?;
             console::out(&format!("{purged} dead letters purged"));
-            Ok(())
         }
+    }
+    Ok(())
+}
+
+/// `ferrule breakers …`.
+pub async fn breakers(client: &Client, command: BreakersCommand) -> Result<(), Error> {
+    let (destination, action) = match command {
+        BreakersCommand::List { json } => {
+            let answer = client.get("/v1/breakers", &[]).await?;
+            if json {
+                print_json(&answer);
+            } else {
+                let rows = answer["breakers"].as_array().map_or(&[][..], Vec::as_slice);
+                console::out(&render::breakers(rows));
+            }
+            return Ok(());
+        }
+        BreakersCommand::Reset { destination } => (destination, "reset"),
+        BreakersCommand::ForceOpen { destination } => (destination, "force-open"),
+        BreakersCommand::Disable { destination } => (destination, "disable"),
+    };
+    let path = format!("/v1/breakers/{}/{action}", encode_segment(&destination));
+    let answer = client.post(&path, None).await?;
+    console::out(&render::breakers(std::slice::from_ref(&answer)));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_url_comes_from_the_listen_address_with_wildcards_on_loopback() {
+        assert_eq!(
+            url_for_listen("127.0.0.1:9000").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            url_for_listen("0.0.0.0:8081").unwrap(),
+            "http://127.0.0.1:8081"
+        );
+        assert_eq!(url_for_listen("[::]:8082").unwrap(), "http://[::1]:8082");
+        assert_eq!(
+            url_for_listen("192.0.2.7:80").unwrap(),
+            "http://192.0.2.7:80"
+        );
+        for bad in ["127.0.0.1:0", "localhost:8080", "nowhere"] {
+            let e = url_for_listen(bad).unwrap_err().to_string();
+            assert!(e.contains("server.listen"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn server_beats_the_config_which_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferrule.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:9100\"\n[[destinations]]\nname = \"x\"\ntype = \"telegram\"\nbot_token = \"env:FERRULE_TEST_UNSET_TOKEN\"\n",
+        )
+        .unwrap();
+        let none = ClientArgs::default();
+        assert_eq!(server_url(&none, None).unwrap(), DEFAULT_SERVER);
+        assert_eq!(
+            server_url(&none, Some(&path)).unwrap(),
+            "http://127.0.0.1:9100",
+            "an unset env: secret does not matter here"
+        );
+        let given = ClientArgs {
+            server: Some("http://relay.example:1/".into()),
+            token: None,
+        };
+        assert_eq!(
+            server_url(&given, Some(&path)).unwrap(),
+            "http://relay.example:1"
+        );
     }
 }

@@ -1,10 +1,13 @@
-//! The command line: its arguments (`serve`, `send`, `status`, `messages show`, `dlq …`,
-//! `migrate`, `config check`, `telegram set-webhook|delete-webhook`) and the commands that are
-//! not `serve`: [`client`] talks to a running relay over its HTTP API, [`telegram`] to the Bot
-//! API straight from the configuration, and `console` is what they print for people.
+//! The command line: its arguments (`serve`, `send`, `status`, `messages list|show|replay`,
+//! `dlq list|replay|purge`, `breakers list|reset|force-open|disable`, `migrate`,
+//! `config check`, `telegram set-webhook|delete-webhook`) and the commands that are not
+//! `serve`: [`client`] talks to a running relay over its HTTP API, [`telegram`] to the Bot
+//! API straight from the configuration, `console` is how they talk to the person at the
+//! terminal, and `render` turns the API's JSON into what they print for people.
 
 pub mod client;
 pub(crate) mod console;
+mod render;
 pub mod telegram;
 
 use std::path::PathBuf;
@@ -17,11 +20,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "ferrule", version, about)]
 pub struct Cli {
     /// TOML configuration file.
-    #[arg(long, short = 'c', env = "FERRULE_CONFIG", global = true)]
+    #[arg(long, short = 'c', env = "FERRULE_CONFIG", global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, env = "FERRULE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    /// Log format: human or json (one object per line).
+    #[arg(long, env = "FERRULE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true, value_name = "FORMAT", hide_possible_values = true, help_heading = GLOBAL)]
     pub log_format: LogFormat,
+    /// Where the running relay is, for the commands that talk to it.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -43,9 +49,10 @@ pub enum Command {
     Serve,
     /// Submit a message to a running relay.
     Send(SendArgs),
-    /// Show a running relay's status.
-    Status(ClientArgs),
-    /// Inspect messages.
+    /// Show a running relay's status; the exit code says how it is.
+    #[command(after_help = STATUS_EXIT_CODES)]
+    Status(StatusArgs),
+    /// List, show and replay messages.
     Messages {
         /// What to do.
         #[command(subcommand)]
@@ -56,6 +63,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// The destinations' circuit breakers.
+    Breakers {
+        /// What to do.
+        #[command(subcommand)]
+        command: BreakersCommand,
     },
     /// Create or upgrade the store's schema, then exit.
     Migrate,
@@ -73,23 +86,32 @@ pub enum Command {
     },
 }
 
-/// Where the running relay is.
-#[derive(Debug, Clone, Args)]
+/// What `ferrule status --help` says about its exit code.
+pub const STATUS_EXIT_CODES: &str = "\
+Exit codes:
+  0  ok: every dependency works
+  1  degraded: a destination's breaker is open or half-open, or a destination is unhealthy
+  2  unhealthy (the store is) or draining (shutting down)
+  3  unknown: the relay could not be reached or refused the request, or --config could not be read";
+
+/// The heading of the options every command takes, shown after a command's own.
+const GLOBAL: &str = "Global options";
+
+/// Where the running relay is, for the commands that talk to it.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = GLOBAL)]
 pub struct ClientArgs {
-    /// The relay's base URL.
-    #[arg(long, env = "FERRULE_SERVER", default_value = "http://127.0.0.1:8080")]
-    pub server: String,
-    /// API token.
-    #[arg(long, env = "FERRULE_TOKEN", hide_env_values = true)]
+    /// The running relay's URL [default: the config's server.listen, else http://127.0.0.1:8080].
+    #[arg(long, env = "FERRULE_SERVER", global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// API token of the running relay.
+    #[arg(long, env = "FERRULE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 }
 
 /// `ferrule send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Where the relay is.
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// Destination name.
     #[arg(long, short = 'd')]
     pub destination: String,
@@ -107,14 +129,54 @@ pub struct SendArgs {
     pub deliver_after: Option<String>,
 }
 
+/// `ferrule status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which page of a listing.
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// At most this many (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+    /// Continue after the previous page (its last line says the cursor).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `ferrule messages …`.
 #[derive(Debug, Subcommand)]
 pub enum MessagesCommand {
+    /// List messages, newest first.
+    List {
+        /// Only these statuses, comma-separated (queued, delivering, retrying, delivered, dead,
+        /// cancelled).
+        #[arg(long, short = 's')]
+        status: Option<String>,
+        /// Only this destination.
+        #[arg(long, short = 'd', value_name = "NAME")]
+        destination: Option<String>,
+        /// Which page.
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// A message with its timeline.
     Show {
-        /// Where the relay is.
-        #[command(flatten)]
-        client: ClientArgs,
+        /// The message id.
+        id: String,
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue a delivered, dead or cancelled message: due now, attempts from zero.
+    Replay {
         /// The message id.
         id: String,
     },
@@ -124,48 +186,91 @@ pub enum MessagesCommand {
 #[derive(Debug, Clone, Args)]
 pub struct DlqFilter {
     /// Only this destination.
-    #[arg(long, short = 'd')]
+    #[arg(long, short = 'd', value_name = "NAME")]
     pub destination: Option<String>,
-    /// Only those whose last error contains this text.
-    #[arg(long)]
+    /// Only those whose last error contains TEXT.
+    #[arg(long, value_name = "TEXT")]
     pub error_contains: Option<String>,
+}
+
+impl DlqFilter {
+    /// Whether any filter is given.
+    pub fn is_empty(&self) -> bool {
+        self.destination.is_none() && self.error_contains.is_none()
+    }
+}
+
+/// How a command that changes many dead letters asks before it does.
+#[derive(Debug, Clone, Args)]
+pub struct Confirm {
+    /// Only say how many would be affected.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `ferrule dlq …`.
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// List dead letters.
+    /// List dead letters, newest first.
     List {
-        /// Where the relay is.
-        #[command(flatten)]
-        client: ClientArgs,
         /// Which.
         #[command(flatten)]
         filter: DlqFilter,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Which page.
+        #[command(flatten)]
+        page: PageArgs,
     },
-    /// Re-queue dead letters.
+    /// Re-queue dead letters (all of them without a filter), after showing how many and
+    /// asking.
     Replay {
-        /// Where the relay is.
-        #[command(flatten)]
-        client: ClientArgs,
         /// Which.
         #[command(flatten)]
         filter: DlqFilter,
-        /// Only say how many would be replayed.
-        #[arg(long)]
-        dry_run: bool,
+        /// Asking first.
+        #[command(flatten)]
+        confirm: Confirm,
     },
-    /// Delete dead letters.
+    /// Delete dead letters matching a filter, or every one with --all, after showing how
+    /// many and asking.
     Purge {
-        /// Where the relay is.
-        #[command(flatten)]
-        client: ClientArgs,
         /// Which.
         #[command(flatten)]
         filter: DlqFilter,
+        /// Every dead letter (needed when no filter is given).
+        #[arg(long, conflicts_with_all = ["destination", "error_contains"])]
+        all: bool,
+        /// Asking first.
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+}
+
+/// `ferrule breakers …`.
+#[derive(Debug, Subcommand)]
+pub enum BreakersCommand {
+    /// Every destination's breaker.
+    List {
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close the breaker and clear its window (also ends force-open and disable).
+    Reset {
+        /// The destination.
+        destination: String,
+    },
+    /// Hold the breaker open until it is reset: nothing is sent to the destination.
+    ForceOpen {
+        /// The destination.
+        destination: String,
+    },
+    /// Let every call through whatever happens, until it is reset.
+    Disable {
+        /// The destination.
+        destination: String,
     },
 }
 

@@ -111,7 +111,20 @@ impl Config {
         Self::load_with_env(path, Env::prefixed("FERRULE_"))
     }
 
+    /// Loads as [`load`](Self::load) does but does **not** validate: for a command that needs
+    /// one value (`ferrule status` reads `server.listen`) where the relay's secrets (`env:`,
+    /// `file:`) may not be readable.
+    pub fn load_unvalidated(path: Option<&Path>) -> Result<Config, LoadError> {
+        Self::read_with_env(path, Env::prefixed("FERRULE_"))
+    }
+
     fn load_with_env(path: Option<&Path>, env: Env) -> Result<Config, LoadError> {
+        let config = Self::read_with_env(path, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn read_with_env(path: Option<&Path>, env: Env) -> Result<Config, LoadError> {
         let text = match path {
             None => None,
             Some(path) => {
@@ -128,9 +141,7 @@ impl Config {
             let (section, rest) = key.split_once("__")?;
             (SECTIONS.contains(&section) && !rest.is_empty()).then(|| key.replace("__", ".").into())
         });
-        let config = extract(layered(text.as_deref()).merge(env))?;
-        config.validate()?;
-        Ok(config)
+        extract(layered(text.as_deref()).merge(env))
     }
 
     /// The built-in defaults with the TOML `text` laid over them, as [`load`](Self::load)

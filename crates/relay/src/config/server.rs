@@ -1,4 +1,4 @@
-//! `[server]`: the HTTP listener, request limits, draining and the environment.
+//! `[server]`: the HTTP listener, request limits, shutting down and the environment.
 
 use std::time::Duration;
 
@@ -15,7 +15,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Submissions are refused with 503 once this many messages are pending (default 5 000 000).
     pub max_queue_depth: u64,
-    /// How long in-flight deliveries may run after SIGTERM/SIGINT (default 30 s).
+    /// How long the relay keeps serving after SIGTERM/SIGINT while `/readyz` and new
+    /// submissions answer 503 `shutting_down`, so a load balancer notices before the listener
+    /// closes (default 5 s; 0 closes it at once). A second signal skips the rest.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// How long in-flight deliveries may run once the listener has closed (default 30 s).
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// Where the relay runs; enabled chaos is refused in `production` unless allowed.
@@ -28,6 +33,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 1024 * 1024,
             max_queue_depth: 5_000_000,
+            shutdown_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             environment: Environment::Development,
         }

@@ -18,6 +18,15 @@ fn later() -> String {
     ferrule::time::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
 }
 
+/// Starts the relay with `config` as given, on the system clock, without a banner.
+async fn start_as_given(config: ferrule::Config) -> ferrule::Running {
+    let options = StartOptions {
+        clock: ferrule_policy::clock::system(),
+        banner: false,
+    };
+    ferrule::start(config, options).await.unwrap()
+}
+
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
@@ -330,13 +339,7 @@ async fn the_first_start_generates_a_token_and_stores_only_its_hash() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::config_in(&dir);
     config.auth.tokens.clear();
-    let options = StartOptions {
-        clock: ferrule_policy::clock::system(),
-        banner: false,
-    };
-    let first = ferrule::start(config.clone(), options.clone())
-        .await
-        .unwrap();
+    let first = start_as_given(config.clone()).await;
     let token = first.generated_token.clone().expect("a token is generated");
     assert!(token.starts_with("frl_"));
     let base = format!("http://{}", first.addr);
@@ -359,7 +362,7 @@ async fn the_first_start_generates_a_token_and_stores_only_its_hash() {
             "the plain token must not be stored"
         );
     }
-    let second = ferrule::start(config, options).await.unwrap();
+    let second = start_as_given(config).await;
     assert_eq!(second.generated_token, None, "shown only once");
     let base = format!("http://{}", second.addr);
     let status = http
@@ -398,4 +401,88 @@ async fn a_json_array_body_is_refused_not_taken_for_its_fields() {
     }
     let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
     assert_eq!(page["messages"], json!([]), "nothing was stored");
+}
+
+#[tokio::test]
+async fn every_destination_filter_naming_no_destination_is_422() {
+    let relay = start(idle).await;
+    let cases = [
+        (Method::GET, "/v1/messages?destination=biling-hook", None),
+        (
+            Method::GET,
+            "/v1/dead-letters?destination=biling-hook",
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/v1/dead-letters?destination=biling-hook",
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/dead-letters/replay",
+            Some(json!({"destination": "biling-hook"})),
+        ),
+        (
+            Method::POST,
+            "/v1/dead-letters/purge",
+            Some(json!({"ids": [], "destination": "biling-hook"})),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let (status, answer) = relay.call(method.clone(), path, body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {path}: {answer}"
+        );
+        assert_error(&answer, "unknown_destination");
+        assert_eq!(answer["error"]["field"], "destination", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`biling-hook`"),
+            "{answer}"
+        );
+    }
+    let (status, body) = relay
+        .call(Method::GET, "/v1/messages?destination=billing-hook", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "a configured one: {body}");
+}
+
+#[tokio::test]
+async fn messages_of_a_destination_taken_out_of_the_config_stay_listable_but_not_replayable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config_in(&dir);
+    idle(&mut config);
+    let first = start_as_given(config.clone()).await;
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/messages", first.addr))
+        .bearer_auth(TOKEN)
+        .json(&json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    first.shutdown();
+    first.wait().await.unwrap();
+
+    config.destinations.clear();
+    let relay = support::start_in(dir, config, ferrule_policy::clock::system()).await;
+    let (status, body) = relay
+        .call(Method::GET, "/v1/messages?destination=billing-hook", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1, "{body}");
+    let (status, body) = relay
+        .call(
+            Method::POST,
+            "/v1/dead-letters/replay",
+            Some(json!({"destination": "billing-hook"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_error(&body, "unknown_destination");
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::receiver::{Receiver, Reply};
 use crate::support::{SECRET, TOKEN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferrule");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ferrule");
 
 /// A config file for the binary in `dir`, with one webhook destination to `url`.
 pub(crate) fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
@@ -21,6 +21,7 @@ pub(crate) fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
         r#"
 [server]
 listen = "127.0.0.1:0"
+shutdown_delay = "0s"
 drain_timeout = "5s"
 [store]
 url = "sqlite://{db}"
@@ -55,10 +56,16 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `ferrule serve --config path` and waits until it prints where it listens.
     pub(crate) fn start(config: &Path) -> Server {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (e.g. `FERRULE_SERVER__…`).
+    pub(crate) fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -97,7 +104,7 @@ impl Server {
         }
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -106,7 +113,7 @@ impl Server {
     }
 
     /// Waits for the process to exit (at most `limit`) and returns its exit code.
-    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -122,7 +129,7 @@ impl Server {
     }
 
     /// Runs a CLI command against this server.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .env("FERRULE_SERVER", &self.base)
@@ -153,7 +160,7 @@ pub(crate) async fn submit(base: &str, payload: Value) -> (StatusCode, Value) {
     )
 }
 
-async fn get(base: &str, path: &str) -> Value {
+pub(crate) async fn get(base: &str, path: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{base}{path}"))
         .bearer_auth(TOKEN)
@@ -204,6 +211,96 @@ async fn sigterm_drains_in_flight_deliveries_and_exits_zero() {
     let m = get(&server.base, &format!("/v1/messages/{id}")).await;
     assert_eq!(m["status"], "delivered", "{m:#}");
     assert_eq!(receiver.hits().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn during_the_shutdown_delay_sigterm_answers_503_shutting_down_then_drains() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Slow(Duration::from_millis(800), 200)]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &receiver.url, "");
+    let mut server =
+        Server::start_with_env(&config, &[("FERRULE_SERVER__SHUTDOWN_DELAY", "300ms")]);
+    let (status, body) = submit(&server.base, json!({"n": 1})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = body["id"].as_str().unwrap().to_owned();
+    receiver.wait_for_hits(1, Duration::from_secs(10)).await;
+    server.signal("-TERM");
+    // The listener stays open for the delay; what it answers says the relay is going away.
+    // (A submission that arrives before the signal is handled is stored as usual.)
+    let client = reqwest::Client::new();
+    let mut refused = None;
+    let mut accepted = 0;
+    while refused.is_none() {
+        let response = client
+            .post(format!("{}/v1/messages", server.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({"destination": "hook", "payload": {"late": true}}))
+            .send()
+            .await
+            .expect("the listener is open during the shutdown delay");
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(response);
+        } else {
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            accepted += 1;
+        }
+    }
+    let refused = refused.unwrap();
+    assert!(refused.headers().contains_key("retry-after"), "{refused:?}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    let ready = client
+        .get(format!("{}/readyz", server.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (code, stderr) = tokio::task::spawn_blocking(move || {
+        let code = server.wait_exit(Duration::from_secs(10));
+        (code, server.stderr.lock().unwrap().clone())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("shutdown delay"), "{stderr}");
+    // The delivery in flight drained before exit, and the refused submission was not stored.
+    let server = Server::start(&config);
+    let m = get(&server.base, &format!("/v1/messages/{id}")).await;
+    assert_eq!(m["status"], "delivered", "{m:#}");
+    let all = get(&server.base, "/v1/messages").await;
+    assert_eq!(
+        all["messages"].as_array().unwrap().len(),
+        1 + accepted,
+        "{all:#}"
+    );
+}
+
+#[test]
+fn a_second_signal_skips_the_rest_of_the_shutdown_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/hook", "");
+    let mut server = Server::start_with_env(&config, &[("FERRULE_SERVER__SHUTDOWN_DELAY", "1h")]);
+    server.signal("-TERM");
+    // The second signal must come after the first was handled: wait for its log line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr.lock().unwrap().contains("shutdown requested") {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            server.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.signal("-INT");
+    let code = server.wait_exit(Duration::from_secs(10));
+    let stderr = server.stderr.lock().unwrap().clone();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("skipping the rest of the shutdown delay"),
+        "{stderr}"
+    );
 }
 
 /// Found by the chaos harness: a SIGTERM sent right after the "listening on" line killed the
@@ -295,7 +392,7 @@ async fn the_cli_talks_to_a_running_relay() {
         assert!(Instant::now() < deadline, "{m:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let out = server.cli(&["messages", "show", &id]);
+    let out = server.cli(&["messages", "show", &id, "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "dead");
     let out = server.cli(&["dlq", "list"]);
@@ -303,19 +400,22 @@ async fn the_cli_talks_to_a_running_relay() {
     assert!(listed.contains(&id) && listed.contains(&id2), "{listed}");
     let out = server.cli(&["dlq", "replay", "--dry-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 dead letters would be replayed"));
-    let out = server.cli(&["dlq", "replay"]);
+    let out = server.cli(&["dlq", "replay", "--yes"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("2 dead letters replayed"),
         "{out:?}"
     );
     wait_delivered(&server.base, &[id.clone(), id2.clone()]).await;
-    let out = server.cli(&["status"]);
+    let out = server.cli(&["status", "--json"]);
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["counters"]["submitted"], 2, "{status:#}");
     assert_eq!(status["counters"]["delivered"], 2, "{status:#}");
     assert_eq!(status["counters"]["dead"], 2, "{status:#}");
-    let out = server.cli(&["dlq", "purge"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 dead letters purged"));
+    let out = server.cli(&["dlq", "purge", "--all", "--yes"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 dead letters: nothing to purge"),
+        "{out:?}"
+    );
     // Three more die; purge removes them (chunk by chunk, by id) and only them.
     receiver.script([Reply::Status(400), Reply::Status(400), Reply::Status(400)]);
     let mut dead = Vec::new();
@@ -330,7 +430,7 @@ async fn the_cli_talks_to_a_running_relay() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let out = server.cli(&["dlq", "purge", "--destination", "hook"]);
+    let out = server.cli(&["dlq", "purge", "--destination", "hook", "--yes"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("3 dead letters purged"),
         "{out:?}"
@@ -350,7 +450,7 @@ async fn the_cli_talks_to_a_running_relay() {
         .env_remove("FERRULE_TOKEN")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3), "unknown: {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     let out = server.cli(&["send", "-d", "nope", "-p", "1"]);
     assert!(!out.status.success());
@@ -361,6 +461,7 @@ async fn the_cli_talks_to_a_running_relay() {
         .args(["status", "--server", "http://127.0.0.1:9", "--token", TOKEN])
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(3), "unknown: {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the relay"));
 }
 

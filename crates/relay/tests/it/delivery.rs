@@ -138,13 +138,15 @@ async fn retries_never_come_before_retry_after() {
     relay.wait_for_status(&id, "delivered", WAIT).await;
 }
 
-#[tokio::test]
-async fn the_breaker_opens_stops_traffic_half_opens_and_recovers() {
-    let receiver = Receiver::start().await;
+/// A relay on a manual clock whose `hook` breaker (4 calls, open for 10 s) has just opened on
+/// four failed messages, returned with their ids.
+async fn relay_with_an_open_breaker(
+    receiver: &Receiver,
+    clock: &ManualClock,
+) -> (TestRelay, Vec<String>) {
     receiver.otherwise(Reply::Status(500));
-    let clock = ManualClock::with_system_time(SystemTime::now());
     let url = receiver.url.clone();
-    let relay = start_clock(clock.shared(), |c| {
+    let relay = start_clock(clock.clone().shared(), |c| {
         let mut d = fast_retry("hook", &url, "1s", 20);
         d.breaker = Some(json!({
             "window": {"count": 4}, "min_calls": 4, "failure_rate": 0.5,
@@ -161,6 +163,38 @@ async fn the_breaker_opens_stops_traffic_half_opens_and_recovers() {
     for id in &ids {
         relay.wait_for_status(id, "retrying", WAIT).await;
     }
+    (relay, ids)
+}
+
+#[tokio::test]
+async fn status_is_degraded_while_a_breaker_is_open_with_the_time_left_in_milliseconds() {
+    let receiver = Receiver::start().await;
+    let clock = ManualClock::with_system_time(SystemTime::now());
+    let (relay, _) = relay_with_an_open_breaker(&receiver, &clock).await;
+    let (_, body) = relay.call(Method::GET, "/status", None).await;
+    assert_eq!(body["status"], "degraded", "{body:#}");
+    let breaker = &body["dependencies"]["destinations"]["hook"]["breaker"];
+    assert_eq!(breaker["state"], "open", "{body:#}");
+    assert_eq!(breaker["remaining_open_ms"], 10_000, "{body:#}");
+    assert_eq!(breaker["open_wait_ms"], 10_000, "{body:#}");
+    clock.advance(Duration::from_millis(2_500));
+    let (_, body) = relay.call(Method::GET, "/status", None).await;
+    let breaker = &body["dependencies"]["destinations"]["hook"]["breaker"];
+    assert_eq!(breaker["remaining_open_ms"], 7_500, "{body:#}");
+    // Disabled by an operator, the breaker no longer holds messages back; the destination is
+    // still unhealthy (four failures in a row), which alone makes the relay degraded.
+    relay
+        .call(Method::POST, "/v1/breakers/hook/disable", None)
+        .await;
+    let (_, body) = relay.call(Method::GET, "/status", None).await;
+    assert_eq!(body["status"], "degraded", "{body:#}");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_stops_traffic_half_opens_and_recovers() {
+    let receiver = Receiver::start().await;
+    let clock = ManualClock::with_system_time(SystemTime::now());
+    let (relay, ids) = relay_with_an_open_breaker(&receiver, &clock).await;
     let (_, breakers) = relay.call(Method::GET, "/v1/breakers", None).await;
     assert_eq!(
         breakers["breakers"][0]["breaker"]["state"], "open",
@@ -203,6 +237,8 @@ async fn the_breaker_opens_stops_traffic_half_opens_and_recovers() {
         breakers["breakers"][0]["breaker"]["state"], "closed",
         "{breakers}"
     );
+    let (_, body) = relay.call(Method::GET, "/status", None).await;
+    assert_eq!(body["status"], "ok", "recovered: {body:#}");
 }
 
 #[tokio::test]
@@ -281,6 +317,74 @@ async fn exhausted_attempts_dead_letter_and_purge_removes_them() {
 }
 
 #[tokio::test]
+async fn purging_dead_letters_needs_a_filter_or_all_and_a_dry_run_deletes_nothing() {
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Reply::Status(400));
+    let url = receiver.url.clone();
+    let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "10ms", 3))).await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let id = relay.submit("hook", json!(n)).await;
+        relay.wait_for_status(&id, "dead", WAIT).await;
+        ids.push(id);
+    }
+    let still_dead = || async {
+        for id in &ids {
+            assert_eq!(relay.message(id).await["status"], "dead");
+        }
+    };
+    let (status, body) = relay.call(Method::DELETE, "/v1/dead-letters", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "filter_required", "{body}");
+    let (status, body) = relay
+        .call(Method::DELETE, "/v1/dead-letters?all=false", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("filter_required"))
+    );
+    let (status, body) = relay
+        .call(
+            Method::DELETE,
+            "/v1/dead-letters?all=true&destination=hook",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_query"))
+    );
+    still_dead().await;
+    for query in ["all=true&dry_run=true", "destination=hook&dry_run=true"] {
+        let (status, body) = relay
+            .call(Method::DELETE, &format!("/v1/dead-letters?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+        assert_eq!(
+            body,
+            json!({"purged": 0, "matched": 2, "dry_run": true}),
+            "{query}"
+        );
+    }
+    let (_, body) = relay
+        .call(
+            Method::DELETE,
+            "/v1/dead-letters?error_contains=nothing-like-it&dry_run=true",
+            None,
+        )
+        .await;
+    assert_eq!(body["matched"], 0, "{body}");
+    still_dead().await;
+    let (status, body) = relay
+        .call(Method::DELETE, "/v1/dead-letters?all=true", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"purged": 2, "dry_run": false}));
+    let (_, page) = relay.call(Method::GET, "/v1/dead-letters", None).await;
+    assert_eq!(page["messages"], json!([]));
+}
+
+#[tokio::test]
 async fn a_slow_receiver_times_out_and_is_retried() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Slow(Duration::from_secs(3), 200)]);
@@ -354,6 +458,10 @@ async fn status_and_metrics_report_counters_breakers_and_depths() {
     relay.wait_for_status(&id, "delivered", WAIT).await;
     let (status, body) = relay.call(Method::GET, "/status", None).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["status"], "ok",
+        "a degraded destination alone: {body:#}"
+    );
     assert_eq!(body["counters"]["submitted"], 1, "{body:#}");
     assert_eq!(body["counters"]["delivered"], 1, "{body:#}");
     assert_eq!(body["counters"]["retried"], 1, "{body:#}");
@@ -442,7 +550,7 @@ async fn readyz_is_503_while_draining() {
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    state.shutdown.cancel();
+    state.request_shutdown();
     let draining = relay
         .http
         .get(&url)

@@ -199,6 +199,7 @@ async fn full_disk_answers_503_with_retry_after_and_loses_nothing_acked() {
     assert_eq!(body["error"]["code"], "storage_full", "{body}");
     let (status, body) = relay.call(Method::GET, "/status", None).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "unhealthy", "a full disk: {body}");
     let store = &body["dependencies"]["store"];
     assert_eq!(store["status"], "unhealthy", "{store}");
     assert!(

@@ -4,6 +4,7 @@
 mod alerts;
 mod api;
 mod binary;
+mod cli;
 mod delivery;
 mod disk;
 mod fake_bot_api;
@@ -11,6 +12,7 @@ mod inbound;
 mod outage;
 mod postgres;
 mod receiver;
+mod shutdown;
 mod smtp;
 mod smtp_sink;
 mod support;

@@ -154,6 +154,7 @@ async fn readyz_and_status_answer_promptly_while_postgres_hangs() {
         body["dependencies"]["store"]["status"], "unhealthy",
         "{body}"
     );
+    assert_eq!(body["status"], "unhealthy", "{body}");
 
     proxy.resume();
     let deadline = Instant::now() + Duration::from_secs(15);

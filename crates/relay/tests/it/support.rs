@@ -40,6 +40,8 @@ impl Drop for TestRelay {
 pub(crate) fn config_in(dir: &TempDir) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
+    // No load balancer watches these relays: stop at once (tests of the delay set their own).
+    config.server.shutdown_delay = Duration::ZERO;
     config.store.url = Secret::new(format!(
         "sqlite://{}",
         dir.path().join("ferrule.db").display()

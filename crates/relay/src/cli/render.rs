@@ -1,0 +1,435 @@
+//! Readable views of the API's JSON, for people: the status summary, a message with its
+//! timeline, and tables of messages, dead letters and breakers. `--json` bypasses them and
+//! prints the API's JSON unchanged.
+//!
+//! Every view reads the JSON defensively: a field a relay of another version does not send is
+//! shown as `-`, never a panic.
+
+use std::time::Duration;
+
+use comfy_table::{Table, presets};
+use serde_json::Value;
+
+/// Longest payload `messages show` prints; `--json` shows it whole.
+const MAX_PAYLOAD_CHARS: usize = 300;
+
+/// Columns aligned, no borders, two spaces between columns, no trailing blanks.
+fn table(header: Option<&[&str]>, rows: Vec<Vec<String>>) -> String {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING);
+    if let Some(header) = header {
+        table.set_header(header.to_vec());
+    }
+    for row in rows {
+        table.add_row(row);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A string field, or `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// An RFC 3339 time to the second (the API sends milliseconds), or `-`.
+fn time(value: &Value) -> String {
+    match value.as_str().and_then(crate::time::parse_rfc3339) {
+        Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+        None => text(value),
+    }
+}
+
+/// Milliseconds as `26s 847ms` (and `0ms`, where humantime would say `0s`).
+fn millis(ms: u64) -> String {
+    if ms == 0 {
+        return "0ms".to_owned();
+    }
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+/// How many of what, with the plural when it is not one: `1 dead letter`, `3 retried`.
+fn count(value: &Value, one: &str, many: &str) -> String {
+    match value.as_u64() {
+        Some(1) => format!("1 {one}"),
+        Some(n) => format!("{n} {many}"),
+        None => format!("- {many}"),
+    }
+}
+
+/// A breaker's state for people: `closed`, `open, 26s 847ms left`, with its window's failures.
+fn breaker(b: &Value) -> String {
+    let mut shown = text(&b["state"]).replace('_', " ");
+    if let Some(ms) = b["remaining_open_ms"].as_u64() {
+        shown.push_str(&format!(", {} left", millis(ms)));
+    }
+    if let (Some(failed), Some(calls)) = (b["failed_calls"].as_u64(), b["calls"].as_u64())
+        && calls > 0
+    {
+        shown.push_str(&format!(", {failed}/{calls} failed"));
+    }
+    shown
+}
+
+/// A dependency's last error: `2026-01-01T12:00:00Z  what happened`, or `-`.
+fn last_error(error: &Value) -> String {
+    if error.is_null() {
+        return "-".to_owned();
+    }
+    format!("{}  {}", time(&error["at"]), text(&error["message"]))
+}
+
+/// `ferrule status`: the overall state first, then uptime, depths and counters, then one row
+/// per dependency with its health, breaker and last error.
+pub(crate) fn status(s: &Value, base: &str) -> String {
+    let c = &s["counters"];
+    let uptime = s["uptime_seconds"].as_u64().map_or("-".to_owned(), |secs| {
+        humantime::format_duration(Duration::from_secs(secs)).to_string()
+    });
+    let mut out = vec![
+        format!(
+            "ferrule {} at {base}: {}",
+            text(&s["version"]),
+            text(&s["status"])
+        ),
+        format!("up {uptime}, since {}", time(&s["started_at"])),
+        format!(
+            "queue: {} pending, {}",
+            text(&s["queue_depth"]),
+            count(&s["dead_letter_depth"], "dead letter", "dead letters")
+        ),
+        format!(
+            "counters: {} submitted, {} delivered, {} retried, {} dead, {} deferred, {}",
+            text(&c["submitted"]),
+            text(&c["delivered"]),
+            text(&c["retried"]),
+            text(&c["dead"]),
+            text(&c["deferred"]),
+            count(&c["panics"], "panic", "panics"),
+        ),
+    ];
+    let destinations = s["dependencies"]["destinations"].as_object();
+    let receives = destinations.is_some_and(|d| d.values().any(|d| d.get("inbound").is_some()));
+    if receives {
+        out.push(format!(
+            "inbound: {} recorded, {}",
+            text(&c["inbound"]),
+            count(&c["inbound_duplicates"], "duplicate", "duplicates")
+        ));
+    }
+    let store = &s["dependencies"]["store"];
+    let mut rows = vec![vec![
+        "store".to_owned(),
+        text(&store["status"]),
+        "-".to_owned(),
+        last_error(&store["last_error"]),
+    ]];
+    for (name, d) in destinations.into_iter().flatten() {
+        rows.push(vec![
+            name.clone(),
+            text(&d["health"]["status"]),
+            breaker(&d["breaker"]),
+            last_error(&d["health"]["last_error"]),
+        ]);
+        if let Some(inbound) = d.get("inbound") {
+            rows.push(vec![
+                format!("{name} (inbound, {})", text(&inbound["mode"])),
+                text(&inbound["health"]["status"]),
+                "-".to_owned(),
+                last_error(&inbound["health"]["last_error"]),
+            ]);
+        }
+    }
+    out.push(String::new());
+    out.push(table(
+        Some(&["DEPENDENCY", "HEALTH", "BREAKER", "LAST ERROR"]),
+        rows,
+    ));
+    out.join("\n")
+}
+
+/// `ferrule messages show`: the message's fields, then its timeline, one line per event.
+pub(crate) fn message(m: &Value) -> String {
+    let attempts = count(&m["attempts"], "attempt", "attempts");
+    let mut fields = vec![
+        ("id", text(&m["id"])),
+        ("destination", text(&m["destination"])),
+        ("status", format!("{} ({attempts})", text(&m["status"]))),
+        ("created", time(&m["created_at"])),
+        ("updated", time(&m["updated_at"])),
+    ];
+    for (label, key) in [
+        ("delivered", "delivered_at"),
+        ("next attempt", "next_attempt_at"),
+    ] {
+        if !m[key].is_null() {
+            fields.push((label, time(&m[key])));
+        }
+    }
+    for (label, key) in [
+        ("ordering key", "ordering_key"),
+        ("idempotency key", "idempotency_key"),
+        ("last error", "last_error"),
+    ] {
+        if !m[key].is_null() {
+            fields.push((label, text(&m[key])));
+        }
+    }
+    if let Some(payload) = m.get("payload") {
+        fields.push(("payload", payload_text(payload)));
+    }
+    let mut out = table(
+        None,
+        fields
+            .into_iter()
+            .map(|(label, value)| vec![label.to_owned(), value])
+            .collect(),
+    );
+    let events = m["events"].as_array().map_or(&[][..], Vec::as_slice);
+    if !events.is_empty() {
+        let rows = events
+            .iter()
+            .map(|e| {
+                vec![
+                    text(&e["at"]),
+                    text(&e["status"]),
+                    text(&e["attempt"]),
+                    text(&e["code"]),
+                    e["duration_ms"].as_u64().map_or("-".to_owned(), millis),
+                    text(&e["detail"]),
+                ]
+            })
+            .collect();
+        out.push_str("\n\n");
+        out.push_str(&table(
+            Some(&["TIME", "STATUS", "ATTEMPT", "CODE", "DURATION", "DETAIL"]),
+            rows,
+        ));
+    }
+    out
+}
+
+/// A payload as compact JSON, cut at [`MAX_PAYLOAD_CHARS`].
+fn payload_text(payload: &Value) -> String {
+    let whole = payload.to_string();
+    let chars = whole.chars().count();
+    if chars <= MAX_PAYLOAD_CHARS {
+        return whole;
+    }
+    let cut: String = whole.chars().take(MAX_PAYLOAD_CHARS).collect();
+    format!("{cut}… ({chars} characters; --json shows it whole)")
+}
+
+/// `ferrule messages list`: one row per message.
+pub(crate) fn messages(rows: &[Value]) -> String {
+    table(
+        Some(&[
+            "ID",
+            "STATUS",
+            "DESTINATION",
+            "ATTEMPTS",
+            "CREATED",
+            "LAST ERROR",
+        ]),
+        rows.iter()
+            .map(|m| {
+                vec![
+                    text(&m["id"]),
+                    text(&m["status"]),
+                    text(&m["destination"]),
+                    text(&m["attempts"]),
+                    time(&m["created_at"]),
+                    text(&m["last_error"]),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `ferrule dlq list`: one row per dead letter, with when it died (its last update).
+pub(crate) fn dead_letters(rows: &[Value]) -> String {
+    table(
+        Some(&[
+            "ID",
+            "DESTINATION",
+            "CREATED",
+            "DIED",
+            "ATTEMPTS",
+            "LAST ERROR",
+        ]),
+        rows.iter()
+            .map(|m| {
+                vec![
+                    text(&m["id"]),
+                    text(&m["destination"]),
+                    time(&m["created_at"]),
+                    time(&m["updated_at"]),
+                    text(&m["attempts"]),
+                    text(&m["last_error"]),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `ferrule breakers …`: one row per `{"destination", "breaker"}`.
+pub(crate) fn breakers(rows: &[Value]) -> String {
+    table(
+        Some(&[
+            "DESTINATION",
+            "STATE",
+            "FAILURE RATE",
+            "OPEN WAIT",
+            "REJECTED",
+        ]),
+        rows.iter()
+            .map(|r| {
+                let b = &r["breaker"];
+                vec![
+                    text(&r["destination"]),
+                    breaker(b),
+                    b["failure_rate"]
+                        .as_f64()
+                        .map_or("-".to_owned(), |r| format!("{:.0} %", r * 100.0)),
+                    b["open_wait_ms"].as_u64().map_or("-".to_owned(), millis),
+                    text(&b["total_rejected"]),
+                ]
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn status_json(overall: &str) -> Value {
+        json!({
+            "status": overall, "version": "0.1.0",
+            "started_at": "2026-01-01T12:00:00.123Z", "uptime_seconds": 3723,
+            "counters": {"submitted": 10, "delivered": 7, "retried": 2, "dead": 1,
+                         "deferred": 4, "panics": 0, "inbound": 0, "inbound_duplicates": 0},
+            "queue_depth": 2, "dead_letter_depth": 1,
+            "dependencies": {
+                "store": {"status": "healthy", "last_error": null},
+                "destinations": {
+                    "billing-hook": {
+                        "breaker": {"state": "open", "remaining_open_ms": 26_847,
+                                    "open_wait_ms": 30_000, "calls": 4, "failed_calls": 4,
+                                    "failure_rate": 1.0, "total_rejected": 3},
+                        "health": {"status": "unhealthy", "last_error":
+                            {"at": "2026-01-01T13:01:59.500Z", "message": "webhook answered 500"}}
+                    },
+                    "ops-chat": {
+                        "breaker": {"state": "closed", "remaining_open_ms": null, "calls": 0},
+                        "health": {"status": "healthy", "last_error": null},
+                        "inbound": {"mode": "polling", "health": {"status": "healthy", "last_error": null}}
+                    }
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn the_status_summary_says_the_state_first_then_one_aligned_row_per_dependency() {
+        let shown = status(&status_json("degraded"), "http://127.0.0.1:8080");
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "ferrule 0.1.0 at http://127.0.0.1:8080: degraded",
+                "up 1h 2m 3s, since 2026-01-01T12:00:00Z",
+                "queue: 2 pending, 1 dead letter",
+                "counters: 10 submitted, 7 delivered, 2 retried, 1 dead, 4 deferred, 0 panics",
+                "inbound: 0 recorded, 0 duplicates",
+            ],
+            "{shown}"
+        );
+        let table = &lines[6..];
+        assert_eq!(table.len(), 5, "{shown}");
+        let column = table[0].find("BREAKER").unwrap();
+        assert!(
+            table[2].starts_with("billing-hook")
+                && table[2][column..].starts_with("open, 26s 847ms left, 4/4 failed"),
+            "{shown}"
+        );
+        assert!(
+            table[2].ends_with("2026-01-01T13:01:59Z  webhook answered 500"),
+            "{shown}"
+        );
+        assert!(
+            table[4].starts_with("ops-chat (inbound, polling)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_message_shows_its_fields_then_one_timeline_line_per_event() {
+        let m = json!({
+            "id": "01KTEST", "destination": "hook", "status": "dead", "attempts": 1,
+            "payload": {"n": "x".repeat(400)}, "ordering_key": null, "idempotency_key": "k-1",
+            "next_attempt_at": null, "last_error": "webhook answered 400",
+            "created_at": "2026-01-01T12:00:00.000Z", "updated_at": "2026-01-01T12:00:01.250Z",
+            "delivered_at": null,
+            "events": [
+                {"seq": 1, "at": "2026-01-01T12:00:00.000Z", "status": "queued", "attempt": 0,
+                 "outcome": null, "code": null, "duration_ms": null, "detail": null},
+                {"seq": 2, "at": "2026-01-01T12:00:01.250Z", "status": "dead", "attempt": 1,
+                 "outcome": "permanent", "code": "400", "duration_ms": 1250,
+                 "detail": "webhook answered 400"},
+            ]
+        });
+        let shown = message(&m);
+        assert!(
+            shown.contains("status           dead (1 attempt)"),
+            "{shown}"
+        );
+        assert!(shown.contains("idempotency key  k-1"), "{shown}");
+        assert!(
+            !shown.contains("ordering key"),
+            "null fields are left out: {shown}"
+        );
+        assert!(
+            shown.contains("(408 characters; --json shows it whole)"),
+            "{shown}"
+        );
+        let timeline: Vec<&str> = shown
+            .lines()
+            .skip_while(|l| !l.starts_with("TIME"))
+            .collect();
+        assert_eq!(timeline.len(), 3, "{shown}");
+        assert_eq!(
+            timeline[2],
+            "2026-01-01T12:00:01.250Z  dead    1        400   1s 250ms  webhook answered 400"
+        );
+        assert!(timeline[1].starts_with("2026-01-01T12:00:00.000Z  queued  0        -"));
+    }
+
+    #[test]
+    fn durations_read_in_milliseconds_never_as_0s() {
+        assert_eq!(millis(0), "0ms");
+        assert_eq!(millis(26_847), "26s 847ms");
+    }
+
+    #[test]
+    fn missing_fields_show_as_a_dash() {
+        let shown = status(&json!({}), "http://x");
+        assert!(shown.starts_with("ferrule - at http://x: -"), "{shown}");
+        assert_eq!(dead_letters(&[json!({})]).lines().count(), 2);
+        assert!(breakers(&[json!({"destination": "d"})]).contains("d  "));
+    }
+}
