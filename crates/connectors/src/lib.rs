@@ -13,6 +13,7 @@
 mod any;
 mod connector;
 mod error;
+mod shared;
 pub mod smtp;
 pub mod telegram;
 pub mod webhook;

@@ -52,10 +52,9 @@ pub use self::update::{
     CallbackQuery, Chat, Message, RawUpdate, Update, User, parse_raw_updates, parse_update,
     update_from_value,
 };
+use crate::shared::{DETAIL_CHARS, quote, read_body, truncate};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult, Signal};
 
-/// The most characters of a description or body quoted in a detail.
-const DETAIL_CHARS: usize = 200;
 /// The largest response body read; `getUpdates` answers with up to 100 updates.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 /// The longest `answerCallbackQuery` text, in UTF-16 code units.
@@ -298,7 +297,7 @@ impl TelegramConnector {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, self.clock.system_now()));
-        let body = read_body(response)
+        let body = read_body(response, MAX_BODY)
             .await
             .map_err(|e| self.transport(e, timeout))?;
         let response = serde_json::from_slice::<ApiResponse>(&body).ok();
@@ -605,36 +604,4 @@ fn retry_after_in(description: &str) -> Option<Duration> {
     let (_, rest) = description.split_once("retry after ")?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().map(Duration::from_secs)
-}
-
-/// Reads the whole body, up to [`MAX_BODY`] bytes.
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() >= MAX_BODY {
-            bytes.truncate(MAX_BODY);
-            break;
-        }
-    }
-    Ok(bytes)
-}
-
-/// `text` on one line (runs of whitespace and control characters become one space), trimmed,
-/// at most [`DETAIL_CHARS`] characters.
-fn quote(text: &str) -> String {
-    let line = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    truncate(&line, DETAIL_CHARS)
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
