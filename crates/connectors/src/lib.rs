@@ -13,6 +13,7 @@
 mod any;
 mod connector;
 mod error;
+pub mod github;
 mod shared;
 pub mod smtp;
 pub mod telegram;
