@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use any::AnyConnector;
 pub use connector::{Connector, Delivery, DeliveryResult};
-pub use error::{BoxError, ConnectorError, Result};
+pub use error::{BoxError, ConnectorError, PayloadError, Result};
 
 /// Something the dispatcher must act on beyond the attempt's [`Outcome`](ferrule_policy::Outcome),
 /// reported in [`DeliveryResult::signal`].

@@ -13,7 +13,6 @@
 //! [`validate_payload`] is pure, so the relay can answer 422 at submit time with a message
 //! naming the field.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -39,41 +38,7 @@ const FIELDS: &[&str] = &[
     "labels",
 ];
 
-/// Why a payload is refused: the field at fault (e.g. `labels[1]`) and the reason. The relay
-/// answers 422 with it at submit time.
-///
-/// ```
-/// use ferrule_connectors::github::validate_payload;
-///
-/// let err = validate_payload(r#"{"action": "merge", "repo": "octo", "number": 1}"#).unwrap_err();
-/// assert_eq!(err.field(), "repo");
-/// assert_eq!(err.reason(), "must be `owner/name`");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid `{field}`: {reason}")]
-pub struct PayloadError {
-    field: Cow<'static, str>,
-    reason: Cow<'static, str>,
-}
-
-impl PayloadError {
-    fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
-        PayloadError {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// The field at fault; `payload` for the payload as a whole.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// Why the value is refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
+pub use crate::PayloadError;
 
 /// A repository, `owner/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
