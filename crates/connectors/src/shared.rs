@@ -1,6 +1,8 @@
 //! What the HTTP connectors share: checking an API base URL, reading a bounded body, and
 //! quoting what came back as one short line for a result's detail.
 
+use std::error::Error as _;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use reqwest::Url;
@@ -90,6 +92,11 @@ pub(crate) async fn read_body(
 /// `text` on one line (runs of whitespace and control characters become one space), trimmed,
 /// at most [`DETAIL_CHARS`] characters.
 pub(crate) fn quote(text: &str) -> String {
+    quote_within(text, DETAIL_CHARS)
+}
+
+/// [`quote`] with room for `max` characters.
+pub(crate) fn quote_within(text: &str, max: usize) -> String {
     let mut line = String::new();
     for word in text
         .split(|c: char| c.is_whitespace() || c.is_control())
@@ -99,11 +106,28 @@ pub(crate) fn quote(text: &str) -> String {
             line.push(' ');
         }
         line.push_str(word);
-        if line.len() > 4 * DETAIL_CHARS {
+        if line.len() > 4 * max {
             break;
         }
     }
-    truncate(&line, DETAIL_CHARS)
+    truncate(&line, max)
+}
+
+/// What went wrong with a request that got no answer, as "could not connect: …" or "request
+/// failed: …" and the chain of causes, without reqwest's own line: it repeats the URL, which
+/// may hold a token in its path or query. At most twice [`DETAIL_CHARS`] characters.
+pub(crate) fn transport_detail(err: &reqwest::Error) -> String {
+    let mut detail = String::from(if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    });
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(detail, ": {cause}");
+        source = cause.source();
+    }
+    truncate(&detail, 2 * DETAIL_CHARS)
 }
 
 /// At most `max` characters of `text`, with `…` when cut.

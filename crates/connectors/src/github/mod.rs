@@ -61,7 +61,6 @@ mod reply;
 mod tests;
 mod throttle;
 
-use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -81,7 +80,7 @@ pub use self::payload::{
 };
 use self::reply::{Reply, Verdict, assess};
 use self::throttle::Throttle;
-use crate::shared::{DETAIL_CHARS, read_body, truncate};
+use crate::shared::{DETAIL_CHARS, read_body, transport_detail, truncate};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult, Signal};
 
 /// The API version every request asks for.
@@ -518,7 +517,7 @@ impl GithubConnector {
                     &body,
                     self.inner.clock.system_now(),
                 )),
-                Err(err) => Err(self.transport(err)),
+                Err(err) => Err(self.transport(&err.without_url())),
             },
             () = timeout => Err(format!(
                 "timed out after {}; GitHub may have acted, so a retry looks first",
@@ -527,19 +526,8 @@ impl GithubConnector {
         }
     }
 
-    fn transport(&self, err: reqwest::Error) -> String {
-        let err = err.without_url();
-        let mut detail = String::from(if err.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        });
-        let mut source = err.source();
-        while let Some(cause) = source {
-            let _ = write!(detail, ": {cause}");
-            source = cause.source();
-        }
-        truncate(&self.inner.token.scrub(&detail), 2 * DETAIL_CHARS)
+    fn transport(&self, err: &reqwest::Error) -> String {
+        self.inner.token.scrub(&transport_detail(err))
     }
 
     /// `Ok` for a 2xx; otherwise the failed attempt the answer makes, with its signal. `step`

@@ -27,8 +27,6 @@ mod split;
 mod tests;
 mod update;
 
-use std::error::Error as StdError;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use ferrule_policy::classify::parse_retry_after;
@@ -52,7 +50,7 @@ pub use self::update::{
     CallbackQuery, Chat, Message, RawUpdate, Update, User, parse_raw_updates, parse_update,
     update_from_value,
 };
-use crate::shared::{DETAIL_CHARS, quote, read_body, truncate};
+use crate::shared::{DETAIL_CHARS, quote, read_body, transport_detail, truncate};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult, Signal};
 
 /// The largest response body read; `getUpdates` answers with up to 100 updates.
@@ -320,16 +318,7 @@ impl TelegramConnector {
                 timeout: true,
             };
         }
-        let mut detail = String::from(if err.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        });
-        let mut source = err.source();
-        while let Some(cause) = source {
-            let _ = write!(detail, ": {cause}");
-            source = cause.source();
-        }
+        let detail = transport_detail(&err);
         TelegramError::Transport {
             detail: truncate(&self.token.scrub(&detail), 2 * DETAIL_CHARS),
             timeout: false,

@@ -35,7 +35,7 @@ pub use self::sign::{
     VerifyError, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, sign, verify,
 };
 pub use self::ssrf::{RefusedTarget, non_public_range};
-use crate::shared::{DETAIL_CHARS, quote, truncate};
+use crate::shared::{DETAIL_CHARS, quote, transport_detail};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult};
 
 /// The most body bytes read to quote from: enough for [`DETAIL_CHARS`] characters of UTF-8.
@@ -202,19 +202,7 @@ impl WebhookConnector {
                 _ => {}
             }
         }
-        // The chain of causes, without reqwest's own line: it repeats the URL, which may hold a
-        // token in its path or query.
-        let mut detail = String::from(if err.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        });
-        let mut source = err.source();
-        while let Some(cause) = source {
-            let _ = write!(detail, ": {cause}");
-            source = cause.source();
-        }
-        truncate(&detail, 2 * DETAIL_CHARS)
+        transport_detail(err)
     }
 }
 
