@@ -1,5 +1,6 @@
 //! [`AnyConnector`]: one type for every kind of connector.
 
+use crate::github::GithubConnector;
 use crate::smtp::SmtpConnector;
 use crate::telegram::TelegramConnector;
 use crate::webhook::WebhookConnector;
@@ -22,6 +23,8 @@ pub enum AnyConnector {
     Smtp(SmtpConnector),
     /// A Telegram bot.
     Telegram(TelegramConnector),
+    /// A GitHub token acting on pull requests.
+    Github(GithubConnector),
 }
 
 impl Connector for AnyConnector {
@@ -30,6 +33,7 @@ impl Connector for AnyConnector {
             AnyConnector::Webhook(webhook) => webhook.deliver(delivery).await,
             AnyConnector::Smtp(smtp) => smtp.deliver(delivery).await,
             AnyConnector::Telegram(telegram) => telegram.deliver(delivery).await,
+            AnyConnector::Github(github) => github.deliver(delivery).await,
         }
     }
 }
@@ -49,5 +53,11 @@ impl From<SmtpConnector> for AnyConnector {
 impl From<TelegramConnector> for AnyConnector {
     fn from(telegram: TelegramConnector) -> Self {
         AnyConnector::Telegram(telegram)
+    }
+}
+
+impl From<GithubConnector> for AnyConnector {
+    fn from(github: GithubConnector) -> Self {
+        AnyConnector::Github(github)
     }
 }

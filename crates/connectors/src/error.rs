@@ -1,4 +1,5 @@
-//! [`ConnectorError`]: why a connector could not be built from its configuration.
+//! [`ConnectorError`]: why a connector could not be built from its configuration; and
+//! [`PayloadError`]: why a message payload is refused.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -105,6 +106,44 @@ impl ConnectorError {
             ConnectorError::Client { .. } => {}
         }
         self
+    }
+}
+
+/// Why a message payload is refused: the field at fault (a path such as `to[1]` or
+/// `reply_markup.inline_keyboard[0][1].callback_data`) and the reason. The relay answers 422
+/// with it at submit time.
+///
+/// ```
+/// use ferrule_connectors::smtp::validate_payload;
+///
+/// let err = validate_payload(r#"{"to": ["a@example.com", "nobody"], "subject": "hi", "text": "x"}"#)
+///     .unwrap_err();
+/// assert_eq!(err.field(), "to[1]");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {reason}")]
+pub struct PayloadError {
+    field: Cow<'static, str>,
+    reason: Cow<'static, str>,
+}
+
+impl PayloadError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
+        PayloadError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The field at fault, as a path; `payload` when the whole document is.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Why the field is refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
 

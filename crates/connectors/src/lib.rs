@@ -13,6 +13,8 @@
 mod any;
 mod connector;
 mod error;
+pub mod github;
+mod shared;
 pub mod smtp;
 pub mod telegram;
 pub mod webhook;
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 pub use any::AnyConnector;
 pub use connector::{Connector, Delivery, DeliveryResult};
-pub use error::{BoxError, ConnectorError, Result};
+pub use error::{BoxError, ConnectorError, PayloadError, Result};
 
 /// Something the dispatcher must act on beyond the attempt's [`Outcome`](ferrule_policy::Outcome),
 /// reported in [`DeliveryResult::signal`].

@@ -46,6 +46,7 @@ pub use self::config::{SmtpConfig, SmtpPassword, SmtpPoolConfig, TlsMode};
 pub use self::payload::{
     MAX_RECIPIENTS, MAX_SUBJECT_CHARS, PayloadError, Validated, validate_payload,
 };
+use crate::shared::quote_within;
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult, Signal};
 pub use lettre::message::Mailbox;
 
@@ -274,7 +275,7 @@ impl SmtpConnector {
         Attempt {
             outcome,
             code: None,
-            detail: self.redact(&one_line(&detail)),
+            detail: self.redact(&quote_within(&detail, DETAIL_CHARS)),
             signal: None,
         }
     }
@@ -416,31 +417,9 @@ fn tls_name(tls: TlsMode) -> &'static str {
 /// A server reply as `550 5.1.1 user unknown`: the code, the enhanced status code when the
 /// server sent one, and the text, on one line of at most [`DETAIL_CHARS`] characters.
 fn reply_detail(code: u16, text: &str) -> String {
-    let line = one_line(&format!("{code} {text}"));
+    let line = quote_within(&format!("{code} {text}"), DETAIL_CHARS);
     match SmtpReply::parse(&line) {
         Ok(reply) => reply.to_string(),
         Err(_) => line,
-    }
-}
-
-/// `text` on one line (runs of whitespace and control characters become one space), trimmed,
-/// at most [`DETAIL_CHARS`] characters with `…` when cut.
-fn one_line(text: &str) -> String {
-    let mut line = String::new();
-    for word in text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-    {
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-        if line.len() > 4 * DETAIL_CHARS {
-            break;
-        }
-    }
-    match line.char_indices().nth(DETAIL_CHARS) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None => line,
     }
 }

@@ -1,7 +1,5 @@
 //! [`validate_payload`]: an e-mail message payload, checked field by field.
 
-use std::borrow::Cow;
-
 use lettre::message::Mailbox;
 use serde_json::{Map, Value};
 
@@ -58,40 +56,7 @@ impl Validated {
     }
 }
 
-/// Why a payload is refused. The relay answers 422 with it at submit time.
-///
-/// ```
-/// use ferrule_connectors::smtp::validate_payload;
-///
-/// let err = validate_payload(r#"{"to": ["a@example.com", "nobody"], "subject": "hi", "text": "x"}"#)
-///     .unwrap_err();
-/// assert_eq!(err.field(), "to[1]");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid `{field}`: {reason}")]
-pub struct PayloadError {
-    field: Cow<'static, str>,
-    reason: Cow<'static, str>,
-}
-
-impl PayloadError {
-    fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<Cow<'static, str>>) -> Self {
-        PayloadError {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// The field at fault, e.g. `to[1]` or `subject`; `payload` when the whole document is.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// Why the field is refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
+pub use crate::PayloadError;
 
 /// Checks an e-mail payload (JSON text as stored) and parses it.
 ///

@@ -1,15 +1,14 @@
 //! [`TelegramConfig`]: one Telegram bot destination, as written in the relay's TOML.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
 use ferrule_policy::rate_limit::RateLimitConfig;
-use reqwest::Url;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ConnectorError;
+use crate::shared::parse_api_base;
 
 /// The public Bot API server.
 pub const DEFAULT_API_BASE: &str = "https://api.telegram.org";
@@ -84,57 +83,12 @@ impl TelegramConfig {
 
     /// Validates and returns the API base without a trailing `/`.
     pub(super) fn parse_api_base(&self) -> Result<String, ConnectorError> {
-        let url = Url::parse(&self.api_base).map_err(|e| ConnectorError::InvalidUrl {
-            field: "api_base".into(),
-            source: Box::new(e),
-        })?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.allow_http || is_loopback(&url) => {}
-            "http" => {
-                return Err(ConnectorError::invalid(
-                    "api_base",
-                    "plain http would send the bot token unencrypted; use https, a loopback \
-                     host, or set `allow_http = true`",
-                ));
-            }
-            other => {
-                return Err(ConnectorError::invalid(
-                    "api_base",
-                    format!("scheme `{other}` is not supported; use https"),
-                ));
-            }
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(ConnectorError::invalid(
-                "api_base",
-                "must not have a query or fragment",
-            ));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(ConnectorError::invalid(
-                "api_base",
-                "must not carry credentials; the bot token is the credential",
-            ));
-        }
+        let api_base = parse_api_base(&self.api_base, self.allow_http, "the bot token")?;
         if self.timeout.is_zero() {
             return Err(ConnectorError::invalid("timeout", "must be more than zero"));
         }
         self.limits.validate()?;
-        Ok(url.as_str().trim_end_matches('/').to_owned())
-    }
-}
-
-/// `true` when the URL's host is `localhost` or a loopback IP literal.
-fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
+        Ok(api_base)
     }
 }
 

@@ -27,8 +27,6 @@ mod split;
 mod tests;
 mod update;
 
-use std::error::Error as StdError;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use ferrule_policy::classify::parse_retry_after;
@@ -52,10 +50,9 @@ pub use self::update::{
     CallbackQuery, Chat, Message, RawUpdate, Update, User, parse_raw_updates, parse_update,
     update_from_value,
 };
+use crate::shared::{DETAIL_CHARS, quote, read_body, transport_detail, truncate};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult, Signal};
 
-/// The most characters of a description or body quoted in a detail.
-const DETAIL_CHARS: usize = 200;
 /// The largest response body read; `getUpdates` answers with up to 100 updates.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 /// The longest `answerCallbackQuery` text, in UTF-16 code units.
@@ -298,7 +295,7 @@ impl TelegramConnector {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, self.clock.system_now()));
-        let body = read_body(response)
+        let body = read_body(response, MAX_BODY)
             .await
             .map_err(|e| self.transport(e, timeout))?;
         let response = serde_json::from_slice::<ApiResponse>(&body).ok();
@@ -321,16 +318,7 @@ impl TelegramConnector {
                 timeout: true,
             };
         }
-        let mut detail = String::from(if err.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        });
-        let mut source = err.source();
-        while let Some(cause) = source {
-            let _ = write!(detail, ": {cause}");
-            source = cause.source();
-        }
+        let detail = transport_detail(&err);
         TelegramError::Transport {
             detail: truncate(&self.token.scrub(&detail), 2 * DETAIL_CHARS),
             timeout: false,
@@ -605,36 +593,4 @@ fn retry_after_in(description: &str) -> Option<Duration> {
     let (_, rest) = description.split_once("retry after ")?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().map(Duration::from_secs)
-}
-
-/// Reads the whole body, up to [`MAX_BODY`] bytes.
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() >= MAX_BODY {
-            bytes.truncate(MAX_BODY);
-            break;
-        }
-    }
-    Ok(bytes)
-}
-
-/// `text` on one line (runs of whitespace and control characters become one space), trimmed,
-/// at most [`DETAIL_CHARS`] characters.
-fn quote(text: &str) -> String {
-    let line = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    truncate(&line, DETAIL_CHARS)
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }

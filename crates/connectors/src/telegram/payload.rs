@@ -42,34 +42,7 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Why a payload is refused: the field at fault (a dotted path such as
-/// `reply_markup.inline_keyboard[0][1].callback_data`) and the reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid `{field}`: {reason}")]
-pub struct PayloadError {
-    field: String,
-    reason: String,
-}
-
-impl PayloadError {
-    /// An error about `field`.
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        PayloadError {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// The field at fault, as a dotted path; `payload` for the payload as a whole.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// Why the value is refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
+pub use crate::PayloadError;
 
 /// A Bot API method the connector sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,7 +180,7 @@ impl<'de> Deserialize<'de> for ChatId {
             Raw::Id(id) => ChatId::try_from(id),
             Raw::Name(name) => name.parse(),
         };
-        chat.map_err(|e| serde::de::Error::custom(e.reason))
+        chat.map_err(|e| serde::de::Error::custom(e.reason()))
     }
 }
 
@@ -789,7 +762,7 @@ fn fit_text(
     match long_texts {
         LongTexts::Split => Ok(split_text(text, limit)),
         LongTexts::Refuse => Err(PayloadError::new(
-            field,
+            field.to_owned(),
             format!(
                 "is {len} UTF-16 code units; Telegram accepts at most {limit} \
                  (this destination refuses long texts instead of splitting them)"

@@ -35,10 +35,9 @@ pub use self::sign::{
     VerifyError, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, sign, verify,
 };
 pub use self::ssrf::{RefusedTarget, non_public_range};
+use crate::shared::{DETAIL_CHARS, quote, transport_detail};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult};
 
-/// The most characters of a response body (or `Location`) quoted in a result's detail.
-const DETAIL_CHARS: usize = 200;
 /// The most body bytes read to quote from: enough for [`DETAIL_CHARS`] characters of UTF-8.
 const BODY_BYTES: usize = 4 * DETAIL_CHARS;
 
@@ -203,19 +202,7 @@ impl WebhookConnector {
                 _ => {}
             }
         }
-        // The chain of causes, without reqwest's own line: it repeats the URL, which may hold a
-        // token in its path or query.
-        let mut detail = String::from(if err.is_connect() {
-            "could not connect"
-        } else {
-            "request failed"
-        });
-        let mut source = err.source();
-        while let Some(cause) = source {
-            let _ = write!(detail, ": {cause}");
-            source = cause.source();
-        }
-        truncate(&detail, 2 * DETAIL_CHARS)
+        transport_detail(err)
     }
 }
 
@@ -272,31 +259,4 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
     }
     bytes.truncate(BODY_BYTES);
     quote(&String::from_utf8_lossy(&bytes))
-}
-
-/// `text` on one line (runs of whitespace and control characters become one space), trimmed,
-/// at most [`DETAIL_CHARS`] characters.
-fn quote(text: &str) -> String {
-    let mut line = String::new();
-    for word in text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-    {
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-        if line.len() >= 4 * DETAIL_CHARS {
-            break;
-        }
-    }
-    truncate(&line, DETAIL_CHARS)
-}
-
-/// At most `max` characters of `text`, with `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
