@@ -2,6 +2,7 @@
 //! its connector's configuration, with its secrets read.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::defaults::overlay;
 use super::inbound::resolve_inbound;
-use super::{Config, InboundConfig, ResolvedInbound, Secret};
+use super::secret::{show_endpoint, show_header_values, show_optional_endpoint};
+use super::{Config, InboundConfig, ResolvedInbound, Secret, redact_url};
 
 /// The kind of a destination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +52,9 @@ impl DestinationKind {
 /// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
 /// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
 /// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+///
+/// `Debug` shows what `config check` shows: the URL, header values and secrets redacted.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// The name messages are submitted to.
@@ -58,8 +62,13 @@ pub struct DestinationConfig {
     /// `webhook`, `telegram` or `smtp`.
     #[serde(rename = "type")]
     pub kind: DestinationKind,
-    /// Webhook: the endpoint URL (http or https).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Webhook: the endpoint URL (http or https); shown as [`redact_url`](super::redact_url)
+    /// shows it.
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        serialize_with = "show_endpoint"
+    )]
     pub url: String,
     /// The Standard Webhooks secret (`whsec_…`), inline or `env:VAR` / `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,8 +83,12 @@ pub struct DestinationConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
-    /// Extra HTTP headers sent with every attempt.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Extra HTTP headers sent with every attempt; their values are shown as `***`.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "show_header_values"
+    )]
     pub headers: BTreeMap<String, String>,
     /// Retry override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +109,11 @@ pub struct DestinationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_token: Option<Secret>,
     /// Telegram: the Bot API server (default `https://api.telegram.org`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "show_optional_endpoint"
+    )]
     pub api_base: Option<String>,
     /// Telegram: allow a plain-http `api_base` on a non-loopback host (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +161,15 @@ pub struct DestinationConfig {
     pub inbound: Option<InboundConfig>,
 }
 
+impl fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(shown) => write!(f, "DestinationConfig {shown}"),
+            Err(_) => f.write_str("DestinationConfig { .. }"),
+        }
+    }
+}
+
 /// The connector of a resolved destination, with its secrets read.
 #[derive(Debug, Clone)]
 pub enum ConnectorConfig {
@@ -161,7 +187,7 @@ pub struct ResolvedDestination {
     /// The name.
     pub name: String,
     /// Where it delivers, for logs and `/v1/destinations`: the webhook URL, the Bot API base or
-    /// `smtp://host:port`. Never holds a secret.
+    /// `smtp://host:port`, as [`redact_url`] shows it (the connector holds the real one).
     pub url: String,
     /// The secret (read from env or file if so configured).
     pub secret: Option<String>,
@@ -254,7 +280,7 @@ impl Config {
             connector,
             inbound,
             name: name.to_owned(),
-            url,
+            url: redact_url(&url),
             secret,
             allow_private: dest.allow_private,
             timeout,
