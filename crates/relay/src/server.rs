@@ -126,8 +126,9 @@ async fn load_tokens(config: &Config, store: &AnyStore) -> Result<(Tokens, Optio
 /// Starts the relay: store, auth, destinations, API listener and background tasks. Returns
 /// once it listens.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, Error> {
+    // Listen first: a start that fails (a port already taken) must fail before a token is
+    // generated, or its hash would be stored and the token itself never shown.
     let listen = config.server.listen.clone();
-    let (state, generated_token) = build_state(config, options.clock.clone()).await?;
     let listener = TcpListener::bind(&listen)
         .await
         .map_err(|source| Error::Io {
@@ -138,6 +139,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
         context: "cannot read the listening address".into(),
         source,
     })?;
+    let (state, generated_token) = build_state(config, options.clock.clone()).await?;
     if options.banner {
         banner(&state, addr, generated_token.as_deref());
     }
@@ -168,7 +170,6 @@ pub(crate) async fn build_state(
         count = recovered + recovered_at_open,
         "recovered stale leases at start"
     );
-    let (tokens, generated_token) = load_tokens(&config, &store).await?;
     let owner = format!("ferrule-{}-{}", std::process::id(), ulid::Ulid::new());
     let depths = Arc::new(Depths::default());
     let alerts = Alerts::new(
@@ -193,6 +194,8 @@ pub(crate) async fn build_state(
         })?;
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
+    // Last of what can fail: a token generated here is shown by the banner right after.
+    let (tokens, generated_token) = load_tokens(&config, &store).await?;
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
@@ -222,33 +225,39 @@ pub(crate) async fn build_state(
 
 /// Prints where the relay listens and a curl line that submits a message.
 fn banner(state: &Shared, addr: SocketAddr, token: Option<&str>) {
+    let destinations: Vec<&str> = state.destinations.keys().map(String::as_str).collect();
+    console::out(&banner_text(addr, token, &destinations));
+}
+
+/// The banner: the address, the token generated at this start (if one was) and a curl line
+/// that works when pasted into a POSIX shell: the header is in double quotes, so
+/// `$FERRULE_TOKEN` is expanded.
+pub(crate) fn banner_text(addr: SocketAddr, token: Option<&str>, destinations: &[&str]) -> String {
     let base = format!("http://{addr}");
-    console::out(&format!(
-        "ferrule {} listening on {base}",
+    let mut text = format!(
+        "ferrule {} listening on {base}\n",
         env!("CARGO_PKG_VERSION")
-    ));
+    );
     let token_shown = match token {
         Some(token) => {
-            console::out(&format!(
-                "generated API token (shown only this once; only its hash is stored):\n  {token}"
+            text.push_str(&format!(
+                "generated API token (shown only this once; only its hash is stored):\n  {token}\n"
             ));
-            token.to_owned()
+            token
         }
-        None => "$FERRULE_TOKEN".to_owned(),
+        None => "$FERRULE_TOKEN",
     };
-    let destination = state
-        .destinations
-        .keys()
-        .next()
-        .cloned()
-        .unwrap_or_else(|| "<destination>".into());
-    if state.destinations.is_empty() {
-        console::out("no destinations configured yet: add a [[destinations]] table to the config");
+    let destination = destinations.first().copied().unwrap_or("<destination>");
+    if destinations.is_empty() {
+        text.push_str(
+            "no destinations configured yet: add a [[destinations]] table to the config\n",
+        );
     }
-    console::out(&format!(
-        "submit a message:\n  curl -sS -X POST {base}/v1/messages -H 'Authorization: Bearer {token_shown}' \
+    text.push_str(&format!(
+        "submit a message:\n  curl -sS -X POST {base}/v1/messages -H \"Authorization: Bearer {token_shown}\" \
          -H 'Content-Type: application/json' -d '{{\"destination\": \"{destination}\", \"payload\": {{\"hello\": \"world\"}}}}'"
     ));
+    text
 }
 
 /// Serves until shutdown, then drains and joins every background task.

@@ -50,15 +50,23 @@ pub(crate) struct Server {
     child: Child,
     pub(crate) base: String,
     pub(crate) stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything it printed on stdout (the banner), as it arrives.
+    pub(crate) stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
     /// Starts `ferrule serve --config path` and waits until it prints where it listens.
     pub(crate) fn start(config: &Path) -> Server {
+        Self::start_with(config, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub(crate) fn start_with(config: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -72,6 +80,7 @@ impl Server {
             }
         });
         let mut out = BufReader::new(child.stdout.take().unwrap());
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut line = String::new();
         let base = loop {
             line.clear();
@@ -80,20 +89,35 @@ impl Server {
                 "ferrule serve exited: {}",
                 stderr.lock().unwrap()
             );
+            stdout.lock().unwrap().push_str(&line);
             if let Some(rest) = line.trim().split("listening on ").nth(1) {
                 break rest.to_owned();
             }
         };
+        let sink = stdout.clone();
         std::thread::spawn(move || {
-            let mut rest = String::new();
-            while out.read_line(&mut rest).unwrap_or(0) > 0 {
-                rest.clear();
+            for line in out.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
         Server {
             child,
             base,
             stderr,
+            stdout,
+        }
+    }
+
+    /// Waits (at most 10 s) until stdout holds `text`, and returns all of it.
+    pub(crate) fn wait_for_stdout(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.stdout.lock().unwrap().clone();
+            if out.contains(text) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in stdout: {out}");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -456,4 +480,73 @@ fn config_check_prints_redacted_config_or_names_the_bad_field() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_banners_curl_line_submits_when_pasted_into_a_shell() {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    // Deliveries are not the point: the destination is never reached within the test.
+    let config = write_config(receiver_dir.path(), "http://127.0.0.1:9/hook", "");
+    let server = Server::start(&config);
+    let banner = server.wait_for_stdout("-d '");
+    let line = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .unwrap_or_else(|| panic!("no curl line in the banner: {banner}"));
+    assert!(
+        line.contains(r#"-H "Authorization: Bearer $FERRULE_TOKEN""#),
+        "{line}"
+    );
+    let out = Command::new("sh")
+        .args(["-c", line])
+        .env("FERRULE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(answer["status"], "queued", "{answer}");
+}
+
+#[test]
+fn a_start_that_cannot_listen_generates_no_token_and_the_next_shows_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let write = |listen: &str| {
+        let path = dir.path().join("ferrule.toml");
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\n[store]\nurl = \"sqlite://{}\"\n",
+            dir.path().join("ferrule.db").display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let config = write(&taken.local_addr().unwrap().to_string());
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("generated API token"),
+        "a token shown by a start that failed"
+    );
+    drop(taken);
+    let config = write("127.0.0.1:0");
+    let server = Server::start(&config);
+    let banner = server.wait_for_stdout("curl ");
+    let token = banner
+        .lines()
+        .skip_while(|l| !l.starts_with("generated API token"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("the next start shows no token: {banner}"))
+        .trim();
+    assert!(banner.contains(&format!("Bearer {token}\"")), "{banner}");
 }
