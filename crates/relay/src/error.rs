@@ -41,3 +41,43 @@ impl Error {
         }
     }
 }
+
+/// `e` and its causes, one per line (`caused by: …`), leaving out a cause whose text the lines
+/// before already hold: many errors repeat their source in their own message.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!("\n  caused by: {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = Error::Io {
+            context: "cannot listen on 127.0.0.1:8080".into(),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address in use"),
+        };
+        assert_eq!(
+            chain(&e),
+            "cannot listen on 127.0.0.1:8080: Address in use",
+            "{e:?}"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner reason")]
+        struct Inner;
+        assert_eq!(chain(&Outer(Inner)), "outer\n  caused by: inner reason");
+    }
+}

@@ -48,13 +48,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match runtime.block_on(run_command(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut text = format!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(&format!("\n  caused by: {cause}"));
-                source = cause.source();
-            }
-            console::err(&text);
+            console::err(&format!("error: {}", error::chain(&e)));
             ExitCode::from(e.exit_code())
         }
     }
@@ -75,6 +69,9 @@ async fn run_command(cli: Cli) -> Result<(), Error> {
         } => {
             let config = Config::load(cli.config.as_deref())?;
             console::out(&config.to_redacted_toml());
+            for warning in config.warnings() {
+                console::err(&format!("warning: {warning}"));
+            }
             console::err("configuration is valid");
             Ok(())
         }

@@ -159,6 +159,9 @@ pub(crate) async fn build_state(
     clock: SharedClock,
 ) -> Result<(AppState, Option<String>), Error> {
     config.validate().map_err(|e| Error::Config(e.into()))?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let store = open_store(&config, clock.clone()).await?;
     let recovered = store.recover_expired_leases().await?;
     let recovered_at_open = match &store {

@@ -48,8 +48,8 @@ impl DestinationKind {
 
 /// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
 ///
-/// The connector's fields sit next to the policies, flat: `url`, `secret`, `allow_private` and
-/// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
+/// The connector's fields sit next to the policies, flat: `url`, `secret`, `unsigned`,
+/// `allow_private` and `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
 /// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
 /// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
 ///
@@ -73,6 +73,10 @@ pub struct DestinationConfig {
     /// The Standard Webhooks secret (`whsec_…`), inline or `env:VAR` / `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
+    /// Webhook: send unsigned requests on purpose. Without a `secret` and without this, the
+    /// relay warns at start and in `config check`; with a `secret`, it is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
     /// Allow loopback, private and link-local targets (default false: SSRF guard).
     #[serde(default)]
     pub allow_private: bool,
@@ -239,6 +243,45 @@ impl Config {
             ));
         }
         check_fields_of(i, dest)?;
+        let Policies {
+            timeout,
+            retry,
+            breaker,
+            rate_limit,
+            bulkhead,
+            chaos,
+        } = self.policies(i)?;
+        let (url, secret, connector) = match dest.kind {
+            DestinationKind::Webhook => webhook_connector(i, dest, timeout)?,
+            DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
+            DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
+        };
+        let inbound = match &dest.inbound {
+            None => None,
+            Some(inbound) => Some(resolve_inbound(i, inbound)?),
+        };
+        Ok(ResolvedDestination {
+            connector,
+            inbound,
+            name: name.to_owned(),
+            url: redact_url(&url),
+            secret,
+            allow_private: dest.allow_private,
+            timeout,
+            headers: dest.headers.clone(),
+            retry,
+            breaker,
+            rate_limit,
+            bulkhead,
+            chaos,
+        })
+    }
+
+    /// Destination `i`'s policies: its own tables laid over `[defaults]` field by field, each
+    /// validated.
+    pub(super) fn policies(&self, i: usize) -> Result<Policies, ConfigError> {
+        let dest = &self.destinations[i];
+        let at = |field: &str| format!("destinations[{i}].{field}");
         let timeout = dest.timeout.unwrap_or(self.defaults.timeout);
         if timeout.is_zero() {
             return Err(ConfigError::new(at("timeout"), "must be longer than zero"));
@@ -267,24 +310,8 @@ impl Config {
         chaos
             .validate_for(self.server.environment)
             .map_err(|e| e.within(&at("chaos")))?;
-        let (url, secret, connector) = match dest.kind {
-            DestinationKind::Webhook => webhook_connector(i, dest, timeout)?,
-            DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
-            DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
-        };
-        let inbound = match &dest.inbound {
-            None => None,
-            Some(inbound) => Some(resolve_inbound(i, inbound)?),
-        };
-        Ok(ResolvedDestination {
-            connector,
-            inbound,
-            name: name.to_owned(),
-            url: redact_url(&url),
-            secret,
-            allow_private: dest.allow_private,
+        Ok(Policies {
             timeout,
-            headers: dest.headers.clone(),
             retry,
             breaker,
             rate_limit,
@@ -294,13 +321,61 @@ impl Config {
     }
 }
 
+/// A destination's effective policies: its overrides laid over `[defaults]`.
+pub(super) struct Policies {
+    /// Per-attempt timeout.
+    pub(super) timeout: Duration,
+    /// Retries.
+    pub(super) retry: RetryConfig,
+    /// The circuit breaker.
+    pub(super) breaker: BreakerConfig,
+    /// The rate limit, if any.
+    pub(super) rate_limit: Option<RateLimitConfig>,
+    /// The bulkhead.
+    pub(super) bulkhead: BulkheadConfig,
+    /// Fault injection.
+    pub(super) chaos: ChaosConfig,
+}
+
+impl Policies {
+    /// Writes these policies into `dest` as complete tables, so that it shows what the
+    /// destination runs with (`config check`). Chaos is written only when it is enabled.
+    pub(super) fn show_in(&self, dest: &mut DestinationConfig) {
+        fn table(value: &impl Serialize) -> Option<serde_json::Value> {
+            let mut value = serde_json::to_value(value).ok()?;
+            drop_nulls(&mut value);
+            Some(value)
+        }
+        dest.timeout = Some(self.timeout);
+        dest.retry = table(&self.retry);
+        dest.breaker = table(&self.breaker);
+        dest.rate_limit = self.rate_limit.as_ref().and_then(table);
+        dest.bulkhead = table(&self.bulkhead);
+        dest.chaos = if self.chaos.enabled {
+            table(&self.chaos)
+        } else {
+            None
+        };
+    }
+}
+
+/// Removes every `null` from the tables of `value` (TOML has no null: an absent optional field
+/// is simply not written).
+fn drop_nulls(value: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = value {
+        map.retain(|_, v| !v.is_null());
+        map.values_mut().for_each(drop_nulls);
+    }
+}
+
 /// Refuses a connector field that belongs to another type of destination, so a typo such as
 /// `host` on a Telegram destination is not silently ignored.
 pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
     use DestinationKind::{Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, DestinationKind); 20] = [
+    let fields: [(&str, bool, DestinationKind); 21] = [
         ("url", !dest.url.is_empty(), Webhook),
         ("secret", dest.secret.is_some(), Webhook),
+        ("unsigned", dest.unsigned, Webhook),
         ("allow_private", dest.allow_private, Webhook),
         ("headers", !dest.headers.is_empty(), Webhook),
         ("bot_token", dest.bot_token.is_some(), Telegram),
@@ -387,6 +462,12 @@ pub(super) fn webhook_connector(
         return Err(ConfigError::new(
             at("url"),
             "must be an http:// or https:// URL",
+        ));
+    }
+    if dest.unsigned && dest.secret.is_some() {
+        return Err(ConfigError::new(
+            at("unsigned"),
+            "cannot be set together with `secret`: remove one (with a secret, requests are signed)",
         ));
     }
     let secret = match &dest.secret {
@@ -497,13 +578,16 @@ pub(super) fn smtp_connector(
 
 /// A connector's complaint about destination `i`, naming the field.
 pub(super) fn connector_error(i: usize, e: ferrule_connectors::ConnectorError) -> ConfigError {
-    let field = format!("destinations[{i}].{}", e.field().unwrap_or("url"));
+    let inner = e.field().unwrap_or("url");
+    let field = format!("destinations[{i}].{inner}");
     let message = e.to_string();
-    // The connector's message repeats the field name; keep only what follows it.
-    let message = match message.split_once("`: ") {
-        Some((_, rest)) if message.starts_with("invalid `") => rest.to_owned(),
-        _ => message,
-    };
+    // The connector's message names the field (`invalid `url`: …`, `` `url` points at …``),
+    // which the error names already; keep only what follows it.
+    let message = message
+        .strip_prefix(&format!("invalid `{inner}`: "))
+        .or_else(|| message.strip_prefix(&format!("`{inner}` ")))
+        .map(str::to_owned)
+        .unwrap_or(message);
     ConfigError::new(field, message)
 }
 

@@ -550,3 +550,272 @@ fn a_start_that_cannot_listen_generates_no_token_and_the_next_shows_one() {
         .trim();
     assert!(banner.contains(&format!("Bearer {token}\"")), "{banner}");
 }
+
+/// Runs `ferrule config check` on `toml` (a store in `dir` is added) and returns its exit code,
+/// stdout and stderr.
+fn config_check(dir: &Path, toml: &str) -> (Option<i32>, String, String) {
+    let path = dir.join("check.toml");
+    let text = format!(
+        "[store]\nurl = \"sqlite://{}\"\n{toml}",
+        dir.join("ferrule.db").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_errors_name_the_field_in_one_style_and_read_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = format!(
+        "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nsecret = \"{SECRET}\"\n"
+    );
+    let bot = "[[destinations]]\nname = \"bot\"\ntype = \"telegram\"\nbot_token = \"42:abc\"\n";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("{hook}bogus = 1\n"),
+            "destinations[0].bogus",
+            "unknown field `bogus`; expected one of `name`",
+        ),
+        (
+            hook.replace("\"webhook\"", "\"webhok\""),
+            "destinations[0].type",
+            "unknown value `webhok`; expected one of `webhook`, `telegram`, `smtp`",
+        ),
+        (
+            hook.replace("\"https://hooks.example.com/x\"", "5"),
+            "destinations[0].url",
+            "expected a string, found",
+        ),
+        (
+            hook.replace("https://hooks", "ftp://hooks"),
+            "destinations[0].url",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            hook.replace("hooks.example.com", "127.0.0.1"),
+            "destinations[0].url",
+            "points at 127.0.0.1, a loopback address",
+        ),
+        (
+            hook.replace("hooks.example.com/x", "hooks example"),
+            "destinations[0].url",
+            "not a valid URL",
+        ),
+        (
+            format!("{hook}retry = {{ max_attempts = \"x\" }}\n"),
+            "destinations[0].retry.max_attempts",
+            "expected u32",
+        ),
+        (
+            format!("{hook}retry = {{ max_attempts = 0 }}\n"),
+            "destinations[0].retry.max_attempts",
+            "must be at least 1",
+        ),
+        (
+            format!("{hook}[destinations.retry]\nbackoff = {{ kind = \"nope\" }}\n"),
+            "destinations[0].retry.backoff.kind",
+            "unknown variant `nope`",
+        ),
+        (
+            format!("{hook}[destinations.retry]\nbogus = 3\n"),
+            "destinations[0].retry.bogus",
+            "unknown field `bogus`",
+        ),
+        (
+            format!("{hook}breaker = {{ window = {{ count = 0 }} }}\n"),
+            "destinations[0].breaker.window.count",
+            "must be at least 1",
+        ),
+        (
+            format!("{hook}timeout = \"abc\"\n"),
+            "destinations[0].timeout",
+            "expected a duration",
+        ),
+        (
+            hook.replace(SECRET, "abc"),
+            "destinations[0].secret",
+            "must start with `whsec_`",
+        ),
+        (
+            format!("{hook}unsigned = true\n"),
+            "destinations[0].unsigned",
+            "cannot be set together with `secret`",
+        ),
+        (
+            format!("{hook}headers = {{ Webhook-Id = \"x\" }}\n"),
+            "destinations[0].headers",
+            "is set by the relay",
+        ),
+        (
+            format!("{hook}headers = \"X-Api-Key: k\"\n"),
+            "destinations[0].headers",
+            "expected a map, found a string",
+        ),
+        (
+            format!("{hook}host = \"smtp.example.com\"\n"),
+            "destinations[0].host",
+            "belongs to `type = \"smtp\"` destinations",
+        ),
+        (
+            format!("{hook}[[destinations]]\nname = \"bot\"\ntype = \"telegram\"\n"),
+            "destinations[1].bot_token",
+            "is required for a telegram destination",
+        ),
+        (
+            format!("{hook}{bot}wrong = 1\n"),
+            "destinations[1].wrong",
+            "unknown field `wrong`",
+        ),
+        (
+            format!("{hook}{bot}[destinations.inbound]\nmode = \"webhook\"\n"),
+            "destinations[1].inbound.secret_token",
+            "is required with mode = \"webhook\"",
+        ),
+        (
+            format!("{hook}{bot}[destinations.inbound]\nmode = \"push\"\n"),
+            "destinations[1].inbound.mode",
+            "unknown value `push`",
+        ),
+        (
+            format!(
+                "{hook}[[destinations]]\nname = \"mail\"\ntype = \"smtp\"\nhost = \"h\"\nfrom = \"not a mailbox\"\n"
+            ),
+            "destinations[1].from",
+            "not a mailbox",
+        ),
+        (
+            format!("{hook}{hook}"),
+            "destinations[1].name",
+            "`hook` is used by an earlier destination",
+        ),
+        (
+            "[server]\nlisten = 5\n".into(),
+            "server.listen",
+            "expected a string, found",
+        ),
+        (
+            "[auth]\ntokens = [\"short\"]\n".into(),
+            "auth.tokens[0]",
+            "at least 16 characters",
+        ),
+    ];
+    for (toml, field, message) in cases {
+        let (code, _, stderr) = config_check(dir.path(), &toml);
+        assert_eq!(code, Some(2), "{toml}\n{stderr}");
+        let prefix = format!("error: invalid configuration: `{field}`: ");
+        let rest = stderr
+            .trim_end()
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}…, got {stderr:?}"));
+        assert!(rest.contains(message), "{message:?} not in {stderr:?}");
+        assert!(
+            !rest.contains('\n'),
+            "one line, no repeated cause: {stderr:?}"
+        );
+        let last = field.rsplit(['.', ']']).next().unwrap();
+        assert!(
+            !rest.starts_with(&format!("`{last}`"))
+                && !rest.starts_with(&format!("invalid `{last}`")),
+            "the field named twice: {stderr:?}"
+        );
+        assert!(
+            !rest.contains("``") && rest.matches('`').count() % 2 == 0,
+            "garbled quotes: {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("destinations.0") && !stderr.contains("destinations.1"),
+            "{stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unsigned_webhook_is_warned_about_unless_it_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\n";
+    let (code, _, stderr) = config_check(dir.path(), hook);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: `destinations[0].secret` is not set: webhook destination `hook` sends unsigned requests"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = config_check(dir.path(), &format!("{hook}unsigned = true\n"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (_, _, stderr) = config_check(dir.path(), &format!("{hook}secret = \"{SECRET}\"\n"));
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // `serve` says it once, at WARN, when it starts.
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}\"\n[auth]\ntokens = [\"{TOKEN}\"]\n{hook}",
+            dir.path().join("serve.db").display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config);
+    server.wait_for_stdout("curl ");
+    let logs = server.stderr.lock().unwrap().clone();
+    assert_eq!(
+        logs.matches("`destinations[0].secret` is not set").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains("WARN"), "{logs}");
+}
+
+#[test]
+fn config_check_prints_each_destinations_effective_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, shown, stderr) = config_check(
+        dir.path(),
+        &format!(
+            "[defaults]\ntimeout = \"7s\"\nretry = {{ max_attempts = 4 }}\nrate_limit = {{ limit = 50 }}\n\
+             [[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nsecret = \"{SECRET}\"\n\
+             breaker = {{ min_calls = 3 }}\n"
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc: toml::Table = toml::from_str(&shown).unwrap();
+    let dest = &doc["destinations"][0];
+    assert_eq!(dest["timeout"].as_str(), Some("7s"), "{shown}");
+    assert_eq!(
+        dest["retry"]["max_attempts"].as_integer(),
+        Some(4),
+        "{shown}"
+    );
+    assert_eq!(
+        dest["retry"]["backoff"]["kind"].as_str(),
+        Some("exponential")
+    );
+    assert_eq!(
+        dest["breaker"]["min_calls"].as_integer(),
+        Some(3),
+        "its own"
+    );
+    assert_eq!(
+        dest["breaker"]["failure_rate"].as_float(),
+        Some(0.5),
+        "the default's"
+    );
+    assert_eq!(
+        dest["rate_limit"]["limit"].as_integer(),
+        Some(50),
+        "{shown}"
+    );
+    assert_eq!(
+        dest["bulkhead"]["max_concurrent"].as_integer(),
+        Some(256),
+        "{shown}"
+    );
+}
