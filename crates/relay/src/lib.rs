@@ -4,7 +4,8 @@
 //! `main.rs` parses the command line into a [`Cli`] and calls [`run`]. `serve` starts the
 //! HTTP API ([`api`]) and the [`dispatch`]er over one store ([`ferrule_store`]), sharing one
 //! shutdown token; the other commands either talk to a running relay over its HTTP API
-//! ([`client`]), work on the configuration and store directly (`migrate`, `config check`), or
+//! ([`client`]), work on the configuration and store directly (`migrate`, `config check`,
+//! `token`), or
 //! talk to Telegram directly ([`telegram`]). Inbound Telegram updates are [`inbound`].
 
 pub mod alerts;
@@ -79,6 +80,13 @@ async fn run_command(cli: Cli) -> Result<(), Error> {
         Command::Status(args) => client::status(args).await,
         Command::Messages { command } => client::messages(command).await,
         Command::Dlq { command } => client::dlq(command).await,
+        Command::Token { command } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let store = server::open_store(&config, ferrule_policy::clock::system())
+                .await
+                .map_err(cli::token::explain_locked)?;
+            cli::token::run(&config, &store, command).await
+        }
         Command::Telegram { command } => {
             let config = Config::load(cli.config.as_deref())?;
             telegram::run(&config, command).await

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alerts::{Alert, Alerts};
-use crate::auth::{self, TOKEN_META_KEY, Tokens};
+use crate::auth::{self, Role, TokenSet, Tokens, stored};
 use crate::cli::console;
 use crate::config::Config;
 use crate::destination::Destination;
@@ -95,32 +95,38 @@ pub async fn migrate(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// The accepted tokens: the configured ones, else the stored hash of the generated one, else
-/// a new token (returned so it can be shown once).
-async fn load_tokens(config: &Config, store: &AnyStore) -> Result<(Tokens, Option<String>), Error> {
-    if !config.auth.tokens.is_empty() {
-        let mut hashes = Vec::new();
-        for (i, t) in config.auth.tokens.iter().enumerate() {
-            let field = format!("auth.tokens[{i}]");
-            let value = t.expose(&field).map_err(|e| Error::Config(e.into()))?;
-            let hash = auth::parse_configured(&value)
-                .map_err(|m| Error::Config(ferrule_policy::ConfigError::new(field, m).into()))?;
-            hashes.push(hash);
-        }
-        return Ok((Tokens::from_hashes(hashes), None));
+/// The accepted tokens: the configured ones and the stored ones (an older relay's generated
+/// token moved to `default` first); when no admin token is among them, a new `default` one
+/// (returned so the banner shows it once).
+async fn load_tokens(
+    config: &Config,
+    store: &AnyStore,
+    now: std::time::SystemTime,
+) -> Result<(TokenSet, Option<String>), Error> {
+    let configured = Tokens::configured(&config.auth).map_err(|e| Error::Config(e.into()))?;
+    if config.auth.tokens.is_empty() {
+        stored::migrate_legacy(store, now).await?;
     }
-    if let Some(hex) = store.get_meta(TOKEN_META_KEY).await? {
-        if let Some(hash) = auth::from_hex(hex.trim()) {
-            return Ok((Tokens::from_hashes(vec![hash]), None));
-        }
-        tracing::warn!("the stored API token hash is damaged; generating a new token");
+    let (mut from_store, damaged) = stored::load(store).await?;
+    for name in damaged {
+        tracing::warn!(
+            "the stored API token `{name}` is damaged and not accepted; \
+             revoke it with `ferrule token revoke {name}`"
+        );
     }
-    let token =
-        auth::generate().map_err(|e| Error::Other(format!("cannot generate a token: {e}")))?;
-    store
-        .set_meta(TOKEN_META_KEY, &auth::to_hex(&auth::hash(&token)))
-        .await?;
-    Ok((Tokens::from_hashes(vec![auth::hash(&token)]), Some(token)))
+    let mut generated = None;
+    if !configured.has_admin() && !from_store.has_admin() {
+        let (name, token) = stored::generate_admin(store, now)
+            .await
+            .map_err(|e| match e {
+                stored::CreateError::Store(e) => Error::Store(e),
+                e => Error::Other(e.to_string()),
+            })?;
+        tracing::info!(name, "generated an admin API token");
+        from_store.push(auth::hash(&token), Role::Admin);
+        generated = Some(token);
+    }
+    Ok((TokenSet::new(configured, from_store), generated))
 }
 
 /// Starts the relay: store, auth, destinations, API listener and background tasks. Returns
@@ -198,7 +204,7 @@ pub(crate) async fn build_state(
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
     // Last of what can fail: a token generated here is shown by the banner right after.
-    let (tokens, generated_token) = load_tokens(&config, &store).await?;
+    let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
@@ -244,7 +250,8 @@ pub(crate) fn banner_text(addr: SocketAddr, token: Option<&str>, destinations: &
     let token_shown = match token {
         Some(token) => {
             text.push_str(&format!(
-                "generated API token (shown only this once; only its hash is stored):\n  {token}\n"
+                "generated admin API token (shown only this once; only its hash is stored):\n  \
+                 {token}\n(lost it? stop the relay and run `ferrule token create --name NAME`)\n"
             ));
             token
         }
@@ -315,6 +322,24 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                         Ok(n) => tracing::info!(count = n, "purged inbound updates past retention"),
                         Err(e) => tracing::warn!(error = %e, "inbound retention purge failed"),
                     }
+                }
+            }
+        });
+    }
+    // Tokens created or revoked with `ferrule token` (by another process, on PostgreSQL).
+    {
+        let state = state.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = state.clock.sleep(stored::RELOAD_EVERY) => {}
+                }
+                match stored::load(&state.store).await {
+                    Ok((tokens, _)) => state.tokens.replace_stored(tokens),
+                    // The last tokens read stay accepted: a store that does not answer must
+                    // not lock every client out.
+                    Err(e) => tracing::debug!(error = %e, "reloading the stored API tokens failed"),
                 }
             }
         });

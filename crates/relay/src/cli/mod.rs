@@ -1,11 +1,13 @@
 //! The command line: its arguments (`serve`, `send`, `status`, `messages show`, `dlq …`,
-//! `migrate`, `config check`, `telegram set-webhook|delete-webhook`) and the commands that are
-//! not `serve`: [`client`] talks to a running relay over its HTTP API, [`telegram`] to the Bot
-//! API straight from the configuration, and `console` is what they print for people.
+//! `migrate`, `config check`, `token create|list|revoke`, `telegram
+//! set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`] talks to a
+//! running relay over its HTTP API, [`token`] to the store and [`telegram`] to the Bot API
+//! straight from the configuration, and `console` is what they print for people.
 
 pub mod client;
 pub(crate) mod console;
 pub mod telegram;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -64,6 +66,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Named API tokens in the store, from the configuration (no running relay, no token
+    /// needed; on SQLite, stop the relay first).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// A Telegram bot's webhook, set at Telegram from the configuration (no running relay).
     Telegram {
@@ -174,6 +183,27 @@ pub enum DlqCommand {
 pub enum ConfigCommand {
     /// Print the effective configuration with secrets redacted; fail naming the bad field.
     Check,
+}
+
+/// `ferrule token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored).
+    Create {
+        /// Its name: 1 to 64 of `A-Z a-z 0-9 _ . -`.
+        #[arg(long)]
+        name: String,
+        /// May call only the routes that change nothing (lists, `/status`, `/metrics`).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the stored tokens: name, role, creation time, start of the hash.
+    List,
+    /// Delete a stored token; requests with it are refused from then on.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// `ferrule telegram …`.

@@ -177,11 +177,7 @@ impl Config {
                 "must be longer than zero",
             ));
         }
-        for (i, token) in self.auth.tokens.iter().enumerate() {
-            let field = format!("auth.tokens[{i}]");
-            let value = token.expose(&field)?;
-            crate::auth::parse_configured(&value).map_err(|m| ConfigError::new(field, m))?;
-        }
+        crate::auth::Tokens::configured(&self.auth)?;
         positive("dispatcher.concurrency", self.dispatcher.concurrency as u64)?;
         positive("dispatcher.batch", self.dispatcher.batch as u64)?;
         if self.dispatcher.batch > 10_000 {

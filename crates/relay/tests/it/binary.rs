@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::receiver::{Receiver, Reply};
 use crate::support::{SECRET, TOKEN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferrule");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ferrule");
 
 /// A config file for the binary in `dir`, with one webhook destination to `url`.
 pub(crate) fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
@@ -535,7 +535,7 @@ fn a_start_that_cannot_listen_generates_no_token_and_the_next_shows_one() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot listen on"), "{stderr}");
     assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("generated API token"),
+        !String::from_utf8_lossy(&out.stdout).contains("generated admin API token"),
         "a token shown by a start that failed"
     );
     drop(taken);
@@ -544,7 +544,7 @@ fn a_start_that_cannot_listen_generates_no_token_and_the_next_shows_one() {
     let banner = server.wait_for_stdout("curl ");
     let token = banner
         .lines()
-        .skip_while(|l| !l.starts_with("generated API token"))
+        .skip_while(|l| !l.starts_with("generated admin API token"))
         .nth(1)
         .unwrap_or_else(|| panic!("the next start shows no token: {banner}"))
         .trim();

@@ -15,3 +15,4 @@ mod smtp;
 mod smtp_sink;
 mod support;
 mod telegram;
+mod tokens;
