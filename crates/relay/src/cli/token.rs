@@ -75,7 +75,10 @@ fn when_it_applies(config: &Config) -> String {
     if url.starts_with("sqlite:") {
         "the relay applies this when it next starts".to_owned()
     } else {
-        format!("running relays apply this within {} s", RELOAD_EVERY.as_secs())
+        format!(
+            "running relays apply this within {} s",
+            RELOAD_EVERY.as_secs()
+        )
     }
 }
 

@@ -11,6 +11,7 @@ mod inbound;
 mod outage;
 mod postgres;
 mod receiver;
+mod secrets;
 mod smtp;
 mod smtp_sink;
 mod support;
