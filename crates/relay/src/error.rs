@@ -42,15 +42,16 @@ impl Error {
     }
 }
 
-/// `e` and its causes, one per line (`caused by: …`), leaving out a cause whose text the lines
-/// before already hold: many errors repeat their source in their own message.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// `e` and its causes, each after `separator`, leaving out a cause whose text is already
+/// shown: many errors repeat their source in their own message.
+pub(crate) fn chain(e: &dyn std::error::Error, separator: &str) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
-            text.push_str(&format!("\n  caused by: {cause_text}"));
+            text.push_str(separator);
+            text.push_str(&cause_text);
         }
         source = cause.source();
     }
@@ -68,7 +69,7 @@ mod tests {
             source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address in use"),
         };
         assert_eq!(
-            chain(&e),
+            chain(&e, "\n  caused by: "),
             "cannot listen on 127.0.0.1:8080: Address in use",
             "{e:?}"
         );
@@ -78,6 +79,9 @@ mod tests {
         #[derive(Debug, thiserror::Error)]
         #[error("inner reason")]
         struct Inner;
-        assert_eq!(chain(&Outer(Inner)), "outer\n  caused by: inner reason");
+        assert_eq!(
+            chain(&Outer(Inner), "\n  caused by: "),
+            "outer\n  caused by: inner reason"
+        );
     }
 }

@@ -49,7 +49,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match runtime.block_on(run_command(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            console::err(&format!("error: {}", error::chain(&e)));
+            console::err(&format!("error: {}", error::chain(&e, "\n  caused by: ")));
             ExitCode::from(e.exit_code())
         }
     }

@@ -177,7 +177,8 @@ pub(crate) async fn submit(base: &str, payload: Value) -> (StatusCode, Value) {
     )
 }
 
-async fn get(base: &str, path: &str) -> Value {
+/// `GET path` with the test token, as JSON.
+pub(crate) async fn get(base: &str, path: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{base}{path}"))
         .bearer_auth(TOKEN)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::binary::{BIN, Server};
+use crate::binary::{BIN, Server, get};
 use crate::support::{PgSchema, SECRET, TOKEN};
 
 const READ_TOKEN: &str = "read-only-SECRETTOKEN-4321";
@@ -72,18 +72,6 @@ fn closed_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-async fn get(base: &str, path: &str) -> String {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -208,10 +196,9 @@ from = "relay@example.com"
     for id in &ids {
         loop {
             let message = get(&base, &format!("/v1/messages/{id}")).await;
-            let parsed: Value = serde_json::from_str(&message).unwrap();
-            if parsed["status"] == "dead" {
-                assert!(parsed["last_error"].is_string(), "{message}");
-                shown.push(message);
+            if message["status"] == "dead" {
+                assert!(message["last_error"].is_string(), "{message}");
+                shown.push(message.to_string());
                 break;
             }
             assert!(Instant::now() < deadline, "not dead: {message}");
@@ -224,9 +211,9 @@ from = "relay@example.com"
         "/v1/dead-letters",
         "/v1/breakers",
     ] {
-        shown.push(get(&base, path).await);
+        shown.push(get(&base, path).await.to_string());
     }
-    let destinations = get(&base, "/v1/destinations").await;
+    let destinations = get(&base, "/v1/destinations").await.to_string();
     assert!(
         destinations.contains(&format!("http://***@127.0.0.1:{failing}/***?token=***")),
         "{destinations}"

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
+use ferrule::StartOptions;
 use ferrule::auth::{self, stored};
-use ferrule::{Config, StartOptions};
 use ferrule_policy::{ManualClock, SharedClock};
 use ferrule_store::Store;
 use reqwest::{Method, StatusCode};
@@ -179,28 +179,25 @@ async fn a_running_relay_on_postgres_applies_tokens_created_and_revoked_by_the_c
 #[tokio::test]
 async fn the_token_an_older_relay_generated_becomes_default_and_keeps_working() {
     let old = "frl_generated-by-an-older-relay-0123456789";
-    let prepare = |dir: &tempfile::TempDir| {
+    // A store where an older relay left its generated token's hash; no `[auth] tokens`.
+    let with_legacy = |dir: &tempfile::TempDir| {
         let mut config = support::config_in(dir);
         config.auth.tokens.clear();
-        config
-    };
-    let store_of = |config: &Config| {
-        let config = config.clone();
         async move {
-            ferrule::server::open_store(&config, ferrule_policy::clock::system())
+            let store = ferrule::server::open_store(&config, ferrule_policy::clock::system())
                 .await
-                .unwrap()
+                .unwrap();
+            store
+                .set_meta(stored::LEGACY_KEY, &auth::to_hex(&auth::hash(old)))
+                .await
+                .unwrap();
+            drop(store);
+            config
         }
     };
     // Without `[auth] tokens`, the older relay accepted it: it becomes `default`.
     let dir = tempfile::tempdir().unwrap();
-    let config = prepare(&dir);
-    let store = store_of(&config).await;
-    store
-        .set_meta(stored::LEGACY_KEY, &auth::to_hex(&auth::hash(old)))
-        .await
-        .unwrap();
-    drop(store);
+    let config = with_legacy(&dir).await;
     let running = ferrule::start(
         config.clone(),
         StartOptions {
@@ -234,13 +231,7 @@ async fn the_token_an_older_relay_generated_becomes_default_and_keeps_working() 
 
     // With `[auth] tokens`, the older relay did not accept it, and neither does this one.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = prepare(&dir);
-    let store = store_of(&config).await;
-    store
-        .set_meta(stored::LEGACY_KEY, &auth::to_hex(&auth::hash(old)))
-        .await
-        .unwrap();
-    drop(store);
+    let mut config = with_legacy(&dir).await;
     config.auth.tokens = vec![ferrule::config::Secret::new(TOKEN)];
     let relay = support::start_in(dir, config, ferrule_policy::clock::system()).await;
     let (status, _) = relay
