@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::defaults::overlay;
 use super::inbound::resolve_inbound;
 use super::secret::{show_endpoint, show_header_values, show_optional_endpoint};
-use super::{Config, InboundConfig, ResolvedInbound, Secret, redact_url};
+use super::{Config, InboundConfig, PolicyDefaults, ResolvedInbound, Secret, redact_url};
 
 /// The kind of a destination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,8 +339,9 @@ pub(super) struct Policies {
 
 impl Policies {
     /// Writes these policies into `dest` as complete tables, so that it shows what the
-    /// destination runs with (`config check`). Chaos is written only when it is enabled.
-    pub(super) fn show_in(&self, dest: &mut DestinationConfig) {
+    /// destination runs with (`config check`). Chaos is written only when it or the default's
+    /// is enabled: left out, it would read back as the default's.
+    pub(super) fn show_in(&self, dest: &mut DestinationConfig, defaults: &PolicyDefaults) {
         fn table(value: &impl Serialize) -> Option<serde_json::Value> {
             let mut value = serde_json::to_value(value).ok()?;
             drop_nulls(&mut value);
@@ -351,7 +352,7 @@ impl Policies {
         dest.breaker = table(&self.breaker);
         dest.rate_limit = self.rate_limit.as_ref().and_then(table);
         dest.bulkhead = table(&self.bulkhead);
-        dest.chaos = if self.chaos.enabled {
+        dest.chaos = if self.chaos.enabled || defaults.chaos.enabled {
             table(&self.chaos)
         } else {
             None

@@ -241,7 +241,7 @@ impl Config {
         let mut shown = self.clone();
         for (i, dest) in shown.destinations.iter_mut().enumerate() {
             if let Ok(policies) = self.policies(i) {
-                policies.show_in(dest);
+                policies.show_in(dest, &self.defaults);
             }
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))

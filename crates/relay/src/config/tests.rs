@@ -678,3 +678,33 @@ fn secrets_are_redacted_in_output() {
     );
     assert!(shown.contains(r#"X-Api-Key = "***""#), "{shown}");
 }
+
+#[test]
+fn the_printout_reads_back_as_the_same_policies() {
+    let config = from_toml(
+        r#"
+        [defaults]
+        chaos = { enabled = true, error_rate = 0.1 }
+        [[destinations]]
+        name = "calm"
+        type = "webhook"
+        url = "https://example.com/a"
+        unsigned = true
+        chaos = { enabled = false }
+        retry = { max_attempts = 3 }
+        [[destinations]]
+        name = "wild"
+        type = "webhook"
+        url = "https://example.com/b"
+        unsigned = true
+        "#,
+    )
+    .unwrap();
+    let shown = config.to_redacted_toml();
+    let again = Config::from_toml_str(&shown).unwrap();
+    assert_eq!(again.to_redacted_toml(), shown, "a fixed point");
+    let calm = again.policies(0).unwrap();
+    assert!(!calm.chaos.enabled, "its own chaos, not the default's: {shown}");
+    assert_eq!(calm.retry.max_attempts, 3);
+    assert!(again.policies(1).unwrap().chaos.enabled, "{shown}");
+}
