@@ -241,7 +241,7 @@ fn banner(state: &Shared, addr: SocketAddr, token: Option<&str>) {
 /// The banner: the address, the token generated at this start (if one was) and a curl line
 /// that works when pasted into a POSIX shell: the header is in double quotes, so
 /// `$FERRULE_TOKEN` is expanded.
-pub(crate) fn banner_text(addr: SocketAddr, token: Option<&str>, destinations: &[&str]) -> String {
+fn banner_text(addr: SocketAddr, token: Option<&str>, destinations: &[&str]) -> String {
     let base = format!("http://{addr}");
     let mut text = format!(
         "ferrule {} listening on {base}\n",

@@ -134,7 +134,7 @@ pub(super) fn redacted(text: &str) -> String {
 }
 
 /// How every URL of the configuration is shown — by `config check`, `/v1/destinations`,
-/// `migrate`, logs and errors — so that no credential a URL may carry is:
+/// `migrate` and a destination's `Debug` — so that no credential a URL may carry is:
 ///
 /// - the user info (`user:password@`) becomes `***@`: a user name can be a key too;
 /// - the path is kept only for the store's schemes (`sqlite:`, `postgres:`, `postgresql:`),

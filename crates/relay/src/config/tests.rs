@@ -704,7 +704,10 @@ fn the_printout_reads_back_as_the_same_policies() {
     let again = Config::from_toml_str(&shown).unwrap();
     assert_eq!(again.to_redacted_toml(), shown, "a fixed point");
     let calm = again.policies(0).unwrap();
-    assert!(!calm.chaos.enabled, "its own chaos, not the default's: {shown}");
+    assert!(
+        !calm.chaos.enabled,
+        "its own chaos, not the default's: {shown}"
+    );
     assert_eq!(calm.retry.max_attempts, 3);
     assert!(again.policies(1).unwrap().chaos.enabled, "{shown}");
 }
