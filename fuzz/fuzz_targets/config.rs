@@ -2,7 +2,8 @@
 //! never panic; parsing and validating are deterministic; an accepted config renders, and its
 //! printout parses back to a config that prints the same; no inline secret it was given shows
 //! in the printout or in `Debug` (the store URL, read as the `url` crate and so the PostgreSQL
-//! driver reads it, carries no password but `***`); a refusal says why, naming the field.
+//! driver reads it, carries no user info and no query value but `***`); a refusal says why,
+//! naming the field.
 #![no_main]
 
 use ferrule::config::{Config, LoadError, Secret};
@@ -96,17 +97,12 @@ fn check_store_url(config: &Config, shown: &toml::Table) {
     let shown_url = shown["store"]["url"].as_str().expect("store.url is shown");
     let shown_parsed = url::Url::parse(shown_url)
         .unwrap_or_else(|e| panic!("{raw:?} is a URL, shown as {shown_url:?} it is not: {e}"));
-    if url.password().is_some() {
-        assert_eq!(
-            shown_parsed.password(),
-            Some("***"),
-            "{raw:?} → {shown_url:?}"
-        );
+    if url.password().is_some() || !url.username().is_empty() {
+        assert_eq!(shown_parsed.username(), "***", "{raw:?} → {shown_url:?}");
+        assert_eq!(shown_parsed.password(), None, "{raw:?} → {shown_url:?}");
     }
-    for (key, value) in shown_parsed.query_pairs() {
-        if key == "password" {
-            assert_eq!(value, "***", "{raw:?} → {shown_url:?}");
-        }
+    for (_, value) in shown_parsed.query_pairs() {
+        assert!(value.is_empty() || value == "***", "{raw:?} → {shown_url:?}");
     }
 }
 

@@ -41,3 +41,47 @@ impl Error {
         }
     }
 }
+
+/// `e` and its causes, each after `separator`, leaving out a cause whose text is already
+/// shown: many errors repeat their source in their own message.
+pub(crate) fn chain(e: &dyn std::error::Error, separator: &str) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(separator);
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = Error::Io {
+            context: "cannot listen on 127.0.0.1:8080".into(),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address in use"),
+        };
+        assert_eq!(
+            chain(&e, "\n  caused by: "),
+            "cannot listen on 127.0.0.1:8080: Address in use",
+            "{e:?}"
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner reason")]
+        struct Inner;
+        assert_eq!(
+            chain(&Outer(Inner), "\n  caused by: "),
+            "outer\n  caused by: inner reason"
+        );
+    }
+}

@@ -4,7 +4,8 @@
 //! `main.rs` parses the command line into a [`Cli`] and calls [`run`]. `serve` starts the
 //! HTTP API ([`api`]) and the [`dispatch`]er over one store ([`ferrule_store`]), sharing one
 //! shutdown token; the other commands either talk to a running relay over its HTTP API
-//! ([`client`]), work on the configuration and store directly (`migrate`, `config check`), or
+//! ([`client`]), work on the configuration and store directly (`migrate`, `config check`,
+//! `token`), or
 //! talk to Telegram directly ([`telegram`]). Inbound Telegram updates are [`inbound`].
 
 pub mod alerts;
@@ -54,13 +55,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match runtime.block_on(run_command(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let mut text = format!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(&format!("\n  caused by: {cause}"));
-                source = cause.source();
-            }
-            console::err(&text);
+            console::err(&format!("error: {}", error::chain(&e, "\n  caused by: ")));
             ExitCode::from(if status_command { 3 } else { e.exit_code() })
         }
     }
@@ -84,6 +79,9 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         } => {
             let config = Config::load(config)?;
             console::out(&config.to_redacted_toml());
+            for warning in config.warnings() {
+                console::err(&format!("warning: {warning}"));
+            }
             console::err("configuration is valid");
         }
         Command::Send(args) => client::send(&client()?, args).await?,
@@ -91,6 +89,13 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Messages { command } => client::messages(&client()?, command).await?,
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
+        Command::Token { command } => {
+            let config = Config::load(config)?;
+            let store = server::open_store(&config, ferrule_policy::clock::system())
+                .await
+                .map_err(cli::token::explain_locked)?;
+            cli::token::run(&config, &store, command).await?;
+        }
         Command::Telegram { command } => {
             let config = Config::load(config)?;
             telegram::run(&config, command).await?;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alerts::{Alert, Alerts};
-use crate::auth::{self, TOKEN_META_KEY, Tokens};
+use crate::auth::{self, Role, TokenSet, Tokens, stored};
 use crate::cli::console;
 use crate::config::Config;
 use crate::destination::Destination;
@@ -97,39 +97,46 @@ pub async fn migrate(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// The accepted tokens: the configured ones, else the stored hash of the generated one, else
-/// a new token (returned so it can be shown once).
-async fn load_tokens(config: &Config, store: &AnyStore) -> Result<(Tokens, Option<String>), Error> {
-    if !config.auth.tokens.is_empty() {
-        let mut hashes = Vec::new();
-        for (i, t) in config.auth.tokens.iter().enumerate() {
-            let field = format!("auth.tokens[{i}]");
-            let value = t.expose(&field).map_err(|e| Error::Config(e.into()))?;
-            let hash = auth::parse_configured(&value)
-                .map_err(|m| Error::Config(ferrule_policy::ConfigError::new(field, m).into()))?;
-            hashes.push(hash);
-        }
-        return Ok((Tokens::from_hashes(hashes), None));
+/// The accepted tokens: the configured ones and the stored ones (an older relay's generated
+/// token moved to `default` first); when no admin token is among them, a new `default` one
+/// (returned so the banner shows it once).
+async fn load_tokens(
+    config: &Config,
+    store: &AnyStore,
+    now: std::time::SystemTime,
+) -> Result<(TokenSet, Option<String>), Error> {
+    let configured = Tokens::configured(&config.auth).map_err(|e| Error::Config(e.into()))?;
+    if config.auth.tokens.is_empty() {
+        stored::migrate_legacy(store, now).await?;
     }
-    if let Some(hex) = store.get_meta(TOKEN_META_KEY).await? {
-        if let Some(hash) = auth::from_hex(hex.trim()) {
-            return Ok((Tokens::from_hashes(vec![hash]), None));
-        }
-        tracing::warn!("the stored API token hash is damaged; generating a new token");
+    let (mut from_store, damaged) = stored::load(store).await?;
+    for name in damaged {
+        tracing::warn!(
+            "the stored API token `{name}` is damaged and not accepted; \
+             revoke it with `ferrule token revoke {name}`"
+        );
     }
-    let token =
-        auth::generate().map_err(|e| Error::Other(format!("cannot generate a token: {e}")))?;
-    store
-        .set_meta(TOKEN_META_KEY, &auth::to_hex(&auth::hash(&token)))
-        .await?;
-    Ok((Tokens::from_hashes(vec![auth::hash(&token)]), Some(token)))
+    let mut generated = None;
+    if !configured.has_admin() && !from_store.has_admin() {
+        let (name, token) = stored::generate_admin(store, now)
+            .await
+            .map_err(|e| match e {
+                stored::CreateError::Store(e) => Error::Store(e),
+                e => Error::Other(e.to_string()),
+            })?;
+        tracing::info!(name, "generated an admin API token");
+        from_store.push(auth::hash(&token), Role::Admin);
+        generated = Some(token);
+    }
+    Ok((TokenSet::new(configured, from_store), generated))
 }
 
 /// Starts the relay: store, auth, destinations, API listener and background tasks. Returns
 /// once it listens.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, Error> {
+    // Listen first: a start that fails (a port already taken) must fail before a token is
+    // generated, or its hash would be stored and the token itself never shown.
     let listen = config.server.listen.clone();
-    let (state, generated_token) = build_state(config, options.clock.clone()).await?;
     let listener = TcpListener::bind(&listen)
         .await
         .map_err(|source| Error::Io {
@@ -140,6 +147,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
         context: "cannot read the listening address".into(),
         source,
     })?;
+    let (state, generated_token) = build_state(config, options.clock.clone()).await?;
     if options.banner {
         banner(&state, addr, generated_token.as_deref());
     }
@@ -159,6 +167,9 @@ pub(crate) async fn build_state(
     clock: SharedClock,
 ) -> Result<(AppState, Option<String>), Error> {
     config.validate().map_err(|e| Error::Config(e.into()))?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let store = open_store(&config, clock.clone()).await?;
     let recovered = store.recover_expired_leases().await?;
     let recovered_at_open = match &store {
@@ -170,7 +181,6 @@ pub(crate) async fn build_state(
         count = recovered + recovered_at_open,
         "recovered stale leases at start"
     );
-    let (tokens, generated_token) = load_tokens(&config, &store).await?;
     let owner = format!("ferrule-{}-{}", std::process::id(), ulid::Ulid::new());
     let depths = Arc::new(Depths::default());
     let alerts = Alerts::new(
@@ -195,6 +205,8 @@ pub(crate) async fn build_state(
         })?;
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
+    // Last of what can fail: a token generated here is shown by the banner right after.
+    let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
@@ -226,33 +238,40 @@ pub(crate) async fn build_state(
 
 /// Prints where the relay listens and a curl line that submits a message.
 fn banner(state: &Shared, addr: SocketAddr, token: Option<&str>) {
+    let destinations: Vec<&str> = state.destinations.keys().map(String::as_str).collect();
+    console::out(&banner_text(addr, token, &destinations));
+}
+
+/// The banner: the address, the token generated at this start (if one was) and a curl line
+/// that works when pasted into a POSIX shell: the header is in double quotes, so
+/// `$FERRULE_TOKEN` is expanded.
+fn banner_text(addr: SocketAddr, token: Option<&str>, destinations: &[&str]) -> String {
     let base = format!("http://{addr}");
-    console::out(&format!(
-        "ferrule {} listening on {base}",
+    let mut text = format!(
+        "ferrule {} listening on {base}\n",
         env!("CARGO_PKG_VERSION")
-    ));
+    );
     let token_shown = match token {
         Some(token) => {
-            console::out(&format!(
-                "generated API token (shown only this once; only its hash is stored):\n  {token}"
+            text.push_str(&format!(
+                "generated admin API token (shown only this once; only its hash is stored):\n  \
+                 {token}\n(lost it? stop the relay and run `ferrule token create --name NAME`)\n"
             ));
-            token.to_owned()
+            token
         }
-        None => "$FERRULE_TOKEN".to_owned(),
+        None => "$FERRULE_TOKEN",
     };
-    let destination = state
-        .destinations
-        .keys()
-        .next()
-        .cloned()
-        .unwrap_or_else(|| "<destination>".into());
-    if state.destinations.is_empty() {
-        console::out("no destinations configured yet: add a [[destinations]] table to the config");
+    let destination = destinations.first().copied().unwrap_or("<destination>");
+    if destinations.is_empty() {
+        text.push_str(
+            "no destinations configured yet: add a [[destinations]] table to the config\n",
+        );
     }
-    console::out(&format!(
-        "submit a message:\n  curl -sS -X POST {base}/v1/messages -H 'Authorization: Bearer {token_shown}' \
+    text.push_str(&format!(
+        "submit a message:\n  curl -sS -X POST {base}/v1/messages -H \"Authorization: Bearer {token_shown}\" \
          -H 'Content-Type: application/json' -d '{{\"destination\": \"{destination}\", \"payload\": {{\"hello\": \"world\"}}}}'"
     ));
+    text
 }
 
 /// Serves until shutdown, then drains and joins every background task.
@@ -312,6 +331,32 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         });
     }
     tracker.spawn(stop_after_delay(state.clone()));
+    // Tokens created or revoked with `ferrule token` (by another process, on PostgreSQL).
+    {
+        let state = state.clone();
+        tracker.spawn(async move {
+            // Due every RELOAD_EVERY on the relay's clock, looked at four times a second on
+            // tokio's timer: the task holds no sleep on the relay's clock, whose pending
+            // sleeps tests count.
+            let mut due = state.clock.now() + stored::RELOAD_EVERY;
+            loop {
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                if state.clock.now() < due {
+                    continue;
+                }
+                due = state.clock.now() + stored::RELOAD_EVERY;
+                match stored::load(&state.store).await {
+                    Ok((tokens, _)) => state.tokens.replace_stored(tokens),
+                    // The last tokens read stay accepted: a store that does not answer must
+                    // not lock every client out.
+                    Err(e) => tracing::debug!(error = %e, "reloading the stored API tokens failed"),
+                }
+            }
+        });
+    }
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.
     let alerts_stop = CancellationToken::new();
     let alerts = tokio::spawn({

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alerts::Alerts;
-use crate::auth::Tokens;
+use crate::auth::TokenSet;
 use crate::config::Config;
 use crate::destination::Destination;
 use crate::health::{Depths, Health};
@@ -53,8 +53,9 @@ pub struct Shared {
     pub store: AnyStore,
     /// The configuration the relay runs with.
     pub config: Config,
-    /// Accepted API tokens.
-    pub tokens: Tokens,
+    /// Accepted API tokens: the configured ones and the stored ones, reloaded in the
+    /// background.
+    pub tokens: TokenSet,
     /// Destinations by name.
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// Counters since start.

@@ -160,11 +160,10 @@ impl WebhookConnector {
         let status = response.status();
         let code = Some(i32::from(status.as_u16()));
         if status.is_redirection() {
-            let target = response
-                .headers()
-                .get(LOCATION)
-                .map(|v| quote(&String::from_utf8_lossy(v.as_bytes())))
-                .unwrap_or_else(|| "nowhere (no Location header)".to_owned());
+            let target = match response.headers().get(LOCATION) {
+                Some(location) => redirect_target(&self.url, location.as_bytes()),
+                None => "nowhere (no Location header)".to_owned(),
+            };
             let detail = format!(
                 "HTTP {}: redirect to {target}, not followed",
                 status.as_u16()
@@ -259,4 +258,22 @@ async fn read_snippet(mut response: reqwest::Response) -> String {
     }
     bytes.truncate(BODY_BYTES);
     quote(&String::from_utf8_lossy(&bytes))
+}
+
+/// Where a redirect points, as far as a detail may say: the target's origin, and `/…` for a
+/// path or query, which may hold a token (a receiver redirecting `/hook/SECRET` to
+/// `/hook/SECRET/` would otherwise put the secret in every detail).
+fn redirect_target(base: &Url, location: &[u8]) -> String {
+    let location = String::from_utf8_lossy(location);
+    match base.join(location.trim()) {
+        Ok(target) if target.has_host() => {
+            let rest = target.path() != "/" || target.query().is_some();
+            format!(
+                "{}{}",
+                target.origin().ascii_serialization(),
+                if rest { "/…" } else { "" }
+            )
+        }
+        _ => "an invalid Location".to_owned(),
+    }
 }

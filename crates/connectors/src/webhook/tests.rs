@@ -317,7 +317,10 @@ async fn classifies_every_kind_of_response() {
             Reply::Status(302, vec![("location", followed.clone())], String::new()),
             Outcome::Permanent,
             302,
-            format!("HTTP 302: redirect to {followed}, not followed"),
+            format!(
+                "HTTP 302: redirect to {}/…, not followed",
+                followed.trim_end_matches("/followed")
+            ),
         ),
         (
             Reply::Status(301, vec![], String::new()),

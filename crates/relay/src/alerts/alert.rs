@@ -163,16 +163,10 @@ impl Alert {
 
     /// The relay could not start because of `error` (its whole cause chain).
     pub fn startup_failure(error: &dyn std::error::Error, at: SystemTime) -> Self {
-        let mut text = format!("The relay could not start: {error}");
-        let mut source = error.source();
-        while let Some(cause) = source {
-            // Some errors already show their cause in their own message.
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text.push_str(&format!(": {cause_text}"));
-            }
-            source = cause.source();
-        }
+        let text = format!(
+            "The relay could not start: {}",
+            crate::error::chain(error, ": ")
+        );
         Alert::new(AlertKind::StartupFailure, "serve", text, at)
     }
 

@@ -1,5 +1,5 @@
-//! The HTTP API: one table of routes, bearer-token auth on all but `/livez` and the Telegram
-//! webhook (which checks Telegram's secret token instead), JSON errors.
+//! The HTTP API: one table of routes, each public, readable with any token, or writable with
+//! an admin token only; JSON errors.
 
 mod admin;
 mod error;
@@ -20,16 +20,30 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 pub use self::error::ApiError;
 pub use self::messages::{Submit, parse_submit};
+use crate::auth::Role;
 use crate::state::AppState;
 
-/// One route: method, path (axum syntax), whether it needs a token, and its handler.
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: probes and this API's description, which hold nothing secret, and the Telegram
+    /// webhook, which checks Telegram's secret token instead.
+    Public,
+    /// Any accepted token, read-only ones included: the routes that change nothing.
+    Read,
+    /// An admin token: the routes that submit, replay, purge or operate breakers. A read-only
+    /// token gets 403 `forbidden`.
+    Write,
+}
+
+/// One route: method, path (axum syntax), who may call it, and its handler.
 pub struct Route {
     /// The HTTP method.
     pub method: Method,
     /// The path, e.g. `/v1/messages/{id}`.
     pub path: &'static str,
-    /// Whether a bearer token is required.
-    pub auth: bool,
+    /// Who may call it.
+    pub access: Access,
     handler: MethodRouter<AppState>,
 }
 
@@ -39,11 +53,16 @@ impl std::fmt::Debug for Route {
     }
 }
 
-fn route(method: Method, path: &'static str, auth: bool, handler: MethodRouter<AppState>) -> Route {
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+) -> Route {
     Route {
         method,
         path,
-        auth,
+        access,
         handler,
     }
 }
@@ -51,82 +70,86 @@ fn route(method: Method, path: &'static str, auth: bool, handler: MethodRouter<A
 /// Every route the relay serves; the router is built from this table, and a test checks that
 /// the OpenAPI document describes each one.
 pub fn routes() -> Vec<Route> {
+    use Access::{Public, Read, Write};
     vec![
-        route(Method::POST, "/v1/messages", true, post(messages::submit)),
-        route(Method::GET, "/v1/messages", true, get(messages::list)),
-        route(Method::GET, "/v1/messages/{id}", true, get(messages::show)),
+        route(Method::POST, "/v1/messages", Write, post(messages::submit)),
+        route(Method::GET, "/v1/messages", Read, get(messages::list)),
+        route(Method::GET, "/v1/messages/{id}", Read, get(messages::show)),
         route(
             Method::POST,
             "/v1/messages/{id}/replay",
-            true,
+            Write,
             post(messages::replay),
         ),
         route(
             Method::GET,
             "/v1/dead-letters",
-            true,
+            Read,
             get(admin::dead_letters),
         ),
         route(
             Method::POST,
             "/v1/dead-letters/replay",
-            true,
+            Write,
             post(admin::replay_dead),
         ),
         route(
             Method::DELETE,
             "/v1/dead-letters",
-            true,
+            Write,
             delete(admin::purge_dead),
         ),
         route(
             Method::POST,
             "/v1/dead-letters/purge",
-            true,
+            Write,
             post(admin::purge_dead_ids),
         ),
-        route(Method::GET, "/v1/breakers", true, get(admin::breakers)),
+        route(Method::GET, "/v1/breakers", Read, get(admin::breakers)),
         route(
             Method::POST,
             "/v1/breakers/{destination}/{action}",
-            true,
+            Write,
             post(admin::breaker_action),
         ),
         route(
             Method::GET,
             "/v1/destinations",
-            true,
+            Read,
             get(admin::destinations),
         ),
-        route(Method::GET, "/v1/inbound", true, get(inbound::list)),
+        route(Method::GET, "/v1/inbound", Read, get(inbound::list)),
         // Telegram cannot send a bearer token: the update's secret token header is checked.
         route(
             Method::POST,
             "/v1/telegram/{destination}/webhook",
-            false,
+            Public,
             post(inbound::telegram_webhook),
         ),
-        route(Method::GET, "/v1/openapi.json", true, get(openapi::serve)),
-        route(Method::GET, "/livez", false, get(health::livez)),
-        route(Method::GET, "/readyz", true, get(health::readyz)),
-        route(Method::GET, "/status", true, get(health::status)),
-        route(Method::GET, "/metrics", true, get(health::metrics)),
+        route(Method::GET, "/v1/openapi.json", Public, get(openapi::serve)),
+        route(Method::GET, "/livez", Public, get(health::livez)),
+        route(Method::GET, "/readyz", Public, get(health::readyz)),
+        route(Method::GET, "/status", Read, get(health::status)),
+        route(Method::GET, "/metrics", Read, get(health::metrics)),
     ]
 }
 
 /// The relay's router over `state`.
 pub fn router(state: AppState) -> Router {
-    let mut open = Router::new();
-    let mut guarded = Router::new();
+    let mut router = Router::new();
     for r in routes() {
-        if r.auth {
-            guarded = guarded.route(r.path, r.handler);
-        } else {
-            open = open.route(r.path, r.handler);
-        }
+        let handler = match r.access {
+            Access::Public => r.handler,
+            Access::Read => r
+                .handler
+                .layer(middleware::from_fn_with_state(state.clone(), require_read)),
+            Access::Write => r
+                .handler
+                .layer(middleware::from_fn_with_state(state.clone(), require_write)),
+        };
+        router = router.route(r.path, handler);
     }
-    let guarded = guarded.layer(middleware::from_fn_with_state(state.clone(), require_token));
-    open.merge(guarded)
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
@@ -145,8 +168,20 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Lets the request through only with `Authorization: Bearer <a configured token>`.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Lets the request through with any accepted token.
+async fn require_read(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    authorize(&state, Access::Read, request, next).await
+}
+
+/// Lets the request through with an admin token.
+async fn require_write(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    authorize(&state, Access::Write, request, next).await
+}
+
+/// Lets the request through only with `Authorization: Bearer <token>` of a token that may
+/// call a route of `access`: 401 without an accepted token, 403 with a read-only one on a
+/// route that writes.
+async fn authorize(state: &AppState, access: Access, request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -155,16 +190,26 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
-    match token {
-        Some(token) if state.tokens.verify(token) => next.run(request).await,
-        Some(_) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid token").into_response()
-        }
-        None => ApiError::new(
+    let Some(token) = token else {
+        return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing `Authorization: Bearer <token>`",
         )
+        .into_response();
+    };
+    match (state.tokens.verify(token), access) {
+        (Some(Role::Admin), _) | (Some(Role::Read), Access::Read | Access::Public) => {
+            next.run(request).await
+        }
+        (Some(Role::Read), Access::Write) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token is read-only; this route needs an admin token",
+        )
         .into_response(),
+        (None, _) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid token").into_response()
+        }
     }
 }

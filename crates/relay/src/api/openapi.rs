@@ -30,6 +30,8 @@ fn path(name: &str) -> Value {
 pub fn document() -> Value {
     let page = json!({"$ref": "#/components/schemas/MessagePage"});
     let unauthorized = error_response("missing or invalid bearer token");
+    let forbidden =
+        error_response("a read-only token (`forbidden`): this route needs an admin token");
     let mut submit = op(
         "Submit a message",
         json!({
@@ -37,6 +39,7 @@ pub fn document() -> Value {
             "200": ok_json("repeated Idempotency-Key: the original message, nothing enqueued", json!({"$ref": "#/components/schemas/Accepted"})),
             "400": error_response("malformed JSON or invalid field"),
             "401": unauthorized,
+            "403": forbidden,
             "413": error_response("body over the limit"),
             "422": error_response("unknown destination, or a payload the destination's connector refuses (`invalid_payload`, with `error.field` naming it, e.g. `payload.chat_id`); a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
             "503": error_response("not stored; try again after `Retry-After`: the queue is full (`queue_full`), the relay's storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
@@ -64,7 +67,7 @@ pub fn document() -> Value {
     show["parameters"] = json!([path("id")]);
     let mut replay_one = op(
         "Re-queue a terminal message",
-        json!({"200": ok_json("queued", json!({"$ref": "#/components/schemas/Accepted"})), "404": error_response("no such message"), "409": error_response("the message is still pending"), "401": unauthorized}),
+        json!({"200": ok_json("queued", json!({"$ref": "#/components/schemas/Accepted"})), "404": error_response("no such message"), "409": error_response("the message is still pending"), "401": unauthorized, "403": forbidden}),
     );
     replay_one["parameters"] = json!([path("id")]);
     let mut dead = op(
@@ -79,12 +82,12 @@ pub fn document() -> Value {
     ]);
     let mut replay_dead = op(
         "Replay dead letters by filter or ids",
-        json!({"200": ok_json("what was (or would be) re-queued", json!({"$ref": "#/components/schemas/ReplayReport"})), "400": error_response("bad request"), "401": unauthorized, "422": error_response("`unknown_destination`: the filter names a destination that is not configured")}),
+        json!({"200": ok_json("what was (or would be) re-queued", json!({"$ref": "#/components/schemas/ReplayReport"})), "400": error_response("bad request"), "401": unauthorized, "403": forbidden, "422": error_response("`unknown_destination`: the filter names a destination that is not configured")}),
     );
     replay_dead["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReplayRequest"}}}});
     let mut purge = op(
         "Delete dead letters matching the filter, or every one with `all=true`",
-        json!({"200": ok_json("how many were deleted, or on a dry run how many match", json!({"type": "object", "properties": {"purged": {"type": "integer"}, "matched": {"type": "integer", "description": "dry run only"}, "dry_run": {"type": "boolean"}}})), "400": error_response("`filter_required`: no filter and no `all=true`; `invalid_query`: `all=true` with a filter"), "401": unauthorized, "422": error_response("`unknown_destination`")}),
+        json!({"200": ok_json("how many were deleted, or on a dry run how many match", json!({"type": "object", "properties": {"purged": {"type": "integer"}, "matched": {"type": "integer", "description": "dry run only"}, "dry_run": {"type": "boolean"}}})), "400": error_response("`filter_required`: no filter and no `all=true`; `invalid_query`: `all=true` with a filter"), "401": unauthorized, "403": forbidden, "422": error_response("`unknown_destination`")}),
     );
     purge["parameters"] = json!([
         query("destination", "destination name"),
@@ -97,12 +100,12 @@ pub fn document() -> Value {
     ]);
     let mut purge_ids = op(
         "Delete the named dead letters that still match the filter",
-        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "400": error_response("bad request"), "401": unauthorized, "422": error_response("`unknown_destination`")}),
+        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "400": error_response("bad request"), "401": unauthorized, "403": forbidden, "422": error_response("`unknown_destination`")}),
     );
     purge_ids["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}});
     let mut action = op(
         "Operator override of a breaker",
-        json!({"200": ok_json("the breaker", json!({"type": "object"})), "404": error_response("unknown destination or action"), "401": unauthorized}),
+        json!({"200": ok_json("the breaker", json!({"type": "object"})), "404": error_response("unknown destination or action"), "401": unauthorized, "403": forbidden}),
     );
     action["parameters"] = json!([path("destination"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["reset", "force-open", "disable"]}}]);
     let mut inbound = op(
@@ -171,9 +174,9 @@ pub fn document() -> Value {
             "/v1/destinations": {"get": op("Configured destinations", json!({"200": ok_json("destinations", any_object.clone()), "401": unauthorized}))},
             "/v1/inbound": {"get": inbound},
             "/v1/telegram/{destination}/webhook": {"post": telegram_webhook},
-            "/v1/openapi.json": {"get": op("This document", json!({"200": ok_json("OpenAPI 3.1", any_object.clone())}))},
+            "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": ok_json("OpenAPI 3.1", any_object.clone())}}},
             "/livez": {"get": {"summary": "The process is up", "security": [], "responses": {"200": ok_json("alive", any_object.clone())}}},
-            "/readyz": {"get": op("Store reachable and not draining", json!({"200": ok_json("ready", any_object.clone()), "503": error_response("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full` (writes are refused for lack of space)"), "401": unauthorized}))},
+            "/readyz": {"get": {"summary": "Store reachable and not draining", "security": [], "responses": {"200": ok_json("ready", any_object.clone()), "503": error_response("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full` (writes are refused for lack of space)")}}},
             "/status": {"get": op("Overall `status` (`ok`; `degraded`: a breaker open, forced open or half-open, or a destination unhealthy; `unhealthy`: the store is; `draining`), uptime, counters, depths, breakers (durations in `_ms`), dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
             "/metrics": {"get": op("Prometheus text format", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}))},
         }
@@ -200,6 +203,25 @@ mod tests {
                 route.method,
                 route.path
             );
+        }
+        // What the document says about auth matches the route table.
+        for route in super::super::routes() {
+            let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+            let public = op["security"] == json!([]);
+            assert_eq!(
+                public,
+                route.access == super::super::Access::Public,
+                "{route:?}: security {}",
+                op["security"]
+            );
+            assert_eq!(
+                op["responses"]["403"].is_object(),
+                route.access == super::super::Access::Write,
+                "{route:?}: a 403 is described exactly on the routes that need an admin token"
+            );
+            if route.access != super::super::Access::Public {
+                assert!(op["responses"]["401"].is_object(), "{route:?}: no 401");
+            }
         }
         let described: usize = doc["paths"]
             .as_object()

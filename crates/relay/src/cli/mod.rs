@@ -1,14 +1,16 @@
 //! The command line: its arguments (`serve`, `send`, `status`, `messages list|show|replay`,
 //! `dlq list|replay|purge`, `breakers list|reset|force-open|disable`, `migrate`,
-//! `config check`, `telegram set-webhook|delete-webhook`) and the commands that are not
-//! `serve`: [`client`] talks to a running relay over its HTTP API, [`telegram`] to the Bot
-//! API straight from the configuration, `console` is how they talk to the person at the
-//! terminal, and `render` turns the API's JSON into what they print for people.
+//! `config check`, `token create|list|revoke`, `telegram set-webhook|delete-webhook`) and the
+//! commands that are not `serve`: [`client`] talks to a running relay over its HTTP API,
+//! [`token`] to the store and [`telegram`] to the Bot API straight from the configuration,
+//! `console` is how they talk to the person at the terminal, and `render` turns the API's
+//! JSON into what they print for people.
 
 pub mod client;
 pub(crate) mod console;
 mod render;
 pub mod telegram;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -77,6 +79,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Named API tokens in the store, from the configuration (no running relay, no token
+    /// needed; on SQLite, stop the relay first).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// A Telegram bot's webhook, set at Telegram from the configuration (no running relay).
     Telegram {
@@ -279,6 +288,27 @@ pub enum BreakersCommand {
 pub enum ConfigCommand {
     /// Print the effective configuration with secrets redacted; fail naming the bad field.
     Check,
+}
+
+/// `ferrule token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored).
+    Create {
+        /// Its name: 1 to 64 of `A-Z a-z 0-9 _ . -`.
+        #[arg(long)]
+        name: String,
+        /// May call only the routes that change nothing (lists, `/status`, `/metrics`).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the stored tokens: name, role, creation time, start of the hash.
+    List,
+    /// Delete a stored token; requests with it are refused from then on.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// `ferrule telegram …`.

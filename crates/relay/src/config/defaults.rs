@@ -83,7 +83,16 @@ pub(super) fn overlay<T: Serialize + DeserializeOwned>(
         tables_stay_tables(over, &value, field)?;
         merge(&mut value, over);
     }
-    serde_json::from_value(value).map_err(|e| ConfigError::new(field.to_owned(), e.to_string()))
+    // The path inside the table names the field at fault: `destinations[0].retry.max_attempts`
+    // rather than the whole table.
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let field = match inner.as_str() {
+            "." | "" => field.to_owned(),
+            inner => format!("{field}.{inner}"),
+        };
+        ConfigError::new(field, e.into_inner().to_string())
+    })
 }
 
 /// Lays `over` onto `base`, table by table.

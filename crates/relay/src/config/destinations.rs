@@ -2,6 +2,7 @@
 //! its connector's configuration, with its secrets read.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::defaults::overlay;
 use super::inbound::resolve_inbound;
-use super::{Config, InboundConfig, ResolvedInbound, Secret};
+use super::secret::{show_endpoint, show_header_values, show_optional_endpoint};
+use super::{Config, InboundConfig, PolicyDefaults, ResolvedInbound, Secret, redact_url};
 
 /// The kind of a destination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,11 +48,13 @@ impl DestinationKind {
 
 /// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
 ///
-/// The connector's fields sit next to the policies, flat: `url`, `secret`, `allow_private` and
-/// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
+/// The connector's fields sit next to the policies, flat: `url`, `secret`, `unsigned`,
+/// `allow_private` and `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
 /// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
 /// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+///
+/// `Debug` shows what `config check` shows: the URL, header values and secrets redacted.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     /// The name messages are submitted to.
@@ -58,12 +62,21 @@ pub struct DestinationConfig {
     /// `webhook`, `telegram` or `smtp`.
     #[serde(rename = "type")]
     pub kind: DestinationKind,
-    /// Webhook: the endpoint URL (http or https).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Webhook: the endpoint URL (http or https); shown as [`redact_url`](super::redact_url)
+    /// shows it.
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        serialize_with = "show_endpoint"
+    )]
     pub url: String,
     /// The Standard Webhooks secret (`whsec_…`), inline or `env:VAR` / `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
+    /// Webhook: send unsigned requests on purpose. Without a `secret` and without this, the
+    /// relay warns at start and in `config check`; with a `secret`, it is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
     /// Allow loopback, private and link-local targets (default false: SSRF guard).
     #[serde(default)]
     pub allow_private: bool,
@@ -74,8 +87,12 @@ pub struct DestinationConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
-    /// Extra HTTP headers sent with every attempt.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Extra HTTP headers sent with every attempt; their values are shown as `***`.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "show_header_values"
+    )]
     pub headers: BTreeMap<String, String>,
     /// Retry override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,7 +113,11 @@ pub struct DestinationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_token: Option<Secret>,
     /// Telegram: the Bot API server (default `https://api.telegram.org`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "show_optional_endpoint"
+    )]
     pub api_base: Option<String>,
     /// Telegram: allow a plain-http `api_base` on a non-loopback host (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +165,15 @@ pub struct DestinationConfig {
     pub inbound: Option<InboundConfig>,
 }
 
+impl fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(shown) => write!(f, "DestinationConfig {shown}"),
+            Err(_) => f.write_str("DestinationConfig { .. }"),
+        }
+    }
+}
+
 /// The connector of a resolved destination, with its secrets read.
 #[derive(Debug, Clone)]
 pub enum ConnectorConfig {
@@ -161,7 +191,7 @@ pub struct ResolvedDestination {
     /// The name.
     pub name: String,
     /// Where it delivers, for logs and `/v1/destinations`: the webhook URL, the Bot API base or
-    /// `smtp://host:port`. Never holds a secret.
+    /// `smtp://host:port`, as [`redact_url`] shows it (the connector holds the real one).
     pub url: String,
     /// The secret (read from env or file if so configured).
     pub secret: Option<String>,
@@ -213,6 +243,45 @@ impl Config {
             ));
         }
         check_fields_of(i, dest)?;
+        let Policies {
+            timeout,
+            retry,
+            breaker,
+            rate_limit,
+            bulkhead,
+            chaos,
+        } = self.policies(i)?;
+        let (url, secret, connector) = match dest.kind {
+            DestinationKind::Webhook => webhook_connector(i, dest, timeout)?,
+            DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
+            DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
+        };
+        let inbound = match &dest.inbound {
+            None => None,
+            Some(inbound) => Some(resolve_inbound(i, inbound)?),
+        };
+        Ok(ResolvedDestination {
+            connector,
+            inbound,
+            name: name.to_owned(),
+            url: redact_url(&url),
+            secret,
+            allow_private: dest.allow_private,
+            timeout,
+            headers: dest.headers.clone(),
+            retry,
+            breaker,
+            rate_limit,
+            bulkhead,
+            chaos,
+        })
+    }
+
+    /// Destination `i`'s policies: its own tables laid over `[defaults]` field by field, each
+    /// validated.
+    pub(super) fn policies(&self, i: usize) -> Result<Policies, ConfigError> {
+        let dest = &self.destinations[i];
+        let at = |field: &str| format!("destinations[{i}].{field}");
         let timeout = dest.timeout.unwrap_or(self.defaults.timeout);
         if timeout.is_zero() {
             return Err(ConfigError::new(at("timeout"), "must be longer than zero"));
@@ -241,24 +310,8 @@ impl Config {
         chaos
             .validate_for(self.server.environment)
             .map_err(|e| e.within(&at("chaos")))?;
-        let (url, secret, connector) = match dest.kind {
-            DestinationKind::Webhook => webhook_connector(i, dest, timeout)?,
-            DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
-            DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
-        };
-        let inbound = match &dest.inbound {
-            None => None,
-            Some(inbound) => Some(resolve_inbound(i, inbound)?),
-        };
-        Ok(ResolvedDestination {
-            connector,
-            inbound,
-            name: name.to_owned(),
-            url,
-            secret,
-            allow_private: dest.allow_private,
+        Ok(Policies {
             timeout,
-            headers: dest.headers.clone(),
             retry,
             breaker,
             rate_limit,
@@ -268,13 +321,62 @@ impl Config {
     }
 }
 
+/// A destination's effective policies: its overrides laid over `[defaults]`.
+pub(super) struct Policies {
+    /// Per-attempt timeout.
+    pub(super) timeout: Duration,
+    /// Retries.
+    pub(super) retry: RetryConfig,
+    /// The circuit breaker.
+    pub(super) breaker: BreakerConfig,
+    /// The rate limit, if any.
+    pub(super) rate_limit: Option<RateLimitConfig>,
+    /// The bulkhead.
+    pub(super) bulkhead: BulkheadConfig,
+    /// Fault injection.
+    pub(super) chaos: ChaosConfig,
+}
+
+impl Policies {
+    /// Writes these policies into `dest` as complete tables, so that it shows what the
+    /// destination runs with (`config check`). Chaos is written only when it or the default's
+    /// is enabled: left out, it would read back as the default's.
+    pub(super) fn show_in(&self, dest: &mut DestinationConfig, defaults: &PolicyDefaults) {
+        fn table(value: &impl Serialize) -> Option<serde_json::Value> {
+            let mut value = serde_json::to_value(value).ok()?;
+            drop_nulls(&mut value);
+            Some(value)
+        }
+        dest.timeout = Some(self.timeout);
+        dest.retry = table(&self.retry);
+        dest.breaker = table(&self.breaker);
+        dest.rate_limit = self.rate_limit.as_ref().and_then(table);
+        dest.bulkhead = table(&self.bulkhead);
+        dest.chaos = if self.chaos.enabled || defaults.chaos.enabled {
+            table(&self.chaos)
+        } else {
+            None
+        };
+    }
+}
+
+/// Removes every `null` from the tables of `value` (TOML has no null: an absent optional field
+/// is simply not written).
+fn drop_nulls(value: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = value {
+        map.retain(|_, v| !v.is_null());
+        map.values_mut().for_each(drop_nulls);
+    }
+}
+
 /// Refuses a connector field that belongs to another type of destination, so a typo such as
 /// `host` on a Telegram destination is not silently ignored.
 pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
     use DestinationKind::{Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, DestinationKind); 20] = [
+    let fields: [(&str, bool, DestinationKind); 21] = [
         ("url", !dest.url.is_empty(), Webhook),
         ("secret", dest.secret.is_some(), Webhook),
+        ("unsigned", dest.unsigned, Webhook),
         ("allow_private", dest.allow_private, Webhook),
         ("headers", !dest.headers.is_empty(), Webhook),
         ("bot_token", dest.bot_token.is_some(), Telegram),
@@ -361,6 +463,12 @@ pub(super) fn webhook_connector(
         return Err(ConfigError::new(
             at("url"),
             "must be an http:// or https:// URL",
+        ));
+    }
+    if dest.unsigned && dest.secret.is_some() {
+        return Err(ConfigError::new(
+            at("unsigned"),
+            "cannot be set together with `secret`: remove one (with a secret, requests are signed)",
         ));
     }
     let secret = match &dest.secret {
@@ -471,13 +579,16 @@ pub(super) fn smtp_connector(
 
 /// A connector's complaint about destination `i`, naming the field.
 pub(super) fn connector_error(i: usize, e: ferrule_connectors::ConnectorError) -> ConfigError {
-    let field = format!("destinations[{i}].{}", e.field().unwrap_or("url"));
+    let inner = e.field().unwrap_or("url");
+    let field = format!("destinations[{i}].{inner}");
     let message = e.to_string();
-    // The connector's message repeats the field name; keep only what follows it.
-    let message = match message.split_once("`: ") {
-        Some((_, rest)) if message.starts_with("invalid `") => rest.to_owned(),
-        _ => message,
-    };
+    // The connector's message names the field (`invalid `url`: …`, `` `url` points at …``),
+    // which the error names already; keep only what follows it.
+    let message = message
+        .strip_prefix(&format!("invalid `{inner}`: "))
+        .or_else(|| message.strip_prefix(&format!("`{inner}` ")))
+        .map(str::to_owned)
+        .unwrap_or(message);
     ConfigError::new(field, message)
 }
 

@@ -70,15 +70,17 @@ pub(super) fn tables_stay_tables(
     }
 }
 
-/// A figment error with its key path, in one line.
+/// A figment error with its key path, in one line: the path in the style `validate()` uses
+/// (`destinations[0].type`), the complaint without figment's nested backticks, and a value of
+/// the wrong type by its type only (it may be a secret written in the wrong place).
 pub(super) fn describe_figment(e: figment::Error) -> String {
     e.into_iter()
         .map(|e| {
-            let path = e.path.join(".");
+            let path = field_path(&e.path);
             let mut text = if path.is_empty() {
-                e.kind.to_string()
+                describe_kind(&e.kind)
             } else {
-                format!("`{path}`: {}", e.kind)
+                format!("`{path}`: {}", describe_kind(&e.kind))
             };
             if let Some(source) = &e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
                 text.push_str(&format!(" (in {source})"));
@@ -87,4 +89,54 @@ pub(super) fn describe_figment(e: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Keys joined with `.`, list indices as `[i]`: `destinations[0].retry.max_attempts`.
+pub(super) fn field_path<S: AsRef<str>>(keys: &[S]) -> String {
+    let mut path = String::new();
+    for key in keys {
+        let key = key.as_ref();
+        if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("[{key}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+        }
+    }
+    path
+}
+
+/// What figment's error kind says, phrased as the relay's own errors are.
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::{Actual, Kind};
+    let one_of = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+        names.join(", ")
+    };
+    match kind {
+        Kind::InvalidType(actual, expected) => {
+            let found = match actual {
+                Actual::Str(_) => "a string".to_owned(),
+                Actual::Seq => "a list".to_owned(),
+                Actual::Map => "a table".to_owned(),
+                other => other.to_string(),
+            };
+            format!("expected {expected}, found {found}")
+        }
+        Kind::UnknownField(found, expected) => {
+            format!(
+                "unknown field `{found}`; expected one of {}",
+                one_of(expected)
+            )
+        }
+        Kind::UnknownVariant(found, expected) => {
+            format!(
+                "unknown value `{found}`; expected one of {}",
+                one_of(expected)
+            )
+        }
+        other => other.to_string(),
+    }
 }

@@ -188,11 +188,7 @@ impl Config {
                 "must be longer than zero",
             ));
         }
-        for (i, token) in self.auth.tokens.iter().enumerate() {
-            let field = format!("auth.tokens[{i}]");
-            let value = token.expose(&field)?;
-            crate::auth::parse_configured(&value).map_err(|m| ConfigError::new(field, m))?;
-        }
+        crate::auth::Tokens::configured(&self.auth)?;
         positive("dispatcher.concurrency", self.dispatcher.concurrency as u64)?;
         positive("dispatcher.batch", self.dispatcher.batch as u64)?;
         if self.dispatcher.batch > 10_000 {
@@ -249,9 +245,38 @@ impl Config {
         check_forwards(&resolved)?;
         self.validate_alerts()
     }
-    /// The effective configuration as TOML with every secret redacted (`config check`).
+    /// The effective configuration as TOML with every secret redacted (`config check`): each
+    /// destination shows the policies it runs with (its own tables laid over `[defaults]`),
+    /// or, when they do not resolve, its tables as written.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let mut shown = self.clone();
+        for (i, dest) in shown.destinations.iter_mut().enumerate() {
+            if let Ok(policies) = self.policies(i) {
+                policies.show_in(dest, &self.defaults);
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// What is valid but probably not meant, one line each, naming the field: a webhook
+    /// without `secret` (nor `unsigned = true`) sends requests its receiver cannot verify.
+    /// `serve` logs each at WARN when it starts; `config check` prints them on stderr.
+    pub fn warnings(&self) -> Vec<String> {
+        self.destinations
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                d.kind == DestinationKind::Webhook && d.secret.is_none() && !d.unsigned
+            })
+            .map(|(i, d)| {
+                format!(
+                    "`destinations[{i}].secret` is not set: webhook destination `{}` sends \
+                     unsigned requests its receiver cannot verify; set a secret, or \
+                     `unsigned = true` if that is intended",
+                    d.name.trim()
+                )
+            })
+            .collect()
     }
 
     /// The store URL to open.

@@ -1,6 +1,7 @@
 //! Secrets in the configuration: inline, `env:NAME` or `file:/path`, and how each is shown
 //! (redacted) in `config check`, logs and the API.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use ferrule_policy::ConfigError;
@@ -61,6 +62,31 @@ pub(super) fn show_url<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Er
     }
 }
 
+/// Serialises a URL of the configuration as [`redact_url`] shows it.
+pub(super) fn show_endpoint<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// Serialises an optional URL of the configuration as [`redact_url`] shows it.
+pub(super) fn show_optional_endpoint<S: Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_some(&redact_url(url)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Serialises extra HTTP headers by name, every value redacted: headers are how many receivers
+/// authenticate (`Authorization`, `X-Api-Key`).
+pub(super) fn show_header_values<S: Serializer>(
+    headers: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(headers.keys().map(|name| (name, REDACTED)))
+}
+
 /// Serialises API tokens: a `sha256:` hash by its first 8 digits (a hash is not secret, and
 /// its start tells tokens apart; a token so written is always a hash, as `validate()`
 /// checks), anything else as [`Secret`] does.
@@ -101,81 +127,114 @@ pub(super) fn redacted(text: &str) -> String {
     if text.starts_with("env:") || text.starts_with("file:") {
         text.to_owned()
     } else if text.starts_with("whsec_") {
-        "whsec_***".into()
+        format!("whsec_{REDACTED}")
     } else {
-        "***".into()
+        REDACTED.into()
     }
 }
 
-/// A URL with its passwords replaced by `***`: the one in the user info
-/// (`postgres://user:***@host/db`) and the value of every `password` query parameter
-/// (`?password=***`), both places PostgreSQL URLs may hold one. The parts are found as the
-/// `url` crate (and so the PostgreSQL driver) finds them: only `scheme://` opens an authority,
-/// the user info ends at the last `@` before the path, query parameter names are
-/// percent-decoded. A URL without an authority (`sqlite:ferrule.db?password=…`) still has its
-/// query redacted.
+/// How every URL of the configuration is shown — by `config check`, `/v1/destinations`,
+/// `migrate` and a destination's `Debug` — so that no credential a URL may carry is:
+///
+/// - the user info (`user:password@`) becomes `***@`: a user name can be a key too;
+/// - the path is kept only for the store's schemes (`sqlite:`, `postgres:`, `postgresql:`),
+///   where it names a file or a database; any other URL shows its origin and `/***` for a
+///   path longer than `/`, because webhook and API URLs often carry their token in the path
+///   (`https://hooks.example.com/services/T0/B0/XXXX`, Telegram's `/bot<token>/…`);
+/// - every query value becomes `***` (keys stay; a parameter without `=` is `***` whole);
+/// - a fragment becomes `#***`.
+///
+/// The parts are found as the `url` crate (and so the PostgreSQL driver and the HTTP client)
+/// finds them: only `scheme://` opens an authority, the user info ends at the last `@` before
+/// the path. Text that is not `scheme:…` shows as `***`.
+///
+/// ```
+/// use ferrule::config::redact_url;
+/// assert_eq!(
+///     redact_url("https://u:pw@hooks.example.com/services/T0/XXXX?token=t1&v=2"),
+///     "https://***@hooks.example.com/***?token=***&v=***"
+/// );
+/// assert_eq!(redact_url("postgres://relay:pw@db:5432/ferrule"), "postgres://***@db:5432/ferrule");
+/// ```
 pub fn redact_url(url: &str) -> String {
+    let Some(scheme) = scheme_of(url) else {
+        return REDACTED.into();
+    };
+    let keeps_path = ["sqlite", "postgres", "postgresql"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s));
     let (head, authority, tail) = match authority_start(url) {
         Some(start) => {
             let (head, rest) = url.split_at(start);
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             (head, &rest[..end], &rest[end..])
         }
-        None => ("", "", url),
+        None => {
+            let (head, rest) = url.split_at(scheme.len() + 1);
+            (head, "", rest)
+        }
     };
     let mut out = String::from(head);
     match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            match userinfo.split_once(':') {
-                Some((user, _)) => {
-                    out.push_str(user);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
-            }
+        Some((_, host)) => {
+            out.push_str(REDACTED);
             out.push('@');
             out.push_str(host);
         }
         None => out.push_str(authority),
     }
     let (before_fragment, fragment) = match tail.split_once('#') {
-        Some((before, fragment)) => (before, Some(fragment)),
-        None => (tail, None),
+        Some((before, _)) => (before, true),
+        None => (tail, false),
     };
-    match before_fragment.split_once('?') {
-        Some((path, query)) => {
-            out.push_str(path);
-            out.push('?');
-            let pairs: Vec<&str> = query
-                .split('&')
-                .map(|pair| {
-                    let key = url::form_urlencoded::parse(pair.as_bytes()).next();
-                    match key {
-                        Some((key, _)) if key == "password" => "password=***",
-                        _ => pair,
-                    }
-                })
-                .collect();
-            out.push_str(&pairs.join("&"));
-        }
-        None => out.push_str(before_fragment),
+    let (path, query) = match before_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (before_fragment, None),
+    };
+    if keeps_path || path.is_empty() || path == "/" {
+        out.push_str(path);
+    } else {
+        out.push('/');
+        out.push_str(REDACTED);
     }
-    if let Some(fragment) = fragment {
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) => format!("{key}={REDACTED}"),
+                None if pair.is_empty() => String::new(),
+                None => REDACTED.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    if fragment {
         out.push('#');
-        out.push_str(fragment);
+        out.push_str(REDACTED);
     }
     out
 }
 
-/// Where the authority of `url` starts: after `scheme://`, the scheme being a letter then
-/// letters, digits, `+`, `-` or `.`, as the `url` crate reads it. `None` when there is no
-/// authority, e.g. `sqlite:ferrule.db`, or a `://` inside the path or query.
-pub(super) fn authority_start(url: &str) -> Option<usize> {
-    let colon = url.find(':')?;
-    let scheme = &url[..colon];
+/// What a redacted value or part is replaced with.
+const REDACTED: &str = "***";
+
+/// The scheme of `url`: a letter, then letters, digits, `+`, `-` or `.`, before the first `:`.
+fn scheme_of(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once(':')?;
     let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    (valid && url[colon..].starts_with("://")).then_some(colon + 3)
+    valid.then_some(scheme)
+}
+
+/// Where the authority of `url` starts: right after `scheme://`, as the `url` crate reads it.
+/// `None` when there is no authority, e.g. `sqlite:ferrule.db`, or a `://` inside the path or
+/// query.
+fn authority_start(url: &str) -> Option<usize> {
+    let scheme = scheme_of(url)?;
+    url[scheme.len()..]
+        .starts_with("://")
+        .then_some(scheme.len() + 3)
 }

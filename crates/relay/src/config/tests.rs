@@ -562,44 +562,71 @@ fn secrets_that_look_like_urls_or_hashes_are_redacted_whole() {
     }
     assert!(shown.contains(r#""sha256:2c26b46b…""#), "{shown}");
     assert!(
-        shown.contains("postgres://relay@db/ferrule?sslmode=require&password=***"),
+        shown.contains("postgres://***@db/ferrule?sslmode=***&pass%77ord=***"),
         "{shown}"
     );
 }
 
 #[test]
-fn store_urls_lose_their_passwords_where_the_driver_finds_them() {
+fn urls_show_no_user_info_query_value_or_web_path() {
     for (url, shown) in [
-        ("postgres://u:pw@db:5432/x", "postgres://u:***@db:5432/x"),
-        ("postgres://u:p@ss@db/x", "postgres://u:***@db/x"),
-        ("postgres://u:pw@db/x@y", "postgres://u:***@db/x@y"),
+        ("postgres://u:pw@db:5432/x", "postgres://***@db:5432/x"),
+        ("postgres://u:p@ss@db/x", "postgres://***@db/x"),
+        ("postgres://u:pw@db/x@y", "postgres://***@db/x@y"),
         (
             "postgres://db/x?password=pw&sslmode=off",
-            "postgres://db/x?password=***&sslmode=off",
+            "postgres://db/x?password=***&sslmode=***",
         ),
         (
             "postgres://db/x?a=1#password=pw",
-            "postgres://db/x?a=1#password=pw",
+            "postgres://db/x?a=***#***",
         ),
-        ("postgres://u@db/x", "postgres://u@db/x"),
+        ("postgres://u@db/x", "postgres://***@db/x"),
         ("sqlite://ferrule.db", "sqlite://ferrule.db"),
+        (
+            "sqlite:///var/lib/ferrule.db",
+            "sqlite:///var/lib/ferrule.db",
+        ),
         ("sqlite:relative.db", "sqlite:relative.db"),
         // Found by the `config` fuzz target: without `scheme://` the query was left as is.
         (
             "sqlite:ferrule.db?password=pw&mode=rwc",
-            "sqlite:ferrule.db?password=***&mode=rwc",
+            "sqlite:ferrule.db?password=***&mode=***",
         ),
         (
             "sqlite:x.db?next=http://h&password=pw",
-            "sqlite:x.db?next=http://h&password=***",
+            "sqlite:x.db?next=***&password=***",
         ),
         (
             "postgres:/u:pw@db/x?password=pw#f",
-            "postgres:/u:pw@db/x?password=***#f",
+            "postgres:/u:pw@db/x?password=***#***",
         ),
         ("sqlite:u:p@h.db", "sqlite:u:p@h.db"),
+        // Webhook and API URLs: the path may be the token.
+        (
+            "https://user:pw@hooks.example.com/services/T0/B0/XXXX?token=t1&v=2",
+            "https://***@hooks.example.com/***?token=***&v=***",
+        ),
+        ("https://hooks.example.com", "https://hooks.example.com"),
+        ("https://hooks.example.com/", "https://hooks.example.com/"),
+        (
+            "http://127.0.0.1:8080/hook?SECRET",
+            "http://127.0.0.1:8080/***?***",
+        ),
+        (
+            "https://api.telegram.org/bot42:AAH/x",
+            "https://api.telegram.org/***",
+        ),
+        (
+            "https://h.example.com/?a=1&&b",
+            "https://h.example.com/?a=***&&***",
+        ),
+        ("smtp://mail.example.com:587", "smtp://mail.example.com:587"),
+        ("not a url", "***"),
+        ("", "***"),
     ] {
         assert_eq!(redact_url(url), shown, "{url}");
+        assert_eq!(redact_url(shown), shown, "showing {shown} again changes it");
     }
 }
 
@@ -614,20 +641,73 @@ fn secrets_are_redacted_in_output() {
         [[destinations]]
         name = "a"
         type = "webhook"
-        url = "https://example.com/a"
+        url = "https://hook-user:hook-pw@example.com/services/PATHSECRET?token=QUERYSECRET"
         secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        headers = { X-Api-Key = "HEADERSECRET" }
+        [[destinations]]
+        name = "b"
+        type = "telegram"
+        bot_token = "42:BOTSECRET"
+        api_base = "https://bots.example.com/APIBASESECRET"
         "#,
     )
     .unwrap();
     let shown = config.to_redacted_toml();
+    let resolved = format!("{:?}", config.destinations().unwrap()[0].url);
     for secret in [
         "pw123",
         "plain-token-value",
         "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "hook-user",
+        "hook-pw",
+        "PATHSECRET",
+        "QUERYSECRET",
+        "HEADERSECRET",
+        "BOTSECRET",
+        "APIBASESECRET",
     ] {
-        assert!(!shown.contains(secret), "{shown}");
-        assert!(!format!("{config:?}").contains(secret));
+        assert!(!shown.contains(secret), "{secret}: {shown}");
+        assert!(!format!("{config:?}").contains(secret), "{secret}");
+        assert!(!resolved.contains(secret), "{secret}: {resolved}");
     }
     assert!(shown.contains("whsec_***"), "{shown}");
-    assert!(shown.contains("relay:***@db"), "{shown}");
+    assert!(shown.contains("postgres://***@db/ferrule"), "{shown}");
+    assert!(
+        shown.contains(r#"url = "https://***@example.com/***?token=***""#),
+        "{shown}"
+    );
+    assert!(shown.contains(r#"X-Api-Key = "***""#), "{shown}");
+}
+
+#[test]
+fn the_printout_reads_back_as_the_same_policies() {
+    let config = from_toml(
+        r#"
+        [defaults]
+        chaos = { enabled = true, error_rate = 0.1 }
+        [[destinations]]
+        name = "calm"
+        type = "webhook"
+        url = "https://example.com/a"
+        unsigned = true
+        chaos = { enabled = false }
+        retry = { max_attempts = 3 }
+        [[destinations]]
+        name = "wild"
+        type = "webhook"
+        url = "https://example.com/b"
+        unsigned = true
+        "#,
+    )
+    .unwrap();
+    let shown = config.to_redacted_toml();
+    let again = Config::from_toml_str(&shown).unwrap();
+    assert_eq!(again.to_redacted_toml(), shown, "a fixed point");
+    let calm = again.policies(0).unwrap();
+    assert!(
+        !calm.chaos.enabled,
+        "its own chaos, not the default's: {shown}"
+    );
+    assert_eq!(calm.retry.max_attempts, 3);
+    assert!(again.policies(1).unwrap().chaos.enabled, "{shown}");
 }

@@ -38,7 +38,8 @@ pub struct Destination {
     pub connector: AnyConnector,
     /// The name messages are submitted to.
     pub name: String,
-    /// The endpoint, for logs and `/v1/destinations` (without query string).
+    /// The endpoint, for logs and `/v1/destinations`, as
+    /// [`redact_url`](crate::config::redact_url) shows it.
     pub endpoint: String,
     /// Durable retry decisions.
     pub retry: Retry,
@@ -135,12 +136,7 @@ impl Destination {
         Ok(Destination {
             connector,
             name: config.name.clone(),
-            endpoint: config
-                .url
-                .split(['?', '#'])
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            endpoint: config.url.clone(),
             retry: Retry::with_context(config.retry.clone(), ctx.clone())
                 .map_err(|e| e.within(&within("retry")))?,
             breaker: CircuitBreaker::with_context(config.breaker.clone(), ctx.clone())

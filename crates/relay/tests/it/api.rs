@@ -32,30 +32,95 @@ fn assert_error(body: &Value, code: &str) {
     assert!(body["error"]["message"].is_string(), "{body}");
 }
 
+/// A read-only token the access tests configure.
+const READ_TOKEN: &str = "read-only-token-0123456789";
+
 #[tokio::test]
-async fn requests_without_a_valid_token_get_401_except_livez() {
-    let relay = start(idle).await;
-    for path in [
-        "/v1/messages",
-        "/status",
-        "/metrics",
-        "/readyz",
-        "/v1/openapi.json",
-    ] {
-        let (status, body) = relay.call_with(Method::GET, path, None, None, &[]).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
-        assert_error(&body, "unauthorized");
-        let (status, _) = relay
-            .call_with(Method::GET, path, None, Some("wrong-token-0123456789"), &[])
+async fn every_route_asks_for_the_token_its_access_level_needs() {
+    use ferrule::api::{Access, routes};
+    let relay = start(|config| {
+        idle(config);
+        config.auth.read_only_tokens = vec![ferrule::config::Secret::new(READ_TOKEN)];
+    })
+    .await;
+    let concrete = |path: &str| {
+        path.replace("{id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+            .replace("{destination}", "billing-hook")
+            .replace("{action}", "reset")
+    };
+    for route in routes() {
+        let path = concrete(route.path);
+        let method = route.method.clone();
+        let (anonymous, body) = relay
+            .call_with(method.clone(), &path, None, None, &[])
             .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        let (read, read_body) = relay
+            .call_with(method.clone(), &path, None, Some(READ_TOKEN), &[])
+            .await;
+        let (wrong, _) = relay
+            .call_with(
+                method.clone(),
+                &path,
+                None,
+                Some("wrong-token-0123456789"),
+                &[],
+            )
+            .await;
+        match route.access {
+            Access::Public => {
+                assert_ne!(anonymous, StatusCode::UNAUTHORIZED, "{route:?}: {body}");
+            }
+            Access::Read => {
+                assert_eq!(anonymous, StatusCode::UNAUTHORIZED, "{route:?}");
+                assert_error(&body, "unauthorized");
+                assert_eq!(wrong, StatusCode::UNAUTHORIZED, "{route:?}");
+                // Let through: answered by the handler (a made-up id is a 404).
+                assert!(
+                    read != StatusCode::UNAUTHORIZED && read != StatusCode::FORBIDDEN,
+                    "{route:?}: {read} {read_body}"
+                );
+            }
+            Access::Write => {
+                assert_eq!(anonymous, StatusCode::UNAUTHORIZED, "{route:?}");
+                assert_eq!(wrong, StatusCode::UNAUTHORIZED, "{route:?}");
+                assert_eq!(read, StatusCode::FORBIDDEN, "{route:?}: {read_body}");
+                assert_error(&read_body, "forbidden");
+                let (admin, body) = relay.call_with(method, &path, None, Some(TOKEN), &[]).await;
+                assert!(
+                    admin != StatusCode::UNAUTHORIZED && admin != StatusCode::FORBIDDEN,
+                    "{route:?}: {admin} {body}"
+                );
+            }
+        }
     }
-    let (status, body) = relay
-        .call_with(Method::GET, "/livez", None, None, &[])
+    // Probes and the description need no token at all.
+    for path in ["/livez", "/readyz", "/v1/openapi.json"] {
+        let (status, body) = relay.call_with(Method::GET, path, None, None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    // A read-only token reads everything and changes nothing.
+    let (status, _) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "billing-hook", "payload": {}})),
+            Some(READ_TOKEN),
+            &[],
+        )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = relay.call(Method::GET, "/readyz", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, page) = relay
+        .call_with(Method::GET, "/v1/messages", None, Some(READ_TOKEN), &[])
+        .await;
+    assert_eq!(page["messages"], json!([]), "nothing was stored: {page}");
+    let (status, metrics) = relay
+        .call_with(Method::GET, "/metrics", None, Some(READ_TOKEN), &[])
+        .await;
     assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.as_str().unwrap_or("").contains("ferrule_"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

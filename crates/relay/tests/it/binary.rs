@@ -51,6 +51,8 @@ pub(crate) struct Server {
     child: Child,
     pub(crate) base: String,
     pub(crate) stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything it printed on stdout (the banner), as it arrives.
+    pub(crate) stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -79,6 +81,7 @@ impl Server {
             }
         });
         let mut out = BufReader::new(child.stdout.take().unwrap());
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut line = String::new();
         let base = loop {
             line.clear();
@@ -87,20 +90,35 @@ impl Server {
                 "ferrule serve exited: {}",
                 stderr.lock().unwrap()
             );
+            stdout.lock().unwrap().push_str(&line);
             if let Some(rest) = line.trim().split("listening on ").nth(1) {
                 break rest.to_owned();
             }
         };
+        let sink = stdout.clone();
         std::thread::spawn(move || {
-            let mut rest = String::new();
-            while out.read_line(&mut rest).unwrap_or(0) > 0 {
-                rest.clear();
+            for line in out.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
         Server {
             child,
             base,
             stderr,
+            stdout,
+        }
+    }
+
+    /// Waits (at most 10 s) until stdout holds `text`, and returns all of it.
+    pub(crate) fn wait_for_stdout(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.stdout.lock().unwrap().clone();
+            if out.contains(text) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "no {text:?} in stdout: {out}");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -160,6 +178,7 @@ pub(crate) async fn submit(base: &str, payload: Value) -> (StatusCode, Value) {
     )
 }
 
+/// `GET path` with the test token, as JSON.
 pub(crate) async fn get(base: &str, path: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{base}{path}"))
@@ -556,5 +575,343 @@ fn config_check_prints_redacted_config_or_names_the_bad_field() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_banners_curl_line_submits_when_pasted_into_a_shell() {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    // Deliveries are not the point: the destination is never reached within the test.
+    let config = write_config(receiver_dir.path(), "http://127.0.0.1:9/hook", "");
+    let server = Server::start(&config);
+    let banner = server.wait_for_stdout("-d '");
+    let line = banner
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .unwrap_or_else(|| panic!("no curl line in the banner: {banner}"));
+    assert!(
+        line.contains(r#"-H "Authorization: Bearer $FERRULE_TOKEN""#),
+        "{line}"
+    );
+    let out = Command::new("sh")
+        .args(["-c", line])
+        .env("FERRULE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(answer["status"], "queued", "{answer}");
+}
+
+#[test]
+fn a_start_that_cannot_listen_generates_no_token_and_the_next_shows_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let write = |listen: &str| {
+        let path = dir.path().join("ferrule.toml");
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\n[store]\nurl = \"sqlite://{}\"\n",
+            dir.path().join("ferrule.db").display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let config = write(&taken.local_addr().unwrap().to_string());
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("generated admin API token"),
+        "a token shown by a start that failed"
+    );
+    drop(taken);
+    let config = write("127.0.0.1:0");
+    let server = Server::start(&config);
+    let banner = server.wait_for_stdout("curl ");
+    let token = banner
+        .lines()
+        .skip_while(|l| !l.starts_with("generated admin API token"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("the next start shows no token: {banner}"))
+        .trim();
+    assert!(banner.contains(&format!("Bearer {token}\"")), "{banner}");
+}
+
+/// Runs `ferrule config check` on `toml` (a store in `dir` is added) and returns its exit code,
+/// stdout and stderr.
+fn config_check(dir: &Path, toml: &str) -> (Option<i32>, String, String) {
+    let path = dir.join("check.toml");
+    let text = format!(
+        "[store]\nurl = \"sqlite://{}\"\n{toml}",
+        dir.join("ferrule.db").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_errors_name_the_field_in_one_style_and_read_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = format!(
+        "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nsecret = \"{SECRET}\"\n"
+    );
+    let bot = "[[destinations]]\nname = \"bot\"\ntype = \"telegram\"\nbot_token = \"42:abc\"\n";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("{hook}bogus = 1\n"),
+            "destinations[0].bogus",
+            "unknown field `bogus`; expected one of `name`",
+        ),
+        (
+            hook.replace("\"webhook\"", "\"webhok\""),
+            "destinations[0].type",
+            "unknown value `webhok`; expected one of `webhook`, `telegram`, `smtp`",
+        ),
+        (
+            hook.replace("\"https://hooks.example.com/x\"", "5"),
+            "destinations[0].url",
+            "expected a string, found",
+        ),
+        (
+            hook.replace("https://hooks", "ftp://hooks"),
+            "destinations[0].url",
+            "must be an http:// or https:// URL",
+        ),
+        (
+            hook.replace("hooks.example.com", "127.0.0.1"),
+            "destinations[0].url",
+            "points at 127.0.0.1, a loopback address",
+        ),
+        (
+            hook.replace("hooks.example.com/x", "hooks example"),
+            "destinations[0].url",
+            "not a valid URL",
+        ),
+        (
+            format!("{hook}retry = {{ max_attempts = \"x\" }}\n"),
+            "destinations[0].retry.max_attempts",
+            "expected u32",
+        ),
+        (
+            format!("{hook}retry = {{ max_attempts = 0 }}\n"),
+            "destinations[0].retry.max_attempts",
+            "must be at least 1",
+        ),
+        (
+            format!("{hook}[destinations.retry]\nbackoff = {{ kind = \"nope\" }}\n"),
+            "destinations[0].retry.backoff.kind",
+            "unknown variant `nope`",
+        ),
+        (
+            format!("{hook}[destinations.retry]\nbogus = 3\n"),
+            "destinations[0].retry.bogus",
+            "unknown field `bogus`",
+        ),
+        (
+            format!("{hook}breaker = {{ window = {{ count = 0 }} }}\n"),
+            "destinations[0].breaker.window.count",
+            "must be at least 1",
+        ),
+        (
+            format!("{hook}timeout = \"abc\"\n"),
+            "destinations[0].timeout",
+            "expected a duration",
+        ),
+        (
+            hook.replace(SECRET, "abc"),
+            "destinations[0].secret",
+            "must start with `whsec_`",
+        ),
+        (
+            format!("{hook}unsigned = true\n"),
+            "destinations[0].unsigned",
+            "cannot be set together with `secret`",
+        ),
+        (
+            format!("{hook}headers = {{ Webhook-Id = \"x\" }}\n"),
+            "destinations[0].headers",
+            "is set by the relay",
+        ),
+        (
+            format!("{hook}headers = \"X-Api-Key: k\"\n"),
+            "destinations[0].headers",
+            "expected a map, found a string",
+        ),
+        (
+            format!("{hook}host = \"smtp.example.com\"\n"),
+            "destinations[0].host",
+            "belongs to `type = \"smtp\"` destinations",
+        ),
+        (
+            format!("{hook}[[destinations]]\nname = \"bot\"\ntype = \"telegram\"\n"),
+            "destinations[1].bot_token",
+            "is required for a telegram destination",
+        ),
+        (
+            format!("{hook}{bot}wrong = 1\n"),
+            "destinations[1].wrong",
+            "unknown field `wrong`",
+        ),
+        (
+            format!("{hook}{bot}[destinations.inbound]\nmode = \"webhook\"\n"),
+            "destinations[1].inbound.secret_token",
+            "is required with mode = \"webhook\"",
+        ),
+        (
+            format!("{hook}{bot}[destinations.inbound]\nmode = \"push\"\n"),
+            "destinations[1].inbound.mode",
+            "unknown value `push`",
+        ),
+        (
+            format!(
+                "{hook}[[destinations]]\nname = \"mail\"\ntype = \"smtp\"\nhost = \"h\"\nfrom = \"not a mailbox\"\n"
+            ),
+            "destinations[1].from",
+            "not a mailbox",
+        ),
+        (
+            format!("{hook}{hook}"),
+            "destinations[1].name",
+            "`hook` is used by an earlier destination",
+        ),
+        (
+            "[server]\nlisten = 5\n".into(),
+            "server.listen",
+            "expected a string, found",
+        ),
+        (
+            "[auth]\ntokens = [\"short\"]\n".into(),
+            "auth.tokens[0]",
+            "at least 16 characters",
+        ),
+    ];
+    for (toml, field, message) in cases {
+        let (code, _, stderr) = config_check(dir.path(), &toml);
+        assert_eq!(code, Some(2), "{toml}\n{stderr}");
+        let prefix = format!("error: invalid configuration: `{field}`: ");
+        let rest = stderr
+            .trim_end()
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}…, got {stderr:?}"));
+        assert!(rest.contains(message), "{message:?} not in {stderr:?}");
+        assert!(
+            !rest.contains('\n'),
+            "one line, no repeated cause: {stderr:?}"
+        );
+        let last = field.rsplit(['.', ']']).next().unwrap();
+        assert!(
+            !rest.starts_with(&format!("`{last}`"))
+                && !rest.starts_with(&format!("invalid `{last}`")),
+            "the field named twice: {stderr:?}"
+        );
+        assert!(
+            !rest.contains("``") && rest.matches('`').count() % 2 == 0,
+            "garbled quotes: {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("destinations.0") && !stderr.contains("destinations.1"),
+            "{stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unsigned_webhook_is_warned_about_unless_it_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\n";
+    let (code, _, stderr) = config_check(dir.path(), hook);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: `destinations[0].secret` is not set: webhook destination `hook` sends unsigned requests"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = config_check(dir.path(), &format!("{hook}unsigned = true\n"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let (_, _, stderr) = config_check(dir.path(), &format!("{hook}secret = \"{SECRET}\"\n"));
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // `serve` says it once, at WARN, when it starts.
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}\"\n[auth]\ntokens = [\"{TOKEN}\"]\n{hook}",
+            dir.path().join("serve.db").display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config);
+    server.wait_for_stdout("curl ");
+    let logs = server.stderr.lock().unwrap().clone();
+    assert_eq!(
+        logs.matches("`destinations[0].secret` is not set").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains("WARN"), "{logs}");
+}
+
+#[test]
+fn config_check_prints_each_destinations_effective_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, shown, stderr) = config_check(
+        dir.path(),
+        &format!(
+            "[defaults]\ntimeout = \"7s\"\nretry = {{ max_attempts = 4 }}\nrate_limit = {{ limit = 50 }}\n\
+             [[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://hooks.example.com/x\"\nsecret = \"{SECRET}\"\n\
+             breaker = {{ min_calls = 3 }}\n"
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc: toml::Table = toml::from_str(&shown).unwrap();
+    let dest = &doc["destinations"][0];
+    assert_eq!(dest["timeout"].as_str(), Some("7s"), "{shown}");
+    assert_eq!(
+        dest["retry"]["max_attempts"].as_integer(),
+        Some(4),
+        "{shown}"
+    );
+    assert_eq!(
+        dest["retry"]["backoff"]["kind"].as_str(),
+        Some("exponential")
+    );
+    assert_eq!(
+        dest["breaker"]["min_calls"].as_integer(),
+        Some(3),
+        "its own"
+    );
+    assert_eq!(
+        dest["breaker"]["failure_rate"].as_float(),
+        Some(0.5),
+        "the default's"
+    );
+    assert_eq!(
+        dest["rate_limit"]["limit"].as_integer(),
+        Some(50),
+        "{shown}"
+    );
+    assert_eq!(
+        dest["bulkhead"]["max_concurrent"].as_integer(),
+        Some(256),
+        "{shown}"
     );
 }

@@ -110,7 +110,7 @@ pub(crate) struct PgSchema {
 }
 
 impl PgSchema {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let base = std::env::var("FERRULE_TEST_POSTGRES_URL").expect(
             "FERRULE_TEST_POSTGRES_URL must name a PostgreSQL database (scripts/test sets it)",
         );
@@ -120,7 +120,7 @@ impl PgSchema {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let sep = if self.base.contains('?') { '&' } else { '?' };
         format!("{}{sep}schema={}", self.base, self.name)
     }
