@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrule_policy::SharedClock;
+use ferrule_policy::duration::millis;
 use ferrule_store::{AnyStore, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -325,7 +326,11 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     tracker.close();
     let drain = state.config.server.drain_timeout;
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        tracing::warn!(timeout = ?drain, in_flight = tracker.len(), "drain timeout passed; releasing the unfinished deliveries");
+        tracing::warn!(
+            drain_timeout_ms = millis(drain),
+            in_flight = tracker.len(),
+            "drain timeout passed; releasing the unfinished deliveries"
+        );
         hard_stop.cancel();
         tracker.wait().await;
     }

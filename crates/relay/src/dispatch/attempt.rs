@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
 use ferrule_connectors::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
 use ferrule_policy::chaos::Injection;
+use ferrule_policy::duration::{millis, readable};
 use ferrule_policy::retry::RetryDecision;
 use ferrule_policy::{Clock, Outcome};
 use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
@@ -275,7 +276,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             Err(elapsed) => DeliveryResult {
                 outcome: Outcome::Transient,
                 code: None,
-                detail: format!("timed out after {:?}", elapsed.after),
+                detail: format!("timed out after {}", readable(elapsed.after)),
                 duration: clock.now().saturating_duration_since(started),
                 signal: None,
             },
@@ -304,7 +305,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         Some(Signal::PauseDestination(pause)) => {
             permit.record(Outcome::Ignored);
             dest.pause(*pause);
-            tracing::warn!(destination = %dest.name, pause = ?pause, "the destination asked us to slow down; paused");
+            tracing::warn!(destination = %dest.name, pause_ms = millis(*pause), "the destination asked us to slow down; paused");
         }
         Some(Signal::Unauthorized) => {
             permit.record(result.outcome);
@@ -472,7 +473,7 @@ async fn failed(
             Counters::bump(&state.counters.retried);
             metrics::counter!("ferrule_retries_total", "destination" => dest.name.clone())
                 .increment(1);
-            tracing::info!(message_id = %lease.id, destination = %dest.name, attempt = message.attempts, delay = ?delay, detail = report.detail.as_deref().unwrap_or(""), "attempt failed; retry scheduled");
+            tracing::info!(message_id = %lease.id, destination = %dest.name, attempt = message.attempts, delay_ms = millis(delay), detail = report.detail.as_deref().unwrap_or(""), "attempt failed; retry scheduled");
             let rescheduled = Box::pin(record(state, || {
                 state.store.reschedule(lease, now + delay, report.clone())
             }))

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use ferrule_connectors::AnyConnector;
 use ferrule_connectors::telegram::{TelegramConnector, TelegramError, Update};
+use ferrule_policy::duration::readable;
 use ferrule_policy::retry::{Jitter, Retry};
 use ferrule_policy::{Context, Outcome};
 use ferrule_store::{NewInbound, NewMessage, Recorded, Store, StoreError};
@@ -181,7 +182,7 @@ fn answer_callback(state: &AppState, destination: &Arc<Destination>, query_id: S
         let result = tokio::select! {
             result = answered => result.map_err(|e| e.to_string()),
             () = clock.sleep(CALLBACK_ANSWER_BUDGET) => {
-                Err(format!("no answer within {CALLBACK_ANSWER_BUDGET:?}"))
+                Err(format!("no answer within {}", readable(CALLBACK_ANSWER_BUDGET)))
             }
         };
         match result {
