@@ -46,8 +46,8 @@ impl DestinationKind {
 
 /// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
 ///
-/// The connector's fields sit next to the policies, flat: `url`, `secret`, `allow_private` and
-/// `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
+/// The connector's fields sit next to the policies, flat: `url`, `secret`, `allow_private`,
+/// `headers` and `any_json` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
 /// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
 /// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -77,6 +77,10 @@ pub struct DestinationConfig {
     /// Extra HTTP headers sent with every attempt.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Webhook: accept any JSON value as a payload, `null`, strings and numbers included
+    /// (default false: an object or an array, anything else is refused at submit with 422).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_json: Option<bool>,
     /// Retry override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<serde_json::Value>,
@@ -171,6 +175,9 @@ pub struct ResolvedDestination {
     pub timeout: Duration,
     /// Extra headers.
     pub headers: BTreeMap<String, String>,
+    /// Whether a submitted payload may be any JSON value rather than an object or an array
+    /// (webhooks with `any_json = true`).
+    pub any_json: bool,
     /// Retry policy.
     pub retry: RetryConfig,
     /// Breaker policy.
@@ -259,6 +266,7 @@ impl Config {
             allow_private: dest.allow_private,
             timeout,
             headers: dest.headers.clone(),
+            any_json: dest.any_json.unwrap_or(false),
             retry,
             breaker,
             rate_limit,
@@ -272,11 +280,12 @@ impl Config {
 /// `host` on a Telegram destination is not silently ignored.
 pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
     use DestinationKind::{Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, DestinationKind); 20] = [
+    let fields: [(&str, bool, DestinationKind); 21] = [
         ("url", !dest.url.is_empty(), Webhook),
         ("secret", dest.secret.is_some(), Webhook),
         ("allow_private", dest.allow_private, Webhook),
         ("headers", !dest.headers.is_empty(), Webhook),
+        ("any_json", dest.any_json.is_some(), Webhook),
         ("bot_token", dest.bot_token.is_some(), Telegram),
         ("api_base", dest.api_base.is_some(), Telegram),
         ("allow_http", dest.allow_http.is_some(), Telegram),

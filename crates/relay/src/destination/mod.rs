@@ -58,6 +58,9 @@ pub struct Destination {
     pub telegram_limits: Option<TelegramLimiters>,
     /// How a Telegram bot receives updates, if it does.
     pub inbound: Option<Inbound>,
+    /// Whether a webhook accepts any JSON value as a payload, not only an object or an array
+    /// (`any_json = true`).
+    pub any_json: bool,
     /// No attempt starts before this instant (a Telegram bot's flood control).
     paused_until: Mutex<Option<Instant>>,
     /// The clock the pause is measured on.
@@ -163,6 +166,7 @@ impl Destination {
                 .as_ref()
                 .map(|i| Inbound::new(i, health.clone())),
             health: Health::new(health),
+            any_json: config.any_json,
             telegram_limits: match telegram_limits {
                 None => None,
                 Some(limits) => Some(

@@ -118,6 +118,61 @@ async fn a_repeated_idempotency_key_returns_200_and_the_original() {
     );
 }
 
+/// A webhook payload is a JSON object or array unless its destination says `any_json = true`:
+/// a bare `null` or string is nearly always a client's mistake.
+#[tokio::test]
+async fn a_scalar_webhook_payload_is_422_unless_the_destination_allows_any_json() {
+    let relay = start(|c| {
+        idle(c);
+        let mut any = webhook("any-hook", "http://127.0.0.1:9/hook");
+        any.any_json = Some(true);
+        c.destinations.push(any);
+    })
+    .await;
+    let submit = |destination: &str, payload: &Value| json!({"destination": destination, "payload": payload, "deliver_after": later()});
+    for payload in [json!(null), json!("text"), json!(1.5), json!(false)] {
+        let (status, body) = relay
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(submit("billing-hook", &payload)),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{payload}: {body}"
+        );
+        assert_error(&body, "invalid_payload");
+        assert_eq!(body["error"]["field"], "payload", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("any_json = true"),
+            "{body}"
+        );
+        let (status, body) = relay
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(submit("any-hook", &payload)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{payload}: {body}");
+    }
+    for payload in [json!({}), json!([1, 2])] {
+        let (status, body) = relay
+            .call(
+                Method::POST,
+                "/v1/messages",
+                Some(submit("billing-hook", &payload)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{payload}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn every_bad_submission_gets_its_status_and_a_json_error() {
     let relay = start(|c| {
@@ -179,7 +234,7 @@ async fn every_bad_submission_gets_its_status_and_a_json_error() {
         ("deliver_after", json!("tomorrow")),
         ("ordering_key", json!("")),
     ] {
-        let mut body = json!({"destination": "billing-hook", "payload": 1});
+        let mut body = json!({"destination": "billing-hook", "payload": {"n": 1}});
         body[field] = value;
         let (status, body) = relay.call(Method::POST, "/v1/messages", Some(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
@@ -190,7 +245,7 @@ async fn every_bad_submission_gets_its_status_and_a_json_error() {
         .call_with(
             Method::POST,
             "/v1/messages",
-            Some(json!({"destination": "billing-hook", "payload": 1})),
+            Some(json!({"destination": "billing-hook", "payload": {"n": 1}})),
             Some(TOKEN),
             &[("idempotency-key", &long_key)],
         )
@@ -205,7 +260,8 @@ async fn a_full_queue_answers_503_with_retry_after() {
         c.server.max_queue_depth = 2;
     })
     .await;
-    let body = json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()});
+    let body =
+        json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": later()});
     for _ in 0..2 {
         let (status, _) = relay
             .call(Method::POST, "/v1/messages", Some(body.clone()))
@@ -305,7 +361,7 @@ async fn bad_ids_queries_and_routes_get_json_errors() {
         .call(
             Method::POST,
             "/v1/messages",
-            Some(json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()})),
+            Some(json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": later()})),
         )
         .await;
     let id = body["id"].as_str().unwrap();
