@@ -195,6 +195,14 @@ impl Store for AnyStore {
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         dispatch!(self, s => s.set_meta(key, value).await)
     }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        dispatch!(self, s => s.list_meta(prefix).await)
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        dispatch!(self, s => s.delete_meta(key).await)
+    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,28 @@ pub(crate) fn check_meta_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a meta prefix inside the store's own namespace, or longer than any key can be.
+pub(crate) fn check_meta_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > MAX_KEY_BYTES {
+        return Err(StoreError::InvalidOption {
+            field: "prefix",
+            reason: format!("is {} bytes; the maximum is {MAX_KEY_BYTES}", prefix.len()),
+        });
+    }
+    if prefix.starts_with(RESERVED_META_PREFIX) {
+        return Err(StoreError::InvalidOption {
+            field: "prefix",
+            reason: format!("keys starting with `{RESERVED_META_PREFIX}` are reserved"),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `key` is one of the store's own meta keys, which listings leave out.
+pub(crate) fn is_reserved_meta(key: &str) -> bool {
+    key.starts_with(RESERVED_META_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +177,10 @@ mod tests {
         assert!(check_meta_key("ferrule.schema_version").is_err());
         assert!(check_meta_key("telegram.offset").is_ok());
         assert!(check_count("max", 0, 10).is_err());
+        assert!(check_meta_prefix("ferrule.").is_err());
+        assert!(check_meta_prefix("ferrule.x").is_err());
+        assert!(check_meta_prefix("ferrule").is_ok());
+        assert!(check_meta_prefix("").is_ok());
+        assert!(check_meta_prefix(&"x".repeat(MAX_KEY_BYTES + 1)).is_err());
     }
 }

@@ -28,7 +28,8 @@ pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::Store;
 pub use types::{
-    AttemptReport, Claimed, Cursor, Depths, Enqueued, ErrorGroup, Event, Filter, Inbound,
-    InboundId, InboundPage, Lease, Message, MessageDetail, MessageId, NewInbound, NewMessage,
-    OutcomeClass, Page, Recorded, ReplayReport, ReplayTarget, Stats, Status, StatusCounts,
+    AttemptReport, Claimed, Cursor, Depths, DestinationDepths, Duplicate, Enqueued, ErrorGroup,
+    Event, Filter, Inbound, InboundId, InboundPage, Lease, Message, MessageDetail, MessageId,
+    NewInbound, NewMessage, OutcomeClass, Page, Recorded, ReplayReport, ReplayTarget, Stats,
+    Status, StatusCounts,
 };

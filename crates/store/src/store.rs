@@ -16,7 +16,8 @@ use crate::types::{
 /// - **Durability**: an operation's future resolves `Ok` only after its effect is committed
 ///   durably. Nothing a submitter was told is accepted may be lost.
 /// - **Events**: every status transition appends an [`Event`](crate::Event) in the same
-///   transaction.
+///   transaction, except that a [`defer`](Self::defer) repeating the deferral before its claim
+///   is folded into that event (see [`Event`](crate::Event)).
 /// - **Time**: every timestamp written, and "now" in claims, is read from the store's clock
 ///   ([`StoreOptions::clock`](crate::StoreOptions::clock)), truncated to milliseconds.
 /// - **Fencing**: operations taking a [`Lease`] fail with
@@ -29,11 +30,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores one message, or finds the original when its idempotency key was seen within the
     /// window for the same destination. Concurrent duplicates create exactly one message.
     ///
+    /// A duplicate answers [`Enqueued::Duplicate`] with the original's id, its status now (read
+    /// in the same transaction; `None` once the message is purged while its key is still
+    /// remembered) and whether the two requests conflict: the key keeps the
+    /// [`fingerprint`](NewMessage::fingerprint) of the request that took it, and a conflict is
+    /// two fingerprints that differ (none on either side is no conflict).
+    ///
     /// Refuses a payload over `max_payload_bytes` before any write.
     fn enqueue(&self, message: NewMessage) -> impl Future<Output = Result<Enqueued>> + Send;
 
-    /// Stores several messages in one transaction; answers in the same order. If any payload
-    /// is too large, nothing is written.
+    /// Stores several messages in one transaction; answers in the same order, each as
+    /// [`enqueue`](Self::enqueue) would, a key repeated within the batch being a duplicate of
+    /// its first occurrence. If any payload is too large, nothing is written.
     fn enqueue_batch(
         &self,
         messages: Vec<NewMessage>,
@@ -99,6 +107,12 @@ pub trait Store: Send + Sync + 'static {
     /// `reason` in the timeline: the dispatcher uses it when a policy refuses the attempt
     /// before it starts (open circuit, rate limit, full bulkhead). The message returns to
     /// `queued` or `retrying`; `last_error` is left as it was.
+    ///
+    /// Repeats fold: when the event before this claim's is a deferral with the same status,
+    /// attempt and reason, the claim's event is removed and that deferral's
+    /// [`repeats`](crate::Event::repeats) goes up by one, with `last_at` now, instead of a new
+    /// event being appended. A different reason, a release or an attempt in between starts a
+    /// new event.
     fn defer(
         &self,
         lease: &Lease,
@@ -155,9 +169,11 @@ pub trait Store: Send + Sync + 'static {
     /// forgets idempotency keys whose window has passed; returns how many messages.
     fn purge_delivered(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 
-    /// The queue and dead-letter depths, read from indexes over the pending and dead
-    /// messages only: cheap enough to poll every second however many delivered messages the
-    /// store keeps.
+    /// The queue, scheduled and dead-letter depths, in total and per destination, and how
+    /// long the oldest due message has waited, from one snapshot. Read from indexes over the
+    /// pending and dead messages only: cheap enough to poll every second however many
+    /// delivered messages the store keeps. Messages scheduled ahead with
+    /// [`NewMessage::not_before`] are counted apart from the queue (see [`Depths`]).
     fn depths(&self) -> impl Future<Output = Result<Depths>> + Send;
 
     /// Counts, depths, success rate, processing-time percentiles and top errors over `window`.
@@ -174,10 +190,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records an event that arrived from outside, once per `(source, external_id)`.
     ///
     /// A new event is stored and, in the same transaction, its `forward` message is enqueued
-    /// (honouring the message's idempotency key like [`enqueue`](Self::enqueue)): an event
-    /// that was recorded is never lost from its forward. A repeated pair writes nothing and
-    /// answers [`Recorded::Duplicate`] with the original, so a redelivered event never
-    /// forwards twice. Concurrent duplicates record exactly one event.
+    /// (honouring the message's idempotency key like [`enqueue`](Self::enqueue), whose answer
+    /// [`Recorded::Created`] carries): an event that was recorded is never lost from its
+    /// forward. A repeated pair writes nothing and answers [`Recorded::Duplicate`] with the
+    /// original, so a redelivered event never forwards twice. Concurrent duplicates record
+    /// exactly one event.
     ///
     /// Refuses an empty or overlong `source` or `external_id`, and a payload (or forward) over
     /// `max_payload_bytes`, before any write.
@@ -202,4 +219,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a value to the key-value table durably. Keys starting with `ferrule.` are reserved.
     fn set_meta(&self, key: &str, value: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every key of the key-value table that starts with `prefix` (matched literally, byte by
+    /// byte; an empty prefix matches every key), with its value, sorted by key in byte order
+    /// (the order of Rust's `str`, the same on every backend). For a family of keys such as
+    /// `relay.tokens.<name>`.
+    ///
+    /// The store's own keys (`ferrule.`) are never listed, and a prefix inside that namespace
+    /// is refused like a reserved key in [`set_meta`](Self::set_meta).
+    fn list_meta(&self, prefix: &str)
+    -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+
+    /// Deletes a key from the key-value table durably; answers whether it existed. Keys
+    /// starting with `ferrule.` are reserved, as for [`set_meta`](Self::set_meta).
+    fn delete_meta(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 }

@@ -190,8 +190,15 @@ pub struct NewMessage {
     /// Optional ordering key (e.g. a Telegram chat): messages with the same key are delivered
     /// one at a time, oldest first.
     pub ordering_key: Option<String>,
-    /// Optional earliest time for the first attempt (default: now).
+    /// Optional earliest time for the first attempt (default: now). While it is in the future
+    /// the message counts as [`Depths::scheduled`], not in [`Depths::queue`].
     pub not_before: Option<SystemTime>,
+    /// Optional fingerprint of the request that made the message (the relay's is a SHA-256
+    /// of the canonical request), kept with the idempotency key. A later message with the same
+    /// key and a *different* fingerprint is a duplicate in conflict
+    /// ([`Duplicate::conflict`]). The store only stores and compares it; without an
+    /// idempotency key it is not kept.
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 impl NewMessage {
@@ -204,6 +211,7 @@ impl NewMessage {
             idempotency_key: None,
             ordering_key: None,
             not_before: None,
+            fingerprint: None,
         }
     }
 
@@ -230,23 +238,50 @@ impl NewMessage {
         self.not_before = Some(at);
         self
     }
+
+    /// Sets the request fingerprint kept with the idempotency key.
+    pub fn fingerprint(mut self, fingerprint: [u8; 32]) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
 }
 
 /// The answer to an enqueue.
+///
+/// Serialised as `{"result": "created", "id": …}` or `{"result": "duplicate", "id": …,
+/// "status": …, "conflict": …}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", content = "id", rename_all = "snake_case")]
+#[serde(into = "EnqueuedRepr", from = "EnqueuedRepr")]
 pub enum Enqueued {
     /// A new message was stored durably.
     Created(MessageId),
-    /// The idempotency key was seen within the window: nothing was stored; this is the original.
-    Duplicate(MessageId),
+    /// The idempotency key was seen within the window for the same destination: nothing was
+    /// stored; this names the original and says how it stands.
+    Duplicate(Duplicate),
+}
+
+/// What an enqueue whose idempotency key was taken found: the original message, what became
+/// of it, and whether the two requests differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Duplicate {
+    /// The original message's id.
+    pub id: MessageId,
+    /// The original message's status when the duplicate was answered (read in the same
+    /// transaction), or `None` when the message is gone (purged, e.g. by retention) while its
+    /// key is still remembered.
+    pub status: Option<Status>,
+    /// Whether the key was reused for a different request: both the original and this
+    /// message carry a [`fingerprint`](NewMessage::fingerprint) and they differ. When either
+    /// has none, it is not a conflict.
+    pub conflict: bool,
 }
 
 impl Enqueued {
     /// The id of the new or original message.
     pub fn id(&self) -> MessageId {
         match self {
-            Enqueued::Created(id) | Enqueued::Duplicate(id) => *id,
+            Enqueued::Created(id) => *id,
+            Enqueued::Duplicate(d) => d.id,
         }
     }
 
@@ -254,6 +289,75 @@ impl Enqueued {
     pub fn is_created(&self) -> bool {
         matches!(self, Enqueued::Created(_))
     }
+
+    /// What the duplicate found, when nothing was created.
+    pub fn duplicate(&self) -> Option<&Duplicate> {
+        match self {
+            Enqueued::Created(_) => None,
+            Enqueued::Duplicate(d) => Some(d),
+        }
+    }
+
+    /// Whether this is a duplicate whose request differs from the original's.
+    pub fn is_conflict(&self) -> bool {
+        self.duplicate().is_some_and(|d| d.conflict)
+    }
+}
+
+/// The serialised shape of [`Enqueued`]: the id beside the result in both cases.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+enum EnqueuedRepr {
+    Created {
+        id: MessageId,
+    },
+    Duplicate {
+        id: MessageId,
+        #[serde(default)]
+        status: Option<Status>,
+        #[serde(default)]
+        conflict: bool,
+    },
+}
+
+impl From<Enqueued> for EnqueuedRepr {
+    fn from(e: Enqueued) -> Self {
+        match e {
+            Enqueued::Created(id) => EnqueuedRepr::Created { id },
+            Enqueued::Duplicate(Duplicate {
+                id,
+                status,
+                conflict,
+            }) => EnqueuedRepr::Duplicate {
+                id,
+                status,
+                conflict,
+            },
+        }
+    }
+}
+
+impl From<EnqueuedRepr> for Enqueued {
+    fn from(e: EnqueuedRepr) -> Self {
+        match e {
+            EnqueuedRepr::Created { id } => Enqueued::Created(id),
+            EnqueuedRepr::Duplicate {
+                id,
+                status,
+                conflict,
+            } => Enqueued::Duplicate(Duplicate {
+                id,
+                status,
+                conflict,
+            }),
+        }
+    }
+}
+
+/// Whether two requests with one idempotency key conflict: both have a fingerprint and they
+/// differ.
+pub(crate) fn fingerprints_conflict(original: Option<&[u8]>, new: Option<&[u8; 32]>) -> bool {
+    matches!((original, new), (Some(a), Some(b)) if a != b.as_slice())
 }
 
 /// A stored message.
@@ -291,7 +395,14 @@ pub struct Message {
     pub delivered_at: Option<SystemTime>,
 }
 
-/// One row of a message's append-only timeline.
+/// One row of a message's timeline.
+///
+/// The timeline is append-only with one exception: a deferral
+/// ([`Store::defer`](crate::Store::defer)) that repeats the deferral just before its claim —
+/// same status, attempt and detail (the reason) — is folded into that event instead of being
+/// appended, with the claim it gave back: `repeats` counts the deferrals the event stands for
+/// and `last_at` is the latest one. A message behind a long-open circuit thus keeps one event
+/// instead of two per claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Position in the message's timeline, from 1.
@@ -310,6 +421,17 @@ pub struct Event {
     pub duration: Option<Duration>,
     /// Free text: an error message, a reason, the lease owner.
     pub detail: Option<String>,
+    /// How many times the event happened in a row: 1, or for a folded deferral, how many
+    /// deferrals with the same reason (each after a claim of its own) it stands for.
+    #[serde(default = "one")]
+    pub repeats: u32,
+    /// When the latest repeat happened (`at` is the first); `None` when `repeats` is 1.
+    #[serde(default)]
+    pub last_at: Option<SystemTime>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A message with its timeline, as returned by [`Store::get`](crate::Store::get).
@@ -493,16 +615,90 @@ pub struct ReplayReport {
     pub dry_run: bool,
 }
 
-/// The two depths a relay watches all the time, counted without touching finished rows.
+/// The depths a relay watches all the time, counted without touching finished rows.
 ///
 /// Unlike [`Stats`], reading them costs in proportion to the pending and dead messages, not
 /// to the whole history a store keeps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Every pending message (`queued`, `retrying`, `delivering`) is counted once, either in
+/// `queue` or in `scheduled`:
+///
+/// - **scheduled**: its *first* attempt is held back by [`NewMessage::not_before`] and that
+///   time is still in the future. The store keeps `not_before` as the submitter gave it, apart
+///   from `next_attempt_at`, so a message that a policy deferred
+///   ([`Store::defer`](crate::Store::defer)) or that waits for a retry is never taken for a
+///   scheduled one, even when it is `queued` with no attempt spent and due hours from now.
+///   Nothing can touch a message before its `not_before` (it is not due), so while that time
+///   is ahead the message is exactly as it was submitted; a replay makes it due at once and
+///   forgets its `not_before`.
+/// - **queue**: every other pending message: due now, waiting for a retry or a deferral, or
+///   being delivered. This is the backlog a queue-depth limit should weigh: messages a client
+///   scheduled far ahead do not crowd out due work.
+///
+/// `queue + scheduled` is [`Stats::queue_depth`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Depths {
-    /// Messages not yet terminal (`queued + retrying + delivering`).
+    /// Pending messages that are not scheduled.
     pub queue: u64,
+    /// Pending messages whose first attempt waits for a `not_before` still in the future.
+    pub scheduled: u64,
     /// Messages in the dead-letter queue.
     pub dead: u64,
+    /// The `next_attempt_at` of the earliest pending message that is due now (`queued` or
+    /// `retrying` and due, or `delivering` with an expired lease): how long ago it fell due is
+    /// the queue's lag. A due message held back by an older one of its ordering key counts.
+    /// `None` when nothing is due.
+    pub oldest_due_at: Option<SystemTime>,
+    /// The same counts per destination, sorted by destination (byte order), for the
+    /// destinations with at least one pending or dead message.
+    pub by_destination: Vec<DestinationDepths>,
+}
+
+/// [`Depths`] of one destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationDepths {
+    /// The destination.
+    pub destination: String,
+    /// Its pending messages that are not scheduled.
+    pub queue: u64,
+    /// Its pending messages whose first attempt waits for a `not_before` still in the future.
+    pub scheduled: u64,
+    /// Its messages in the dead-letter queue.
+    pub dead: u64,
+}
+
+impl Depths {
+    /// Adds `n` messages of `destination` in `status`, `scheduled` of them scheduled, to the
+    /// totals and to the destination's counts, keeping `by_destination` sorted. Terminal
+    /// statuses other than `dead` are ignored.
+    pub(crate) fn add(&mut self, destination: &str, status: Status, n: u64, scheduled: u64) {
+        let (queue, scheduled, dead) = match status {
+            Status::Dead => (0, 0, n),
+            s if s.is_pending() => (n.saturating_sub(scheduled), scheduled, 0),
+            _ => return,
+        };
+        self.queue += queue;
+        self.scheduled += scheduled;
+        self.dead += dead;
+        let at = match self
+            .by_destination
+            .binary_search_by(|d| d.destination.as_str().cmp(destination))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                let new = DestinationDepths {
+                    destination: destination.to_owned(),
+                    ..DestinationDepths::default()
+                };
+                self.by_destination.insert(at, new);
+                at
+            }
+        };
+        let entry = &mut self.by_destination[at];
+        entry.queue += queue;
+        entry.scheduled += scheduled;
+        entry.dead += dead;
+    }
 }
 
 /// Messages per status.
@@ -660,11 +856,21 @@ impl NewInbound {
 }
 
 /// The answer to [`Store::record_inbound`](crate::Store::record_inbound).
+///
+/// Serialised as `{"result": "created", "id": …, "forward": …}` (`forward` absent without
+/// one) or `{"result": "duplicate", "id": …}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", content = "id", rename_all = "snake_case")]
+#[serde(into = "RecordedRepr", from = "RecordedRepr")]
 pub enum Recorded {
-    /// The event was new and is stored durably (with its forward, if any).
-    Created(InboundId),
+    /// The event was new and is stored durably, with its forward, if any.
+    Created {
+        /// The new event's id.
+        id: InboundId,
+        /// What enqueueing the forward answered, as [`Store::enqueue`](crate::Store::enqueue)
+        /// would have: [`Enqueued::Duplicate`] when its idempotency key was taken, in which
+        /// case no message was stored. `None` without a forward.
+        forward: Option<Enqueued>,
+    },
     /// The `(source, external_id)` pair was recorded before: nothing was written; this is the
     /// original.
     Duplicate(InboundId),
@@ -674,13 +880,54 @@ impl Recorded {
     /// The id of the new or original event.
     pub fn id(&self) -> InboundId {
         match self {
-            Recorded::Created(id) | Recorded::Duplicate(id) => *id,
+            Recorded::Created { id, .. } | Recorded::Duplicate(id) => *id,
         }
     }
 
     /// Whether the event was new.
     pub fn is_created(&self) -> bool {
-        matches!(self, Recorded::Created(_))
+        matches!(self, Recorded::Created { .. })
+    }
+
+    /// What enqueueing a new event's forward answered; `None` for a duplicate event or an
+    /// event without a forward.
+    pub fn forward(&self) -> Option<Enqueued> {
+        match self {
+            Recorded::Created { forward, .. } => *forward,
+            Recorded::Duplicate(_) => None,
+        }
+    }
+}
+
+/// The serialised shape of [`Recorded`].
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+enum RecordedRepr {
+    Created {
+        id: InboundId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forward: Option<Enqueued>,
+    },
+    Duplicate {
+        id: InboundId,
+    },
+}
+
+impl From<Recorded> for RecordedRepr {
+    fn from(r: Recorded) -> Self {
+        match r {
+            Recorded::Created { id, forward } => RecordedRepr::Created { id, forward },
+            Recorded::Duplicate(id) => RecordedRepr::Duplicate { id },
+        }
+    }
+}
+
+impl From<RecordedRepr> for Recorded {
+    fn from(r: RecordedRepr) -> Self {
+        match r {
+            RecordedRepr::Created { id, forward } => Recorded::Created { id, forward },
+            RecordedRepr::Duplicate { id } => Recorded::Duplicate(id),
+        }
     }
 }
 
@@ -749,6 +996,68 @@ mod tests {
         let before = UNIX_EPOCH - Duration::from_millis(5);
         assert_eq!(to_millis(before), -5);
         assert_eq!(from_millis(-5), before);
+    }
+
+    #[test]
+    fn answers_serialise_with_the_id_beside_the_result() {
+        let id = MessageId::from_ulid(Ulid::new());
+        let created = Enqueued::Created(id);
+        assert_eq!(
+            serde_json::to_value(created).unwrap(),
+            serde_json::json!({"result": "created", "id": id.to_string()})
+        );
+        let duplicate = Enqueued::Duplicate(Duplicate {
+            id,
+            status: Some(Status::Delivered),
+            conflict: true,
+        });
+        let json = serde_json::to_value(duplicate).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "result": "duplicate", "id": id.to_string(), "status": "delivered", "conflict": true
+            })
+        );
+        assert_eq!(serde_json::from_value::<Enqueued>(json).unwrap(), duplicate);
+        // The shape before status and conflict still reads.
+        let old = serde_json::json!({"result": "duplicate", "id": id.to_string()});
+        assert_eq!(
+            serde_json::from_value::<Enqueued>(old).unwrap(),
+            Enqueued::Duplicate(Duplicate {
+                id,
+                status: None,
+                conflict: false
+            })
+        );
+        let event = InboundId::from_ulid(Ulid::new());
+        for recorded in [
+            Recorded::Created {
+                id: event,
+                forward: Some(duplicate),
+            },
+            Recorded::Created {
+                id: event,
+                forward: None,
+            },
+            Recorded::Duplicate(event),
+        ] {
+            let json = serde_json::to_value(recorded).unwrap();
+            assert_eq!(serde_json::from_value::<Recorded>(json).unwrap(), recorded);
+        }
+        assert_eq!(
+            serde_json::to_value(Recorded::Duplicate(event)).unwrap(),
+            serde_json::json!({"result": "duplicate", "id": event.to_string()})
+        );
+    }
+
+    #[test]
+    fn only_two_different_fingerprints_conflict() {
+        let (a, b) = ([1_u8; 32], [2_u8; 32]);
+        assert!(fingerprints_conflict(Some(&a), Some(&b)));
+        assert!(!fingerprints_conflict(Some(&a), Some(&a)));
+        assert!(!fingerprints_conflict(None, Some(&b)));
+        assert!(!fingerprints_conflict(Some(&a), None));
+        assert!(!fingerprints_conflict(None, None));
     }
 
     #[test]

@@ -84,6 +84,29 @@ CREATE TABLE inbound (
 CREATE INDEX inbound_source ON inbound (source, seq);
 CREATE INDEX inbound_received ON inbound (received_at);
 "#,
+    // Repeated deferrals fold into one event. `repeats` is set (from 1) only on deferral
+    // events, which are the only ones that fold; NULL reads as 1. `last_at` is the latest
+    // repeat. Nullable columns without a default: no table rewrite.
+    r#"
+ALTER TABLE events ADD COLUMN repeats integer, ADD COLUMN last_at bigint;
+"#,
+    // Depths per destination, without the scheduled messages. `not_before` is the first
+    // attempt's earliest time as submitted (NULL: none, or forgotten by a replay), apart from
+    // `next_attempt_at`, which deferrals and retries move too. `messages_depths` holds the
+    // pending and dead messages only, in (destination, status) order, with `not_before`: the
+    // depths query is an index-only scan of it, aggregated in index order, and never reads the
+    // delivered history (which `messages_due`, over every status, would).
+    r#"
+ALTER TABLE messages ADD COLUMN not_before bigint;
+CREATE INDEX messages_depths ON messages (destination, status, not_before)
+    WHERE status IN ('queued', 'retrying', 'delivering', 'dead');
+"#,
+    // The fingerprint of the request that took an idempotency key, so that a duplicate with
+    // another request is told apart (a conflict). NULL for keys taken before, and for requests
+    // without one: neither ever conflicts.
+    r#"
+ALTER TABLE idempotency_keys ADD COLUMN fingerprint bytea;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -174,7 +174,7 @@ const REPLAY_FILTER: &str = concat!(
     "
 WITH u AS (
     UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = $6,
-        last_error = NULL, delivered_at = NULL,
+        not_before = NULL, last_error = NULL, delivered_at = NULL,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         updated_at = $6, event_seq = event_seq + 1
     WHERE status IN ('dead', 'cancelled', 'delivered') AND ",
@@ -197,7 +197,7 @@ const REPLAY_FILTER_DRY: &str = concat!(
 const REPLAY_IDS: &str = "
 WITH u AS (
     UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = $2,
-        last_error = NULL, delivered_at = NULL,
+        not_before = NULL, last_error = NULL, delivered_at = NULL,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         updated_at = $2, event_seq = event_seq + 1
     WHERE id = ANY($1) AND status IN ('dead', 'cancelled', 'delivered')
@@ -253,6 +253,20 @@ WITH d AS (
     DELETE FROM idempotency_keys WHERE expires_at <= $2
 )
 SELECT count(*) AS n FROM d";
+
+/// Pending and dead messages per destination and status, how many of them are scheduled, and
+/// the oldest `next_attempt_at` that is due (`$1` is now), in one statement and so one
+/// snapshot. The groups are an index-only scan of `messages_depths` (pending and dead rows
+/// only) aggregated in index order; the oldest due time is an `InitPlan` that reads the first
+/// entry of `messages_claimable`. Nothing reads the delivered history.
+const DEPTHS: &str = "
+SELECT destination, status, count(*) AS n, count(*) FILTER (WHERE not_before > $1) AS scheduled,
+       (SELECT min(next_attempt_at) FROM messages
+         WHERE status IN ('queued', 'retrying', 'delivering') AND next_attempt_at <= $1)
+         AS oldest_due_at
+FROM messages
+WHERE status IN ('queued', 'retrying', 'delivering', 'dead')
+GROUP BY destination, status";
 
 const LIST: &str = concat!(
     "SELECT ",
@@ -450,6 +464,7 @@ fn new_row(m: &NewMessage, encoded: common::Encoded) -> NewRow {
         idempotency_key: m.idempotency_key.clone(),
         ordering_key: m.ordering_key.clone(),
         not_before: m.not_before.map(to_millis),
+        fingerprint: m.fingerprint,
     }
 }
 
@@ -595,15 +610,16 @@ impl Store for PgStore {
     }
 
     async fn defer(&self, lease: &Lease, until: SystemTime, reason: &str) -> Result<()> {
-        // `release` with a due time and a reason: the attempt is uncounted, no outcome is
-        // recorded and `last_error` is kept.
+        // A `release` with a due time and a reason: the attempt is uncounted, no outcome is
+        // recorded and `last_error` is kept; a repeat of the deferral before the claim folds
+        // into it.
         self.end(
             lease,
             FinishRow {
                 id: lease.id,
                 owner: lease.owner.clone(),
                 token: lease.token.clone(),
-                action: "release",
+                action: "defer",
                 next_attempt_at: Some(to_millis(until)),
                 set_last_error: false,
                 outcome: None,
@@ -675,7 +691,8 @@ impl Store for PgStore {
             return Ok(None);
         };
         let events = sqlx::query(
-            "SELECT seq, at, status, attempt, outcome, code, duration_ms, detail
+            "SELECT seq, at, status, attempt, outcome, code, duration_ms, detail, repeats,
+                    last_at
              FROM events WHERE message_id = $1 ORDER BY seq",
         )
         .bind(id.to_string())
@@ -836,23 +853,29 @@ impl Store for PgStore {
     }
 
     async fn depths(&self) -> Result<Depths> {
-        // `messages_due` leads with the status, so this reads the pending and dead entries
-        // of the index and nothing of the delivered history.
         let err = self.err("counting queue depths");
-        let r = sqlx::query(
-            "SELECT count(*) FILTER (WHERE status <> 'dead') AS queue,
-                    count(*) FILTER (WHERE status = 'dead') AS dead
-             FROM messages WHERE status IN ('queued', 'retrying', 'delivering', 'dead')",
-        )
-        .fetch_one(&self.inner.pool)
-        .await
-        .map_err(&err)?;
-        let queue: i64 = r.try_get("queue").map_err(&err)?;
-        let dead: i64 = r.try_get("dead").map_err(&err)?;
-        Ok(Depths {
-            queue: queue.max(0).unsigned_abs(),
-            dead: dead.max(0).unsigned_abs(),
-        })
+        let rows = sqlx::query(DEPTHS)
+            .bind(self.now())
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(&err)?;
+        let mut depths = Depths::default();
+        for r in &rows {
+            let destination: String = r.try_get("destination").map_err(&err)?;
+            let status: String = r.try_get("status").map_err(&err)?;
+            let n: i64 = r.try_get("n").map_err(&err)?;
+            let scheduled: i64 = r.try_get("scheduled").map_err(&err)?;
+            depths.add(
+                &destination,
+                status.parse()?,
+                n.max(0).unsigned_abs(),
+                scheduled.max(0).unsigned_abs(),
+            );
+            // The same on every row; no row means nothing is pending, so nothing is due.
+            let oldest: Option<i64> = r.try_get("oldest_due_at").map_err(&err)?;
+            depths.oldest_due_at = oldest.map(from_millis);
+        }
+        Ok(depths)
     }
 
     async fn stats(&self, window: Duration) -> Result<Stats> {
@@ -960,7 +983,6 @@ impl Store for PgStore {
 
     async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
         let event = common::encode_inbound(event, self.inner.options.max_payload_bytes)?;
-        let forwards = event.forward.is_some();
         let row = InboundRow {
             source: event.source,
             external_id: event.external_id,
@@ -968,7 +990,7 @@ impl Store for PgStore {
             forward: event.forward.map(|(m, encoded)| new_row(&m, encoded)),
         };
         let recorded = self.inner.writer.record_inbound(row).await?;
-        if forwards && recorded.is_created() {
+        if recorded.forward().is_some_and(|f| f.is_created()) {
             self.work_available();
         }
         Ok(recorded)
@@ -1048,5 +1070,114 @@ impl Store for PgStore {
         .await
         .map_err(self.err("writing meta"))?;
         Ok(())
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        common::check_meta_prefix(prefix)?;
+        let err = self.err("listing meta values");
+        // `COLLATE "C"`: byte order, as on SQLite, whatever the database's collation. The
+        // table is small, so the filter need not use its index.
+        let rows = sqlx::query(
+            r#"SELECT key, value FROM store_meta WHERE starts_with(key, $1)
+               ORDER BY key COLLATE "C""#,
+        )
+        .bind(prefix)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(&err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key: String = r.try_get("key").map_err(&err)?;
+            if !common::is_reserved_meta(&key) {
+                out.push((key, r.try_get("value").map_err(&err)?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        check_meta_key(key)?;
+        let done = sqlx::query("DELETE FROM store_meta WHERE key = $1")
+            .bind(key)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(self.err("deleting meta"))?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::AssertSqlSafe;
+
+    use super::*;
+
+    /// What PostgreSQL plans for `sql` with `$1` bound to `now`, one line per step.
+    async fn plan(pool: &PgPool, sql: &str, now: i64) -> String {
+        let lines: Vec<String> = sqlx::query(AssertSqlSafe(format!("EXPLAIN (COSTS OFF) {sql}")))
+            .bind(now)
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get(0).unwrap())
+            .collect();
+        lines.join("\n")
+    }
+
+    /// The depths read the partial indexes of pending and dead rows, never the delivered
+    /// history: checked on a schema where delivered rows outnumber the rest 100 to 1, after
+    /// `ANALYZE`, so the planner chooses freely. Needs `FERRULE_TEST_POSTGRES_URL`, like the
+    /// integration tests.
+    #[tokio::test]
+    async fn depths_scan_only_the_pending_and_dead_index_entries() {
+        let base = std::env::var("FERRULE_TEST_POSTGRES_URL")
+            .expect("FERRULE_TEST_POSTGRES_URL is not set: run the tests with scripts/test");
+        let schema = format!("ferrule_unit_{:016x}", fastrand::u64(..));
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let store = PgStore::open(
+            &format!("{base}{sep}schema={schema}"),
+            StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+        let pool = &store.inner.pool;
+        sqlx::raw_sql(
+            "INSERT INTO messages (id, destination, payload, status, attempts, next_attempt_at,
+                                   created_at, updated_at, delivered_at, event_seq, not_before)
+             SELECT 'm' || g, 'dest' || (g % 5), '{}', s.status, 1, 5000 + g, 1000, 1000,
+                    CASE WHEN s.status = 'delivered' THEN 2000 END, 3,
+                    CASE WHEN g % 4 = 0 THEN 90000000 END
+             FROM generate_series(1, 20400) g,
+                  LATERAL (SELECT CASE WHEN g <= 20000 THEN 'delivered'
+                                       WHEN g <= 20300 THEN 'queued'
+                                       WHEN g <= 20350 THEN 'retrying'
+                                       ELSE 'dead' END AS status) s",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::raw_sql("VACUUM ANALYZE messages")
+            .execute(pool)
+            .await
+            .unwrap();
+        let plan = plan(pool, DEPTHS, 10_000).await;
+        store.close().await;
+        let mut conn = PgConnection::connect(&base).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            plan.contains("Index Only Scan using messages_depths on messages"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("Index Only Scan using messages_claimable"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(!plan.contains("messages_due"), "{plan}");
+        assert!(!plan.contains("Sort"), "aggregated in index order: {plan}");
     }
 }

@@ -95,6 +95,9 @@ pub(crate) fn event(row: &PgRow) -> Result<Event> {
             .transpose()
             .map_err(|e| corrupt("event duration", e))?,
         detail: get(row, "detail")?,
+        repeats: u32::try_from(get::<Option<i32>>(row, "repeats")?.unwrap_or(1))
+            .map_err(|e| corrupt("event repeats", e))?,
+        last_at: get::<Option<i64>>(row, "last_at")?.map(from_millis),
     })
 }
 

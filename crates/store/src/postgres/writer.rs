@@ -1,7 +1,7 @@
 //! Group commit for PostgreSQL: enqueues, the ends of attempts (`complete`, `reschedule`,
-//! `dead_letter`, `release`) and inbound events wait in one bounded queue; a few writer tasks each take everything
-//! waiting, write it with one set-based statement per kind in one transaction, commit once,
-//! and only then answer each caller.
+//! `dead_letter`, `release`, `defer`) and inbound events wait in one bounded queue; a few
+//! writer tasks each take everything waiting, write it with one set-based statement per kind
+//! in one transaction, commit once, and only then answer each caller.
 //!
 //! One commit per caller caps the store at the server's commit rate; one commit per batch
 //! makes the WAL flush, the round trips and the statement planning shared costs. The batch
@@ -19,6 +19,9 @@
 //! - **Fencing**: the `UPDATE … FROM UNNEST(…)` matches each row on id, owner and token, so a
 //!   stale lease fails only its own caller. A message named twice in one batch is written in
 //!   a second round of the same transaction, so the first report wins as it would one by one.
+//! - **Repeated deferrals** fold per row in the same statement (see [`FINISH`]): a `defer` that
+//!   repeats the deferral before its claim updates that event instead of appending one, and
+//!   a second round sees what the first wrote.
 //! - **A bad row** the database refuses (e.g. a JSON `\u0000` that `jsonb` cannot store) fails
 //!   the set-based statement: the batch is rolled back and written again with a savepoint per
 //!   caller, so only that caller gets the error.
@@ -36,7 +39,9 @@ use ulid::Generator;
 
 use super::error::{is_conflict, map_shared};
 use crate::error::{Result, StoreError};
-use crate::types::{Enqueued, InboundId, MessageId, Recorded, to_millis};
+use crate::types::{
+    Duplicate, Enqueued, InboundId, MessageId, Recorded, Status, fingerprints_conflict, to_millis,
+};
 
 /// How many times a batch runs when it keeps conflicting with concurrent transactions.
 const ATTEMPTS: usize = 3;
@@ -46,28 +51,32 @@ const ATTEMPTS: usize = 3;
 const ENQUEUE_ROUNDS: usize = 3;
 
 /// Stores new messages; answers with the ids created. `$8` is now, `$9` the expiry of new
-/// idempotency keys. Keys are inserted in key order so that two batches sharing keys lock them
-/// in the same order; messages in submission order, so `seq` follows it.
+/// idempotency keys, `$10` the messages' `not_before` (`$7`, `next_attempt_at`, is it or now),
+/// `$11` their request fingerprints, kept with their keys. Keys are inserted in key order so
+/// that two batches sharing keys lock them in the same order; messages in submission order, so
+/// `seq` follows it.
 const ENQUEUE: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[])
+                         $7::bigint[], $10::bigint[], $11::bytea[])
         WITH ORDINALITY AS t(id, destination, payload, headers, idempotency_key, ordering_key,
-                             next_attempt_at, ord)
+                             next_attempt_at, not_before, fingerprint, ord)
 ), k AS (
-    INSERT INTO idempotency_keys (destination, key, message_id, expires_at)
-    SELECT destination, idempotency_key, id, $9 FROM input
+    INSERT INTO idempotency_keys (destination, key, message_id, expires_at, fingerprint)
+    SELECT destination, idempotency_key, id, $9, fingerprint FROM input
     WHERE idempotency_key IS NOT NULL
     ORDER BY destination, idempotency_key
     ON CONFLICT (destination, key) DO UPDATE
-        SET message_id = EXCLUDED.message_id, expires_at = EXCLUDED.expires_at
+        SET message_id = EXCLUDED.message_id, expires_at = EXCLUDED.expires_at,
+            fingerprint = EXCLUDED.fingerprint
         WHERE idempotency_keys.expires_at <= $8
     RETURNING message_id
 ), m AS (
     INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
-                          status, attempts, next_attempt_at, created_at, updated_at, event_seq)
+                          status, attempts, next_attempt_at, created_at, updated_at, event_seq,
+                          not_before)
     SELECT id, destination, payload::jsonb, headers::jsonb, idempotency_key, ordering_key,
-           'queued', 0, next_attempt_at, $8, $8, 1
+           'queued', 0, next_attempt_at, $8, $8, 1, not_before
     FROM input
     WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM k)
     ORDER BY ord
@@ -78,41 +87,74 @@ WITH input AS (
 )
 SELECT id FROM m";
 
-/// The message each of the given (destination, key) pairs names now.
+/// The message each of the given (destination, key) pairs names now, the fingerprint the key
+/// was taken with, and the message's current status (NULL when it is gone): primary-key
+/// look-ups of the keys and of the messages.
 const ORIGINALS: &str = "
-SELECT k.destination, k.key, k.message_id
+SELECT k.destination, k.key, k.message_id, k.fingerprint, m.status
 FROM idempotency_keys k
 JOIN UNNEST($1::text[], $2::text[]) AS t(destination, key)
-  ON k.destination = t.destination AND k.key = t.key";
+  ON k.destination = t.destination AND k.key = t.key
+LEFT JOIN messages m ON m.id = k.message_id";
 
 /// Fenced transitions out of `delivering`, one per input row; answers with the ids that
-/// matched. `action` is the new status, or `release` for "back to queued/retrying with the
-/// attempt uncounted". `$11` is now.
+/// matched. `action` is the new status, or `release` / `defer` for "back to queued/retrying
+/// with the attempt uncounted". `$11` is now.
+///
+/// A `defer` folds (`f.fold`) when the event before its claim's is a deferral with the status,
+/// attempt and detail it would write: the claim's event is deleted, that deferral's `repeats`
+/// goes up and `event_seq` goes back by one. `f` reads the statement's snapshot, not the row
+/// the `UPDATE` locks, which is safe because only the lease holder writes a `delivering`
+/// message's events: if anyone else changed the row (a cancel, a reclaim), the lease no longer
+/// matches when the `UPDATE` rechecks it, and the row is not written at all. `MATERIALIZED`
+/// decides it once per row; inlined, the check ran twice, for `SET` and for `RETURNING`.
 const FINISH: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                          $6::bool[], $7::text[], $8::text[], $9::bigint[], $10::text[])
         AS t(id, owner, token, action, next_attempt_at, set_last_error, outcome, code,
              duration_ms, detail)
+), f AS MATERIALIZED (
+    SELECT i.*, (i.action = 'defer' AND EXISTS (
+        SELECT 1 FROM messages m
+        JOIN events c ON c.message_id = m.id AND c.seq = m.event_seq
+        JOIN events p ON p.message_id = m.id AND p.seq = m.event_seq - 1
+        WHERE m.id = i.id AND m.status = 'delivering'
+          AND m.lease_owner = i.owner AND m.lease_token = i.token
+          AND c.status = 'delivering'
+          AND p.repeats IS NOT NULL AND p.detail = i.detail
+          AND p.attempt = greatest(m.attempts - 1, 0)
+          AND p.status = CASE WHEN m.attempts <= 1 THEN 'queued' ELSE 'retrying' END)) AS fold
+    FROM input i
 ), u AS (
     UPDATE messages m SET
-        status = CASE WHEN i.action <> 'release' THEN i.action
+        status = CASE WHEN i.action NOT IN ('release', 'defer') THEN i.action
                       WHEN m.attempts <= 1 THEN 'queued' ELSE 'retrying' END,
-        attempts = CASE WHEN i.action = 'release' THEN greatest(m.attempts - 1, 0)
+        attempts = CASE WHEN i.action IN ('release', 'defer') THEN greatest(m.attempts - 1, 0)
                         ELSE m.attempts END,
         next_attempt_at = i.next_attempt_at,
         last_error = CASE WHEN i.set_last_error THEN i.detail ELSE m.last_error END,
         delivered_at = CASE WHEN i.action = 'delivered' THEN $11 ELSE m.delivered_at END,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = $11, event_seq = m.event_seq + 1
-    FROM input i
+        updated_at = $11,
+        event_seq = CASE WHEN i.fold THEN m.event_seq - 1 ELSE m.event_seq + 1 END
+    FROM f i
     WHERE m.id = i.id AND m.status = 'delivering'
       AND m.lease_owner = i.owner AND m.lease_token = i.token
-    RETURNING m.id, m.event_seq, m.status, m.attempts, i.outcome, i.code, i.duration_ms,
-              i.detail
+    RETURNING m.id, m.event_seq, m.status, m.attempts, i.action, i.fold, i.outcome, i.code,
+              i.duration_ms, i.detail
+), claims AS (
+    DELETE FROM events e USING u
+    WHERE u.fold AND e.message_id = u.id AND e.seq = u.event_seq + 1
+), repeats AS (
+    UPDATE events e SET repeats = e.repeats + 1, last_at = $11 FROM u
+    WHERE u.fold AND e.message_id = u.id AND e.seq = u.event_seq
 ), e AS (
-    INSERT INTO events (message_id, seq, at, status, attempt, outcome, code, duration_ms, detail)
-    SELECT id, event_seq, $11, status, attempts, outcome, code, duration_ms, detail FROM u
+    INSERT INTO events (message_id, seq, at, status, attempt, outcome, code, duration_ms, detail,
+                        repeats)
+    SELECT id, event_seq, $11, status, attempts, outcome, code, duration_ms, detail,
+           CASE WHEN action = 'defer' THEN 1 END
+    FROM u WHERE NOT fold
 )
 SELECT id FROM u";
 
@@ -154,6 +196,17 @@ pub(crate) struct NewRow {
     pub(crate) ordering_key: Option<String>,
     /// Unix milliseconds of the first attempt; `None` is "now" when the batch is written.
     pub(crate) not_before: Option<i64>,
+    /// The request fingerprint kept with the idempotency key.
+    pub(crate) fingerprint: Option<[u8; 32]>,
+}
+
+/// What an idempotency key names: the original message, the fingerprint the key was taken
+/// with, and the message's status now.
+#[derive(Debug)]
+struct Original {
+    id: MessageId,
+    fingerprint: Option<Vec<u8>>,
+    status: Option<Status>,
 }
 
 /// One end of an attempt, fenced by owner and token.
@@ -162,7 +215,8 @@ pub(crate) struct FinishRow {
     pub(crate) id: MessageId,
     pub(crate) owner: String,
     pub(crate) token: String,
-    /// `delivered`, `retrying`, `dead` or `release`.
+    /// `delivered`, `retrying`, `dead`, `release` or `defer` (a release that folds into the
+    /// deferral before its claim when it repeats it).
     pub(crate) action: &'static str,
     /// Unix milliseconds when the message is next due; `None` is "now".
     pub(crate) next_attempt_at: Option<i64>,
@@ -472,9 +526,10 @@ async fn together(
             Job::Enqueue { .. } | Job::Finish { .. } => None,
         })
         .collect();
-    let recorded = inbound_rows(env, conn, now, &inbound).await?;
+    let mut recorded = inbound_rows(env, conn, now, &inbound).await?;
     // The forwards of new events go in with the batch's messages; their answers come after
-    // the enqueue jobs' and are not needed.
+    // the enqueue jobs', in the order of the events.
+    let enqueue_jobs = groups.len();
     groups.extend(
         inbound
             .iter()
@@ -483,7 +538,23 @@ async fn together(
             .filter_map(|(row, _)| row.forward.as_ref())
             .map(std::slice::from_ref),
     );
-    let mut enqueued = enqueue_rows(env, conn, now, &groups).await?.into_iter();
+    let mut enqueued = enqueue_rows(env, conn, now, &groups).await?;
+    let mut forwards = enqueued
+        .split_off(enqueue_jobs.min(enqueued.len()))
+        .into_iter();
+    for (row, answer) in inbound.iter().zip(recorded.iter_mut()) {
+        if let Recorded::Created { forward, .. } = answer
+            && row.forward.is_some()
+        {
+            *forward = Some(
+                forwards
+                    .next()
+                    .and_then(|mut group| group.pop())
+                    .ok_or(Failure::Vanished)?,
+            );
+        }
+    }
+    let mut enqueued = enqueued.into_iter();
     let mut matched = finish_rows(conn, now, &finishes).await?.into_iter();
     let mut recorded = recorded.into_iter();
     jobs.iter()
@@ -510,6 +581,8 @@ async fn enqueue_rows(
     let ids: Vec<MessageId> = rows.iter().map(|_| env.new_id()).collect();
     let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
     let mut answers: Vec<Option<Enqueued>> = vec![None; rows.len()];
+    // The fingerprint of the original each answer names, for the repeats within the batch.
+    let mut original_fingerprints: Vec<Option<Vec<u8>>> = vec![None; rows.len()];
     // A repeated (destination, key) within the batch is answered from its first occurrence.
     let mut first: HashMap<(&str, &str), usize> = HashMap::new();
     let mut same_as: Vec<Option<usize>> = vec![None; rows.len()];
@@ -544,6 +617,16 @@ async fn enqueue_rows(
             )
             .bind(now)
             .bind(expires)
+            .bind(
+                todo.iter()
+                    .map(|&i| rows[i].not_before)
+                    .collect::<Vec<Option<i64>>>(),
+            )
+            .bind(
+                todo.iter()
+                    .map(|&i| rows[i].fingerprint.as_ref().map(<[u8; 32]>::as_slice))
+                    .collect::<Vec<Option<&[u8]>>>(),
+            )
             .fetch_all(&mut *conn)
             .await
             .map_err(Failure::Rollback)?
@@ -555,6 +638,7 @@ async fn enqueue_rows(
         for &i in &todo {
             if created.contains(&texts[i]) {
                 answers[i] = Some(Enqueued::Created(ids[i]));
+                original_fingerprints[i] = rows[i].fingerprint.map(Vec::from);
             } else {
                 duplicates.push(i);
             }
@@ -570,7 +654,17 @@ async fn enqueue_rows(
                 rows[i].idempotency_key.clone().unwrap_or_default(),
             );
             match originals.get(&key) {
-                Some(id) => answers[i] = Some(Enqueued::Duplicate(*id)),
+                Some(original) => {
+                    answers[i] = Some(Enqueued::Duplicate(Duplicate {
+                        id: original.id,
+                        status: original.status,
+                        conflict: fingerprints_conflict(
+                            original.fingerprint.as_deref(),
+                            rows[i].fingerprint.as_ref(),
+                        ),
+                    }));
+                    original_fingerprints[i] = original.fingerprint.clone();
+                }
                 // Purged between the two statements: this one may now create the message.
                 None => todo.push(i),
             }
@@ -581,7 +675,18 @@ async fn enqueue_rows(
     }
     for i in 0..rows.len() {
         if let Some(j) = same_as[i] {
-            answers[i] = answers[j].map(|a| Enqueued::Duplicate(a.id()));
+            // The first occurrence is the original or names it; a message created by this
+            // batch is `queued`.
+            answers[i] = answers[j].map(|first| {
+                Enqueued::Duplicate(Duplicate {
+                    id: first.id(),
+                    status: first.duplicate().map_or(Some(Status::Queued), |d| d.status),
+                    conflict: fingerprints_conflict(
+                        original_fingerprints[j].as_deref(),
+                        rows[i].fingerprint.as_ref(),
+                    ),
+                })
+            });
         }
     }
     let mut answers = answers.into_iter();
@@ -592,12 +697,12 @@ async fn enqueue_rows(
         .ok_or(Failure::Vanished)
 }
 
-/// The message each duplicate's (destination, key) names now.
+/// What each duplicate's (destination, key) names now.
 async fn originals(
     conn: &mut PgConnection,
     rows: &[&NewRow],
     duplicates: &[usize],
-) -> std::result::Result<HashMap<(String, String), MessageId>, Failure> {
+) -> std::result::Result<HashMap<(String, String), Original>, Failure> {
     let destinations: Vec<&str> = duplicates
         .iter()
         .map(|&i| rows[i].destination.as_str())
@@ -617,10 +722,15 @@ async fn originals(
         let destination: String = r.try_get("destination").map_err(Failure::Rollback)?;
         let key: String = r.try_get("key").map_err(Failure::Rollback)?;
         let id: String = r.try_get("message_id").map_err(Failure::Rollback)?;
-        let id: MessageId = id
-            .parse()
-            .map_err(|e: StoreError| Failure::Rollback(sqlx::Error::Decode(Box::new(e))))?;
-        by_key.insert((destination, key), id);
+        let decode = |e: StoreError| Failure::Rollback(sqlx::Error::Decode(Box::new(e)));
+        let id: MessageId = id.parse().map_err(decode)?;
+        let status: Option<String> = r.try_get("status").map_err(Failure::Rollback)?;
+        let original = Original {
+            id,
+            fingerprint: r.try_get("fingerprint").map_err(Failure::Rollback)?,
+            status: status.map(|s| s.parse()).transpose().map_err(decode)?,
+        };
+        by_key.insert((destination, key), original);
     }
     Ok(by_key)
 }
@@ -672,7 +782,11 @@ async fn inbound_rows(
     let mut duplicates = Vec::new();
     for &i in &todo {
         if created.contains(&texts[i]) {
-            answers[i] = Some(Recorded::Created(ids[i]));
+            // The forward's answer is filled in once it is enqueued.
+            answers[i] = Some(Recorded::Created {
+                id: ids[i],
+                forward: None,
+            });
         } else {
             duplicates.push(i);
         }

@@ -103,6 +103,30 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_failures ON events (at)
         WHERE (outcome IN ('transient', 'retry_after') OR outcome = 'permanent');
     ",
+    // 4: repeated deferrals fold into one event. `repeats` is set (from 1) only on deferral
+    // events, which are the only ones that fold; NULL reads as 1. `last_at` is the latest
+    // repeat.
+    "
+    ALTER TABLE events ADD COLUMN repeats INTEGER;
+    ALTER TABLE events ADD COLUMN last_at INTEGER;
+    ",
+    // 5: depths per destination, without the scheduled messages. `not_before` is the first
+    // attempt's earliest time as submitted (NULL: none, or forgotten by a replay), apart from
+    // `next_attempt_at`, which deferrals and retries move too. `messages_depths` covers the
+    // depths query: the pending and dead messages only, in (destination, status) order, so
+    // counting them per destination and status needs neither the table nor a sort. Its
+    // condition is the `counted!` macro in `sqlite/mod.rs` (lists of two, as in migration 3).
+    "
+    ALTER TABLE messages ADD COLUMN not_before INTEGER;
+    CREATE INDEX messages_depths ON messages (destination, status, not_before)
+        WHERE (status IN ('queued', 'retrying') OR status IN ('delivering', 'dead'));
+    ",
+    // 6: the fingerprint of the request that took an idempotency key, so that a duplicate
+    // with another request is told apart (a conflict). NULL for keys taken before, and for
+    // requests without one: neither ever conflicts.
+    "
+    ALTER TABLE idempotency ADD COLUMN fingerprint BLOB;
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -192,6 +216,68 @@ mod tests {
         .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_version_3_database_with_rows_upgrades() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO store_meta (key, value) VALUES (?1, '3')",
+            [VERSION_KEY],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO messages (seq, id, destination, payload, idempotency_key, status,
+                 next_attempt_at, created_at, updated_at, event_seq)
+             VALUES (1, '01ARZ3NDEKTSV4RRFFQ69G5FAV', 'd', '1', 'k', 'queued', 5, 5, 5, 2);
+             INSERT INTO events (message_seq, seq, at, status, attempt, detail)
+             VALUES (1, 1, 5, 'queued', 0, NULL), (1, 2, 6, 'queued', 0, 'circuit open');
+             INSERT INTO idempotency (destination, key, message_id, expires_at)
+             VALUES ('d', 'k', '01ARZ3NDEKTSV4RRFFQ69G5FAV', 99);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 3);
+        assert_eq!(current_version(&conn).unwrap(), LATEST);
+        // Old events are single and never fold (no `repeats`), old messages not scheduled,
+        // old keys without a fingerprint.
+        let events: Vec<crate::types::Event> = conn
+            .prepare(&format!(
+                "SELECT {} FROM events ORDER BY seq",
+                super::super::rows::EVENT_COLUMNS
+            ))
+            .unwrap()
+            .query_map([], super::super::rows::event)
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(events.iter().all(|e| e.repeats == 1 && e.last_at.is_none()));
+        let raw: Option<i64> = conn
+            .query_row("SELECT repeats FROM events WHERE seq = 2", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(raw, None);
+        let (not_before, fingerprint): (Option<i64>, Option<Vec<u8>>) = conn
+            .query_row(
+                "SELECT m.not_before, k.fingerprint FROM messages m, idempotency k",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((not_before, fingerprint), (None, None));
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages INDEXED BY messages_depths
+                 WHERE (status IN ('queued', 'retrying') OR status IN ('delivering', 'dead'))",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            indexed, 1,
+            "the existing pending message is in the new index"
+        );
     }
 
     #[test]

@@ -26,6 +26,14 @@ macro_rules! fifo_blocking {
     };
 }
 
+/// The condition of `messages_depths`: a message that counts in [`Depths`] (pending or dead),
+/// in the same two-list form as [`pending!`].
+macro_rules! counted {
+    () => {
+        "(status IN ('queued', 'retrying') OR status IN ('delivering', 'dead'))"
+    };
+}
+
 /// The condition of `events_failures`: an attempt that failed.
 macro_rules! failure_outcome {
     () => {
@@ -456,7 +464,11 @@ impl Store for SqliteStore {
     }
 
     async fn depths(&self) -> Result<Depths> {
-        self.inner.readers.with(reads::depths).await
+        let now = self.now();
+        self.inner
+            .readers
+            .with(move |conn| reads::depths(conn, now))
+            .await
     }
 
     async fn stats(&self, window: Duration) -> Result<Stats> {
@@ -530,6 +542,24 @@ impl Store for SqliteStore {
         self.inner
             .writer
             .submit(move |conn, _| ops::set_meta(conn, &key, &value))
+            .await
+    }
+
+    async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        common::check_meta_prefix(prefix)?;
+        let prefix = prefix.to_owned();
+        self.inner
+            .readers
+            .with(move |conn| reads::list_meta(conn, &prefix))
+            .await
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        common::check_meta_key(key)?;
+        let key = key.to_owned();
+        self.inner
+            .writer
+            .submit(move |conn, _| ops::delete_meta(conn, &key))
             .await
     }
 }

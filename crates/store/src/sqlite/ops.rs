@@ -16,9 +16,9 @@ use crate::common::{Encoded, EncodedInbound};
 use crate::error::{Result, StoreError};
 use crate::options::DeadLetterPolicy;
 use crate::types::{
-    AttemptReport, Claimed, Enqueued, Filter, InboundId, Lease, Message, MessageId, NewMessage,
-    OutcomeClass, Recorded, ReplayReport, ReplayTarget, Status, duration_millis, from_millis,
-    to_millis,
+    AttemptReport, Claimed, Duplicate, Enqueued, Filter, InboundId, Lease, Message, MessageId,
+    NewMessage, OutcomeClass, Recorded, ReplayReport, ReplayTarget, Status, duration_millis,
+    fingerprints_conflict, from_millis, to_millis,
 };
 
 /// One row for the events table.
@@ -32,6 +32,8 @@ struct NewEvent<'a> {
     code: Option<&'a str>,
     duration_ms: Option<i64>,
     detail: Option<&'a str>,
+    /// 1 for a deferral, which later deferrals may fold into; `None` for every other event.
+    repeats: Option<i64>,
 }
 
 impl<'a> NewEvent<'a> {
@@ -46,7 +48,14 @@ impl<'a> NewEvent<'a> {
             code: None,
             duration_ms: None,
             detail: None,
+            repeats: None,
         }
+    }
+
+    /// Marks the event as a deferral, which repeats fold into.
+    fn deferral(mut self) -> Self {
+        self.repeats = Some(1);
+        self
     }
 
     fn report(mut self, report: &'a AttemptReport) -> Self {
@@ -75,6 +84,7 @@ impl<'a> NewEvent<'a> {
                     self.code,
                     self.duration_ms,
                     self.detail,
+                    self.repeats,
                 ])
             })
             .ctx("appending an event")?;
@@ -84,14 +94,28 @@ impl<'a> NewEvent<'a> {
 
 /// Appends one event to a message's timeline.
 const INSERT_EVENT: &str = "INSERT INTO events
-        (message_seq, seq, at, status, attempt, outcome, code, duration_ms, detail)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+        (message_seq, seq, at, status, attempt, outcome, code, duration_ms, detail, repeats)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// Whether a deferral under the lease `?1..?3` with reason `?4` repeats the deferral before
+/// its claim: the message's last event is the claim, and the one before it a deferral with
+/// the status, attempt and detail this one would write.
+const DEFERRAL_REPEATS: &str = "SELECT EXISTS (
+        SELECT 1 FROM messages AS m
+        JOIN events AS c ON c.message_seq = m.seq AND c.seq = m.event_seq
+        JOIN events AS p ON p.message_seq = m.seq AND p.seq = m.event_seq - 1
+        WHERE m.id = ?1 AND m.status = 'delivering' AND m.lease_owner = ?2
+          AND m.lease_token = ?3
+          AND c.status = 'delivering'
+          AND p.repeats IS NOT NULL AND p.detail = ?4
+          AND p.attempt = max(m.attempts - 1, 0)
+          AND p.status = CASE WHEN m.attempts <= 1 THEN 'queued' ELSE 'retrying' END)";
 
 /// Stores one new message, `queued`.
 const INSERT_MESSAGE: &str = "INSERT INTO messages
         (id, destination, payload, headers, idempotency_key, ordering_key,
-         status, attempts, next_attempt_at, created_at, updated_at, event_seq)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1)";
+         status, attempts, next_attempt_at, created_at, updated_at, event_seq, not_before)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1, ?9)";
 
 /// Ends an attempt: the message's new status, found by `seq` after its lease was checked.
 const END_ATTEMPT: &str = "UPDATE messages SET status = ?1,
@@ -102,7 +126,15 @@ const END_ATTEMPT: &str = "UPDATE messages SET status = ?1,
         event_seq = ?6
     WHERE seq = ?7";
 
-/// Stores messages (already checked and encoded), honouring idempotency keys.
+/// An idempotency key with the request fingerprint it was taken with, and the current status
+/// of the message it names (`None` when that message is gone): one look-up of the key and one
+/// of `messages.id`, both unique indexes.
+const LOOK_UP_KEY: &str = "SELECT k.message_id, k.expires_at, k.fingerprint, m.status
+    FROM idempotency AS k LEFT JOIN messages AS m ON m.id = k.message_id
+    WHERE k.destination = ?1 AND k.key = ?2";
+
+/// Stores messages (already checked and encoded), honouring idempotency keys. Messages go in
+/// one after another, so a key repeated within `items` finds the first one's row.
 pub(crate) fn enqueue(
     conn: &Connection,
     env: &Env,
@@ -112,27 +144,32 @@ pub(crate) fn enqueue(
     let mut out = Vec::with_capacity(items.len());
     for (message, encoded) in items {
         if let Some(key) = &message.idempotency_key {
-            let existing: Option<(String, i64)> = conn
-                .prepare_cached(
-                    "SELECT message_id, expires_at FROM idempotency
-                     WHERE destination = ?1 AND key = ?2",
-                )
+            type Found = (String, i64, Option<Vec<u8>>, Option<String>);
+            let existing: Option<Found> = conn
+                .prepare_cached(LOOK_UP_KEY)
                 .and_then(|mut s| {
                     s.query_row(params![message.destination, key], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })
                     .optional()
                 })
                 .ctx("looking up an idempotency key")?;
-            if let Some((id, expires_at)) = existing
+            if let Some((id, expires_at, fingerprint, status)) = existing
                 && expires_at > now
             {
-                out.push(Enqueued::Duplicate(id.parse()?));
+                out.push(Enqueued::Duplicate(Duplicate {
+                    id: id.parse()?,
+                    status: status.map(|s| s.parse()).transpose()?,
+                    conflict: fingerprints_conflict(
+                        fingerprint.as_deref(),
+                        message.fingerprint.as_ref(),
+                    ),
+                }));
                 continue;
             }
         }
         let id = MessageId::from_ulid(env.new_id());
-        let due = message.not_before.map(to_millis).unwrap_or(now);
+        let not_before = message.not_before.map(to_millis);
         conn.prepare_cached(INSERT_MESSAGE)
             .and_then(|mut s| {
                 s.execute(params![
@@ -142,8 +179,9 @@ pub(crate) fn enqueue(
                     encoded.headers,
                     message.idempotency_key,
                     message.ordering_key,
-                    due,
+                    not_before.unwrap_or(now),
                     now,
+                    not_before,
                 ])
             })
             .ctx("inserting a message")?;
@@ -151,17 +189,19 @@ pub(crate) fn enqueue(
         NewEvent::new(seq, 1, now, Status::Queued, 0).insert(conn)?;
         if let Some(key) = &message.idempotency_key {
             conn.prepare_cached(
-                "INSERT INTO idempotency (destination, key, message_id, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO idempotency (destination, key, message_id, expires_at, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (destination, key) DO UPDATE
-                 SET message_id = excluded.message_id, expires_at = excluded.expires_at",
+                 SET message_id = excluded.message_id, expires_at = excluded.expires_at,
+                     fingerprint = excluded.fingerprint",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     message.destination,
                     key,
                     id.to_string(),
-                    now.saturating_add(env.idempotency_window_ms)
+                    now.saturating_add(env.idempotency_window_ms),
+                    message.fingerprint.as_ref().map(<[u8; 32]>::as_slice),
                 ])
             })
             .ctx("recording an idempotency key")?;
@@ -413,10 +453,11 @@ pub(crate) fn replace_payload(
 /// Gives a claim back without counting the attempt, due now.
 pub(crate) fn release(conn: &Connection, env: &Env, lease: &Lease) -> Result<()> {
     let detail = format!("released by {}", lease.owner);
-    give_back(conn, env, lease, None, &detail)
+    give_back(conn, env, lease, None, &detail, false)
 }
 
-/// Gives a claim back without counting the attempt, due at `until`.
+/// Gives a claim back without counting the attempt, due at `until`; a repeat of the deferral
+/// before this claim folds into it.
 pub(crate) fn defer(
     conn: &Connection,
     env: &Env,
@@ -424,32 +465,55 @@ pub(crate) fn defer(
     until: i64,
     reason: &str,
 ) -> Result<()> {
-    give_back(conn, env, lease, Some(until), reason)
+    give_back(conn, env, lease, Some(until), reason, true)
 }
 
 /// `delivering → queued | retrying` with the attempt uncounted, due at `until` (or now).
+///
+/// A deferral (`deferral`) that repeats the one before its claim removes the claim's event and
+/// counts itself in that deferral's event, so the message's `event_seq` goes back by one
+/// instead of forward. Only this thread writes, so nothing changes between the check and the
+/// writes.
 fn give_back(
     conn: &Connection,
     env: &Env,
     lease: &Lease,
     until: Option<i64>,
     detail: &str,
+    deferral: bool,
 ) -> Result<()> {
     let now = env.now();
     let due = until.unwrap_or(now);
+    let fold = deferral
+        && conn
+            .prepare_cached(DEFERRAL_REPEATS)
+            .and_then(|mut s| {
+                s.query_row(
+                    params![lease.id.to_string(), lease.owner, lease.token, detail],
+                    |r| r.get::<_, bool>(0),
+                )
+            })
+            .ctx("looking for a deferral to fold into")?;
     let row: Option<(i64, i64, i64, String)> = conn
         .prepare_cached(
             "UPDATE messages SET
                  status = CASE WHEN attempts <= 1 THEN 'queued' ELSE 'retrying' END,
                  attempts = max(attempts - 1, 0), next_attempt_at = ?1, updated_at = ?2,
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                 event_seq = event_seq + 1
+                 event_seq = CASE WHEN ?6 THEN event_seq - 1 ELSE event_seq + 1 END
              WHERE id = ?3 AND status = 'delivering' AND lease_owner = ?4 AND lease_token = ?5
              RETURNING seq, attempts, event_seq, status",
         )
         .and_then(|mut s| {
             s.query_row(
-                params![due, now, lease.id.to_string(), lease.owner, lease.token],
+                params![
+                    due,
+                    now,
+                    lease.id.to_string(),
+                    lease.owner,
+                    lease.token,
+                    fold
+                ],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
@@ -458,9 +522,21 @@ fn give_back(
     let Some((seq, attempts, event_seq, status)) = row else {
         return Err(fence_error(conn, lease));
     };
-    NewEvent::new(seq, event_seq, now, status.parse()?, attempts)
-        .detail(Some(detail))
-        .insert(conn)?;
+    if fold {
+        conn.prepare_cached("DELETE FROM events WHERE message_seq = ?1 AND seq = ?2")
+            .and_then(|mut s| s.execute(params![seq, event_seq + 1]))
+            .ctx("folding a deferral")?;
+        conn.prepare_cached(
+            "UPDATE events SET repeats = repeats + 1, last_at = ?3
+             WHERE message_seq = ?1 AND seq = ?2",
+        )
+        .and_then(|mut s| s.execute(params![seq, event_seq, now]))
+        .ctx("folding a deferral")?;
+    } else {
+        let event =
+            NewEvent::new(seq, event_seq, now, status.parse()?, attempts).detail(Some(detail));
+        if deferral { event.deferral() } else { event }.insert(conn)?;
+    }
     env.wake();
     Ok(())
 }
@@ -599,7 +675,7 @@ pub(crate) fn replay(
             let event_seq: i64 = conn
                 .prepare_cached(
                     "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = ?1,
-                         last_error = NULL, delivered_at = NULL, updated_at = ?1,
+                         not_before = NULL, last_error = NULL, delivered_at = NULL, updated_at = ?1,
                          lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                          event_seq = event_seq + 1
                      WHERE seq = ?2 RETURNING event_seq",
@@ -711,10 +787,11 @@ pub(crate) fn record_inbound(
         ])
     })
     .ctx("recording an inbound event")?;
-    if let Some(forward) = &event.forward {
-        enqueue(conn, env, std::slice::from_ref(forward))?;
-    }
-    Ok(Recorded::Created(id))
+    let forward = match &event.forward {
+        Some(forward) => enqueue(conn, env, std::slice::from_ref(forward))?.pop(),
+        None => None,
+    };
+    Ok(Recorded::Created { id, forward })
 }
 
 /// Deletes up to `chunk` inbound events recorded before `cutoff`.
@@ -738,6 +815,15 @@ pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> 
     .and_then(|mut s| s.execute(params![key, value]))
     .ctx("writing a meta value")?;
     Ok(())
+}
+
+/// Deletes one meta value; answers whether it existed.
+pub(crate) fn delete_meta(conn: &Connection, key: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached("DELETE FROM store_meta WHERE key = ?1")
+        .and_then(|mut s| s.execute([key]))
+        .ctx("deleting a meta value")?;
+    Ok(n > 0)
 }
 
 #[cfg(test)]
@@ -774,6 +860,7 @@ mod tests {
         crate::sqlite::migrate::migrate(&mut conn).unwrap();
         for (name, sql) in [
             ("insert message", INSERT_MESSAGE),
+            ("look up an idempotency key", LOOK_UP_KEY),
             ("insert event", INSERT_EVENT),
             ("end attempt", END_ATTEMPT),
             ("claim candidates", CLAIM_CANDIDATES),
@@ -784,6 +871,25 @@ mod tests {
                 "{name} opens a temporary b-tree per run: {ops:?}"
             );
         }
+    }
+
+    #[test]
+    fn depths_read_only_covering_indexes_of_pending_and_dead_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::sqlite::migrate::migrate(&mut conn).unwrap();
+        let depths = plan(&conn, crate::sqlite::reads::DEPTHS);
+        assert!(
+            depths.contains("USING COVERING INDEX messages_depths"),
+            "{depths}"
+        );
+        assert!(!depths.contains("TEMP B-TREE"), "{depths}");
+        let oldest = plan(&conn, crate::sqlite::reads::OLDEST_DUE);
+        // Not covering (the status is not in the index), but it stops at the first entry.
+        assert!(
+            oldest.contains("INDEX messages_due (next_attempt_at<?)"),
+            "{oldest}"
+        );
+        assert!(!oldest.contains("TEMP B-TREE"), "{oldest}");
     }
 
     #[test]

@@ -138,23 +138,52 @@ fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<
     Ok(n.max(0).unsigned_abs())
 }
 
-/// The queue depth from `messages_due` (pending rows only) and the dead-letter depth from
-/// `messages_status` (dead rows only).
-pub(crate) fn depths(conn: &Connection) -> Result<Depths> {
-    let queue = count(
-        conn,
-        concat!(
-            "SELECT count(*) FROM messages INDEXED BY messages_due WHERE ",
-            pending!()
-        ),
-        [],
-    )?;
-    let dead = count(
-        conn,
-        "SELECT count(*) FROM messages INDEXED BY messages_status WHERE status = 'dead'",
-        [],
-    )?;
-    Ok(Depths { queue, dead })
+/// Pending and dead messages per destination and status, and how many of them are scheduled
+/// (`?1` is now): one pass over the covering index `messages_depths`, which holds the pending
+/// and dead rows only, in group order.
+pub(crate) const DEPTHS: &str = concat!(
+    "SELECT destination, status, count(*), count(CASE WHEN not_before > ?1 THEN 1 END)
+     FROM messages INDEXED BY messages_depths WHERE ",
+    counted!(),
+    " GROUP BY destination, status"
+);
+
+/// The earliest `next_attempt_at` of a pending message that is due at `?1`: the first entry
+/// of `messages_due`, if it is due.
+pub(crate) const OLDEST_DUE: &str = concat!(
+    "SELECT next_attempt_at FROM messages INDEXED BY messages_due WHERE ",
+    pending!(),
+    " AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT 1"
+);
+
+/// The depths at `now`, from one snapshot, read from indexes over the pending and dead rows.
+pub(crate) fn depths(conn: &Connection, now: i64) -> Result<Depths> {
+    // Deferred: the snapshot starts at the first read and ends when `tx` is dropped.
+    let tx = conn
+        .unchecked_transaction()
+        .ctx("starting a read of the depths")?;
+    let mut depths = Depths::default();
+    let groups: Vec<(String, String, i64, i64)> = tx
+        .prepare_cached(DEPTHS)
+        .and_then(|mut s| {
+            s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })
+        .ctx("counting queue depths")?;
+    for (destination, status, n, scheduled) in groups {
+        depths.add(
+            &destination,
+            status.parse()?,
+            n.max(0).unsigned_abs(),
+            scheduled.max(0).unsigned_abs(),
+        );
+    }
+    depths.oldest_due_at = tx
+        .prepare_cached(OLDEST_DUE)
+        .and_then(|mut s| s.query_row([now], |r| r.get(0)).optional())
+        .ctx("finding the oldest due message")?
+        .map(from_millis);
+    Ok(depths)
 }
 
 /// Counts, depths, rates, percentiles and top errors.
@@ -256,4 +285,25 @@ pub(crate) fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
     conn.prepare_cached("SELECT value FROM store_meta WHERE key = ?1")
         .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
         .ctx("reading a meta value")
+}
+
+/// The meta keys starting with `prefix`, in byte order, without the store's own. The table is
+/// keyed by `key` under SQLite's byte-wise `BINARY` collation, so the matching keys are one
+/// run starting at `prefix`: the scan seeks there and stops at the first key past the run.
+pub(crate) fn list_meta(conn: &Connection, prefix: &str) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT key, value FROM store_meta WHERE key >= ?1 ORDER BY key")
+        .ctx("listing meta values")?;
+    let mut rows = stmt.query([prefix]).ctx("listing meta values")?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().ctx("listing meta values")? {
+        let key: String = row.get(0).ctx("listing meta values")?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if !crate::common::is_reserved_meta(&key) {
+            out.push((key, row.get(1).ctx("listing meta values")?));
+        }
+    }
+    Ok(out)
 }

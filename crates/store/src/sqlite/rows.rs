@@ -56,7 +56,7 @@ pub(crate) fn message(row: &Row<'_>, at: usize) -> rusqlite::Result<Message> {
 
 /// The columns [`event`] reads.
 pub(crate) const EVENT_COLUMNS: &str =
-    "seq, at, status, attempt, outcome, code, duration_ms, detail";
+    "seq, at, status, attempt, outcome, code, duration_ms, detail, coalesce(repeats, 1), last_at";
 
 /// An event from a row selected with [`EVENT_COLUMNS`].
 pub(crate) fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
@@ -74,6 +74,8 @@ pub(crate) fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
             .get::<_, Option<i64>>(6)?
             .map(|ms| Duration::from_millis(ms.max(0).unsigned_abs())),
         detail: row.get(7)?,
+        repeats: row.get(8)?,
+        last_at: row.get::<_, Option<i64>>(9)?.map(from_millis),
     })
 }
 

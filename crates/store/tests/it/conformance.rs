@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, DeadLetterPolicy, Depths, Enqueued, ErrorKind, Filter, MessageId, NewInbound,
-    NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store, StoreError, StoreOptions,
+    AttemptReport, DeadLetterPolicy, Depths, DestinationDepths, Duplicate, Enqueued, ErrorKind,
+    Filter, MessageId, NewInbound, NewMessage, OutcomeClass, Recorded, ReplayTarget, Status, Store,
+    StoreError, StoreOptions, Synchronous,
 };
 use serde_json::json;
 
@@ -43,6 +44,15 @@ async fn fixture_with<B: Backend>(tune: impl FnOnce(&mut StoreOptions)) -> Fixtu
     B::open(options, clock).await
 }
 
+/// The answer to a duplicate of `id`, still `queued`, without fingerprints to conflict.
+fn queued_duplicate(id: MessageId) -> Enqueued {
+    Enqueued::Duplicate(Duplicate {
+        id,
+        status: Some(Status::Queued),
+        conflict: false,
+    })
+}
+
 fn msg(dest: &str, n: u32) -> NewMessage {
     NewMessage::new(dest, json!({ "n": n }))
 }
@@ -59,6 +69,8 @@ macro_rules! conformance_tests {
             idempotency_key_returns_original_within_window,
             concurrent_duplicate_submits_create_one_message,
             duplicates_within_one_batch_resolve_to_the_first,
+            duplicates_report_the_original_its_status_and_conflicts,
+            a_forward_reports_and_keeps_its_fingerprint_like_an_enqueue,
             payload_over_limit_is_refused_before_any_write,
             invalid_arguments_are_typed_errors,
             claim_returns_due_messages_oldest_first,
@@ -70,6 +82,7 @@ macro_rules! conformance_tests {
             extend_lease_keeps_the_claim,
             release_returns_message_without_counting_attempt,
             defer_returns_message_due_later_without_counting_attempt,
+            repeated_deferrals_fold_into_one_event,
             get_shows_a_message_and_its_events_from_one_moment,
             cancel_applies_to_pending_messages_only,
             recover_expired_leases_counts_them,
@@ -81,7 +94,9 @@ macro_rules! conformance_tests {
             purge_and_retention_delete_terminal_messages_only,
             purge_ids_deletes_only_the_named_terminal_matches,
             stats_report_counts_rates_percentiles_and_errors,
+            depths_leave_out_scheduled_messages_and_count_per_destination,
             meta_round_trips_and_reserved_keys_are_refused,
+            meta_lists_by_prefix_in_byte_order_and_deletes,
             concurrent_claimers_never_hold_the_same_message,
             wait_for_work_wakes_on_enqueue,
             next_due_at_reports_earliest_pending,
@@ -156,7 +171,7 @@ pub(crate) async fn idempotency_key_returns_original_within_window<B: Backend>()
         .enqueue(msg("d", 2).idempotency_key("k"))
         .await
         .unwrap();
-    assert_eq!(again, Enqueued::Duplicate(first.id()));
+    assert_eq!(again, queued_duplicate(first.id()));
     // Same key, other destination: a different message.
     let other = f
         .store
@@ -174,7 +189,7 @@ pub(crate) async fn idempotency_key_returns_original_within_window<B: Backend>()
         .await
         .unwrap();
     assert!(batch[0].is_created());
-    assert_eq!(batch[1], Enqueued::Duplicate(batch[0].id()));
+    assert_eq!(batch[1], queued_duplicate(batch[0].id()));
     // After the window the key is free again.
     f.clock.advance(Duration::from_secs(3601));
     let later = f
@@ -233,11 +248,11 @@ pub(crate) async fn duplicates_within_one_batch_resolve_to_the_first<B: Backend>
         .unwrap();
     assert!(out[0].is_created());
     assert!(out[1].is_created());
-    assert_eq!(out[2], Enqueued::Duplicate(out[0].id()));
-    assert_eq!(out[3], Enqueued::Duplicate(earlier.id()));
+    assert_eq!(out[2], queued_duplicate(out[0].id()));
+    assert_eq!(out[3], queued_duplicate(earlier.id()));
     assert!(out[4].is_created(), "same key, other destination");
-    assert_eq!(out[5], Enqueued::Duplicate(out[0].id()));
-    assert_eq!(out[6], Enqueued::Duplicate(earlier.id()));
+    assert_eq!(out[5], queued_duplicate(out[0].id()));
+    assert_eq!(out[6], queued_duplicate(earlier.id()));
     let first = f.store.get(out[0].id()).await.unwrap().unwrap();
     assert_eq!(
         first.message.payload,
@@ -247,6 +262,241 @@ pub(crate) async fn duplicates_within_one_batch_resolve_to_the_first<B: Backend>
     assert_eq!(first.events.len(), 1);
     let page = f.store.list(&Filter::all(), None, 100).await.unwrap();
     assert_eq!(page.messages.len(), 4, "earlier, k, the unkeyed one, e/k");
+}
+
+const FP_A: [u8; 32] = [0xa; 32];
+const FP_B: [u8; 32] = [0xb; 32];
+
+fn duplicate(id: MessageId, status: Option<Status>, conflict: bool) -> Enqueued {
+    Enqueued::Duplicate(Duplicate {
+        id,
+        status,
+        conflict,
+    })
+}
+
+pub(crate) async fn duplicates_report_the_original_its_status_and_conflicts<B: Backend>() {
+    let f = fixture_with::<B>(|o| o.idempotency_window = Duration::from_secs(3600)).await;
+    let keyed = |n, key: &str| msg("d", n).idempotency_key(key);
+    let id = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap()
+        .id();
+    let queued = Some(Status::Queued);
+    // The same request, another request, and requests that cannot be compared.
+    let same = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(same, duplicate(id, queued, false));
+    let other = f
+        .store
+        .enqueue(keyed(2, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(other, duplicate(id, queued, true));
+    assert!(other.is_conflict() && !other.is_created());
+    assert_eq!(other.duplicate().unwrap().id, id);
+    let unknown = f.store.enqueue(keyed(3, "k")).await.unwrap();
+    assert_eq!(unknown, duplicate(id, queued, false));
+    let unprinted = f.store.enqueue(keyed(4, "u")).await.unwrap().id();
+    let later = f
+        .store
+        .enqueue(keyed(5, "u").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(
+        later,
+        duplicate(unprinted, queued, false),
+        "the original had none"
+    );
+    // Same key and fingerprint for another destination: a message of its own.
+    assert!(
+        f.store
+            .enqueue(msg("e", 6).idempotency_key("k").fingerprint(FP_B))
+            .await
+            .unwrap()
+            .is_created()
+    );
+
+    // The status is the original's now, not when it was submitted.
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.id, id);
+    let again = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(id, Some(Status::Delivering), false));
+    f.store
+        .complete(&c.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let again = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(id, Some(Status::Delivered), true));
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.message.id, unprinted);
+    f.store
+        .dead_letter(
+            &c.lease,
+            AttemptReport::failure(OutcomeClass::Permanent, "no"),
+        )
+        .await
+        .unwrap();
+    let again = f.store.enqueue(keyed(5, "u")).await.unwrap();
+    assert_eq!(again, duplicate(unprinted, Some(Status::Dead), false));
+
+    // Within one batch: repeats of a key new to the batch answer from its first occurrence,
+    // and the original's fingerprint decides the conflict.
+    let out = f
+        .store
+        .enqueue_batch(vec![
+            keyed(10, "b").fingerprint(FP_A),
+            keyed(11, "b").fingerprint(FP_A),
+            keyed(12, "b").fingerprint(FP_B),
+            keyed(13, "b"),
+            keyed(14, "k").fingerprint(FP_A),
+            keyed(15, "k").fingerprint(FP_B),
+            keyed(16, "n"),
+            keyed(17, "n").fingerprint(FP_B),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].is_created());
+    let b = out[0].id();
+    assert_eq!(
+        out[1..6],
+        [
+            duplicate(b, queued, false),
+            duplicate(b, queued, true),
+            duplicate(b, queued, false),
+            duplicate(id, Some(Status::Delivered), false),
+            duplicate(id, Some(Status::Delivered), true),
+        ]
+    );
+    assert!(out[6].is_created());
+    assert_eq!(out[7], duplicate(out[6].id(), queued, false));
+
+    // Retention purges the delivered original; its key, and the fingerprint with it, stay
+    // for the rest of the window.
+    f.clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        f.store
+            .purge_delivered(Duration::from_secs(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(f.store.get(id).await.unwrap().is_none());
+    let gone = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(gone, duplicate(id, None, false));
+    let gone = f
+        .store
+        .enqueue(keyed(1, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(gone, duplicate(id, None, true));
+
+    // After the window the key is taken anew, with the new request's fingerprint.
+    f.clock.advance(Duration::from_secs(3600));
+    let renewed = f
+        .store
+        .enqueue(keyed(20, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert!(renewed.is_created());
+    let again = f
+        .store
+        .enqueue(keyed(21, "k").fingerprint(FP_A))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(renewed.id(), queued, true));
+    let again = f
+        .store
+        .enqueue(keyed(22, "k").fingerprint(FP_B))
+        .await
+        .unwrap();
+    assert_eq!(again, duplicate(renewed.id(), queued, false));
+}
+
+pub(crate) async fn a_forward_reports_and_keeps_its_fingerprint_like_an_enqueue<B: Backend>() {
+    let f = fixture::<B>().await;
+    let forward = |n: u32, fingerprint: [u8; 32]| {
+        NewMessage::new("app", json!({ "n": n }))
+            .idempotency_key("fwd")
+            .fingerprint(fingerprint)
+    };
+    let first = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(forward(1, FP_A)))
+        .await
+        .unwrap();
+    let Recorded::Created {
+        forward: Some(Enqueued::Created(original)),
+        ..
+    } = first
+    else {
+        panic!("a new event with a new forward: {first:?}");
+    };
+    // An enqueue with the forward's key compares with the forward's fingerprint.
+    let submitted = f
+        .store
+        .enqueue(
+            NewMessage::new("app", json!(2))
+                .idempotency_key("fwd")
+                .fingerprint(FP_B),
+        )
+        .await
+        .unwrap();
+    assert_eq!(submitted, duplicate(original, Some(Status::Queued), true));
+    // A new event whose forward's key is taken stores the event, not the forward, and says so.
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    for (n, fingerprint, conflict) in [(2, FP_A, false), (3, FP_B, true)] {
+        let second = f
+            .store
+            .record_inbound(update("telegram:a", n).forward(forward(n, fingerprint)))
+            .await
+            .unwrap();
+        assert!(second.is_created());
+        assert_eq!(
+            second.forward(),
+            Some(duplicate(original, Some(Status::Delivering), conflict))
+        );
+    }
+    // A duplicate event forwards nothing and answers no forward.
+    let repeated = f
+        .store
+        .record_inbound(update("telegram:a", 1).forward(forward(1, FP_A)))
+        .await
+        .unwrap();
+    assert_eq!(repeated.forward(), None);
+    assert!(!repeated.is_created());
+    let app = f
+        .store
+        .list(&Filter::all().destination("app"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(app.messages.len(), 1);
+    assert_eq!(c.message.id, original);
+    // Without a forward, none is answered.
+    let plain = f
+        .store
+        .record_inbound(update("telegram:a", 9))
+        .await
+        .unwrap();
+    assert_eq!(plain.forward(), None);
+    assert!(plain.is_created());
 }
 
 pub(crate) async fn payload_over_limit_is_refused_before_any_write<B: Backend>() {
@@ -651,6 +901,126 @@ pub(crate) async fn defer_returns_message_due_later_without_counting_attempt<B: 
     assert_eq!(m.last_error.as_deref(), Some("503"), "last_error is kept");
 }
 
+/// A timeline as `(seq, status, attempt, detail, repeats)`, without the claims' details
+/// (which the backends word differently).
+fn timeline(events: &[ferrule_store::Event]) -> Vec<(u32, Status, u32, Option<&str>, u32)> {
+    events
+        .iter()
+        .map(|e| {
+            let detail = e
+                .detail
+                .as_deref()
+                .filter(|_| e.status != Status::Delivering);
+            (e.seq, e.status, e.attempt, detail, e.repeats)
+        })
+        .collect()
+}
+
+pub(crate) async fn repeated_deferrals_fold_into_one_event<B: Backend>() {
+    // Normal sync: a thousand claims and deferrals, each its own commit.
+    let f = fixture_with::<B>(|o| o.synchronous = Synchronous::Normal).await;
+    let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
+    let claim = |owner: &'static str| {
+        let store = f.store.clone();
+        async move { store.claim_due(owner, 1, LEASE).await.unwrap().remove(0) }
+    };
+    let first_at = f.clock.system_now();
+    for _ in 0..1000 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "circuit open").await.unwrap();
+        f.clock.advance(Duration::from_millis(10));
+    }
+    let last_at = f.clock.system_now() - Duration::from_millis(10);
+    let d = f.store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        timeline(&d.events),
+        [
+            (1, Status::Queued, 0, None, 1),
+            (2, Status::Delivering, 1, None, 1),
+            (3, Status::Queued, 0, Some("circuit open"), 1000),
+        ]
+    );
+    let folded = &d.events[2];
+    assert_eq!(folded.at, first_at, "`at` is the first deferral");
+    assert_eq!(folded.last_at, Some(last_at), "`last_at` the latest");
+    assert_eq!(d.events[0].last_at, None);
+    assert_eq!((d.message.status, d.message.attempts), (Status::Queued, 0));
+
+    // Another reason starts a new event, and its repeats fold into it.
+    for _ in 0..2 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "rate limited").await.unwrap();
+    }
+    // A real attempt in between: the next deferral is a new event even with the same reason.
+    let c = claim("w").await;
+    let now = f.clock.system_now();
+    f.store
+        .reschedule(
+            &c.lease,
+            now,
+            AttemptReport::failure(OutcomeClass::Transient, "503"),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "rate limited").await.unwrap();
+    }
+    // A release in between ends the run.
+    let c = claim("w").await;
+    f.store.release(&c.lease).await.unwrap();
+    let c = claim("w").await;
+    let now = f.clock.system_now();
+    f.store.defer(&c.lease, now, "rate limited").await.unwrap();
+    // An event that is not a deferral is never folded into, even one that looks the same: a
+    // recovered lease (`retrying`, detail `lease expired`, the attempt it had).
+    claim("w").await;
+    f.clock.advance(LEASE + Duration::from_secs(1));
+    assert_eq!(f.store.recover_expired_leases().await.unwrap(), 1);
+    for _ in 0..2 {
+        let c = claim("w").await;
+        let now = f.clock.system_now();
+        f.store.defer(&c.lease, now, "lease expired").await.unwrap();
+    }
+    let d = f.store.get(id).await.unwrap().unwrap();
+    let released = d.events[10].detail.as_deref();
+    assert_eq!(
+        timeline(&d.events)[3..],
+        [
+            (4, Status::Delivering, 1, None, 1),
+            (5, Status::Queued, 0, Some("rate limited"), 2),
+            (6, Status::Delivering, 1, None, 1),
+            (7, Status::Retrying, 1, Some("503"), 1),
+            (8, Status::Delivering, 2, None, 1),
+            (9, Status::Retrying, 1, Some("rate limited"), 3),
+            (10, Status::Delivering, 2, None, 1),
+            (11, Status::Retrying, 1, released, 1),
+            (12, Status::Delivering, 2, None, 1),
+            (13, Status::Retrying, 1, Some("rate limited"), 1),
+            (14, Status::Delivering, 2, None, 1),
+            (15, Status::Retrying, 2, Some("lease expired"), 1),
+            (16, Status::Delivering, 3, None, 1),
+            (17, Status::Retrying, 2, Some("lease expired"), 2),
+        ]
+    );
+    assert_eq!(d.events[8].outcome, None, "a deferral records no outcome");
+    assert_eq!(d.events[6].last_at, None, "an event never repeated");
+    // The timeline goes on from the folded event: the next claim and end are 18 and 19.
+    let c = claim("w").await;
+    f.store
+        .complete(&c.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let d = f.store.get(id).await.unwrap().unwrap();
+    let seqs: Vec<u32> = d.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=19).collect::<Vec<_>>());
+    assert_eq!(d.message.status, Status::Delivered);
+    assert_eq!(d.message.attempts, 3, "deferrals spend no attempt");
+}
+
 pub(crate) async fn cancel_applies_to_pending_messages_only<B: Backend>() {
     let f = fixture::<B>().await;
     let id = f.store.enqueue(msg("d", 1)).await.unwrap().id();
@@ -1053,7 +1423,7 @@ pub(crate) async fn stats_report_counts_rates_percentiles_and_errors<B: Backend>
         .unwrap();
     let s = f.store.stats(Duration::from_secs(3600)).await.unwrap();
     let depths = f.store.depths().await.unwrap();
-    assert_eq!(depths, Depths { queue: 1, dead: 1 });
+    assert_eq!((depths.queue, depths.scheduled, depths.dead), (1, 0, 1));
     assert_eq!(s.by_status.delivered, 10);
     assert_eq!(s.by_status.dead, 1);
     assert_eq!(s.by_status.queued, 1);
@@ -1087,6 +1457,137 @@ pub(crate) async fn stats_report_counts_rates_percentiles_and_errors<B: Backend>
     assert!(s.top_errors.is_empty());
 }
 
+fn per_destination(counts: &[(&str, u64, u64, u64)]) -> Vec<DestinationDepths> {
+    counts
+        .iter()
+        .map(|&(destination, queue, scheduled, dead)| DestinationDepths {
+            destination: destination.to_owned(),
+            queue,
+            scheduled,
+            dead,
+        })
+        .collect()
+}
+
+pub(crate) async fn depths_leave_out_scheduled_messages_and_count_per_destination<B: Backend>() {
+    let f = fixture::<B>().await;
+    assert_eq!(f.store.depths().await.unwrap(), Depths::default());
+    let t0 = f.clock.system_now();
+    let hour = Duration::from_secs(3600);
+    // c: one message waiting for a retry, one dead; e: one delivered (counted nowhere).
+    let ids = f
+        .store
+        .enqueue_batch(vec![msg("c", 1), msg("c", 2), msg("e", 3)])
+        .await
+        .unwrap();
+    let claimed = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let failed = AttemptReport::failure(OutcomeClass::Transient, "503");
+    f.store
+        .reschedule(&claimed[0].lease, t0 + hour / 6, failed)
+        .await
+        .unwrap();
+    let permanent = AttemptReport::failure(OutcomeClass::Permanent, "403");
+    f.store
+        .dead_letter(&claimed[1].lease, permanent)
+        .await
+        .unwrap();
+    f.store
+        .complete(&claimed[2].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    assert_eq!(claimed[2].message.id, ids[2].id());
+    // b: one deferred by a policy for an hour before its first attempt: `queued`, no attempt
+    // spent, due in an hour, like a scheduled message, but not one.
+    f.store.enqueue(msg("b", 4)).await.unwrap();
+    let c = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+    f.store
+        .defer(&c.lease, t0 + hour, "circuit open")
+        .await
+        .unwrap();
+    // a: one scheduled for later, cancelled and replayed: due now, no longer scheduled.
+    let replayed = f
+        .store
+        .enqueue(msg("a", 5).not_before(t0 + 3 * hour))
+        .await
+        .unwrap()
+        .id();
+    f.store.cancel(replayed, None).await.unwrap();
+    f.store
+        .replay(ReplayTarget::Ids(vec![replayed]), false)
+        .await
+        .unwrap();
+    // a: due now, due since before now, scheduled in an hour; b: scheduled in two hours;
+    // d: scheduled and cancelled (counted nowhere).
+    let past = t0 - Duration::from_secs(5);
+    f.store
+        .enqueue_batch(vec![
+            msg("a", 6),
+            msg("a", 7).not_before(past),
+            msg("a", 8).not_before(t0 + hour),
+            msg("b", 9).not_before(t0 + 2 * hour),
+        ])
+        .await
+        .unwrap();
+    let cancelled = f
+        .store
+        .enqueue(msg("d", 10).not_before(t0 + hour))
+        .await
+        .unwrap()
+        .id();
+    f.store.cancel(cancelled, None).await.unwrap();
+
+    f.clock.advance(Duration::from_secs(1));
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (5, 2, 1), "{d:?}");
+    assert_eq!(
+        d.by_destination,
+        per_destination(&[("a", 3, 1, 0), ("b", 1, 1, 0), ("c", 1, 0, 1)])
+    );
+    assert_eq!(
+        d.oldest_due_at,
+        Some(past),
+        "the lag runs from the earliest due time"
+    );
+    let stats = f.store.stats(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stats.queue_depth, d.queue + d.scheduled);
+
+    // An hour on, a's scheduled message and b's deferred one are due: scheduled until the
+    // moment itself, then queued.
+    f.clock.advance(hour - Duration::from_secs(1));
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (6, 1, 1), "{d:?}");
+    assert_eq!(
+        d.by_destination,
+        per_destination(&[("a", 4, 0, 0), ("b", 1, 1, 0), ("c", 1, 0, 1)])
+    );
+    assert_eq!(d.oldest_due_at, Some(past));
+
+    // Being delivered is still queued, but not due while the lease runs.
+    let claimed = f.store.claim_due("w", 100, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (6, 1, 1), "{d:?}");
+    assert_eq!(d.oldest_due_at, None, "nothing is due: {d:?}");
+    // An expired lease is due again, from when it expired.
+    f.clock.advance(LEASE);
+    let d = f.store.depths().await.unwrap();
+    assert_eq!(d.oldest_due_at, Some(t0 + hour + LEASE));
+    for c in &claimed {
+        f.store
+            .complete(&c.lease, AttemptReport::success())
+            .await
+            .unwrap();
+    }
+    let d = f.store.depths().await.unwrap();
+    assert_eq!((d.queue, d.scheduled, d.dead), (0, 1, 1), "{d:?}");
+    assert_eq!(
+        d.by_destination,
+        per_destination(&[("b", 0, 1, 0), ("c", 0, 0, 1)])
+    );
+    assert_eq!(d.oldest_due_at, None);
+}
+
 pub(crate) async fn meta_round_trips_and_reserved_keys_are_refused<B: Backend>() {
     let f = fixture::<B>().await;
     assert_eq!(f.store.get_meta("telegram.offset").await.unwrap(), None);
@@ -1106,6 +1607,90 @@ pub(crate) async fn meta_round_trips_and_reserved_keys_are_refused<B: Backend>()
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+pub(crate) async fn meta_lists_by_prefix_in_byte_order_and_deletes<B: Backend>() {
+    let f = fixture::<B>().await;
+    assert!(f.store.list_meta("relay.").await.unwrap().is_empty());
+    // Upper case sorts before lower case and non-ASCII after both in byte order; a
+    // locale-aware collation would interleave them.
+    for (key, value) in [
+        ("relay.tokens.b", "hb"),
+        ("relay.tokens.é", "he"),
+        ("relay.tokens.B", "hB"),
+        ("relay.tokens.a", "ha"),
+        ("relay.tokensx", "not under relay.tokens."),
+        ("relay.breakers.smtp", "open"),
+        ("telegram.offset", "42"),
+    ] {
+        f.store.set_meta(key, value).await.unwrap();
+    }
+    let tokens = f.store.list_meta("relay.tokens.").await.unwrap();
+    let pairs: Vec<(&str, &str)> = tokens
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("relay.tokens.B", "hB"),
+            ("relay.tokens.a", "ha"),
+            ("relay.tokens.b", "hb"),
+            ("relay.tokens.é", "he"),
+        ]
+    );
+    let keys = |list: Vec<(String, String)>| list.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(f.store.list_meta("relay.breakers.").await.unwrap()),
+        ["relay.breakers.smtp"]
+    );
+    // The prefix is literal: no LIKE wildcards.
+    assert!(f.store.list_meta("relay%").await.unwrap().is_empty());
+    assert!(f.store.list_meta("relay_tokens").await.unwrap().is_empty());
+    // Everything but the store's own keys (its schema version is always there).
+    assert!(
+        f.store
+            .get_meta("ferrule.schema_version")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let all = keys(f.store.list_meta("").await.unwrap());
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert!(
+        all.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()),
+        "{all:?}"
+    );
+    assert!(f.store.list_meta("ferr").await.unwrap().is_empty());
+    let err = f.store.list_meta("ferrule.").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+
+    assert!(f.store.delete_meta("relay.tokens.a").await.unwrap());
+    assert!(!f.store.delete_meta("relay.tokens.a").await.unwrap());
+    assert!(!f.store.delete_meta("relay.never.set").await.unwrap());
+    assert_eq!(f.store.get_meta("relay.tokens.a").await.unwrap(), None);
+    assert_eq!(
+        keys(f.store.list_meta("relay.tokens.").await.unwrap()),
+        ["relay.tokens.B", "relay.tokens.b", "relay.tokens.é"]
+    );
+    for reserved in ["ferrule.schema_version", ""] {
+        let err = f.store.delete_meta(reserved).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    }
+    assert!(
+        f.store
+            .get_meta("ferrule.schema_version")
+            .await
+            .unwrap()
+            .is_some(),
+        "a refused delete deletes nothing"
+    );
+    // A deleted key can be set again.
+    f.store.set_meta("relay.tokens.a", "again").await.unwrap();
+    assert_eq!(
+        f.store.get_meta("relay.tokens.a").await.unwrap().as_deref(),
+        Some("again")
+    );
 }
 
 pub(crate) async fn concurrent_claimers_never_hold_the_same_message<B: Backend>() {
@@ -1184,7 +1769,7 @@ pub(crate) async fn record_inbound_stores_each_event_once<B: Backend>() {
         .record_inbound(update("telegram:a", 1))
         .await
         .unwrap();
-    let Recorded::Created(id) = first else {
+    let Recorded::Created { id, forward: None } = first else {
         panic!("a new event is created: {first:?}");
     };
     f.clock.advance(Duration::from_secs(5));

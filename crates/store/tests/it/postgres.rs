@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, Enqueued, ErrorKind, Filter, Lease, NewInbound, NewMessage, PgStore, Recorded,
-    Status, Store, StoreError, StoreOptions,
+    AttemptReport, Duplicate, Enqueued, ErrorKind, Filter, Lease, NewInbound, NewMessage, PgStore,
+    Recorded, Status, Store, StoreError, StoreOptions,
 };
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -500,7 +500,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 3
+                supported: 6
             }
         ),
         "{err}"
@@ -703,6 +703,86 @@ async fn a_fenced_complete_fails_only_its_caller_in_a_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferrals_fold_row_by_row_in_one_batch() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let store = stores(&schema, &clock, 1).await.remove(0);
+    let ids: Vec<_> = store
+        .enqueue_batch((0..6).map(msg).collect())
+        .await
+        .unwrap()
+        .iter()
+        .map(Enqueued::id)
+        .collect();
+    for c in store.claim_due("w", 10, LEASE).await.unwrap() {
+        store
+            .defer(&c.lease, clock.system_now(), "circuit open")
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    clock.advance(Duration::from_secs(1));
+    let stall = Stall::start(&schema, &store).await;
+    // Written together: four repeats that fold, a deferral for another reason that appends,
+    // and a completion.
+    let tasks: Vec<_> = claimed
+        .iter()
+        .map(|c| {
+            let store = store.clone();
+            let lease = c.lease.clone();
+            let n = c.message.payload["n"].as_u64().unwrap();
+            let now = clock.system_now();
+            tokio::spawn(async move {
+                match n {
+                    0..=3 => store.defer(&lease, now, "circuit open").await,
+                    4 => store.defer(&lease, now, "rate limited").await,
+                    _ => store.complete(&lease, AttemptReport::success()).await,
+                }
+            })
+        })
+        .collect();
+    stall.release().await;
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let d = store.get(*id).await.unwrap().unwrap();
+        let got: Vec<_> = d
+            .events
+            .iter()
+            .map(|e| (e.seq, e.status, e.detail.clone(), e.repeats, e.last_at))
+            .collect();
+        let deferred = (3, Status::Queued, Some("circuit open".to_owned()), 1, None);
+        let claim_and = |status, detail: Option<&str>| {
+            [
+                (4, Status::Delivering, Some("w".to_owned()), 1, None),
+                (5, status, detail.map(str::to_owned), 1, None),
+            ]
+        };
+        let expected: Vec<_> = match n {
+            0..=3 => vec![(
+                3,
+                Status::Queued,
+                Some("circuit open".to_owned()),
+                2,
+                Some(clock.system_now()),
+            )],
+            4 => [deferred.clone()]
+                .into_iter()
+                .chain(claim_and(Status::Queued, Some("rate limited")))
+                .collect(),
+            _ => [deferred.clone()]
+                .into_iter()
+                .chain(claim_and(Status::Delivered, None))
+                .collect(),
+        };
+        assert_eq!(got[2..], expected, "message {n}");
+        assert_eq!(d.events.len(), 2 + expected.len(), "message {n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicates_in_one_batch_create_one_message() {
     let schema = TestSchema::new();
     let clock = ManualClock::new();
@@ -734,6 +814,65 @@ async fn concurrent_duplicates_in_one_batch_create_one_message() {
         .collect();
     assert_eq!(keyed.len(), 1);
     assert_eq!(keyed[0].id, original);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_in_one_batch_and_across_stores_report_status_and_conflicts() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    let stall = Stall::start(&schema, &stores[0]).await;
+    let fingerprint = |n: u32| [u8::from(n.is_multiple_of(2)); 32];
+    let keyed = move |n: u32| msg(n).idempotency_key("k").fingerprint(fingerprint(n));
+    // Enqueues queue up behind the stall and are written in one batch, with forwards of new
+    // inbound events that use the same key; more enqueues race them through a second store
+    // (another process).
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let store = stores[(n % 4 == 3) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            (n, store.enqueue(keyed(n)).await.unwrap())
+        }));
+    }
+    for n in 16..22 {
+        let store = stores[0].clone();
+        tasks.push(tokio::spawn(async move {
+            let recorded = store.record_inbound(inbound(n, keyed(n))).await.unwrap();
+            assert!(recorded.is_created(), "{recorded:?}");
+            (n, recorded.forward().expect("a forward's answer"))
+        }));
+    }
+    stall.release().await;
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let created: Vec<_> = answers.iter().filter(|(_, a)| a.is_created()).collect();
+    assert_eq!(created.len(), 1, "{answers:?}");
+    let (creator, original) = (created[0].0, created[0].1.id());
+    for (n, answer) in &answers {
+        if *n == creator {
+            continue;
+        }
+        assert_eq!(
+            *answer,
+            Enqueued::Duplicate(Duplicate {
+                id: original,
+                status: Some(Status::Queued),
+                conflict: fingerprint(*n) != fingerprint(creator),
+            }),
+            "answer {n}"
+        );
+    }
+    let keyed_messages = stores[1]
+        .list(&Filter::all().destination("d"), None, 100)
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .filter(|m| m.idempotency_key.is_some())
+        .count();
+    assert_eq!(keyed_messages, 1);
 }
 
 fn inbound(update_id: u32, forward: NewMessage) -> NewInbound {
@@ -806,7 +945,10 @@ async fn an_inbound_event_whose_forward_the_database_refuses_is_not_recorded() {
     let err = bad.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Database, "{err}");
     for t in good {
-        assert!(matches!(t.await.unwrap().unwrap(), Recorded::Created(_)));
+        assert!(matches!(
+            t.await.unwrap().unwrap(),
+            Recorded::Created { .. }
+        ));
     }
     let ids: Vec<String> = store
         .list_inbound(None, None, 100)
