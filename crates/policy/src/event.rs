@@ -259,8 +259,13 @@ impl Observer for TracingObserver {
 /// Records events with the `metrics` crate facade:
 ///
 /// - `ferrule_policy_events_total{policy, event}` counter for every event;
-/// - `ferrule_policy_attempt_seconds{policy, outcome}` histogram of attempt durations;
-/// - `ferrule_policy_breaker_state{policy}` gauge (see [`CircuitState::as_gauge`]).
+/// - `ferrule_policy_attempt_seconds{policy, outcome}` histogram of attempt durations.
+///
+/// It keeps no breaker state gauge: a breaker's state is best exported where the breaker is
+/// owned and named (the relay exports `ferrule_breaker_state{destination, state}`, one gauge per
+/// state), and two gauges for one state only disagree. Transitions are counted here as
+/// `event="breaker_transition"`, and [`CircuitBreaker::state`](crate::breaker::CircuitBreaker::state)
+/// says the current one.
 ///
 /// Policy names become label values, so keep them low-cardinality (a destination, not a chat id).
 #[derive(Debug, Clone, Copy, Default)]
@@ -271,15 +276,12 @@ impl Observer for MetricsObserver {
         let policy = event.name().to_owned();
         metrics::counter!("ferrule_policy_events_total", "policy" => policy.clone(), "event" => event.kind())
             .increment(1);
-        match *event {
-            Event::Attempt {
-                outcome, duration, ..
-            } => metrics::histogram!("ferrule_policy_attempt_seconds", "policy" => policy, "outcome" => outcome.as_str())
-                .record(duration.as_secs_f64()),
-            Event::BreakerTransition { to, .. } => {
-                metrics::gauge!("ferrule_policy_breaker_state", "policy" => policy).set(to.as_gauge())
-            }
-            _ => {}
+        if let Event::Attempt {
+            outcome, duration, ..
+        } = *event
+        {
+            metrics::histogram!("ferrule_policy_attempt_seconds", "policy" => policy, "outcome" => outcome.as_str())
+                .record(duration.as_secs_f64());
         }
     }
 }
