@@ -158,6 +158,9 @@ pub(crate) async fn build_state(
     clock: SharedClock,
 ) -> Result<(AppState, Option<String>), Error> {
     config.validate().map_err(|e| Error::Config(e.into()))?;
+    // Installed first, so that every series registered from here on is exported.
+    let metrics = crate::telemetry::metrics();
+    crate::telemetry::prometheus::register_relay_series();
     let store = open_store(&config, clock.clone()).await?;
     let recovered = store.recover_expired_leases().await?;
     let recovered_at_open = match &store {
@@ -194,6 +197,9 @@ pub(crate) async fn build_state(
         })?;
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
+    for (name, d) in &destinations {
+        crate::telemetry::prometheus::register_destination_series(name, d.inbound.is_some());
+    }
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
@@ -206,7 +212,7 @@ pub(crate) async fn build_state(
         tasks: TaskTracker::new(),
         started: Instant::now(),
         clock,
-        metrics: crate::telemetry::metrics(),
+        metrics,
         owner,
         alerts,
         wakeups: Default::default(),

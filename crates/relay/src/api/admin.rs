@@ -183,8 +183,7 @@ pub(crate) async fn breaker_action(
         }
     }
     tracing::info!(destination = %d.name, action, "breaker changed by an operator");
-    metrics::gauge!("ferrule_breaker_state", "destination" => d.name.clone())
-        .set(d.breaker.state().as_gauge());
+    crate::telemetry::prometheus::breaker_state(&d.name, d.breaker.state());
     // Messages deferred by an open circuit become due when it closes.
     Ok(Json(
         json!({"destination": d.name, "breaker": d.breaker.status()}),

@@ -19,6 +19,7 @@ use super::extract::{ApiPath, ApiQuery, JsonBytes};
 use super::views::MessageView;
 use crate::destination::Destination;
 use crate::state::AppState;
+use crate::telemetry::prometheus::{SUBMITS_REFUSED, SUBMITTED};
 
 /// Longest idempotency or ordering key accepted.
 const MAX_KEY: usize = 512;
@@ -198,15 +199,14 @@ pub(crate) async fn submit(
         .depths
         .submitted_since
         .fetch_add(created as u64, Ordering::AcqRel);
-    metrics::counter!("ferrule_submitted_total", "destination" => destination)
-        .increment(created as u64);
+    metrics::counter!(SUBMITTED.name, "destination" => destination).increment(created as u64);
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// Counts a submission the relay refused for its own state (`ferrule_submits_refused_total`,
 /// by the error's code) and passes the error on.
 fn refused(error: ApiError) -> ApiError {
-    metrics::counter!("ferrule_submits_refused_total", "reason" => error.code).increment(1);
+    metrics::counter!(SUBMITS_REFUSED.name, "reason" => error.code).increment(1);
     error
 }
 

@@ -28,6 +28,7 @@ use ferrule_connectors::{AnyConnector, ConnectorError};
 
 use crate::config::{ConnectorConfig, HealthConfig, ResolvedDestination};
 use crate::health::Health;
+use crate::telemetry::prometheus::BreakerStateGauge;
 
 pub use self::inbound::Inbound;
 pub use self::telegram_limits::{TelegramLimiters, TelegramSend};
@@ -127,8 +128,11 @@ impl Destination {
             ConnectorConfig::Telegram(c) => Some(c.limits.clone()),
             _ => None,
         };
-        let mut observers: Vec<SharedObserver> =
-            vec![Arc::new(TracingObserver), Arc::new(MetricsObserver)];
+        let mut observers: Vec<SharedObserver> = vec![
+            Arc::new(TracingObserver),
+            Arc::new(MetricsObserver),
+            Arc::new(BreakerStateGauge),
+        ];
         observers.extend(observer);
         let observer = Arc::new(FanOut(observers));
         let ctx = Context::new(config.name.clone())

@@ -387,9 +387,9 @@ async fn status_and_metrics_report_counters_breakers_and_depths() {
         "ferrule_deliveries_total{destination=\"hook\",outcome=\"success\"}",
         "ferrule_attempt_duration_seconds_bucket{destination=\"hook\"",
         "ferrule_retries_total{destination=\"hook\"}",
-        "ferrule_queue_depth",
-        "ferrule_dead_letter_depth",
-        "ferrule_breaker_state{destination=\"hook\"}",
+        "ferrule_queue_depth{destination=\"hook\"}",
+        "ferrule_dead_letter_depth{destination=\"hook\"}",
+        "ferrule_breaker_state{destination=\"hook\",state=\"closed\"} 1",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
