@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use ferrule_connectors::AnyConnector;
 use ferrule_store::{Filter, MessageId, ReplayTarget, Status, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -190,6 +191,15 @@ pub(crate) async fn breaker_action(
     ))
 }
 
+/// The `type` a destination was configured with.
+fn kind_of(connector: &AnyConnector) -> &'static str {
+    match connector {
+        AnyConnector::Telegram(_) => "telegram",
+        AnyConnector::Smtp(_) => "smtp",
+        _ => "webhook",
+    }
+}
+
 /// `GET /v1/destinations`.
 pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
     let list: Vec<Value> = state
@@ -198,7 +208,7 @@ pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
         .map(|d| {
             json!({
                 "name": d.name,
-                "type": "webhook",
+                "type": kind_of(&d.connector),
                 "endpoint": d.endpoint,
                 "breaker": d.breaker.state(),
                 "health": d.health.status(),

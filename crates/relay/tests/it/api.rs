@@ -419,6 +419,31 @@ async fn bad_ids_queries_and_routes_get_json_errors() {
             StatusCode::NOT_FOUND,
             "not_found",
         ),
+        // Found by schemathesis: what the document now says is invalid, the relay refuses.
+        (
+            Method::GET,
+            "/v1/messages?status=queued,",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/messages?status=%20queued",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/messages?cursor=%1B%C2%AA",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/v1/inbound?cursor=-1",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
     ];
     for (method, path, expected, code) in cases {
         let (status, body) = relay.call(method.clone(), path, None).await;
@@ -441,13 +466,74 @@ async fn bad_ids_queries_and_routes_get_json_errors() {
     assert_error(&body, "invalid_state");
 }
 
+/// The document describes this relay: the destinations a submission may name, each with the
+/// payload its type takes, and `/v1/destinations` says each one's type.
 #[tokio::test]
-async fn the_openapi_document_is_served() {
-    let relay = start(idle).await;
+async fn the_openapi_document_names_the_configured_destinations() {
+    let relay = start(|c| {
+        idle(c);
+        let mut chat = webhook("ops-chat", "");
+        chat.kind = ferrule::config::DestinationKind::Telegram;
+        chat.url = String::new();
+        chat.secret = None;
+        chat.allow_private = false;
+        chat.bot_token = Some(ferrule::config::Secret::new("123456789:test-token"));
+        c.destinations.push(chat);
+    })
+    .await;
     let (status, doc) = relay.call(Method::GET, "/v1/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
-    assert!(doc["paths"]["/v1/messages"]["post"].is_object());
+    let submit = &doc["components"]["schemas"]["SubmitRequest"];
+    assert_eq!(
+        submit["properties"]["destination"]["enum"],
+        json!(["billing-hook", "ops-chat"])
+    );
+    let branches: Vec<(Value, Value)> = submit["anyOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["properties"]["destination"]["enum"].clone(),
+                b["properties"]["payload"]["$ref"].clone(),
+            )
+        })
+        .collect();
+    assert!(branches.contains(&(
+        json!(["billing-hook"]),
+        json!("#/components/schemas/WebhookPayload")
+    )));
+    assert!(branches.contains(&(
+        json!(["ops-chat"]),
+        json!("#/components/schemas/TelegramPayload")
+    )));
+    let (_, destinations) = relay.call(Method::GET, "/v1/destinations", None).await;
+    let types: Vec<&str> = destinations["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["webhook", "telegram"], "{destinations}");
+}
+
+/// Found by schemathesis: an `Idempotency-Key` with a tab was taken (`to_str` lets tabs
+/// through), though the document allows printable ASCII only.
+#[tokio::test]
+async fn an_idempotency_key_with_a_control_character_is_400() {
+    let relay = start(idle).await;
+    let (status, body) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": later()})),
+            Some(TOKEN),
+            &[("idempotency-key", "order\t42")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_error(&body, "invalid_request");
 }
 
 #[tokio::test]
