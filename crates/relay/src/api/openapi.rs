@@ -68,18 +68,20 @@ fn json_body(schema: Value) -> Value {
     json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
 
-/// `limit`: 1 to 1000.
-fn limit() -> Value {
-    query(
-        "limit",
-        "page size, 1 to 1000 (default 100)",
-        json!({"type": "integer", "minimum": 1, "maximum": 1000}),
-    )
-}
-
-/// A page's cursor: empty, or the number the previous page's `next` held.
-fn cursor() -> Value {
-    json!({"type": "string", "pattern": "^(0|[1-9][0-9]{0,17})?$"})
+/// The parameters of a paged listing: `cursor` and `limit` (1 to 1000).
+fn paging() -> [Value; 2] {
+    [
+        query(
+            "cursor",
+            "from the previous page's `next`; empty for the first page",
+            json!({"type": "string", "pattern": "^(0|[1-9][0-9]{0,17})?$"}),
+        ),
+        query(
+            "limit",
+            "page size, 1 to 1000 (default 100)",
+            json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+        ),
+    ]
 }
 
 /// A comma-separated list of statuses, or empty for all.
@@ -251,6 +253,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         })
         .map(|d| d.name.as_str())
         .collect();
+    let paging = paging();
     let store_down = unavailable(
         "the store is unavailable or busy, or its storage is full (`store_unavailable`, `store_busy`, `storage_full`)",
     );
@@ -311,12 +314,8 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "only this destination",
             json!({"type": "string"})
         ),
-        query(
-            "cursor",
-            "from the previous page's `next`; empty for the first page",
-            cursor()
-        ),
-        limit(),
+        paging[0],
+        paging[1],
     ]);
     let id = json!({"type": "string", "pattern": ID_PATTERN});
     let mut show = op(
@@ -336,16 +335,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         "List dead letters, newest first",
         json!({"200": ok("a page", schema("MessagePage")), "400": error("a bad query parameter (`invalid_query`) or cursor"), "503": store_down.clone()}),
     );
-    dead["parameters"] = json!([
-        filter[0],
-        filter[1],
-        query(
-            "cursor",
-            "from the previous page's `next`; empty for the first page",
-            cursor()
-        ),
-        limit(),
-    ]);
+    dead["parameters"] = json!([filter[0], filter[1], paging[0], paging[1],]);
     let mut replay_dead = op(
         "replayDeadLetters",
         "Queue dead letters again, by filter or by id",
@@ -397,12 +387,8 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "only this source, e.g. `telegram:support-bot`",
             json!({"type": "string"})
         ),
-        query(
-            "cursor",
-            "from the previous page's `next`; empty for the first page",
-            cursor()
-        ),
-        limit(),
+        paging[0],
+        paging[1],
     ]);
     let mut telegram_webhook = op(
         "receiveTelegramUpdate",
