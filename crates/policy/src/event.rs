@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::breaker::CircuitState;
 use crate::chaos::Fault;
 use crate::classify::Outcome;
+use crate::duration::millis;
 
 /// Something a policy did. `name` is the policy's name from its [`Context`](crate::Context).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -163,8 +164,14 @@ pub fn noop() -> SharedObserver {
     NOOP.clone()
 }
 
-/// Logs events with `tracing`: transitions and give-ups at `warn`, retries and rejections at
-/// `info`, attempts at `debug`.
+/// Logs events with `tracing`, durations as whole milliseconds in fields named `…_ms`:
+///
+/// - `warn`: a circuit opening (or forced open), a retry giving up, a deadline passing;
+/// - `info`: a circuit closing, half-opening or disabled again, a retry scheduled, a timeout, a
+///   chaos fault, a fallback;
+/// - `debug`: every attempt, and every call a breaker, bulkhead or rate limiter refused. Those
+///   refusals come one per call (one per queued message in the relay) while a dependency is
+///   down, so they are counted (`MetricsObserver`) rather than logged one line each at `info`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingObserver;
 
@@ -180,7 +187,7 @@ impl Observer for TracingObserver {
                 policy = name,
                 attempt,
                 outcome = outcome.as_str(),
-                ?duration,
+                duration_ms = millis(duration),
                 "attempt finished"
             ),
             Event::RetryScheduled {
@@ -191,7 +198,7 @@ impl Observer for TracingObserver {
             } => tracing::info!(
                 policy = name,
                 attempt,
-                ?delay,
+                delay_ms = millis(delay),
                 outcome = outcome.as_str(),
                 "retry scheduled"
             ),
@@ -200,33 +207,42 @@ impl Observer for TracingObserver {
                 attempts,
                 reason,
             } => tracing::warn!(policy = name, attempts, reason, "retry gave up"),
-            Event::BreakerTransition { name, from, to } => {
-                tracing::warn!(
+            Event::BreakerTransition { name, from, to } => match to {
+                CircuitState::Open | CircuitState::ForcedOpen => tracing::warn!(
                     policy = name,
                     from = from.as_str(),
                     to = to.as_str(),
                     "circuit breaker transition"
-                )
-            }
+                ),
+                CircuitState::Closed | CircuitState::HalfOpen | CircuitState::Disabled => {
+                    tracing::info!(
+                        policy = name,
+                        from = from.as_str(),
+                        to = to.as_str(),
+                        "circuit breaker transition"
+                    )
+                }
+            },
             Event::BreakerRejected {
                 name,
                 state,
                 remaining,
-            } => tracing::info!(
+            } => tracing::debug!(
                 policy = name,
                 state = state.as_str(),
-                ?remaining,
+                // Absent when forced open: only an operator closes it.
+                remaining_ms = remaining.map(millis),
                 "circuit breaker rejected call"
             ),
             Event::Timeout { name, after } => {
-                tracing::info!(policy = name, ?after, "attempt timed out")
+                tracing::info!(policy = name, after_ms = millis(after), "attempt timed out")
             }
             Event::DeadlineExceeded { name, after } => {
-                tracing::warn!(policy = name, ?after, "deadline exceeded")
+                tracing::warn!(policy = name, after_ms = millis(after), "deadline exceeded")
             }
-            Event::BulkheadRejected { name } => tracing::info!(policy = name, "bulkhead full"),
+            Event::BulkheadRejected { name } => tracing::debug!(policy = name, "bulkhead full"),
             Event::RateLimited { name, wait } => {
-                tracing::debug!(policy = name, ?wait, "rate limited")
+                tracing::debug!(policy = name, wait_ms = millis(wait), "rate limited")
             }
             Event::ChaosInjected { name, fault } => {
                 tracing::info!(
@@ -243,8 +259,13 @@ impl Observer for TracingObserver {
 /// Records events with the `metrics` crate facade:
 ///
 /// - `ferrule_policy_events_total{policy, event}` counter for every event;
-/// - `ferrule_policy_attempt_seconds{policy, outcome}` histogram of attempt durations;
-/// - `ferrule_policy_breaker_state{policy}` gauge (see [`CircuitState::as_gauge`]).
+/// - `ferrule_policy_attempt_seconds{policy, outcome}` histogram of attempt durations.
+///
+/// It keeps no breaker state gauge: a breaker's state is best exported where the breaker is
+/// owned and named (the relay exports `ferrule_breaker_state{destination, state}`, one gauge per
+/// state), and two gauges for one state only disagree. Transitions are counted here as
+/// `event="breaker_transition"`, and [`CircuitBreaker::state`](crate::breaker::CircuitBreaker::state)
+/// says the current one.
 ///
 /// Policy names become label values, so keep them low-cardinality (a destination, not a chat id).
 #[derive(Debug, Clone, Copy, Default)]
@@ -255,15 +276,12 @@ impl Observer for MetricsObserver {
         let policy = event.name().to_owned();
         metrics::counter!("ferrule_policy_events_total", "policy" => policy.clone(), "event" => event.kind())
             .increment(1);
-        match *event {
-            Event::Attempt {
-                outcome, duration, ..
-            } => metrics::histogram!("ferrule_policy_attempt_seconds", "policy" => policy, "outcome" => outcome.as_str())
-                .record(duration.as_secs_f64()),
-            Event::BreakerTransition { to, .. } => {
-                metrics::gauge!("ferrule_policy_breaker_state", "policy" => policy).set(to.as_gauge())
-            }
-            _ => {}
+        if let Event::Attempt {
+            outcome, duration, ..
+        } = *event
+        {
+            metrics::histogram!("ferrule_policy_attempt_seconds", "policy" => policy, "outcome" => outcome.as_str())
+                .record(duration.as_secs_f64());
         }
     }
 }
@@ -312,5 +330,99 @@ impl Observer for Recorder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(format!("{} {event:?}", event.kind()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `TracingObserver` logs for `events`, one line each, without colours or times.
+    fn logged(events: &[Event<'_>]) -> Vec<String> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for event in events {
+                TracingObserver.on_event(event);
+            }
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| l.trim().to_owned()).collect()
+    }
+
+    #[test]
+    fn rejected_calls_log_at_debug_with_plain_milliseconds() {
+        let lines = logged(&[
+            Event::BreakerRejected {
+                name: "hook",
+                state: CircuitState::Open,
+                remaining: Some(Duration::from_nanos(29_980_211_000)),
+            },
+            Event::BreakerRejected {
+                name: "hook",
+                state: CircuitState::ForcedOpen,
+                remaining: None,
+            },
+            Event::BulkheadRejected { name: "hook" },
+            Event::RetryScheduled {
+                name: "hook",
+                attempt: 1,
+                delay: Duration::from_nanos(316_428_976),
+                outcome: Outcome::Transient,
+            },
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "DEBUG circuit breaker rejected call policy=\"hook\" state=\"open\" remaining_ms=29980",
+                "DEBUG circuit breaker rejected call policy=\"hook\" state=\"forced_open\"",
+                "DEBUG bulkhead full policy=\"hook\"",
+                "INFO retry scheduled policy=\"hook\" attempt=1 delay_ms=316 outcome=\"transient\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_circuit_opening_warns_and_closing_again_is_info() {
+        let transition = |from, to| Event::BreakerTransition {
+            name: "hook",
+            from,
+            to,
+        };
+        let levels: Vec<String> = logged(&[
+            transition(CircuitState::Closed, CircuitState::Open),
+            transition(CircuitState::Open, CircuitState::HalfOpen),
+            transition(CircuitState::HalfOpen, CircuitState::Closed),
+            transition(CircuitState::Closed, CircuitState::ForcedOpen),
+        ])
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+        assert_eq!(levels, ["WARN", "INFO", "INFO", "WARN"]);
     }
 }

@@ -17,6 +17,7 @@ pub mod classify;
 pub mod clock;
 pub mod config;
 mod context;
+pub mod duration;
 pub mod error;
 pub mod event;
 pub mod fallback;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrule_policy::SharedClock;
+use ferrule_policy::duration::millis;
 use ferrule_store::{AnyStore, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -167,6 +168,9 @@ pub(crate) async fn build_state(
     clock: SharedClock,
 ) -> Result<(AppState, Option<String>), Error> {
     config.validate().map_err(|e| Error::Config(e.into()))?;
+    // Installed first, so that every series registered from here on is exported.
+    let metrics = crate::telemetry::metrics();
+    crate::telemetry::prometheus::register_relay_series();
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
@@ -207,6 +211,9 @@ pub(crate) async fn build_state(
     }
     // Last of what can fail: a token generated here is shown by the banner right after.
     let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
+    for (name, d) in &destinations {
+        crate::telemetry::prometheus::register_destination_series(name, d.inbound.is_some());
+    }
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
@@ -221,7 +228,7 @@ pub(crate) async fn build_state(
         tasks: TaskTracker::new(),
         started: Instant::now(),
         clock,
-        metrics: crate::telemetry::metrics(),
+        metrics,
         owner,
         alerts,
         wakeups: Default::default(),
@@ -375,7 +382,11 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     tracker.close();
     let drain = state.config.server.drain_timeout;
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        tracing::warn!(timeout = ?drain, in_flight = tracker.len(), "drain timeout passed; releasing the unfinished deliveries");
+        tracing::warn!(
+            drain_timeout_ms = millis(drain),
+            in_flight = tracker.len(),
+            "drain timeout passed; releasing the unfinished deliveries"
+        );
         hard_stop.cancel();
         tracker.wait().await;
     }

@@ -183,8 +183,8 @@ impl Shared {
                     .fetch_sub(counted, Ordering::AcqRel);
                 self.depths.queue.store(depths.queue, Ordering::Relaxed);
                 self.depths.dead.store(depths.dead, Ordering::Relaxed);
-                metrics::gauge!("ferrule_queue_depth").set(depths.queue as f64);
-                metrics::gauge!("ferrule_dead_letter_depth").set(depths.dead as f64);
+                self.depths
+                    .export(&depths, self.destinations.keys(), self.clock.system_now());
                 self.store_health.success();
                 self.alerts.watch_dead_letters(depths.dead).await;
             }
@@ -201,8 +201,7 @@ impl Shared {
             }
         }
         for d in self.destinations.values() {
-            metrics::gauge!("ferrule_breaker_state", "destination" => d.name.clone())
-                .set(d.breaker.state().as_gauge());
+            crate::telemetry::prometheus::breaker_state(&d.name, d.breaker.state());
         }
     }
 }

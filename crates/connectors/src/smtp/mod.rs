@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ferrule_policy::classify::SmtpReply;
+use ferrule_policy::duration::readable;
 use ferrule_policy::{Outcome, SharedClock};
 use lettre::message::{MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -221,7 +222,7 @@ impl SmtpConnector {
                 Attempt {
                     outcome: Outcome::Transient,
                     code: None,
-                    detail: format!("timed out after {:?}", self.inner.timeout),
+                    detail: format!("timed out after {}", readable(self.inner.timeout)),
                     signal: None,
                 }
             }

@@ -31,7 +31,7 @@ pub enum TelegramError {
         description: String,
     },
     /// 429: flood control for the whole bot.
-    #[error("too many requests: retry after {after:?}")]
+    #[error("too many requests: retry after {}", ferrule_policy::duration::readable(*.after))]
     RetryAfter {
         /// How long to wait.
         after: Duration,

@@ -30,6 +30,7 @@ mod update;
 use std::time::Duration;
 
 use ferrule_policy::classify::parse_retry_after;
+use ferrule_policy::duration::readable;
 use ferrule_policy::{Outcome, SharedClock};
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
@@ -314,7 +315,7 @@ impl TelegramConnector {
         let err = err.without_url();
         if err.is_timeout() {
             return TelegramError::Transport {
-                detail: format!("timed out after {timeout:?}"),
+                detail: format!("timed out after {}", readable(timeout)),
                 timeout: true,
             };
         }
@@ -381,7 +382,10 @@ impl TelegramConnector {
             }
             Verdict::RetryAfter(Some(after)) => (
                 Outcome::RetryAfter(after),
-                format!("{prefix}: {description}; the bot pauses for {after:?}"),
+                format!(
+                    "{prefix}: {description}; the bot pauses for {}",
+                    readable(after)
+                ),
                 Some(Signal::PauseDestination(after)),
             ),
             Verdict::RetryAfter(None) | Verdict::Transient => {

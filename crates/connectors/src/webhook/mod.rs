@@ -25,6 +25,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use ferrule_policy::classify::HttpClassifier;
+use ferrule_policy::duration::readable;
 use ferrule_policy::{Outcome, SharedClock};
 use http::header::{CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -177,7 +178,7 @@ impl WebhookConnector {
             detail.push_str(" (endpoint gone)");
         }
         if let Outcome::RetryAfter(wait) = outcome {
-            let _ = write!(detail, " (retry after {wait:?})");
+            let _ = write!(detail, " (retry after {})", readable(wait));
         }
         if !outcome.is_success() && !body.is_empty() {
             let _ = write!(detail, ": {body}");
@@ -190,7 +191,7 @@ impl WebhookConnector {
             return format!("refused: {refused}; set `allow_private = true` to allow it");
         }
         if err.is_timeout() {
-            return format!("timed out after {:?}", self.timeout);
+            return format!("timed out after {}", readable(self.timeout));
         }
         if let Some(io) = find_source::<std::io::Error>(err) {
             use std::io::ErrorKind::*;

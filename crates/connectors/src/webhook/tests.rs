@@ -296,7 +296,7 @@ async fn classifies_every_kind_of_response() {
             Reply::Status(503, vec![("retry-after", in_two_minutes)], "busy".into()),
             Outcome::RetryAfter(Duration::from_secs(120)),
             503,
-            "HTTP 503 (retry after 120s): busy".to_owned(),
+            "HTTP 503 (retry after 2m): busy".to_owned(),
         ),
         (
             Reply::Status(429, vec![("retry-after", "soon".into())], String::new()),

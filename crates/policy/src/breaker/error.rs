@@ -7,7 +7,7 @@ use super::CircuitState;
 /// A call was rejected without running because the circuit does not admit it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("circuit {state}: call rejected{}", match .remaining {
-    Some(d) => format!(", retry in {d:?}"),
+    Some(d) => format!(", retry in {}", crate::duration::readable(*d)),
     None => String::new(),
 })]
 pub struct CircuitOpen {

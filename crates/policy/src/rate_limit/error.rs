@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 /// A call was refused by a rate limiter; it may go ahead at `ready_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("rate limited: ready in {wait:?}")]
+#[error("rate limited: ready in {}", crate::duration::readable(*.wait))]
 pub struct RateLimited {
     /// How long until a call would be admitted.
     pub wait: Duration,

@@ -27,6 +27,17 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind.
+    pub const ALL: [AlertKind; 7] = [
+        AlertKind::BreakerOpened,
+        AlertKind::BreakerClosed,
+        AlertKind::DeadLetterThreshold,
+        AlertKind::StartupRecovery,
+        AlertKind::StartupFailure,
+        AlertKind::TelegramUnauthorized,
+        AlertKind::PollingConflict,
+    ];
+
     /// The stable name sent as the webhook's `type` and used as a metrics label, e.g.
     /// `breaker.opened`.
     pub fn as_str(self) -> &'static str {

@@ -69,6 +69,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AlertsConfig;
 use crate::health::Depths;
+use crate::telemetry::prometheus::{ALERTS, ALERTS_SUPPRESSED};
 
 pub use self::alert::{Alert, AlertKind};
 use self::gate::{Gate, Verdict};
@@ -133,8 +134,12 @@ impl Alerts {
         relay: String,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let targets = Target::all(config);
+        if !targets.is_empty() {
+            register_series();
+        }
         Alerts {
-            targets: Target::all(config),
+            targets,
             store,
             depths,
             clock,
@@ -296,8 +301,7 @@ impl Alerts {
                 self.depths
                     .submitted_since
                     .fetch_add(created as u64, Ordering::AcqRel);
-                metrics::counter!("ferrule_alerts_total", "kind" => alert.kind.as_str())
-                    .increment(1);
+                metrics::counter!(ALERTS.name, "kind" => alert.kind.as_str()).increment(1);
                 tracing::warn!(kind = %alert.kind, subject = %alert.subject, text = %alert.text, created, "alert queued");
                 (Raised::Queued { created }, enqueued)
             }
@@ -341,9 +345,24 @@ impl Threshold {
     }
 }
 
+/// Why an alert was not sent (now, or at all), as `ferrule_alerts_suppressed_total` says it.
+const SUPPRESSED_REASONS: [&str; 4] = ["min_interval", "rate_limit", "not_opened", "store_error"];
+
+/// Registers the alert counters of every kind (and reason) at their current value, so they are
+/// exported from the start.
+fn register_series() {
+    for kind in AlertKind::ALL {
+        metrics::counter!(ALERTS.name, "kind" => kind.as_str()).increment(0);
+        for reason in SUPPRESSED_REASONS {
+            metrics::counter!(ALERTS_SUPPRESSED.name, "kind" => kind.as_str(), "reason" => reason)
+                .increment(0);
+        }
+    }
+}
+
 /// Counts an alert that was not sent (now, or at all).
 fn suppressed(kind: AlertKind, reason: &'static str) {
-    metrics::counter!("ferrule_alerts_suppressed_total", "kind" => kind.as_str(), "reason" => reason)
+    metrics::counter!(ALERTS_SUPPRESSED.name, "kind" => kind.as_str(), "reason" => reason)
         .increment(1);
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use ferrule_connectors::telegram::TelegramConnector;
 use ferrule_connectors::webhook::WebhookConnector;
 use ferrule_connectors::{AnyConnector, Connector, Delivery};
+use ferrule_policy::duration::millis;
 
 use crate::config::{Config, ConnectorConfig};
 
@@ -71,6 +72,9 @@ pub async fn send_startup_failure(config: &Config, error: &crate::error::Error) 
         .await
         .is_err()
     {
-        tracing::warn!(timeout = ?STARTUP_FAILURE_TIMEOUT, "start-up failure alert timed out");
+        tracing::warn!(
+            timeout_ms = millis(STARTUP_FAILURE_TIMEOUT),
+            "start-up failure alert timed out"
+        );
     }
 }

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use ferrule_connectors::AnyConnector;
 use ferrule_store::{Filter, MessageId, ReplayTarget, Status, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -226,12 +227,20 @@ pub(crate) async fn breaker_action(
         }
     }
     tracing::info!(destination = %d.name, action, "breaker changed by an operator");
-    metrics::gauge!("ferrule_breaker_state", "destination" => d.name.clone())
-        .set(d.breaker.state().as_gauge());
+    crate::telemetry::prometheus::breaker_state(&d.name, d.breaker.state());
     // Messages deferred by an open circuit become due when it closes.
     Ok(Json(
         json!({"destination": d.name, "breaker": d.breaker.status()}),
     ))
+}
+
+/// The `type` a destination was configured with.
+fn kind_of(connector: &AnyConnector) -> &'static str {
+    match connector {
+        AnyConnector::Telegram(_) => "telegram",
+        AnyConnector::Smtp(_) => "smtp",
+        _ => "webhook",
+    }
 }
 
 /// `GET /v1/destinations`.
@@ -242,7 +251,7 @@ pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
         .map(|d| {
             json!({
                 "name": d.name,
-                "type": "webhook",
+                "type": kind_of(&d.connector),
                 "endpoint": d.endpoint,
                 "breaker": d.breaker.state(),
                 "health": d.health.status(),

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use ferrule_connectors::telegram::update_from_value;
-use ferrule_store::{Cursor, Inbound, Store};
+use ferrule_store::{Inbound, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -139,7 +139,7 @@ pub(crate) async fn list(
         ));
     }
     let source = q.source.filter(|s| !s.is_empty());
-    let cursor = q.cursor.filter(|c| !c.is_empty()).map(Cursor::from_string);
+    let cursor = super::messages::parse_cursor(q.cursor)?;
     let page = state
         .store
         .list_inbound(source.as_deref(), cursor.as_ref(), limit)

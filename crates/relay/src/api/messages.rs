@@ -19,6 +19,7 @@ use super::extract::{ApiPath, ApiQuery, JsonBytes};
 use super::views::MessageView;
 use crate::destination::Destination;
 use crate::state::AppState;
+use crate::telemetry::prometheus::{SUBMITS_REFUSED, SUBMITTED};
 
 /// Longest idempotency or ordering key accepted.
 const MAX_KEY: usize = 512;
@@ -135,9 +136,17 @@ pub(crate) async fn submit(
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_request", "`Idempotency-Key` must be visible ASCII")
-            })?;
+            // `to_str` lets tabs through; a key is printable ASCII, spaces inside included.
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| k.bytes().all(|b| (b' '..=b'~').contains(&b)))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        "`Idempotency-Key` must be printable ASCII",
+                    )
+                })?;
             check_key("Idempotency-Key", key)?;
             Some(key)
         }
@@ -194,15 +203,14 @@ pub(crate) async fn submit(
         .depths
         .submitted_since
         .fetch_add(created as u64, Ordering::AcqRel);
-    metrics::counter!("ferrule_submitted_total", "destination" => destination)
-        .increment(created as u64);
+    metrics::counter!(SUBMITTED.name, "destination" => destination).increment(created as u64);
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// Counts a submission the relay refused for its own state (`ferrule_submits_refused_total`,
 /// by the error's code) and passes the error on.
 fn refused(error: ApiError) -> ApiError {
-    metrics::counter!("ferrule_submits_refused_total", "reason" => error.code).increment(1);
+    metrics::counter!(SUBMITS_REFUSED.name, "reason" => error.code).increment(1);
     error
 }
 
@@ -251,7 +259,7 @@ pub(crate) async fn page(
             "`limit` must be between 1 and 1000",
         ));
     }
-    let cursor = cursor.filter(|c| !c.is_empty()).map(Cursor::from_string);
+    let cursor = parse_cursor(cursor)?;
     let page = state.store.list(&filter, cursor.as_ref(), limit).await?;
     let messages: Vec<MessageView> = page
         .messages
@@ -291,12 +299,38 @@ pub(crate) async fn destination_filter(
     Ok(Some(name))
 }
 
-/// Parses `status=queued,retrying`.
+/// The longest cursor accepted: a page's `next` is a row's sequence number.
+const MAX_CURSOR_DIGITS: usize = 18;
+
+/// A page cursor as a client sent it back: empty or absent for the first page, else the
+/// decimal number the previous page's `next` held (the API documents this shape).
+pub(crate) fn parse_cursor(cursor: Option<String>) -> Result<Option<Cursor>, ApiError> {
+    match cursor {
+        None => Ok(None),
+        Some(c) if c.is_empty() => Ok(None),
+        Some(c)
+            if c.len() <= MAX_CURSOR_DIGITS
+                && c.bytes().all(|b| b.is_ascii_digit())
+                && (c == "0" || !c.starts_with('0')) =>
+        {
+            Ok(Some(Cursor::from_string(c)))
+        }
+        Some(c) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`cursor` `{c}` is not a page's `next`"),
+        )),
+    }
+}
+
+/// Parses `status=queued,retrying`: statuses separated by commas, nothing else; empty for
+/// every status.
 pub(crate) fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
     text.split(',')
-        .filter(|s| !s.is_empty())
         .map(|s| {
-            s.trim().parse::<Status>().map_err(|_| {
+            s.parse::<Status>().map_err(|_| {
                 ApiError::bad_request(
                     "invalid_query",
                     format!(

@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod health;
 mod inbound;
+mod linger;
 mod messages;
 pub mod openapi;
 mod payload;
@@ -153,6 +154,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            linger::discard_unread_body,
+        ))
         .with_state(state)
 }
 

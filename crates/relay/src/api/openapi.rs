@@ -1,208 +1,552 @@
 //! The OpenAPI 3.1 description of the API, served at `/v1/openapi.json`.
 //!
-//! Maintained by hand next to the route table; a test checks that every route in
-//! [`routes`](super::routes) appears here with its method.
+//! Maintained by hand next to the route table, and generated for the running relay: the
+//! destinations a request may name are the configured ones, each with the payload its type
+//! accepts. Which operations need the token is read from the route table, so the two cannot
+//! disagree; tests check that every route is described, with that security and the errors its
+//! extractors answer (400, 413, 415). `scripts/api-check` runs schemathesis against it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
-use serde_json::{Value, json};
+use axum::extract::State;
+use ferrule_connectors::AnyConnector;
+use serde_json::{Map, Value, json};
 
-fn error_response(description: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+use super::{Access, Route};
+use crate::config::InboundMode;
+use crate::destination::Destination;
+use crate::state::AppState;
+
+/// A message id: a ULID, 26 characters of Crockford's base32, either case (what
+/// `MessageId::from_str` reads).
+const ID_PATTERN: &str = "^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$";
+
+/// The statuses a message can have.
+const STATUSES: [&str; 6] = [
+    "queued",
+    "delivering",
+    "retrying",
+    "delivered",
+    "dead",
+    "cancelled",
+];
+
+fn schema(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-fn ok_json(description: &str, schema: Value) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+fn error(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}})
 }
 
-fn op(summary: &str, responses: Value) -> Value {
-    json!({"summary": summary, "responses": responses})
+/// A 503 with its `Retry-After`.
+fn unavailable(description: &str) -> Value {
+    let mut response = error(description);
+    response["headers"] = json!({"Retry-After": {"description": "seconds to wait before trying again", "required": true, "schema": {"type": "integer", "minimum": 0}}});
+    response
 }
 
-fn query(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}})
+fn ok(description: &str, body: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": body}}})
 }
 
-fn path(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+fn op(id: &str, summary: &str, responses: Value) -> Value {
+    json!({"operationId": id, "summary": summary, "responses": responses})
 }
 
-/// The document.
-pub fn document() -> Value {
-    let page = json!({"$ref": "#/components/schemas/MessagePage"});
-    let unauthorized = error_response("missing or invalid bearer token");
-    let forbidden =
-        error_response("a read-only token (`forbidden`): this route needs an admin token");
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+fn path(name: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": schema})
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+/// The parameters of a paged listing: `cursor` and `limit` (1 to 1000).
+fn paging() -> [Value; 2] {
+    [
+        query(
+            "cursor",
+            "from the previous page's `next`; empty for the first page",
+            json!({"type": "string", "pattern": "^(0|[1-9][0-9]{0,17})?$"}),
+        ),
+        query(
+            "limit",
+            "page size, 1 to 1000 (default 100)",
+            json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+        ),
+    ]
+}
+
+/// A comma-separated list of statuses, or empty for all.
+fn statuses() -> Value {
+    let one = format!("({})", STATUSES.join("|"));
+    json!({"type": "string", "pattern": format!("^({one}(,{one})*)?$")})
+}
+
+/// A destination name: one of `names`, or any name when none is configured.
+fn one_of_names(names: &[&str]) -> Value {
+    if names.is_empty() {
+        json!({"type": "string", "minLength": 1})
+    } else {
+        json!({"type": "string", "enum": names})
+    }
+}
+
+/// `schema` with the empty string allowed too, for a query filter where empty means none.
+fn or_empty(mut schema: Value) -> Value {
+    if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+        values.push(json!(""));
+    }
+    schema
+}
+
+/// Any JSON value, every type spelled out.
+fn any_json() -> Value {
+    json!({"type": ["object", "array", "string", "number", "boolean", "null"], "description": "what is delivered; what a destination accepts depends on its type"})
+}
+
+/// `SubmitRequest`: the destination and its payload, one branch per kind of payload the
+/// configured destinations accept.
+fn submit_request(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
+    let mut branches: BTreeMap<&str, (Vec<&str>, Value)> = BTreeMap::new();
+    for d in destinations.values() {
+        let (kind, payload) = match &d.connector {
+            AnyConnector::Telegram(_) => ("telegram", schema("TelegramPayload")),
+            AnyConnector::Smtp(_) => ("smtp", schema("SmtpPayload")),
+            _ if d.any_json => ("any", any_json()),
+            _ => ("webhook", schema("WebhookPayload")),
+        };
+        branches
+            .entry(kind)
+            .or_insert_with(|| (Vec::new(), payload))
+            .0
+            .push(&d.name);
+    }
+    let names: Vec<&str> = destinations.keys().map(String::as_str).collect();
+    let mut request = json!({
+        "type": "object",
+        "required": ["destination", "payload"],
+        "additionalProperties": false,
+        "properties": {
+            "destination": one_of_names(&names),
+            "payload": any_json(),
+            "ordering_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 512, "description": "messages with the same key are delivered one at a time, in order; at most 512 bytes of UTF-8"},
+            "deliver_after": {"type": ["string", "null"], "format": "date-time", "description": "no attempt before this time (RFC 3339; a time in the past, 1970 or earlier included, means now)"},
+        },
+    });
+    if !branches.is_empty() {
+        request["anyOf"] = branches
+            .into_values()
+            .map(|(names, payload)| {
+                json!({"properties": {"destination": {"enum": names}, "payload": payload}})
+            })
+            .collect();
+    }
+    request
+}
+
+/// The schemas of the document's components.
+fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
+    let string_or_null = json!({"type": ["string", "null"]});
+    let time = json!({"type": "string", "format": "date-time"});
+    let time_or_null = json!({"type": ["string", "null"], "format": "date-time"});
+    let id = json!({"type": "string", "pattern": ID_PATTERN});
+    let health = json!({"type": "object", "required": ["status", "consecutive_failures", "consecutive_successes", "failure_threshold", "recovery_threshold", "last_error"], "properties": {
+        "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+        "consecutive_failures": {"type": "integer", "minimum": 0},
+        "consecutive_successes": {"type": "integer", "minimum": 0},
+        "failure_threshold": {"type": "integer", "minimum": 0},
+        "recovery_threshold": {"type": "integer", "minimum": 0},
+        "last_error": {"oneOf": [{"type": "null"}, schema("LastError")]},
+    }});
+    let mut schemas = Map::new();
+    schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string", "description": "stable and machine-readable, e.g. `unknown_destination`"},
+            "message": {"type": "string"},
+            "field": {"type": "string", "description": "the request field at fault, when one is"}}}}}));
+    schemas.insert("SubmitRequest".into(), json!(submit_request(destinations)));
+    schemas.insert("WebhookPayload".into(), json!({"type": ["object", "array"], "description": "the webhook's JSON body: an object or an array (any JSON value with the destination's `any_json = true`)"}));
+    schemas.insert("TelegramPayload".into(), json!({"type": "object", "required": ["chat_id"], "description": "a Bot API `sendMessage` (`chat_id`, `text`, `parse_mode`, `reply_markup`, `disable_notification`), or `\"method\": \"sendPhoto\"` / `\"sendDocument\"` with a file by URL or base64. Checked by the connector at submit: 422 `invalid_payload` names the field. A text over 4096 characters is split into parts unless the destination refuses long texts"}));
+    schemas.insert("SmtpPayload".into(), json!({"type": "object", "required": ["to"], "description": "an e-mail: `to` (required), `cc`, `bcc`, `subject`, `text` and/or `html`, `reply_to`, `in_reply_to`, `references`. Checked by the connector at submit: 422 `invalid_payload` names the field"}));
+    schemas.insert("Accepted".into(), json!({"type": "object", "required": ["id", "status"], "properties": {
+            "id": id, "status": {"type": "string", "enum": ["queued"]},
+            "parts": {"type": "array", "items": id, "description": "every part's id, in delivery order, when a long Telegram text was split"}}}));
+    schemas.insert("Event".into(), json!({"type": "object", "required": ["seq", "at", "status", "attempt", "outcome", "code", "duration_ms", "detail"], "properties": {
+            "seq": {"type": "integer", "minimum": 1}, "at": time, "status": {"type": "string", "enum": STATUSES},
+            "attempt": {"type": "integer", "minimum": 0},
+            "outcome": {"type": ["string", "null"], "enum": ["success", "transient", "retry_after", "permanent", "ignored", null]},
+            "code": string_or_null, "duration_ms": {"type": ["integer", "null"], "minimum": 0}, "detail": string_or_null}}));
+    schemas.insert("Message".into(), json!({"type": "object", "required": ["id", "destination", "status", "attempts", "ordering_key", "idempotency_key", "next_attempt_at", "last_error", "created_at", "updated_at", "delivered_at"], "properties": {
+            "id": id, "destination": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
+            "attempts": {"type": "integer", "minimum": 0},
+            "payload": {"description": "as submitted (shown for one message, not in lists)"},
+            "ordering_key": string_or_null, "idempotency_key": string_or_null,
+            "next_attempt_at": time_or_null, "last_error": string_or_null,
+            "created_at": time, "updated_at": time, "delivered_at": time_or_null,
+            "events": {"type": "array", "items": schema("Event"), "description": "the timeline, oldest first (shown for one message)"}}}));
+    schemas.insert("MessagePage".into(), json!({"type": "object", "required": ["messages", "next"], "properties": {
+            "messages": {"type": "array", "items": schema("Message")},
+            "next": {"type": ["string", "null"], "pattern": "^(0|[1-9][0-9]{0,17})$", "description": "the cursor of the next page; null on the last"}}}));
+    let names: Vec<&str> = destinations.keys().map(String::as_str).collect();
+    let destination_or_null = match one_of_names(&names) {
+        Value::Object(mut name) if name.contains_key("enum") => {
+            let mut values = name["enum"].as_array().cloned().unwrap_or_default();
+            values.push(Value::Null);
+            name.insert("type".into(), json!(["string", "null"]));
+            name.insert("enum".into(), Value::Array(values));
+            Value::Object(name)
+        }
+        _ => string_or_null.clone(),
+    };
+    schemas.insert("ReplayRequest".into(), json!({"type": "object", "additionalProperties": false, "properties": {
+            "destination": destination_or_null, "error_contains": string_or_null,
+            "ids": {"type": ["array", "null"], "maxItems": 1000, "items": id},
+            "dry_run": {"type": "boolean"}},
+            "description": "either `ids` or a filter (`destination`, `error_contains`), not both",
+            "anyOf": [
+                {"properties": {"ids": {"type": "null"}}},
+                {"required": ["ids"], "properties": {"ids": {"type": "array"}, "destination": {"type": "null"}, "error_contains": {"type": "null"}}},
+            ]}));
+    schemas.insert("ReplayReport".into(), json!({"type": "object", "required": ["count", "ids", "dry_run"], "properties": {
+            "count": {"type": "integer", "minimum": 0}, "ids": {"type": "array", "items": id}, "dry_run": {"type": "boolean"}}}));
+    schemas.insert(
+        "PurgeRequest".into(),
+        json!({"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {
+            "ids": {"type": "array", "maxItems": 1000, "items": id},
+            "destination": destination_or_null, "error_contains": string_or_null}}),
+    );
+    schemas.insert("Purged".into(), json!({"type": "object", "required": ["purged"], "properties": {
+            "purged": {"type": "integer", "minimum": 0},
+            "matched": {"type": "integer", "minimum": 0, "description": "with `dry_run=true`: how many match (nothing is deleted)"},
+            "dry_run": {"type": "boolean"}}}));
+    schemas.insert("BreakerState".into(), json!({"type": "string", "enum": ["closed", "open", "half_open", "forced_open", "disabled"]}));
+    schemas.insert("Breaker".into(), json!({"type": "object", "required": ["name", "state", "failure_rate", "slow_call_rate", "calls", "failed_calls", "slow_calls", "consecutive_failures", "remaining_open_ms", "open_wait_ms", "probes_in_flight", "total_calls", "total_rejected", "total_transitions"], "properties": {
+            "name": {"type": "string"}, "state": schema("BreakerState"),
+            "failure_rate": {"type": "number", "minimum": 0, "maximum": 1}, "slow_call_rate": {"type": "number", "minimum": 0, "maximum": 1},
+            "calls": {"type": "integer", "minimum": 0}, "failed_calls": {"type": "integer", "minimum": 0}, "slow_calls": {"type": "integer", "minimum": 0},
+            "consecutive_failures": {"type": "integer", "minimum": 0},
+            "remaining_open_ms": {"type": ["integer", "null"], "minimum": 1, "description": "milliseconds left before a probe may run (rounded up); null unless open"},
+            "open_wait_ms": {"type": "integer", "minimum": 0, "description": "how long the circuit stays open when it next opens, in milliseconds"}, "probes_in_flight": {"type": "integer", "minimum": 0},
+            "total_calls": {"type": "integer", "minimum": 0}, "total_rejected": {"type": "integer", "minimum": 0}, "total_transitions": {"type": "integer", "minimum": 0}}}));
+    schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker")}}));
+    schemas.insert("Breakers".into(), json!({"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": schema("DestinationBreaker")}}}));
+    schemas.insert("Destinations".into(), json!({"type": "object", "required": ["destinations"], "properties": {"destinations": {"type": "array", "items": {"type": "object", "required": ["name", "type", "endpoint", "breaker", "health"], "properties": {
+            "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp"]},
+            "endpoint": {"type": "string", "description": "the webhook URL without its query, the Bot API base or `smtp://host:port`"},
+            "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]}}}}}}));
+    schemas.insert("LastError".into(), json!({"type": "object", "required": ["at", "message"], "properties": {"at": time, "message": {"type": "string"}}}));
+    schemas.insert("Health".into(), json!(health));
+    schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "queue_depth", "dead_letter_depth", "dependencies", "last_error"], "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded", "unhealthy", "draining"], "description": "`degraded`: a breaker open, forced open or half-open, or a destination (or its inbound side) unhealthy; `unhealthy`: the store is (a full disk included); `draining`: shutting down"},
+            "version": {"type": "string"}, "started_at": time, "uptime_seconds": {"type": "integer", "minimum": 0},
+            "counters": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}, "required": ["submitted", "delivered", "retried", "dead", "deferred", "panics", "inbound", "inbound_duplicates"]},
+            "queue_depth": {"type": "integer", "minimum": 0}, "dead_letter_depth": {"type": "integer", "minimum": 0},
+            "dependencies": {"type": "object", "required": ["store", "destinations"], "properties": {
+                "store": {"allOf": [schema("Health")], "properties": {"storage_full": {"type": "object", "required": ["since", "refused_writes", "reason"], "properties": {"since": time, "refused_writes": {"type": "integer"}, "reason": {"type": "string"}}}}},
+                "destinations": {"type": "object", "additionalProperties": {"type": "object", "required": ["breaker", "health"], "properties": {
+                    "breaker": schema("Breaker"), "health": schema("Health"),
+                    "inbound": {"type": "object", "required": ["mode", "health"], "properties": {"mode": {"type": "string", "enum": ["webhook", "polling"]}, "health": schema("Health")}}}}}}},
+            "last_error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["dependency", "at", "message"], "properties": {"dependency": {"type": "string"}, "at": time, "message": {"type": "string"}}}]}}}));
+    schemas.insert("Inbound".into(), json!({"type": "object", "required": ["id", "source", "external_id", "payload", "received_at"], "properties": {
+            "id": {"type": "string"}, "source": {"type": "string"}, "external_id": {"type": "string", "description": "the Telegram update_id"},
+            "payload": {"description": "the event as received"}, "received_at": time}}));
+    schemas.insert("InboundPage".into(), json!({"type": "object", "required": ["events", "next"], "properties": {"events": {"type": "array", "items": schema("Inbound")}, "next": {"type": ["string", "null"], "pattern": "^(0|[1-9][0-9]{0,17})$"}}}));
+    schemas.insert("Recorded".into(), json!({"type": "object", "required": ["id", "duplicate"], "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}}}));
+    schemas.insert("Probe".into(), json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}));
+    Value::Object(schemas)
+}
+
+/// The operations, keyed by path and method, without their security (added from the routes).
+fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
+    let names: Vec<&str> = destinations.keys().map(String::as_str).collect();
+    let webhook_inbound: Vec<&str> = destinations
+        .values()
+        .filter(|d| {
+            d.inbound
+                .as_ref()
+                .is_some_and(|i| i.mode == InboundMode::Webhook)
+        })
+        .map(|d| d.name.as_str())
+        .collect();
+    let paging = paging();
+    let store_down = unavailable(
+        "the store is unavailable or busy, or its storage is full (`store_unavailable`, `store_busy`, `storage_full`)",
+    );
+    let filter = [
+        query(
+            "destination",
+            "only this destination: a configured one (or one stored messages still name); empty for every destination",
+            or_empty(one_of_names(&names)),
+        ),
+        query(
+            "error_contains",
+            "only messages whose last error contains this text",
+            json!({"type": "string"}),
+        ),
+    ];
+    let body_errors = |extra: &str| {
+        json!({
+            "400": error(&format!("malformed JSON, not an object, an unknown field or a wrong type{extra}")),
+            "413": error("the body is over `server.max_body_bytes` (`body_too_large`)"),
+            "415": error("not `Content-Type: application/json` (`unsupported_media_type`)"),
+        })
+    };
     let mut submit = op(
+        "submitMessage",
         "Submit a message",
         json!({
-            "202": ok_json("stored durably", json!({"$ref": "#/components/schemas/Accepted"})),
-            "200": ok_json("repeated Idempotency-Key: the original message, nothing enqueued", json!({"$ref": "#/components/schemas/Accepted"})),
-            "400": error_response("malformed JSON or invalid field"),
-            "401": unauthorized,
-            "403": forbidden,
-            "413": error_response("body over the limit"),
-            "422": error_response("unknown destination, or a payload the destination's connector refuses (`invalid_payload`, with `error.field` naming it, e.g. `payload.chat_id`); a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
-            "503": error_response("not stored; try again after `Retry-After`: the queue is full (`queue_full`), the relay's storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
+            "202": ok("stored durably", schema("Accepted")),
+            "200": ok("a repeated Idempotency-Key: the original message, nothing stored", schema("Accepted")),
+            "400": error("malformed JSON, not an object, an unknown or missing field, a bad `ordering_key`, `deliver_after` or `Idempotency-Key`"),
+            "422": error("an unknown destination (`unknown_destination`), or a payload the destination refuses (`invalid_payload`, with `error.field`, e.g. `payload.chat_id`): a webhook takes an object or an array unless `any_json = true`; a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
+            "503": unavailable("not stored; try again after `Retry-After`: the queue is full (`queue_full`), the storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
         }),
     );
     submit["description"] = json!(
         "Telegram and SMTP payloads are checked by the destination's connector before they are stored. A Telegram text over 4096 characters (a caption over 1024) is split, unless the destination refuses long texts, into ordered parts stored together in one transaction with the chat as ordering key: `id` is the first part and `parts` lists every part's id in delivery order. A Telegram message without an `ordering_key` is ordered by its chat."
     );
-    submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "description": "unique per destination within the idempotency window; the parts of a split text get `KEY#1`, `KEY#2`, … so a repeated submission finds every part", "schema": {"type": "string", "maxLength": 512}}]);
-    submit["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}});
+    submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false,
+        "description": "unique per destination within the idempotency window; 1 to 512 visible ASCII characters (spaces inside). The parts of a split text get `KEY#1`, `KEY#2`, … so a repeated submission finds every part",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[!-~]([ -~]*[!-~])?$"}}]);
+    submit["requestBody"] = json_body(schema("SubmitRequest"));
+    let mut more = body_errors("");
+    more.as_object_mut().map(|m| m.remove("400"));
+    extend(&mut submit["responses"], more);
+
     let mut list = op(
+        "listMessages",
         "List messages, newest first",
-        json!({"200": ok_json("a page", page.clone()), "400": error_response("bad query"), "401": unauthorized, "422": error_response("`unknown_destination`: the destination filter names neither a configured destination nor one stored messages name")}),
+        json!({"200": ok("a page", schema("MessagePage")), "400": error("a bad query parameter (`invalid_query`) or cursor"), "422": error("a destination filter naming no configured destination (`unknown_destination`), unless stored messages still name it"), "503": store_down.clone()}),
     );
     list["parameters"] = json!([
-        query("status", "comma-separated statuses"),
-        query("destination", "destination name"),
-        query("cursor", "from the previous page's `next`"),
-        query("limit", "1 to 1000 (default 100)"),
+        query(
+            "status",
+            "comma-separated statuses, e.g. `queued,retrying`; empty for all",
+            statuses()
+        ),
+        filter[0].clone(),
+        paging[0],
+        paging[1],
     ]);
+    let id = json!({"type": "string", "pattern": ID_PATTERN});
     let mut show = op(
-        "A message with its timeline",
-        json!({"200": ok_json("the message", json!({"$ref": "#/components/schemas/Message"})), "400": error_response("not a message id"), "401": unauthorized, "404": error_response("no such message")}),
+        "getMessage",
+        "A message with its payload and timeline",
+        json!({"200": ok("the message", schema("Message")), "400": error("not a message id (`invalid_id`)"), "404": error("no such message"), "503": store_down.clone()}),
     );
-    show["parameters"] = json!([path("id")]);
+    show["parameters"] = json!([path("id", id.clone())]);
     let mut replay_one = op(
-        "Re-queue a terminal message",
-        json!({"200": ok_json("queued", json!({"$ref": "#/components/schemas/Accepted"})), "404": error_response("no such message"), "409": error_response("the message is still pending"), "401": unauthorized, "403": forbidden}),
+        "replayMessage",
+        "Queue a delivered, dead or cancelled message again",
+        json!({"200": ok("queued", schema("Accepted")), "400": error("not a message id (`invalid_id`)"), "404": error("no such message"), "409": error("the message is still pending (`invalid_state`)"), "503": store_down.clone()}),
     );
-    replay_one["parameters"] = json!([path("id")]);
+    replay_one["parameters"] = json!([path("id", id)]);
     let mut dead = op(
-        "List dead letters",
-        json!({"200": ok_json("a page", page), "401": unauthorized, "422": error_response("`unknown_destination`")}),
+        "listDeadLetters",
+        "List dead letters, newest first",
+        json!({"200": ok("a page", schema("MessagePage")), "400": error("a bad query parameter (`invalid_query`) or cursor"), "422": error("a destination filter naming no configured destination (`unknown_destination`), unless stored messages still name it"), "503": store_down.clone()}),
     );
-    dead["parameters"] = json!([
-        query("destination", "destination name"),
-        query("error_contains", "text in the last error"),
-        query("cursor", "paging cursor"),
-        query("limit", "1 to 1000")
-    ]);
+    dead["parameters"] = json!([filter[0].clone(), filter[1].clone(), paging[0], paging[1],]);
     let mut replay_dead = op(
-        "Replay dead letters by filter or ids",
-        json!({"200": ok_json("what was (or would be) re-queued", json!({"$ref": "#/components/schemas/ReplayReport"})), "400": error_response("bad request"), "401": unauthorized, "403": forbidden, "422": error_response("`unknown_destination`: the filter names a destination that is not configured")}),
+        "replayDeadLetters",
+        "Queue dead letters again, by filter or by id",
+        json!({"200": ok("what was queued again, or would be with `dry_run`", schema("ReplayReport")), "404": error("one of `ids` names no message"), "409": error("one of `ids` names a message that is not dead (`invalid_state`)"), "422": error("the filter names a destination that is not configured (`unknown_destination`)"), "503": store_down.clone()}),
     );
-    replay_dead["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReplayRequest"}}}});
+    extend(
+        &mut replay_dead["responses"],
+        body_errors(
+            ", `ids` with a filter, or more than 1000 ids, or one that is not a message id (`invalid_id`)",
+        ),
+    );
+    replay_dead["requestBody"] = json_body(schema("ReplayRequest"));
     let mut purge = op(
-        "Delete dead letters matching the filter, or every one with `all=true`",
-        json!({"200": ok_json("how many were deleted, or on a dry run how many match", json!({"type": "object", "properties": {"purged": {"type": "integer"}, "matched": {"type": "integer", "description": "dry run only"}, "dry_run": {"type": "boolean"}}})), "400": error_response("`filter_required`: no filter and no `all=true`; `invalid_query`: `all=true` with a filter"), "401": unauthorized, "403": forbidden, "422": error_response("`unknown_destination`")}),
+        "purgeDeadLetters",
+        "Delete the dead letters that match the filter, or every one with `all=true`",
+        json!({"200": ok("how many were deleted, or with `dry_run=true` how many match", schema("Purged")), "400": error("no filter and no `all=true` (`filter_required`), `all=true` with a filter, or a bad query parameter (`invalid_query`)"), "422": error("a destination filter naming no configured destination (`unknown_destination`), unless stored messages still name it"), "503": store_down.clone()}),
     );
     purge["parameters"] = json!([
-        query("destination", "destination name"),
-        query("error_contains", "text in the last error"),
+        filter[0].clone(),
+        filter[1].clone(),
         query(
             "all",
-            "`true`: every dead letter (required when no filter is given)"
+            "`true`: every dead letter (required when no filter is given)",
+            json!({"type": "boolean"})
         ),
-        query("dry_run", "`true`: only count what would be deleted"),
+        query(
+            "dry_run",
+            "`true`: only count what would be deleted",
+            json!({"type": "boolean"})
+        ),
     ]);
     let mut purge_ids = op(
+        "purgeDeadLettersById",
         "Delete the named dead letters that still match the filter",
-        json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "400": error_response("bad request"), "401": unauthorized, "403": forbidden, "422": error_response("`unknown_destination`")}),
+        json!({"200": ok("how many were deleted", schema("Purged")), "422": error("a destination filter naming no configured destination (`unknown_destination`), unless stored messages still name it"), "503": store_down.clone()}),
     );
-    purge_ids["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}});
+    extend(
+        &mut purge_ids["responses"],
+        body_errors(", more than 1000 ids, or one that is not a message id (`invalid_id`)"),
+    );
+    purge_ids["requestBody"] = json_body(schema("PurgeRequest"));
     let mut action = op(
-        "Operator override of a breaker",
-        json!({"200": ok_json("the breaker", json!({"type": "object"})), "404": error_response("unknown destination or action"), "401": unauthorized, "403": forbidden}),
+        "changeBreaker",
+        "An operator's override of a destination's circuit breaker",
+        json!({"200": ok("the breaker after the change", schema("DestinationBreaker")), "404": error("no such destination or action")}),
     );
-    action["parameters"] = json!([path("destination"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["reset", "force-open", "disable"]}}]);
+    action["parameters"] = json!([
+        path("destination", one_of_names(&names)),
+        path(
+            "action",
+            json!({"type": "string", "enum": ["reset", "force-open", "disable"]})
+        ),
+    ]);
     let mut inbound = op(
+        "listInbound",
         "Recorded inbound events (Telegram updates), newest first",
-        json!({"200": ok_json("a page", json!({"$ref": "#/components/schemas/InboundPage"})), "400": error_response("bad query or cursor"), "401": unauthorized}),
+        json!({"200": ok("a page", schema("InboundPage")), "400": error("a bad query parameter (`invalid_query`) or cursor"), "503": store_down}),
     );
     inbound["parameters"] = json!([
-        query("source", "only this source, e.g. `telegram:support-bot`"),
-        query("cursor", "from the previous page's `next`"),
-        query("limit", "1 to 1000 (default 100)"),
+        query(
+            "source",
+            "only this source, e.g. `telegram:support-bot`",
+            json!({"type": "string"})
+        ),
+        paging[0],
+        paging[1],
     ]);
     let mut telegram_webhook = op(
+        "receiveTelegramUpdate",
         "Receive one Telegram update",
         json!({
-            "200": ok_json("stored (with its forward), or a redelivery acknowledged and ignored (`duplicate: true`)", json!({"type": "object", "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}}})),
-            "400": error_response("malformed JSON, or not a Telegram update (`invalid_update`, with `error.field`)"),
-            "401": error_response("missing or wrong `X-Telegram-Bot-Api-Secret-Token`"),
-            "404": error_response("no telegram destination of that name receives updates by webhook"),
-            "413": error_response("body over the limit"),
-            "503": error_response("shutting down, or the store is unavailable or its storage full; Telegram retries"),
+            "200": ok("stored (with its forward), or a redelivery acknowledged and ignored (`duplicate: true`)", schema("Recorded")),
+            "400": error("malformed JSON, or not a Telegram update (`invalid_update`, with `error.field`)"),
+            "401": error("a missing or wrong `X-Telegram-Bot-Api-Secret-Token`"),
+            "404": error("no Telegram destination of that name receives updates by webhook"),
+            "413": error("the body is over `server.max_body_bytes` (`body_too_large`)"),
+            "503": unavailable("shutting down, or the store is unavailable or its storage full; Telegram retries"),
         }),
     );
     telegram_webhook["description"] = json!(
         "Where Telegram posts a bot's updates once `ferrule telegram set-webhook` has set it. Not behind the bearer token: the update must carry the destination's `inbound.secret_token` in `X-Telegram-Bot-Api-Secret-Token` (compared in constant time). Each `update_id` is recorded once per destination; a new update is forwarded to `inbound.forward_to` in the same transaction, and a `callback_query` is answered with `answerCallbackQuery` right after it is stored."
     );
-    telegram_webhook["security"] = json!([]);
-    telegram_webhook["parameters"] = json!([path("destination"), {"name": "X-Telegram-Bot-Api-Secret-Token", "in": "header", "required": true, "schema": {"type": "string"}}]);
+    telegram_webhook["parameters"] = json!([
+        path("destination", one_of_names(&webhook_inbound)),
+        {"name": "X-Telegram-Bot-Api-Secret-Token", "in": "header", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9_-]+$"}},
+    ]);
     telegram_webhook["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["update_id"], "properties": {"update_id": {"type": "integer"}}, "description": "a Telegram Update"}}}});
-    let any_object = json!({"type": "object"});
+    json!({
+        "/v1/messages": {"post": submit, "get": list},
+        "/v1/messages/{id}": {"get": show},
+        "/v1/messages/{id}/replay": {"post": replay_one},
+        "/v1/dead-letters": {"get": dead, "delete": purge},
+        "/v1/dead-letters/replay": {"post": replay_dead},
+        "/v1/dead-letters/purge": {"post": purge_ids},
+        "/v1/breakers": {"get": op("listBreakers", "Every destination's circuit breaker", json!({"200": ok("the breakers", schema("Breakers"))}))},
+        "/v1/breakers/{destination}/{action}": {"post": action},
+        "/v1/destinations": {"get": op("listDestinations", "The configured destinations", json!({"200": ok("the destinations", schema("Destinations"))}))},
+        "/v1/inbound": {"get": inbound},
+        "/v1/telegram/{destination}/webhook": {"post": telegram_webhook},
+        "/v1/openapi.json": {"get": op("getOpenApi", "This document", json!({"200": ok("OpenAPI 3.1", json!({"type": "object", "required": ["openapi", "info", "paths"]}))}))},
+        "/livez": {"get": op("livez", "The process is up", json!({"200": ok("alive: `{\"status\": \"ok\"}`", schema("Probe"))}))},
+        "/readyz": {"get": op("readyz", "The store answers, its disk is not full and the relay is not draining", json!({"200": ok("ready: `{\"status\": \"ready\"}`", schema("Probe")), "503": unavailable("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full`")}))},
+        "/status": {"get": op("status", "The overall `status` (`ok`, `degraded`, `unhealthy`, `draining`), uptime, counters, depths, breakers (durations in milliseconds), dependency health, the last error", json!({"200": ok("the relay's status", schema("Status"))}))},
+        "/metrics": {"get": op("metrics", "Metrics in the Prometheus text format (docs/OBSERVABILITY.md lists them)", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}))},
+    })
+}
+
+/// Adds the entries of `more` to the object `into`.
+fn extend(into: &mut Value, more: Value) {
+    if let (Some(into), Value::Object(more)) = (into.as_object_mut(), more) {
+        into.extend(more);
+    }
+}
+
+/// The document for a relay with `destinations`, serving `routes`.
+pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &[Route]) -> Value {
+    let mut paths = operations(destinations);
+    let unauthorized = error("a missing or invalid bearer token");
+    let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
+    for route in routes {
+        let method = route.method.as_str().to_ascii_lowercase();
+        let Some(operation) = paths
+            .get_mut(route.path)
+            .and_then(|p| p.get_mut(&method))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let responses = |operation: &mut Map<String, Value>| {
+            operation
+                .entry("responses")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .take()
+        };
+        match route.access {
+            Access::Public => {
+                operation.insert("security".into(), json!([]));
+            }
+            Access::Read | Access::Write => {
+                let mut all = responses(operation);
+                all["401"] = unauthorized.clone();
+                if route.access == Access::Write {
+                    all["403"] = forbidden.clone();
+                }
+                operation.insert("responses".into(), all);
+            }
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "ferrule relay", "version": env!("CARGO_PKG_VERSION")},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "description": "the request field at fault, when one is"}}}}},
-                "SubmitRequest": {"type": "object", "required": ["destination", "payload"], "additionalProperties": false, "properties": {
-                    "destination": {"type": "string"}, "payload": {}, "ordering_key": {"type": "string"}, "deliver_after": {"type": "string", "format": "date-time"}}},
-                "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "parts": {"type": "array", "items": {"type": "string"}, "description": "every part's id, in delivery order, when a long Telegram text was split"}}},
-                "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "status": {"type": "string"}, "attempt": {"type": "integer"}, "outcome": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}, "duration_ms": {"type": ["integer", "null"]}, "detail": {"type": ["string", "null"]}}},
-                "Message": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "destination": {"type": "string"},
-                    "status": {"type": "string", "enum": ["queued", "delivering", "retrying", "delivered", "dead", "cancelled"]},
-                    "attempts": {"type": "integer"}, "payload": {}, "ordering_key": {"type": ["string", "null"]},
-                    "idempotency_key": {"type": ["string", "null"]}, "next_attempt_at": {"type": ["string", "null"]},
-                    "last_error": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
-                    "delivered_at": {"type": ["string", "null"]}, "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}}},
-                "MessagePage": {"type": "object", "properties": {"messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}}, "next": {"type": ["string", "null"]}}},
-                "ReplayRequest": {"type": "object", "additionalProperties": false, "properties": {"destination": {"type": "string"}, "error_contains": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
-                "PurgeRequest": {"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {"ids": {"type": "array", "maxItems": 1000, "items": {"type": "string"}}, "destination": {"type": "string"}, "error_contains": {"type": "string"}}},
-                "Inbound": {"type": "object", "properties": {"id": {"type": "string"}, "source": {"type": "string"}, "external_id": {"type": "string", "description": "the Telegram update_id"}, "payload": {"description": "the event as received"}, "received_at": {"type": "string", "format": "date-time"}}},
-                "InboundPage": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Inbound"}}, "next": {"type": ["string", "null"]}}},
-                "ReplayReport": {"type": "object", "properties": {"count": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "string"}}, "dry_run": {"type": "boolean"}}},
-            }
+            "schemas": schemas(destinations),
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/v1/messages": {"post": submit, "get": list},
-            "/v1/messages/{id}": {"get": show},
-            "/v1/messages/{id}/replay": {"post": replay_one},
-            "/v1/dead-letters": {"get": dead, "delete": purge},
-            "/v1/dead-letters/replay": {"post": replay_dead},
-            "/v1/dead-letters/purge": {"post": purge_ids},
-            "/v1/breakers": {"get": op("Every destination's circuit breaker", json!({"200": ok_json("breakers", any_object.clone()), "401": unauthorized}))},
-            "/v1/breakers/{destination}/{action}": {"post": action},
-            "/v1/destinations": {"get": op("Configured destinations", json!({"200": ok_json("destinations", any_object.clone()), "401": unauthorized}))},
-            "/v1/inbound": {"get": inbound},
-            "/v1/telegram/{destination}/webhook": {"post": telegram_webhook},
-            "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": ok_json("OpenAPI 3.1", any_object.clone())}}},
-            "/livez": {"get": {"summary": "The process is up", "security": [], "responses": {"200": ok_json("alive", any_object.clone())}}},
-            "/readyz": {"get": {"summary": "Store reachable and not draining", "security": [], "responses": {"200": ok_json("ready", any_object.clone()), "503": error_response("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full` (writes are refused for lack of space)")}}},
-            "/status": {"get": op("Overall `status` (`ok`; `degraded`: a breaker open, forced open or half-open, or a destination unhealthy; `unhealthy`: the store is; `draining`), uptime, counters, depths, breakers (durations in `_ms`), dependency health, last error", json!({"200": ok_json("status", any_object), "401": unauthorized}))},
-            "/metrics": {"get": op("Prometheus text format", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}))},
-        }
+        "paths": paths,
     })
 }
 
+/// The document for a relay with `destinations`, serving every route of [`super::routes`].
+pub fn document(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
+    document_for(destinations, &super::routes())
+}
+
 /// `GET /v1/openapi.json`.
-pub(crate) async fn serve() -> Json<Value> {
-    Json(document())
+pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
+    Json(document(&state.destinations))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn doc() -> Value {
+        document(&BTreeMap::new())
+    }
+
     #[test]
-    fn every_route_is_described() {
-        let doc = document();
+    fn every_route_is_described_with_an_operation_id() {
+        let doc = doc();
+        let mut ids = std::collections::BTreeSet::new();
         for route in super::super::routes() {
             let method = route.method.as_str().to_ascii_lowercase();
+            let operation = &doc["paths"][route.path][&method];
             assert!(
-                doc["paths"][route.path][&method].is_object(),
+                operation.is_object(),
                 "{} {} is missing from the OpenAPI document",
                 route.method,
                 route.path
             );
+            let id = operation["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
         }
         // What the document says about auth matches the route table.
         for route in super::super::routes() {
@@ -234,5 +578,60 @@ mod tests {
             super::super::routes().len(),
             "the document describes a route that does not exist"
         );
+    }
+
+    #[test]
+    fn security_follows_the_route_table() {
+        let doc = doc();
+        for route in super::super::routes() {
+            let operation = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+            if route.access != Access::Public {
+                assert!(operation.get("security").is_none(), "{route:?}");
+                assert!(operation["responses"]["401"].is_object(), "{route:?}");
+            } else {
+                assert_eq!(operation["security"], json!([]), "{route:?}");
+            }
+        }
+        assert_eq!(doc["paths"]["/livez"]["get"]["security"], json!([]));
+    }
+
+    #[test]
+    fn json_bodies_document_400_413_and_415() {
+        let doc = doc();
+        for (path, operation) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in operation.as_object().unwrap() {
+                let body = operation["requestBody"]["content"].get("application/json");
+                let bearer = operation.get("security").is_none();
+                if body.is_some() && bearer {
+                    for status in ["400", "413", "415"] {
+                        assert!(
+                            operation["responses"][status].is_object(),
+                            "{method} {path} lacks {status}"
+                        );
+                    }
+                }
+                let queried = operation["parameters"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["in"] == "query"));
+                if queried {
+                    assert!(operation["responses"]["400"].is_object(), "{method} {path}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_id_pattern_is_what_message_ids_parse_from() {
+        let alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz";
+        for c in alphabet.chars() {
+            let id: String = std::iter::repeat_n(c, 26).collect();
+            assert!(id.parse::<ferrule_store::MessageId>().is_ok(), "{id}");
+        }
+        for c in "ILOUilou-_ ".chars() {
+            let id = format!("{c}{}", "0".repeat(25));
+            assert!(id.parse::<ferrule_store::MessageId>().is_err(), "{id}");
+        }
+        assert!("0".repeat(25).parse::<ferrule_store::MessageId>().is_err());
+        assert!(ID_PATTERN.contains("0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}"));
     }
 }

@@ -20,7 +20,13 @@ pub(crate) struct Prepared {
 
 /// Checks `payload` with `dest`'s connector: Telegram and SMTP payloads are validated (422
 /// naming the field); a Telegram text over the limit is split per the destination's
-/// `long_texts`, and the chat becomes the ordering key. Webhook payloads pass unchanged.
+/// `long_texts`, and the chat becomes the ordering key. Webhook payloads pass unchanged if
+/// they are a JSON object or array, or any JSON value with the destination's `any_json`.
+///
+/// A bare `null`, string, number or boolean is refused by default because it is nearly always
+/// a client's mistake (a variable never set, a body encoded twice), and receivers that follow
+/// RFC 4627 or Standard Webhooks' examples parse only an object or an array. Arrays are kept:
+/// a batch of events is a common webhook body.
 pub(crate) fn prepare(dest: &Destination, payload: Value) -> Result<Prepared, ApiError> {
     match &dest.connector {
         AnyConnector::Telegram(telegram) => {
@@ -51,10 +57,19 @@ pub(crate) fn prepare(dest: &Destination, payload: Value) -> Result<Prepared, Ap
                 ordering_key: None,
             })
         }
-        _ => Ok(Prepared {
-            payloads: vec![payload],
-            ordering_key: None,
-        }),
+        _ => {
+            if !(dest.any_json || payload.is_object() || payload.is_array()) {
+                return Err(ApiError::invalid_payload(
+                    "payload",
+                    "a webhook payload must be a JSON object or array; set `any_json = true` \
+                     on the destination to send any JSON value",
+                ));
+            }
+            Ok(Prepared {
+                payloads: vec![payload],
+                ordering_key: None,
+            })
+        }
     }
 }
 

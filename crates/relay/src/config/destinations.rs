@@ -49,7 +49,7 @@ impl DestinationKind {
 /// One `[[destinations]]` entry. Policy tables override `[defaults]` field by field.
 ///
 /// The connector's fields sit next to the policies, flat: `url`, `secret`, `unsigned`,
-/// `allow_private` and `headers` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
+/// `allow_private`, `headers` and `any_json` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
 /// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
 /// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
 ///
@@ -94,6 +94,10 @@ pub struct DestinationConfig {
         serialize_with = "show_header_values"
     )]
     pub headers: BTreeMap<String, String>,
+    /// Webhook: accept any JSON value as a payload, `null`, strings and numbers included
+    /// (default false: an object or an array, anything else is refused at submit with 422).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any_json: Option<bool>,
     /// Retry override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<serde_json::Value>,
@@ -201,6 +205,9 @@ pub struct ResolvedDestination {
     pub timeout: Duration,
     /// Extra headers.
     pub headers: BTreeMap<String, String>,
+    /// Whether a submitted payload may be any JSON value rather than an object or an array
+    /// (webhooks with `any_json = true`).
+    pub any_json: bool,
     /// Retry policy.
     pub retry: RetryConfig,
     /// Breaker policy.
@@ -269,6 +276,7 @@ impl Config {
             allow_private: dest.allow_private,
             timeout,
             headers: dest.headers.clone(),
+            any_json: dest.any_json.unwrap_or(false),
             retry,
             breaker,
             rate_limit,
@@ -373,12 +381,13 @@ fn drop_nulls(value: &mut serde_json::Value) {
 /// `host` on a Telegram destination is not silently ignored.
 pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
     use DestinationKind::{Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, DestinationKind); 21] = [
+    let fields: [(&str, bool, DestinationKind); 22] = [
         ("url", !dest.url.is_empty(), Webhook),
         ("secret", dest.secret.is_some(), Webhook),
         ("unsigned", dest.unsigned, Webhook),
         ("allow_private", dest.allow_private, Webhook),
         ("headers", !dest.headers.is_empty(), Webhook),
+        ("any_json", dest.any_json.is_some(), Webhook),
         ("bot_token", dest.bot_token.is_some(), Telegram),
         ("api_base", dest.api_base.is_some(), Telegram),
         ("allow_http", dest.allow_http.is_some(), Telegram),

@@ -133,6 +133,10 @@ fn telegram_and_smtp_errors_name_the_field() {
             "type = \"webhook\"\nurl = \"https://x.y/\"\nbot_token = \"1:a\"",
             "destinations[0].bot_token",
         ),
+        (
+            "type = \"telegram\"\nbot_token = \"1:a\"\nany_json = true",
+            "destinations[0].any_json",
+        ),
     ] {
         let err = from_toml(&format!("[[destinations]]\nname = \"d\"\n{text}\n"))
             .unwrap_err()

@@ -28,6 +28,7 @@ use ferrule_connectors::{AnyConnector, ConnectorError};
 
 use crate::config::{ConnectorConfig, HealthConfig, ResolvedDestination};
 use crate::health::Health;
+use crate::telemetry::prometheus::BreakerStateGauge;
 
 pub use self::inbound::Inbound;
 pub use self::telegram_limits::{TelegramLimiters, TelegramSend};
@@ -59,6 +60,9 @@ pub struct Destination {
     pub telegram_limits: Option<TelegramLimiters>,
     /// How a Telegram bot receives updates, if it does.
     pub inbound: Option<Inbound>,
+    /// Whether a webhook accepts any JSON value as a payload, not only an object or an array
+    /// (`any_json = true`).
+    pub any_json: bool,
     /// No attempt starts before this instant (a Telegram bot's flood control).
     paused_until: Mutex<Option<Instant>>,
     /// The clock the pause is measured on.
@@ -125,8 +129,11 @@ impl Destination {
             ConnectorConfig::Telegram(c) => Some(c.limits.clone()),
             _ => None,
         };
-        let mut observers: Vec<SharedObserver> =
-            vec![Arc::new(TracingObserver), Arc::new(MetricsObserver)];
+        let mut observers: Vec<SharedObserver> = vec![
+            Arc::new(TracingObserver),
+            Arc::new(MetricsObserver),
+            Arc::new(BreakerStateGauge),
+        ];
         observers.extend(observer);
         let observer = Arc::new(FanOut(observers));
         let ctx = Context::new(config.name.clone())
@@ -159,6 +166,7 @@ impl Destination {
                 .as_ref()
                 .map(|i| Inbound::new(i, health.clone())),
             health: Health::new(health),
+            any_json: config.any_json,
             telegram_limits: match telegram_limits {
                 None => None,
                 Some(limits) => Some(

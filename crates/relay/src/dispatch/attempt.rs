@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
 use ferrule_connectors::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
 use ferrule_policy::chaos::Injection;
+use ferrule_policy::duration::{millis, readable};
 use ferrule_policy::retry::RetryDecision;
 use ferrule_policy::{Clock, Outcome};
 use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
@@ -19,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::Alert;
 use crate::destination::Destination;
 use crate::state::{AppState, Counters};
+use crate::telemetry::prometheus::{
+    ATTEMPT_DURATION, DEAD_LETTERS, DEFER_REASONS, DEFERRED, DELIVERIES, DELIVERY_LATENCY, RETRIES,
+};
 
 use super::retry::{RetryHistory, decide};
 
@@ -132,17 +136,20 @@ fn wall_time_of(clock: &dyn Clock, at: std::time::Instant) -> SystemTime {
     clock.system_now() + at.saturating_duration_since(clock.now())
 }
 
-/// Gives the claim back, due at `until`, without spending the attempt.
+/// Gives the claim back, due at `until`, without spending the attempt; `held_by` is one of
+/// [`DEFER_REASONS`], the `reason` label of `ferrule_deferred_total`, and `reason` the
+/// timeline's text.
 async fn defer(
     state: &AppState,
     dest: &Destination,
     lease: &Lease,
     until: SystemTime,
+    held_by: &'static str,
     reason: &str,
 ) {
+    debug_assert!(DEFER_REASONS.contains(&held_by), "{held_by}");
     Counters::bump(&state.counters.deferred);
-    let kind = reason.split(':').next().unwrap_or(reason).to_owned();
-    metrics::counter!("ferrule_deferred_total", "destination" => dest.name.clone(), "reason" => kind)
+    metrics::counter!(DEFERRED.name, "destination" => dest.name.clone(), "reason" => held_by)
         .increment(1);
     tracing::debug!(message_id = %lease.id, destination = %dest.name, reason, "deferred");
     // Boxed, like every store call off the success path: the delivery task's future is as
@@ -171,7 +178,15 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
     // 0. A paused destination (a Telegram bot under flood control).
     if let Some(until) = dest.paused_until() {
         let until = wall_time_of(clock.as_ref(), until);
-        defer(&state, &dest, &lease, until, "paused: not attempted").await;
+        defer(
+            &state,
+            &dest,
+            &lease,
+            until,
+            "paused",
+            "paused: not attempted",
+        )
+        .await;
         return;
     }
     // 1. Circuit breaker.
@@ -192,6 +207,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                 &dest,
                 &lease,
                 until,
+                "circuit_open",
                 &format!("circuit {}: not attempted", open.state),
             )
             .await;
@@ -204,7 +220,8 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
     {
         drop(permit);
         let until = wall_time_of(clock.as_ref(), limited.ready_at);
-        defer(&state, &dest, &lease, until, "rate limited: not attempted").await;
+        let reason = "rate limited: not attempted";
+        defer(&state, &dest, &lease, until, "rate_limited", reason).await;
         return;
     }
     // A Telegram send holds its place in the bot's windows until it is answered.
@@ -215,7 +232,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                 drop(permit);
                 let until = wall_time_of(clock.as_ref(), limited.ready_at);
                 let reason = format!("rate limited: telegram {which}: not attempted");
-                defer(&state, &dest, &lease, until, &reason).await;
+                defer(&state, &dest, &lease, until, "rate_limited", &reason).await;
                 return;
             }
         },
@@ -230,7 +247,8 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                 send.not_sent();
             }
             let until = clock.system_now() + state.config.dispatcher.defer_for;
-            defer(&state, &dest, &lease, until, "bulkhead full: not attempted").await;
+            let reason = "bulkhead full: not attempted";
+            defer(&state, &dest, &lease, until, "bulkhead_full", reason).await;
             return;
         }
     };
@@ -275,7 +293,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             Err(elapsed) => DeliveryResult {
                 outcome: Outcome::Transient,
                 code: None,
-                detail: format!("timed out after {:?}", elapsed.after),
+                detail: format!("timed out after {}", readable(elapsed.after)),
                 duration: clock.now().saturating_duration_since(started),
                 signal: None,
             },
@@ -304,7 +322,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         Some(Signal::PauseDestination(pause)) => {
             permit.record(Outcome::Ignored);
             dest.pause(*pause);
-            tracing::warn!(destination = %dest.name, pause = ?pause, "the destination asked us to slow down; paused");
+            tracing::warn!(destination = %dest.name, pause_ms = millis(*pause), "the destination asked us to slow down; paused");
         }
         Some(Signal::Unauthorized) => {
             permit.record(result.outcome);
@@ -319,9 +337,9 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         Some(Signal::MigrateChat { .. }) => permit.record(Outcome::Ignored),
         _ => permit.record(result.outcome),
     }
-    metrics::histogram!("ferrule_attempt_duration_seconds", "destination" => dest.name.clone())
+    metrics::histogram!(ATTEMPT_DURATION.name, "destination" => dest.name.clone())
         .record(result.duration.as_secs_f64());
-    metrics::counter!("ferrule_deliveries_total", "destination" => dest.name.clone(), "outcome" => result.outcome.as_str())
+    metrics::counter!(DELIVERIES.name, "destination" => dest.name.clone(), "outcome" => result.outcome.as_str())
         .increment(1);
     let mut report = AttemptReport::new(class_of(result.outcome))
         .duration(result.duration)
@@ -340,6 +358,11 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             Counters::bump(&state.counters.delivered);
             // Not boxed: the success path is the hot one, and its store call never was.
             let completed = record(&state, || state.store.complete(&lease, report.clone())).await;
+            if completed.is_ok() {
+                let waited = clock.system_now().duration_since(message.created_at);
+                metrics::histogram!(DELIVERY_LATENCY.name, "destination" => dest.name.clone())
+                    .record(waited.unwrap_or_default().as_secs_f64());
+            }
             report_store(&state, completed);
         }
         outcome => {
@@ -446,7 +469,15 @@ async fn failed(
     let now = state.clock.system_now();
     if matches!(outcome, Outcome::Ignored | Outcome::Success) {
         // Neither success nor failure (e.g. injected): try again without spending the attempt.
-        defer(state, dest, lease, now, "ignored outcome").await;
+        defer(
+            state,
+            dest,
+            lease,
+            now,
+            "ignored_outcome",
+            "ignored outcome",
+        )
+        .await;
         return;
     }
     // The timeline says when this run of attempts started and how long the last wait was;
@@ -470,9 +501,8 @@ async fn failed(
     ) {
         RetryDecision::Retry(delay) => {
             Counters::bump(&state.counters.retried);
-            metrics::counter!("ferrule_retries_total", "destination" => dest.name.clone())
-                .increment(1);
-            tracing::info!(message_id = %lease.id, destination = %dest.name, attempt = message.attempts, delay = ?delay, detail = report.detail.as_deref().unwrap_or(""), "attempt failed; retry scheduled");
+            metrics::counter!(RETRIES.name, "destination" => dest.name.clone()).increment(1);
+            tracing::info!(message_id = %lease.id, destination = %dest.name, attempt = message.attempts, delay_ms = millis(delay), detail = report.detail.as_deref().unwrap_or(""), "attempt failed; retry scheduled");
             let rescheduled = Box::pin(record(state, || {
                 state.store.reschedule(lease, now + delay, report.clone())
             }))
@@ -484,8 +514,7 @@ async fn failed(
         }
         RetryDecision::GiveUp(reason) => {
             Counters::bump(&state.counters.dead);
-            metrics::counter!("ferrule_dead_letters_total", "destination" => dest.name.clone())
-                .increment(1);
+            metrics::counter!(DEAD_LETTERS.name, "destination" => dest.name.clone()).increment(1);
             let detail = report.detail.clone().unwrap_or_default();
             let report = report.detail(format!("{reason}: {detail}"));
             tracing::warn!(message_id = %lease.id, destination = %dest.name, attempts = message.attempts, %reason, detail, "message dead-lettered");

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 use ferrule_store::StoreError;
 use serde::Serialize;
 
+use crate::telemetry::prometheus::STORAGE_FULL;
+
 /// An episode in progress, as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Episode {
@@ -58,7 +60,7 @@ impl StorageFull {
             None => {
                 let reason = with_causes(err);
                 tracing::error!(error = %reason, "the store's disk is full: submissions are refused with 503 until a write succeeds again");
-                metrics::gauge!("ferrule_store_storage_full").set(1.0);
+                metrics::gauge!(STORAGE_FULL.name).set(1.0);
                 *episode = Some(Episode {
                     since: crate::time::rfc3339(now),
                     refused_writes: 1,
@@ -79,7 +81,7 @@ impl StorageFull {
             return;
         };
         self.active.store(false, Ordering::Release);
-        metrics::gauge!("ferrule_store_storage_full").set(0.0);
+        metrics::gauge!(STORAGE_FULL.name).set(0.0);
         let lasted = now
             .duration_since(episode.started)
             .unwrap_or(Duration::ZERO);

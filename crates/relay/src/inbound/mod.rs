@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use ferrule_connectors::AnyConnector;
 use ferrule_connectors::telegram::{TelegramConnector, TelegramError, Update};
+use ferrule_policy::duration::readable;
 use ferrule_policy::retry::{Jitter, Retry};
 use ferrule_policy::{Context, Outcome};
 use ferrule_store::{NewInbound, NewMessage, Recorded, Store, StoreError};
@@ -31,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::destination::Destination;
 use crate::state::{AppState, Counters};
+use crate::telemetry::prometheus::{CALLBACK_ANSWERS, INBOUND, INBOUND_DUPLICATES};
 
 /// How long a button press's answer may take in all, retries included: well within the
 /// ~15 s Telegram shows the user's spinner, and short enough that a relay shutting down does
@@ -117,12 +119,12 @@ pub async fn record_update(
     let name = destination.name.clone();
     if !recorded.is_created() {
         Counters::bump(&state.counters.inbound_duplicates);
-        metrics::counter!("ferrule_inbound_duplicates_total", "destination" => name).increment(1);
+        metrics::counter!(INBOUND_DUPLICATES.name, "destination" => name).increment(1);
         tracing::debug!(destination = %destination.name, update_id, "a redelivered update was ignored");
         return Ok(recorded);
     }
     Counters::bump(&state.counters.inbound);
-    metrics::counter!("ferrule_inbound_total", "destination" => name).increment(1);
+    metrics::counter!(INBOUND.name, "destination" => name).increment(1);
     if inbound.forward_to.is_some() {
         // The forward is a new pending message: count it like a submission for the queue
         // depth estimate (it is in the store's count from the next refresh on).
@@ -182,19 +184,19 @@ fn answer_callback(state: &AppState, destination: &Arc<Destination>, query_id: S
         let result = tokio::select! {
             result = answered => result.map_err(|e| e.to_string()),
             () = clock.sleep(CALLBACK_ANSWER_BUDGET) => {
-                Err(format!("no answer within {CALLBACK_ANSWER_BUDGET:?}"))
+                Err(format!("no answer within {}", readable(CALLBACK_ANSWER_BUDGET)))
             }
         };
         match result {
             Ok(()) => {
-                metrics::counter!("ferrule_callback_answers_total", "destination" => name, "result" => "ok")
+                metrics::counter!(CALLBACK_ANSWERS.name, "destination" => name, "result" => "ok")
                     .increment(1);
                 if attempts > 1 {
                     tracing::info!(destination = %destination.name, attempts, "answered a callback query after retrying");
                 }
             }
             Err(error) => {
-                metrics::counter!("ferrule_callback_answers_total", "destination" => name, "result" => "failed")
+                metrics::counter!(CALLBACK_ANSWERS.name, "destination" => name, "result" => "failed")
                     .increment(1);
                 tracing::warn!(destination = %destination.name, %error, attempts, "could not answer a callback query; the update is stored");
             }

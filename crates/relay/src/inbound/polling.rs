@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use ferrule_connectors::telegram::{RawUpdate, TelegramError};
 use ferrule_policy::Outcome;
+use ferrule_policy::duration::millis;
 use ferrule_policy::retry::RetryConfig;
 use ferrule_store::{Store, StoreError};
 use futures_util::FutureExt as _;
@@ -130,7 +131,11 @@ async fn poll(state: AppState, destination: Arc<Destination>) {
             }
             Err(e) => failed(&state, &destination, inbound, &mut backoff, &e),
         };
-        tracing::debug!(destination = name, delay = ?delay, "polling again after a pause");
+        tracing::debug!(
+            destination = name,
+            delay_ms = millis(delay),
+            "polling again after a pause"
+        );
         if !pause(&state, delay).await {
             return;
         }

@@ -139,7 +139,7 @@ async fn an_outage_sends_one_opened_and_one_closed_alert_however_often_it_reopen
     .await;
     let mut ids = Vec::new();
     for n in 0..4 {
-        ids.push(relay.submit("hook", json!(n)).await);
+        ids.push(relay.submit("hook", json!({"n": n})).await);
     }
     failing.wait_for_hits(4, WAIT).await;
     let opened = alerts_in(&alerts.wait_for_hits(1, WAIT).await);
@@ -224,7 +224,7 @@ async fn dead_letters_over_the_threshold_alert_once_per_crossing() {
     let state = relay.running.as_ref().unwrap().state.clone();
     let kill = async |n: usize| {
         for i in 0..n {
-            let id = relay.submit("hook", json!(i)).await;
+            let id = relay.submit("hook", json!({"n": i})).await;
             relay.wait_for_status(&id, "dead", WAIT).await;
         }
     };

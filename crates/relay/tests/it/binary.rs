@@ -58,16 +58,28 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `ferrule serve --config path` and waits until it prints where it listens.
     pub(crate) fn start(config: &Path) -> Server {
-        Self::start_with_env(config, &[])
+        Self::start_full(config, &[], &[])
     }
 
     /// [`Server::start`] with extra environment variables (e.g. `FERRULE_SERVER__…`).
     pub(crate) fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_full(config, &[], env)
+    }
+
+    /// [`Server::start`] with more arguments after `--config path`.
+    pub(crate) fn start_with(config: &Path, args: &[&str]) -> Server {
+        Self::start_full(config, args, &[])
+    }
+
+    /// [`Server::start`] with more arguments and extra environment variables.
+    pub(crate) fn start_full(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
+            .env_remove("NO_COLOR")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -320,6 +332,28 @@ fn a_second_signal_skips_the_rest_of_the_shutdown_delay() {
         stderr.contains("skipping the rest of the shutdown delay"),
         "{stderr}"
     );
+}
+
+/// Logs that end up in a pipe (journald, a file) carry no colour codes, and durations in them
+/// are plain milliseconds, not Rust's debug form (`delay=Some(50ms)`).
+#[tokio::test(flavor = "multi_thread")]
+async fn human_logs_into_a_pipe_have_no_colour_codes_or_debug_values() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(503)]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &receiver.url, "");
+    let server = Server::start_with(&config, &["--log-format", "human"]);
+    let (status, body) = submit(&server.base, json!({"n": 1})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    wait_delivered(&server.base, &[body["id"].as_str().unwrap().to_owned()]).await;
+    let logs = server.stderr.lock().unwrap().clone();
+    assert!(logs.contains("attempt failed; retry scheduled"), "{logs}");
+    assert!(logs.contains("delay_ms=50 "), "{logs}");
+    assert!(
+        !logs.contains('\x1b'),
+        "colour codes in piped logs: {logs:?}"
+    );
+    assert!(!logs.contains("Some("), "{logs}");
 }
 
 /// Found by the chaos harness: a SIGTERM sent right after the "listening on" line killed the

@@ -99,7 +99,7 @@ async fn retries_are_spaced_as_configured() {
     receiver.script([Reply::Status(503), Reply::Status(502), Reply::Reset]);
     let url = receiver.url.clone();
     let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "150ms", 5))).await;
-    let id = relay.submit("hook", json!(1)).await;
+    let id = relay.submit("hook", json!({"n": 1})).await;
     relay.wait_for_status(&id, "delivered", WAIT).await;
     let hits = receiver.hits();
     assert_eq!(hits.len(), 4, "503, 502, reset, then 200");
@@ -119,7 +119,7 @@ async fn retries_never_come_before_retry_after() {
         c.destinations.push(fast_retry("hook", &url, "1s", 5));
     })
     .await;
-    let id = relay.submit("hook", json!(1)).await;
+    let id = relay.submit("hook", json!({"n": 1})).await;
     receiver.wait_for_hits(1, WAIT).await;
     let message = relay.wait_for_status(&id, "retrying", WAIT).await;
     assert_eq!(
@@ -157,7 +157,7 @@ async fn relay_with_an_open_breaker(
     .await;
     let mut ids = Vec::new();
     for n in 0..4 {
-        ids.push(relay.submit("hook", json!(n)).await);
+        ids.push(relay.submit("hook", json!({"n": n})).await);
     }
     receiver.wait_for_hits(4, WAIT).await;
     for id in &ids {
@@ -296,7 +296,7 @@ async fn exhausted_attempts_dead_letter_and_purge_removes_them() {
     receiver.otherwise(Reply::Status(503));
     let url = receiver.url.clone();
     let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "10ms", 3))).await;
-    let id = relay.submit("hook", json!(1)).await;
+    let id = relay.submit("hook", json!({"n": 1})).await;
     let dead = relay.wait_for_status(&id, "dead", WAIT).await;
     assert_eq!(dead["attempts"], 3);
     assert!(
@@ -324,7 +324,7 @@ async fn purging_dead_letters_needs_a_filter_or_all_and_a_dry_run_deletes_nothin
     let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "10ms", 3))).await;
     let mut ids = Vec::new();
     for n in 0..2 {
-        let id = relay.submit("hook", json!(n)).await;
+        let id = relay.submit("hook", json!({"n": n})).await;
         relay.wait_for_status(&id, "dead", WAIT).await;
         ids.push(id);
     }
@@ -395,7 +395,7 @@ async fn a_slow_receiver_times_out_and_is_retried() {
         c.destinations.push(d);
     })
     .await;
-    let id = relay.submit("hook", json!(1)).await;
+    let id = relay.submit("hook", json!({"n": 1})).await;
     let message = relay.wait_for_status(&id, "delivered", WAIT).await;
     let first = &message["events"].as_array().unwrap()[2];
     assert_eq!(first["status"], "retrying", "{message:#}");
@@ -454,7 +454,7 @@ async fn status_and_metrics_report_counters_breakers_and_depths() {
     receiver.script([Reply::Status(500)]);
     let url = receiver.url.clone();
     let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "20ms", 5))).await;
-    let id = relay.submit("hook", json!(1)).await;
+    let id = relay.submit("hook", json!({"n": 1})).await;
     relay.wait_for_status(&id, "delivered", WAIT).await;
     let (status, body) = relay.call(Method::GET, "/status", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -495,9 +495,9 @@ async fn status_and_metrics_report_counters_breakers_and_depths() {
         "ferrule_deliveries_total{destination=\"hook\",outcome=\"success\"}",
         "ferrule_attempt_duration_seconds_bucket{destination=\"hook\"",
         "ferrule_retries_total{destination=\"hook\"}",
-        "ferrule_queue_depth",
-        "ferrule_dead_letter_depth",
-        "ferrule_breaker_state{destination=\"hook\"}",
+        "ferrule_queue_depth{destination=\"hook\"}",
+        "ferrule_dead_letter_depth{destination=\"hook\"}",
+        "ferrule_breaker_state{destination=\"hook\",state=\"closed\"} 1",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
@@ -514,7 +514,7 @@ async fn operators_force_open_and_reset_a_breaker() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["breaker"]["state"], "forced_open");
-    let id = relay.submit("hook", json!(1)).await;
+    let id = relay.submit("hook", json!({"n": 1})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         receiver.hits().is_empty(),
@@ -563,7 +563,7 @@ async fn readyz_is_503_while_draining() {
         .http
         .post(format!("http://{addr}/v1/messages"))
         .bearer_auth(TOKEN)
-        .json(&json!({"destination": "hook", "payload": 1}))
+        .json(&json!({"destination": "hook", "payload": {"n": 1}}))
         .send()
         .await
         .unwrap();

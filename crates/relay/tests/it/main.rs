@@ -9,6 +9,7 @@ mod delivery;
 mod disk;
 mod fake_bot_api;
 mod inbound;
+mod metrics;
 mod outage;
 mod postgres;
 mod receiver;

@@ -1,0 +1,8 @@
+//! Logs (`tracing`, human or JSON) and metrics: the process-wide Prometheus recorder and every
+//! family the relay exports, described once.
+
+mod logs;
+pub mod prometheus;
+
+pub use self::logs::init_logging;
+pub use self::prometheus::metrics;

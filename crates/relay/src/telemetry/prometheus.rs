@@ -1,0 +1,410 @@
+//! The process-wide Prometheus recorder and every metric family the relay exports: name, type,
+//! labels and help text in one table ([`FAMILIES`]), described to the recorder when it is
+//! installed, and each destination's series registered at zero when the relay starts.
+//!
+//! Exporting a series from the start, rather than after its first increment, is what makes
+//! `rate()` and `increase()` see the first event, and an alert such as "dead letters > 0" work
+//! before the first dead letter. `docs/OBSERVABILITY.md` lists the same families; a test keeps
+//! the two in step.
+
+use std::sync::OnceLock;
+
+use ferrule_policy::CircuitState;
+use ferrule_policy::event::{Event, Observer};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (`…_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+impl Kind {
+    /// The name in `# TYPE` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric family: its name, type, label names and `# HELP` text.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The metric's name, e.g. `ferrule_submitted_total`.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// The label names every series of the family carries.
+    pub labels: &'static [&'static str],
+    /// What it measures, for `# HELP`.
+    pub help: &'static str,
+}
+
+const fn family(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Family {
+    Family {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Messages stored by `POST /v1/messages`, each part of a split text counted.
+pub const SUBMITTED: Family = family(
+    "ferrule_submitted_total",
+    Kind::Counter,
+    &["destination"],
+    "Messages stored by POST /v1/messages (a repeated Idempotency-Key stores nothing).",
+);
+/// Submissions refused for the relay's own state.
+pub const SUBMITS_REFUSED: Family = family(
+    "ferrule_submits_refused_total",
+    Kind::Counter,
+    &["reason"],
+    "Submissions answered 503 for the relay's own state, by error code.",
+);
+/// Why a submission was refused: the API error codes counted in [`SUBMITS_REFUSED`].
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "queue_full",
+    "storage_full",
+    "store_unavailable",
+    "store_busy",
+    "shutting_down",
+];
+/// Delivery attempts by outcome.
+pub const DELIVERIES: Family = family(
+    "ferrule_deliveries_total",
+    Kind::Counter,
+    &["destination", "outcome"],
+    "Delivery attempts made, by how they ended.",
+);
+/// How an attempt ended: the policies' outcome names.
+pub const OUTCOMES: [&str; 5] = [
+    "success",
+    "transient",
+    "retry_after",
+    "permanent",
+    "ignored",
+];
+/// Failed attempts given another try later.
+pub const RETRIES: Family = family(
+    "ferrule_retries_total",
+    Kind::Counter,
+    &["destination"],
+    "Failed attempts rescheduled for another try.",
+);
+/// Messages moved to the dead-letter queue by the dispatcher.
+pub const DEAD_LETTERS: Family = family(
+    "ferrule_dead_letters_total",
+    Kind::Counter,
+    &["destination"],
+    "Messages the dispatcher moved to the dead-letter queue.",
+);
+/// Claims given back without an attempt.
+pub const DEFERRED: Family = family(
+    "ferrule_deferred_total",
+    Kind::Counter,
+    &["destination", "reason"],
+    "Claimed messages given back without spending an attempt, by what held them back.",
+);
+/// What held a deferred message back.
+pub const DEFER_REASONS: [&str; 5] = [
+    "paused",
+    "circuit_open",
+    "rate_limited",
+    "bulkhead_full",
+    "ignored_outcome",
+];
+/// The time one attempt took.
+pub const ATTEMPT_DURATION: Family = family(
+    "ferrule_attempt_duration_seconds",
+    Kind::Histogram,
+    &["destination"],
+    "How long one delivery attempt took, in seconds.",
+);
+/// From submission to delivery.
+pub const DELIVERY_LATENCY: Family = family(
+    "ferrule_delivery_latency_seconds",
+    Kind::Histogram,
+    &["destination"],
+    "Seconds from a message's submission to its successful delivery, retries and deliver_after included.",
+);
+/// One gauge per breaker state.
+pub const BREAKER_STATE: Family = family(
+    "ferrule_breaker_state",
+    Kind::Gauge,
+    &["destination", "state"],
+    "1 for the state each destination's circuit breaker is in, 0 for the others.",
+);
+/// Every breaker state, as the `state` label shows it.
+pub const BREAKER_STATES: [CircuitState; 5] = [
+    CircuitState::Closed,
+    CircuitState::Open,
+    CircuitState::HalfOpen,
+    CircuitState::ForcedOpen,
+    CircuitState::Disabled,
+];
+/// Pending messages that are due or will be by retry.
+pub const QUEUE_DEPTH: Family = family(
+    "ferrule_queue_depth",
+    Kind::Gauge,
+    &["destination"],
+    "Pending messages (queued, delivering or retrying), those scheduled ahead excepted.",
+);
+/// Messages waiting for their `deliver_after`.
+pub const SCHEDULED_DEPTH: Family = family(
+    "ferrule_scheduled_depth",
+    Kind::Gauge,
+    &["destination"],
+    "Messages waiting for a deliver_after still in the future.",
+);
+/// The dead-letter queue.
+pub const DEAD_LETTER_DEPTH: Family = family(
+    "ferrule_dead_letter_depth",
+    Kind::Gauge,
+    &["destination"],
+    "Messages in the dead-letter queue.",
+);
+/// The queue's lag.
+pub const OLDEST_DUE_AGE: Family = family(
+    "ferrule_oldest_due_age_seconds",
+    Kind::Gauge,
+    &[],
+    "Seconds since the earliest message that is due now fell due; 0 when none is due.",
+);
+/// A full store disk.
+pub const STORAGE_FULL: Family = family(
+    "ferrule_store_storage_full",
+    Kind::Gauge,
+    &[],
+    "1 while the store refuses writes for lack of space, else 0.",
+);
+/// Inbound updates recorded.
+pub const INBOUND: Family = family(
+    "ferrule_inbound_total",
+    Kind::Counter,
+    &["destination"],
+    "Inbound updates recorded (redeliveries excluded).",
+);
+/// Inbound redeliveries.
+pub const INBOUND_DUPLICATES: Family = family(
+    "ferrule_inbound_duplicates_total",
+    Kind::Counter,
+    &["destination"],
+    "Inbound updates received again, acknowledged and ignored.",
+);
+/// Button presses answered.
+pub const CALLBACK_ANSWERS: Family = family(
+    "ferrule_callback_answers_total",
+    Kind::Counter,
+    &["destination", "result"],
+    "Telegram button presses answered with answerCallbackQuery, by result (ok, failed).",
+);
+/// Alerts queued.
+pub const ALERTS: Family = family(
+    "ferrule_alerts_total",
+    Kind::Counter,
+    &["kind"],
+    "Alerts queued for the alert destinations.",
+);
+/// Alerts not sent.
+pub const ALERTS_SUPPRESSED: Family = family(
+    "ferrule_alerts_suppressed_total",
+    Kind::Counter,
+    &["kind", "reason"],
+    "Alerts held back or not sent, by why (min_interval, rate_limit, not_opened, store_error).",
+);
+/// What the policies did, counted by the policy crate's `MetricsObserver`.
+pub const POLICY_EVENTS: Family = family(
+    "ferrule_policy_events_total",
+    Kind::Counter,
+    &["policy", "event"],
+    "Events of each destination's policies (the policy label is the destination).",
+);
+/// The policy events the relay's destinations can emit.
+pub const POLICY_EVENT_KINDS: [&str; 8] = [
+    "retry_scheduled",
+    "retry_gave_up",
+    "breaker_transition",
+    "breaker_rejected",
+    "timeout",
+    "bulkhead_rejected",
+    "rate_limited",
+    "chaos_injected",
+];
+/// The build.
+pub const BUILD_INFO: Family = family(
+    "ferrule_build_info",
+    Kind::Gauge,
+    &["version"],
+    "Always 1; the relay's version is the label.",
+);
+
+/// Every family the relay exports.
+pub const FAMILIES: [Family; 21] = [
+    SUBMITTED,
+    SUBMITS_REFUSED,
+    DELIVERIES,
+    RETRIES,
+    DEAD_LETTERS,
+    DEFERRED,
+    ATTEMPT_DURATION,
+    DELIVERY_LATENCY,
+    BREAKER_STATE,
+    QUEUE_DEPTH,
+    SCHEDULED_DEPTH,
+    DEAD_LETTER_DEPTH,
+    OLDEST_DUE_AGE,
+    STORAGE_FULL,
+    INBOUND,
+    INBOUND_DUPLICATES,
+    CALLBACK_ANSWERS,
+    ALERTS,
+    ALERTS_SUPPRESSED,
+    POLICY_EVENTS,
+    BUILD_INFO,
+];
+
+/// Attempt durations, in seconds: 1 ms to a minute (attempts time out after 30 s by default).
+const ATTEMPT_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Submission to delivery, in seconds: a few milliseconds when the destination answers at once,
+/// up to hours when it was down (retries back off to an hour by default) or the message was
+/// scheduled ahead; about three buckets a decade.
+const LATENCY_BUCKETS: [f64; 19] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    1800.0, 3600.0, 10800.0, 86400.0,
+];
+
+/// The process-wide Prometheus handle, installing the recorder and describing every family in
+/// [`FAMILIES`] on first use.
+///
+/// No label ever holds a message id or a payload value; destinations are the only label with
+/// values a user chooses.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(ATTEMPT_DURATION.name.into()),
+                    &ATTEMPT_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(DELIVERY_LATENCY.name.into()),
+                        &LATENCY_BUCKETS,
+                    )
+                });
+            let handle = match builder {
+                Ok(b) => match b.install_recorder() {
+                    Ok(handle) => handle,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot install the metrics recorder");
+                        PrometheusBuilder::new().build_recorder().handle()
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot configure metric buckets");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Gives every family its `# HELP` text (the `# TYPE` comes from how it is recorded).
+fn describe() {
+    for f in FAMILIES {
+        match f.kind {
+            Kind::Counter => metrics::describe_counter!(f.name, f.help),
+            Kind::Gauge => metrics::describe_gauge!(f.name, f.help),
+            Kind::Histogram => metrics::describe_histogram!(f.name, f.help),
+        }
+    }
+}
+
+/// Registers the series that exist whatever the destinations are, at their current value (zero
+/// unless something was counted already): the refusal reasons, the disk gauge, the queue's lag
+/// and the build.
+pub fn register_relay_series() {
+    metrics::gauge!(BUILD_INFO.name, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for reason in REFUSAL_REASONS {
+        metrics::counter!(SUBMITS_REFUSED.name, "reason" => reason).increment(0);
+    }
+    metrics::gauge!(STORAGE_FULL.name).increment(0.0);
+    metrics::gauge!(OLDEST_DUE_AGE.name).increment(0.0);
+}
+
+/// Registers every series of destination `name` at its current value (zero for a new one):
+/// deliveries by outcome, retries, dead letters, deferrals by reason, both histograms, the
+/// depths, its policies' events and, when it receives updates (`inbound`), the inbound
+/// counters. The breaker gauges are set by [`breaker_state`].
+pub fn register_destination_series(name: &str, inbound: bool) {
+    let d = || name.to_owned();
+    metrics::counter!(SUBMITTED.name, "destination" => d()).increment(0);
+    for outcome in OUTCOMES {
+        metrics::counter!(DELIVERIES.name, "destination" => d(), "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(RETRIES.name, "destination" => d()).increment(0);
+    metrics::counter!(DEAD_LETTERS.name, "destination" => d()).increment(0);
+    for reason in DEFER_REASONS {
+        metrics::counter!(DEFERRED.name, "destination" => d(), "reason" => reason).increment(0);
+    }
+    for event in POLICY_EVENT_KINDS {
+        metrics::counter!(POLICY_EVENTS.name, "policy" => d(), "event" => event).increment(0);
+    }
+    // Registering a histogram exports its buckets at 0; recording nothing keeps them there.
+    let _ = metrics::histogram!(ATTEMPT_DURATION.name, "destination" => d());
+    let _ = metrics::histogram!(DELIVERY_LATENCY.name, "destination" => d());
+    for depth in [QUEUE_DEPTH, SCHEDULED_DEPTH, DEAD_LETTER_DEPTH] {
+        metrics::gauge!(depth.name, "destination" => d()).increment(0.0);
+    }
+    if inbound {
+        metrics::counter!(INBOUND.name, "destination" => d()).increment(0);
+        metrics::counter!(INBOUND_DUPLICATES.name, "destination" => d()).increment(0);
+        for result in ["ok", "failed"] {
+            metrics::counter!(CALLBACK_ANSWERS.name, "destination" => d(), "result" => result)
+                .increment(0);
+        }
+    }
+}
+
+/// Sets destination `name`'s breaker gauges: 1 for `state`, 0 for every other state.
+pub fn breaker_state(name: &str, state: CircuitState) {
+    for s in BREAKER_STATES {
+        let value = if s == state { 1.0 } else { 0.0 };
+        metrics::gauge!(BREAKER_STATE.name, "destination" => name.to_owned(), "state" => s.as_str())
+            .set(value);
+    }
+}
+
+/// A policy observer that keeps [`BREAKER_STATE`] current as each transition happens (the
+/// policy's name is its destination's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BreakerStateGauge;
+
+impl Observer for BreakerStateGauge {
+    fn on_event(&self, event: &Event<'_>) {
+        if let Event::BreakerTransition { name, to, .. } = *event {
+            breaker_state(name, to);
+        }
+    }
+}
