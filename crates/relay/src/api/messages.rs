@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, JsonBytes};
+use super::idempotency::{self, Answer};
 use super::views::MessageView;
 use crate::destination::Destination;
 use crate::state::AppState;
@@ -47,20 +48,25 @@ pub struct Submit {
     pub ordering_key: Option<String>,
     /// No attempt before this time (`deliver_after`).
     pub not_before: Option<SystemTime>,
+    /// The request's fingerprint, kept with its idempotency key: SHA-256 of the canonical
+    /// destination, payload, client ordering key and `deliver_after`, so a different request
+    /// under a taken key is told from a repeat.
+    pub fingerprint: [u8; 32],
 }
 
 impl Submit {
-    /// The messages to enqueue, one per payload. Each gets `idempotency_key` as given when
-    /// there is one payload, and `key#n` (`n` from 1) for the parts of a split text.
+    /// The messages to enqueue, one per payload, each with the request's fingerprint. The
+    /// first gets `idempotency_key` as given, the other parts of a split text `key#n` (`n`
+    /// from 2).
     pub fn into_messages(self, idempotency_key: Option<&str>) -> Vec<NewMessage> {
-        let parts = self.payloads.len();
         self.payloads
             .into_iter()
             .enumerate()
             .map(|(i, payload)| {
-                let mut message = NewMessage::new(self.destination.clone(), payload);
+                let mut message = NewMessage::new(self.destination.clone(), payload)
+                    .fingerprint(self.fingerprint);
                 message.idempotency_key =
-                    idempotency_key.map(|key| super::payload::part_key(key, i + 1, parts));
+                    idempotency_key.map(|key| super::payload::part_key(key, i + 1));
                 message.ordering_key = self.ordering_key.clone();
                 message.not_before = self.not_before;
                 message
@@ -106,12 +112,19 @@ pub fn parse_submit(
             )
         })?),
     };
+    let fingerprint = super::idempotency::fingerprint(
+        &body.destination,
+        &body.payload,
+        body.ordering_key.as_deref(),
+        not_before,
+    );
     let prepared = super::payload::prepare(dest, body.payload)?;
     Ok(Submit {
         destination: body.destination,
         payloads: prepared.payloads,
         ordering_key: body.ordering_key.or(prepared.ordering_key),
         not_before,
+        fingerprint,
     })
 }
 
@@ -125,8 +138,9 @@ fn check_key(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /v1/messages`: 202 once durably stored; 200 with the original for a repeated
-/// `Idempotency-Key`.
+/// `POST /v1/messages`: 202 once durably stored; 200 with the original and its current status
+/// for a repeated request under its `Idempotency-Key`; 409 `idempotency_conflict` for a
+/// different request under a taken key.
 ///
 /// The client's mistakes (400, 422) are answered before the relay's state (503 while
 /// draining or with a full queue).
@@ -179,28 +193,47 @@ pub(crate) async fn submit(
         e if e.status == StatusCode::SERVICE_UNAVAILABLE => refused(e),
         e => e,
     })?;
-    let created = enqueued
-        .iter()
-        .filter(|e| matches!(e, Enqueued::Created(_)))
-        .count();
-    let mut body = json!({"id": enqueued[0].id().to_string(), "status": "queued"});
+    let (status, mut body) = match Answer::of(&enqueued) {
+        Answer::Created => {
+            let id = enqueued[0].id().to_string();
+            (StatusCode::ACCEPTED, json!({"id": id, "status": "queued"}))
+        }
+        Answer::Repeated(original) => (StatusCode::OK, idempotency::repeated_body(&original)),
+        Answer::Conflict { original, created } => {
+            withdraw(&state, &created).await;
+            let key = idempotency_key.unwrap_or_default();
+            return Err(idempotency::conflict(key, original));
+        }
+    };
     if parts > 1 {
         body["parts"] = enqueued.iter().map(|e| e.id().to_string()).collect();
     }
-    if created == 0 {
-        return Ok((StatusCode::OK, Json(body)).into_response());
+    if status == StatusCode::ACCEPTED {
+        let created = parts as u64;
+        state
+            .counters
+            .submitted
+            .fetch_add(created, Ordering::Relaxed);
+        state
+            .depths
+            .submitted_since
+            .fetch_add(created, Ordering::AcqRel);
+        metrics::counter!("ferrule_submitted_total", "destination" => destination)
+            .increment(created);
     }
-    state
-        .counters
-        .submitted
-        .fetch_add(created as u64, Ordering::Relaxed);
-    state
-        .depths
-        .submitted_since
-        .fetch_add(created as u64, Ordering::AcqRel);
-    metrics::counter!("ferrule_submitted_total", "destination" => destination)
-        .increment(created as u64);
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok((status, Json(body)).into_response())
+}
+
+/// Cancels the parts a conflicting request stored beside the original's (a split text longer
+/// than the original): its client is told nothing was stored. Until the cancel commits the
+/// dispatcher may claim one; its attempt then ends with a lost lease.
+async fn withdraw(state: &AppState, created: &[MessageId]) {
+    for &id in created {
+        let reason = "withdrawn: its request reused an Idempotency-Key (409 idempotency_conflict)";
+        if let Err(e) = state.store.cancel(id, Some(reason.to_owned())).await {
+            tracing::error!(message_id = %id, error = %e, "cannot withdraw a part stored by a conflicting request");
+        }
+    }
 }
 
 /// Counts a submission the relay refused for its own state (`ferrule_submits_refused_total`,
@@ -393,7 +426,11 @@ mod tests {
             .into_iter()
             .map(|m| m.idempotency_key.unwrap())
             .collect();
-        assert_eq!(keys, ["k#1", "k#2"]);
+        assert_eq!(
+            keys,
+            ["k", "k#2"],
+            "the first part carries the key as given"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod admin;
 mod error;
 mod extract;
 mod health;
+mod idempotency;
 mod inbound;
 mod messages;
 pub mod openapi;

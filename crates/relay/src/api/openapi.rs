@@ -34,9 +34,10 @@ pub fn document() -> Value {
         "Submit a message",
         json!({
             "202": ok_json("stored durably", json!({"$ref": "#/components/schemas/Accepted"})),
-            "200": ok_json("repeated Idempotency-Key: the original message, nothing enqueued", json!({"$ref": "#/components/schemas/Accepted"})),
+            "200": ok_json("the same request again under its Idempotency-Key: nothing enqueued; the original message's id and its status now (`delivered`, `dead`, …; `null` with a `note` once the original was purged while its key is still taken)", json!({"$ref": "#/components/schemas/Accepted"})),
             "400": error_response("malformed JSON or invalid field"),
             "401": unauthorized,
+            "409": error_response("`idempotency_conflict`: the Idempotency-Key was used for a different request (destination, payload, ordering key or deliver_after differ; key order and whitespace do not count); nothing enqueued. `error.idempotency_key` and `error.id` (the original message) name both"),
             "413": error_response("body over the limit"),
             "422": error_response("unknown destination, or a payload the destination's connector refuses (`invalid_payload`, with `error.field` naming it, e.g. `payload.chat_id`); a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
             "503": error_response("not stored; try again after `Retry-After`: the queue is full (`queue_full`), the relay's storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
@@ -45,7 +46,7 @@ pub fn document() -> Value {
     submit["description"] = json!(
         "Telegram and SMTP payloads are checked by the destination's connector before they are stored. A Telegram text over 4096 characters (a caption over 1024) is split, unless the destination refuses long texts, into ordered parts stored together in one transaction with the chat as ordering key: `id` is the first part and `parts` lists every part's id in delivery order. A Telegram message without an `ordering_key` is ordered by its chat."
     );
-    submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "description": "unique per destination within the idempotency window; the parts of a split text get `KEY#1`, `KEY#2`, … so a repeated submission finds every part", "schema": {"type": "string", "maxLength": 512}}]);
+    submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "description": "unique per destination within the idempotency window, and kept with a fingerprint of the request: the same request again answers 200, a different one 409. The parts of a split text get `KEY`, `KEY#2`, `KEY#3`, … so a repeated submission finds every part", "schema": {"type": "string", "maxLength": 512}}]);
     submit["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}}});
     let mut list = op(
         "List messages, newest first",
@@ -133,10 +134,10 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "description": "the request field at fault, when one is"}}}}},
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "description": "the request field at fault, when one is"}}, "additionalProperties": {"description": "more for a client to act on, named where an error has them (e.g. `id`, `status`)"}}}},
                 "SubmitRequest": {"type": "object", "required": ["destination", "payload"], "additionalProperties": false, "properties": {
                     "destination": {"type": "string"}, "payload": {}, "ordering_key": {"type": "string"}, "deliver_after": {"type": "string", "format": "date-time"}}},
-                "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}, "parts": {"type": "array", "items": {"type": "string"}, "description": "every part's id, in delivery order, when a long Telegram text was split"}}},
+                "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": ["string", "null"], "description": "`queued` for a new message; for a repeated request, the original's status now, `null` once it was purged"}, "note": {"type": "string", "description": "why `status` is null"}, "parts": {"type": "array", "items": {"type": "string"}, "description": "every part's id, in delivery order, when a long Telegram text was split"}}},
                 "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "status": {"type": "string"}, "attempt": {"type": "integer"}, "outcome": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}, "duration_ms": {"type": ["integer", "null"]}, "detail": {"type": ["string", "null"]}}},
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "destination": {"type": "string"},

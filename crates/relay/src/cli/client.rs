@@ -130,8 +130,12 @@ pub async fn send(args: SendArgs) -> Result<(), Error> {
         .await?;
     let id = answer["id"].as_str().unwrap_or_default();
     if status == StatusCode::OK {
+        let now = match answer["status"].as_str() {
+            Some(status) => format!("it is {status}"),
+            None => "it is no longer stored".to_owned(),
+        };
         console::out(&format!(
-            "{id} (duplicate: the original message; nothing enqueued)"
+            "{id} (duplicate: nothing enqueued; the original message's id, {now})"
         ));
     } else {
         console::out(id);

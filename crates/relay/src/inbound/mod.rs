@@ -122,9 +122,10 @@ pub async fn record_update(
     }
     Counters::bump(&state.counters.inbound);
     metrics::counter!("ferrule_inbound_total", "destination" => name).increment(1);
-    if inbound.forward_to.is_some() {
+    if recorded.forward().is_some_and(|f| f.is_created()) {
         // The forward is a new pending message: count it like a submission for the queue
-        // depth estimate (it is in the store's count from the next refresh on).
+        // depth estimate (it is in the store's count from the next refresh on). One whose
+        // idempotency key was taken stored nothing.
         state
             .depths
             .submitted_since

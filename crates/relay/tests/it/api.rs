@@ -1,6 +1,8 @@
 //! The HTTP API through the real router: auth, submit, idempotency, every bad input.
 
 use ferrule::StartOptions;
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -398,4 +400,149 @@ async fn a_json_array_body_is_refused_not_taken_for_its_fields() {
     }
     let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
     assert_eq!(page["messages"], json!([]), "nothing was stored");
+}
+
+/// Posts `body` (raw JSON text) with `key` as its `Idempotency-Key`.
+async fn submit_text(relay: &support::TestRelay, body: &str, key: &str) -> (StatusCode, Value) {
+    let response = relay
+        .http
+        .post(format!("{}/v1/messages", relay.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_different_request_under_a_used_key_is_409_idempotency_conflict() {
+    let relay = start(idle).await;
+    let at = later();
+    let first = format!(
+        r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["a", "b"]}}, "deliver_after": "{at}"}}"#
+    );
+    let (status, original) = submit_text(&relay, &first, "order-42").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{original}");
+    let id = original["id"].as_str().unwrap();
+    // Key order, whitespace and escapes are not a different request.
+    let same = format!(
+        "{{\"deliver_after\":\"{at}\",\n \"payload\":{{\"tags\":[\"\\u0061\",\"b\"],\"n\":1}},\"destination\":\"billing-hook\"}}"
+    );
+    let (status, again) = submit_text(&relay, &same, "order-42").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, json!({"id": id, "status": "queued"}));
+    // Each field the client sets makes a different request.
+    for different in [
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 2, "tags": ["a", "b"]}}, "deliver_after": "{at}"}}"#
+        ),
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["b", "a"]}}, "deliver_after": "{at}"}}"#
+        ),
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["a", "b"]}}, "deliver_after": "{at}", "ordering_key": "k"}}"#
+        ),
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["a", "b"]}}, "deliver_after": "{}"}}"#,
+            later()
+        ),
+    ] {
+        let (status, body) = submit_text(&relay, &different, "order-42").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{different}: {body}");
+        assert_error(&body, "idempotency_conflict");
+        assert_eq!(body["error"]["id"], id, "{body}");
+        assert_eq!(body["error"]["idempotency_key"], "order-42", "{body}");
+        assert_eq!(body["error"]["field"], "Idempotency-Key", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("order-42") && message.contains(id),
+            "{message}"
+        );
+    }
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1, "{page}");
+}
+
+#[tokio::test]
+async fn a_repeated_request_answers_with_the_originals_current_status() {
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.script([crate::receiver::Reply::Status(400)]);
+    let url = receiver.url.clone();
+    let relay = start(|c| {
+        c.destinations.push(webhook("hook", &url));
+        c.destinations.push(webhook("other-hook", &url));
+    })
+    .await;
+    let dead = json!({"destination": "hook", "payload": {"n": 1}});
+    let (status, first) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(dead.clone()),
+            Some(TOKEN),
+            &[("idempotency-key", "a")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = first["id"].as_str().unwrap().to_owned();
+    relay
+        .wait_for_status(&id, "dead", Duration::from_secs(10))
+        .await;
+    let delivered = json!({"destination": "other-hook", "payload": {"n": 2}});
+    let (_, second) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(delivered.clone()),
+            Some(TOKEN),
+            &[("idempotency-key", "b")],
+        )
+        .await;
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    relay
+        .wait_for_status(&id2, "delivered", Duration::from_secs(10))
+        .await;
+    for (body, key, expected) in [
+        (&dead, "a", json!({"id": id, "status": "dead"})),
+        (&delivered, "b", json!({"id": id2, "status": "delivered"})),
+    ] {
+        let (status, again) = relay
+            .call_with(
+                Method::POST,
+                "/v1/messages",
+                Some(body.clone()),
+                Some(TOKEN),
+                &[("idempotency-key", key)],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again, expected);
+    }
+    // Purged, the original has no status left, and the key is still taken.
+    let (status, purged) = relay.call(Method::DELETE, "/v1/dead-letters", None).await;
+    assert_eq!(
+        (status, purged["purged"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (status, again) = relay
+        .call_with(
+            Method::POST,
+            "/v1/messages",
+            Some(dead),
+            Some(TOKEN),
+            &[("idempotency-key", "a")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["status"], Value::Null, "{again}");
+    assert!(
+        again["note"].as_str().unwrap().contains("purged"),
+        "{again}"
+    );
+    assert_eq!(receiver.hits().len(), 2, "nothing sent again");
 }

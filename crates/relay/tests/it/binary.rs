@@ -298,6 +298,34 @@ async fn the_cli_talks_to_a_running_relay() {
     let out = server.cli(&["messages", "show", &id]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "dead");
+    // A repeat says what became of the original; a different payload under its key is refused.
+    let again = server.cli(&[
+        "send",
+        "-d",
+        "hook",
+        "-p",
+        r#"{"n": 1}"#,
+        "--idempotency-key",
+        "k",
+    ]);
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(said.contains(&format!("{id} (duplicate")), "{said}");
+    assert!(said.contains("it is dead"), "{said}");
+    let conflict = server.cli(&[
+        "send",
+        "-d",
+        "hook",
+        "-p",
+        r#"{"n": 99}"#,
+        "--idempotency-key",
+        "k",
+    ]);
+    assert!(!conflict.status.success());
+    let said = String::from_utf8_lossy(&conflict.stderr);
+    assert!(
+        said.contains("409") && said.contains("idempotency_conflict") && said.contains(&id),
+        "{said}"
+    );
     let out = server.cli(&["dlq", "list"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains(&id) && listed.contains(&id2), "{listed}");

@@ -197,7 +197,11 @@ async fn a_long_text_is_split_into_ordered_parts_with_keyed_idempotency() {
     assert_eq!(again["parts"], first["parts"]);
     for (n, id) in parts.iter().enumerate() {
         let message = relay.wait_for_status(id, "delivered", WAIT).await;
-        assert_eq!(message["idempotency_key"], format!("order-7#{}", n + 1));
+        let key = match n {
+            0 => "order-7".to_owned(),
+            n => format!("order-7#{}", n + 1),
+        };
+        assert_eq!(message["idempotency_key"], key);
         assert_eq!(message["ordering_key"], "-100555");
     }
     let requests = api.requests();
@@ -218,6 +222,58 @@ async fn a_long_text_is_split_into_ordered_parts_with_keyed_idempotency() {
             .expect("every paragraph, in order");
         at += found + p.len();
     }
+}
+
+#[tokio::test]
+async fn a_key_reused_for_a_text_split_differently_is_a_conflict() {
+    let api = FakeBotApi::start().await;
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let later = ferrule::time::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let text = |parts: usize| vec!["word ".repeat(800); parts].join("\n\n");
+    let body = |text: String| json!({"destination": "chat", "payload": {"chat_id": 7, "text": text}, "deliver_after": later});
+    // Short, then long under its key; long, then short or longer under another.
+    let (status, short) = submit_raw(&relay, body("hi".into()), Some("short")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{short}");
+    let (status, long) = submit_raw(&relay, body(text(2)), Some("long")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{long}");
+    assert_eq!(long["parts"].as_array().unwrap().len(), 2, "{long}");
+    for (key, original, other) in [
+        ("short", &short, text(2)),
+        ("long", &long, "hi".to_owned()),
+        ("long", &long, text(3)),
+    ] {
+        let (status, answer) = submit_raw(&relay, body(other), Some(key)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{key}: {answer}");
+        assert_eq!(answer["error"]["code"], "idempotency_conflict");
+        assert_eq!(answer["error"]["id"], original["id"], "{answer}");
+    }
+    // The same long text again is a repeat of every part.
+    let (status, again) = submit_raw(&relay, body(text(2)), Some("long")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["parts"], long["parts"]);
+    assert_eq!(again["status"], "queued");
+    // The parts the conflicting texts stored beyond the originals' are withdrawn: only the
+    // originals wait.
+    let (_, queued) = relay
+        .call(Method::GET, "/v1/messages?status=queued", None)
+        .await;
+    assert_eq!(
+        queued["messages"].as_array().unwrap().len(),
+        3,
+        "{queued:#}"
+    );
+    let (_, cancelled) = relay
+        .call(Method::GET, "/v1/messages?status=cancelled", None)
+        .await;
+    let mut withdrawn: Vec<&str> = cancelled["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["idempotency_key"].as_str().unwrap())
+        .collect();
+    withdrawn.sort_unstable();
+    assert_eq!(withdrawn, ["long#3", "short#2"], "{cancelled:#}");
 }
 
 #[tokio::test]
