@@ -131,18 +131,15 @@ impl Shared {
     /// the store's count); those counted while it is read stay counted until the next refresh,
     /// so the estimate may run high for a moment but never low.
     pub async fn refresh_depths(&self) {
-        // A submission bumps `submitted_since` only after its commit, so everything counted
-        // here is already in the depths read below.
-        let counted = self.depths.submitted_since.load(Ordering::Acquire);
+        // A submission is counted only after its commit, so everything counted here is
+        // already in the depths read below.
+        let counted = self.depths.counted();
         let depths = self.within_probe_deadline(self.store.depths()).await;
         match depths {
             Some(Ok(depths)) => {
-                self.depths
-                    .submitted_since
-                    .fetch_sub(counted, Ordering::AcqRel);
-                self.depths.queue.store(depths.queue, Ordering::Relaxed);
-                self.depths.dead.store(depths.dead, Ordering::Relaxed);
+                self.depths.refreshed(&depths, counted);
                 metrics::gauge!("ferrule_queue_depth").set(depths.queue as f64);
+                metrics::gauge!("ferrule_scheduled_depth").set(depths.scheduled as f64);
                 metrics::gauge!("ferrule_dead_letter_depth").set(depths.dead as f64);
                 self.store_health.success();
                 self.alerts.watch_dead_letters(depths.dead).await;

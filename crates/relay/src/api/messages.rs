@@ -1,4 +1,4 @@
-//! `/v1/messages`: submit, show, list, replay; [`parse_submit`], every check of a submission
+//! `/v1/messages`: submit, show, list, replay, cancel; [`parse_submit`], every check of a submission
 //! that needs no store.
 
 use std::collections::BTreeMap;
@@ -10,10 +10,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ferrule_store::{Cursor, Enqueued, Filter, MessageId, NewMessage, ReplayTarget, Status, Store};
+use ferrule_store::{
+    Cursor, Enqueued, Filter, MessageId, NewMessage, ReplayTarget, Status, Store, StoreError,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, JsonBytes};
 use super::idempotency::{self, Answer};
@@ -23,6 +26,10 @@ use crate::state::AppState;
 
 /// Longest idempotency or ordering key accepted.
 const MAX_KEY: usize = 512;
+
+/// Seconds a client is asked to wait when the scheduled messages are at their maximum: they
+/// leave only as they fall due, so not the 5 s of a full queue.
+const SCHEDULED_FULL_RETRY_AFTER: u64 = 60;
 
 /// The body of `POST /v1/messages`.
 #[derive(Debug, Deserialize)]
@@ -143,7 +150,7 @@ fn check_key(field: &str, value: &str) -> Result<(), ApiError> {
 /// different request under a taken key.
 ///
 /// The client's mistakes (400, 422) are answered before the relay's state (503 while
-/// draining or with a full queue).
+/// draining, with a full queue or too many messages scheduled ahead).
 pub(crate) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -160,6 +167,7 @@ pub(crate) async fn submit(
             Some(key)
         }
     };
+    let scheduled = scheduled_ahead(&submit, state.clock.system_now(), &state.config.server)?;
     if state.draining() {
         return Err(refused(ApiError::unavailable(
             "shutting_down",
@@ -167,11 +175,25 @@ pub(crate) async fn submit(
             5,
         )));
     }
-    let max = state.config.server.max_queue_depth;
-    if state.depths.queue_now() >= max {
+    let server = &state.config.server;
+    if scheduled && state.depths.scheduled_now() >= server.max_scheduled {
+        return Err(refused(ApiError::unavailable(
+            "scheduled_full",
+            format!(
+                "the relay holds its maximum of {} messages scheduled ahead \
+                 (server.max_scheduled); try again later, or submit without deliver_after",
+                server.max_scheduled
+            ),
+            SCHEDULED_FULL_RETRY_AFTER,
+        )));
+    }
+    if !scheduled && state.depths.queue_now() >= server.max_queue_depth {
         return Err(refused(ApiError::unavailable(
             "queue_full",
-            format!("the queue holds its maximum of {max} messages; try again later"),
+            format!(
+                "the queue holds its maximum of {} messages; try again later",
+                server.max_queue_depth
+            ),
             5,
         )));
     }
@@ -214,14 +236,45 @@ pub(crate) async fn submit(
             .counters
             .submitted
             .fetch_add(created, Ordering::Relaxed);
-        state
-            .depths
-            .submitted_since
-            .fetch_add(created, Ordering::AcqRel);
+        state.depths.added(created, scheduled);
         metrics::counter!("ferrule_submitted_total", "destination" => destination)
             .increment(created);
     }
     Ok((status, Json(body)).into_response())
+}
+
+/// Whether `submit` is scheduled ahead of `now` (a `deliver_after` still to come), which
+/// `server.max_scheduled` bounds instead of `server.max_queue_depth`.
+///
+/// # Errors
+///
+/// 422 `out_of_range` naming `deliver_after` when it is further ahead than
+/// `server.max_deliver_after`.
+fn scheduled_ahead(
+    submit: &Submit,
+    now: SystemTime,
+    server: &crate::config::ServerConfig,
+) -> Result<bool, ApiError> {
+    let Some(at) = submit.not_before else {
+        return Ok(false);
+    };
+    // A bound too far to add to now bounds nothing.
+    let furthest = now.checked_add(server.max_deliver_after);
+    if let Some(furthest) = furthest.filter(|&furthest| at > furthest) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "out_of_range",
+            format!(
+                "`deliver_after` is {}, more than {} ahead (server.max_deliver_after); the \
+                 furthest accepted now is {}",
+                crate::time::rfc3339(at),
+                humantime::format_duration(server.max_deliver_after),
+                crate::time::rfc3339(furthest),
+            ),
+        )
+        .with_field("deliver_after"));
+    }
+    Ok(at > now)
 }
 
 /// Cancels the parts a conflicting request stored beside the original's (a split text longer
@@ -340,6 +393,53 @@ pub(crate) async fn replay(
     let replayed = state.store.replay(ReplayTarget::Ids(vec![id]), false).await;
     state.written(replayed)?;
     Ok(Json(json!({"id": id.to_string(), "status": "queued"})))
+}
+
+/// `DELETE /v1/messages/{id}`: cancels a message that is not delivered yet (`queued`,
+/// `retrying` or `delivering`); 200 with its new status and the one it had, 409
+/// `invalid_state` with `error.status` for a message already finished, 404 for none.
+///
+/// A `delivering` message is cancelled too, but its attempt is already on its way: it may
+/// still reach the destination. The worker's lease is gone, so the relay abandons the attempt
+/// at its next heartbeat and records nothing of it (the store answers `LeaseLost`).
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let reason = format!("cancelled by {caller}");
+    match state.written(state.store.cancel(id, Some(reason)).await) {
+        Ok(()) => {}
+        Err(StoreError::InvalidTransition { from, .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!(
+                    "message {id} is {from}: only a queued, retrying or delivering message can be \
+                     cancelled"
+                ),
+            )
+            .with_detail("status", from.as_str()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(message_id = %id, %caller, "message cancelled");
+    let mut body = json!({"id": id.to_string(), "status": Status::Cancelled.as_str()});
+    // The event before the cancel's says what the message was doing.
+    let before = match state.store.get(id).await {
+        Ok(Some(detail)) => detail.events.iter().rev().nth(1).map(|e| e.status),
+        _ => None,
+    };
+    if let Some(before) = before {
+        body["previous_status"] = before.as_str().into();
+    }
+    if before == Some(Status::Delivering) {
+        body["note"] = "an attempt was in flight: it may still reach the destination; the \
+                        relay records nothing of it"
+            .into();
+    }
+    Ok(Json(body))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! webhook (which checks Telegram's secret token instead), JSON errors.
 
 mod admin;
+mod caller;
 mod error;
 mod extract;
 mod health;
@@ -56,6 +57,12 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/messages", true, post(messages::submit)),
         route(Method::GET, "/v1/messages", true, get(messages::list)),
         route(Method::GET, "/v1/messages/{id}", true, get(messages::show)),
+        route(
+            Method::DELETE,
+            "/v1/messages/{id}",
+            true,
+            delete(messages::cancel),
+        ),
         route(
             Method::POST,
             "/v1/messages/{id}/replay",

@@ -39,8 +39,8 @@ pub fn document() -> Value {
             "401": unauthorized,
             "409": error_response("`idempotency_conflict`: the Idempotency-Key was used for a different request (destination, payload, ordering key or deliver_after differ; key order and whitespace do not count); nothing enqueued. `error.idempotency_key` and `error.id` (the original message) name both"),
             "413": error_response("body over the limit"),
-            "422": error_response("unknown destination, or a payload the destination's connector refuses (`invalid_payload`, with `error.field` naming it, e.g. `payload.chat_id`); a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
-            "503": error_response("not stored; try again after `Retry-After`: the queue is full (`queue_full`), the relay's storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
+            "422": error_response("unknown destination, or a payload the destination's connector refuses (`invalid_payload`, with `error.field` naming it, e.g. `payload.chat_id`); a Telegram text over the limit when the destination's `long_texts = \"refuse\"`; `out_of_range` with `error.field` `deliver_after` when it is further ahead than `server.max_deliver_after` (30 days by default)"),
+            "503": error_response("not stored; try again after `Retry-After`: the queue of due work is full (`queue_full`, `server.max_queue_depth`; messages scheduled ahead do not count), too many messages wait for their `deliver_after` (`scheduled_full`, `server.max_scheduled`), the relay's storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
         }),
     );
     submit["description"] = json!(
@@ -63,6 +63,20 @@ pub fn document() -> Value {
         json!({"200": ok_json("the message", json!({"$ref": "#/components/schemas/Message"})), "400": error_response("not a message id"), "401": unauthorized, "404": error_response("no such message")}),
     );
     show["parameters"] = json!([path("id")]);
+    let mut cancel = op(
+        "Cancel a message not delivered yet",
+        json!({
+            "200": ok_json("cancelled", json!({"$ref": "#/components/schemas/Cancelled"})),
+            "400": error_response("not a message id"),
+            "401": unauthorized,
+            "404": error_response("no such message"),
+            "409": error_response("`invalid_state`: the message is already delivered, dead or cancelled; `error.status` says which"),
+        }),
+    );
+    cancel["description"] = json!(
+        "A queued, retrying or delivering message becomes `cancelled` and is never attempted again (a replay can queue it anew). A delivering message's attempt is already on its way and may still reach the destination: the relay abandons it at its next lease heartbeat and records nothing of it."
+    );
+    cancel["parameters"] = json!([path("id")]);
     let mut replay_one = op(
         "Re-queue a terminal message",
         json!({"200": ok_json("queued", json!({"$ref": "#/components/schemas/Accepted"})), "404": error_response("no such message"), "409": error_response("the message is still pending"), "401": unauthorized}),
@@ -138,6 +152,7 @@ pub fn document() -> Value {
                 "SubmitRequest": {"type": "object", "required": ["destination", "payload"], "additionalProperties": false, "properties": {
                     "destination": {"type": "string"}, "payload": {}, "ordering_key": {"type": "string"}, "deliver_after": {"type": "string", "format": "date-time"}}},
                 "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": ["string", "null"], "description": "`queued` for a new message; for a repeated request, the original's status now, `null` once it was purged"}, "note": {"type": "string", "description": "why `status` is null"}, "parts": {"type": "array", "items": {"type": "string"}, "description": "every part's id, in delivery order, when a long Telegram text was split"}}},
+                "Cancelled": {"type": "object", "required": ["id", "status"], "properties": {"id": {"type": "string"}, "status": {"type": "string", "enum": ["cancelled"]}, "previous_status": {"type": "string", "enum": ["queued", "retrying", "delivering"]}, "note": {"type": "string", "description": "present when an attempt was in flight"}}},
                 "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "status": {"type": "string"}, "attempt": {"type": "integer"}, "outcome": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}, "duration_ms": {"type": ["integer", "null"]}, "detail": {"type": ["string", "null"]}}},
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "destination": {"type": "string"},
@@ -157,7 +172,7 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "paths": {
             "/v1/messages": {"post": submit, "get": list},
-            "/v1/messages/{id}": {"get": show},
+            "/v1/messages/{id}": {"get": show, "delete": cancel},
             "/v1/messages/{id}/replay": {"post": replay_one},
             "/v1/dead-letters": {"get": dead, "delete": purge},
             "/v1/dead-letters/replay": {"post": replay_dead},

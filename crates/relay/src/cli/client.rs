@@ -1,5 +1,5 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
-//! `messages show`, `dlq list | replay | purge`.
+//! `messages show | cancel`, `dlq list | replay | purge`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
 //! holds its lock file).
@@ -159,6 +159,20 @@ pub async fn messages(command: MessagesCommand) -> Result<(), Error> {
             let path = format!("/v1/messages/{}", encode_segment(&id));
             let (_, answer) = client.call(Method::GET, &path, &[], None, &[]).await?;
             console::out(&pretty(&answer));
+            Ok(())
+        }
+        MessagesCommand::Cancel { client, id } => {
+            let client = Client::new(&client)?;
+            let path = format!("/v1/messages/{}", encode_segment(&id));
+            let (_, answer) = client.call(Method::DELETE, &path, &[], None, &[]).await?;
+            let was = match answer["previous_status"].as_str() {
+                Some(status) => format!(" (was {status})"),
+                None => String::new(),
+            };
+            console::out(&format!("{id} cancelled{was}"));
+            if let Some(note) = answer["note"].as_str() {
+                console::err(&format!("note: {note}"));
+            }
             Ok(())
         }
     }

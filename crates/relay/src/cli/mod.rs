@@ -1,4 +1,4 @@
-//! The command line: its arguments (`serve`, `send`, `status`, `messages show`, `dlq …`,
+//! The command line: its arguments (`serve`, `send`, `status`, `messages show|cancel`, `dlq …`,
 //! `migrate`, `config check`, `telegram set-webhook|delete-webhook`) and the commands that are
 //! not `serve`: [`client`] talks to a running relay over its HTTP API, [`telegram`] to the Bot
 //! API straight from the configuration, and `console` is what they print for people.
@@ -112,6 +112,14 @@ pub struct SendArgs {
 pub enum MessagesCommand {
     /// A message with its timeline.
     Show {
+        /// Where the relay is.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The message id.
+        id: String,
+    },
+    /// Cancel a message that is not delivered yet.
+    Cancel {
         /// Where the relay is.
         #[command(flatten)]
         client: ClientArgs,

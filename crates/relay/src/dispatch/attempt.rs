@@ -293,6 +293,10 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             Ok(()) => {
                 tracing::info!(message_id = %id, "released an unfinished delivery at shutdown")
             }
+            Err(e @ StoreError::LeaseLost { .. }) => {
+                // Cancelled by an operator, or claimed again after the lease expired.
+                tracing::info!(message_id = %id, error = %e, "abandoned a delivery whose message was taken over")
+            }
             Err(e) => {
                 tracing::warn!(message_id = %id, error = %e, "releasing an unfinished delivery failed")
             }

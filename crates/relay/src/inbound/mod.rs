@@ -126,10 +126,7 @@ pub async fn record_update(
         // The forward is a new pending message: count it like a submission for the queue
         // depth estimate (it is in the store's count from the next refresh on). One whose
         // idempotency key was taken stored nothing.
-        state
-            .depths
-            .submitted_since
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        state.depths.added(1, false);
     }
     if let Some(query) = update.and_then(|u| u.callback_query.as_ref()) {
         answer_callback(state, destination, query.id.clone());

@@ -207,7 +207,8 @@ async fn a_full_queue_answers_503_with_retry_after() {
         c.server.max_queue_depth = 2;
     })
     .await;
-    let body = json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()});
+    // Due now: the receiver is never reached, so they stay pending (retrying).
+    let body = json!({"destination": "billing-hook", "payload": 1});
     for _ in 0..2 {
         let (status, _) = relay
             .call(Method::POST, "/v1/messages", Some(body.clone()))
@@ -545,4 +546,157 @@ async fn a_repeated_request_answers_with_the_originals_current_status() {
         "{again}"
     );
     assert_eq!(receiver.hits().len(), 2, "nothing sent again");
+}
+
+#[tokio::test]
+async fn scheduled_messages_count_toward_max_scheduled_not_the_queue_depth() {
+    let relay = start(|c| {
+        idle(c);
+        c.server.max_queue_depth = 2;
+        c.server.max_scheduled = 2;
+    })
+    .await;
+    let scheduled = json!({"destination": "billing-hook", "payload": 1, "deliver_after": later()});
+    let due = json!({"destination": "billing-hook", "payload": 2});
+    for body in [&scheduled, &scheduled, &due, &due] {
+        let (status, answer) = relay
+            .call(Method::POST, "/v1/messages", Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}: {answer}");
+    }
+    for (body, code, retry_after) in [
+        (&scheduled, "scheduled_full", "60"),
+        (&due, "queue_full", "5"),
+    ] {
+        let response = relay
+            .http
+            .post(format!("{}/v1/messages", relay.base))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(response.headers()["retry-after"], retry_after);
+        assert_error(&response.json().await.unwrap(), code);
+    }
+    // The same counts read back from the store.
+    let (_, status) = relay.call(Method::GET, "/status", None).await;
+    assert_eq!(status["queue_depth"], 2, "{status:#}");
+    assert_eq!(status["scheduled_depth"], 2, "{status:#}");
+}
+
+#[tokio::test]
+async fn deliver_after_beyond_max_deliver_after_is_422_naming_it() {
+    let relay = start(|c| {
+        idle(c);
+        c.server.max_deliver_after = std::time::Duration::from_secs(7200);
+    })
+    .await;
+    let at = |secs| {
+        ferrule::time::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(secs))
+    };
+    for deliver_after in ["9999-12-31T23:59:59Z".to_owned(), at(3 * 3600)] {
+        let body =
+            json!({"destination": "billing-hook", "payload": 1, "deliver_after": deliver_after});
+        let (status, answer) = relay.call(Method::POST, "/v1/messages", Some(body)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{deliver_after}: {answer}"
+        );
+        assert_error(&answer, "out_of_range");
+        assert_eq!(answer["error"]["field"], "deliver_after", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("server.max_deliver_after"),
+            "{answer}"
+        );
+    }
+    let body = json!({"destination": "billing-hook", "payload": 1, "deliver_after": at(3600)});
+    let (status, answer) = relay.call(Method::POST, "/v1/messages", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1, "{page}");
+}
+
+#[tokio::test]
+async fn a_message_not_delivered_yet_is_cancelled_and_a_finished_one_is_409() {
+    let receiver = crate::receiver::Receiver::start().await;
+    let url = receiver.url.clone();
+    let relay = start(|c| c.destinations.push(webhook("hook", &url))).await;
+    let soon = ferrule::time::rfc3339(std::time::SystemTime::now() + Duration::from_millis(300));
+    let (_, queued) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "hook", "payload": 1, "deliver_after": soon})),
+        )
+        .await;
+    let id = queued["id"].as_str().unwrap();
+    let (status, answer) = relay
+        .call(Method::DELETE, &format!("/v1/messages/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"id": id, "status": "cancelled", "previous_status": "queued"})
+    );
+    let message = relay.message(id).await;
+    assert_eq!(message["status"], "cancelled");
+    let last = message["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["status"], "cancelled");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled by api:"),
+        "{last}"
+    );
+    // Past its deliver_after, it is still never sent; one due then is.
+    let delivered = relay.submit("hook", json!(2)).await;
+    relay
+        .wait_for_status(&delivered, "delivered", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.hits().len(), 1, "the cancelled message was sent");
+    for (target, now) in [(id, "cancelled"), (delivered.as_str(), "delivered")] {
+        let (status, answer) = relay
+            .call(Method::DELETE, &format!("/v1/messages/{target}"), None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_error(&answer, "invalid_state");
+        assert_eq!(answer["error"]["status"], now, "{answer}");
+    }
+    for (path, expected, code) in [
+        (
+            "/v1/messages/01KAAAAAAAAAAAAAAAAAAAAAAA",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/v1/messages/not-an-id",
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+    ] {
+        let (status, answer) = relay.call(Method::DELETE, path, None).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        assert_error(&answer, code);
+    }
+    // A replay queues a cancelled message anew.
+    let (status, _) = relay
+        .call(Method::POST, &format!("/v1/messages/{id}/replay"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    relay
+        .wait_for_status(id, "delivered", Duration::from_secs(10))
+        .await;
 }

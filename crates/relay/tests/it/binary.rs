@@ -392,6 +392,37 @@ async fn the_cli_talks_to_a_running_relay() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the relay"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_cancel_cancels_a_queued_message_and_names_why_it_cannot_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/hook", "");
+    let server = Server::start(&config);
+    let later = ferrule::time::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let out = server.cli(&["send", "-d", "hook", "-p", "1", "--deliver-after", &later]);
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = server.cli(&["messages", "cancel", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{id} cancelled (was queued)")
+    );
+    let again = server.cli(&["messages", "cancel", &id]);
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        said.contains("409") && said.contains("invalid_state") && said.contains("is cancelled"),
+        "{said}"
+    );
+    assert_eq!(
+        get(&server.base, &format!("/v1/messages/{id}")).await["status"],
+        "cancelled"
+    );
+}
+
 #[test]
 fn config_check_fails_on_an_smtp_root_ca_that_is_missing_or_holds_no_certificate() {
     let dir = tempfile::tempdir().unwrap();

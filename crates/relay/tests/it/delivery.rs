@@ -469,3 +469,46 @@ async fn readyz_is_503_while_draining() {
 async fn axum_serve(listener: tokio::net::TcpListener, state: ferrule::state::AppState) {
     let _ = axum::serve(listener, ferrule::api::router(state)).await;
 }
+
+#[tokio::test]
+async fn a_delivering_message_cancelled_stays_cancelled_whatever_its_attempt_answers() {
+    let receiver = Receiver::start().await;
+    let (open, gate) = tokio::sync::watch::channel(false);
+    receiver.script([Reply::Held(gate, 200)]);
+    let url = receiver.url.clone();
+    let relay = start(|c| {
+        c.destinations.push(webhook("hook", &url));
+        // Heartbeats every 100 ms: the abandoned attempt is noticed quickly.
+        c.dispatcher.lease = Duration::from_millis(300);
+    })
+    .await;
+    let id = relay.submit("hook", json!(1)).await;
+    receiver.wait_for_hits(1, WAIT).await;
+    let (status, answer) = relay
+        .call(Method::DELETE, &format!("/v1/messages/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["previous_status"], "delivering", "{answer}");
+    assert!(
+        answer["note"].as_str().unwrap().contains("may still reach"),
+        "{answer}"
+    );
+    // The receiver answers 200 after the cancel: nothing is recorded of it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    open.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let message = relay.message(&id).await;
+    assert_eq!(message["status"], "cancelled", "{message:#}");
+    let statuses: Vec<&str> = message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["queued", "delivering", "cancelled"],
+        "{message:#}"
+    );
+    assert_eq!(receiver.hits().len(), 1);
+}
