@@ -17,7 +17,7 @@ use crate::alerts::{Alert, Alerts};
 use crate::auth::{self, TOKEN_META_KEY, Tokens};
 use crate::cli::console;
 use crate::config::Config;
-use crate::destination::Destination;
+use crate::destination::{Destination, Overrides};
 use crate::error::Error;
 use crate::health::{Depths, Health};
 use crate::state::{AppState, Counters, Shared};
@@ -193,10 +193,12 @@ pub(crate) async fn build_state(
         })?;
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
+    let overrides = Overrides::load(&store, &destinations).await?;
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
         destinations,
+        overrides,
         counters: Counters::default(),
         depths,
         store_health: Health::new(config.health.clone()),
@@ -305,6 +307,16 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                     }
                 }
             }
+        });
+    }
+    // Several relays share a PostgreSQL store: follow the breaker overrides set elsewhere.
+    if !matches!(state.store, AnyStore::Sqlite(_)) {
+        let state = state.clone();
+        tracker.spawn(async move {
+            let s = &*state;
+            s.overrides
+                .follow_until(&s.store, &s.destinations, &s.clock, &s.shutdown)
+                .await;
         });
     }
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.

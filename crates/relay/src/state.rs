@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::Alerts;
 use crate::auth::Tokens;
 use crate::config::Config;
-use crate::destination::Destination;
+use crate::destination::{Destination, Overrides};
 use crate::health::{Depths, Health};
 
 /// Counters since start, for `/status`.
@@ -57,6 +57,8 @@ pub struct Shared {
     pub tokens: Tokens,
     /// Destinations by name.
     pub destinations: BTreeMap<String, Arc<Destination>>,
+    /// The stored overrides of the destinations' breakers (forced open, disabled).
+    pub overrides: Overrides,
     /// Counters since start.
     pub counters: Counters,
     /// Queue depths (shared with the alerts, which queue messages of their own).

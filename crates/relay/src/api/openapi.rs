@@ -110,11 +110,15 @@ pub fn document() -> Value {
         json!({"200": ok_json("how many", json!({"type": "object", "properties": {"purged": {"type": "integer"}}})), "400": error_response("bad request"), "401": unauthorized}),
     );
     purge_ids["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PurgeRequest"}}}});
+    let breaker = json!({"$ref": "#/components/schemas/Breaker"});
     let mut action = op(
         "Operator override of a breaker",
-        json!({"200": ok_json("the breaker", json!({"type": "object"})), "404": error_response("unknown destination or action"), "401": unauthorized}),
+        json!({"200": ok_json("the breaker", breaker.clone()), "400": error_response("bad query"), "404": error_response("unknown destination or action"), "401": unauthorized, "503": error_response("the store refused or did not answer: nothing changed")}),
     );
-    action["parameters"] = json!([path("destination"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["reset", "force-open", "disable"]}}]);
+    action["description"] = json!(
+        "`force-open` and `disable` are stored as the destination's override (who, when, why) before the breaker changes, so they survive a restart and reach every relay sharing the store (within 5 s on PostgreSQL); `reset` deletes it and closes the breaker. A destination that rejects the relay's credentials (a Telegram 401) is forced open the same way, `set_by: \"relay\"`."
+    );
+    action["parameters"] = json!([path("destination"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["reset", "force-open", "disable"]}}, query("reason", "why, kept with the override (at most 500 characters)")]);
     let mut inbound = op(
         "Recorded inbound events (Telegram updates), newest first",
         json!({"200": ok_json("a page", json!({"$ref": "#/components/schemas/InboundPage"})), "400": error_response("bad query or cursor"), "401": unauthorized}),
@@ -152,8 +156,10 @@ pub fn document() -> Value {
                 "SubmitRequest": {"type": "object", "required": ["destination", "payload"], "additionalProperties": false, "properties": {
                     "destination": {"type": "string"}, "payload": {}, "ordering_key": {"type": "string"}, "deliver_after": {"type": "string", "format": "date-time"}}},
                 "Accepted": {"type": "object", "properties": {"id": {"type": "string"}, "status": {"type": ["string", "null"], "description": "`queued` for a new message; for a repeated request, the original's status now, `null` once it was purged"}, "note": {"type": "string", "description": "why `status` is null"}, "parts": {"type": "array", "items": {"type": "string"}, "description": "every part's id, in delivery order, when a long Telegram text was split"}}},
+                "Breaker": {"type": "object", "properties": {"destination": {"type": "string"}, "breaker": {"type": "object", "description": "the breaker's status: state (closed, open, half_open, forced_open, disabled), rates, counts"}, "override": {"oneOf": [{"$ref": "#/components/schemas/Override"}, {"type": "null"}]}}},
+                "Override": {"type": "object", "required": ["state", "set_at", "set_by"], "properties": {"state": {"type": "string", "enum": ["forced_open", "disabled"]}, "set_at": {"type": "string", "format": "date-time"}, "set_by": {"type": "string", "description": "`api:` and the first 8 hex digits of the caller's token's SHA-256, or `relay` when the relay set it (credentials rejected)"}, "reason": {"type": "string"}}},
                 "Cancelled": {"type": "object", "required": ["id", "status"], "properties": {"id": {"type": "string"}, "status": {"type": "string", "enum": ["cancelled"]}, "previous_status": {"type": "string", "enum": ["queued", "retrying", "delivering"]}, "note": {"type": "string", "description": "present when an attempt was in flight"}}},
-                "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "status": {"type": "string"}, "attempt": {"type": "integer"}, "outcome": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}, "duration_ms": {"type": ["integer", "null"]}, "detail": {"type": ["string", "null"]}}},
+                "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "status": {"type": "string"}, "attempt": {"type": "integer"}, "outcome": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}, "duration_ms": {"type": ["integer", "null"]}, "detail": {"type": ["string", "null"]}, "repeats": {"type": "integer", "minimum": 1, "description": "how many times the event happened in a row: a deferral repeated with the same reason (e.g. behind an open circuit) is one event, `at` the first and `last_at` the latest"}, "last_at": {"type": ["string", "null"], "format": "date-time"}}},
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "destination": {"type": "string"},
                     "status": {"type": "string", "enum": ["queued", "delivering", "retrying", "delivered", "dead", "cancelled"]},
@@ -177,7 +183,7 @@ pub fn document() -> Value {
             "/v1/dead-letters": {"get": dead, "delete": purge},
             "/v1/dead-letters/replay": {"post": replay_dead},
             "/v1/dead-letters/purge": {"post": purge_ids},
-            "/v1/breakers": {"get": op("Every destination's circuit breaker", json!({"200": ok_json("breakers", any_object.clone()), "401": unauthorized}))},
+            "/v1/breakers": {"get": op("Every destination's circuit breaker, with its override", json!({"200": ok_json("breakers", json!({"type": "object", "properties": {"breakers": {"type": "array", "items": breaker}}})), "401": unauthorized}))},
             "/v1/breakers/{destination}/{action}": {"post": action},
             "/v1/destinations": {"get": op("Configured destinations", json!({"200": ok_json("destinations", any_object.clone()), "401": unauthorized}))},
             "/v1/inbound": {"get": inbound},

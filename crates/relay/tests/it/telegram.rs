@@ -353,6 +353,54 @@ async fn unauthorized_forces_the_breaker_open_and_dead_letters() {
 }
 
 #[tokio::test]
+async fn a_rejected_token_keeps_the_breaker_forced_open_across_a_restart() {
+    let api = FakeBotApi::start().await;
+    api.script("7", [BotReply::Unauthorized]);
+    let base = api.base.clone();
+    let mut relay = start(|c| {
+        let mut d = telegram("chat", &base);
+        // Forced open, a message is looked at again every `open_for`.
+        d.breaker = Some(json!({"open_for": "100ms"}));
+        c.destinations.push(d);
+    })
+    .await;
+    let id = relay
+        .submit("chat", json!({"chat_id": 7, "text": "a"}))
+        .await;
+    relay.wait_for_status(&id, "dead", WAIT).await;
+    let set = relay.breaker("chat").await["override"].clone();
+    assert_eq!(set["state"], "forced_open", "{set}");
+    assert_eq!(set["set_by"], "relay", "{set}");
+    assert!(
+        set["reason"].as_str().unwrap().contains("Unauthorized"),
+        "{set}"
+    );
+    relay.restart(ferrule_policy::clock::system()).await;
+    let breaker = relay.breaker("chat").await;
+    assert_eq!(breaker["breaker"]["state"], "forced_open", "{breaker}");
+    assert_eq!(breaker["override"], set);
+    let next = relay
+        .submit("chat", json!({"chat_id": 8, "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !has_event(&relay.message(&next).await, "circuit forced_open") {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        api.requests().len(),
+        1,
+        "nothing sent with the rejected token"
+    );
+    // An operator's reset (say, after fixing the token) lets it go.
+    let (status, _) = relay
+        .call(Method::POST, "/v1/breakers/chat/reset", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    relay.wait_for_status(&next, "delivered", WAIT).await;
+}
+
+#[tokio::test]
 async fn a_migrated_chat_is_retried_in_the_supergroup() {
     let api = FakeBotApi::start().await;
     let supergroup = -1_001_234_567_890_123_i64;
