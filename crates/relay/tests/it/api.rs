@@ -479,30 +479,14 @@ async fn a_repeated_request_answers_with_the_originals_current_status() {
     })
     .await;
     let dead = json!({"destination": "hook", "payload": {"n": 1}});
-    let (status, first) = relay
-        .call_with(
-            Method::POST,
-            "/v1/messages",
-            Some(dead.clone()),
-            Some(TOKEN),
-            &[("idempotency-key", "a")],
-        )
-        .await;
+    let (status, first) = submit_text(&relay, &dead.to_string(), "a").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = first["id"].as_str().unwrap().to_owned();
     relay
         .wait_for_status(&id, "dead", Duration::from_secs(10))
         .await;
     let delivered = json!({"destination": "other-hook", "payload": {"n": 2}});
-    let (_, second) = relay
-        .call_with(
-            Method::POST,
-            "/v1/messages",
-            Some(delivered.clone()),
-            Some(TOKEN),
-            &[("idempotency-key", "b")],
-        )
-        .await;
+    let (_, second) = submit_text(&relay, &delivered.to_string(), "b").await;
     let id2 = second["id"].as_str().unwrap().to_owned();
     relay
         .wait_for_status(&id2, "delivered", Duration::from_secs(10))
@@ -511,15 +495,7 @@ async fn a_repeated_request_answers_with_the_originals_current_status() {
         (&dead, "a", json!({"id": id, "status": "dead"})),
         (&delivered, "b", json!({"id": id2, "status": "delivered"})),
     ] {
-        let (status, again) = relay
-            .call_with(
-                Method::POST,
-                "/v1/messages",
-                Some(body.clone()),
-                Some(TOKEN),
-                &[("idempotency-key", key)],
-            )
-            .await;
+        let (status, again) = submit_text(&relay, &body.to_string(), key).await;
         assert_eq!(status, StatusCode::OK, "{again}");
         assert_eq!(again, expected);
     }
@@ -529,15 +505,7 @@ async fn a_repeated_request_answers_with_the_originals_current_status() {
         (status, purged["purged"].as_u64()),
         (StatusCode::OK, Some(1))
     );
-    let (status, again) = relay
-        .call_with(
-            Method::POST,
-            "/v1/messages",
-            Some(dead),
-            Some(TOKEN),
-            &[("idempotency-key", "a")],
-        )
-        .await;
+    let (status, again) = submit_text(&relay, &dead.to_string(), "a").await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["id"], id.as_str());
     assert_eq!(again["status"], Value::Null, "{again}");

@@ -255,15 +255,18 @@ async fn the_cli_talks_to_a_running_relay() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &receiver.url, "");
     let server = Server::start(&config);
-    let out = server.cli(&[
-        "send",
-        "-d",
-        "hook",
-        "-p",
-        r#"{"n": 1}"#,
-        "--idempotency-key",
-        "k",
-    ]);
+    let send_keyed = |payload: &str| {
+        server.cli(&[
+            "send",
+            "-d",
+            "hook",
+            "-p",
+            payload,
+            "--idempotency-key",
+            "k",
+        ])
+    };
+    let out = send_keyed(r#"{"n": 1}"#);
     assert!(
         out.status.success(),
         "{}",
@@ -271,15 +274,7 @@ async fn the_cli_talks_to_a_running_relay() {
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(id.len(), 26, "{id}");
-    let again = server.cli(&[
-        "send",
-        "-d",
-        "hook",
-        "-p",
-        r#"{"n": 1}"#,
-        "--idempotency-key",
-        "k",
-    ]);
+    let again = send_keyed(r#"{"n": 1}"#);
     assert!(String::from_utf8_lossy(&again.stdout).contains("duplicate"));
     let out = server.cli(&["send", "-d", "hook", "-p", r#"{"n": 2}"#]);
     let id2 = String::from_utf8(out.stdout).unwrap().trim().to_owned();
@@ -299,27 +294,11 @@ async fn the_cli_talks_to_a_running_relay() {
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "dead");
     // A repeat says what became of the original; a different payload under its key is refused.
-    let again = server.cli(&[
-        "send",
-        "-d",
-        "hook",
-        "-p",
-        r#"{"n": 1}"#,
-        "--idempotency-key",
-        "k",
-    ]);
+    let again = send_keyed(r#"{"n": 1}"#);
     let said = String::from_utf8_lossy(&again.stdout);
     assert!(said.contains(&format!("{id} (duplicate")), "{said}");
     assert!(said.contains("it is dead"), "{said}");
-    let conflict = server.cli(&[
-        "send",
-        "-d",
-        "hook",
-        "-p",
-        r#"{"n": 99}"#,
-        "--idempotency-key",
-        "k",
-    ]);
+    let conflict = send_keyed(r#"{"n": 99}"#);
     assert!(!conflict.status.success());
     let said = String::from_utf8_lossy(&conflict.stderr);
     assert!(

@@ -48,33 +48,31 @@ async fn an_override_set_through_one_relay_reaches_another_sharing_postgres() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let set = body["override"].clone();
     // The other relay reads the overrides again every 5 s (on the relays' clock).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let breaker = relays[1].breaker("hook").await;
-        if breaker["breaker"]["state"] == "forced_open" {
-            assert_eq!(breaker["override"], set, "who and when come along");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{breaker}");
-        clock.advance(Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let breaker = followed(&relays[1], &clock, "forced_open").await;
+    assert_eq!(breaker["override"], set, "who and when come along");
     let (status, _) = relays[1]
         .call(Method::POST, "/v1/breakers/hook/reset", None)
         .await;
     assert_eq!(status, StatusCode::OK);
+    let breaker = followed(&relays[0], &clock, "closed").await;
+    assert_eq!(breaker["override"], serde_json::Value::Null);
+    for relay in &mut relays {
+        relay.stop().await;
+    }
+    drop(schema);
+}
+
+/// Moves `clock` on 5 s at a time until `relay` shows the breaker of `hook` in `state` (at most
+/// 10 s of real time); answers the breaker.
+async fn followed(relay: &TestRelay, clock: &ManualClock, state: &str) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let breaker = relays[0].breaker("hook").await;
-        if breaker["breaker"]["state"] == "closed" {
-            assert_eq!(breaker["override"], serde_json::Value::Null);
-            break;
+        let breaker = relay.breaker("hook").await;
+        if breaker["breaker"]["state"] == state {
+            return breaker;
         }
         assert!(tokio::time::Instant::now() < deadline, "{breaker}");
         clock.advance(Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for relay in &mut relays {
-        relay.stop().await;
-    }
-    drop(schema);
 }
