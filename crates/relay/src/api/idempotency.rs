@@ -39,8 +39,7 @@ pub(crate) fn fingerprint(
     let mut hasher = HashWriter(Sha256::new());
     frame(&mut hasher, VERSION);
     frame(&mut hasher, destination.as_bytes());
-    // Nested JSON has no length of its own to frame; it is written last but for two
-    // fixed-size fields, and is itself unambiguous.
+    // A JSON text ends where its last bracket, quote or literal ends: it needs no length.
     write_canonical(&mut hasher, payload).expect("hashing does not fail");
     match ordering_key {
         Some(key) => {

@@ -1,5 +1,5 @@
-//! `/v1/messages`: submit, show, list, replay, cancel; [`parse_submit`], every check of a submission
-//! that needs no store.
+//! `/v1/messages`: submit, show, list, replay, cancel; [`parse_submit`], every check of a
+//! submission that needs no store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
