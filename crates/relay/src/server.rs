@@ -18,7 +18,7 @@ use crate::alerts::{Alert, Alerts};
 use crate::auth::{self, Role, TokenSet, Tokens, stored};
 use crate::cli::console;
 use crate::config::Config;
-use crate::destination::Destination;
+use crate::destination::{Destination, Overrides};
 use crate::error::Error;
 use crate::health::{Depths, Health};
 use crate::state::{AppState, Counters, Shared, ShutdownStep};
@@ -209,6 +209,7 @@ pub(crate) async fn build_state(
         })?;
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
+    let overrides = Overrides::load(&store, &destinations).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
     let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
     for (name, d) in &destinations {
@@ -218,6 +219,7 @@ pub(crate) async fn build_state(
         store,
         tokens,
         destinations,
+        overrides,
         counters: Counters::default(),
         depths,
         store_health: Health::new(config.health.clone()),
@@ -362,6 +364,16 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                     Err(e) => tracing::debug!(error = %e, "reloading the stored API tokens failed"),
                 }
             }
+        });
+    }
+    // Several relays share a PostgreSQL store: follow the breaker overrides set elsewhere.
+    if !matches!(state.store, AnyStore::Sqlite(_)) {
+        let state = state.clone();
+        tracker.spawn(async move {
+            let s = &*state;
+            s.overrides
+                .follow_until(&s.store, &s.destinations, &s.clock, &s.shutdown)
+                .await;
         });
     }
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.

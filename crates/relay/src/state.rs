@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::Alerts;
 use crate::auth::TokenSet;
 use crate::config::Config;
-use crate::destination::Destination;
+use crate::destination::{Destination, Overrides};
 use crate::health::{Depths, Health};
 
 /// Counters since start, for `/status`.
@@ -58,6 +58,8 @@ pub struct Shared {
     pub tokens: TokenSet,
     /// Destinations by name.
     pub destinations: BTreeMap<String, Arc<Destination>>,
+    /// The stored overrides of the destinations' breakers (forced open, disabled).
+    pub overrides: Overrides,
     /// Counters since start.
     pub counters: Counters,
     /// Queue depths (shared with the alerts, which queue messages of their own).
@@ -172,17 +174,13 @@ impl Shared {
     /// the store's count); those counted while it is read stay counted until the next refresh,
     /// so the estimate may run high for a moment but never low.
     pub async fn refresh_depths(&self) {
-        // A submission bumps `submitted_since` only after its commit, so everything counted
-        // here is already in the depths read below.
-        let counted = self.depths.submitted_since.load(Ordering::Acquire);
+        // A submission is counted only after its commit, so everything counted here is
+        // already in the depths read below.
+        let counted = self.depths.counted();
         let depths = self.within_probe_deadline(self.store.depths()).await;
         match depths {
             Some(Ok(depths)) => {
-                self.depths
-                    .submitted_since
-                    .fetch_sub(counted, Ordering::AcqRel);
-                self.depths.queue.store(depths.queue, Ordering::Relaxed);
-                self.depths.dead.store(depths.dead, Ordering::Relaxed);
+                self.depths.refreshed(&depths, counted);
                 self.depths
                     .export(&depths, self.destinations.keys(), self.clock.system_now());
                 self.store_health.success();

@@ -298,9 +298,9 @@ impl Alerts {
                     .iter()
                     .filter(|e| matches!(e, Enqueued::Created(_)))
                     .count();
-                self.depths
-                    .submitted_since
-                    .fetch_add(created as u64, Ordering::AcqRel);
+                // A held alert waits for its interval's end, like a scheduled submission.
+                let held = due.is_some_and(|at| at > self.clock.system_now());
+                self.depths.added(created as u64, held);
                 metrics::counter!(ALERTS.name, "kind" => alert.kind.as_str()).increment(1);
                 tracing::warn!(kind = %alert.kind, subject = %alert.subject, text = %alert.text, created, "alert queued");
                 (Raised::Queued { created }, enqueued)

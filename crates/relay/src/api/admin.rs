@@ -8,9 +8,11 @@ use ferrule_store::{Filter, MessageId, ReplayTarget, Status, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::messages::{destination_filter, page};
+use crate::destination::{Destination, Override, OverrideState};
 use crate::state::AppState;
 
 /// Most ids one replay request may name.
@@ -194,30 +196,71 @@ pub(crate) async fn purge_dead_ids(
     Ok(Json(json!({ "purged": purged })))
 }
 
-/// `GET /v1/breakers`: every destination's breaker.
+/// One destination's breaker as the API shows it: its status and the override holding it, if
+/// any (`{state, set_at, set_by, reason?}`), else `null`.
+async fn breaker_view(state: &AppState, d: &Destination) -> Value {
+    json!({
+        "destination": d.name,
+        "breaker": d.breaker.status(),
+        "override": state.overrides.get(&d.name).await,
+    })
+}
+
+/// `GET /v1/breakers`: every destination's breaker, with who overrode it and when.
 pub(crate) async fn breakers(State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .destinations
-        .values()
-        .map(|d| json!({"destination": d.name, "breaker": d.breaker.status()}))
-        .collect();
+    let mut list = Vec::with_capacity(state.destinations.len());
+    for d in state.destinations.values() {
+        list.push(breaker_view(&state, d).await);
+    }
     Json(json!({ "breakers": list }))
 }
 
-/// `POST /v1/breakers/{destination}/{reset|force-open|disable}`.
+/// Longest `reason` a breaker override keeps.
+const MAX_REASON: usize = 500;
+
+/// Query of `POST /v1/breakers/{destination}/{action}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActionQuery {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/breakers/{destination}/{reset|force-open|disable}?reason=`: `force-open` and
+/// `disable` are stored as the destination's override (surviving restarts, reaching every
+/// relay on the store) before the breaker changes; `reset` deletes it and closes the breaker.
 pub(crate) async fn breaker_action(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiPath((destination, action)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ActionQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(d) = state.destinations.get(&destination) else {
         return Err(ApiError::not_found(format!(
             "no destination named `{destination}`"
         )));
     };
-    match action.as_str() {
-        "reset" => d.breaker.reset(),
-        "force-open" => d.breaker.force_open(),
-        "disable" => d.breaker.disable(),
+    let reason = q.reason.filter(|r| !r.trim().is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`reason` must be at most {MAX_REASON} characters"),
+        ));
+    }
+    let set = |s| Override::new(s, state.clock.system_now(), caller.clone(), reason.clone());
+    let written = match action.as_str() {
+        "reset" => state.overrides.reset(&state.store, d).await,
+        "force-open" => {
+            let set = set(OverrideState::ForcedOpen);
+            state.overrides.set(&state.store, d, set).await
+        }
+        "disable" => {
+            let set = set(OverrideState::Disabled);
+            state.overrides.set(&state.store, d, set).await
+        }
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -225,13 +268,11 @@ pub(crate) async fn breaker_action(
                 format!("unknown action `{action}`; expected reset, force-open or disable"),
             ));
         }
-    }
-    tracing::info!(destination = %d.name, action, "breaker changed by an operator");
+    };
+    state.written(written)?;
+    tracing::info!(destination = %d.name, action, %caller, reason = reason.as_deref().unwrap_or(""), "breaker changed by an operator");
     crate::telemetry::prometheus::breaker_state(&d.name, d.breaker.state());
-    // Messages deferred by an open circuit become due when it closes.
-    Ok(Json(
-        json!({"destination": d.name, "breaker": d.breaker.status()}),
-    ))
+    Ok(Json(breaker_view(&state, d).await))
 }
 
 /// The `type` a destination was configured with.

@@ -1,4 +1,6 @@
-//! [`ApiError`]: every API error as `{"error": {"code", "message"}}` with its HTTP status.
+//! [`ApiError`]: every API error as `{"error": {"code", "message", "field"?, …}}` with its HTTP
+//! status; a few errors carry more members for a client to act on (see
+//! [`ApiError::with_detail`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +26,9 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The request field at fault, e.g. `payload.chat_id`, sent as `error.field`.
     pub field: Option<String>,
+    /// More members of the `error` object for a client to act on, e.g. the current `status`
+    /// of a message that cannot be cancelled.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -35,7 +40,23 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             field: None,
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// Names the request field at fault (`error.field`).
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Adds `error.{name}`: something more for a client to act on. `code`, `message` and
+    /// `field` are not replaced.
+    pub fn with_detail(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        if !matches!(name, "code" | "message" | "field") {
+            self.details.insert(name.to_owned(), value.into());
+        }
+        self
     }
 
     /// 422 `invalid_payload`: the destination's connector refused `payload.{field}`.
@@ -134,10 +155,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = self.details;
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.into());
         if let Some(field) = self.field {
-            body["error"]["field"] = field.into();
+            error.insert("field".into(), field.into());
         }
+        let body = json!({ "error": error });
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response

@@ -174,6 +174,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
             "inbound_duplicates": load(&c.inbound_duplicates),
         },
         "queue_depth": state.depths.queue_now(),
+        "scheduled_depth": state.depths.scheduled_now(),
         "dead_letter_depth": load(&state.depths.dead),
         "dependencies": {
             "store": store_entry(store, storage_full),

@@ -1,5 +1,5 @@
-//! `/v1/messages`: submit, show, list, replay; [`parse_submit`], every check of a submission
-//! that needs no store.
+//! `/v1/messages`: submit, show, list, replay, cancel; [`parse_submit`], every check of a
+//! submission that needs no store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,12 +10,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use ferrule_store::{Cursor, Enqueued, Filter, MessageId, NewMessage, ReplayTarget, Status, Store};
+use ferrule_store::{
+    Cursor, Enqueued, Filter, MessageId, NewMessage, ReplayTarget, Status, Store, StoreError,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, JsonBytes};
+use super::idempotency::{self, Answer};
 use super::views::MessageView;
 use crate::destination::Destination;
 use crate::state::AppState;
@@ -23,6 +27,10 @@ use crate::telemetry::prometheus::{SUBMITS_REFUSED, SUBMITTED};
 
 /// Longest idempotency or ordering key accepted.
 const MAX_KEY: usize = 512;
+
+/// Seconds a client is asked to wait when the scheduled messages are at their maximum: they
+/// leave only as they fall due, so not the 5 s of a full queue.
+const SCHEDULED_FULL_RETRY_AFTER: u64 = 60;
 
 /// The body of `POST /v1/messages`.
 #[derive(Debug, Deserialize)]
@@ -48,20 +56,25 @@ pub struct Submit {
     pub ordering_key: Option<String>,
     /// No attempt before this time (`deliver_after`).
     pub not_before: Option<SystemTime>,
+    /// The request's fingerprint, kept with its idempotency key: SHA-256 of the canonical
+    /// destination, payload, client ordering key and `deliver_after`, so a different request
+    /// under a taken key is told from a repeat.
+    pub fingerprint: [u8; 32],
 }
 
 impl Submit {
-    /// The messages to enqueue, one per payload. Each gets `idempotency_key` as given when
-    /// there is one payload, and `key#n` (`n` from 1) for the parts of a split text.
+    /// The messages to enqueue, one per payload, each with the request's fingerprint. The
+    /// first gets `idempotency_key` as given, the other parts of a split text `key#n` (`n`
+    /// from 2).
     pub fn into_messages(self, idempotency_key: Option<&str>) -> Vec<NewMessage> {
-        let parts = self.payloads.len();
         self.payloads
             .into_iter()
             .enumerate()
             .map(|(i, payload)| {
-                let mut message = NewMessage::new(self.destination.clone(), payload);
+                let mut message = NewMessage::new(self.destination.clone(), payload)
+                    .fingerprint(self.fingerprint);
                 message.idempotency_key =
-                    idempotency_key.map(|key| super::payload::part_key(key, i + 1, parts));
+                    idempotency_key.map(|key| super::payload::part_key(key, i + 1));
                 message.ordering_key = self.ordering_key.clone();
                 message.not_before = self.not_before;
                 message
@@ -103,12 +116,19 @@ pub fn parse_submit(
             )
         })?),
     };
+    let fingerprint = super::idempotency::fingerprint(
+        &body.destination,
+        &body.payload,
+        body.ordering_key.as_deref(),
+        not_before,
+    );
     let prepared = super::payload::prepare(dest, body.payload)?;
     Ok(Submit {
         destination: body.destination,
         payloads: prepared.payloads,
         ordering_key: body.ordering_key.or(prepared.ordering_key),
         not_before,
+        fingerprint,
     })
 }
 
@@ -122,11 +142,12 @@ fn check_key(field: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /v1/messages`: 202 once durably stored; 200 with the original for a repeated
-/// `Idempotency-Key`.
+/// `POST /v1/messages`: 202 once durably stored; 200 with the original and its current status
+/// for a repeated request under its `Idempotency-Key`; 409 `idempotency_conflict` for a
+/// different request under a taken key.
 ///
 /// The client's mistakes (400, 422) are answered before the relay's state (503 while
-/// draining or with a full queue).
+/// draining, with a full queue or too many messages scheduled ahead).
 pub(crate) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -151,6 +172,7 @@ pub(crate) async fn submit(
             Some(key)
         }
     };
+    let scheduled = scheduled_ahead(&submit, state.clock.system_now(), &state.config.server)?;
     if state.draining() {
         return Err(refused(ApiError::unavailable(
             "shutting_down",
@@ -158,11 +180,25 @@ pub(crate) async fn submit(
             5,
         )));
     }
-    let max = state.config.server.max_queue_depth;
-    if state.depths.queue_now() >= max {
+    let server = &state.config.server;
+    if scheduled && state.depths.scheduled_now() >= server.max_scheduled {
+        return Err(refused(ApiError::unavailable(
+            "scheduled_full",
+            format!(
+                "the relay holds its maximum of {} messages scheduled ahead \
+                 (server.max_scheduled); try again later, or submit without deliver_after",
+                server.max_scheduled
+            ),
+            SCHEDULED_FULL_RETRY_AFTER,
+        )));
+    }
+    if !scheduled && state.depths.queue_now() >= server.max_queue_depth {
         return Err(refused(ApiError::unavailable(
             "queue_full",
-            format!("the queue holds its maximum of {max} messages; try again later"),
+            format!(
+                "the queue holds its maximum of {} messages; try again later",
+                server.max_queue_depth
+            ),
             5,
         )));
     }
@@ -184,27 +220,77 @@ pub(crate) async fn submit(
         e if e.status == StatusCode::SERVICE_UNAVAILABLE => refused(e),
         e => e,
     })?;
-    let created = enqueued
-        .iter()
-        .filter(|e| matches!(e, Enqueued::Created(_)))
-        .count();
-    let mut body = json!({"id": enqueued[0].id().to_string(), "status": "queued"});
+    let (status, mut body) = match Answer::of(&enqueued) {
+        Answer::Created => {
+            let id = enqueued[0].id().to_string();
+            (StatusCode::ACCEPTED, json!({"id": id, "status": "queued"}))
+        }
+        Answer::Repeated(original) => (StatusCode::OK, idempotency::repeated_body(&original)),
+        Answer::Conflict { original, created } => {
+            withdraw(&state, &created).await;
+            let key = idempotency_key.unwrap_or_default();
+            return Err(idempotency::conflict(key, original));
+        }
+    };
     if parts > 1 {
         body["parts"] = enqueued.iter().map(|e| e.id().to_string()).collect();
     }
-    if created == 0 {
-        return Ok((StatusCode::OK, Json(body)).into_response());
+    if status == StatusCode::ACCEPTED {
+        let created = parts as u64;
+        state
+            .counters
+            .submitted
+            .fetch_add(created, Ordering::Relaxed);
+        state.depths.added(created, scheduled);
+        metrics::counter!(SUBMITTED.name, "destination" => destination).increment(created);
     }
-    state
-        .counters
-        .submitted
-        .fetch_add(created as u64, Ordering::Relaxed);
-    state
-        .depths
-        .submitted_since
-        .fetch_add(created as u64, Ordering::AcqRel);
-    metrics::counter!(SUBMITTED.name, "destination" => destination).increment(created as u64);
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok((status, Json(body)).into_response())
+}
+
+/// Whether `submit` is scheduled ahead of `now` (a `deliver_after` still to come), which
+/// `server.max_scheduled` bounds instead of `server.max_queue_depth`.
+///
+/// # Errors
+///
+/// 422 `out_of_range` naming `deliver_after` when it is further ahead than
+/// `server.max_deliver_after`.
+fn scheduled_ahead(
+    submit: &Submit,
+    now: SystemTime,
+    server: &crate::config::ServerConfig,
+) -> Result<bool, ApiError> {
+    let Some(at) = submit.not_before else {
+        return Ok(false);
+    };
+    // A bound too far to add to now bounds nothing.
+    let furthest = now.checked_add(server.max_deliver_after);
+    if let Some(furthest) = furthest.filter(|&furthest| at > furthest) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "out_of_range",
+            format!(
+                "`deliver_after` is {}, more than {} ahead (server.max_deliver_after); the \
+                 furthest accepted now is {}",
+                crate::time::rfc3339(at),
+                humantime::format_duration(server.max_deliver_after),
+                crate::time::rfc3339(furthest),
+            ),
+        )
+        .with_field("deliver_after"));
+    }
+    Ok(at > now)
+}
+
+/// Cancels the parts a conflicting request stored beside the original's (a split text longer
+/// than the original): its client is told nothing was stored. Until the cancel commits the
+/// dispatcher may claim one; its attempt then ends with a lost lease.
+async fn withdraw(state: &AppState, created: &[MessageId]) {
+    for &id in created {
+        let reason = "withdrawn: its request reused an Idempotency-Key (409 idempotency_conflict)";
+        if let Err(e) = state.store.cancel(id, Some(reason.to_owned())).await {
+            tracing::error!(message_id = %id, error = %e, "cannot withdraw a part stored by a conflicting request");
+        }
+    }
 }
 
 /// Counts a submission the relay refused for its own state (`ferrule_submits_refused_total`,
@@ -366,6 +452,53 @@ pub(crate) async fn replay(
     Ok(Json(json!({"id": id.to_string(), "status": "queued"})))
 }
 
+/// `DELETE /v1/messages/{id}`: cancels a message that is not delivered yet (`queued`,
+/// `retrying` or `delivering`); 200 with its new status and the one it had, 409
+/// `invalid_state` with `error.status` for a message already finished, 404 for none.
+///
+/// A `delivering` message is cancelled too, but its attempt is already on its way: it may
+/// still reach the destination. The worker's lease is gone, so the relay abandons the attempt
+/// at its next heartbeat and records nothing of it (the store answers `LeaseLost`).
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let reason = format!("cancelled by {caller}");
+    match state.written(state.store.cancel(id, Some(reason)).await) {
+        Ok(()) => {}
+        Err(StoreError::InvalidTransition { from, .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!(
+                    "message {id} is {from}: only a queued, retrying or delivering message can be \
+                     cancelled"
+                ),
+            )
+            .with_detail("status", from.as_str()));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(message_id = %id, %caller, "message cancelled");
+    let mut body = json!({"id": id.to_string(), "status": Status::Cancelled.as_str()});
+    // The event before the cancel's says what the message was doing.
+    let before = match state.store.get(id).await {
+        Ok(Some(detail)) => detail.events.iter().rev().nth(1).map(|e| e.status),
+        _ => None,
+    };
+    if let Some(before) = before {
+        body["previous_status"] = before.as_str().into();
+    }
+    if before == Some(Status::Delivering) {
+        body["note"] = "an attempt was in flight: it may still reach the destination; the \
+                        relay records nothing of it"
+            .into();
+    }
+    Ok(Json(body))
+}
+
 #[cfg(test)]
 mod tests {
     use ferrule_policy::ManualClock;
@@ -450,7 +583,11 @@ mod tests {
             .into_iter()
             .map(|m| m.idempotency_key.unwrap())
             .collect();
-        assert_eq!(keys, ["k#1", "k#2"]);
+        assert_eq!(
+            keys,
+            ["k", "k#2"],
+            "the first part carries the key as given"
+        );
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! an admin token only; JSON errors.
 
 mod admin;
+mod caller;
 mod error;
 mod extract;
 mod health;
+mod idempotency;
 mod inbound;
 mod linger;
 mod messages;
@@ -76,6 +78,12 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/messages", Write, post(messages::submit)),
         route(Method::GET, "/v1/messages", Read, get(messages::list)),
         route(Method::GET, "/v1/messages/{id}", Read, get(messages::show)),
+        route(
+            Method::DELETE,
+            "/v1/messages/{id}",
+            Write,
+            delete(messages::cancel),
+        ),
         route(
             Method::POST,
             "/v1/messages/{id}/replay",

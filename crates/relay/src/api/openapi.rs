@@ -170,19 +170,30 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("Error".into(), json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string", "description": "stable and machine-readable, e.g. `unknown_destination`"},
             "message": {"type": "string"},
-            "field": {"type": "string", "description": "the request field at fault, when one is"}}}}}));
+            "field": {"type": "string", "description": "the request field at fault, when one is"}},
+            "additionalProperties": {"description": "more for a client to act on, named where an error has them (e.g. `id`, `status`, `idempotency_key`)"}}}}));
     schemas.insert("SubmitRequest".into(), json!(submit_request(destinations)));
     schemas.insert("WebhookPayload".into(), json!({"type": ["object", "array"], "description": "the webhook's JSON body: an object or an array (any JSON value with the destination's `any_json = true`)"}));
     schemas.insert("TelegramPayload".into(), json!({"type": "object", "required": ["chat_id"], "description": "a Bot API `sendMessage` (`chat_id`, `text`, `parse_mode`, `reply_markup`, `disable_notification`), or `\"method\": \"sendPhoto\"` / `\"sendDocument\"` with a file by URL or base64. Checked by the connector at submit: 422 `invalid_payload` names the field. A text over 4096 characters is split into parts unless the destination refuses long texts"}));
     schemas.insert("SmtpPayload".into(), json!({"type": "object", "required": ["to"], "description": "an e-mail: `to` (required), `cc`, `bcc`, `subject`, `text` and/or `html`, `reply_to`, `in_reply_to`, `references`. Checked by the connector at submit: 422 `invalid_payload` names the field"}));
     schemas.insert("Accepted".into(), json!({"type": "object", "required": ["id", "status"], "properties": {
-            "id": id, "status": {"type": "string", "enum": ["queued"]},
+            "id": id, "status": {"type": ["string", "null"], "enum": STATUSES.iter().copied().map(Value::from).chain([Value::Null]).collect::<Vec<_>>(), "description": "`queued` for a new message; for a repeated request, the original's status now, `null` once it was purged"},
+            "note": {"type": "string", "description": "why `status` is null"},
             "parts": {"type": "array", "items": id, "description": "every part's id, in delivery order, when a long Telegram text was split"}}}));
+    schemas.insert(
+        "Cancelled".into(),
+        json!({"type": "object", "required": ["id", "status", "previous_status"], "properties": {
+            "id": id, "status": {"type": "string", "enum": ["cancelled"]},
+            "previous_status": {"type": "string", "enum": ["queued", "retrying", "delivering"]},
+            "note": {"type": "string", "description": "present when an attempt was in flight"}}}),
+    );
     schemas.insert("Event".into(), json!({"type": "object", "required": ["seq", "at", "status", "attempt", "outcome", "code", "duration_ms", "detail"], "properties": {
             "seq": {"type": "integer", "minimum": 1}, "at": time, "status": {"type": "string", "enum": STATUSES},
             "attempt": {"type": "integer", "minimum": 0},
             "outcome": {"type": ["string", "null"], "enum": ["success", "transient", "retry_after", "permanent", "ignored", null]},
-            "code": string_or_null, "duration_ms": {"type": ["integer", "null"], "minimum": 0}, "detail": string_or_null}}));
+            "code": string_or_null, "duration_ms": {"type": ["integer", "null"], "minimum": 0}, "detail": string_or_null,
+            "repeats": {"type": "integer", "minimum": 1, "description": "how many times the event happened in a row: a deferral repeated with the same reason (e.g. behind an open circuit) is one event, `at` the first and `last_at` the latest"},
+            "last_at": time_or_null}}));
     schemas.insert("Message".into(), json!({"type": "object", "required": ["id", "destination", "status", "attempts", "ordering_key", "idempotency_key", "next_attempt_at", "last_error", "created_at", "updated_at", "delivered_at"], "properties": {
             "id": id, "destination": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
             "attempts": {"type": "integer", "minimum": 0},
@@ -235,7 +246,11 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "remaining_open_ms": {"type": ["integer", "null"], "minimum": 1, "description": "milliseconds left before a probe may run (rounded up); null unless open"},
             "open_wait_ms": {"type": "integer", "minimum": 0, "description": "how long the circuit stays open when it next opens, in milliseconds"}, "probes_in_flight": {"type": "integer", "minimum": 0},
             "total_calls": {"type": "integer", "minimum": 0}, "total_rejected": {"type": "integer", "minimum": 0}, "total_transitions": {"type": "integer", "minimum": 0}}}));
-    schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker")}}));
+    schemas.insert("Override".into(), json!({"type": "object", "required": ["state", "set_at", "set_by"], "properties": {
+            "state": {"type": "string", "enum": ["forced_open", "disabled"]}, "set_at": time,
+            "set_by": {"type": "string", "description": "`api:` and the first 8 hex digits of the SHA-256 of the caller's token, or `relay` when the relay set it (credentials rejected)"},
+            "reason": {"type": "string"}}}));
+    schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker", "override"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker"), "override": {"oneOf": [{"type": "null"}, schema("Override")]}}}));
     schemas.insert("Breakers".into(), json!({"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": schema("DestinationBreaker")}}}));
     schemas.insert("Destinations".into(), json!({"type": "object", "required": ["destinations"], "properties": {"destinations": {"type": "array", "items": {"type": "object", "required": ["name", "type", "endpoint", "breaker", "health"], "properties": {
             "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp"]},
@@ -303,17 +318,18 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         "Submit a message",
         json!({
             "202": ok("stored durably", schema("Accepted")),
-            "200": ok("a repeated Idempotency-Key: the original message, nothing stored", schema("Accepted")),
+            "200": ok("the same request again under its Idempotency-Key: nothing stored; the original message's id and its status now (`delivered`, `dead`, …; `null` with a `note` once the original was purged while its key is still taken)", schema("Accepted")),
             "400": error("malformed JSON, not an object, an unknown or missing field, a bad `ordering_key`, `deliver_after` or `Idempotency-Key`"),
-            "422": error("an unknown destination (`unknown_destination`), or a payload the destination refuses (`invalid_payload`, with `error.field`, e.g. `payload.chat_id`): a webhook takes an object or an array unless `any_json = true`; a Telegram text over the limit when the destination's `long_texts = \"refuse\"`"),
-            "503": unavailable("not stored; try again after `Retry-After`: the queue is full (`queue_full`), the storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
+            "409": error("the Idempotency-Key was used for a different request (`idempotency_conflict`: destination, payload, ordering key or `deliver_after` differ; key order and whitespace do not count); nothing stored. `error.idempotency_key` and `error.id` (the original message) name both"),
+            "422": error("an unknown destination (`unknown_destination`), or a payload the destination refuses (`invalid_payload`, with `error.field`, e.g. `payload.chat_id`): a webhook takes an object or an array unless `any_json = true`; a Telegram text over the limit when the destination's `long_texts = \"refuse\"`; a `deliver_after` further ahead than `server.max_deliver_after` (`out_of_range`, `error.field` `deliver_after`)"),
+            "503": unavailable("not stored; try again after `Retry-After`: the queue of due work is full (`queue_full`, `server.max_queue_depth`; messages scheduled ahead do not count), too many messages wait for their `deliver_after` (`scheduled_full`, `server.max_scheduled`), the storage is full (`storage_full`), the store is unavailable or busy (`store_unavailable`, `store_busy`), or the relay is shutting down (`shutting_down`)"),
         }),
     );
     submit["description"] = json!(
         "Telegram and SMTP payloads are checked by the destination's connector before they are stored. A Telegram text over 4096 characters (a caption over 1024) is split, unless the destination refuses long texts, into ordered parts stored together in one transaction with the chat as ordering key: `id` is the first part and `parts` lists every part's id in delivery order. A Telegram message without an `ordering_key` is ordered by its chat."
     );
     submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false,
-        "description": "unique per destination within the idempotency window; 1 to 512 visible ASCII characters (spaces inside). The parts of a split text get `KEY#1`, `KEY#2`, … so a repeated submission finds every part",
+        "description": "unique per destination within the idempotency window, and kept with a fingerprint of the request: the same request again answers 200, a different one 409. 1 to 512 visible ASCII characters (spaces inside). The parts of a split text get `KEY`, `KEY#2`, `KEY#3`, … so a repeated submission finds every part",
         "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[!-~]([ -~]*[!-~])?$"}}]);
     submit["requestBody"] = json_body(schema("SubmitRequest"));
     let mut more = body_errors("");
@@ -342,6 +358,21 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         json!({"200": ok("the message", schema("Message")), "400": error("not a message id (`invalid_id`)"), "404": error("no such message"), "503": store_down.clone()}),
     );
     show["parameters"] = json!([path("id", id.clone())]);
+    let mut cancel = op(
+        "cancelMessage",
+        "Cancel a message not delivered yet",
+        json!({
+            "200": ok("cancelled", schema("Cancelled")),
+            "400": error("not a message id (`invalid_id`)"),
+            "404": error("no such message"),
+            "409": error("the message is already delivered, dead or cancelled (`invalid_state`); `error.status` says which"),
+            "503": store_down.clone(),
+        }),
+    );
+    cancel["description"] = json!(
+        "A queued, retrying or delivering message becomes `cancelled` and is never attempted again (a replay can queue it anew). A delivering message's attempt is already on its way and may still reach the destination: the relay abandons it at its next lease heartbeat and records nothing of it."
+    );
+    cancel["parameters"] = json!([path("id", id.clone())]);
     let mut replay_one = op(
         "replayMessage",
         "Queue a delivered, dead or cancelled message again",
@@ -398,13 +429,21 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     let mut action = op(
         "changeBreaker",
         "An operator's override of a destination's circuit breaker",
-        json!({"200": ok("the breaker after the change", schema("DestinationBreaker")), "404": error("no such destination or action")}),
+        json!({"200": ok("the breaker after the change, with its override", schema("DestinationBreaker")), "400": error("a bad query parameter (`invalid_query`)"), "404": error("no such destination or action"), "503": store_down.clone()}),
+    );
+    action["description"] = json!(
+        "`force-open` and `disable` are stored as the destination's override (who, when, why) before the breaker changes, so they survive a restart and reach every relay sharing the store (within 5 s on PostgreSQL); `reset` deletes it and closes the breaker. A destination that rejects the relay's credentials (a Telegram 401) is forced open the same way, `set_by: \"relay\"`."
     );
     action["parameters"] = json!([
         path("destination", one_of_names(&names)),
         path(
             "action",
             json!({"type": "string", "enum": ["reset", "force-open", "disable"]})
+        ),
+        query(
+            "reason",
+            "why, kept with the override (at most 500 characters)",
+            json!({"type": "string", "maxLength": 500})
         ),
     ]);
     let mut inbound = op(
@@ -443,7 +482,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     telegram_webhook["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["update_id"], "properties": {"update_id": {"type": "integer"}}, "description": "a Telegram Update"}}}});
     json!({
         "/v1/messages": {"post": submit, "get": list},
-        "/v1/messages/{id}": {"get": show},
+        "/v1/messages/{id}": {"get": show, "delete": cancel},
         "/v1/messages/{id}/replay": {"post": replay_one},
         "/v1/dead-letters": {"get": dead, "delete": purge},
         "/v1/dead-letters/replay": {"post": replay_dead},

@@ -73,10 +73,11 @@ pub(crate) fn prepare(dest: &Destination, payload: Value) -> Result<Prepared, Ap
     }
 }
 
-/// The idempotency key of part `n` (from 1) of a split payload: `key#n`; a single payload
-/// keeps the key as given.
-pub(crate) fn part_key(key: &str, n: usize, parts: usize) -> String {
-    if parts == 1 {
+/// The idempotency key of part `n` (from 1) of a submission: the key as given for the first
+/// part (and a single payload), `key#n` for the others, so that every request under a key
+/// meets its first part whatever the split (see `super::idempotency`).
+pub(crate) fn part_key(key: &str, n: usize) -> String {
+    if n == 1 {
         key.to_owned()
     } else {
         format!("{key}#{n}")

@@ -37,6 +37,11 @@ pub(crate) struct EventView {
     code: Option<String>,
     duration_ms: Option<u64>,
     detail: Option<String>,
+    /// How many times the event happened in a row (a deferral repeated behind an open
+    /// circuit is one event); 1 for most.
+    repeats: u32,
+    /// When the latest repeat happened; `null` when `repeats` is 1.
+    last_at: Option<String>,
 }
 
 impl MessageView {
@@ -83,6 +88,8 @@ impl From<Event> for EventView {
                 .duration
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             detail: e.detail,
+            repeats: e.repeats,
+            last_at: e.last_at.map(rfc3339),
         }
     }
 }

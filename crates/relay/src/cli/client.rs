@@ -1,5 +1,5 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
-//! `messages list | show | replay`, `dlq list | replay | purge`,
+//! `messages list | show | replay | cancel`, `dlq list | replay | purge`,
 //! `breakers list | reset | force-open | disable`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
@@ -193,8 +193,12 @@ pub async fn send(client: &Client, args: SendArgs) -> Result<(), Error> {
         .await?;
     let id = answer["id"].as_str().unwrap_or_default();
     if status == StatusCode::OK {
+        let now = match answer["status"].as_str() {
+            Some(status) => format!("it is {status}"),
+            None => "it is no longer stored".to_owned(),
+        };
         console::out(&format!(
-            "{id} (duplicate: the original message; nothing enqueued)"
+            "{id} (duplicate: nothing enqueued; the original message's id, {now})"
         ));
     } else {
         console::out(id);
@@ -283,6 +287,18 @@ pub async fn messages(client: &Client, command: MessagesCommand) -> Result<(), E
                 answer["id"].as_str().unwrap_or(&id),
                 answer["status"].as_str().unwrap_or("queued")
             ));
+        }
+        MessagesCommand::Cancel { id } => {
+            let path = format!("/v1/messages/{}", encode_segment(&id));
+            let (_, answer) = client.call(Method::DELETE, &path, &[], None, &[]).await?;
+            let was = match answer["previous_status"].as_str() {
+                Some(status) => format!(" (was {status})"),
+                None => String::new(),
+            };
+            console::out(&format!("{id} cancelled{was}"));
+            if let Some(note) = answer["note"].as_str() {
+                console::err(&format!("note: {note}"));
+            }
         }
     }
     Ok(())

@@ -1,10 +1,10 @@
-//! The command line: its arguments (`serve`, `send`, `status`, `messages list|show|replay`,
-//! `dlq list|replay|purge`, `breakers list|reset|force-open|disable`, `migrate`,
-//! `config check`, `token create|list|revoke`, `telegram set-webhook|delete-webhook`) and the
-//! commands that are not `serve`: [`client`] talks to a running relay over its HTTP API,
-//! [`token`] to the store and [`telegram`] to the Bot API straight from the configuration,
-//! `console` is how they talk to the person at the terminal, and `render` turns the API's
-//! JSON into what they print for people.
+//! The command line: its arguments (`serve`, `send`, `status`, `messages
+//! list|show|replay|cancel`, `dlq list|replay|purge`, `breakers
+//! list|reset|force-open|disable`, `migrate`, `config check`, `token create|list|revoke`,
+//! `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
+//! talks to a running relay over its HTTP API, [`token`] to the store and [`telegram`] to the
+//! Bot API straight from the configuration, `console` is how they talk to the person at the
+//! terminal, and `render` turns the API's JSON into what they print for people.
 
 pub mod client;
 pub(crate) mod console;
@@ -186,6 +186,11 @@ pub enum MessagesCommand {
     },
     /// Re-queue a delivered, dead or cancelled message: due now, attempts from zero.
     Replay {
+        /// The message id.
+        id: String,
+    },
+    /// Cancel a message that is not delivered yet.
+    Cancel {
         /// The message id.
         id: String,
     },

@@ -172,6 +172,7 @@ impl Config {
             .map_err(|e| ConfigError::new("server.listen", format!("not an address: {e}")))?;
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("server.max_queue_depth", self.server.max_queue_depth)?;
+        positive("server.max_scheduled", self.server.max_scheduled)?;
         let url = self.store.url.expose("store.url")?;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -199,6 +200,7 @@ impl Config {
         }
         for (field, d) in [
             ("dispatcher.lease", self.dispatcher.lease),
+            ("server.max_deliver_after", self.server.max_deliver_after),
             ("dispatcher.poll_interval", self.dispatcher.poll_interval),
             ("dispatcher.defer_for", self.dispatcher.defer_for),
             ("defaults.timeout", self.defaults.timeout),

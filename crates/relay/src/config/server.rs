@@ -13,8 +13,18 @@ pub struct ServerConfig {
     pub listen: String,
     /// Largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
-    /// Submissions are refused with 503 once this many messages are pending (default 5 000 000).
+    /// Submissions due now are refused with 503 `queue_full` once this many messages are
+    /// pending and not scheduled ahead: due, waiting for a retry or being delivered
+    /// (default 5 000 000). Messages scheduled with `deliver_after` do not count.
     pub max_queue_depth: u64,
+    /// Submissions with a `deliver_after` still ahead are refused with 503 `scheduled_full`
+    /// once this many messages wait for their `deliver_after` (default 1 000 000), so far-future
+    /// messages can neither crowd out due work nor fill the disk.
+    pub max_scheduled: u64,
+    /// The furthest ahead a `deliver_after` may be (default 30 days); further is refused with
+    /// 422 naming `deliver_after`.
+    #[serde(with = "humantime_serde")]
+    pub max_deliver_after: Duration,
     /// How long the relay keeps serving after SIGTERM/SIGINT while `/readyz` and new
     /// submissions answer 503 `shutting_down`, so a load balancer notices before the listener
     /// closes (default 5 s; 0 closes it at once). A second signal skips the rest.
@@ -33,6 +43,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 1024 * 1024,
             max_queue_depth: 5_000_000,
+            max_scheduled: 1_000_000,
+            max_deliver_after: Duration::from_secs(30 * 24 * 3600),
             shutdown_delay: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             environment: Environment::Development,

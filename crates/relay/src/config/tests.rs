@@ -398,6 +398,29 @@ fn defaults_are_valid() {
 }
 
 #[test]
+fn scheduling_bounds_have_defaults_and_name_their_field() {
+    let server = Config::default().server;
+    assert_eq!(server.max_scheduled, 1_000_000);
+    assert_eq!(
+        server.max_deliver_after,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+    let config = from_toml("[server]\nmax_scheduled = 10\nmax_deliver_after = \"2h\"\n").unwrap();
+    assert_eq!(config.server.max_scheduled, 10);
+    assert_eq!(config.server.max_deliver_after, Duration::from_secs(7200));
+    for (text, field) in [
+        ("[server]\nmax_scheduled = 0\n", "server.max_scheduled"),
+        (
+            "[server]\nmax_deliver_after = \"0s\"\n",
+            "server.max_deliver_after",
+        ),
+    ] {
+        let e = from_toml(text).unwrap_err();
+        assert!(e.to_string().contains(field), "{text}: {e}");
+    }
+}
+
+#[test]
 fn destination_policies_override_defaults_field_by_field() {
     let config = from_toml(
         r#"

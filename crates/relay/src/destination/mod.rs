@@ -1,11 +1,12 @@
 //! A destination at run time: its connector and its policies, built once from the config, with
-//! what belongs to it beyond them: a Telegram bot's send limits ([`TelegramLimiters`]) and its
-//! inbound side ([`Inbound`]).
+//! what belongs to it beyond them: a Telegram bot's send limits ([`TelegramLimiters`]), its
+//! inbound side ([`Inbound`]), and the stored overrides of its breaker ([`Overrides`]).
 //!
 //! The API, the dispatcher, the inbound handlers and the shared state all hold destinations, so
 //! they sit below all of them rather than inside `dispatch/`: imports keep pointing one way.
 
 mod inbound;
+pub mod overrides;
 mod telegram_limits;
 
 use std::fmt;
@@ -31,6 +32,7 @@ use crate::health::Health;
 use crate::telemetry::prometheus::BreakerStateGauge;
 
 pub use self::inbound::Inbound;
+pub use self::overrides::{Override, OverrideState, Overrides};
 pub use self::telegram_limits::{TelegramLimiters, TelegramSend};
 
 /// One destination's connector and policies.

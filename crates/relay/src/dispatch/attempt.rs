@@ -11,14 +11,14 @@ use ferrule_connectors::{AnyConnector, Connector, Delivery, DeliveryResult, Sign
 use ferrule_policy::chaos::Injection;
 use ferrule_policy::duration::{millis, readable};
 use ferrule_policy::retry::RetryDecision;
-use ferrule_policy::{Clock, Outcome};
+use ferrule_policy::{CircuitState, Clock, Outcome};
 use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alert;
-use crate::destination::Destination;
+use crate::destination::{Destination, Override, OverrideState, overrides};
 use crate::state::{AppState, Counters};
 use crate::telemetry::prometheus::{
     ATTEMPT_DURATION, DEAD_LETTERS, DEFER_REASONS, DEFERRED, DELIVERIES, DELIVERY_LATENCY, RETRIES,
@@ -311,6 +311,10 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             Ok(()) => {
                 tracing::info!(message_id = %id, "released an unfinished delivery at shutdown")
             }
+            Err(e @ StoreError::LeaseLost { .. }) => {
+                // Cancelled by an operator, or claimed again after the lease expired.
+                tracing::info!(message_id = %id, error = %e, "abandoned a delivery whose message was taken over")
+            }
             Err(e) => {
                 tracing::warn!(message_id = %id, error = %e, "releasing an unfinished delivery failed")
             }
@@ -326,8 +330,13 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         }
         Some(Signal::Unauthorized) => {
             permit.record(result.outcome);
+            let first = dest.breaker.state() != CircuitState::ForcedOpen;
+            // At once, before the store: nothing more goes out with rejected credentials.
             dest.breaker.force_open();
             tracing::error!(destination = %dest.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
+            if first {
+                persist_unauthorized(&state, &dest, &result.detail).await;
+            }
             if matches!(dest.connector, AnyConnector::Telegram(_)) {
                 let alert = Alert::telegram_unauthorized(&dest.name, clock.system_now());
                 state.alerts.raise_soon(alert);
@@ -372,6 +381,23 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             }
             failed(&state, &dest, &lease, &message, outcome, report).await;
         }
+    }
+}
+
+/// Stores the forced-open breaker of a destination that rejected the relay's credentials as
+/// its override, set by the relay: a rejected token stays rejected until an operator resets
+/// the breaker, across restarts and on every relay sharing the store. When the store refuses,
+/// the breaker stays forced open in this process only.
+async fn persist_unauthorized(state: &AppState, dest: &Destination, detail: &str) {
+    let reason = format!("the destination rejected the relay's credentials: {detail}");
+    let set = Override::new(
+        OverrideState::ForcedOpen,
+        state.clock.system_now(),
+        overrides::SET_BY_RELAY,
+        Some(reason),
+    );
+    if let Err(e) = Box::pin(state.overrides.set(&state.store, dest, set)).await {
+        tracing::warn!(destination = %dest.name, error = %e, "cannot store the forced-open breaker; it is forced open until this relay stops");
     }
 }
 

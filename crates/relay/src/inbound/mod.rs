@@ -125,13 +125,11 @@ pub async fn record_update(
     }
     Counters::bump(&state.counters.inbound);
     metrics::counter!(INBOUND.name, "destination" => name).increment(1);
-    if inbound.forward_to.is_some() {
+    if recorded.forward().is_some_and(|f| f.is_created()) {
         // The forward is a new pending message: count it like a submission for the queue
-        // depth estimate (it is in the store's count from the next refresh on).
-        state
-            .depths
-            .submitted_since
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        // depth estimate (it is in the store's count from the next refresh on). One whose
+        // idempotency key was taken stored nothing.
+        state.depths.added(1, false);
     }
     if let Some(query) = update.and_then(|u| u.callback_query.as_ref()) {
         answer_callback(state, destination, query.id.clone());

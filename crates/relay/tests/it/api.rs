@@ -1,5 +1,7 @@
 //! The HTTP API through the real router: auth, submit, idempotency, every bad input.
 
+use std::time::Duration;
+
 use ferrule::StartOptions;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -384,8 +386,8 @@ async fn a_full_queue_answers_503_with_retry_after() {
         c.server.max_queue_depth = 2;
     })
     .await;
-    let body =
-        json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": later()});
+    // Due now: the receiver is never reached, so they stay pending (retrying).
+    let body = json!({"destination": "billing-hook", "payload": {"n": 1}});
     for _ in 0..2 {
         let (status, _) = relay
             .call(Method::POST, "/v1/messages", Some(body.clone()))
@@ -744,4 +746,273 @@ async fn messages_of_a_destination_taken_out_of_the_config_stay_listable_but_not
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_error(&body, "unknown_destination");
+}
+
+/// Posts `body` (raw JSON text) with `key` as its `Idempotency-Key`.
+async fn submit_text(relay: &support::TestRelay, body: &str, key: &str) -> (StatusCode, Value) {
+    let response = relay
+        .http
+        .post(format!("{}/v1/messages", relay.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_different_request_under_a_used_key_is_409_idempotency_conflict() {
+    let relay = start(idle).await;
+    let at = later();
+    let first = format!(
+        r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["a", "b"]}}, "deliver_after": "{at}"}}"#
+    );
+    let (status, original) = submit_text(&relay, &first, "order-42").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{original}");
+    let id = original["id"].as_str().unwrap();
+    // Key order, whitespace and escapes are not a different request.
+    let same = format!(
+        "{{\"deliver_after\":\"{at}\",\n \"payload\":{{\"tags\":[\"\\u0061\",\"b\"],\"n\":1}},\"destination\":\"billing-hook\"}}"
+    );
+    let (status, again) = submit_text(&relay, &same, "order-42").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again, json!({"id": id, "status": "queued"}));
+    // Each field the client sets makes a different request.
+    for different in [
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 2, "tags": ["a", "b"]}}, "deliver_after": "{at}"}}"#
+        ),
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["b", "a"]}}, "deliver_after": "{at}"}}"#
+        ),
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["a", "b"]}}, "deliver_after": "{at}", "ordering_key": "k"}}"#
+        ),
+        format!(
+            r#"{{"destination": "billing-hook", "payload": {{"n": 1, "tags": ["a", "b"]}}, "deliver_after": "{}"}}"#,
+            later()
+        ),
+    ] {
+        let (status, body) = submit_text(&relay, &different, "order-42").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{different}: {body}");
+        assert_error(&body, "idempotency_conflict");
+        assert_eq!(body["error"]["id"], id, "{body}");
+        assert_eq!(body["error"]["idempotency_key"], "order-42", "{body}");
+        assert_eq!(body["error"]["field"], "Idempotency-Key", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("order-42") && message.contains(id),
+            "{message}"
+        );
+    }
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1, "{page}");
+}
+
+#[tokio::test]
+async fn a_repeated_request_answers_with_the_originals_current_status() {
+    let receiver = crate::receiver::Receiver::start().await;
+    receiver.script([crate::receiver::Reply::Status(400)]);
+    let url = receiver.url.clone();
+    let relay = start(|c| {
+        c.destinations.push(webhook("hook", &url));
+        c.destinations.push(webhook("other-hook", &url));
+    })
+    .await;
+    let dead = json!({"destination": "hook", "payload": {"n": 1}});
+    let (status, first) = submit_text(&relay, &dead.to_string(), "a").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = first["id"].as_str().unwrap().to_owned();
+    relay
+        .wait_for_status(&id, "dead", Duration::from_secs(10))
+        .await;
+    let delivered = json!({"destination": "other-hook", "payload": {"n": 2}});
+    let (_, second) = submit_text(&relay, &delivered.to_string(), "b").await;
+    let id2 = second["id"].as_str().unwrap().to_owned();
+    relay
+        .wait_for_status(&id2, "delivered", Duration::from_secs(10))
+        .await;
+    for (body, key, expected) in [
+        (&dead, "a", json!({"id": id, "status": "dead"})),
+        (&delivered, "b", json!({"id": id2, "status": "delivered"})),
+    ] {
+        let (status, again) = submit_text(&relay, &body.to_string(), key).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again, expected);
+    }
+    // Purged, the original has no status left, and the key is still taken.
+    let (status, purged) = relay
+        .call(Method::DELETE, "/v1/dead-letters?all=true", None)
+        .await;
+    assert_eq!(
+        (status, purged["purged"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (status, again) = submit_text(&relay, &dead.to_string(), "a").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["status"], Value::Null, "{again}");
+    assert!(
+        again["note"].as_str().unwrap().contains("purged"),
+        "{again}"
+    );
+    assert_eq!(receiver.hits().len(), 2, "nothing sent again");
+}
+
+#[tokio::test]
+async fn scheduled_messages_count_toward_max_scheduled_not_the_queue_depth() {
+    let relay = start(|c| {
+        idle(c);
+        c.server.max_queue_depth = 2;
+        c.server.max_scheduled = 2;
+    })
+    .await;
+    let scheduled =
+        json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": later()});
+    let due = json!({"destination": "billing-hook", "payload": {"n": 2}});
+    for body in [&scheduled, &scheduled, &due, &due] {
+        let (status, answer) = relay
+            .call(Method::POST, "/v1/messages", Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}: {answer}");
+    }
+    for (body, code, retry_after) in [
+        (&scheduled, "scheduled_full", "60"),
+        (&due, "queue_full", "5"),
+    ] {
+        let response = relay
+            .http
+            .post(format!("{}/v1/messages", relay.base))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(response.headers()["retry-after"], retry_after);
+        assert_error(&response.json().await.unwrap(), code);
+    }
+    // The same counts read back from the store.
+    let (_, status) = relay.call(Method::GET, "/status", None).await;
+    assert_eq!(status["queue_depth"], 2, "{status:#}");
+    assert_eq!(status["scheduled_depth"], 2, "{status:#}");
+}
+
+#[tokio::test]
+async fn deliver_after_beyond_max_deliver_after_is_422_naming_it() {
+    let relay = start(|c| {
+        idle(c);
+        c.server.max_deliver_after = std::time::Duration::from_secs(7200);
+    })
+    .await;
+    let at = |secs| {
+        ferrule::time::rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(secs))
+    };
+    for deliver_after in ["9999-12-31T23:59:59Z".to_owned(), at(3 * 3600)] {
+        let body = json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": deliver_after});
+        let (status, answer) = relay.call(Method::POST, "/v1/messages", Some(body)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{deliver_after}: {answer}"
+        );
+        assert_error(&answer, "out_of_range");
+        assert_eq!(answer["error"]["field"], "deliver_after", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("server.max_deliver_after"),
+            "{answer}"
+        );
+    }
+    let body =
+        json!({"destination": "billing-hook", "payload": {"n": 1}, "deliver_after": at(3600)});
+    let (status, answer) = relay.call(Method::POST, "/v1/messages", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let (_, page) = relay.call(Method::GET, "/v1/messages", None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1, "{page}");
+}
+
+#[tokio::test]
+async fn a_message_not_delivered_yet_is_cancelled_and_a_finished_one_is_409() {
+    let receiver = crate::receiver::Receiver::start().await;
+    let url = receiver.url.clone();
+    let relay = start(|c| c.destinations.push(webhook("hook", &url))).await;
+    let soon = ferrule::time::rfc3339(std::time::SystemTime::now() + Duration::from_millis(300));
+    let (_, queued) = relay
+        .call(
+            Method::POST,
+            "/v1/messages",
+            Some(json!({"destination": "hook", "payload": {"n": 1}, "deliver_after": soon})),
+        )
+        .await;
+    let id = queued["id"].as_str().unwrap();
+    let (status, answer) = relay
+        .call(Method::DELETE, &format!("/v1/messages/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"id": id, "status": "cancelled", "previous_status": "queued"})
+    );
+    let message = relay.message(id).await;
+    assert_eq!(message["status"], "cancelled");
+    let last = message["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["status"], "cancelled");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled by api:"),
+        "{last}"
+    );
+    // Past its deliver_after, it is still never sent; one due then is.
+    let delivered = relay.submit("hook", json!({"n": 2})).await;
+    relay
+        .wait_for_status(&delivered, "delivered", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.hits().len(), 1, "the cancelled message was sent");
+    for (target, now) in [(id, "cancelled"), (delivered.as_str(), "delivered")] {
+        let (status, answer) = relay
+            .call(Method::DELETE, &format!("/v1/messages/{target}"), None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+        assert_error(&answer, "invalid_state");
+        assert_eq!(answer["error"]["status"], now, "{answer}");
+    }
+    for (path, expected, code) in [
+        (
+            "/v1/messages/01KAAAAAAAAAAAAAAAAAAAAAAA",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/v1/messages/not-an-id",
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+        ),
+    ] {
+        let (status, answer) = relay.call(Method::DELETE, path, None).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        assert_error(&answer, code);
+    }
+    // A replay queues a cancelled message anew.
+    let (status, _) = relay
+        .call(Method::POST, &format!("/v1/messages/{id}/replay"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    relay
+        .wait_for_status(id, "delivered", Duration::from_secs(10))
+        .await;
 }

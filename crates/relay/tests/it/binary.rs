@@ -405,15 +405,18 @@ async fn the_cli_talks_to_a_running_relay() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &receiver.url, "");
     let server = Server::start(&config);
-    let out = server.cli(&[
-        "send",
-        "-d",
-        "hook",
-        "-p",
-        r#"{"n": 1}"#,
-        "--idempotency-key",
-        "k",
-    ]);
+    let send_keyed = |payload: &str| {
+        server.cli(&[
+            "send",
+            "-d",
+            "hook",
+            "-p",
+            payload,
+            "--idempotency-key",
+            "k",
+        ])
+    };
+    let out = send_keyed(r#"{"n": 1}"#);
     assert!(
         out.status.success(),
         "{}",
@@ -421,15 +424,7 @@ async fn the_cli_talks_to_a_running_relay() {
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(id.len(), 26, "{id}");
-    let again = server.cli(&[
-        "send",
-        "-d",
-        "hook",
-        "-p",
-        r#"{"n": 1}"#,
-        "--idempotency-key",
-        "k",
-    ]);
+    let again = send_keyed(r#"{"n": 1}"#);
     assert!(String::from_utf8_lossy(&again.stdout).contains("duplicate"));
     let out = server.cli(&["send", "-d", "hook", "-p", r#"{"n": 2}"#]);
     let id2 = String::from_utf8(out.stdout).unwrap().trim().to_owned();
@@ -448,6 +443,18 @@ async fn the_cli_talks_to_a_running_relay() {
     let out = server.cli(&["messages", "show", &id, "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "dead");
+    // A repeat says what became of the original; a different payload under its key is refused.
+    let again = send_keyed(r#"{"n": 1}"#);
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(said.contains(&format!("{id} (duplicate")), "{said}");
+    assert!(said.contains("it is dead"), "{said}");
+    let conflict = send_keyed(r#"{"n": 99}"#);
+    assert!(!conflict.status.success());
+    let said = String::from_utf8_lossy(&conflict.stderr);
+    assert!(
+        said.contains("409") && said.contains("idempotency_conflict") && said.contains(&id),
+        "{said}"
+    );
     let out = server.cli(&["dlq", "list"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains(&id) && listed.contains(&id2), "{listed}");
@@ -516,6 +523,45 @@ async fn the_cli_talks_to_a_running_relay() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "unknown: {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the relay"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_cancel_cancels_a_queued_message_and_names_why_it_cannot_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "http://127.0.0.1:9/hook", "");
+    let server = Server::start(&config);
+    let later = ferrule::time::rfc3339(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let out = server.cli(&[
+        "send",
+        "-d",
+        "hook",
+        "-p",
+        r#"{"n": 1}"#,
+        "--deliver-after",
+        &later,
+    ]);
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = server.cli(&["messages", "cancel", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{id} cancelled (was queued)")
+    );
+    let again = server.cli(&["messages", "cancel", &id]);
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        said.contains("409") && said.contains("invalid_state") && said.contains("is cancelled"),
+        "{said}"
+    );
+    assert_eq!(
+        get(&server.base, &format!("/v1/messages/{id}")).await["status"],
+        "cancelled"
+    );
 }
 
 #[test]

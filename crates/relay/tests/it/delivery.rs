@@ -577,3 +577,162 @@ async fn readyz_is_503_while_draining() {
 async fn axum_serve(listener: tokio::net::TcpListener, state: ferrule::state::AppState) {
     let _ = axum::serve(listener, ferrule::api::router(state)).await;
 }
+
+#[tokio::test]
+async fn a_delivering_message_cancelled_stays_cancelled_whatever_its_attempt_answers() {
+    let receiver = Receiver::start().await;
+    let (open, gate) = tokio::sync::watch::channel(false);
+    receiver.script([Reply::Held(gate, 200)]);
+    let url = receiver.url.clone();
+    let relay = start(|c| {
+        c.destinations.push(webhook("hook", &url));
+        // Heartbeats every 100 ms: the abandoned attempt is noticed quickly.
+        c.dispatcher.lease = Duration::from_millis(300);
+    })
+    .await;
+    let id = relay.submit("hook", json!({"n": 1})).await;
+    receiver.wait_for_hits(1, WAIT).await;
+    let (status, answer) = relay
+        .call(Method::DELETE, &format!("/v1/messages/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["previous_status"], "delivering", "{answer}");
+    assert!(
+        answer["note"].as_str().unwrap().contains("may still reach"),
+        "{answer}"
+    );
+    // The receiver answers 200 after the cancel: nothing is recorded of it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    open.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let message = relay.message(&id).await;
+    assert_eq!(message["status"], "cancelled", "{message:#}");
+    let statuses: Vec<&str> = message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["queued", "delivering", "cancelled"],
+        "{message:#}"
+    );
+    assert_eq!(receiver.hits().len(), 1);
+}
+
+#[tokio::test]
+async fn a_forced_open_breaker_survives_a_restart_with_who_set_it_and_when() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url.clone();
+    let mut relay = start(|c| {
+        let mut d = webhook("hook", &url);
+        // Forced open, a message is looked at again every `open_for`.
+        d.breaker = Some(json!({"open_for": "100ms"}));
+        c.destinations.push(d);
+    })
+    .await;
+    let (status, body) = relay
+        .call(
+            Method::POST,
+            "/v1/breakers/hook/force-open?reason=maintenance%20window",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let set = body["override"].clone();
+    assert_eq!(set["state"], "forced_open", "{body}");
+    assert_eq!(set["reason"], "maintenance window", "{body}");
+    assert!(
+        set["set_by"].as_str().unwrap().starts_with("api:"),
+        "{body}"
+    );
+    assert!(!set["set_by"].as_str().unwrap().contains(TOKEN));
+    let at =
+        ferrule::time::parse_rfc3339(set["set_at"].as_str().unwrap()).expect("set_at is a time");
+    assert!(
+        SystemTime::now().duration_since(at).unwrap() < WAIT,
+        "{body}"
+    );
+    relay.restart(ferrule_policy::clock::system()).await;
+    let breaker = relay.breaker("hook").await;
+    assert_eq!(breaker["breaker"]["state"], "forced_open", "{breaker}");
+    assert_eq!(
+        breaker["override"], set,
+        "who, when and why survive the restart"
+    );
+    let id = relay.submit("hook", json!({"n": 1})).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while relay.message(&id).await["events"].as_array().unwrap().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(receiver.hits().is_empty(), "nothing sent while forced open");
+    // A reset deletes the override: the next start leaves the breaker closed.
+    let (status, body) = relay
+        .call(Method::POST, "/v1/breakers/hook/reset", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["override"], serde_json::Value::Null, "{body}");
+    relay.restart(ferrule_policy::clock::system()).await;
+    let breaker = relay.breaker("hook").await;
+    assert_eq!(breaker["breaker"]["state"], "closed", "{breaker}");
+    assert_eq!(breaker["override"], serde_json::Value::Null, "{breaker}");
+    relay
+        .wait_for_status(&id, "delivered", Duration::from_secs(40))
+        .await;
+}
+
+#[tokio::test]
+async fn a_message_deferred_a_thousand_times_keeps_a_handful_of_events() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url.clone();
+    let relay = start(|c| {
+        let mut d = webhook("hook", &url);
+        // Forced open, a message is deferred for `open_for` each time it is claimed.
+        d.breaker = Some(json!({"open_for": "1ms"}));
+        c.destinations.push(d);
+    })
+    .await;
+    let (status, _) = relay
+        .call(Method::POST, "/v1/breakers/hook/force-open", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = relay.submit("hook", json!({"n": 1})).await;
+    let state = relay.running.as_ref().unwrap().state.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while state
+        .counters
+        .deferred
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 1000
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not deferred 1000 times in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, _) = relay
+        .call(Method::POST, "/v1/breakers/hook/reset", None)
+        .await;
+    let message = relay.wait_for_status(&id, "delivered", WAIT).await;
+    let events = message["events"].as_array().unwrap();
+    assert!(events.len() <= 5, "{message:#}");
+    let folded = events
+        .iter()
+        .find(|e| e["detail"] == "circuit forced_open: not attempted")
+        .unwrap_or_else(|| panic!("{message:#}"));
+    assert!(folded["repeats"].as_u64().unwrap() >= 1000, "{folded}");
+    let first = ferrule::time::parse_rfc3339(folded["at"].as_str().unwrap()).unwrap();
+    let last = ferrule::time::parse_rfc3339(folded["last_at"].as_str().unwrap()).unwrap();
+    assert!(last > first, "{folded}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e != &folded)
+            .all(|e| e["repeats"] == 1 && e["last_at"].is_null()),
+        "{message:#}"
+    );
+    assert_eq!(receiver.hits().len(), 1);
+}

@@ -248,6 +248,41 @@ impl TestRelay {
         }
     }
 
+    /// Stops the relay and starts it again with the same configuration on the same store, on
+    /// `clock`: a real restart (a new `start`), listening on a new port.
+    pub(crate) async fn restart(&mut self, clock: SharedClock) {
+        let config = self
+            .running
+            .as_ref()
+            .expect("the relay runs")
+            .state
+            .config
+            .clone();
+        self.stop().await;
+        let options = StartOptions {
+            clock,
+            banner: false,
+        };
+        let running = ferrule::start(config, options)
+            .await
+            .expect("the relay starts again");
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    /// The breaker of `destination` as `GET /v1/breakers` shows it.
+    pub(crate) async fn breaker(&self, destination: &str) -> Value {
+        let (status, body) = self.call(Method::GET, "/v1/breakers", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["destination"] == destination)
+            .cloned()
+            .unwrap_or_else(|| panic!("no breaker for {destination}: {body}"))
+    }
+
     /// Shuts the relay down and waits for it.
     pub(crate) async fn stop(&mut self) {
         if let Some(running) = self.running.take() {

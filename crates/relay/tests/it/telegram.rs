@@ -197,7 +197,11 @@ async fn a_long_text_is_split_into_ordered_parts_with_keyed_idempotency() {
     assert_eq!(again["parts"], first["parts"]);
     for (n, id) in parts.iter().enumerate() {
         let message = relay.wait_for_status(id, "delivered", WAIT).await;
-        assert_eq!(message["idempotency_key"], format!("order-7#{}", n + 1));
+        let key = match n {
+            0 => "order-7".to_owned(),
+            n => format!("order-7#{}", n + 1),
+        };
+        assert_eq!(message["idempotency_key"], key);
         assert_eq!(message["ordering_key"], "-100555");
     }
     let requests = api.requests();
@@ -218,6 +222,58 @@ async fn a_long_text_is_split_into_ordered_parts_with_keyed_idempotency() {
             .expect("every paragraph, in order");
         at += found + p.len();
     }
+}
+
+#[tokio::test]
+async fn a_key_reused_for_a_text_split_differently_is_a_conflict() {
+    let api = FakeBotApi::start().await;
+    let base = api.base.clone();
+    let relay = start(|c| c.destinations.push(telegram("chat", &base))).await;
+    let later = ferrule::time::rfc3339(SystemTime::now() + Duration::from_secs(3600));
+    let text = |parts: usize| vec!["word ".repeat(800); parts].join("\n\n");
+    let body = |text: String| json!({"destination": "chat", "payload": {"chat_id": 7, "text": text}, "deliver_after": later});
+    // Short, then long under its key; long, then short or longer under another.
+    let (status, short) = submit_raw(&relay, body("hi".into()), Some("short")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{short}");
+    let (status, long) = submit_raw(&relay, body(text(2)), Some("long")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{long}");
+    assert_eq!(long["parts"].as_array().unwrap().len(), 2, "{long}");
+    for (key, original, other) in [
+        ("short", &short, text(2)),
+        ("long", &long, "hi".to_owned()),
+        ("long", &long, text(3)),
+    ] {
+        let (status, answer) = submit_raw(&relay, body(other), Some(key)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{key}: {answer}");
+        assert_eq!(answer["error"]["code"], "idempotency_conflict");
+        assert_eq!(answer["error"]["id"], original["id"], "{answer}");
+    }
+    // The same long text again is a repeat of every part.
+    let (status, again) = submit_raw(&relay, body(text(2)), Some("long")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["parts"], long["parts"]);
+    assert_eq!(again["status"], "queued");
+    // The parts the conflicting texts stored beyond the originals' are withdrawn: only the
+    // originals wait.
+    let (_, queued) = relay
+        .call(Method::GET, "/v1/messages?status=queued", None)
+        .await;
+    assert_eq!(
+        queued["messages"].as_array().unwrap().len(),
+        3,
+        "{queued:#}"
+    );
+    let (_, cancelled) = relay
+        .call(Method::GET, "/v1/messages?status=cancelled", None)
+        .await;
+    let mut withdrawn: Vec<&str> = cancelled["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["idempotency_key"].as_str().unwrap())
+        .collect();
+    withdrawn.sort_unstable();
+    assert_eq!(withdrawn, ["long#3", "short#2"], "{cancelled:#}");
 }
 
 #[tokio::test]
@@ -294,6 +350,54 @@ async fn unauthorized_forces_the_breaker_open_and_dead_letters() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(api.requests().len(), 1, "nothing sent while forced open");
+}
+
+#[tokio::test]
+async fn a_rejected_token_keeps_the_breaker_forced_open_across_a_restart() {
+    let api = FakeBotApi::start().await;
+    api.script("7", [BotReply::Unauthorized]);
+    let base = api.base.clone();
+    let mut relay = start(|c| {
+        let mut d = telegram("chat", &base);
+        // Forced open, a message is looked at again every `open_for`.
+        d.breaker = Some(json!({"open_for": "100ms"}));
+        c.destinations.push(d);
+    })
+    .await;
+    let id = relay
+        .submit("chat", json!({"chat_id": 7, "text": "a"}))
+        .await;
+    relay.wait_for_status(&id, "dead", WAIT).await;
+    let set = relay.breaker("chat").await["override"].clone();
+    assert_eq!(set["state"], "forced_open", "{set}");
+    assert_eq!(set["set_by"], "relay", "{set}");
+    assert!(
+        set["reason"].as_str().unwrap().contains("Unauthorized"),
+        "{set}"
+    );
+    relay.restart(ferrule_policy::clock::system()).await;
+    let breaker = relay.breaker("chat").await;
+    assert_eq!(breaker["breaker"]["state"], "forced_open", "{breaker}");
+    assert_eq!(breaker["override"], set);
+    let next = relay
+        .submit("chat", json!({"chat_id": 8, "text": "b"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !has_event(&relay.message(&next).await, "circuit forced_open") {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        api.requests().len(),
+        1,
+        "nothing sent with the rejected token"
+    );
+    // An operator's reset (say, after fixing the token) lets it go.
+    let (status, _) = relay
+        .call(Method::POST, "/v1/breakers/chat/reset", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    relay.wait_for_status(&next, "delivered", WAIT).await;
 }
 
 #[tokio::test]
