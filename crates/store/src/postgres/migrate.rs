@@ -107,6 +107,73 @@ CREATE INDEX messages_depths ON messages (destination, status, not_before)
     r#"
 ALTER TABLE idempotency_keys ADD COLUMN fingerprint bytea;
 "#,
+    // Runs of routes. A message may belong to a run's step (`run_id`, `run_step`; NULL for
+    // every other message, and for those stored before: nullable columns without a default, no
+    // table rewrite). A run is unique per (route, dedupe_key), which settles concurrent starts
+    // across processes; `event_seq` numbers its events as `messages.event_seq` does.
+    // `waited_ms` is the time spent `waiting` in earlier waits, `waiting_since` the start of
+    // the current one. A wait is found by its token; `timer_id` is the message that expires
+    // it. `runs_finished` and `runs_unfinished` serve one route's statistics, `runs_retention`
+    // the retention purge, `messages_run` a run's messages.
+    r#"
+ALTER TABLE messages ADD COLUMN run_id text, ADD COLUMN run_step text;
+CREATE INDEX messages_run ON messages (run_id) WHERE run_id IS NOT NULL;
+
+CREATE TABLE runs (
+    id            text PRIMARY KEY,
+    seq           bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    route         text NOT NULL,
+    dedupe_key    text NOT NULL,
+    status        text NOT NULL CHECK (status IN
+                      ('active', 'waiting', 'completed', 'failed', 'expired', 'cancelled')),
+    state         text NOT NULL,
+    step          text,
+    context       jsonb NOT NULL,
+    version       bigint NOT NULL,
+    created_at    bigint NOT NULL,
+    updated_at    bigint NOT NULL,
+    finished_at   bigint,
+    waited_ms     bigint NOT NULL DEFAULT 0,
+    waiting_since bigint,
+    last_error    text,
+    event_seq     integer NOT NULL DEFAULT 0,
+    UNIQUE (route, dedupe_key)
+);
+CREATE INDEX runs_route ON runs (route, seq);
+CREATE INDEX runs_finished ON runs (route, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX runs_unfinished ON runs (route, status) WHERE finished_at IS NULL;
+CREATE INDEX runs_retention ON runs (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE run_events (
+    run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         integer NOT NULL,
+    at          bigint NOT NULL,
+    kind        text NOT NULL,
+    status      text NOT NULL,
+    state       text NOT NULL,
+    step        text,
+    message_id  text,
+    detail      text,
+    duration_ms bigint,
+    PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE waits (
+    token       text PRIMARY KEY,
+    run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step        text NOT NULL,
+    state       text NOT NULL CHECK (state IN ('open', 'consumed', 'expired', 'cancelled')),
+    created_at  bigint NOT NULL,
+    expires_at  bigint NOT NULL,
+    allowed     jsonb,
+    attached    jsonb,
+    closed_at   bigint,
+    consumed_by text,
+    action      text,
+    timer_id    text
+);
+CREATE INDEX waits_run ON waits (run_id, state);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -38,6 +38,7 @@ impl Backend for Postgres {
 }
 
 crate::conformance_tests!(crate::postgres::Postgres);
+crate::run_conformance_tests!(crate::postgres::Postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_sigkill_loses_no_acked_message() {
@@ -500,7 +501,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 6
+                supported: 7
             }
         ),
         "{err}"
