@@ -6,11 +6,11 @@ use crate::error::{Result, StoreError};
 use crate::options::StoreOptions;
 #[cfg(feature = "postgres")]
 use crate::postgres::PgStore;
-use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
 };
+use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,

@@ -802,9 +802,17 @@ mod tests {
         // The examples of RFC 7386, section 3.
         let cases = [
             (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
-            (json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
             (json!({"a": "b"}), json!({"a": null}), json!({})),
-            (json!({"a": "b", "b": "c"}), json!({"a": null}), json!({"b": "c"})),
+            (
+                json!({"a": "b", "b": "c"}),
+                json!({"a": null}),
+                json!({"b": "c"}),
+            ),
             (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
             (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
             (
@@ -812,14 +820,30 @@ mod tests {
                 json!({"a": {"b": "d", "c": null}}),
                 json!({"a": {"b": "d"}}),
             ),
-            (json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]})),
+            (
+                json!({"a": [{"b": "c"}]}),
+                json!({"a": [1]}),
+                json!({"a": [1]}),
+            ),
             (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a": "b"}), json!(["c"]), json!(["c"])),
             (json!({"a": "foo"}), json!(null), json!(null)),
             (json!({"a": "foo"}), json!("bar"), json!("bar")),
-            (json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1})),
-            (json!([1, 2]), json!({"a": "b", "c": null}), json!({"a": "b"})),
-            (json!({}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}})),
+            (
+                json!({"e": null}),
+                json!({"a": 1}),
+                json!({"e": null, "a": 1}),
+            ),
+            (
+                json!([1, 2]),
+                json!({"a": "b", "c": null}),
+                json!({"a": "b"}),
+            ),
+            (
+                json!({}),
+                json!({"a": {"bb": {"ccc": null}}}),
+                json!({"a": {"bb": {}}}),
+            ),
         ];
         for (mut target, patch, expected) in cases {
             merge_patch(&mut target, &patch);
@@ -840,10 +864,7 @@ mod tests {
             assert_eq!(state.as_str().parse::<WaitState>().unwrap(), *state);
         }
         for kind in RunEventKind::ALL {
-            assert_eq!(
-                serde_json::to_value(kind).unwrap(),
-                json!(kind.as_str())
-            );
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
         }
         let err = "paused".parse::<RunStatus>().unwrap_err();
         assert!(err.to_string().contains("status"), "{err}");
@@ -878,5 +899,74 @@ mod tests {
         run.waited = Duration::from_secs(90);
         run.finished_at = Some(t0 + Duration::from_secs(101));
         assert_eq!(run.processing_time(now), Duration::from_secs(11));
+    }
+}
+
+/// What a store upgraded from the schema before runs must still do with its old rows, and
+/// newly with runs: shared by both backends' migration tests.
+#[cfg(test)]
+pub(crate) mod upgraded {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::{Advance, NewRun, RunChange, RunStatus};
+    use crate::store::Store;
+    use crate::types::{AttemptReport, MessageId, NewMessage, ReplayTarget, Status};
+
+    /// `queued` and `delivered` are messages written before the upgrade, with their events.
+    pub(crate) async fn exercise<S: Store>(store: &S, queued: MessageId, delivered: MessageId) {
+        let old = store.get(queued).await.unwrap().unwrap();
+        assert_eq!(old.message.run, None);
+        assert_eq!(old.message.status, Status::Queued);
+        assert_eq!(old.events.len(), 1);
+        let done = store.get(delivered).await.unwrap().unwrap();
+        assert_eq!(done.message.status, Status::Delivered);
+        assert_eq!(done.events.len(), 3);
+        let started = store
+            .start_run(
+                NewRun::new("r", "k", "received", json!({})),
+                RunChange::new().enqueue("send", NewMessage::new("d", json!({ "n": 3 }))),
+            )
+            .await
+            .unwrap();
+        let run = started.run().clone();
+        let claimed = store
+            .claim_due("w", 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2, "the old message and the run's");
+        for c in claimed {
+            match c.message.run {
+                None => {
+                    assert_eq!(c.message.id, queued);
+                    store
+                        .complete(&c.lease, AttemptReport::success())
+                        .await
+                        .unwrap();
+                }
+                Some(step) => {
+                    assert_eq!((step.run, step.step.as_str()), (run.id, "send"));
+                    let change = RunChange::new().status(RunStatus::Completed);
+                    store
+                        .complete_and_advance(
+                            &c.lease,
+                            AttemptReport::success(),
+                            Advance::new(run.id, run.version, change),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        let detail = store.get_run(run.id).await.unwrap().unwrap();
+        assert_eq!(detail.run.status, RunStatus::Completed);
+        assert_eq!(detail.messages.len(), 1);
+        // An old message is no run's: replaying it works as before.
+        let report = store
+            .replay(ReplayTarget::Ids(vec![delivered]), false)
+            .await
+            .unwrap();
+        assert_eq!(report.count, 1);
     }
 }

@@ -4,7 +4,10 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
-use crate::run::{Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started, Wait};
+use crate::run::{
+    Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
+    Wait,
+};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
     MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats,

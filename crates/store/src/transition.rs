@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use crate::common::{self, Encoded, check_key, encode, encode_payload};
 use crate::error::{Result, StoreError};
 use crate::run::{
-    CloseWait, FailureReason, FinishedCounts, RunStats, StateCount, MAX_TOKEN_BYTES, MIN_TOKEN_BYTES, NewRun, NewWait, Run, RunChange, RunConflict,
-    RunEventKind, RunId, RunStatus, TIMER_DESTINATION, WaitOutcome, WaitState, merge_patch,
+    CloseWait, FailureReason, FinishedCounts, MAX_TOKEN_BYTES, MIN_TOKEN_BYTES, NewRun, NewWait,
+    Run, RunChange, RunConflict, RunEventKind, RunId, RunStats, RunStatus, StateCount,
+    TIMER_DESTINATION, WaitOutcome, WaitState, merge_patch,
 };
 use crate::types::{MessageId, NewMessage, duration_millis, from_millis, to_millis};
 
@@ -194,9 +195,7 @@ pub(crate) fn check_close(
         Some(w) if w.run != run => RunConflict::WaitNotFound,
         None => RunConflict::WaitNotFound,
         Some(w) if w.state != WaitState::Open => RunConflict::WaitClosed { state: w.state },
-        Some(w)
-            if matches!(close.outcome, WaitOutcome::Consumed { .. }) && now >= w.expires_at =>
-        {
+        Some(w) if matches!(close.outcome, WaitOutcome::Consumed { .. }) && now >= w.expires_at => {
             RunConflict::WaitClosed {
                 state: WaitState::Expired,
             }
@@ -296,9 +295,10 @@ impl NewRunEvent {
     /// A wait of `step` closed by the change.
     pub(crate) fn closed(outcome: &WaitOutcome, step: &str) -> Self {
         let (kind, detail) = match outcome {
-            WaitOutcome::Consumed { by, action } => {
-                (RunEventKind::WaitConsumed, Some(format!("{action} by {by}")))
-            }
+            WaitOutcome::Consumed { by, action } => (
+                RunEventKind::WaitConsumed,
+                Some(format!("{action} by {by}")),
+            ),
             WaitOutcome::Expired => (RunEventKind::WaitExpired, None),
             WaitOutcome::Cancelled => (RunEventKind::WaitCancelled, None),
         };
@@ -464,7 +464,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(done.version, 3);
-        assert_eq!(done.waited, Duration::from_secs(600) + Duration::from_millis(300));
+        assert_eq!(
+            done.waited,
+            Duration::from_secs(600) + Duration::from_millis(300)
+        );
         assert_eq!(done.waiting_since, None);
         assert_eq!(done.finished_at, Some(from_millis(601_600)));
         assert_eq!(
@@ -528,27 +531,52 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(
-            conflict(check_close(run, &press, Some(&wait(run, WaitState::Open)), 99)),
+            conflict(check_close(
+                run,
+                &press,
+                Some(&wait(run, WaitState::Open)),
+                99
+            )),
             None
         );
         assert_eq!(
-            conflict(check_close(run, &press, Some(&wait(run, WaitState::Open)), 100)),
+            conflict(check_close(
+                run,
+                &press,
+                Some(&wait(run, WaitState::Open)),
+                100
+            )),
             Some(RunConflict::WaitClosed {
                 state: WaitState::Expired
             })
         );
         assert_eq!(
-            conflict(check_close(run, &expire, Some(&wait(run, WaitState::Open)), 100)),
+            conflict(check_close(
+                run,
+                &expire,
+                Some(&wait(run, WaitState::Open)),
+                100
+            )),
             None
         );
         assert_eq!(
-            conflict(check_close(run, &expire, Some(&wait(run, WaitState::Consumed)), 50)),
+            conflict(check_close(
+                run,
+                &expire,
+                Some(&wait(run, WaitState::Consumed)),
+                50
+            )),
             Some(RunConflict::WaitClosed {
                 state: WaitState::Consumed
             })
         );
         assert_eq!(
-            conflict(check_close(run, &press, Some(&wait(other, WaitState::Open)), 50)),
+            conflict(check_close(
+                run,
+                &press,
+                Some(&wait(other, WaitState::Open)),
+                50
+            )),
             Some(RunConflict::WaitNotFound)
         );
         assert_eq!(

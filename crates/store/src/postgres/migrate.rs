@@ -266,3 +266,76 @@ async fn apply(tx: &mut PgConnection, schema: &str, target: &str) -> Result<i64>
     .map_err(err)?;
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{AssertSqlSafe, Connection};
+
+    use super::*;
+
+    /// A schema at version 6 with rows, as a store before runs left it, is upgraded by opening
+    /// a store on it, and the store then works with its old rows and with runs. Needs
+    /// `FERRULE_TEST_POSTGRES_URL`, like the integration tests.
+    #[tokio::test]
+    async fn a_version_6_schema_with_rows_upgrades_to_runs() {
+        let base = std::env::var("FERRULE_TEST_POSTGRES_URL")
+            .expect("FERRULE_TEST_POSTGRES_URL is not set: run the tests with scripts/test");
+        let schema = format!("ferrule_unit_{:016x}", fastrand::u64(..));
+        let mut conn = PgConnection::connect(&base).await.unwrap();
+        let mut setup = format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\";
+             CREATE TABLE store_meta (key text PRIMARY KEY, value text NOT NULL);
+             INSERT INTO store_meta VALUES ('{VERSION_KEY}', '6');"
+        );
+        for sql in &MIGRATIONS[..6] {
+            setup.push_str(sql);
+        }
+        setup.push_str(
+            r#"
+            INSERT INTO messages (id, destination, payload, idempotency_key, status, attempts,
+                next_attempt_at, created_at, updated_at, delivered_at, event_seq)
+            VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV', 'd', '{"n":1}', 'k', 'queued', 0, 5, 5, 5,
+                    NULL, 1),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 'd', '{"n":2}', NULL, 'delivered', 1, 5, 5,
+                    6, 6, 3);
+            INSERT INTO events (message_id, seq, at, status, attempt, detail)
+            VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV', 1, 5, 'queued', 0, NULL),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 1, 5, 'queued', 0, NULL),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 2, 5, 'delivering', 1, 'claimed by w'),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 3, 6, 'delivered', 1, NULL);
+            INSERT INTO idempotency_keys (destination, key, message_id, expires_at)
+            VALUES ('d', 'k', '01ARZ3NDEKTSV4RRFFQ69G5FAV', 99);"#,
+        );
+        sqlx::raw_sql(AssertSqlSafe(setup))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let clock = ferrule_policy::ManualClock::new();
+        let store = crate::PgStore::open(
+            &format!("{base}{sep}schema={schema}"),
+            crate::StoreOptions::with_clock(clock.shared()),
+        )
+        .await
+        .unwrap();
+        let version: String = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT value FROM \"{schema}\".store_meta WHERE key = $1"
+        )))
+        .bind(VERSION_KEY)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(version, LATEST.to_string());
+        crate::run::upgraded::exercise(
+            &store,
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAW".parse().unwrap(),
+        )
+        .await;
+        store.close().await;
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}

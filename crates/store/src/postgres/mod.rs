@@ -458,8 +458,12 @@ impl PgStore {
     async fn advance(&self, advance: Advance, end: Option<runs::End>) -> Result<Advanced> {
         let change =
             transition::encode_change(advance.change, self.inner.options.max_payload_bytes)?;
-        self.advance_tx((advance.run, advance.expected_version), &change, end.as_ref())
-            .await
+        self.advance_tx(
+            (advance.run, advance.expected_version),
+            &change,
+            end.as_ref(),
+        )
+        .await
     }
 
     async fn status_of(&self, id: MessageId) -> Result<Option<Status>> {

@@ -29,16 +29,16 @@ use super::error::{is_conflict, map};
 use super::row::{self, run_columns, wait_columns};
 use super::writer::NewRow;
 use super::{CANCEL, PgStore, REPLAY_IDS};
+use crate::common::Encoded;
 use crate::error::{Result, StoreError};
 use crate::run::{
     Advanced, FailureReason, FinishedCounts, Run, RunDetail, RunEventKind, RunFilter, RunId,
     RunPage, RunStats, RunStatus, Started, StateCount, Wait, WaitOutcome,
 };
 use crate::transition::{
-    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, FoundWait, NewRunEvent,
-    RETRIED_WITH_RUN, WAIT_CLOSED,
+    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, FoundWait, NewRunEvent, RETRIED_WITH_RUN,
+    WAIT_CLOSED,
 };
-use crate::common::Encoded;
 use crate::types::{AttemptReport, Cursor, Lease, NewMessage, Status, duration_millis, to_millis};
 
 /// How many times a run's transaction runs when it keeps conflicting with others.
@@ -126,7 +126,11 @@ WHERE id = $1";
 
 impl PgStore {
     /// Runs `start_in` in a transaction of its own, again on a conflict.
-    pub(crate) async fn start_tx(&self, new: &EncodedRun, change: &EncodedChange) -> Result<Started> {
+    pub(crate) async fn start_tx(
+        &self,
+        new: &EncodedRun,
+        change: &EncodedChange,
+    ) -> Result<Started> {
         for attempt in 1..=ATTEMPTS {
             let mut tx = self.begin("starting a run").await?;
             let result = self.start_in(&mut tx, new, change).await;
@@ -524,11 +528,15 @@ impl PgStore {
         let err = self.err("reading a run");
         let mut tx = self.read_snapshot("reading a run").await?;
         let id = id.to_string();
-        let Some(run) = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(&err)?
+        let Some(run) = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE id = $1"
+        ))
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(&err)?
         else {
             return Ok(None);
         };
@@ -563,19 +571,26 @@ impl PgStore {
             run: row::run(&run)?,
             events: events.iter().map(row::run_event).collect::<Result<_>>()?,
             waits: waits.iter().map(row::wait).collect::<Result<_>>()?,
-            messages: messages.iter().map(row::run_message).collect::<Result<_>>()?,
+            messages: messages
+                .iter()
+                .map(row::run_message)
+                .collect::<Result<_>>()?,
         }))
     }
 
     /// The wait with `token`.
     pub(crate) async fn wait(&self, token: &str) -> Result<Option<Wait>> {
-        sqlx::query(concat!("SELECT ", wait_columns!(), " FROM waits WHERE token = $1"))
-            .bind(token)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(self.err("reading a wait"))?
-            .map(|r| row::wait(&r))
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            wait_columns!(),
+            " FROM waits WHERE token = $1"
+        ))
+        .bind(token)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(self.err("reading a wait"))?
+        .map(|r| row::wait(&r))
+        .transpose()
     }
 
     /// One page of runs matching `filter`, newest first.

@@ -346,6 +346,52 @@ mod tests {
         );
     }
 
+    /// Two messages, as a store at schema version 6 keeps them: `A…V` queued (with an
+    /// idempotency key), `A…W` delivered, each with its events.
+    pub(crate) const V6_ROWS: &str = "
+        INSERT INTO messages (seq, id, destination, payload, idempotency_key, status,
+             attempts, next_attempt_at, created_at, updated_at, delivered_at, event_seq)
+        VALUES (1, '01ARZ3NDEKTSV4RRFFQ69G5FAV', 'd', '{\"n\":1}', 'k', 'queued', 0, 5, 5, 5,
+                NULL, 1),
+               (2, '01ARZ3NDEKTSV4RRFFQ69G5FAW', 'd', '{\"n\":2}', NULL, 'delivered', 1, 5, 5,
+                6, 6, 3);
+        INSERT INTO events (message_seq, seq, at, status, attempt, detail)
+        VALUES (1, 1, 5, 'queued', 0, NULL), (2, 1, 5, 'queued', 0, NULL),
+               (2, 2, 5, 'delivering', 1, 'claimed by w'), (2, 3, 6, 'delivered', 1, NULL);
+        INSERT INTO idempotency (destination, key, message_id, expires_at)
+        VALUES ('d', 'k', '01ARZ3NDEKTSV4RRFFQ69G5FAV', 99);";
+
+    #[tokio::test]
+    async fn a_version_6_database_with_rows_upgrades_to_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        let mut conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO store_meta (key, value) VALUES (?1, '6')",
+            [VERSION_KEY],
+        )
+        .unwrap();
+        conn.execute_batch(V6_ROWS).unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 6);
+        drop(conn);
+        let clock = ferrule_policy::ManualClock::new();
+        let store = crate::SqliteStore::open(crate::SqliteOptions::new(
+            &path,
+            crate::StoreOptions::with_clock(clock.shared()),
+        ))
+        .await
+        .unwrap();
+        crate::run::upgraded::exercise(
+            &store,
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAW".parse().unwrap(),
+        )
+        .await;
+    }
+
     #[test]
     fn a_foreign_database_is_not_migrated() {
         let mut conn = Connection::open_in_memory().unwrap();

@@ -587,7 +587,10 @@ impl Store for SqliteStore {
     }
 
     async fn get_run(&self, id: RunId) -> Result<Option<RunDetail>> {
-        self.inner.readers.with(move |conn| runs::get(conn, id)).await
+        self.inner
+            .readers
+            .with(move |conn| runs::get(conn, id))
+            .await
     }
 
     async fn find_wait(&self, token: &str) -> Result<Option<Wait>> {

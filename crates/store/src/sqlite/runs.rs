@@ -25,8 +25,8 @@ use crate::run::{
     RunPage, RunStats, RunStatus, Started, StateCount, Wait, WaitOutcome,
 };
 use crate::transition::{
-    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, FoundWait, NewRunEvent,
-    RETRIED_WITH_RUN, WAIT_CLOSED,
+    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, FoundWait, NewRunEvent, RETRIED_WITH_RUN,
+    WAIT_CLOSED,
 };
 use crate::types::{AttemptReport, Cursor, Lease, MessageId, Status, duration_millis, to_millis};
 
@@ -295,7 +295,9 @@ fn effects(
         transition::check_retry(
             after.id,
             *id,
-            found.as_ref().map(|(_, status, run)| (run.as_deref(), *status)),
+            found
+                .as_ref()
+                .map(|(_, status, run)| (run.as_deref(), *status)),
         )?;
         if let Some((message, _, _)) = found {
             ops::requeue(conn, env, message, RETRIED_WITH_RUN)?;
@@ -368,9 +370,13 @@ fn effects(
 /// A run with its events, waits and messages, from one snapshot.
 pub(crate) fn get(conn: &Connection, id: RunId) -> Result<Option<RunDetail>> {
     // Deferred: the snapshot starts at the first read and ends when `tx` is dropped.
-    let tx = conn.unchecked_transaction().ctx("starting a read of a run")?;
+    let tx = conn
+        .unchecked_transaction()
+        .ctx("starting a read of a run")?;
     let found = tx
-        .prepare_cached(&format!("SELECT {RUN_COLUMNS}, seq FROM runs WHERE id = ?1"))
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS}, seq FROM runs WHERE id = ?1"
+        ))
         .and_then(|mut s| {
             s.query_row([id.to_string()], |r| {
                 Ok((rows::run(r, 0)?, r.get::<_, i64>(RUN_COLUMN_COUNT)?))
@@ -500,7 +506,10 @@ pub(crate) fn stats(
             "SELECT status, count(*) FROM runs INDEXED BY runs_unfinished
              WHERE route = ?1 AND finished_at IS NULL GROUP BY status",
         )
-        .and_then(|mut s| s.query_map([route], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .and_then(|mut s| {
+            s.query_map([route], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
         .ctx(ctx)?;
     for (status, n) in unfinished {
         match status.parse()? {

@@ -37,7 +37,9 @@ pub(crate) async fn fixture<B: Backend>() -> Fixture<B::Store> {
     fixture_with::<B>(|_| {}).await
 }
 
-pub(crate) async fn fixture_with<B: Backend>(tune: impl FnOnce(&mut StoreOptions)) -> Fixture<B::Store> {
+pub(crate) async fn fixture_with<B: Backend>(
+    tune: impl FnOnce(&mut StoreOptions),
+) -> Fixture<B::Store> {
     let clock = ManualClock::new();
     let mut options = StoreOptions::with_clock(clock.shared());
     tune(&mut options);

@@ -158,14 +158,21 @@ pub(crate) async fn a_run_started_twice_with_one_key_is_one_run<B: Backend>() {
     assert_eq!(ids.len(), 1);
     let run = f.store.get_run(*ids.iter().next().unwrap()).await.unwrap();
     assert_eq!(run.unwrap().messages.len(), 1, "one card");
-    let page = f.store.list_runs(&RunFilter::all(), None, 100).await.unwrap();
+    let page = f
+        .store
+        .list_runs(&RunFilter::all(), None, 100)
+        .await
+        .unwrap();
     assert_eq!(page.runs.len(), 3);
 }
 
 pub(crate) async fn a_run_walks_its_steps_each_change_with_its_messages<B: Backend>() {
     let f = fixture::<B>().await;
     let run = start(&f, "k", 7).await;
-    assert_eq!((run.state.as_str(), run.step.as_deref()), ("processed", Some("card")));
+    assert_eq!(
+        (run.state.as_str(), run.step.as_deref()),
+        ("processed", Some("card"))
+    );
     // The card is an ordinary message tagged with its run and step.
     let claimed = claim_work(&f).await;
     assert_eq!(claimed.len(), 1);
@@ -272,9 +279,24 @@ pub(crate) async fn a_run_walks_its_steps_each_change_with_its_messages<B: Backe
         [
             (1, RunEventKind::Started, "processed", Some("card")),
             (2, RunEventKind::WaitOpened, "processed", Some("approval")),
-            (3, RunEventKind::Advanced, "awaiting_callback", Some("approval")),
-            (4, RunEventKind::Advanced, "callback_received", Some("github")),
-            (5, RunEventKind::WaitConsumed, "callback_received", Some("approval")),
+            (
+                3,
+                RunEventKind::Advanced,
+                "awaiting_callback",
+                Some("approval")
+            ),
+            (
+                4,
+                RunEventKind::Advanced,
+                "callback_received",
+                Some("github")
+            ),
+            (
+                5,
+                RunEventKind::WaitConsumed,
+                "callback_received",
+                Some("approval")
+            ),
             (6, RunEventKind::Advanced, "completed", Some("github")),
         ]
     );
@@ -341,7 +363,13 @@ pub(crate) async fn complete_and_advance_is_all_or_nothing<B: Backend>() {
     let all = f.store.list(&Filter::all(), None, 100).await.unwrap();
     assert_eq!(all.messages.len(), 4, "two cards, two timers, no reminder");
     assert_eq!(
-        f.store.get_run(other.id).await.unwrap().unwrap().waits.len(),
+        f.store
+            .get_run(other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .waits
+            .len(),
         1
     );
     // The same lease, a valid change: the message's end and the next step go in together.
@@ -509,7 +537,11 @@ pub(crate) async fn concurrent_consumers_of_one_wait_exactly_one_wins<B: Backend
     assert_eq!(won.run, detail.run);
     let wait = &detail.waits[0];
     assert_eq!(wait.consumed_by.as_deref(), Some(n.to_string().as_str()));
-    let github_steps = detail.messages.iter().filter(|m| m.step == "github").count();
+    let github_steps = detail
+        .messages
+        .iter()
+        .filter(|m| m.step == "github")
+        .count();
     assert_eq!(github_steps, 1, "one press, one GitHub action");
 }
 
@@ -696,10 +728,13 @@ pub(crate) async fn get_run_and_list_runs_filter_and_page<B: Backend>() {
             .await
             .unwrap();
     }
-    let listed = |page: &ferrule_store::RunPage| -> Vec<RunId> {
-        page.runs.iter().map(|r| r.id).collect()
-    };
-    let all = f.store.list_runs(&RunFilter::all(), None, 100).await.unwrap();
+    let listed =
+        |page: &ferrule_store::RunPage| -> Vec<RunId> { page.runs.iter().map(|r| r.id).collect() };
+    let all = f
+        .store
+        .list_runs(&RunFilter::all(), None, 100)
+        .await
+        .unwrap();
     let newest_first: Vec<RunId> = ids.iter().rev().copied().collect();
     assert_eq!(listed(&all), newest_first);
     assert_eq!(all.next, None);
@@ -758,7 +793,10 @@ pub(crate) async fn run_stats_leave_out_time_spent_waiting<B: Backend>() {
     // Run A: 100 ms of work, a 10-minute wait for a person, 200 ms more: 300 ms.
     let a = f
         .store
-        .start_run(NewRun::new("r", "a", "received", json!({})), RunChange::new())
+        .start_run(
+            NewRun::new("r", "a", "received", json!({})),
+            RunChange::new(),
+        )
         .await
         .unwrap()
         .run()
@@ -806,7 +844,10 @@ pub(crate) async fn run_stats_leave_out_time_spent_waiting<B: Backend>() {
         let clock = f.clock.clone();
         async move {
             let run = store
-                .start_run(NewRun::new(route, key, "received", json!({})), RunChange::new())
+                .start_run(
+                    NewRun::new(route, key, "received", json!({})),
+                    RunChange::new(),
+                )
                 .await
                 .unwrap()
                 .run()
@@ -837,7 +878,10 @@ pub(crate) async fn run_stats_leave_out_time_spent_waiting<B: Backend>() {
     // Another route's runs do not count.
     finish("other", "h", RunStatus::Failed, "failed", Some("other")).await;
     f.store
-        .start_run(NewRun::new("other", "x", "received", json!({})), RunChange::new())
+        .start_run(
+            NewRun::new("other", "x", "received", json!({})),
+            RunChange::new(),
+        )
         .await
         .unwrap();
 
@@ -906,7 +950,10 @@ pub(crate) async fn run_stats_leave_out_time_spent_waiting<B: Backend>() {
         .await
         .unwrap();
     assert_eq!(nothing.finished.total(), 0);
-    assert_eq!((nothing.success_rate, nothing.mean, nothing.p95), (None, None, None));
+    assert_eq!(
+        (nothing.success_rate, nothing.mean, nothing.p95),
+        (None, None, None)
+    );
 }
 
 pub(crate) async fn retention_purges_finished_runs_and_keeps_waiting_ones<B: Backend>() {
@@ -988,7 +1035,10 @@ pub(crate) async fn a_failed_step_is_retried_with_its_run_and_never_replayed<B: 
         .await
         .unwrap();
     assert_eq!(failed.run.status, RunStatus::Failed);
-    assert_eq!(failed.run.last_error.as_deref(), Some("card: chat not found"));
+    assert_eq!(
+        failed.run.last_error.as_deref(),
+        Some("card: chat not found")
+    );
     let dead = f.store.get(card.message.id).await.unwrap().unwrap().message;
     assert_eq!(dead.status, Status::Dead);
     assert_eq!(dead.last_error.as_deref(), Some("chat not found"));
@@ -1125,7 +1175,11 @@ pub(crate) async fn cancelling_a_run_cancels_its_pending_messages_and_waits<B: B
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
     let other = f.store.get(bystander).await.unwrap().unwrap().message;
-    assert_eq!(other.status, Status::Queued, "other messages are left alone");
+    assert_eq!(
+        other.status,
+        Status::Queued,
+        "other messages are left alone"
+    );
 }
 
 pub(crate) async fn bad_run_input_is_refused_before_any_write<B: Backend>() {
@@ -1188,7 +1242,10 @@ pub(crate) async fn bad_run_input_is_refused_before_any_write<B: Backend>() {
     // A context that grows past the limit is refused and the run is left as it was.
     let run = f
         .store
-        .start_run(new(), RunChange::new().merge(json!({ "a": "x".repeat(600) })))
+        .start_run(
+            new(),
+            RunChange::new().merge(json!({ "a": "x".repeat(600) })),
+        )
         .await
         .unwrap()
         .run()
@@ -1204,7 +1261,14 @@ pub(crate) async fn bad_run_input_is_refused_before_any_write<B: Backend>() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{err}");
     assert_eq!(f.store.get_run(run.id).await.unwrap().unwrap().run, run);
-    assert!(f.store.list(&Filter::all(), None, 10).await.unwrap().messages.is_empty());
+    assert!(
+        f.store
+            .list(&Filter::all(), None, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
 }
 
 async fn fixture_with_small_payloads<B: Backend>() -> Fixture<B::Store> {
