@@ -49,6 +49,14 @@ async fn crash_after_sigkill_loses_no_acked_message() {
     crate::crash::sigkill_loses_no_acked_message(&schema.url()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_run_repeats_no_step_and_loses_none() {
+    // A run's change commits with its message's end or not at all: a SIGKILL at any moment
+    // leaves every run consistent, and walking the runs on afterwards runs no step twice.
+    let schema = TestSchema::new();
+    crate::crash::sigkill_mid_run_repeats_no_step(&schema.url()).await;
+}
+
 fn base_url() -> String {
     std::env::var("FERRULE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(

@@ -172,6 +172,13 @@ async fn crash_after_sigkill_loses_no_acked_message() {
     crate::crash::sigkill_loses_no_acked_message(&url).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_run_repeats_no_step_and_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("runs.db").display());
+    crate::crash::sigkill_mid_run_repeats_no_step(&url).await;
+}
+
 /// A tmpfs of `size_mib` MiB on `dir`, unmounted on drop; `Err` says why it cannot be mounted
 /// (not root, no `mount`).
 struct Tmpfs(std::path::PathBuf);
