@@ -1200,3 +1200,9 @@ async fn a_press_and_the_timer_in_other_stores_close_a_wait_once() {
     let timer = stores[1].get(timer).await.unwrap().unwrap();
     assert_eq!(timer.message.status, Status::Cancelled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn run_transition_latency() {
+    crate::runs::print_transition_latency::<Postgres>("postgres").await;
+}

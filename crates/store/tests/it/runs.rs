@@ -1274,3 +1274,82 @@ pub(crate) async fn bad_run_input_is_refused_before_any_write<B: Backend>() {
 async fn fixture_with_small_payloads<B: Backend>() -> Fixture<B::Store> {
     crate::conformance::fixture_with::<B>(|o| o.max_payload_bytes = 1024).await
 }
+
+/// Times one run transition of each kind, one after another on an idle store (each is its own
+/// commit): start with a message and a wait, complete-and-advance, a press, beside a plain
+/// enqueue. Prints p50, p95 and the mean; run by the backends' ignored `run_transition_latency` tests.
+#[allow(clippy::print_stderr, reason = "a measurement prints its figures")]
+pub(crate) async fn print_transition_latency<B: Backend>(backend: &str) {
+    const N: u32 = 200;
+    let f = fixture::<B>().await;
+    let (mut starts, mut sends, mut presses) = (Vec::new(), Vec::new(), Vec::new());
+    let mut enqueues = Vec::new();
+    let expires = f.clock.system_now() + Duration::from_secs(3600);
+    for n in 0..N {
+        // The baseline: one plain enqueue, one commit.
+        let t = std::time::Instant::now();
+        f.store.enqueue(card_message(n)).await.unwrap();
+        enqueues.push(t.elapsed());
+        let _ = f.store.claim_due("w", 1, LEASE).await.unwrap();
+        let t = std::time::Instant::now();
+        let run = f
+            .store
+            .start_run(
+                NewRun::new("bench", format!("k{n}"), "received", json!({ "pr": n })),
+                RunChange::new()
+                    .state("processed")
+                    .enqueue("card", card_message(n))
+                    .open_wait(NewWait::new(token(n), "approval", expires)),
+            )
+            .await
+            .unwrap()
+            .run()
+            .clone();
+        starts.push(t.elapsed());
+        let card = f.store.claim_due("w", 1, LEASE).await.unwrap().remove(0);
+        let t = std::time::Instant::now();
+        let sent = f
+            .store
+            .complete_and_advance(
+                &card.lease,
+                AttemptReport::success(),
+                Advance::new(
+                    run.id,
+                    run.version,
+                    RunChange::new()
+                        .status(RunStatus::Waiting)
+                        .state("awaiting_callback")
+                        .merge(json!({ "card": { "message_id": n } })),
+                ),
+            )
+            .await
+            .unwrap();
+        sends.push(t.elapsed());
+        let t = std::time::Instant::now();
+        f.store
+            .advance_run(Advance::new(
+                run.id,
+                sent.run.version,
+                RunChange::new()
+                    .status(RunStatus::Completed)
+                    .close_wait(token(n), press("42", "approve")),
+            ))
+            .await
+            .unwrap();
+        presses.push(t.elapsed());
+    }
+    for (name, mut times) in [
+        ("enqueue (baseline)", enqueues),
+        ("start_run (card + wait)", starts),
+        ("complete_and_advance", sends),
+        ("advance_run (press)", presses),
+    ] {
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / N;
+        eprintln!(
+            "{backend} {name}: p50 {:?}, p95 {:?}, mean {mean:?} over {N}",
+            times[times.len() / 2],
+            times[times.len() * 95 / 100],
+        );
+    }
+}

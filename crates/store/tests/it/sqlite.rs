@@ -279,3 +279,9 @@ async fn a_full_disk_is_storage_full_and_loses_nothing_acked() {
         assert_eq!(detail.unwrap().message.status, Status::Queued, "{id}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn run_transition_latency() {
+    crate::runs::print_transition_latency::<Sqlite>("sqlite").await;
+}
