@@ -12,7 +12,9 @@ use crate::run::{
     Run, RunChange, RunConflict, RunEventKind, RunId, RunStats, RunStatus, StateCount,
     TIMER_DESTINATION, WaitOutcome, WaitState, merge_patch,
 };
-use crate::types::{MessageId, NewMessage, duration_millis, from_millis, to_millis};
+use crate::types::{
+    AttemptReport, Lease, MessageId, NewMessage, Status, duration_millis, from_millis, to_millis,
+};
 
 /// A checked [`NewRun`].
 #[derive(Debug)]
@@ -158,6 +160,35 @@ fn check_token(token: &str) -> Result<()> {
         return Err(bad("must be base64url (A-Z, a-z, 0-9, `-`, `_`)".into()));
     }
     Ok(())
+}
+
+/// The end of an attempt that comes with a change (`complete_and_advance`,
+/// `dead_letter_and_advance`).
+#[derive(Debug)]
+pub(crate) struct End {
+    pub(crate) lease: Lease,
+    /// `delivered` or `dead`.
+    pub(crate) status: Status,
+    pub(crate) report: AttemptReport,
+}
+
+impl End {
+    /// The attempt under `lease` ends in `status` with `report`.
+    pub(crate) fn new(lease: &Lease, status: Status, report: AttemptReport) -> Self {
+        End {
+            lease: lease.clone(),
+            status,
+            report,
+        }
+    }
+}
+
+/// Who consumed a wait and how, for the wait's row; `None`s for the other outcomes.
+pub(crate) fn answer(outcome: &WaitOutcome) -> (Option<&str>, Option<&str>) {
+    match outcome {
+        WaitOutcome::Consumed { by, action } => (Some(by), Some(action)),
+        WaitOutcome::Expired | WaitOutcome::Cancelled => (None, None),
+    }
 }
 
 /// Refuses a change decided on another version of `run`.
@@ -347,9 +378,8 @@ pub(crate) const RETRIED_WITH_RUN: &str = "retried with its run";
 pub(crate) fn check_retry(
     run: RunId,
     id: MessageId,
-    found: Option<(Option<&str>, crate::types::Status)>,
+    found: Option<(Option<&str>, Status)>,
 ) -> Result<()> {
-    use crate::types::Status;
     match found {
         None => Err(StoreError::NotFound { id }),
         Some((owner, _)) if owner != Some(run.to_string().as_str()) => {
@@ -399,17 +429,26 @@ pub(crate) fn check_owner(run: RunId, message: MessageId, owner: Option<&str>) -
     })
 }
 
-/// Assembles [`RunStats`] from what a backend counted: `by_state` sorted most frequent first,
-/// the success rate from the finished counts.
+/// Assembles [`RunStats`] from what a backend counted: `groups` are the finished runs per
+/// status and state, summed per status and per state (most frequent first), the success rate
+/// from them.
 pub(crate) fn stats(
     route: &str,
     window: std::time::Duration,
     (active, waiting): (u64, u64),
-    finished: FinishedCounts,
-    mut by_state: Vec<StateCount>,
+    groups: Vec<(RunStatus, String, u64)>,
     (mean, p95): (Option<std::time::Duration>, Option<std::time::Duration>),
     top_failures: Vec<FailureReason>,
 ) -> RunStats {
+    let mut finished = FinishedCounts::default();
+    let mut by_state: Vec<StateCount> = Vec::new();
+    for (status, state, count) in groups {
+        finished.add(status, count);
+        match by_state.iter_mut().find(|s| s.state == state) {
+            Some(s) => s.count += count,
+            None => by_state.push(StateCount { state, count }),
+        }
+    }
     by_state.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.state.cmp(&b.state)));
     let judged = finished.completed + finished.failed + finished.expired;
     RunStats {

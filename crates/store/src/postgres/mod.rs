@@ -36,7 +36,7 @@ use crate::run::{
     Wait,
 };
 use crate::store::Store;
-use crate::transition;
+use crate::transition::{self, End};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, ErrorGroup, Filter, InboundPage, Lease,
     MessageDetail, MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget,
@@ -150,18 +150,34 @@ WITH c AS (
 SELECT * FROM c ORDER BY seq"
 );
 
-const CANCEL: &str = "
+/// Cancels the pending messages whose `$column` is `$1`, each with its event (`$2` is now,
+/// `$3` the reason); answers their ids.
+macro_rules! cancel_where {
+    ($column:literal) => {
+        concat!(
+            "
 WITH u AS (
     UPDATE messages SET status = 'cancelled',
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         updated_at = $2, event_seq = event_seq + 1
-    WHERE id = $1 AND status IN ('queued', 'retrying', 'delivering')
+    WHERE ",
+            $column,
+            " = $1 AND status IN ('queued', 'retrying', 'delivering')
     RETURNING id, event_seq, attempts
 ), e AS (
     INSERT INTO events (message_id, seq, at, status, attempt, detail)
     SELECT id, event_seq, $2, 'cancelled', attempts, $3 FROM u
 )
-SELECT id FROM u";
+SELECT id FROM u"
+        )
+    };
+}
+
+/// Cancels message `$1` if it is pending.
+const CANCEL: &str = cancel_where!("id");
+
+/// Cancels every pending message of run `$1`.
+const CANCEL_RUN: &str = cancel_where!("run_id");
 
 const RECOVER: &str = "
 WITH u AS (
@@ -455,7 +471,7 @@ impl PgStore {
     }
 
     /// Applies `advance`, with the end of the step's message when given.
-    async fn advance(&self, advance: Advance, end: Option<runs::End>) -> Result<Advanced> {
+    async fn advance(&self, advance: Advance, end: Option<End>) -> Result<Advanced> {
         let change =
             transition::encode_change(advance.change, self.inner.options.max_payload_bytes)?;
         self.advance_tx(
@@ -1078,11 +1094,7 @@ impl Store for PgStore {
         report: AttemptReport,
         advance: Advance,
     ) -> Result<Advanced> {
-        let end = runs::End {
-            lease: lease.clone(),
-            status: Status::Delivered,
-            report,
-        };
+        let end = End::new(lease, Status::Delivered, report);
         self.advance(advance, Some(end)).await
     }
 
@@ -1092,11 +1104,7 @@ impl Store for PgStore {
         report: AttemptReport,
         advance: Advance,
     ) -> Result<Advanced> {
-        let end = runs::End {
-            lease: lease.clone(),
-            status: Status::Dead,
-            report,
-        };
+        let end = End::new(lease, Status::Dead, report);
         self.advance(advance, Some(end)).await
     }
 

@@ -28,18 +28,18 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 use super::error::{is_conflict, map};
 use super::row::{self, run_columns, wait_columns};
 use super::writer::NewRow;
-use super::{CANCEL, PgStore, REPLAY_IDS};
+use super::{CANCEL, CANCEL_RUN, PgStore, REPLAY_IDS};
 use crate::common::Encoded;
 use crate::error::{Result, StoreError};
 use crate::run::{
-    Advanced, FailureReason, FinishedCounts, Run, RunDetail, RunEventKind, RunFilter, RunId,
-    RunPage, RunStats, RunStatus, Started, StateCount, Wait, WaitOutcome,
+    Advanced, FailureReason, Run, RunDetail, RunEventKind, RunFilter, RunId, RunPage, RunStats,
+    RunStatus, Started, Wait,
 };
 use crate::transition::{
-    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, FoundWait, NewRunEvent, RETRIED_WITH_RUN,
-    WAIT_CLOSED,
+    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, End, FoundWait, NewRunEvent,
+    RETRIED_WITH_RUN, WAIT_CLOSED,
 };
-use crate::types::{AttemptReport, Cursor, Lease, NewMessage, Status, duration_millis, to_millis};
+use crate::types::{Cursor, NewMessage, duration_millis, to_millis};
 
 /// How many times a run's transaction runs when it keeps conflicting with others.
 const ATTEMPTS: usize = 3;
@@ -70,15 +70,6 @@ impl From<StoreError> for TxError {
 
 type TxResult<T> = std::result::Result<T, TxError>;
 
-/// The end of an attempt that comes with a change.
-#[derive(Debug)]
-pub(crate) struct End {
-    pub(crate) lease: Lease,
-    /// `delivered` or `dead`.
-    pub(crate) status: Status,
-    pub(crate) report: AttemptReport,
-}
-
 /// Ends an attempt under its lease (already locked and checked), with its event.
 const END_ATTEMPT: &str = "
 WITH u AS (
@@ -92,20 +83,6 @@ WITH u AS (
 ), e AS (
     INSERT INTO events (message_id, seq, at, status, attempt, outcome, code, duration_ms, detail)
     SELECT id, event_seq, $6, status, attempts, $7, $8, $9, $5 FROM u
-)
-SELECT count(*) AS n FROM u";
-
-/// Cancels every pending message of run `$1`, each with its event.
-const CANCEL_RUN: &str = "
-WITH u AS (
-    UPDATE messages SET status = 'cancelled',
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = $2, event_seq = event_seq + 1
-    WHERE run_id = $1 AND status IN ('queued', 'retrying', 'delivering')
-    RETURNING id, event_seq, attempts
-), e AS (
-    INSERT INTO events (message_id, seq, at, status, attempt, detail)
-    SELECT id, event_seq, $2, 'cancelled', attempts, $3 FROM u
 )
 SELECT count(*) AS n FROM u";
 
@@ -379,10 +356,7 @@ impl PgStore {
         let run_id = after.id.to_string();
         let mut events = vec![first];
         if let (Some(close), Some(wait)) = (&change.close_wait, closing) {
-            let (by, action) = match &close.outcome {
-                WaitOutcome::Consumed { by, action } => (Some(by), Some(action)),
-                _ => (None, None),
-            };
+            let (by, action) = transition::answer(&close.outcome);
             sqlx::query(
                 "UPDATE waits SET state = $1, closed_at = $2, consumed_by = $3, action = $4
                  WHERE token = $5",
@@ -666,9 +640,7 @@ impl PgStore {
         let waiting: i64 = r.try_get("waiting").map_err(&err)?;
         let mean: Option<f64> = r.try_get("mean").map_err(&err)?;
         let p95: Option<i64> = r.try_get("p95").map_err(&err)?;
-        let mut finished = FinishedCounts::default();
-        let mut by_state: Vec<StateCount> = Vec::new();
-        for g in sqlx::query(
+        let groups = sqlx::query(
             "SELECT status, state, count(*) AS n FROM runs
              WHERE route = $1 AND finished_at IS NOT NULL AND finished_at >= $2
              GROUP BY status, state",
@@ -678,16 +650,14 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(&err)?
-        {
+        .iter()
+        .map(|g| {
             let status: String = g.try_get("status").map_err(&err)?;
             let state: String = g.try_get("state").map_err(&err)?;
             let n = g.try_get::<i64, _>("n").map_err(&err)?.unsigned_abs();
-            finished.add(status.parse()?, n);
-            match by_state.iter_mut().find(|s| s.state == state) {
-                Some(s) => s.count += n,
-                None => by_state.push(StateCount { state, count: n }),
-            }
-        }
+            Ok((status.parse()?, state, n))
+        })
+        .collect::<Result<Vec<_>>>()?;
         let top_failures = sqlx::query(
             "SELECT status, last_error, count(*) AS n, max(finished_at) AS last_at FROM runs
              WHERE route = $1 AND finished_at IS NOT NULL AND finished_at >= $2
@@ -717,8 +687,7 @@ impl PgStore {
             route,
             window,
             (active.unsigned_abs(), waiting.unsigned_abs()),
-            finished,
-            by_state,
+            groups,
             (
                 mean.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0)),
                 p95.map(millis),

@@ -69,7 +69,7 @@ use crate::run::{
     Wait,
 };
 use crate::store::Store;
-use crate::transition;
+use crate::transition::{self, End};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
     MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats, Status,
@@ -187,7 +187,7 @@ impl SqliteStore {
     }
 
     /// Applies `advance`, with the end of the step's message when given, in one writer job.
-    async fn advance(&self, advance: Advance, end: Option<runs::End>) -> Result<Advanced> {
+    async fn advance(&self, advance: Advance, end: Option<End>) -> Result<Advanced> {
         let change =
             transition::encode_change(advance.change, self.inner.options.store.max_payload_bytes)?;
         let run = (advance.run, advance.expected_version);
@@ -564,11 +564,7 @@ impl Store for SqliteStore {
         report: AttemptReport,
         advance: Advance,
     ) -> Result<Advanced> {
-        let end = runs::End {
-            lease: lease.clone(),
-            status: Status::Delivered,
-            report,
-        };
+        let end = End::new(lease, Status::Delivered, report);
         self.advance(advance, Some(end)).await
     }
 
@@ -578,11 +574,7 @@ impl Store for SqliteStore {
         report: AttemptReport,
         advance: Advance,
     ) -> Result<Advanced> {
-        let end = runs::End {
-            lease: lease.clone(),
-            status: Status::Dead,
-            report,
-        };
+        let end = End::new(lease, Status::Dead, report);
         self.advance(advance, Some(end)).await
     }
 

@@ -21,23 +21,14 @@ use super::rows::{
 use super::writer::Env;
 use crate::error::{Result, StoreError};
 use crate::run::{
-    Advanced, FailureReason, FinishedCounts, Run, RunDetail, RunEventKind, RunFilter, RunId,
-    RunPage, RunStats, RunStatus, Started, StateCount, Wait, WaitOutcome,
+    Advanced, FailureReason, Run, RunDetail, RunEventKind, RunFilter, RunId, RunPage, RunStats,
+    RunStatus, Started, Wait,
 };
 use crate::transition::{
-    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, FoundWait, NewRunEvent, RETRIED_WITH_RUN,
-    WAIT_CLOSED,
+    self, CANCELLED_WITH_RUN, EncodedChange, EncodedRun, End, FoundWait, NewRunEvent,
+    RETRIED_WITH_RUN, WAIT_CLOSED,
 };
-use crate::types::{AttemptReport, Cursor, Lease, MessageId, Status, duration_millis, to_millis};
-
-/// The end of an attempt that comes with a change.
-#[derive(Debug)]
-pub(crate) struct End {
-    pub(crate) lease: Lease,
-    /// `delivered` or `dead`.
-    pub(crate) status: Status,
-    pub(crate) report: AttemptReport,
-}
+use crate::types::{Cursor, MessageId, duration_millis, to_millis};
 
 /// Most failure reasons `run_stats` reports.
 const TOP_FAILURES: i64 = 10;
@@ -65,29 +56,23 @@ pub(crate) fn start(
     let before = transition::initial(RunId::from_ulid(env.new_id()), new, now);
     let (after, context) = transition::apply(&before, change, now)?;
     conn.prepare_cached(
-        "INSERT INTO runs (id, route, dedupe_key, status, state, step, context, version,
-             created_at, updated_at, finished_at, waited_ms, waiting_since, last_error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO runs (id, route, dedupe_key, status, state, context, version, created_at,
+             updated_at)
+         VALUES (?1, ?2, ?3, 'active', ?4, ?5, 0, ?6, ?6)",
     )
     .and_then(|mut s| {
         s.execute(params![
             after.id.to_string(),
             after.route,
             after.dedupe_key,
-            after.status.as_str(),
-            after.state,
-            after.step,
+            new.state,
             context,
-            i64::try_from(after.version).unwrap_or(i64::MAX),
             now,
-            after.finished_at.map(to_millis),
-            duration_millis(after.waited),
-            after.waiting_since.map(to_millis),
-            after.last_error,
         ])
     })
     .ctx("starting a run")?;
     let seq = conn.last_insert_rowid();
+    save(conn, seq, &after, &context, now)?;
     let first = NewRunEvent::transition(RunEventKind::Started, &after, change, None);
     let advanced = effects(conn, env, seq, 0, &before, after, change, None, first)?;
     Ok(Started::Created(advanced))
@@ -154,6 +139,16 @@ pub(crate) fn advance(
     if let Some(end) = end {
         ops::finish(conn, env, &end.lease, end.status, None, &end.report)?;
     }
+    save(conn, seq, &after, &context, now)?;
+    let message = end.map(|e| e.lease.id);
+    let first = NewRunEvent::transition(RunEventKind::Advanced, &after, change, message);
+    effects(
+        conn, env, seq, event_seq, &before, after, change, closing, first,
+    )
+}
+
+/// Writes the run's row at `seq` as a change left it.
+fn save(conn: &Connection, seq: i64, run: &Run, context: &str, now: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE runs SET status = ?1, state = ?2, step = ?3, context = ?4, version = ?5,
              updated_at = ?6, finished_at = ?7, waited_ms = ?8, waiting_since = ?9,
@@ -162,25 +157,21 @@ pub(crate) fn advance(
     )
     .and_then(|mut s| {
         s.execute(params![
-            after.status.as_str(),
-            after.state,
-            after.step,
+            run.status.as_str(),
+            run.state,
+            run.step,
             context,
-            i64::try_from(after.version).unwrap_or(i64::MAX),
+            i64::try_from(run.version).unwrap_or(i64::MAX),
             now,
-            after.finished_at.map(to_millis),
-            duration_millis(after.waited),
-            after.waiting_since.map(to_millis),
-            after.last_error,
+            run.finished_at.map(to_millis),
+            duration_millis(run.waited),
+            run.waiting_since.map(to_millis),
+            run.last_error,
             seq,
         ])
     })
     .ctx("changing a run")?;
-    let message = end.map(|e| e.lease.id);
-    let first = NewRunEvent::transition(RunEventKind::Advanced, &after, change, message);
-    effects(
-        conn, env, seq, event_seq, &before, after, change, closing, first,
-    )
+    Ok(())
 }
 
 /// The wait with `token`, as a change that closes it needs it.
@@ -240,10 +231,7 @@ fn effects(
     let run_id = after.id.to_string();
     let mut events = vec![first];
     if let (Some(close), Some(wait)) = (&change.close_wait, closing) {
-        let (by, action) = match &close.outcome {
-            WaitOutcome::Consumed { by, action } => (Some(by), Some(action)),
-            _ => (None, None),
-        };
+        let (by, action) = transition::answer(&close.outcome);
         conn.prepare_cached(
             "UPDATE waits SET state = ?1, closed_at = ?2, consumed_by = ?3, action = ?4
              WHERE token = ?5",
@@ -518,7 +506,7 @@ pub(crate) fn stats(
             _ => {}
         }
     }
-    let groups: Vec<(String, String, i64)> = tx
+    let groups = tx
         .prepare_cached(
             "SELECT status, state, count(*) FROM runs INDEXED BY runs_finished
              WHERE route = ?1 AND finished_at IS NOT NULL AND finished_at >= ?2
@@ -526,24 +514,19 @@ pub(crate) fn stats(
         )
         .and_then(|mut s| {
             s.query_map(params![route, since], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?
-            .collect()
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .ctx(ctx)?;
-    let mut finished = FinishedCounts::default();
-    let mut by_state: Vec<StateCount> = Vec::new();
-    for (status, state, n) in groups {
-        finished.add(status.parse()?, n.unsigned_abs());
-        match by_state.iter_mut().find(|s| s.state == state) {
-            Some(s) => s.count += n.unsigned_abs(),
-            None => by_state.push(StateCount {
-                state,
-                count: n.unsigned_abs(),
-            }),
-        }
-    }
-    let total = finished.total();
+        .ctx(ctx)?
+        .into_iter()
+        .map(|(status, state, n)| Ok((status.parse()?, state, n.unsigned_abs())))
+        .collect::<Result<Vec<(RunStatus, String, u64)>>>()?;
+    let total: u64 = groups.iter().map(|(_, _, n)| n).sum();
     let processing = "finished_at - created_at - waited_ms";
     let (mean, p95) = if total == 0 {
         (None, None)
@@ -604,8 +587,7 @@ pub(crate) fn stats(
         route,
         window,
         (active, waiting),
-        finished,
-        by_state,
+        groups,
         (mean, p95),
         top_failures,
     ))

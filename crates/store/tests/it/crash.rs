@@ -6,6 +6,8 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrule_store::{
@@ -53,37 +55,62 @@ async fn crash_child() {
     }
 }
 
+/// Runs this binary's ignored test `child` with `env` set to `url`, kills it with SIGKILL after
+/// a random 200–1200 ms, once it printed at least 10 lines starting with `prefix` (or after
+/// 30 s), and answers the rest of every such line it printed. The output is read to its end,
+/// which comes with the kill, so a child that stops printing is still killed on time.
+async fn run_child_and_kill(
+    child: &str,
+    env: &str,
+    url: &str,
+    prefix: &'static str,
+) -> Vec<String> {
+    let mut process = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", child, "--nocapture"])
+        .env(env, url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = process.stdout.take().unwrap();
+    let printed = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let printed = printed.clone();
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    lines.push(rest.to_owned());
+                    printed.store(lines.len(), Ordering::Relaxed);
+                }
+            }
+            lines
+        })
+    };
+    let kill_after = Duration::from_millis(fastrand::u64(200..1200));
+    let start = Instant::now();
+    while (start.elapsed() < kill_after || printed.load(Ordering::Relaxed) < 10)
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Child::kill sends SIGKILL on Unix.
+    process.kill().unwrap();
+    process.wait().unwrap();
+    reader.join().unwrap()
+}
+
 /// Three rounds of: start the child on `url`, SIGKILL it after a random 200–1200 ms, reopen
 /// and check that every id it printed is stored.
 pub(crate) async fn sigkill_loses_no_acked_message(url: &str) {
     for round in 0..3 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "crash::crash_child", "--nocapture"])
-            .env(CRASH_URL, url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let kill_after = Duration::from_millis(fastrand::u64(200..1200));
-        let reader = std::thread::spawn(move || {
-            let start = Instant::now();
-            let mut acked = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(id) = line.strip_prefix("ACK ") {
-                    acked.push(id.parse::<MessageId>().unwrap());
-                }
-                if start.elapsed() >= kill_after && acked.len() >= 10 {
-                    break;
-                }
-            }
-            acked
-        });
-        let acked = reader.join().unwrap();
-        // Child::kill sends SIGKILL on Unix.
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let acked: Vec<MessageId> =
+            run_child_and_kill("crash::crash_child", CRASH_URL, url, "ACK ")
+                .await
+                .iter()
+                .map(|id| id.parse().unwrap())
+                .collect();
         assert!(
             acked.len() >= 10,
             "round {round}: the child acked too little"
@@ -281,48 +308,12 @@ async fn check_runs<S: Store>(store: &S, round: usize) -> usize {
 pub(crate) async fn sigkill_mid_run_repeats_no_step(url: &str) {
     let mut acked = Vec::new();
     for round in 0..3 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "crash::run_crash_child",
-                "--nocapture",
-            ])
-            .env(RUN_CRASH_URL, url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let kill_after = Duration::from_millis(fastrand::u64(200..1200));
-        // The child stops printing once its runs are started (it goes on walking them), so
-        // the reader reads to the end of its output, which comes when it is killed.
-        let printed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let reader = {
-            let printed = printed.clone();
-            std::thread::spawn(move || {
-                let mut runs = Vec::new();
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(id) = line.strip_prefix("RUN ") {
-                        runs.push(id.parse::<RunId>().unwrap());
-                        printed.store(runs.len(), std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                runs
-            })
-        };
-        let start = Instant::now();
-        while (start.elapsed() < kill_after
-            || printed.load(std::sync::atomic::Ordering::Relaxed) < 10)
-            && start.elapsed() < Duration::from_secs(30)
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // Child::kill sends SIGKILL on Unix.
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let runs = reader.join().unwrap();
+        let runs: Vec<RunId> =
+            run_child_and_kill("crash::run_crash_child", RUN_CRASH_URL, url, "RUN ")
+                .await
+                .iter()
+                .map(|id| id.parse().unwrap())
+                .collect();
         assert!(
             runs.len() >= 10,
             "round {round}: the child started too little"

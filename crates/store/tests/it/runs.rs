@@ -16,34 +16,26 @@ use crate::conformance::{Backend, Fixture, fixture};
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// Instantiates every case for a backend type.
+/// Instantiates every case for a backend type, in a module `runs`.
 #[macro_export]
 macro_rules! run_conformance_tests {
     ($backend:ty) => {
-        $crate::run_conformance_tests!(@cases $backend,
-            a_run_started_twice_with_one_key_is_one_run,
-            a_run_walks_its_steps_each_change_with_its_messages,
-            complete_and_advance_is_all_or_nothing,
-            a_stale_lease_or_a_stale_version_changes_nothing,
-            concurrent_consumers_of_one_wait_exactly_one_wins,
-            consume_after_expiry_and_expiry_after_consume_are_refused,
-            an_expiry_is_a_timer_message_tagged_with_its_wait,
-            get_run_and_list_runs_filter_and_page,
-            run_stats_leave_out_time_spent_waiting,
-            retention_purges_finished_runs_and_keeps_waiting_ones,
-            a_failed_step_is_retried_with_its_run_and_never_replayed,
-            cancelling_a_run_cancels_its_pending_messages_and_waits,
-            bad_run_input_is_refused_before_any_write
-        );
-    };
-    (@cases $backend:ty, $($case:ident),* $(,)?) => {
         mod runs {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    $crate::runs::$case::<$backend>().await;
-                }
-            )*
+            $crate::conformance_tests!(@cases runs, $backend,
+                a_run_started_twice_with_one_key_is_one_run,
+                a_run_walks_its_steps_each_change_with_its_messages,
+                complete_and_advance_is_all_or_nothing,
+                a_stale_lease_or_a_stale_version_changes_nothing,
+                concurrent_consumers_of_one_wait_exactly_one_wins,
+                consume_after_expiry_and_expiry_after_consume_are_refused,
+                an_expiry_is_a_timer_message_tagged_with_its_wait,
+                get_run_and_list_runs_filter_and_page,
+                run_stats_leave_out_time_spent_waiting,
+                retention_purges_finished_runs_and_keeps_waiting_ones,
+                a_failed_step_is_retried_with_its_run_and_never_replayed,
+                cancelling_a_run_cancels_its_pending_messages_and_waits,
+                bad_run_input_is_refused_before_any_write
+            );
         }
     };
 }
@@ -95,6 +87,26 @@ async fn claim_work<S: Store>(f: &Fixture<S>) -> Vec<Claimed> {
     claimed
 }
 
+/// Starts a run of `route` with `key`, `received`, with an empty context and no change.
+async fn start_bare<S: Store>(store: &S, route: &str, key: &str) -> ferrule_store::Started {
+    store
+        .start_run(
+            NewRun::new(route, key, "received", json!({})),
+            RunChange::new(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Applies `change` to `run` at its version; answers the run after it.
+async fn advance<S: Store>(store: &S, run: &Run, change: RunChange) -> Run {
+    store
+        .advance_run(Advance::new(run.id, run.version, change))
+        .await
+        .unwrap()
+        .run
+}
+
 fn conflict(err: StoreError) -> RunConflict {
     match err {
         StoreError::RunConflict { conflict, .. } => conflict,
@@ -125,14 +137,7 @@ pub(crate) async fn a_run_started_twice_with_one_key_is_one_run<B: Backend>() {
     assert!(!again.is_created());
     assert_eq!(again.run(), &first);
     // The same key on another route is another run.
-    let other = f
-        .store
-        .start_run(
-            NewRun::new("other", "<pr-1@github.com>", "received", json!({})),
-            RunChange::new(),
-        )
-        .await
-        .unwrap();
+    let other = start_bare(&f.store, "other", "<pr-1@github.com>").await;
     assert!(other.is_created());
     // Concurrent starts with one key: one run, one card, whoever wins.
     let tasks: Vec<_> = (0..8)
@@ -791,51 +796,16 @@ pub(crate) async fn get_run_and_list_runs_filter_and_page<B: Backend>() {
 pub(crate) async fn run_stats_leave_out_time_spent_waiting<B: Backend>() {
     let f = fixture::<B>().await;
     // Run A: 100 ms of work, a 10-minute wait for a person, 200 ms more: 300 ms.
-    let a = f
-        .store
-        .start_run(
-            NewRun::new("r", "a", "received", json!({})),
-            RunChange::new(),
-        )
-        .await
-        .unwrap()
-        .run()
-        .clone();
+    let a = start_bare(&f.store, "r", "a").await.run().clone();
     f.clock.advance(Duration::from_millis(100));
-    let a = f
-        .store
-        .advance_run(Advance::new(
-            a.id,
-            a.version,
-            RunChange::new().status(RunStatus::Waiting),
-        ))
-        .await
-        .unwrap()
-        .run;
+    let a = advance(&f.store, &a, RunChange::new().status(RunStatus::Waiting)).await;
     f.clock.advance(Duration::from_secs(600));
-    let a = f
-        .store
-        .advance_run(Advance::new(
-            a.id,
-            a.version,
-            RunChange::new().status(RunStatus::Active),
-        ))
-        .await
-        .unwrap()
-        .run;
+    let a = advance(&f.store, &a, RunChange::new().status(RunStatus::Active)).await;
     f.clock.advance(Duration::from_millis(200));
-    let a = f
-        .store
-        .advance_run(Advance::new(
-            a.id,
-            a.version,
-            RunChange::new()
-                .status(RunStatus::Completed)
-                .state("completed"),
-        ))
-        .await
-        .unwrap()
-        .run;
+    let done = RunChange::new()
+        .status(RunStatus::Completed)
+        .state("completed");
+    let a = advance(&f.store, &a, done).await;
     assert_eq!(a.waited, Duration::from_secs(600));
     // Runs that finish after 700 ms of work each: one more completed, two failed with one
     // reason, one expired, one cancelled; and one still waiting.
@@ -843,24 +813,13 @@ pub(crate) async fn run_stats_leave_out_time_spent_waiting<B: Backend>() {
         let store = f.store.clone();
         let clock = f.clock.clone();
         async move {
-            let run = store
-                .start_run(
-                    NewRun::new(route, key, "received", json!({})),
-                    RunChange::new(),
-                )
-                .await
-                .unwrap()
-                .run()
-                .clone();
+            let run = start_bare(&store, route, key).await.run().clone();
             clock.advance(Duration::from_millis(700));
             let mut change = RunChange::new().status(status).state(state);
             if let Some(error) = error as Option<&str> {
                 change = change.error(error);
             }
-            store
-                .advance_run(Advance::new(run.id, run.version, change))
-                .await
-                .unwrap()
+            advance(&store, &run, change).await
         }
     };
     finish("r", "b", RunStatus::Completed, "email_reply_sent", None).await;
@@ -877,13 +836,7 @@ pub(crate) async fn run_stats_leave_out_time_spent_waiting<B: Backend>() {
         .unwrap();
     // Another route's runs do not count.
     finish("other", "h", RunStatus::Failed, "failed", Some("other")).await;
-    f.store
-        .start_run(
-            NewRun::new("other", "x", "received", json!({})),
-            RunChange::new(),
-        )
-        .await
-        .unwrap();
+    start_bare(&f.store, "other", "x").await;
 
     let s = f
         .store
@@ -1002,14 +955,7 @@ pub(crate) async fn retention_purges_finished_runs_and_keeps_waiting_ones<B: Bac
     assert_eq!(kept.run.status, RunStatus::Waiting);
     assert_eq!(kept.messages.len(), 2, "its card and its timer");
     assert_eq!(kept.waits.len(), 1);
-    let again = f
-        .store
-        .start_run(
-            NewRun::new("pr-review", "done", "received", json!({})),
-            RunChange::new(),
-        )
-        .await
-        .unwrap();
+    let again = start_bare(&f.store, "pr-review", "done").await;
     assert!(again.is_created());
 }
 
