@@ -6,6 +6,10 @@ use crate::error::{Result, StoreError};
 use crate::options::StoreOptions;
 #[cfg(feature = "postgres")]
 use crate::postgres::PgStore;
+use crate::run::{
+    Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
+    Wait,
+};
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 use crate::types::{
@@ -186,6 +190,53 @@ impl Store for AnyStore {
 
     async fn purge_inbound(&self, older_than: Duration) -> Result<u64> {
         dispatch!(self, s => s.purge_inbound(older_than).await)
+    }
+
+    async fn start_run(&self, run: NewRun, change: RunChange) -> Result<Started> {
+        dispatch!(self, s => s.start_run(run, change).await)
+    }
+
+    async fn advance_run(&self, advance: Advance) -> Result<Advanced> {
+        dispatch!(self, s => s.advance_run(advance).await)
+    }
+
+    async fn complete_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> Result<Advanced> {
+        dispatch!(self, s => s.complete_and_advance(lease, report, advance).await)
+    }
+
+    async fn dead_letter_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> Result<Advanced> {
+        dispatch!(self, s => s.dead_letter_and_advance(lease, report, advance).await)
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunDetail>> {
+        dispatch!(self, s => s.get_run(id).await)
+    }
+
+    async fn find_wait(&self, token: &str) -> Result<Option<Wait>> {
+        dispatch!(self, s => s.find_wait(token).await)
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<RunPage> {
+        dispatch!(self, s => s.list_runs(filter, cursor, limit).await)
+    }
+
+    async fn run_stats(&self, route: &str, window: Duration) -> Result<RunStats> {
+        dispatch!(self, s => s.run_stats(route, window).await)
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

@@ -1,7 +1,7 @@
 //! Backend-independent checks and encodings shared by the SQLite and PostgreSQL backends.
 
 use crate::error::{Result, StoreError};
-use crate::types::{NewInbound, NewMessage};
+use crate::types::{Cursor, NewInbound, NewMessage};
 
 /// Longest destination, idempotency key, ordering key or lease owner accepted.
 pub(crate) const MAX_KEY_BYTES: usize = 512;
@@ -10,10 +10,13 @@ pub(crate) const MAX_KEY_BYTES: usize = 512;
 pub(crate) const RESERVED_META_PREFIX: &str = "ferrule.";
 
 /// A [`NewMessage`] checked and serialised, ready to bind.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Encoded {
     pub(crate) payload: String,
     pub(crate) headers: Option<String>,
+    /// The step of the run the message belongs to, for a message a run's change enqueues
+    /// (the run's id is added when it is written).
+    pub(crate) step: Option<String>,
 }
 
 /// Serialises a replacement payload; refuses one over `max_payload`.
@@ -56,7 +59,11 @@ pub(crate) fn encode(message: &NewMessage, max_payload: usize) -> Result<Encoded
             })?,
         ),
     };
-    Ok(Encoded { payload, headers })
+    Ok(Encoded {
+        payload,
+        headers,
+        step: None,
+    })
 }
 
 /// A [`NewInbound`] checked and serialised, with its forward message, ready to bind.
@@ -107,6 +114,14 @@ pub(crate) fn check_key(field: &'static str, value: Option<&str>, optional: bool
         }),
         Some(_) => Ok(()),
     }
+}
+
+/// The `seq` a page's cursor points after (every listing pages by a `seq` column).
+pub(crate) fn cursor_seq(cursor: &Cursor) -> Result<i64> {
+    cursor.0.parse().map_err(|_| StoreError::InvalidOption {
+        field: "cursor",
+        reason: format!("`{}` is not a cursor from this store", cursor.0),
+    })
 }
 
 /// Refuses a `max` or `limit` outside `1..=upper`.

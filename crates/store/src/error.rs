@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::run::{RunConflict, RunId};
 use crate::types::{MessageId, Status};
 
 /// A boxed error kept as the cause of a [`StoreError`].
@@ -102,6 +103,22 @@ pub enum StoreError {
         id: MessageId,
     },
 
+    /// No run with this id exists.
+    #[error("run {id} not found")]
+    RunNotFound {
+        /// The id that was looked up.
+        id: RunId,
+    },
+
+    /// A run's change was refused: nothing was written (see [`RunConflict`]).
+    #[error("run {run} cannot be changed: {conflict}")]
+    RunConflict {
+        /// The run.
+        run: RunId,
+        /// Why.
+        conflict: RunConflict,
+    },
+
     /// The caller's lease is no longer valid: it was re-claimed by another worker, released, or
     /// the message was cancelled. The caller's result must be dropped.
     #[error("lease on message {id} was lost (owner `{owner}`)")]
@@ -174,10 +191,12 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The database's storage is full.
     StorageFull,
-    /// No such message.
+    /// No such message or run.
     NotFound,
     /// The caller's lease was lost (fencing).
     LeaseLost,
+    /// A run's change was refused: its version moved, or its wait is no longer open.
+    RunConflict,
     /// The message is in a status where the operation does not apply.
     InvalidTransition,
     /// The store was closed.
@@ -198,7 +217,8 @@ impl StoreError {
             StoreError::Unreachable { .. } => ErrorKind::Unavailable,
             StoreError::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             StoreError::StorageFull { .. } => ErrorKind::StorageFull,
-            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::NotFound { .. } | StoreError::RunNotFound { .. } => ErrorKind::NotFound,
+            StoreError::RunConflict { .. } => ErrorKind::RunConflict,
             StoreError::LeaseLost { .. } => ErrorKind::LeaseLost,
             StoreError::InvalidTransition { .. } => ErrorKind::InvalidTransition,
             StoreError::Closed => ErrorKind::Closed,

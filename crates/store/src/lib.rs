@@ -6,6 +6,10 @@
 //! `retrying`, `dead`, `cancelled`) under leases held by dispatcher workers, with every
 //! transition appended to the message's event timeline in the same transaction.
 //!
+//! Routes run on the same queue: a [`Run`] walks through steps, each executed by messages
+//! tagged with the run and step, and every change of a run is applied in the transaction that
+//! ends the step's message (see [`RunChange`] and [`Store::complete_and_advance`]).
+//!
 //! Every timestamp is read from the [`SharedClock`](ferrule_policy::SharedClock) in
 //! [`StoreOptions`], so tests drive lease expiry and due times with a
 //! [`ManualClock`](ferrule_policy::ManualClock).
@@ -16,8 +20,10 @@ pub mod error;
 pub mod options;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod run;
 pub mod sqlite;
 mod store;
+mod transition;
 pub mod types;
 
 pub use any::{AnyStore, open};
@@ -25,6 +31,12 @@ pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore};
+pub use run::{
+    Advance, Advanced, CloseWait, FailureReason, FinishedCounts, NewRun, NewWait, Run, RunChange,
+    RunConflict, RunDetail, RunEvent, RunEventKind, RunFilter, RunId, RunMessage, RunPage,
+    RunStats, RunStatus, RunStep, Started, StateCount, StepMessage, TIMER_DESTINATION, Wait,
+    WaitOutcome, WaitState,
+};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::Store;
 pub use types::{

@@ -4,6 +4,10 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
+use crate::run::{
+    Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
+    Wait,
+};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
     MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats,
@@ -26,6 +30,14 @@ use crate::types::{
 /// - **FIFO per ordering key**: a message is not claimable while an older message with the same
 ///   ordering key is pending (`queued`, `retrying`, `delivering`), nor, under
 ///   [`DeadLetterPolicy::Block`](crate::DeadLetterPolicy::Block), while one is `dead`.
+/// - **Runs**: every change of a run ([`start_run`](Self::start_run),
+///   [`advance_run`](Self::advance_run), [`complete_and_advance`](Self::complete_and_advance),
+///   [`dead_letter_and_advance`](Self::dead_letter_and_advance)) is one transaction with its
+///   events, the waits it opens or closes, the messages it enqueues, cancels or retries and the
+///   message it ends: a crash leaves all of it or none. A refused change writes nothing.
+///   A message tagged with a run is never replayed by [`replay`](Self::replay) (retry it with
+///   its run, [`RunChange::retry`](crate::RunChange::retry)), so a step that succeeded never
+///   runs again.
 pub trait Store: Send + Sync + 'static {
     /// Stores one message, or finds the original when its idempotency key was seen within the
     /// window for the same destination. Concurrent duplicates create exactly one message.
@@ -146,6 +158,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Re-queues terminal messages (`dead`, `cancelled`, `delivered`): status `queued`, due now,
     /// attempts reset to zero, last error cleared, events kept. On a dry run nothing changes.
+    ///
+    /// Messages of a run are left out: a filter skips them, and naming one by id is refused
+    /// as an invalid `ids` (retry it with its run instead).
     fn replay(
         &self,
         target: ReplayTarget,
@@ -167,6 +182,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Retention: deletes messages delivered more than `older_than` ago, with their events, and
     /// forgets idempotency keys whose window has passed; returns how many messages.
+    ///
+    /// Runs that finished more than `older_than` ago go too, with their events and waits
+    /// (their keys can then start a new run). An unfinished run is never purged, nor are the
+    /// delivered messages of one, so its timeline stays whole however long it waits.
     fn purge_delivered(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 
     /// The queue, scheduled and dead-letter depths, in total and per destination, and how
@@ -213,6 +232,81 @@ pub trait Store: Send + Sync + 'static {
     /// A redelivery of a purged event is recorded again, so keep events longer than the sender
     /// retries (Telegram: 24 hours).
     fn purge_inbound(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Starts a run of `run.route`, unique per `(route, dedupe_key)`, and applies `change` to
+    /// it in the same transaction (typically: the first step's messages, perhaps a wait).
+    ///
+    /// A key already started answers [`Started::Existing`] with that run as it is now and
+    /// writes nothing; concurrent starts with one key (on PostgreSQL, from any number of
+    /// processes) create exactly one run. The new run is `active` unless `change` says
+    /// otherwise, at version 1, with one `started` event.
+    ///
+    /// Refuses bad keys, steps or tokens and a payload or context over `max_payload_bytes`
+    /// before any write.
+    fn start_run(
+        &self,
+        run: NewRun,
+        change: RunChange,
+    ) -> impl Future<Output = Result<Started>> + Send;
+
+    /// Applies a change not tied to a message's end: a button press consuming a wait, an API
+    /// signal, an operator's retry or cancel.
+    ///
+    /// Refused with [`StoreError::RunConflict`](crate::StoreError::RunConflict), writing
+    /// nothing, when the run is no longer at `advance.expected_version` or the wait it closes
+    /// is not open; [`StoreError::RunNotFound`](crate::StoreError::RunNotFound) when there is
+    /// no such run.
+    fn advance_run(&self, advance: Advance) -> impl Future<Output = Result<Advanced>> + Send;
+
+    /// The attempt of a run's message succeeded: `delivering → delivered` as
+    /// [`complete`](Self::complete) would, and `advance` applied, in one transaction.
+    ///
+    /// Checked before anything is written, in this order: the lease
+    /// ([`LeaseLost`](crate::StoreError::LeaseLost)), the message's run (a message of another
+    /// run, or of none, is refused as an invalid `run`), the run's version and the wait to
+    /// close ([`RunConflict`](crate::StoreError::RunConflict)). Refused, nothing is written and
+    /// the message stays leased: read the run again, decide again, and call again.
+    fn complete_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> impl Future<Output = Result<Advanced>> + Send;
+
+    /// The run's message cannot be delivered: `delivering → dead` as
+    /// [`dead_letter`](Self::dead_letter) would, and `advance` applied, in one transaction,
+    /// checked as [`complete_and_advance`](Self::complete_and_advance) is.
+    fn dead_letter_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> impl Future<Output = Result<Advanced>> + Send;
+
+    /// A run with its events, waits and messages (their ids, steps and statuses), read from
+    /// one snapshot, or `None`.
+    fn get_run(&self, id: RunId) -> impl Future<Output = Result<Option<RunDetail>>> + Send;
+
+    /// The wait with `token`, or `None`.
+    fn find_wait(&self, token: &str) -> impl Future<Output = Result<Option<Wait>>> + Send;
+
+    /// Runs matching `filter`, newest first, at most `limit` (1..=1000), continuing after
+    /// `cursor`.
+    fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<RunPage>> + Send;
+
+    /// The runs of `route` that finished within `window` (counts per status and state,
+    /// success rate, mean and 95th percentile of processing time without the time spent
+    /// waiting, top failure reasons), and its unfinished runs now.
+    fn run_stats(
+        &self,
+        route: &str,
+        window: Duration,
+    ) -> impl Future<Output = Result<RunStats>> + Send;
 
     /// Reads a value from the store's small key-value table (e.g. a Telegram update offset).
     fn get_meta(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;

@@ -107,6 +107,73 @@ CREATE INDEX messages_depths ON messages (destination, status, not_before)
     r#"
 ALTER TABLE idempotency_keys ADD COLUMN fingerprint bytea;
 "#,
+    // Runs of routes. A message may belong to a run's step (`run_id`, `run_step`; NULL for
+    // every other message, and for those stored before: nullable columns without a default, no
+    // table rewrite). A run is unique per (route, dedupe_key), which settles concurrent starts
+    // across processes; `event_seq` numbers its events as `messages.event_seq` does.
+    // `waited_ms` is the time spent `waiting` in earlier waits, `waiting_since` the start of
+    // the current one. A wait is found by its token; `timer_id` is the message that expires
+    // it. `runs_finished` and `runs_unfinished` serve one route's statistics, `runs_retention`
+    // the retention purge, `messages_run` a run's messages.
+    r#"
+ALTER TABLE messages ADD COLUMN run_id text, ADD COLUMN run_step text;
+CREATE INDEX messages_run ON messages (run_id) WHERE run_id IS NOT NULL;
+
+CREATE TABLE runs (
+    id            text PRIMARY KEY,
+    seq           bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    route         text NOT NULL,
+    dedupe_key    text NOT NULL,
+    status        text NOT NULL CHECK (status IN
+                      ('active', 'waiting', 'completed', 'failed', 'expired', 'cancelled')),
+    state         text NOT NULL,
+    step          text,
+    context       jsonb NOT NULL,
+    version       bigint NOT NULL,
+    created_at    bigint NOT NULL,
+    updated_at    bigint NOT NULL,
+    finished_at   bigint,
+    waited_ms     bigint NOT NULL DEFAULT 0,
+    waiting_since bigint,
+    last_error    text,
+    event_seq     integer NOT NULL DEFAULT 0,
+    UNIQUE (route, dedupe_key)
+);
+CREATE INDEX runs_route ON runs (route, seq);
+CREATE INDEX runs_finished ON runs (route, finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX runs_unfinished ON runs (route, status) WHERE finished_at IS NULL;
+CREATE INDEX runs_retention ON runs (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE run_events (
+    run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         integer NOT NULL,
+    at          bigint NOT NULL,
+    kind        text NOT NULL,
+    status      text NOT NULL,
+    state       text NOT NULL,
+    step        text,
+    message_id  text,
+    detail      text,
+    duration_ms bigint,
+    PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE waits (
+    token       text PRIMARY KEY,
+    run_id      text NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step        text NOT NULL,
+    state       text NOT NULL CHECK (state IN ('open', 'consumed', 'expired', 'cancelled')),
+    created_at  bigint NOT NULL,
+    expires_at  bigint NOT NULL,
+    allowed     jsonb,
+    attached    jsonb,
+    closed_at   bigint,
+    consumed_by text,
+    action      text,
+    timer_id    text
+);
+CREATE INDEX waits_run ON waits (run_id, state);
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -198,4 +265,77 @@ async fn apply(tx: &mut PgConnection, schema: &str, target: &str) -> Result<i64>
     .await
     .map_err(err)?;
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{AssertSqlSafe, Connection};
+
+    use super::*;
+
+    /// A schema at version 6 with rows, as a store before runs left it, is upgraded by opening
+    /// a store on it, and the store then works with its old rows and with runs. Needs
+    /// `FERRULE_TEST_POSTGRES_URL`, like the integration tests.
+    #[tokio::test]
+    async fn a_version_6_schema_with_rows_upgrades_to_runs() {
+        let base = std::env::var("FERRULE_TEST_POSTGRES_URL")
+            .expect("FERRULE_TEST_POSTGRES_URL is not set: run the tests with scripts/test");
+        let schema = format!("ferrule_unit_{:016x}", fastrand::u64(..));
+        let mut conn = PgConnection::connect(&base).await.unwrap();
+        let mut setup = format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\";
+             CREATE TABLE store_meta (key text PRIMARY KEY, value text NOT NULL);
+             INSERT INTO store_meta VALUES ('{VERSION_KEY}', '6');"
+        );
+        for sql in &MIGRATIONS[..6] {
+            setup.push_str(sql);
+        }
+        setup.push_str(
+            r#"
+            INSERT INTO messages (id, destination, payload, idempotency_key, status, attempts,
+                next_attempt_at, created_at, updated_at, delivered_at, event_seq)
+            VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV', 'd', '{"n":1}', 'k', 'queued', 0, 5, 5, 5,
+                    NULL, 1),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 'd', '{"n":2}', NULL, 'delivered', 1, 5, 5,
+                    6, 6, 3);
+            INSERT INTO events (message_id, seq, at, status, attempt, detail)
+            VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV', 1, 5, 'queued', 0, NULL),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 1, 5, 'queued', 0, NULL),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 2, 5, 'delivering', 1, 'claimed by w'),
+                   ('01ARZ3NDEKTSV4RRFFQ69G5FAW', 3, 6, 'delivered', 1, NULL);
+            INSERT INTO idempotency_keys (destination, key, message_id, expires_at)
+            VALUES ('d', 'k', '01ARZ3NDEKTSV4RRFFQ69G5FAV', 99);"#,
+        );
+        sqlx::raw_sql(AssertSqlSafe(setup))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let clock = ferrule_policy::ManualClock::new();
+        let store = crate::PgStore::open(
+            &format!("{base}{sep}schema={schema}"),
+            crate::StoreOptions::with_clock(clock.shared()),
+        )
+        .await
+        .unwrap();
+        let version: String = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT value FROM \"{schema}\".store_meta WHERE key = $1"
+        )))
+        .bind(VERSION_KEY)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(version, LATEST.to_string());
+        crate::run::upgraded::exercise(
+            &store,
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAW".parse().unwrap(),
+        )
+        .await;
+        store.close().await;
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
 }

@@ -15,6 +15,7 @@ mod listen;
 mod migrate;
 mod options;
 mod row;
+mod runs;
 mod writer;
 
 use std::sync::Arc;
@@ -30,7 +31,12 @@ use self::writer::{FinishRow, InboundRow, NewRow, Writer, WriterConfig};
 use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::options::{DeadLetterPolicy, StoreOptions};
+use crate::run::{
+    Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
+    Wait,
+};
 use crate::store::Store;
+use crate::transition::{self, End};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, ErrorGroup, Filter, InboundPage, Lease,
     MessageDetail, MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget,
@@ -144,18 +150,34 @@ WITH c AS (
 SELECT * FROM c ORDER BY seq"
 );
 
-const CANCEL: &str = "
+/// Cancels the pending messages whose `$column` is `$1`, each with its event (`$2` is now,
+/// `$3` the reason); answers their ids.
+macro_rules! cancel_where {
+    ($column:literal) => {
+        concat!(
+            "
 WITH u AS (
     UPDATE messages SET status = 'cancelled',
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         updated_at = $2, event_seq = event_seq + 1
-    WHERE id = $1 AND status IN ('queued', 'retrying', 'delivering')
+    WHERE ",
+            $column,
+            " = $1 AND status IN ('queued', 'retrying', 'delivering')
     RETURNING id, event_seq, attempts
 ), e AS (
     INSERT INTO events (message_id, seq, at, status, attempt, detail)
     SELECT id, event_seq, $2, 'cancelled', attempts, $3 FROM u
 )
-SELECT id FROM u";
+SELECT id FROM u"
+        )
+    };
+}
+
+/// Cancels message `$1` if it is pending.
+const CANCEL: &str = cancel_where!("id");
+
+/// Cancels every pending message of run `$1`.
+const CANCEL_RUN: &str = cancel_where!("run_id");
 
 const RECOVER: &str = "
 WITH u AS (
@@ -177,7 +199,7 @@ WITH u AS (
         not_before = NULL, last_error = NULL, delivered_at = NULL,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         updated_at = $6, event_seq = event_seq + 1
-    WHERE status IN ('dead', 'cancelled', 'delivered') AND ",
+    WHERE status IN ('dead', 'cancelled', 'delivered') AND run_id IS NULL AND ",
     filter_where!(),
     "
     RETURNING id, event_seq, seq
@@ -189,7 +211,8 @@ SELECT id FROM u ORDER BY seq"
 );
 
 const REPLAY_FILTER_DRY: &str = concat!(
-    "SELECT id FROM messages WHERE status IN ('dead', 'cancelled', 'delivered') AND ",
+    "SELECT id FROM messages WHERE status IN ('dead', 'cancelled', 'delivered') AND run_id IS NULL
+     AND ",
     filter_where!(),
     " ORDER BY seq"
 );
@@ -204,7 +227,7 @@ WITH u AS (
     RETURNING id, event_seq
 ), e AS (
     INSERT INTO events (message_id, seq, at, status, attempt, detail)
-    SELECT id, event_seq, $2, 'queued', 0, 'replayed' FROM u
+    SELECT id, event_seq, $2, 'queued', 0, $3 FROM u
 )
 SELECT count(*) AS n FROM u";
 
@@ -242,15 +265,21 @@ SELECT count(*) AS n FROM d"
 );
 
 /// Retention purge: idempotency keys stay until their own window passes, so a late duplicate
-/// submit is still recognised after its delivered original was purged.
+/// submit is still recognised after its delivered original was purged. A delivered message of
+/// a run that has not finished stays, so the run's timeline stays whole; finished runs go
+/// with their events and waits (`ON DELETE CASCADE`).
 const PURGE_DELIVERED: &str = "
 WITH d AS (
-    DELETE FROM messages WHERE status = 'delivered' AND delivered_at <= $1
+    DELETE FROM messages m WHERE m.status = 'delivered' AND m.delivered_at <= $1
+      AND (m.run_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM runs r WHERE r.id = m.run_id AND r.finished_at IS NULL))
     RETURNING id
 ), e AS (
     DELETE FROM events WHERE message_id IN (SELECT id FROM d)
 ), k AS (
     DELETE FROM idempotency_keys WHERE expires_at <= $2
+), r AS (
+    DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at <= $1
 )
 SELECT count(*) AS n FROM d";
 
@@ -441,6 +470,18 @@ impl PgStore {
         }
     }
 
+    /// Applies `advance`, with the end of the step's message when given.
+    async fn advance(&self, advance: Advance, end: Option<End>) -> Result<Advanced> {
+        let change =
+            transition::encode_change(advance.change, self.inner.options.max_payload_bytes)?;
+        self.advance_tx(
+            (advance.run, advance.expected_version),
+            &change,
+            end.as_ref(),
+        )
+        .await
+    }
+
     async fn status_of(&self, id: MessageId) -> Result<Option<Status>> {
         let row = sqlx::query("SELECT status FROM messages WHERE id = $1")
             .bind(id.to_string())
@@ -465,6 +506,7 @@ fn new_row(m: &NewMessage, encoded: common::Encoded) -> NewRow {
         ordering_key: m.ordering_key.clone(),
         not_before: m.not_before.map(to_millis),
         fingerprint: m.fingerprint,
+        run: None,
     }
 }
 
@@ -708,16 +750,7 @@ impl Store for PgStore {
 
     async fn list(&self, filter: &Filter, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         check_count("limit", limit, MAX_PAGE)?;
-        let after = cursor
-            .map(|c| {
-                c.as_str()
-                    .parse::<i64>()
-                    .map_err(|_| StoreError::InvalidOption {
-                        field: "cursor",
-                        reason: format!("`{}` is not a cursor from this store", c.as_str()),
-                    })
-            })
-            .transpose()?;
+        let after = cursor.map(common::cursor_seq).transpose()?;
         let rows = bind_filter(sqlx::query(LIST), filter)
             .bind(after)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
@@ -768,7 +801,8 @@ impl Store for PgStore {
                     .await
                     .map_err(self.err("replaying messages"))?;
                 let rows = sqlx::query(
-                    "SELECT id, status FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    "SELECT id, status, run_id FROM messages WHERE id = ANY($1)
+                     ORDER BY id FOR UPDATE",
                 )
                 .bind(&texts)
                 .fetch_all(&mut *tx)
@@ -777,12 +811,16 @@ impl Store for PgStore {
                 let mut found = std::collections::HashMap::new();
                 for r in &rows {
                     let status: String = r.try_get("status").map_err(self.err("replaying"))?;
-                    found.insert(row::id(r, "id")?, status.parse::<Status>()?);
+                    let run: Option<String> = r.try_get("run_id").map_err(self.err("replaying"))?;
+                    found.insert(row::id(r, "id")?, (status.parse::<Status>()?, run));
                 }
                 for id in &ids {
                     match found.get(id) {
                         None => return Err(StoreError::NotFound { id: *id }),
-                        Some(s) if s.is_pending() => {
+                        Some((_, Some(run))) => {
+                            return Err(crate::transition::run_message_replayed(*id, run));
+                        }
+                        Some((s, None)) if s.is_pending() => {
                             return Err(StoreError::InvalidTransition {
                                 id: *id,
                                 from: *s,
@@ -796,6 +834,7 @@ impl Store for PgStore {
                     sqlx::query(REPLAY_IDS)
                         .bind(&texts)
                         .bind(now)
+                        .bind("replayed")
                         .execute(&mut *tx)
                         .await
                         .map_err(self.err("replaying messages"))?;
@@ -1003,16 +1042,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<InboundPage> {
         check_count("limit", limit, MAX_PAGE)?;
-        let before = cursor
-            .map(|c| {
-                c.as_str()
-                    .parse::<i64>()
-                    .map_err(|_| StoreError::InvalidOption {
-                        field: "cursor",
-                        reason: format!("`{}` is not a cursor from this store", c.as_str()),
-                    })
-            })
-            .transpose()?;
+        let before = cursor.map(common::cursor_seq).transpose()?;
         let rows = sqlx::query(LIST_INBOUND)
             .bind(source)
             .bind(before)
@@ -1045,6 +1075,62 @@ impl Store for PgStore {
             .await
             .map_err(self.err("purging inbound events"))?;
         Ok(done.rows_affected())
+    }
+
+    async fn start_run(&self, run: NewRun, change: RunChange) -> Result<Started> {
+        let max = self.inner.options.max_payload_bytes;
+        let run = transition::encode_run(run, max)?;
+        let change = transition::encode_change(change, max)?;
+        self.start_tx(&run, &change).await
+    }
+
+    async fn advance_run(&self, advance: Advance) -> Result<Advanced> {
+        self.advance(advance, None).await
+    }
+
+    async fn complete_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> Result<Advanced> {
+        let end = End::new(lease, Status::Delivered, report);
+        self.advance(advance, Some(end)).await
+    }
+
+    async fn dead_letter_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> Result<Advanced> {
+        let end = End::new(lease, Status::Dead, report);
+        self.advance(advance, Some(end)).await
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunDetail>> {
+        self.run_detail(id).await
+    }
+
+    async fn find_wait(&self, token: &str) -> Result<Option<Wait>> {
+        check_key("token", Some(token), false)?;
+        self.wait(token).await
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<RunPage> {
+        check_count("limit", limit, MAX_PAGE)?;
+        self.runs(filter, cursor, limit).await
+    }
+
+    async fn run_stats(&self, route: &str, window: Duration) -> Result<RunStats> {
+        check_key("route", Some(route), false)?;
+        let since = self.now().saturating_sub(duration_millis(window));
+        self.stats_of_runs(route, since, window).await
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

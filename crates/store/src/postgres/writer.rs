@@ -38,6 +38,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use ulid::Generator;
 
 use super::error::{is_conflict, map_shared};
+use super::runs::TxError;
 use crate::error::{Result, StoreError};
 use crate::types::{
     Duplicate, Enqueued, InboundId, MessageId, Recorded, Status, fingerprints_conflict, to_millis,
@@ -52,15 +53,16 @@ const ENQUEUE_ROUNDS: usize = 3;
 
 /// Stores new messages; answers with the ids created. `$8` is now, `$9` the expiry of new
 /// idempotency keys, `$10` the messages' `not_before` (`$7`, `next_attempt_at`, is it or now),
-/// `$11` their request fingerprints, kept with their keys. Keys are inserted in key order so
+/// `$11` their request fingerprints, kept with their keys, `$12` and `$13` the run and step
+/// of a run's messages. Keys are inserted in key order so
 /// that two batches sharing keys lock them in the same order; messages in submission order, so
 /// `seq` follows it.
 const ENQUEUE: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $10::bigint[], $11::bytea[])
+                         $7::bigint[], $10::bigint[], $11::bytea[], $12::text[], $13::text[])
         WITH ORDINALITY AS t(id, destination, payload, headers, idempotency_key, ordering_key,
-                             next_attempt_at, not_before, fingerprint, ord)
+                             next_attempt_at, not_before, fingerprint, run_id, run_step, ord)
 ), k AS (
     INSERT INTO idempotency_keys (destination, key, message_id, expires_at, fingerprint)
     SELECT destination, idempotency_key, id, $9, fingerprint FROM input
@@ -74,9 +76,9 @@ WITH input AS (
 ), m AS (
     INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
                           status, attempts, next_attempt_at, created_at, updated_at, event_seq,
-                          not_before)
+                          not_before, run_id, run_step)
     SELECT id, destination, payload::jsonb, headers::jsonb, idempotency_key, ordering_key,
-           'queued', 0, next_attempt_at, $8, $8, 1, not_before
+           'queued', 0, next_attempt_at, $8, $8, 1, not_before, run_id, run_step
     FROM input
     WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM k)
     ORDER BY ord
@@ -198,6 +200,8 @@ pub(crate) struct NewRow {
     pub(crate) not_before: Option<i64>,
     /// The request fingerprint kept with the idempotency key.
     pub(crate) fingerprint: Option<[u8; 32]>,
+    /// The run (its id) and step the message belongs to.
+    pub(crate) run: Option<(String, String)>,
 }
 
 /// What an idempotency key names: the original message, the fingerprint the key was taken
@@ -307,6 +311,13 @@ impl Env {
 #[derive(Debug)]
 pub(crate) struct Writer {
     sender: mpsc::Sender<Job>,
+    env: Arc<Env>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").finish_non_exhaustive()
+    }
 }
 
 /// How the writer is set up.
@@ -340,7 +351,33 @@ impl Writer {
         for _ in 0..config.tasks.max(1) {
             tokio::spawn(run(receiver.clone(), env.clone()));
         }
-        Writer { sender }
+        Writer { sender, env }
+    }
+
+    /// Stores `rows` in the caller's transaction `conn`, as a batch of the writer would (ids,
+    /// idempotency keys, duplicates); for a run's change, which is a transaction of its own.
+    /// Errors are the driver's, so the caller can tell a conflict to rerun from the rest.
+    pub(crate) async fn enqueue_in(
+        &self,
+        conn: &mut PgConnection,
+        now: i64,
+        rows: &[NewRow],
+    ) -> std::result::Result<Vec<Enqueued>, TxError> {
+        match enqueue_rows(&self.env, conn, now, &[rows]).await {
+            Ok(mut groups) => Ok(groups.pop().unwrap_or_default()),
+            Err(Failure::Rollback(e) | Failure::Commit(e)) => Err(TxError::Sql(e)),
+            // A duplicate's original vanished (purged) meanwhile: a retry can succeed.
+            Err(Failure::Vanished) => Err(TxError::Store(StoreError::database(
+                "enqueueing a run's messages",
+                true,
+                "an idempotency key's original kept disappearing",
+            ))),
+        }
+    }
+
+    /// A new id, increasing within this process.
+    pub(crate) fn new_id(&self) -> MessageId {
+        self.env.new_id()
     }
 
     /// Stores `rows` in one transaction; resolves once it is committed.
@@ -627,6 +664,8 @@ async fn enqueue_rows(
                     .map(|&i| rows[i].fingerprint.as_ref().map(<[u8; 32]>::as_slice))
                     .collect::<Vec<Option<&[u8]>>>(),
             )
+            .bind(pick(|r| r.run.as_ref().map(|(run, _)| run.as_str())))
+            .bind(pick(|r| r.run.as_ref().map(|(_, step)| step.as_str())))
             .fetch_all(&mut *conn)
             .await
             .map_err(Failure::Rollback)?

@@ -127,6 +127,72 @@ const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE idempotency ADD COLUMN fingerprint BLOB;
     ",
+    // 7: runs of routes. A message may belong to a run's step (`run_id`, `run_step`; NULL for
+    // every other message, and for those stored before). A run is unique per (route,
+    // dedupe_key); `event_seq` numbers its events as `messages.event_seq` does. `waited_ms`
+    // is the time spent `waiting` in earlier waits, `waiting_since` the start of the current
+    // one. A wait is found by its token; `timer_id` is the message that expires it.
+    // `runs_finished` and `runs_unfinished` serve the statistics of one route,
+    // `runs_retention` the retention purge, `messages_run` a run's messages.
+    "
+    ALTER TABLE messages ADD COLUMN run_id TEXT;
+    ALTER TABLE messages ADD COLUMN run_step TEXT;
+    CREATE INDEX messages_run ON messages (run_id) WHERE run_id IS NOT NULL;
+
+    CREATE TABLE runs (
+        seq           INTEGER PRIMARY KEY,
+        id            TEXT    NOT NULL UNIQUE,
+        route         TEXT    NOT NULL,
+        dedupe_key    TEXT    NOT NULL,
+        status        TEXT    NOT NULL,
+        state         TEXT    NOT NULL,
+        step          TEXT,
+        context       TEXT    NOT NULL,
+        version       INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        waited_ms     INTEGER NOT NULL DEFAULT 0,
+        waiting_since INTEGER,
+        last_error    TEXT,
+        event_seq     INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (route, dedupe_key)
+    );
+    CREATE INDEX runs_route ON runs (route, seq);
+    CREATE INDEX runs_finished ON runs (route, finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX runs_unfinished ON runs (route, status) WHERE finished_at IS NULL;
+    CREATE INDEX runs_retention ON runs (finished_at) WHERE finished_at IS NOT NULL;
+
+    CREATE TABLE run_events (
+        run_seq     INTEGER NOT NULL REFERENCES runs (seq) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        at          INTEGER NOT NULL,
+        kind        TEXT    NOT NULL,
+        status      TEXT    NOT NULL,
+        state       TEXT    NOT NULL,
+        step        TEXT,
+        message_id  TEXT,
+        detail      TEXT,
+        duration_ms INTEGER,
+        PRIMARY KEY (run_seq, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE waits (
+        token       TEXT    PRIMARY KEY,
+        run_seq     INTEGER NOT NULL REFERENCES runs (seq) ON DELETE CASCADE,
+        step        TEXT    NOT NULL,
+        state       TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        allowed     TEXT,
+        attached    TEXT,
+        closed_at   INTEGER,
+        consumed_by TEXT,
+        action      TEXT,
+        timer_id    TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX waits_run ON waits (run_seq, state);
+    ",
 ];
 
 /// The schema version this binary writes.
@@ -278,6 +344,52 @@ mod tests {
             indexed, 1,
             "the existing pending message is in the new index"
         );
+    }
+
+    /// Two messages, as a store at schema version 6 keeps them: `A…V` queued (with an
+    /// idempotency key), `A…W` delivered, each with its events.
+    pub(crate) const V6_ROWS: &str = "
+        INSERT INTO messages (seq, id, destination, payload, idempotency_key, status,
+             attempts, next_attempt_at, created_at, updated_at, delivered_at, event_seq)
+        VALUES (1, '01ARZ3NDEKTSV4RRFFQ69G5FAV', 'd', '{\"n\":1}', 'k', 'queued', 0, 5, 5, 5,
+                NULL, 1),
+               (2, '01ARZ3NDEKTSV4RRFFQ69G5FAW', 'd', '{\"n\":2}', NULL, 'delivered', 1, 5, 5,
+                6, 6, 3);
+        INSERT INTO events (message_seq, seq, at, status, attempt, detail)
+        VALUES (1, 1, 5, 'queued', 0, NULL), (2, 1, 5, 'queued', 0, NULL),
+               (2, 2, 5, 'delivering', 1, 'claimed by w'), (2, 3, 6, 'delivered', 1, NULL);
+        INSERT INTO idempotency (destination, key, message_id, expires_at)
+        VALUES ('d', 'k', '01ARZ3NDEKTSV4RRFFQ69G5FAV', 99);";
+
+    #[tokio::test]
+    async fn a_version_6_database_with_rows_upgrades_to_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        let mut conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO store_meta (key, value) VALUES (?1, '6')",
+            [VERSION_KEY],
+        )
+        .unwrap();
+        conn.execute_batch(V6_ROWS).unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 6);
+        drop(conn);
+        let clock = ferrule_policy::ManualClock::new();
+        let store = crate::SqliteStore::open(crate::SqliteOptions::new(
+            &path,
+            crate::StoreOptions::with_clock(clock.shared()),
+        ))
+        .await
+        .unwrap();
+        crate::run::upgraded::exercise(
+            &store,
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap(),
+            "01ARZ3NDEKTSV4RRFFQ69G5FAW".parse().unwrap(),
+        )
+        .await;
     }
 
     #[test]

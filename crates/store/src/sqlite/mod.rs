@@ -48,6 +48,7 @@ mod ops;
 mod options;
 mod reads;
 mod rows;
+mod runs;
 mod writer;
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -63,7 +64,12 @@ pub use self::options::SqliteOptions;
 use self::writer::{Env, Writer};
 use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
+use crate::run::{
+    Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
+    Wait,
+};
 use crate::store::Store;
+use crate::transition::{self, End};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
     MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats, Status,
@@ -178,6 +184,17 @@ impl SqliteStore {
 
     fn now(&self) -> i64 {
         to_millis(self.inner.options.store.clock.system_now())
+    }
+
+    /// Applies `advance`, with the end of the step's message when given, in one writer job.
+    async fn advance(&self, advance: Advance, end: Option<End>) -> Result<Advanced> {
+        let change =
+            transition::encode_change(advance.change, self.inner.options.store.max_payload_bytes)?;
+        let run = (advance.run, advance.expected_version);
+        self.inner
+            .writer
+            .submit(move |conn, env| runs::advance(conn, env, run, &change, end.as_ref()))
+            .await
     }
 }
 
@@ -300,7 +317,7 @@ impl Store for SqliteStore {
         }
         self.inner
             .writer
-            .submit(move |conn, env| ops::enqueue(conn, env, &items))
+            .submit(move |conn, env| ops::enqueue(conn, env, &items, None))
             .await
     }
 
@@ -451,13 +468,13 @@ impl Store for SqliteStore {
         let cutoff = self.now().saturating_sub(duration_millis(older_than));
         let mut total = 0;
         loop {
-            let n = self
+            let (messages, runs) = self
                 .inner
                 .writer
                 .submit(move |conn, env| ops::purge_delivered(conn, env, cutoff, PURGE_CHUNK))
                 .await?;
-            total += n;
-            if n < PURGE_CHUNK as u64 {
+            total += messages;
+            if messages < PURGE_CHUNK as u64 && runs < PURGE_CHUNK as u64 {
                 return Ok(total);
             }
         }
@@ -525,6 +542,81 @@ impl Store for SqliteStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn start_run(&self, run: NewRun, change: RunChange) -> Result<Started> {
+        let max = self.inner.options.store.max_payload_bytes;
+        let run = transition::encode_run(run, max)?;
+        let change = transition::encode_change(change, max)?;
+        self.inner
+            .writer
+            .submit(move |conn, env| runs::start(conn, env, &run, &change))
+            .await
+    }
+
+    async fn advance_run(&self, advance: Advance) -> Result<Advanced> {
+        self.advance(advance, None).await
+    }
+
+    async fn complete_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> Result<Advanced> {
+        let end = End::new(lease, Status::Delivered, report);
+        self.advance(advance, Some(end)).await
+    }
+
+    async fn dead_letter_and_advance(
+        &self,
+        lease: &Lease,
+        report: AttemptReport,
+        advance: Advance,
+    ) -> Result<Advanced> {
+        let end = End::new(lease, Status::Dead, report);
+        self.advance(advance, Some(end)).await
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<Option<RunDetail>> {
+        self.inner
+            .readers
+            .with(move |conn| runs::get(conn, id))
+            .await
+    }
+
+    async fn find_wait(&self, token: &str) -> Result<Option<Wait>> {
+        common::check_key("token", Some(token), false)?;
+        let token = token.to_owned();
+        self.inner
+            .readers
+            .with(move |conn| runs::find_wait(conn, &token))
+            .await
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<RunPage> {
+        common::check_count("limit", limit, MAX_PAGE)?;
+        let filter = filter.clone();
+        let cursor = cursor.cloned();
+        self.inner
+            .readers
+            .with(move |conn| runs::list(conn, &filter, cursor.as_ref(), limit))
+            .await
+    }
+
+    async fn run_stats(&self, route: &str, window: Duration) -> Result<RunStats> {
+        common::check_key("route", Some(route), false)?;
+        let since = self.now().saturating_sub(duration_millis(window));
+        let route = route.to_owned();
+        self.inner
+            .readers
+            .with(move |conn| runs::stats(conn, &route, since, window))
+            .await
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {

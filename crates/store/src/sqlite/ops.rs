@@ -10,7 +10,7 @@ use ulid::Ulid;
 
 use super::error::Context;
 use super::filter;
-use super::rows::{self, MESSAGE_COLUMNS};
+use super::rows::{self, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS};
 use super::writer::Env;
 use crate::common::{Encoded, EncodedInbound};
 use crate::error::{Result, StoreError};
@@ -114,8 +114,9 @@ const DEFERRAL_REPEATS: &str = "SELECT EXISTS (
 /// Stores one new message, `queued`.
 const INSERT_MESSAGE: &str = "INSERT INTO messages
         (id, destination, payload, headers, idempotency_key, ordering_key,
-         status, attempts, next_attempt_at, created_at, updated_at, event_seq, not_before)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1, ?9)";
+         status, attempts, next_attempt_at, created_at, updated_at, event_seq, not_before,
+         run_id, run_step)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1, ?9, ?10, ?11)";
 
 /// Ends an attempt: the message's new status, found by `seq` after its lease was checked.
 const END_ATTEMPT: &str = "UPDATE messages SET status = ?1,
@@ -134,11 +135,13 @@ const LOOK_UP_KEY: &str = "SELECT k.message_id, k.expires_at, k.fingerprint, m.s
     WHERE k.destination = ?1 AND k.key = ?2";
 
 /// Stores messages (already checked and encoded), honouring idempotency keys. Messages go in
-/// one after another, so a key repeated within `items` finds the first one's row.
+/// one after another, so a key repeated within `items` finds the first one's row. With `run`,
+/// each message is tagged with that run and its encoded step.
 pub(crate) fn enqueue(
     conn: &Connection,
     env: &Env,
     items: &[(NewMessage, Encoded)],
+    run: Option<&str>,
 ) -> Result<Vec<Enqueued>> {
     let now = env.now();
     let mut out = Vec::with_capacity(items.len());
@@ -182,6 +185,8 @@ pub(crate) fn enqueue(
                     not_before.unwrap_or(now),
                     now,
                     not_before,
+                    run,
+                    run.and(encoded.step.as_deref()),
                 ])
             })
             .ctx("inserting a message")?;
@@ -284,7 +289,10 @@ pub(crate) fn claim(
         .prepare_cached(&CLAIM_ROWS)
         .and_then(|mut s| {
             s.query_map(params![owner, token, expires, now, seqs], |r| {
-                Ok((r.get(0)?, (rows::message(r, 1)?, r.get(16)?)))
+                Ok((
+                    r.get(0)?,
+                    (rows::message(r, 1)?, r.get(1 + MESSAGE_COLUMN_COUNT)?),
+                ))
             })?
             .collect()
         })
@@ -329,7 +337,7 @@ pub(crate) fn claim(
 }
 
 /// Why a fenced update matched no row: the message is gone or the lease is not current.
-fn fence_error(conn: &Connection, lease: &Lease) -> StoreError {
+pub(crate) fn fence_error(conn: &Connection, lease: &Lease) -> StoreError {
     let exists = conn
         .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
         .and_then(|mut s| s.exists([lease.id.to_string()]));
@@ -548,18 +556,9 @@ pub(crate) fn cancel(
     id: MessageId,
     reason: Option<&str>,
 ) -> Result<()> {
-    let now = env.now();
-    let current: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, status FROM messages WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
-        .ctx("looking up a message")?;
-    let Some((seq, status)) = current else {
+    let Some((seq, status, _)) = look_up(conn, id)? else {
         return Err(StoreError::NotFound { id });
     };
-    let status: Status = status.parse()?;
     if status.is_terminal() {
         return Err(StoreError::InvalidTransition {
             id,
@@ -567,21 +566,59 @@ pub(crate) fn cancel(
             action: "cancel",
         });
     }
-    let (attempts, event_seq): (i64, i64) = conn
-        .prepare_cached(
+    cancel_pending(conn, env, seq, reason)?;
+    Ok(())
+}
+
+/// Cancels the message at `seq` if it is pending (a worker holding it gets `LeaseLost` when
+/// it reports); answers whether it was.
+pub(crate) fn cancel_pending(
+    conn: &Connection,
+    env: &Env,
+    seq: i64,
+    reason: Option<&str>,
+) -> Result<bool> {
+    let now = env.now();
+    let cancelled: Option<(i64, i64)> = conn
+        .prepare_cached(concat!(
             "UPDATE messages SET status = 'cancelled', updated_at = ?1,
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
                  event_seq = event_seq + 1
-             WHERE seq = ?2 RETURNING attempts, event_seq",
-        )
-        .and_then(|mut s| s.query_row(params![now, seq], |r| Ok((r.get(0)?, r.get(1)?))))
+             WHERE seq = ?2 AND ",
+            pending!(),
+            " RETURNING attempts, event_seq"
+        ))
+        .and_then(|mut s| {
+            s.query_row(params![now, seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .ctx("cancelling a message")?;
+    let Some((attempts, event_seq)) = cancelled else {
+        return Ok(false);
+    };
     NewEvent::new(seq, event_seq, now, Status::Cancelled, attempts)
         .detail(reason)
         .insert(conn)?;
     // Cancelling the head of an ordering key lets the next message go.
     env.wake();
-    Ok(())
+    Ok(true)
+}
+
+/// A message's `seq`, status and run, by id.
+pub(crate) fn look_up(
+    conn: &Connection,
+    id: MessageId,
+) -> Result<Option<(i64, Status, Option<String>)>> {
+    let found: Option<(i64, String, Option<String>)> = conn
+        .prepare_cached("SELECT seq, status, run_id FROM messages WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .ctx("looking up a message")?;
+    found
+        .map(|(seq, status, run)| Ok((seq, status.parse()?, run)))
+        .transpose()
 }
 
 /// Moves `delivering` messages whose lease expired (or, with `all`, every one) to `retrying`.
@@ -626,22 +663,16 @@ pub(crate) fn replay(
     target: &ReplayTarget,
     dry_run: bool,
 ) -> Result<ReplayReport> {
-    let now = env.now();
     let mut selected: Vec<(i64, MessageId)> = Vec::new();
     match target {
         ReplayTarget::Ids(ids) => {
             for id in ids {
-                let current: Option<(i64, String)> = conn
-                    .prepare_cached("SELECT seq, status FROM messages WHERE id = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
-                    })
-                    .ctx("looking up a message")?;
-                let Some((seq, status)) = current else {
+                let Some((seq, status, run)) = look_up(conn, *id)? else {
                     return Err(StoreError::NotFound { id: *id });
                 };
-                let status: Status = status.parse()?;
+                if let Some(run) = run {
+                    return Err(crate::transition::run_message_replayed(*id, &run));
+                }
                 if status.is_pending() {
                     return Err(StoreError::InvalidTransition {
                         id: *id,
@@ -657,7 +688,9 @@ pub(crate) fn replay(
         ReplayTarget::Filter(filter) => {
             let mut params: Vec<Value> = Vec::new();
             let condition = filter::condition(filter, true, &mut params);
-            let sql = format!("SELECT seq, id FROM messages WHERE {condition} ORDER BY seq");
+            let sql = format!(
+                "SELECT seq, id FROM messages WHERE {condition} AND run_id IS NULL ORDER BY seq"
+            );
             let mut stmt = conn.prepare(&sql).ctx("selecting messages to replay")?;
             let rows = stmt
                 .query_map(params_from_iter(params), |r| {
@@ -672,22 +705,7 @@ pub(crate) fn replay(
     }
     if !dry_run {
         for (seq, _) in &selected {
-            let event_seq: i64 = conn
-                .prepare_cached(
-                    "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = ?1,
-                         not_before = NULL, last_error = NULL, delivered_at = NULL, updated_at = ?1,
-                         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-                         event_seq = event_seq + 1
-                     WHERE seq = ?2 RETURNING event_seq",
-                )
-                .and_then(|mut s| s.query_row(params![now, seq], |r| r.get(0)))
-                .ctx("replaying a message")?;
-            NewEvent::new(*seq, event_seq, now, Status::Queued, 0)
-                .detail(Some("replayed"))
-                .insert(conn)?;
-        }
-        if !selected.is_empty() {
-            env.wake();
+            requeue(conn, env, *seq, "replayed")?;
         }
     }
     Ok(ReplayReport {
@@ -695,6 +713,27 @@ pub(crate) fn replay(
         ids: selected.into_iter().map(|(_, id)| id).collect(),
         dry_run,
     })
+}
+
+/// Re-queues the terminal message at `seq`: `queued`, due now, attempts reset, last error and
+/// `not_before` forgotten, with an event saying `detail`.
+pub(crate) fn requeue(conn: &Connection, env: &Env, seq: i64, detail: &str) -> Result<()> {
+    let now = env.now();
+    let event_seq: i64 = conn
+        .prepare_cached(
+            "UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = ?1,
+                 not_before = NULL, last_error = NULL, delivered_at = NULL, updated_at = ?1,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+                 event_seq = event_seq + 1
+             WHERE seq = ?2 RETURNING event_seq",
+        )
+        .and_then(|mut s| s.query_row(params![now, seq], |r| r.get(0)))
+        .ctx("replaying a message")?;
+    NewEvent::new(seq, event_seq, now, Status::Queued, 0)
+        .detail(Some(detail))
+        .insert(conn)?;
+    env.wake();
+    Ok(())
 }
 
 /// Deletes up to `chunk` terminal messages matching `filter`; returns how many.
@@ -732,27 +771,41 @@ pub(crate) fn purge_ids(conn: &Connection, ids: &[MessageId], filter: &Filter) -
     Ok(n as u64)
 }
 
-/// Deletes up to `chunk` messages delivered before `cutoff`, and expired idempotency keys.
+/// Deletes up to `chunk` messages delivered before `cutoff` (but none of a run that has not
+/// finished), up to `chunk` runs finished before it with their events and waits, and expired
+/// idempotency keys; answers how many messages and how many runs.
 pub(crate) fn purge_delivered(
     conn: &Connection,
     env: &Env,
     cutoff: i64,
     chunk: usize,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let n = conn
         .prepare_cached(
             "DELETE FROM messages WHERE seq IN (
-                 SELECT seq FROM messages WHERE status = 'delivered' AND delivered_at < ?1 LIMIT ?2)",
+                 SELECT m.seq FROM messages AS m
+                 WHERE m.status = 'delivered' AND m.delivered_at < ?1
+                   AND (m.run_id IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM runs AS r WHERE r.id = m.run_id AND r.finished_at IS NULL))
+                 LIMIT ?2)",
         )
         .and_then(|mut s| s.execute(params![cutoff, chunk as i64]))
         .ctx("purging delivered messages")?;
+    let runs = conn
+        .prepare_cached(
+            "DELETE FROM runs WHERE seq IN (
+                 SELECT seq FROM runs INDEXED BY runs_retention
+                 WHERE finished_at IS NOT NULL AND finished_at < ?1 LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute(params![cutoff, chunk as i64]))
+        .ctx("purging finished runs")?;
     conn.prepare_cached(
         "DELETE FROM idempotency WHERE (destination, key) IN (
              SELECT destination, key FROM idempotency WHERE expires_at <= ?1 LIMIT ?2)",
     )
     .and_then(|mut s| s.execute(params![env.now(), chunk as i64]))
     .ctx("forgetting expired idempotency keys")?;
-    Ok(n as u64)
+    Ok((n as u64, runs as u64))
 }
 
 /// Records an inbound event once per (source, external id); enqueues its forward only when it
@@ -788,7 +841,7 @@ pub(crate) fn record_inbound(
     })
     .ctx("recording an inbound event")?;
     let forward = match &event.forward {
-        Some(forward) => enqueue(conn, env, std::slice::from_ref(forward))?.pop(),
+        Some(forward) => enqueue(conn, env, std::slice::from_ref(forward), None)?.pop(),
         None => None,
     };
     Ok(Recorded::Created { id, forward })

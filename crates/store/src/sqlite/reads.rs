@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::error::Context;
 use super::filter;
-use super::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMNS};
-use crate::error::{Result, StoreError};
+use super::rows::{self, EVENT_COLUMNS, MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS};
+use crate::error::Result;
 use crate::types::{
     Cursor, Depths, ErrorGroup, Filter, Inbound, InboundPage, MessageDetail, MessageId, Page,
     Stats, StatusCounts, from_millis,
@@ -31,7 +31,7 @@ fn get_in(conn: &Connection, id: MessageId) -> Result<Option<MessageDetail>> {
         ))
         .and_then(|mut s| {
             s.query_row([id.to_string()], |r| {
-                Ok((rows::message(r, 0)?, r.get::<_, i64>(15)?))
+                Ok((rows::message(r, 0)?, r.get::<_, i64>(MESSAGE_COLUMN_COUNT)?))
             })
             .optional()
         })
@@ -58,10 +58,7 @@ pub(crate) fn list(
     let mut params: Vec<Value> = Vec::new();
     let mut condition = filter::condition(filter, false, &mut params);
     if let Some(cursor) = cursor {
-        let seq: i64 = cursor.0.parse().map_err(|_| StoreError::InvalidOption {
-            field: "cursor",
-            reason: format!("`{}` is not a cursor from this store", cursor.0),
-        })?;
+        let seq = crate::common::cursor_seq(cursor)?;
         params.push(Value::Integer(seq));
         condition = format!("({condition}) AND seq < ?{}", params.len());
     }
@@ -74,7 +71,7 @@ pub(crate) fn list(
         .prepare_cached(&sql)
         .and_then(|mut s| {
             s.query_map(params_from_iter(params), |r| {
-                Ok((rows::message(r, 0)?, r.get::<_, i64>(15)?))
+                Ok((rows::message(r, 0)?, r.get::<_, i64>(MESSAGE_COLUMN_COUNT)?))
             })?
             .collect()
         })
@@ -100,10 +97,7 @@ pub(crate) fn list_inbound(
 ) -> Result<InboundPage> {
     let before = match cursor {
         None => i64::MAX,
-        Some(cursor) => cursor.0.parse().map_err(|_| StoreError::InvalidOption {
-            field: "cursor",
-            reason: format!("`{}` is not a cursor from this store", cursor.0),
-        })?,
+        Some(cursor) => crate::common::cursor_seq(cursor)?,
     };
     let mut rows: Vec<(Inbound, i64)> = conn
         .prepare_cached(

@@ -33,11 +33,13 @@ pub(crate) trait Backend {
     ) -> impl Future<Output = Fixture<Self::Store>> + Send;
 }
 
-async fn fixture<B: Backend>() -> Fixture<B::Store> {
+pub(crate) async fn fixture<B: Backend>() -> Fixture<B::Store> {
     fixture_with::<B>(|_| {}).await
 }
 
-async fn fixture_with<B: Backend>(tune: impl FnOnce(&mut StoreOptions)) -> Fixture<B::Store> {
+pub(crate) async fn fixture_with<B: Backend>(
+    tune: impl FnOnce(&mut StoreOptions),
+) -> Fixture<B::Store> {
     let clock = ManualClock::new();
     let mut options = StoreOptions::with_clock(clock.shared());
     tune(&mut options);
@@ -63,7 +65,7 @@ const LEASE: Duration = Duration::from_secs(30);
 #[macro_export]
 macro_rules! conformance_tests {
     ($backend:ty) => {
-        $crate::conformance_tests!(@cases $backend,
+        $crate::conformance_tests!(@cases conformance, $backend,
             enqueue_then_get_shows_message_and_first_event,
             enqueue_batch_answers_in_order,
             idempotency_key_returns_original_within_window,
@@ -108,11 +110,12 @@ macro_rules! conformance_tests {
             purge_inbound_deletes_only_old_events
         );
     };
-    (@cases $backend:ty, $($case:ident),* $(,)?) => {
+    // One test per case of `$module` (a module of this crate holding the generic cases).
+    (@cases $module:ident, $backend:ty, $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                $crate::conformance::$case::<$backend>().await;
+                $crate::$module::$case::<$backend>().await;
             }
         )*
     };

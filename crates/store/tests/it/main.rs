@@ -5,4 +5,5 @@ mod conformance;
 mod crash;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod runs;
 mod sqlite;

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
-    AttemptReport, Duplicate, Enqueued, ErrorKind, Filter, Lease, NewInbound, NewMessage, PgStore,
-    Recorded, Status, Store, StoreError, StoreOptions,
+    Advance, AttemptReport, Duplicate, Enqueued, ErrorKind, Filter, Lease, NewInbound, NewMessage,
+    NewRun, NewWait, PgStore, Recorded, RunChange, RunFilter, RunStatus, Status, Store, StoreError,
+    StoreOptions, WaitOutcome, WaitState,
 };
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -38,6 +39,7 @@ impl Backend for Postgres {
 }
 
 crate::conformance_tests!(crate::postgres::Postgres);
+crate::run_conformance_tests!(crate::postgres::Postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_sigkill_loses_no_acked_message() {
@@ -45,6 +47,14 @@ async fn crash_after_sigkill_loses_no_acked_message() {
     // at any moment may lose unanswered work, never an acknowledged message.
     let schema = TestSchema::new();
     crate::crash::sigkill_loses_no_acked_message(&schema.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_run_repeats_no_step_and_loses_none() {
+    // A run's change commits with its message's end or not at all: a SIGKILL at any moment
+    // leaves every run consistent, and walking the runs on afterwards runs no step twice.
+    let schema = TestSchema::new();
+    crate::crash::sigkill_mid_run_repeats_no_step(&schema.url()).await;
 }
 
 fn base_url() -> String {
@@ -500,7 +510,7 @@ async fn newer_schema_version_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 6
+                supported: 7
             }
         ),
         "{err}"
@@ -1015,4 +1025,184 @@ async fn disk_full_on_the_server_is_storage_full_and_loses_nothing_acked() {
     assert!(store.enqueue(msg(2)).await.unwrap().is_created());
     let detail = store.get(acked).await.unwrap().unwrap();
     assert_eq!(detail.message.status, Status::Delivered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_of_one_run_across_stores_make_one_run() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 4).await;
+    for round in 0..5 {
+        let key = format!("<pr-{round}@github.com>");
+        let mut tasks = Vec::new();
+        for store in &stores {
+            for n in 0..6 {
+                let store = store.clone();
+                let key = key.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .start_run(
+                            NewRun::new("pr-review", key, "received", json!({})),
+                            RunChange::new().enqueue("card", msg(n)),
+                        )
+                        .await
+                        .unwrap()
+                }));
+            }
+        }
+        let mut started = Vec::new();
+        for t in tasks {
+            started.push(t.await.unwrap());
+        }
+        assert_eq!(
+            started.iter().filter(|s| s.is_created()).count(),
+            1,
+            "round {round}: exactly one run created"
+        );
+        let ids: HashSet<_> = started.iter().map(|s| s.run().id).collect();
+        assert_eq!(ids.len(), 1, "round {round}: every answer names it");
+        let run = stores[0]
+            .get_run(*ids.iter().next().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.messages.len(), 1, "round {round}: one card");
+    }
+    let page = stores[1]
+        .list_runs(&RunFilter::all(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(page.runs.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_and_the_timer_in_other_stores_close_a_wait_once() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 3).await;
+    for round in 0..10 {
+        let token = format!("round{round:0>17}");
+        let expires = clock.system_now() + Duration::from_secs(60);
+        let run = stores[0]
+            .start_run(
+                NewRun::new("r", format!("k{round}"), "waiting", json!({})),
+                RunChange::new()
+                    .status(RunStatus::Waiting)
+                    .open_wait(NewWait::new(token.clone(), "approval", expires)),
+            )
+            .await
+            .unwrap()
+            .run()
+            .clone();
+        // At the expiry, in one process the timer fires, in two others people press.
+        clock.advance(Duration::from_secs(60));
+        let timer = stores[0].claim_due("w", 10, LEASE).await.unwrap().remove(0);
+        let expire = {
+            let (store, token) = (stores[0].clone(), token.clone());
+            tokio::spawn(async move {
+                store
+                    .complete_and_advance(
+                        &timer.lease,
+                        AttemptReport::success(),
+                        Advance::new(
+                            run.id,
+                            run.version,
+                            RunChange::new()
+                                .status(RunStatus::Expired)
+                                .close_wait(token, WaitOutcome::Expired),
+                        ),
+                    )
+                    .await
+            })
+        };
+        let presses: Vec<_> = (1..3)
+            .map(|n| {
+                let (store, token) = (stores[n].clone(), token.clone());
+                tokio::spawn(async move {
+                    store
+                        .advance_run(Advance::new(
+                            run.id,
+                            run.version,
+                            RunChange::new().status(RunStatus::Active).close_wait(
+                                token,
+                                WaitOutcome::Consumed {
+                                    by: n.to_string(),
+                                    action: "approve".into(),
+                                },
+                            ),
+                        ))
+                        .await
+                })
+            })
+            .collect();
+        let mut results = vec![expire.await.unwrap()];
+        for p in presses {
+            results.push(p.await.unwrap());
+        }
+        // The expiry is due, so the presses are refused whoever commits first.
+        assert!(results[0].is_ok(), "round {round}: {:?}", results[0]);
+        for r in &results[1..] {
+            let err = r.as_ref().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::RunConflict, "round {round}: {err}");
+        }
+        let detail = stores[2].get_run(run.id).await.unwrap().unwrap();
+        assert_eq!(detail.run.status, RunStatus::Expired);
+        assert_eq!(detail.run.version, 2);
+        assert_eq!(detail.waits[0].state, WaitState::Expired);
+    }
+    // Before the expiry, presses in three processes: exactly one consumes.
+    let expires = clock.system_now() + Duration::from_secs(60);
+    let run = stores[0]
+        .start_run(
+            NewRun::new("r", "presses", "waiting", json!({})),
+            RunChange::new().open_wait(NewWait::new("pressespressespresses", "approval", expires)),
+        )
+        .await
+        .unwrap()
+        .run()
+        .clone();
+    let presses: Vec<_> = (0..3)
+        .flat_map(|n| std::iter::repeat_n(n, 4))
+        .map(|n| {
+            let store = stores[n].clone();
+            tokio::spawn(async move {
+                store
+                    .advance_run(Advance::new(
+                        run.id,
+                        run.version,
+                        RunChange::new().close_wait(
+                            "pressespressespresses",
+                            WaitOutcome::Consumed {
+                                by: n.to_string(),
+                                action: "approve".into(),
+                            },
+                        ),
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for p in presses {
+        match p.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(e) => assert_eq!(e.kind(), ErrorKind::RunConflict, "{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let timer = stores[1]
+        .find_wait("pressespressespresses")
+        .await
+        .unwrap()
+        .unwrap()
+        .timer
+        .unwrap();
+    let timer = stores[1].get(timer).await.unwrap().unwrap();
+    assert_eq!(timer.message.status, Status::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn run_transition_latency() {
+    crate::runs::print_transition_latency::<Postgres>("postgres").await;
 }

@@ -30,6 +30,7 @@ impl Backend for Sqlite {
 }
 
 crate::conformance_tests!(crate::sqlite::Sqlite);
+crate::run_conformance_tests!(crate::sqlite::Sqlite);
 
 fn options() -> StoreOptions {
     StoreOptions::with_clock(ManualClock::new().shared())
@@ -171,6 +172,13 @@ async fn crash_after_sigkill_loses_no_acked_message() {
     crate::crash::sigkill_loses_no_acked_message(&url).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_run_repeats_no_step_and_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("runs.db").display());
+    crate::crash::sigkill_mid_run_repeats_no_step(&url).await;
+}
+
 /// A tmpfs of `size_mib` MiB on `dir`, unmounted on drop; `Err` says why it cannot be mounted
 /// (not root, no `mount`).
 struct Tmpfs(std::path::PathBuf);
@@ -270,4 +278,10 @@ async fn a_full_disk_is_storage_full_and_loses_nothing_acked() {
         let detail = store.get(id).await.unwrap();
         assert_eq!(detail.unwrap().message.status, Status::Queued, "{id}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn run_transition_latency() {
+    crate::runs::print_transition_latency::<Sqlite>("sqlite").await;
 }
