@@ -242,7 +242,7 @@ pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
         .map(|d| {
             json!({
                 "name": d.name,
-                "type": "webhook",
+                "type": d.kind.as_str(),
                 "endpoint": d.endpoint,
                 "breaker": d.breaker.state(),
                 "health": d.health.status(),
