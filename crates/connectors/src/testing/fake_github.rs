@@ -123,6 +123,8 @@ pub struct State {
     pub page_size: usize,
     /// How long a write takes, on the fake's clock (default none).
     pub write_takes: Duration,
+    /// How long a read (`GET`) takes, on the fake's clock (default none).
+    pub read_takes: Duration,
     /// Writes being answered right now.
     pub writes_in_flight: usize,
     /// The most writes that were ever in flight at once.
@@ -167,6 +169,7 @@ impl FakeGithub {
             threads: BTreeMap::new(),
             page_size: 100,
             write_takes: Duration::ZERO,
+            read_takes: Duration::ZERO,
             writes_in_flight: 0,
             most_writes_in_flight: 0,
             clock: clock.clone(),
@@ -261,7 +264,7 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Answer 
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let (recorded, script, write_takes, clock) = {
+    let (recorded, script, takes, clock) = {
         let mut state = lock();
         let recorded = Recorded {
             method: parts.method.clone(),
@@ -277,7 +280,12 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Answer 
             .iter()
             .position(|(l, _)| *l == line)
             .map(|i| state.scripts.remove(i).1);
-        (recorded, script, state.write_takes, state.clock.clone())
+        let takes = if recorded.is_write() {
+            state.write_takes
+        } else {
+            state.read_takes
+        };
+        (recorded, script, takes, state.clock.clone())
     };
     match script {
         Some(Script::Reply(status, headers, body)) => respond((status, headers, body)),
@@ -298,8 +306,8 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Answer 
                 s.writes_in_flight += 1;
                 s.most_writes_in_flight = s.most_writes_in_flight.max(s.writes_in_flight);
             }
-            if write && !write_takes.is_zero() {
-                clock.sleep(write_takes).await;
+            if !takes.is_zero() {
+                clock.sleep(takes).await;
             }
             let mut state = lock();
             if write {
