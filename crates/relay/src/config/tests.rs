@@ -33,6 +33,10 @@ fn the_example_config_is_valid() {
         destinations[2].connector,
         ConnectorConfig::Smtp(_)
     ));
+    assert!(matches!(
+        destinations[3].connector,
+        ConnectorConfig::Github(_)
+    ));
 }
 
 #[test]
