@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use ferrule_connectors::github::{GithubConfig, GithubToken, SecondaryLimit};
@@ -586,17 +587,7 @@ pub(super) fn telegram_connector(
     timeout: Duration,
 ) -> Result<ConnectorParts, ConfigError> {
     let at = |field: &str| format!("destinations[{i}].{field}");
-    let Some(token) = &dest.bot_token else {
-        return Err(ConfigError::new(
-            at("bot_token"),
-            "is required for a telegram destination",
-        ));
-    };
-    let token: BotToken = token
-        .expose(&at("bot_token"))?
-        .trim()
-        .parse()
-        .map_err(|e| connector_error(i, e))?;
+    let token: BotToken = credential(i, dest, dest.bot_token.as_ref(), "bot_token")?;
     let mut telegram = TelegramConfig::new(token);
     if let Some(base) = &dest.api_base {
         telegram.api_base = base.clone();
@@ -661,17 +652,7 @@ pub(super) fn github_connector(
     timeout: Duration,
 ) -> Result<ConnectorParts, ConfigError> {
     let at = |field: &str| format!("destinations[{i}].{field}");
-    let Some(token) = &dest.token else {
-        return Err(ConfigError::new(
-            at("token"),
-            "is required for a github destination",
-        ));
-    };
-    let token: GithubToken = token
-        .expose(&at("token"))?
-        .trim()
-        .parse()
-        .map_err(|e| connector_error(i, e))?;
+    let token: GithubToken = credential(i, dest, dest.token.as_ref(), "token")?;
     let mut github = GithubConfig::new(token);
     if let Some(base) = &dest.api_base {
         github.api_base = base.clone();
@@ -693,6 +674,28 @@ pub(super) fn github_connector(
     github.validate().map_err(|e| connector_error(i, e))?;
     let endpoint = github.api_base.trim_end_matches('/').to_owned();
     Ok((endpoint, None, ConnectorConfig::Github(github)))
+}
+
+/// The token a destination of `dest`'s type cannot do without, at `field` of destination `i`:
+/// read from `env:` or `file:`, trimmed, and parsed by its connector's type.
+fn credential<T: FromStr<Err = ferrule_connectors::ConnectorError>>(
+    i: usize,
+    dest: &DestinationConfig,
+    secret: Option<&Secret>,
+    field: &str,
+) -> Result<T, ConfigError> {
+    let at = format!("destinations[{i}].{field}");
+    let Some(secret) = secret else {
+        return Err(ConfigError::new(
+            at,
+            format!("is required for a {} destination", dest.kind.as_str()),
+        ));
+    };
+    secret
+        .expose(&at)?
+        .trim()
+        .parse()
+        .map_err(|e| connector_error(i, e))
 }
 
 /// Refuses GitHub destinations that act with the same token on the same API at different
