@@ -46,9 +46,14 @@ fn secrets(config: &Config) -> (Vec<String>, Config) {
     };
     blanked.auth.tokens.iter_mut().for_each(&mut take);
     for dest in &mut blanked.destinations {
-        for s in [&mut dest.secret, &mut dest.bot_token, &mut dest.password]
-            .into_iter()
-            .flatten()
+        for s in [
+            &mut dest.secret,
+            &mut dest.bot_token,
+            &mut dest.password,
+            &mut dest.token,
+        ]
+        .into_iter()
+        .flatten()
         {
             take(s);
         }

@@ -17,6 +17,8 @@ pub mod github;
 mod shared;
 pub mod smtp;
 pub mod telegram;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod webhook;
 
 use std::time::Duration;

@@ -196,7 +196,7 @@ pub(crate) async fn build_state(
     );
     let mut destinations = BTreeMap::new();
     for resolved in config.destinations().map_err(|e| Error::Config(e.into()))? {
-        let destination = Destination::build_observed(
+        let mut destination = Destination::build_observed(
             &resolved,
             clock.clone(),
             config.server.environment,
@@ -207,6 +207,7 @@ pub(crate) async fn build_state(
             crate::destination::BuildError::Policy(e) => Error::Config(e.into()),
             crate::destination::BuildError::Connector(e) => Error::Connector(e),
         })?;
+        destination.share_write_pace(destinations.values().map(AsRef::as_ref));
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
     let overrides = Overrides::load(&store, &destinations).await?;

@@ -1,33 +1,24 @@
-//! The GitHub connector against a fake GitHub REST API on 127.0.0.1 (hyper) that keeps pull
-//! requests, reviews and comments, records every request, and answers from a script when told.
+//! The GitHub connector against the fake GitHub REST API of [`crate::testing::fake_github`],
+//! on 127.0.0.1: it keeps pull requests, reviews and comments, records every request, and
+//! answers from a script when told.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ferrule_policy::Outcome;
-use ferrule_policy::clock::{Clock, ManualClock};
-use http::{HeaderMap, Method, StatusCode};
-use http_body_util::{BodyExt, Full};
+use ferrule_policy::clock::Clock;
 use humantime_serde::re::humantime;
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::testing::fake_github::{FakeGithub, HEAD, LOGIN, Script, State, TOKEN, Thread};
 use crate::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
 
-const TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
 /// The part of [`TOKEN`] that must never show.
 const SECRET: &str = "16C7e42F292c6912E7710c838347Ae178B4a";
-const LOGIN: &str = "ferrule-bot";
-const HEAD: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
 const OTHER_SHA: &str = "0000000000000000000000000000000000000abc";
 const PR: &str = "/repos/octo/app/pulls/42";
 const ISSUE: &str = "/repos/octo/app/issues/42";
@@ -35,335 +26,9 @@ const SECONDARY: &str =
     "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// One request as the fake received it.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: Method,
-    /// Path and query.
-    uri: String,
-    headers: HeaderMap,
-    body: Value,
-    /// When it arrived, on the fake's manual clock.
-    at: Instant,
-}
-
-impl Recorded {
-    /// `METHOD /path` without the query.
-    fn line(&self) -> String {
-        let path = self.uri.split('?').next().unwrap_or_default();
-        format!("{} {path}", self.method)
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-/// What the fake does instead of acting like GitHub, for one matching request.
-#[derive(Debug, Clone)]
-enum Script {
-    /// Answer this status, headers and JSON body.
-    Reply(u16, Vec<(&'static str, String)>, Value),
-    /// Answer this status with a non-JSON body.
-    Raw(u16, &'static str),
-    /// Act like GitHub, then never answer: the response is lost.
-    ActThenHang,
-    /// Close the connection without answering.
-    Drop,
-}
-
-#[derive(Debug)]
-struct State {
-    clock: ManualClock,
-    base: String,
-    requests: Vec<Recorded>,
-    /// `METHOD /path` → what to do, first match first.
-    scripts: Vec<(String, Script)>,
-    merged: bool,
-    closed: bool,
-    labels: Vec<String>,
-    reviews: Vec<Value>,
-    comments: Vec<Value>,
-    next_id: u64,
-    /// Items per page of a list.
-    page_size: usize,
-    /// How long a write takes, on the manual clock.
-    write_takes: Duration,
-    writes_in_flight: usize,
-    most_writes_in_flight: usize,
-}
-
-/// A fake GitHub REST API: checks the token, acts on one pull request (octo/app#42, head
-/// [`HEAD`]) and answers as GitHub does.
-struct FakeGithub {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    clock: ManualClock,
-}
-
-impl FakeGithub {
-    async fn start() -> FakeGithub {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let clock = ManualClock::new();
-        let state = Arc::new(Mutex::new(State {
-            clock: clock.clone(),
-            base: format!("http://{addr}"),
-            requests: Vec::new(),
-            scripts: Vec::new(),
-            merged: false,
-            closed: false,
-            labels: Vec::new(),
-            reviews: Vec::new(),
-            comments: Vec::new(),
-            next_id: 1,
-            page_size: 100,
-            write_takes: Duration::ZERO,
-            writes_in_flight: 0,
-            most_writes_in_flight: 0,
-        }));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| handle(state.clone(), request));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        FakeGithub { addr, state, clock }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap()
-    }
-
-    /// The next request matching `line` (`METHOD /path`) gets `script`.
-    fn script(&self, line: &str, script: Script) {
-        self.state().scripts.push((line.to_owned(), script));
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.state().requests.clone()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.requests().iter().map(Recorded::line).collect()
-    }
-
-    /// Waits (in real time, briefly) until `n` requests have arrived.
-    async fn wait_for_requests(&self, n: usize) {
-        for _ in 0..5000 {
-            if self.state().requests.len() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("{n} requests never arrived: {:?}", self.lines());
-    }
-}
-
-type Answer = Result<Response<Full<Bytes>>, std::io::Error>;
-
-fn respond(status: u16, headers: &[(&'static str, String)], body: &Value) -> Answer {
-    let mut response = Response::builder()
-        .status(StatusCode::from_u16(status).unwrap())
-        .header("content-type", "application/json; charset=utf-8");
-    for (name, value) in headers {
-        response = response.header(*name, value);
-    }
-    let body = if status == 204 {
-        Bytes::new()
-    } else {
-        Bytes::from(body.to_string())
-    };
-    Ok(response.body(Full::new(body)).unwrap())
-}
-
-async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Answer {
-    let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let recorded = {
-        let state = state.lock().unwrap();
-        Recorded {
-            method: parts.method.clone(),
-            uri: parts.uri.to_string(),
-            headers: parts.headers.clone(),
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-            at: state.clock.now(),
-        }
-    };
-    let (script, write_takes, clock) = {
-        let mut state = state.lock().unwrap();
-        state.requests.push(recorded.clone());
-        let line = recorded.line();
-        let script = state
-            .scripts
-            .iter()
-            .position(|(l, _)| *l == line)
-            .map(|i| state.scripts.remove(i).1);
-        (script, state.write_takes, state.clock.clone())
-    };
-    match script {
-        Some(Script::Reply(status, headers, body)) => respond(status, &headers, &body),
-        Some(Script::Raw(status, text)) => Ok(Response::builder()
-            .status(status)
-            .header("content-type", "text/html")
-            .body(Full::new(Bytes::from(text)))
-            .unwrap()),
-        Some(Script::Drop) => Err(std::io::Error::other("dropped")),
-        Some(Script::ActThenHang) => {
-            let _ = act_like_github(&mut state.lock().unwrap(), &recorded);
-            std::future::pending().await
-        }
-        None => {
-            let write = recorded.method != Method::GET;
-            if write {
-                let mut s = state.lock().unwrap();
-                s.writes_in_flight += 1;
-                s.most_writes_in_flight = s.most_writes_in_flight.max(s.writes_in_flight);
-            }
-            if write && !write_takes.is_zero() {
-                clock.sleep(write_takes).await;
-            }
-            let mut state = state.lock().unwrap();
-            if write {
-                state.writes_in_flight -= 1;
-            }
-            let (status, headers, body) = act_like_github(&mut state, &recorded);
-            respond(status, &headers, &body)
-        }
-    }
-}
-
-type Reply3 = (u16, Vec<(&'static str, String)>, Value);
-
-/// What GitHub would answer, acting on the state.
-fn act_like_github(state: &mut State, request: &Recorded) -> Reply3 {
-    if request.header("authorization") != format!("Bearer {TOKEN}") {
-        return (
-            401,
-            Vec::new(),
-            json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}),
-        );
-    }
-    let now = humantime::format_rfc3339_seconds(state.clock.system_now()).to_string();
-    let user = json!({"login": LOGIN, "id": 7});
-    let line = request.line();
-    let id = state.next_id;
-    match line.as_str() {
-        "GET /user" => (200, Vec::new(), user),
-        l if l == format!("POST {PR}/reviews") => {
-            state.next_id += 1;
-            let event = request.body["event"].as_str().unwrap_or("");
-            let review = json!({
-                "id": id,
-                "user": user,
-                "body": request.body.get("body").cloned().unwrap_or(json!("")),
-                "state": match event { "APPROVE" => "APPROVED", "REQUEST_CHANGES" => "CHANGES_REQUESTED", _ => "PENDING" },
-                "commit_id": request.body.get("commit_id").cloned().unwrap_or(json!(HEAD)),
-                "submitted_at": now,
-            });
-            state.reviews.push(review.clone());
-            (200, Vec::new(), review)
-        }
-        l if l == format!("GET {PR}/reviews") => page(state, request, state.reviews.clone()),
-        l if l == format!("POST {ISSUE}/comments") => {
-            state.next_id += 1;
-            let comment = json!({"id": id, "user": user, "body": request.body["body"], "created_at": now, "updated_at": now});
-            state.comments.push(comment.clone());
-            (201, Vec::new(), comment)
-        }
-        l if l == format!("GET {ISSUE}/comments") => page(state, request, state.comments.clone()),
-        l if l == format!("PUT {PR}/merge") => {
-            if state.merged {
-                return (
-                    405,
-                    Vec::new(),
-                    json!({"message": "Pull Request is not mergeable"}),
-                );
-            }
-            if request.body.get("sha").is_some_and(|sha| sha != HEAD) {
-                return (
-                    409,
-                    Vec::new(),
-                    json!({"message": "Head branch was modified. Review and try the merge again."}),
-                );
-            }
-            state.merged = true;
-            (
-                200,
-                Vec::new(),
-                json!({"sha": "e5bd3914e2e596debea16f433f57875b5b90bcd6", "merged": true, "message": "Pull Request successfully merged"}),
-            )
-        }
-        l if l == format!("GET {PR}/merge") => {
-            if state.merged {
-                (204, Vec::new(), Value::Null)
-            } else {
-                (404, Vec::new(), json!({"message": "Not Found"}))
-            }
-        }
-        l if l == format!("POST {ISSUE}/labels") => {
-            for label in request.body["labels"].as_array().into_iter().flatten() {
-                let label = label.as_str().unwrap().to_owned();
-                if !state.labels.contains(&label) {
-                    state.labels.push(label);
-                }
-            }
-            let labels: Vec<Value> = state.labels.iter().map(|l| json!({"name": l})).collect();
-            (200, Vec::new(), Value::Array(labels))
-        }
-        l if l == format!("PATCH {ISSUE}") => {
-            state.closed = request.body["state"] == "closed";
-            (200, Vec::new(), json!({"number": 42, "state": "closed"}))
-        }
-        _ => (404, Vec::new(), json!({"message": "Not Found"})),
-    }
-}
-
-/// One page of `items`, with a `Link` to the next as GitHub sends it.
-fn page(state: &State, request: &Recorded, items: Vec<Value>) -> Reply3 {
-    let query = request.uri.split_once('?').map_or("", |(_, q)| q);
-    let page: usize = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("page="))
-        .map_or(1, |p| p.parse().unwrap());
-    let size = state.page_size;
-    let chunk: Vec<Value> = items
-        .iter()
-        .skip((page - 1) * size)
-        .take(size)
-        .cloned()
-        .collect();
-    let mut headers = Vec::new();
-    if items.len() > page * size {
-        let path = request.uri.split('?').next().unwrap();
-        headers.push((
-            "link",
-            format!(
-                "<{}{path}?per_page=100&page={}>; rel=\"next\", <{}{path}?page=9>; rel=\"last\"",
-                state.base,
-                page + 1,
-                state.base
-            ),
-        ));
-    }
-    (200, headers, Value::Array(chunk))
+/// octo/app#42, the pull request the tests act on.
+fn pr(state: &mut State) -> &mut Thread {
+    state.thread("octo/app", 42)
 }
 
 fn connector(fake: &FakeGithub, edit: impl FnOnce(&mut GithubConfig)) -> GithubConnector {
@@ -473,9 +138,10 @@ async fn first_attempts_make_exactly_the_actions_request_with_githubs_headers() 
         assert_eq!(request.header("content-type"), "application/json");
     }
     {
-        let state = fake.state();
-        assert!(state.merged && state.closed);
-        assert_eq!(state.labels, ["approved", "ship it"]);
+        let mut state = fake.state();
+        let pr = pr(&mut state);
+        assert!(pr.merged && pr.closed);
+        assert_eq!(pr.labels, ["approved", "ship it"]);
     }
     assert_eq!(
         fake.requests()
@@ -507,7 +173,7 @@ async fn a_merge_whose_answer_never_came_is_found_merged_and_not_merged_again() 
         "timed out after 10s; GitHub may have acted, so a retry looks first"
     );
     assert_eq!(first.duration, Duration::from_secs(10));
-    assert!(fake.state().merged);
+    assert!(pr(&mut fake.state()).merged);
 
     let retry = deliver(&github, &id, &merge, 2).await;
     assert_eq!(retry.outcome, Outcome::Success, "{}", retry.detail);
@@ -556,7 +222,7 @@ async fn an_approval_whose_answer_never_came_is_not_made_twice() {
     let fake = FakeGithub::start().await;
     let github = connector(&fake, |_| {});
     // An approval by the same account a day before this message: not this message's.
-    fake.state().reviews.push(json!({
+    pr(&mut fake.state()).reviews.push(json!({
         "id": 900, "user": {"login": LOGIN}, "body": "", "state": "APPROVED", "commit_id": OTHER_SHA,
         "submitted_at": humantime::format_rfc3339_seconds(fake.clock.system_now() - 24 * 60 * MINUTE).to_string(),
     }));
@@ -582,7 +248,7 @@ async fn an_approval_whose_answer_never_came_is_not_made_twice() {
     fake.wait_for_requests(4).await;
     fake.clock.advance(Duration::from_secs(30));
     assert_eq!(attempt.await.unwrap().outcome, Outcome::Transient);
-    assert_eq!(fake.state().reviews.len(), 2);
+    assert_eq!(pr(&mut fake.state()).reviews.len(), 2);
 
     // The third attempt finds the second's approval (on page 2) and makes no other.
     let third = deliver(&github, &id, &approve, 3).await;
@@ -593,7 +259,11 @@ async fn an_approval_whose_answer_never_came_is_not_made_twice() {
         "already approved octo/app#42 as ferrule-bot (review 1), by an earlier attempt; not \
          reviewed again"
     );
-    assert_eq!(fake.state().reviews.len(), 2, "exactly one approval");
+    assert_eq!(
+        pr(&mut fake.state()).reviews.len(),
+        2,
+        "exactly one approval"
+    );
     assert_eq!(
         fake.lines(),
         [
@@ -616,10 +286,10 @@ async fn a_retried_review_counts_the_same_commit_or_its_marker() {
     let fake = FakeGithub::start().await;
     let github = connector(&fake, |c| c.login = Some(LOGIN.into()));
     // On `sha`: an approval of that commit by this account is the one.
-    fake.state().reviews.push(json!({
+    pr(&mut fake.state()).reviews.push(json!({
         "id": 5, "user": {"login": "someone-else"}, "body": "", "state": "APPROVED", "commit_id": HEAD,
     }));
-    fake.state().reviews.push(json!({
+    pr(&mut fake.state()).reviews.push(json!({
         "id": 6, "user": {"login": "Ferrule-Bot"}, "body": "", "state": "APPROVED", "commit_id": HEAD,
     }));
     let id = message_id(&fake);
@@ -639,7 +309,7 @@ async fn a_retried_review_counts_the_same_commit_or_its_marker() {
     let asked = payload("request_changes", r#", "body": "Add a test.""#);
     let result = deliver(&github, &id, &asked, 2).await;
     assert_eq!(result.detail, "requested changes on octo/app#42 (review 2)");
-    fake.state().reviews.last_mut().unwrap()["state"] = json!("DISMISSED");
+    pr(&mut fake.state()).reviews.last_mut().unwrap()["state"] = json!("DISMISSED");
     let result = deliver(&github, &message_id(&fake), &asked, 2).await;
     assert_eq!(
         result.detail, "requested changes on octo/app#42 (review 3)",
@@ -653,14 +323,14 @@ async fn a_retried_review_counts_the_same_commit_or_its_marker() {
         "{}",
         result.detail
     );
-    assert_eq!(fake.state().reviews.len(), 5);
+    assert_eq!(pr(&mut fake.state()).reviews.len(), 5);
 }
 
 #[tokio::test]
 async fn a_comment_whose_answer_never_came_is_found_by_its_marker() {
     let fake = FakeGithub::start().await;
     let github = connector(&fake, |_| {});
-    fake.state()
+    pr(&mut fake.state())
         .comments
         .push(json!({"id": 70, "user": {"login": LOGIN}, "body": "An older one"}));
     fake.script(&format!("POST {ISSUE}/comments"), Script::ActThenHang);
@@ -681,7 +351,11 @@ async fn a_comment_whose_answer_never_came_is_found_by_its_marker() {
         "already commented on octo/app#42 (comment 1, with this message's marker), by an \
          earlier attempt; not commented again"
     );
-    assert_eq!(fake.state().comments.len(), 2, "exactly one comment");
+    assert_eq!(
+        pr(&mut fake.state()).comments.len(),
+        2,
+        "exactly one comment"
+    );
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);
     // Only comments since the message was created (less five minutes) are asked for.
@@ -704,7 +378,7 @@ async fn message_ids_of_unbelievable_times_rule_nothing_out_by_date() {
     let fake = FakeGithub::start().await;
     let github = connector(&fake, |c| c.login = Some(LOGIN.into()));
     // An approval by this account from long ago.
-    fake.state().reviews.push(json!({
+    pr(&mut fake.state()).reviews.push(json!({
         "id": 9, "user": {"login": LOGIN}, "body": "", "state": "APPROVED", "commit_id": HEAD,
         "submitted_at": "2020-01-01T00:00:00Z",
     }));
@@ -969,7 +643,7 @@ async fn errors_github_will_not_change_its_mind_about_are_permanent_with_its_mes
          pull request's head is no longer the `sha` given"
     );
     // 405: not mergeable.
-    fake.state().merged = true;
+    pr(&mut fake.state()).merged = true;
     let result = deliver(&github, "01", &payload("merge", ""), 1).await;
     assert_eq!(
         (result.outcome, result.code),
@@ -1059,7 +733,7 @@ async fn server_errors_and_network_failures_are_transient() {
         result.detail,
         "checking what an earlier attempt did: GitHub 500: oops"
     );
-    assert!(!fake.state().merged);
+    assert!(!pr(&mut fake.state()).merged);
 
     // Nobody listening.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1148,7 +822,7 @@ async fn any_connector_delegates_to_github() {
         })
         .await;
     assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
-    assert!(fake.state().closed);
+    assert!(pr(&mut fake.state()).closed);
 }
 
 /// Twenty messages written at once through one token, each asking the pace first and waiting
@@ -1203,8 +877,8 @@ async fn twenty_concurrent_writers_go_one_at_a_time_a_second_apart() {
     for writer in writers {
         assert_eq!(writer.await.unwrap().outcome, Outcome::Success);
     }
-    let state = fake.state();
-    assert_eq!(state.labels.len(), 20);
+    let mut state = fake.state();
+    assert_eq!(pr(&mut state).labels.len(), 20);
     assert_eq!(state.most_writes_in_flight, 1, "never two writes in flight");
     let starts: Vec<Instant> = state.requests.iter().map(|r| r.at).collect();
     for pair in starts.windows(2) {

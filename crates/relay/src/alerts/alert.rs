@@ -24,6 +24,8 @@ pub enum AlertKind {
     TelegramUnauthorized,
     /// Another client is polling `getUpdates` for the same bot (409).
     PollingConflict,
+    /// GitHub rejected a destination's token (401).
+    GithubUnauthorized,
 }
 
 impl AlertKind {
@@ -49,6 +51,7 @@ impl AlertKind {
             AlertKind::StartupFailure => "startup.failure",
             AlertKind::TelegramUnauthorized => "telegram.unauthorized",
             AlertKind::PollingConflict => "telegram.polling_conflict",
+            AlertKind::GithubUnauthorized => "github.unauthorized",
         }
     }
 
@@ -60,6 +63,7 @@ impl AlertKind {
                 | AlertKind::BreakerClosed
                 | AlertKind::TelegramUnauthorized
                 | AlertKind::PollingConflict
+                | AlertKind::GithubUnauthorized
         )
     }
 
@@ -73,6 +77,7 @@ impl AlertKind {
             AlertKind::StartupFailure => "start-up failed",
             AlertKind::TelegramUnauthorized => "Telegram rejected the bot token",
             AlertKind::PollingConflict => "Telegram polling conflict",
+            AlertKind::GithubUnauthorized => "GitHub rejected the token",
         }
     }
 }
@@ -190,6 +195,23 @@ impl Alert {
                 "Telegram rejected the bot token of destination `{destination}` (401). Its \
                  messages wait in the queue: its circuit is forced open until the relay \
                  restarts or an operator resets it (POST /v1/breakers/{destination}/reset)."
+            ),
+            at,
+        )
+    }
+
+    /// GitHub answered 401 to an action of `destination`.
+    pub fn github_unauthorized(destination: &str, at: SystemTime) -> Self {
+        Alert::new(
+            AlertKind::GithubUnauthorized,
+            destination,
+            format!(
+                "GitHub rejected the token of destination `{destination}` (401: revoked, \
+                 expired or wrong). Its messages wait in the queue: its circuit is forced open \
+                 until the relay restarts or an operator resets it (POST \
+                 /v1/breakers/{destination}/reset). Replace the token and restart the relay, \
+                 then replay the message that met the 401 (`ferrule dlq replay --destination \
+                 {destination}`)."
             ),
             at,
         )

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use ferrule_connectors::AnyConnector;
 use ferrule_store::{Filter, MessageId, ReplayTarget, Status, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -275,15 +274,6 @@ pub(crate) async fn breaker_action(
     Ok(Json(breaker_view(&state, d).await))
 }
 
-/// The `type` a destination was configured with.
-fn kind_of(connector: &AnyConnector) -> &'static str {
-    match connector {
-        AnyConnector::Telegram(_) => "telegram",
-        AnyConnector::Smtp(_) => "smtp",
-        _ => "webhook",
-    }
-}
-
 /// `GET /v1/destinations`.
 pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
     let list: Vec<Value> = state
@@ -292,7 +282,7 @@ pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
         .map(|d| {
             json!({
                 "name": d.name,
-                "type": kind_of(&d.connector),
+                "type": d.kind.as_str(),
                 "endpoint": d.endpoint,
                 "breaker": d.breaker.state(),
                 "health": d.health.status(),

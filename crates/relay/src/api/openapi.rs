@@ -120,6 +120,7 @@ fn submit_request(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         let (kind, payload) = match &d.connector {
             AnyConnector::Telegram(_) => ("telegram", schema("TelegramPayload")),
             AnyConnector::Smtp(_) => ("smtp", schema("SmtpPayload")),
+            AnyConnector::Github(_) => ("github", schema("GithubPayload")),
             _ if d.any_json => ("any", any_json()),
             _ => ("webhook", schema("WebhookPayload")),
         };
@@ -176,6 +177,15 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("WebhookPayload".into(), json!({"type": ["object", "array"], "description": "the webhook's JSON body: an object or an array (any JSON value with the destination's `any_json = true`)"}));
     schemas.insert("TelegramPayload".into(), json!({"type": "object", "required": ["chat_id"], "description": "a Bot API `sendMessage` (`chat_id`, `text`, `parse_mode`, `reply_markup`, `disable_notification`), or `\"method\": \"sendPhoto\"` / `\"sendDocument\"` with a file by URL or base64. Checked by the connector at submit: 422 `invalid_payload` names the field. A text over 4096 characters is split into parts unless the destination refuses long texts"}));
     schemas.insert("SmtpPayload".into(), json!({"type": "object", "required": ["to"], "description": "an e-mail: `to` (required), `cc`, `bcc`, `subject`, `text` and/or `html`, `reply_to`, `in_reply_to`, `references`. Checked by the connector at submit: 422 `invalid_payload` names the field"}));
+    schemas.insert("GithubPayload".into(), json!({"type": "object", "required": ["action", "repo", "number"], "properties": {
+            "action": {"type": "string", "enum": ["approve", "request_changes", "comment", "merge", "label", "close"]},
+            "repo": {"type": "string", "description": "`owner/name`"},
+            "number": {"type": "integer", "minimum": 1, "description": "the pull request's or issue's number"},
+            "body": {"type": "string", "description": "required for `comment` and `request_changes`"},
+            "sha": {"type": "string", "description": "the head commit (40 hex digits) a merge or review applies to"},
+            "merge_method": {"type": "string", "enum": ["merge", "squash", "rebase"]},
+            "labels": {"type": "array", "items": {"type": "string"}, "description": "for `label`: the labels to add"}},
+            "description": "one action on a pull request or issue; checked by the connector at submit, 422 `invalid_payload` names the field (which fields each action takes)"}));
     schemas.insert("Accepted".into(), json!({"type": "object", "required": ["id", "status"], "properties": {
             "id": id, "status": {"type": ["string", "null"], "enum": STATUSES.iter().copied().map(Value::from).chain([Value::Null]).collect::<Vec<_>>(), "description": "`queued` for a new message; for a repeated request, the original's status now, `null` once it was purged"},
             "note": {"type": "string", "description": "why `status` is null"},
@@ -253,7 +263,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker", "override"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker"), "override": {"oneOf": [{"type": "null"}, schema("Override")]}}}));
     schemas.insert("Breakers".into(), json!({"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": schema("DestinationBreaker")}}}));
     schemas.insert("Destinations".into(), json!({"type": "object", "required": ["destinations"], "properties": {"destinations": {"type": "array", "items": {"type": "object", "required": ["name", "type", "endpoint", "breaker", "health"], "properties": {
-            "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp"]},
+            "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp", "github"]},
             "endpoint": {"type": "string", "description": "the webhook URL without its query, the Bot API base or `smtp://host:port`"},
             "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]}}}}}}));
     schemas.insert("LastError".into(), json!({"type": "object", "required": ["at", "message"], "properties": {"at": time, "message": {"type": "string"}}}));

@@ -2,7 +2,7 @@
 //! before anything is stored, and long Telegram texts become ordered parts.
 
 use ferrule_connectors::AnyConnector;
-use ferrule_connectors::smtp;
+use ferrule_connectors::{github, smtp};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -13,14 +13,16 @@ use crate::destination::Destination;
 pub(crate) struct Prepared {
     /// One payload, or the parts of a split Telegram text in delivery order.
     pub(crate) payloads: Vec<Value>,
-    /// The ordering key the destination implies (a Telegram chat), used when the client gave
-    /// none.
+    /// The ordering key the destination implies (a Telegram chat, a GitHub pull request), used
+    /// when the client gave none.
     pub(crate) ordering_key: Option<String>,
 }
 
-/// Checks `payload` with `dest`'s connector: Telegram and SMTP payloads are validated (422
-/// naming the field); a Telegram text over the limit is split per the destination's
-/// `long_texts`, and the chat becomes the ordering key. Webhook payloads pass unchanged if
+/// Checks `payload` with `dest`'s connector: Telegram, SMTP and GitHub payloads are validated
+/// (422 naming the field); a Telegram text over the limit is split per the destination's
+/// `long_texts`, and the chat becomes the ordering key; a GitHub action's pull request or issue
+/// becomes it too, `owner/repo#number` in lower case (GitHub's names ignore case), so actions on
+/// one pull request happen in the order they were submitted. Webhook payloads pass unchanged if
 /// they are a JSON object or array, or any JSON value with the destination's `any_json`.
 ///
 /// A bare `null`, string, number or boolean is refused by default because it is nearly always
@@ -55,6 +57,15 @@ pub(crate) fn prepare(dest: &Destination, payload: Value) -> Result<Prepared, Ap
             Ok(Prepared {
                 payloads: vec![payload],
                 ordering_key: None,
+            })
+        }
+        AnyConnector::Github(_) => {
+            let action = github::validate_payload(&payload.to_string())
+                .map_err(|e| ApiError::invalid_payload(e.field(), e.reason()))?;
+            let thread = format!("{}#{}", action.repo, action.number);
+            Ok(Prepared {
+                payloads: vec![payload],
+                ordering_key: Some(thread.to_ascii_lowercase()),
             })
         }
         _ => {

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
+use ferrule_connectors::github::{GithubConfig, GithubToken, SecondaryLimit};
 use ferrule_connectors::smtp::{SmtpConfig, SmtpPassword, SmtpPoolConfig, TlsMode};
 use ferrule_connectors::telegram::{BotToken, LongTexts, TelegramConfig, TelegramLimits};
 use ferrule_connectors::webhook::{WebhookConfig, WebhookSecret};
@@ -33,6 +35,8 @@ pub enum DestinationKind {
     Telegram,
     /// An SMTP server sending e-mail.
     Smtp,
+    /// A GitHub token acting on pull requests.
+    Github,
 }
 
 impl DestinationKind {
@@ -42,6 +46,7 @@ impl DestinationKind {
             DestinationKind::Webhook => "webhook",
             DestinationKind::Telegram => "telegram",
             DestinationKind::Smtp => "smtp",
+            DestinationKind::Github => "github",
         }
     }
 }
@@ -51,7 +56,9 @@ impl DestinationKind {
 /// The connector's fields sit next to the policies, flat: `url`, `secret`, `unsigned`,
 /// `allow_private`, `headers` and `any_json` for webhooks; `bot_token`, `api_base`, `allow_http`, `long_texts`, `limits` and
 /// `inbound` for Telegram; `host`, `port`, `tls`, `tls_root_ca`, `username`, `password`, `from`,
-/// `message_id_domain`, `hello_name` and `pool` for SMTP. A field of another type is refused by `validate()`.
+/// `message_id_domain`, `hello_name` and `pool` for SMTP; `token`, `api_base`, `allow_http`,
+/// `user_agent`, `login`, `min_write_interval` and `secondary_limit` for GitHub. A field of
+/// another type is refused by `validate()`.
 ///
 /// `Debug` shows what `config check` shows: the URL, header values and secrets redacted.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -59,7 +66,7 @@ impl DestinationKind {
 pub struct DestinationConfig {
     /// The name messages are submitted to.
     pub name: String,
-    /// `webhook`, `telegram` or `smtp`.
+    /// `webhook`, `telegram`, `smtp` or `github`.
     #[serde(rename = "type")]
     pub kind: DestinationKind,
     /// Webhook: the endpoint URL (http or https); shown as [`redact_url`](super::redact_url)
@@ -80,7 +87,8 @@ pub struct DestinationConfig {
     /// Allow loopback, private and link-local targets (default false: SSRF guard).
     #[serde(default)]
     pub allow_private: bool,
-    /// Per-attempt timeout (default `[defaults] timeout`).
+    /// Per-attempt timeout (default `[defaults] timeout`); for GitHub, per request, and an
+    /// attempt may take [`GITHUB_REQUESTS_PER_ATTEMPT`] times as long.
     #[serde(
         default,
         with = "humantime_serde::option",
@@ -116,14 +124,15 @@ pub struct DestinationConfig {
     /// Telegram: the bot token `<bot id>:<secret>`, inline or `env:VAR` / `file:/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_token: Option<Secret>,
-    /// Telegram: the Bot API server (default `https://api.telegram.org`).
+    /// Telegram: the Bot API server (default `https://api.telegram.org`). GitHub: the REST API
+    /// (default `https://api.github.com`; GitHub Enterprise Server: `https://HOST/api/v3`).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         serialize_with = "show_optional_endpoint"
     )]
     pub api_base: Option<String>,
-    /// Telegram: allow a plain-http `api_base` on a non-loopback host (default false).
+    /// Telegram, GitHub: allow a plain-http `api_base` on a non-loopback host (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_http: Option<bool>,
     /// Telegram: `split` (the default) or `refuse` texts over Telegram's limits.
@@ -164,6 +173,29 @@ pub struct DestinationConfig {
     /// SMTP: the connection pool (`max_size`, `idle_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<SmtpPoolConfig>,
+    /// GitHub: the token (a personal access token, fine-grained or classic, or an app's
+    /// installation token), inline or `env:VAR` / `file:/path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// GitHub: the `User-Agent` of every request (default `ferrule/<version>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// GitHub: the token's account, for a token that cannot call `GET /user` (an app's
+    /// installation token acts as `APP-NAME[bot]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// GitHub: the least time between one write with the token finishing and the next
+    /// starting (default 1 s).
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_write_interval: Option<Duration>,
+    /// GitHub: the wait after a secondary rate limit (`first_wait`, `max_wait`, `max_tries`),
+    /// each overriding the default (60 s, 30 min, 6) field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_limit: Option<serde_json::Value>,
     /// Telegram: how the bot receives updates (`[destinations.inbound]`); absent: it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<InboundConfig>,
@@ -187,21 +219,44 @@ pub enum ConnectorConfig {
     Telegram(TelegramConfig),
     /// An SMTP server.
     Smtp(SmtpConfig),
+    /// A GitHub token.
+    Github(GithubConfig),
 }
+
+impl ConnectorConfig {
+    /// The type of destination it configures.
+    pub fn kind(&self) -> DestinationKind {
+        match self {
+            ConnectorConfig::Webhook(_) => DestinationKind::Webhook,
+            ConnectorConfig::Telegram(_) => DestinationKind::Telegram,
+            ConnectorConfig::Smtp(_) => DestinationKind::Smtp,
+            ConnectorConfig::Github(_) => DestinationKind::Github,
+        }
+    }
+}
+
+/// How many requests' time one attempt of a GitHub destination may take (its `timeout` bounds
+/// each request): an attempt after the first looks before it acts, so that a retry never
+/// repeats a merge, a review or a comment — `GET /user` once, then the merge state, the
+/// reviews or the comments — and only then writes. An attempt that still runs out of time
+/// (pages and pages of reviews) fails as transient and is retried, and looks again.
+pub const GITHUB_REQUESTS_PER_ATTEMPT: u32 = 3;
 
 /// A destination with every policy resolved against `[defaults]` and its secret read.
 #[derive(Debug, Clone)]
 pub struct ResolvedDestination {
     /// The name.
     pub name: String,
-    /// Where it delivers, for logs and `/v1/destinations`: the webhook URL, the Bot API base or
-    /// `smtp://host:port`, as [`redact_url`] shows it (the connector holds the real one).
+    /// Where it delivers, for logs and `/v1/destinations`: the webhook URL, the Bot API or
+    /// GitHub API base or `smtp://host:port`, as [`redact_url`] shows it (the connector holds
+    /// the real one).
     pub url: String,
     /// The secret (read from env or file if so configured).
     pub secret: Option<String>,
     /// Whether private targets are allowed.
     pub allow_private: bool,
-    /// Per-attempt timeout.
+    /// Per-attempt timeout: the destination's `timeout`, for GitHub
+    /// [`GITHUB_REQUESTS_PER_ATTEMPT`] times it.
     pub timeout: Duration,
     /// Extra headers.
     pub headers: BTreeMap<String, String>,
@@ -262,6 +317,11 @@ impl Config {
             DestinationKind::Webhook => webhook_connector(i, dest, timeout)?,
             DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
             DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
+            DestinationKind::Github => github_connector(i, dest, timeout)?,
+        };
+        let timeout = match dest.kind {
+            DestinationKind::Github => timeout.saturating_mul(GITHUB_REQUESTS_PER_ATTEMPT),
+            _ => timeout,
         };
         let inbound = match &dest.inbound {
             None => None,
@@ -380,38 +440,55 @@ fn drop_nulls(value: &mut serde_json::Value) {
 /// Refuses a connector field that belongs to another type of destination, so a typo such as
 /// `host` on a Telegram destination is not silently ignored.
 pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
-    use DestinationKind::{Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, DestinationKind); 22] = [
-        ("url", !dest.url.is_empty(), Webhook),
-        ("secret", dest.secret.is_some(), Webhook),
-        ("unsigned", dest.unsigned, Webhook),
-        ("allow_private", dest.allow_private, Webhook),
-        ("headers", !dest.headers.is_empty(), Webhook),
-        ("any_json", dest.any_json.is_some(), Webhook),
-        ("bot_token", dest.bot_token.is_some(), Telegram),
-        ("api_base", dest.api_base.is_some(), Telegram),
-        ("allow_http", dest.allow_http.is_some(), Telegram),
-        ("long_texts", dest.long_texts.is_some(), Telegram),
-        ("limits", dest.limits.is_some(), Telegram),
-        ("host", dest.host.is_some(), Smtp),
-        ("port", dest.port.is_some(), Smtp),
-        ("tls", dest.tls.is_some(), Smtp),
-        ("tls_root_ca", dest.tls_root_ca.is_some(), Smtp),
-        ("username", dest.username.is_some(), Smtp),
-        ("password", dest.password.is_some(), Smtp),
-        ("from", dest.from.is_some(), Smtp),
-        ("message_id_domain", dest.message_id_domain.is_some(), Smtp),
-        ("hello_name", dest.hello_name.is_some(), Smtp),
-        ("pool", dest.pool.is_some(), Smtp),
-        ("inbound", dest.inbound.is_some(), Telegram),
+    use DestinationKind::{Github, Smtp, Telegram, Webhook};
+    let fields: [(&str, bool, &[DestinationKind]); 27] = [
+        ("url", !dest.url.is_empty(), &[Webhook]),
+        ("secret", dest.secret.is_some(), &[Webhook]),
+        ("unsigned", dest.unsigned, &[Webhook]),
+        ("allow_private", dest.allow_private, &[Webhook]),
+        ("headers", !dest.headers.is_empty(), &[Webhook]),
+        ("any_json", dest.any_json.is_some(), &[Webhook]),
+        ("bot_token", dest.bot_token.is_some(), &[Telegram]),
+        ("api_base", dest.api_base.is_some(), &[Telegram, Github]),
+        ("allow_http", dest.allow_http.is_some(), &[Telegram, Github]),
+        ("long_texts", dest.long_texts.is_some(), &[Telegram]),
+        ("limits", dest.limits.is_some(), &[Telegram]),
+        ("host", dest.host.is_some(), &[Smtp]),
+        ("port", dest.port.is_some(), &[Smtp]),
+        ("tls", dest.tls.is_some(), &[Smtp]),
+        ("tls_root_ca", dest.tls_root_ca.is_some(), &[Smtp]),
+        ("username", dest.username.is_some(), &[Smtp]),
+        ("password", dest.password.is_some(), &[Smtp]),
+        ("from", dest.from.is_some(), &[Smtp]),
+        (
+            "message_id_domain",
+            dest.message_id_domain.is_some(),
+            &[Smtp],
+        ),
+        ("hello_name", dest.hello_name.is_some(), &[Smtp]),
+        ("pool", dest.pool.is_some(), &[Smtp]),
+        ("token", dest.token.is_some(), &[Github]),
+        ("user_agent", dest.user_agent.is_some(), &[Github]),
+        ("login", dest.login.is_some(), &[Github]),
+        (
+            "min_write_interval",
+            dest.min_write_interval.is_some(),
+            &[Github],
+        ),
+        ("secondary_limit", dest.secondary_limit.is_some(), &[Github]),
+        ("inbound", dest.inbound.is_some(), &[Telegram]),
     ];
-    for (field, set, kind) in fields {
-        if set && kind != dest.kind {
+    for (field, set, kinds) in fields {
+        if set && !kinds.contains(&dest.kind) {
+            let owners: Vec<String> = kinds
+                .iter()
+                .map(|kind| format!("`type = \"{}\"`", kind.as_str()))
+                .collect();
             return Err(ConfigError::new(
                 format!("destinations[{i}].{field}"),
                 format!(
-                    "belongs to `type = \"{}\"` destinations, not `{}`",
-                    kind.as_str(),
+                    "belongs to {} destinations, not `{}`",
+                    owners.join(" and "),
                     dest.kind.as_str()
                 ),
             ));
@@ -519,17 +596,7 @@ pub(super) fn telegram_connector(
     timeout: Duration,
 ) -> Result<ConnectorParts, ConfigError> {
     let at = |field: &str| format!("destinations[{i}].{field}");
-    let Some(token) = &dest.bot_token else {
-        return Err(ConfigError::new(
-            at("bot_token"),
-            "is required for a telegram destination",
-        ));
-    };
-    let token: BotToken = token
-        .expose(&at("bot_token"))?
-        .trim()
-        .parse()
-        .map_err(|e| connector_error(i, e))?;
+    let token: BotToken = credential(i, dest, dest.bot_token.as_ref(), "bot_token")?;
     let mut telegram = TelegramConfig::new(token);
     if let Some(base) = &dest.api_base {
         telegram.api_base = base.clone();
@@ -584,6 +651,106 @@ pub(super) fn smtp_connector(
     smtp.validate().map_err(|e| connector_error(i, e))?;
     let endpoint = format!("smtp://{}:{}", host.trim(), smtp.effective_port());
     Ok((endpoint, None, ConnectorConfig::Smtp(smtp)))
+}
+
+/// Destination `i` as a GitHub token; the token is read here and never shown. `timeout` bounds
+/// each request.
+pub(super) fn github_connector(
+    i: usize,
+    dest: &DestinationConfig,
+    timeout: Duration,
+) -> Result<ConnectorParts, ConfigError> {
+    let at = |field: &str| format!("destinations[{i}].{field}");
+    let token: GithubToken = credential(i, dest, dest.token.as_ref(), "token")?;
+    let mut github = GithubConfig::new(token);
+    if let Some(base) = &dest.api_base {
+        github.api_base = base.clone();
+    }
+    github.allow_http = dest.allow_http.unwrap_or(false);
+    if let Some(user_agent) = &dest.user_agent {
+        github.user_agent = user_agent.clone();
+    }
+    github.timeout = timeout;
+    if let Some(interval) = dest.min_write_interval {
+        github.min_write_interval = interval;
+    }
+    github.login = dest.login.clone();
+    github.secondary_limit = overlay(
+        &SecondaryLimit::default(),
+        dest.secondary_limit.as_ref(),
+        &at("secondary_limit"),
+    )?;
+    github.validate().map_err(|e| connector_error(i, e))?;
+    let endpoint = github.api_base.trim_end_matches('/').to_owned();
+    Ok((endpoint, None, ConnectorConfig::Github(github)))
+}
+
+/// The token a destination of `dest`'s type cannot do without, at `field` of destination `i`:
+/// read from `env:` or `file:`, trimmed, and parsed by its connector's type.
+fn credential<T: FromStr<Err = ferrule_connectors::ConnectorError>>(
+    i: usize,
+    dest: &DestinationConfig,
+    secret: Option<&Secret>,
+    field: &str,
+) -> Result<T, ConfigError> {
+    let at = format!("destinations[{i}].{field}");
+    let Some(secret) = secret else {
+        return Err(ConfigError::new(
+            at,
+            format!("is required for a {} destination", dest.kind.as_str()),
+        ));
+    };
+    secret
+        .expose(&at)?
+        .trim()
+        .parse()
+        .map_err(|e| connector_error(i, e))
+}
+
+/// Refuses GitHub destinations that act with the same token on the same API at different
+/// write paces: GitHub paces the token, so they share one pace, and one of the two settings
+/// would silently not hold.
+pub(super) fn check_shared_tokens(resolved: &[ResolvedDestination]) -> Result<(), ConfigError> {
+    let github: Vec<(usize, &str, &GithubConfig)> = resolved
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match &d.connector {
+            ConnectorConfig::Github(github) => Some((i, d.name.as_str(), github)),
+            _ => None,
+        })
+        .collect();
+    for (n, (j, _, later)) in github.iter().enumerate() {
+        let sharing = github[..n]
+            .iter()
+            .find(|(_, _, earlier)| same_token(earlier, later));
+        if let Some((i, name, earlier)) = sharing
+            && earlier.min_write_interval != later.min_write_interval
+        {
+            let shown = |d: Duration| humantime::format_duration(d).to_string();
+            return Err(ConfigError::new(
+                format!("destinations[{j}].min_write_interval"),
+                format!(
+                    "is {}, but `{name}` (destinations[{i}]) acts with the same token at {}: \
+                     GitHub paces the token, so destinations sharing one share its pace; give \
+                     them the same interval",
+                    shown(later.min_write_interval),
+                    shown(earlier.min_write_interval)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two GitHub destinations act with the same token on the same API, as the connector
+/// tells it (`GithubConnector::shares_token_with`): the API base compared as a parsed URL.
+fn same_token(a: &GithubConfig, b: &GithubConfig) -> bool {
+    let base = |c: &GithubConfig| {
+        url::Url::parse(&c.api_base)
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or_else(|_| c.api_base.clone())
+    };
+    a.token == b.token && base(a) == base(b)
 }
 
 /// A connector's complaint about destination `i`, naming the field.

@@ -26,10 +26,11 @@ use serde::{Deserialize, Serialize};
 pub use self::alerts::{AlertsConfig, ChatRef, TelegramAlerts};
 pub use self::auth::AuthConfig;
 pub use self::defaults::PolicyDefaults;
-use self::destinations::check_forwards;
 pub use self::destinations::{
-    ConnectorConfig, DestinationConfig, DestinationKind, ResolvedDestination, check_webhook_secret,
+    ConnectorConfig, DestinationConfig, DestinationKind, GITHUB_REQUESTS_PER_ATTEMPT,
+    ResolvedDestination, check_webhook_secret,
 };
+use self::destinations::{check_forwards, check_shared_tokens};
 pub use self::dispatcher::DispatcherConfig;
 pub use self::health::HealthConfig;
 pub use self::inbound::{
@@ -245,6 +246,7 @@ impl Config {
             resolved.push(dest);
         }
         check_forwards(&resolved)?;
+        check_shared_tokens(&resolved)?;
         self.validate_alerts()
     }
     /// The effective configuration as TOML with every secret redacted (`config check`): each

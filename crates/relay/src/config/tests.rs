@@ -33,6 +33,10 @@ fn the_example_config_is_valid() {
         destinations[2].connector,
         ConnectorConfig::Smtp(_)
     ));
+    assert!(matches!(
+        destinations[3].connector,
+        ConnectorConfig::Github(_)
+    ));
 }
 
 #[test]
@@ -143,6 +147,171 @@ fn telegram_and_smtp_errors_name_the_field() {
             .to_string();
         assert!(err.contains(field), "{text}: {err}");
     }
+}
+
+#[test]
+fn a_github_destination_resolves_its_token_and_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("github-token");
+    std::fs::write(&token_file, "github_pat_11ABCDEFG0FILESECRET\n").unwrap();
+    let config = from_toml(&format!(
+        r#"
+        [[destinations]]
+        name = "gh"
+        type = "github"
+        token = "file:{}"
+        api_base = "https://ghe.example.com/api/v3/"
+        user_agent = "acme-release-bot"
+        login = "acme-app[bot]"
+        min_write_interval = "3s"
+        timeout = "10s"
+        secondary_limit = {{ max_tries = 3 }}
+        [[destinations]]
+        name = "public"
+        type = "github"
+        token = "ghp_INLINESECRET0123456789"
+        "#,
+        token_file.display()
+    ))
+    .unwrap();
+    let destinations = config.destinations().unwrap();
+    let ConnectorConfig::Github(g) = &destinations[0].connector else {
+        panic!("{:?}", destinations[0].connector);
+    };
+    assert_eq!(g.api_base, "https://ghe.example.com/api/v3/");
+    assert_eq!(g.user_agent, "acme-release-bot");
+    assert_eq!(g.login.as_deref(), Some("acme-app[bot]"));
+    assert_eq!(g.min_write_interval, Duration::from_secs(3));
+    assert_eq!(g.secondary_limit.max_tries, 3, "overridden");
+    assert_eq!(
+        g.secondary_limit.first_wait,
+        Duration::from_secs(60),
+        "inherited"
+    );
+    // `timeout` bounds each request; an attempt may make three.
+    assert_eq!(g.timeout, Duration::from_secs(10));
+    assert_eq!(destinations[0].timeout, Duration::from_secs(30));
+    assert_eq!(destinations[0].url, "https://ghe.example.com/***");
+    let ConnectorConfig::Github(public) = &destinations[1].connector else {
+        panic!("{:?}", destinations[1].connector);
+    };
+    assert_eq!(public.api_base, "https://api.github.com");
+    assert_eq!(public.min_write_interval, Duration::from_secs(1));
+    assert_eq!(destinations[1].timeout, Duration::from_secs(45), "3 × 15 s");
+    let shown = config.to_redacted_toml();
+    assert!(shown.contains("token = \"file:"), "{shown}");
+    assert!(
+        shown.contains("timeout = \"10s\""),
+        "as configured: {shown}"
+    );
+    for secret in ["FILESECRET", "INLINESECRET"] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!format!("{config:?}").contains(secret));
+        assert!(!format!("{destinations:?}").contains(secret));
+    }
+}
+
+#[test]
+fn github_errors_name_the_field() {
+    for (text, field, says) in [
+        ("type = \"github\"", "destinations[0].token", "required"),
+        (
+            "type = \"github\"\ntoken = \"two words\"",
+            "destinations[0].token",
+            "printable ASCII",
+        ),
+        (
+            "type = \"github\"\ntoken = \"ghp_x\"\napi_base = \"http://ghe.example.com\"",
+            "destinations[0].api_base",
+            "unencrypted",
+        ),
+        (
+            "type = \"github\"\ntoken = \"ghp_x\"\nuser_agent = \"\"",
+            "destinations[0].user_agent",
+            "non-empty",
+        ),
+        (
+            "type = \"github\"\ntoken = \"ghp_x\"\nlogin = \"not a login\"",
+            "destinations[0].login",
+            "GitHub login",
+        ),
+        (
+            "type = \"github\"\ntoken = \"ghp_x\"\nsecondary_limit = { first_wait = \"30s\" }",
+            "destinations[0].secondary_limit.first_wait",
+            "at least 60s",
+        ),
+        (
+            "type = \"github\"\ntoken = \"ghp_x\"\nsecondary_limit = { tries = 3 }",
+            "destinations[0].secondary_limit",
+            "tries",
+        ),
+        (
+            "type = \"github\"\ntoken = \"ghp_x\"\nbot_token = \"1:a\"",
+            "destinations[0].bot_token",
+            "`type = \"telegram\"` destinations, not `github`",
+        ),
+        (
+            "type = \"webhook\"\nurl = \"https://x.y/\"\ntoken = \"ghp_x\"",
+            "destinations[0].token",
+            "`type = \"github\"` destinations, not `webhook`",
+        ),
+        (
+            "type = \"smtp\"\nhost = \"h\"\nfrom = \"a@b.c\"\napi_base = \"https://x.y\"",
+            "destinations[0].api_base",
+            "`type = \"telegram\"` and `type = \"github\"` destinations, not `smtp`",
+        ),
+        (
+            "type = \"telegram\"\nbot_token = \"1:a\"\nmin_write_interval = \"1s\"",
+            "destinations[0].min_write_interval",
+            "not `telegram`",
+        ),
+    ] {
+        let err = from_toml(&format!("[[destinations]]\nname = \"d\"\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field) && err.contains(says), "{text}: {err}");
+    }
+}
+
+#[test]
+fn destinations_acting_with_one_github_token_keep_one_pace() {
+    let config = |token: &str, second: &str| {
+        from_toml(&format!(
+            r#"
+            [[destinations]]
+            name = "gh"
+            type = "github"
+            token = "ghp_same"
+            [[destinations]]
+            name = "gh-infra"
+            type = "github"
+            token = "{token}"
+            {second}
+            "#
+        ))
+    };
+    let err = config("ghp_same", "min_write_interval = \"3s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("destinations[1].min_write_interval")
+            && err.contains("is 3s, but `gh` (destinations[0]) acts with the same token at 1s"),
+        "{err}"
+    );
+    config("ghp_same", "").unwrap();
+    config("ghp_same", "min_write_interval = \"1000ms\"").unwrap();
+    config(
+        "ghp_same",
+        "api_base = \"https://api.github.com/\"\nmin_write_interval = \"2s\"",
+    )
+    .unwrap_err();
+    // Another API, another token: GitHub paces them apart.
+    config(
+        "ghp_same",
+        "min_write_interval = \"3s\"\napi_base = \"https://ghe.example.com/api/v3\"",
+    )
+    .unwrap();
+    config("ghp_other", "min_write_interval = \"3s\"").unwrap();
 }
 
 /// A Telegram destination `ops-bot` and a webhook destination `ops-hook`, then `alerts`.

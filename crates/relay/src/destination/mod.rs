@@ -1,6 +1,8 @@
 //! A destination at run time: its connector and its policies, built once from the config, with
 //! what belongs to it beyond them: a Telegram bot's send limits ([`TelegramLimiters`]), its
-//! inbound side ([`Inbound`]), and the stored overrides of its breaker ([`Overrides`]).
+//! inbound side ([`Inbound`]), a GitHub token's pace for writes ([`WritePace`], shared by the
+//! destinations acting with one token), and the stored overrides of its breaker
+//! ([`Overrides`]).
 //!
 //! The API, the dispatcher, the inbound handlers and the shared state all hold destinations, so
 //! they sit below all of them rather than inside `dispatch/`: imports keep pointing one way.
@@ -22,12 +24,13 @@ use ferrule_policy::retry::Retry;
 use ferrule_policy::timeout::{Timeout, TimeoutConfig};
 use ferrule_policy::{ConfigError, Context, SharedClock, SharedObserver};
 
+use ferrule_connectors::github::{GithubConnector, WritePace};
 use ferrule_connectors::smtp::SmtpConnector;
 use ferrule_connectors::telegram::TelegramConnector;
 use ferrule_connectors::webhook::WebhookConnector;
 use ferrule_connectors::{AnyConnector, ConnectorError};
 
-use crate::config::{ConnectorConfig, HealthConfig, ResolvedDestination};
+use crate::config::{ConnectorConfig, DestinationKind, HealthConfig, ResolvedDestination};
 use crate::health::Health;
 use crate::telemetry::prometheus::BreakerStateGauge;
 
@@ -41,6 +44,8 @@ pub struct Destination {
     pub connector: AnyConnector,
     /// The name messages are submitted to.
     pub name: String,
+    /// Its type, as configured.
+    pub kind: DestinationKind,
     /// The endpoint, for logs and `/v1/destinations`, as
     /// [`redact_url`](crate::config::redact_url) shows it.
     pub endpoint: String,
@@ -66,6 +71,11 @@ pub struct Destination {
     /// (`any_json = true`).
     pub any_json: bool,
     /// No attempt starts before this instant (a Telegram bot's flood control).
+    /// A GitHub token's pace for writes: one at a time, `min_write_interval` apart. Every
+    /// destination acting with the token holds the same one ([`Self::share_write_pace`]).
+    pub write_pace: Option<Arc<WritePace>>,
+    /// No attempt starts before this instant (a Telegram bot's flood control, a GitHub
+    /// token's rate limit).
     paused_until: Mutex<Option<Instant>>,
     /// The clock the pause is measured on.
     clock: SharedClock,
@@ -126,6 +136,16 @@ impl Destination {
             ConnectorConfig::Smtp(c) => AnyConnector::from(
                 SmtpConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
             ),
+            ConnectorConfig::Github(c) => AnyConnector::from(
+                GithubConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
+        };
+        let write_pace = match &connector {
+            AnyConnector::Github(github) => Some(Arc::new(WritePace::new(
+                github.min_write_interval(),
+                clock.clone(),
+            ))),
+            _ => None,
         };
         let telegram_limits = match &config.connector {
             ConnectorConfig::Telegram(c) => Some(c.limits.clone()),
@@ -145,6 +165,7 @@ impl Destination {
         Ok(Destination {
             connector,
             name: config.name.clone(),
+            kind: config.connector.kind(),
             endpoint: config.url.clone(),
             retry: Retry::with_context(config.retry.clone(), ctx.clone())
                 .map_err(|e| e.within(&within("retry")))?,
@@ -176,9 +197,33 @@ impl Destination {
                         .map_err(|e| e.within(&format!("destinations.{}", config.name)))?,
                 ),
             },
+            write_pace,
             paused_until: Mutex::new(None),
             clock,
         })
+    }
+
+    /// Takes the write pace of the first of `others` that acts with the same GitHub token, if
+    /// one does: GitHub paces the token, not the destination. (The configuration refuses two
+    /// such destinations with different `min_write_interval`s.)
+    pub fn share_write_pace<'a>(&mut self, others: impl IntoIterator<Item = &'a Destination>) {
+        if let Some(other) = others
+            .into_iter()
+            .find(|other| self.shares_token_with(other))
+        {
+            self.write_pace.clone_from(&other.write_pace);
+        }
+    }
+
+    /// Whether `other` acts with the same GitHub token on the same API (this one included):
+    /// a rate limit or a rejection of the token is theirs too.
+    pub fn shares_token_with(&self, other: &Destination) -> bool {
+        match (&self.connector, &other.connector) {
+            (AnyConnector::Github(mine), AnyConnector::Github(theirs)) => {
+                mine.shares_token_with(theirs)
+            }
+            _ => false,
+        }
     }
 
     /// Pauses every attempt to this destination for `duration` from now (a pause already

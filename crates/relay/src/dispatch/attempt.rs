@@ -238,6 +238,21 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         },
         _ => None,
     };
+    // A GitHub write holds its token's one place until it is answered.
+    let id = message.id.to_string();
+    let github_write = match &dest.write_pace {
+        Some(pace) => match pace.try_acquire(&id) {
+            Ok(write) => Some(write),
+            Err(limited) => {
+                drop(permit);
+                let until = wall_time_of(clock.as_ref(), limited.ready_at);
+                let reason = "rate limited: github write pace: not attempted";
+                defer(&state, &dest, &lease, until, "rate_limited", reason).await;
+                return;
+            }
+        },
+        None => None,
+    };
     // 3. Bulkhead.
     let slot = match dest.bulkhead.acquire_owned().await {
         Ok(slot) => slot,
@@ -246,6 +261,9 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             if let Some(send) = telegram_send {
                 send.not_sent();
             }
+            if let Some(write) = github_write {
+                write.not_sent();
+            }
             let until = clock.system_now() + state.config.dispatcher.defer_for;
             let reason = "bulkhead full: not attempted";
             defer(&state, &dest, &lease, until, "bulkhead_full", reason).await;
@@ -253,7 +271,6 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         }
     };
     // 4. Chaos, the connector, the timeout; the lease is extended while it runs.
-    let id = message.id.to_string();
     let payload = serde_json::to_string(&message.payload).unwrap_or_else(|_| "null".into());
     let delivery = Delivery {
         message_id: &id,
@@ -302,8 +319,10 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         _ = hard_stop.cancelled() => None,
     };
     drop(slot);
-    // Answered (or abandoned): the send counts from now in the Telegram windows.
+    // Answered (or abandoned): the send counts from now in the Telegram windows, and the
+    // token's next write may start an interval from now.
     drop(telegram_send);
+    drop(github_write);
     let Some(result) = result else {
         // Shutdown's drain timeout passed (or the lease was lost): give the message back.
         drop(permit);
@@ -322,24 +341,32 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         return;
     };
     match &result.signal {
-        // Flood control is about the bot's pace, not its health: not a breaker failure.
+        // Flood control and rate limits are about the pace, not the destination's health: not
+        // a breaker failure. A GitHub rate limit is its token's, so every destination acting
+        // with the token pauses.
         Some(Signal::PauseDestination(pause)) => {
             permit.record(Outcome::Ignored);
-            dest.pause(*pause);
-            tracing::warn!(destination = %dest.name, pause_ms = millis(*pause), "the destination asked us to slow down; paused");
+            for d in with_credentials_of(&state, &dest) {
+                d.pause(*pause);
+                tracing::warn!(destination = %d.name, pause_ms = millis(*pause), "the destination asked us to slow down; paused");
+            }
         }
         Some(Signal::Unauthorized) => {
             permit.record(result.outcome);
-            let first = dest.breaker.state() != CircuitState::ForcedOpen;
-            // At once, before the store: nothing more goes out with rejected credentials.
-            dest.breaker.force_open();
-            tracing::error!(destination = %dest.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
-            if first {
-                persist_unauthorized(&state, &dest, &result.detail).await;
-            }
-            if matches!(dest.connector, AnyConnector::Telegram(_)) {
-                let alert = Alert::telegram_unauthorized(&dest.name, clock.system_now());
-                state.alerts.raise_soon(alert);
+            for d in with_credentials_of(&state, &dest) {
+                let first = d.breaker.state() != CircuitState::ForcedOpen;
+                // At once, before the store: nothing more goes out with rejected credentials.
+                d.breaker.force_open();
+                tracing::error!(destination = %d.name, detail = %result.detail, "the destination rejected our credentials; its circuit is forced open until an operator resets it");
+                if first {
+                    persist_unauthorized(&state, d, &result.detail).await;
+                }
+                let alert = match d.connector {
+                    AnyConnector::Telegram(_) => Alert::telegram_unauthorized,
+                    AnyConnector::Github(_) => Alert::github_unauthorized,
+                    _ => continue,
+                };
+                state.alerts.raise_soon(alert(&d.name, clock.system_now()));
             }
         }
         // The chat moved; the bot is fine.
@@ -439,6 +466,19 @@ async fn migrate(
         "chat {from} moved to {to}; retrying there ({detail})"
     ));
     failed(state, dest, lease, message, Outcome::Transient, report).await;
+}
+
+/// `dest` and every other destination acting with its credentials (GitHub destinations with one
+/// token): what a connector says about the credentials holds for all of them.
+fn with_credentials_of<'a>(
+    state: &'a AppState,
+    dest: &'a Destination,
+) -> impl Iterator<Item = &'a Destination> {
+    let others = state
+        .destinations
+        .values()
+        .filter(|d| d.name != dest.name && d.shares_token_with(dest));
+    std::iter::once(dest).chain(others.map(AsRef::as_ref))
 }
 
 /// The Telegram chat a stored payload names, if it names one.

@@ -6,11 +6,15 @@
 //! message this process deferred or rescheduled: [`Wakeups`](crate::state::Wakeups)), or a delivery with an ordering
 //! key ends. Each claimed message runs in its own supervised task:
 //!
-//! 0. a paused destination (Telegram flood control): defer to the pause's end;
+//! 0. a paused destination (Telegram flood control, a GitHub rate limit): defer to the pause's
+//!    end;
 //! 1. circuit breaker — open: [`Store::defer`] to when it may half-open, attempt not spent;
 //! 2. rate limit — refused: defer to `ready_at`; a Telegram bot's limits per chat, per group
 //!    and per bot likewise ([`crate::destination::TelegramLimiters`]; an admitted send holds its place in
-//!    them until it is answered);
+//!    them until it is answered), and a GitHub token's pace for writes
+//!    ([`WritePace`](ferrule_connectors::github::WritePace): one at a time per token,
+//!    `min_write_interval` apart; an admitted write holds the token until it is answered, and
+//!    frees it unspent if a later step refuses);
 //! 3. bulkhead — full: defer by `dispatcher.defer_for`;
 //! 4. chaos, then the connector under the per-attempt timeout, with the lease extended every
 //!    third of its length while the attempt runs;
@@ -18,8 +22,9 @@
 //!    [`Retry`](ferrule_policy::retry::Retry) chooses (never before a `Retry-After`), or
 //!    `dead_letter` on a permanent error or when retries are exhausted; and the connector's
 //!    [`Signal`](ferrule_connectors::Signal), if any: pause the destination (the breaker records
-//!    the attempt as ignored), force its breaker open, or store a message whose chat moved with the
-//!    new chat id ([`Store::replace_payload`]) and retry it.
+//!    the attempt as ignored), force its breaker open and alert (both for every destination
+//!    acting with the same GitHub token), or store a message whose chat moved with the new chat
+//!    id ([`Store::replace_payload`]) and retry it.
 //!
 //! A panic in a delivery task is caught, logged and counted; its message is rescheduled like
 //! a transient failure and the loop goes on. A panic in the claim loop restarts it.

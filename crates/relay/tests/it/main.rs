@@ -1,5 +1,5 @@
 //! The relay's integration tests: the real router, a real SQLite file, real HTTP receivers, a
-//! fake Telegram Bot API and an SMTP sink.
+//! fake Telegram Bot API, a fake GitHub REST API and an SMTP sink.
 
 mod alerts;
 mod api;
@@ -8,6 +8,7 @@ mod cli;
 mod delivery;
 mod disk;
 mod fake_bot_api;
+mod github;
 mod inbound;
 mod metrics;
 mod outage;

@@ -21,6 +21,7 @@ const HEADER_SECRET: &str = "HEADERSECRET-key";
 const MOVED_SECRET: &str = "MOVEDSECRET-path";
 const BOT_SECRET: &str = "BOTSECRET_abc-DEF123";
 const SMTP_PASSWORD: &str = "SMTPSECRET-pw";
+const GITHUB_SECRET: &str = "GHSECRET0123456789abcdef";
 
 /// Every secret the test config holds (the webhook secret by its key, after `whsec_`).
 fn secrets() -> Vec<&'static str> {
@@ -36,6 +37,7 @@ fn secrets() -> Vec<&'static str> {
         MOVED_SECRET,
         BOT_SECRET,
         SMTP_PASSWORD,
+        GITHUB_SECRET,
         &SECRET[6..],
     ]
 }
@@ -136,6 +138,11 @@ tls = "none"
 username = "relay"
 password = "{SMTP_PASSWORD}"
 from = "relay@example.com"
+[[destinations]]
+name = "gh"
+type = "github"
+token = "ghp_{GITHUB_SECRET}"
+api_base = "http://127.0.0.1:{failing}"
 "#
         ),
     )
@@ -176,6 +183,10 @@ from = "relay@example.com"
         (
             "mail",
             json!({"to": ["ops@example.org"], "subject": "s", "text": "t"}),
+        ),
+        (
+            "gh",
+            json!({"action": "comment", "repo": "octo/app", "number": 1, "body": "hi"}),
         ),
     ] {
         let answer: Value = http
