@@ -198,6 +198,14 @@ impl SqliteStore {
     }
 }
 
+/// How long opening waits for a lock file that is held: a process that just closed the store
+/// (a relay that stopped, `ferrule migrate` that finished) may not have let go yet when a
+/// sibling process it forked a moment earlier still shares the lock's open file (until that
+/// child's `exec` closes it). A store held by a running relay stays locked past this, and
+/// opening then fails with [`StoreError::Locked`].
+const LOCK_GRACE: Duration = Duration::from_secs(2);
+
+/// Takes the store's lock file, waiting at most [`LOCK_GRACE`] for one that is held.
 fn take_lock(options: &SqliteOptions) -> Result<File> {
     let lock_path = options.lock_path();
     let file = OpenOptions::new()
@@ -209,16 +217,26 @@ fn take_lock(options: &SqliteOptions) -> Result<File> {
             path: lock_path.clone(),
             source: Box::new(e),
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
-            path: options.path.clone(),
-            lock_path,
-        }),
-        Err(TryLockError::Error(e)) => Err(StoreError::Open {
-            path: lock_path,
-            source: Box::new(e),
-        }),
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: options.path.clone(),
+                    lock_path,
+                });
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(StoreError::Open {
+                    path: lock_path,
+                    source: Box::new(e),
+                });
+            }
+        }
     }
 }
 

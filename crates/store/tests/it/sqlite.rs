@@ -55,6 +55,33 @@ async fn second_open_of_same_file_is_locked() {
         .unwrap();
 }
 
+/// A lock let go a moment after the store was asked to open (as when a just-forked child of
+/// the process that closed the store still shares the lock file until its `exec`) is waited
+/// for, not reported as a running owner.
+#[tokio::test]
+async fn a_lock_released_a_moment_later_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let lock_path = dir.path().join("s.db.lock");
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    held.try_lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    SqliteStore::open(SqliteOptions::new(&path, options()))
+        .await
+        .expect("the lock is taken once it is let go");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    release.join().unwrap();
+}
+
 #[tokio::test]
 async fn unwritable_path_is_an_open_error() {
     let dir = tempfile::tempdir().unwrap();
