@@ -41,10 +41,11 @@ use serde_json::{Value, json};
 pub use self::config::{BotToken, DEFAULT_API_BASE, LongTexts, TelegramConfig, TelegramLimits};
 pub use self::error::TelegramError;
 pub use self::payload::{
-    CALLBACK_DATA_BYTES, CAPTION_LIMIT, ChatId, ChatKind, DOCUMENT_BYTES, InlineKeyboardButton,
-    InlineKeyboardMarkup, InputFile, Method, PHOTO_BYTES, ParseMode, PayloadError, SendFile,
-    SendMessage, TEXT_LIMIT, TelegramPayload, Validated, chat_kind, rewrite_chat_id,
-    validate_payload,
+    CALLBACK_DATA_BYTES, CAPTION_LIMIT, ChatId, ChatKind, DOCUMENT_BYTES, EditMessageReplyMarkup,
+    EditMessageText, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Method,
+    PHOTO_BYTES, PLACEHOLDER_CHARS, ParseMode, PayloadError, QUOTE_LIMIT, ReplyMarkup,
+    ReplyParameters, SendFile, SendMessage, TEXT_LIMIT, TelegramPayload, Validated, chat_kind,
+    rewrite_chat_id, validate_payload,
 };
 pub use self::split::{split_text, utf16_len};
 pub use self::update::{
