@@ -242,31 +242,27 @@ impl FakeBotApi {
     /// Waits until at least `n` edits were applied or `limit` passed, then returns every edit
     /// applied so far (fewer than `n` if the time ran out).
     pub async fn wait_for_edits(&self, n: usize, limit: Duration) -> Vec<Edited> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.inner.changed.notified();
-            let edits = self.edits();
-            if edits.len() >= n {
-                return edits;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.edits();
-            }
-        }
+        self.wait_for(n, limit, Self::edits).await
     }
 
     /// Waits until at least `n` sends were accepted or `limit` passed, then returns every
     /// send accepted so far (fewer than `n` if the time ran out).
     pub async fn wait_for_sends(&self, n: usize, limit: Duration) -> Vec<Sent> {
+        self.wait_for(n, limit, Self::sends).await
+    }
+
+    /// Waits until `read` answers at least `n` records or `limit` passed, then answers what it
+    /// reads then.
+    async fn wait_for<T>(&self, n: usize, limit: Duration, read: fn(&Self) -> Vec<T>) -> Vec<T> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.inner.changed.notified();
-            let sent = self.sends();
-            if sent.len() >= n {
-                return sent;
+            let records = read(self);
+            if records.len() >= n {
+                return records;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.sends();
+                return read(self);
             }
         }
     }
