@@ -33,6 +33,12 @@ pub struct DeliveryResult {
     pub duration: Duration,
     /// What the dispatcher must do beyond the outcome, if anything.
     pub signal: Option<Signal>,
+    /// What the destination answered that a later step of a route may use: a small JSON
+    /// object without secrets, set when the outcome is a success and `None` otherwise. Each
+    /// connector's module documents its shape: a Telegram message's `message_id` and
+    /// `chat_id`, a GitHub review's `id` and `html_url`, an e-mail's `message_id`, a webhook's
+    /// `status` and JSON `body`.
+    pub output: Option<serde_json::Value>,
 }
 
 /// Delivers one attempt of one message to one destination.
@@ -61,6 +67,7 @@ pub struct DeliveryResult {
 ///             detail: format!("dropped {} bytes", delivery.payload.len()),
 ///             duration: Duration::ZERO,
 ///             signal: None,
+///             output: None,
 ///         }
 ///     }
 /// }

@@ -16,7 +16,8 @@
 //! after the first looks before it acts (the first makes no extra call):
 //!
 //! - `merge`: `GET …/pulls/{n}/merge`; 204 means merged, and the attempt succeeds without
-//!   merging again.
+//!   merging again (then `GET …/pulls/{n}` reads the merge commit for the output; if that read
+//!   fails, the output just lacks it).
 //! - `approve`, `request_changes`: the pull request's reviews; one by this token's account
 //!   (`login`, or `GET /user` once) counts as this message's when it carries the message's
 //!   marker, or is in the same state on the same commit (`sha`); with neither a body nor a
@@ -25,6 +26,19 @@
 //! - `comment`: comments and review bodies carry a hidden marker `<!-- ferrule:{message id} -->`;
 //!   a retry looks for it among the comments.
 //! - `label` and `close` are idempotent at GitHub: repeating them changes nothing.
+//!
+//! **Output.** A success's [`DeliveryResult::output`] holds what GitHub answered that a later
+//! step may use, for the review or comment an earlier attempt made too:
+//!
+//! | action | output |
+//! |---|---|
+//! | `approve`, `request_changes` | `{"id", "html_url", "state"}` of the review (`state`: `APPROVED`, `CHANGES_REQUESTED`) |
+//! | `comment` | `{"id", "html_url"}` of the comment |
+//! | `merge` | `{"merged": true, "sha"}`: the merge commit |
+//! | `label` | `{"labels": [...]}`: every label the pull request has now, by name |
+//! | `close` | `{"state": "closed"}` |
+//!
+//! When a retry found the action already done, the output also has `"already": true`.
 //!
 //! **Classification.**
 //!
@@ -70,7 +84,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue};
 use humantime_serde::re::humantime;
 use reqwest::{Client, RequestBuilder, redirect};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub use self::config::{DEFAULT_API_BASE, GithubConfig, GithubToken, SecondaryLimit};
 pub use self::pace::{WritePace, WritePermit};
@@ -137,6 +151,7 @@ struct Attempt {
     code: Option<i32>,
     detail: String,
     signal: Option<Signal>,
+    output: Option<Value>,
 }
 
 impl Attempt {
@@ -146,6 +161,15 @@ impl Attempt {
             code: code.map(i32::from),
             detail,
             signal: None,
+            output: None,
+        }
+    }
+
+    /// A success with `output`.
+    fn done(code: u16, detail: String, output: Value) -> Self {
+        Attempt {
+            output: Some(output),
+            ..Attempt::new(Outcome::Success, Some(code), detail)
         }
     }
 
@@ -236,7 +260,8 @@ impl GithubConnector {
         if let Err(failed) = self.judge(&reply, &call, "") {
             return failed;
         }
-        Attempt::new(Outcome::Success, Some(reply.status), call.done(&reply))
+        let json = reply.json.as_ref().unwrap_or(&Value::Null);
+        Attempt::done(reply.status, call.done(json), call.output(json))
     }
 
     /// The request that performs the action.
@@ -301,16 +326,23 @@ impl GithubConnector {
                     return Ok(None);
                 }
                 self.judge(&reply, call, CHECKING)?;
-                Ok((reply.status == 204).then(|| {
-                    Attempt::new(
-                        Outcome::Success,
-                        Some(204),
-                        format!(
-                            "already merged {target} (GET …/merge answered 204), by an earlier \
-                             attempt or by someone else; not merged again"
-                        ),
-                    )
-                }))
+                if reply.status != 204 {
+                    return Ok(None);
+                }
+                let mut output = json!({ "merged": true, "already": true });
+                let mut commit = String::new();
+                if let Some(sha) = self.merge_commit(call).await {
+                    commit = format!(" as {sha}");
+                    output["sha"] = Value::from(sha);
+                }
+                Ok(Some(Attempt::done(
+                    204,
+                    format!(
+                        "already merged {target}{commit} (GET …/merge answered 204), by an \
+                         earlier attempt or by someone else; not merged again"
+                    ),
+                    output,
+                )))
             }
             Action::Approve { .. } | Action::RequestChanges { .. } => self.reviewed(call).await,
             Action::Comment { .. } => {
@@ -330,14 +362,14 @@ impl GithubConnector {
                     })
                     .await?;
                 Ok(found.map(|(status, comment)| {
-                    Attempt::new(
-                        Outcome::Success,
-                        Some(status),
+                    Attempt::done(
+                        status,
                         format!(
                             "already commented on {target} (comment {}, with this message's \
                              marker), by an earlier attempt; not commented again",
                             id_of(&comment)
                         ),
+                        already(call.output(&comment)),
                     )
                 }))
             }
@@ -376,17 +408,37 @@ impl GithubConnector {
             } else {
                 "requested changes on"
             };
-            Attempt::new(
-                Outcome::Success,
-                Some(status),
+            Attempt::done(
+                status,
                 format!(
                     "already {what} {} as {login} (review {}), by an earlier attempt; not \
                      reviewed again",
                     call.target(),
                     id_of(&review)
                 ),
+                already(call.output(&review)),
             )
         }))
+    }
+
+    /// The commit a merged pull request's merge made, from `GET …/pulls/{n}`; `None` when
+    /// that read fails or does not say. The merge is done either way, so a failure here fails
+    /// nothing.
+    async fn merge_commit(&self, call: &Call<'_>) -> Option<String> {
+        let reply = self
+            .send(self.inner.client.get(self.pull_url(call)))
+            .await
+            .ok()?;
+        if assess(&reply) != Verdict::Ok {
+            return None;
+        }
+        let pull = reply.json?;
+        if pull.get("merged") != Some(&Value::Bool(true)) {
+            return None;
+        }
+        pull.get("merge_commit_sha")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     }
 
     /// When the message was created, less the clock skew allowed, from its id when it is a
@@ -638,6 +690,7 @@ impl Connector for GithubConnector {
             detail: truncate(&self.inner.token.scrub(&attempt.detail), 2 * DETAIL_CHARS),
             duration: self.inner.clock.now().saturating_duration_since(start),
             signal: attempt.signal,
+            output: attempt.output,
         }
     }
 }
@@ -660,10 +713,9 @@ impl Call<'_> {
         format!("<!-- ferrule:{} -->", self.message)
     }
 
-    /// What a successful action did, for the detail.
-    fn done(&self, reply: &Reply) -> String {
+    /// What a successful action did, for the detail, from GitHub's answer `json`.
+    fn done(&self, json: &Value) -> String {
         let target = self.target();
-        let json = reply.json.as_ref().unwrap_or(&Value::Null);
         match &self.payload.action {
             Action::Approve { .. } => format!("approved {target} (review {})", id_of(json)),
             Action::RequestChanges { .. } => {
@@ -678,6 +730,52 @@ impl Call<'_> {
             Action::Close => format!("closed {target}"),
         }
     }
+
+    /// What a later step may use of GitHub's answer `json` to the action (or of the review or
+    /// comment an earlier attempt made): see the module's **Output**.
+    fn output(&self, json: &Value) -> Value {
+        let mut output = Map::new();
+        let mut copy = |keys: &[&str]| {
+            for key in keys {
+                if let Some(value) = json.get(*key).filter(|v| !v.is_null()) {
+                    output.insert((*key).to_owned(), value.clone());
+                }
+            }
+        };
+        match &self.payload.action {
+            Action::Approve { .. } | Action::RequestChanges { .. } => {
+                copy(&["id", "html_url", "state"]);
+            }
+            Action::Comment { .. } => copy(&["id", "html_url"]),
+            Action::Merge { .. } => {
+                copy(&["sha"]);
+                // A 200 to the merge is a merge, whatever the body says.
+                output.insert("merged".into(), Value::Bool(true));
+            }
+            Action::Label { .. } => {
+                let names: Vec<Value> = json
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|label| label.get("name").cloned())
+                    .collect();
+                output.insert("labels".into(), Value::Array(names));
+            }
+            Action::Close => {
+                copy(&["state"]);
+                output
+                    .entry("state")
+                    .or_insert_with(|| Value::from("closed"));
+            }
+        }
+        Value::Object(output)
+    }
+}
+
+/// `output` marked as found done rather than done now.
+fn already(mut output: Value) -> Value {
+    output["already"] = Value::Bool(true);
+    output
 }
 
 /// The `id` of a review or comment, or `?`.

@@ -14,7 +14,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::testing::fake_github::{FakeGithub, HEAD, LOGIN, Script, State, TOKEN, Thread};
+use crate::testing::fake_github::{
+    FakeGithub, HEAD, LOGIN, MERGE_SHA, Script, State, TOKEN, Thread,
+};
 use crate::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
 
 /// The part of [`TOKEN`] that must never show.
@@ -82,24 +84,28 @@ async fn first_attempts_make_exactly_the_actions_request_with_githubs_headers() 
             format!("POST {PR}/reviews"),
             json!({"event": "APPROVE", "commit_id": HEAD}),
             "approved octo/app#42 (review 1)",
+            json!({"id": 1, "html_url": "https://github.com/octo/app/pull/42#pullrequestreview-1", "state": "APPROVED"}),
         ),
         (
             payload("request_changes", r#", "body": "Add a test.""#),
             format!("POST {PR}/reviews"),
             json!({"event": "REQUEST_CHANGES", "body": format!("Add a test.\n\n{marker}")}),
             "requested changes on octo/app#42 (review 2)",
+            json!({"id": 2, "html_url": "https://github.com/octo/app/pull/42#pullrequestreview-2", "state": "CHANGES_REQUESTED"}),
         ),
         (
             payload("comment", r#", "body": "Deploying.""#),
             format!("POST {ISSUE}/comments"),
             json!({"body": format!("Deploying.\n\n{marker}")}),
             "commented on octo/app#42 (comment 3)",
+            json!({"id": 3, "html_url": "https://github.com/octo/app/pull/42#issuecomment-3"}),
         ),
         (
             payload("label", r#", "labels": ["approved", "ship it"]"#),
             format!("POST {ISSUE}/labels"),
             json!({"labels": ["approved", "ship it"]}),
             "labelled octo/app#42: approved, ship it",
+            json!({"labels": ["approved", "ship it"]}),
         ),
         (
             payload(
@@ -109,19 +115,22 @@ async fn first_attempts_make_exactly_the_actions_request_with_githubs_headers() 
             format!("PUT {PR}/merge"),
             json!({"sha": HEAD, "merge_method": "squash"}),
             "merged octo/app#42 (commit e5bd3914e2e596debea16f433f57875b5b90bcd6)",
+            json!({"merged": true, "sha": MERGE_SHA}),
         ),
         (
             payload("close", ""),
             format!("PATCH {ISSUE}"),
             json!({"state": "closed"}),
             "closed octo/app#42",
+            json!({"state": "closed"}),
         ),
     ];
-    for (i, (payload, line, body, detail)) in cases.into_iter().enumerate() {
+    for (i, (payload, line, body, detail, output)) in cases.into_iter().enumerate() {
         let result = deliver(&github, &id, &payload, 1).await;
         assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
         assert_eq!(result.detail, detail);
         assert_eq!(result.signal, None);
+        assert_eq!(result.output, Some(output), "{line}");
         let requests = fake.requests();
         assert_eq!(
             requests.len(),
@@ -180,13 +189,51 @@ async fn a_merge_whose_answer_never_came_is_found_merged_and_not_merged_again() 
     assert_eq!(retry.code, Some(204));
     assert_eq!(
         retry.detail,
-        "already merged octo/app#42 (GET …/merge answered 204), by an earlier attempt or by \
-         someone else; not merged again"
+        "already merged octo/app#42 as e5bd3914e2e596debea16f433f57875b5b90bcd6 (GET …/merge \
+         answered 204), by an earlier attempt or by someone else; not merged again"
+    );
+    assert_eq!(
+        retry.output,
+        Some(json!({"merged": true, "sha": MERGE_SHA, "already": true}))
     );
     assert_eq!(
         fake.lines(),
-        [format!("PUT {PR}/merge"), format!("GET {PR}/merge")],
+        [
+            format!("PUT {PR}/merge"),
+            format!("GET {PR}/merge"),
+            format!("GET {PR}")
+        ],
         "exactly one merge"
+    );
+}
+
+#[tokio::test]
+async fn a_merge_found_done_succeeds_without_its_commit_when_that_read_fails() {
+    let fake = FakeGithub::start().await;
+    let github = connector(&fake, |_| {});
+    pr(&mut fake.state()).merged = true;
+    fake.script(
+        &format!("GET {PR}"),
+        Script::Reply(502, Vec::new(), json!({"message": "Server Error"})),
+    );
+    let merge = payload("merge", "");
+    let retry = deliver(&github, &message_id(&fake), &merge, 2).await;
+    assert_eq!(retry.outcome, Outcome::Success, "{}", retry.detail);
+    assert_eq!(retry.signal, None);
+    assert_eq!(
+        retry.output,
+        Some(json!({"merged": true, "already": true})),
+        "the merge is done; only its commit is unknown"
+    );
+    assert!(
+        retry.detail.starts_with("already merged octo/app#42 (GET"),
+        "{}",
+        retry.detail
+    );
+    assert_eq!(
+        fake.lines(),
+        [format!("GET {PR}/merge"), format!("GET {PR}")],
+        "never merged again"
     );
 }
 
@@ -258,6 +305,15 @@ async fn an_approval_whose_answer_never_came_is_not_made_twice() {
         third.detail,
         "already approved octo/app#42 as ferrule-bot (review 1), by an earlier attempt; not \
          reviewed again"
+    );
+    assert_eq!(
+        third.output,
+        Some(json!({
+            "id": 1,
+            "html_url": "https://github.com/octo/app/pull/42#pullrequestreview-1",
+            "state": "APPROVED",
+            "already": true,
+        }))
     );
     assert_eq!(
         pr(&mut fake.state()).reviews.len(),
@@ -350,6 +406,14 @@ async fn a_comment_whose_answer_never_came_is_found_by_its_marker() {
         retry.detail,
         "already commented on octo/app#42 (comment 1, with this message's marker), by an \
          earlier attempt; not commented again"
+    );
+    assert_eq!(
+        retry.output,
+        Some(json!({
+            "id": 1,
+            "html_url": "https://github.com/octo/app/pull/42#issuecomment-1",
+            "already": true,
+        }))
     );
     assert_eq!(
         pr(&mut fake.state()).comments.len(),
@@ -681,6 +745,7 @@ async fn errors_github_will_not_change_its_mind_about_are_permanent_with_its_mes
         assert_eq!(result.code, Some(i32::from(status)));
         assert_eq!(result.detail, detail);
         assert_eq!(result.signal, None);
+        assert_eq!(result.output, None, "a failure has no output");
     }
     // A payload that does not validate never reaches GitHub.
     let requests = fake.requests().len();

@@ -17,6 +17,10 @@
 //! | the server lacks what the message needs (`STARTTLS`, an `AUTH` mechanism, `SMTPUTF8`) | [`Outcome::Permanent`] | none | |
 //! | invalid payload or message id | [`Outcome::Permanent`] | none | |
 //!
+//! **Output.** A success's [`DeliveryResult::output`] is `{"message_id": "<…@…>"}`: the
+//! `Message-ID` the e-mail was sent with, angle brackets included, as a later e-mail's
+//! `in_reply_to` or `references` takes it.
+//!
 //! `detail` quotes the server's reply with its RFC 3463 enhanced status code, e.g.
 //! `550 5.1.1 user unknown`. A message goes to all its recipients in one transaction: if the
 //! server refuses one `RCPT TO`, the whole attempt fails with that reply (lettre sends no
@@ -42,6 +46,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{self, AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::{Value, json};
 
 pub use self::config::{SmtpConfig, SmtpPassword, SmtpPoolConfig, TlsMode};
 pub use self::payload::{
@@ -148,16 +153,13 @@ impl SmtpConnector {
             .then(|| format!("<{message_id}@{}>", self.inner.message_id_domain))
     }
 
-    /// The message `email` becomes for the ferrule message `message_id`, dated now by the
-    /// connector's clock.
-    fn build_message(&self, message_id: &str, email: &Validated) -> Result<Message, String> {
-        let Some(id) = self.message_id_for(message_id) else {
-            return Err("the message id cannot be used in a Message-ID header".to_owned());
-        };
+    /// The message `email` becomes with the `Message-ID` `id`, dated now by the connector's
+    /// clock.
+    fn build_message(&self, id: &str, email: &Validated) -> Result<Message, String> {
         let mut builder = Message::builder()
             .from(self.inner.from.clone())
             .date(self.inner.clock.system_now())
-            .message_id(Some(id))
+            .message_id(Some(id.to_owned()))
             .subject(email.subject.clone());
         for mailbox in &email.to {
             builder = builder.to(mailbox.clone());
@@ -195,7 +197,12 @@ impl SmtpConnector {
             Ok(email) => email,
             Err(err) => return Attempt::permanent(format!("invalid payload: {err}")),
         };
-        let message = match self.build_message(delivery.message_id, &email) {
+        let Some(id) = self.message_id_for(delivery.message_id) else {
+            return Attempt::permanent(
+                "the message id cannot be used in a Message-ID header".to_owned(),
+            );
+        };
+        let message = match self.build_message(&id, &email) {
             Ok(message) => message,
             Err(detail) => return Attempt::permanent(detail),
         };
@@ -211,6 +218,7 @@ impl SmtpConnector {
                         &response.message().collect::<Vec<_>>().join(" "),
                     )),
                     signal: None,
+                    output: Some(json!({ "message_id": id })),
                 },
                 Err(err) => self.classify_error(&err),
             },
@@ -224,6 +232,7 @@ impl SmtpConnector {
                     code: None,
                     detail: format!("timed out after {}", readable(self.inner.timeout)),
                     signal: None,
+                    output: None,
                 }
             }
         }
@@ -241,6 +250,7 @@ impl SmtpConnector {
                 code: Some(i32::from(code)),
                 detail: self.redact(&reply_detail(code, &text)),
                 signal,
+                output: None,
             };
         }
         let (outcome, what) = if err.is_timeout() {
@@ -278,6 +288,7 @@ impl SmtpConnector {
             code: None,
             detail: self.redact(&quote_within(&detail, DETAIL_CHARS)),
             signal: None,
+            output: None,
         }
     }
 
@@ -356,6 +367,7 @@ impl Connector for SmtpConnector {
             detail: attempt.detail,
             duration: self.inner.clock.now().saturating_duration_since(start),
             signal: attempt.signal,
+            output: attempt.output,
         }
     }
 }
@@ -366,6 +378,7 @@ struct Attempt {
     code: Option<i32>,
     detail: String,
     signal: Option<Signal>,
+    output: Option<Value>,
 }
 
 impl Attempt {
@@ -375,6 +388,7 @@ impl Attempt {
             code: None,
             detail,
             signal: None,
+            output: None,
         }
     }
 }

@@ -114,19 +114,19 @@ async fn message_id_is_stable_across_attempts_and_date_follows_the_clock() {
     let smtp = connector(&sink, clock.shared(), |c| {
         c.message_id_domain = Some("relay.example.net".into());
     });
-    assert_eq!(
-        smtp.deliver(&delivery(SIMPLE, 1)).await.outcome,
-        Outcome::Success
-    );
+    let first = smtp.deliver(&delivery(SIMPLE, 1)).await;
+    assert_eq!(first.outcome, Outcome::Success);
     clock.advance(Duration::from_secs(90));
-    assert_eq!(
-        smtp.deliver(&delivery(SIMPLE, 2)).await.outcome,
-        Outcome::Success
-    );
+    let second = smtp.deliver(&delivery(SIMPLE, 2)).await;
+    assert_eq!(second.outcome, Outcome::Success);
 
     let sent = sink.transactions();
     assert_eq!(sent.len(), 2);
     let expected = format!("<{MESSAGE_ID}@relay.example.net>");
+    // The output names the Message-ID sent, for a later e-mail's `in_reply_to`.
+    for result in [&first, &second] {
+        assert_eq!(result.output, Some(json!({ "message_id": expected })));
+    }
     assert_eq!(
         sent[0].header("Message-ID").as_deref(),
         Some(expected.as_str())
@@ -471,6 +471,11 @@ async fn classifies_every_kind_of_reply() {
             result.detail
         );
         assert_eq!(result.signal, None, "{}", case.name);
+        assert_eq!(
+            result.output, None,
+            "{}: a failure has no output",
+            case.name
+        );
         // After a failure the next attempt starts afresh and succeeds.
         settle().await;
         let retry = smtp.deliver(&delivery(case.payload, 2)).await;

@@ -1,5 +1,6 @@
-//! The Telegram connector: Bot API calls (`sendMessage`, `sendPhoto`, `sendDocument`) and the
-//! calls the relay needs for inbound updates.
+//! The Telegram connector: Bot API calls (`sendMessage`, `sendPhoto`, `sendDocument`,
+//! `editMessageText`, `editMessageReplyMarkup`) and the calls the relay needs for inbound
+//! updates.
 //!
 //! Each attempt validates the stored payload again, then `POST`s it to
 //! `{api_base}/bot{token}/{method}`: as JSON for texts and files given by URL, as
@@ -9,11 +10,19 @@
 //! | answer | outcome | signal |
 //! |---|---|---|
 //! | `ok: true` | [`Outcome::Success`], the `message_id` in the detail | — |
+//! | 400 "message is not modified" to an edit | [`Outcome::Success`]: the message already shows it | — |
 //! | 429 flood control | [`Outcome::RetryAfter`] (`retry_after`) | [`Signal::PauseDestination`] |
 //! | 400 "group chat was upgraded…" with `migrate_to_chat_id` | [`Outcome::Transient`] | [`Signal::MigrateChat`] |
 //! | 401 | [`Outcome::Permanent`] | [`Signal::Unauthorized`] |
 //! | 5xx (often an HTML body), network errors, timeouts | [`Outcome::Transient`] | — |
-//! | other 400, 403 (blocked, kicked, deactivated), 404, other 4xx | [`Outcome::Permanent`], Telegram's description in the detail | — |
+//! | other 400 ("message to edit not found", "message can't be edited", …), 403 (blocked, kicked, deactivated), 404, other 4xx | [`Outcome::Permanent`], Telegram's description in the detail | — |
+//!
+//! **Output.** A success's [`DeliveryResult::output`] identifies the message, so a later step
+//! can edit it or reply to it: `{"message_id", "chat_id", "date"}` as Telegram answered them
+//! (`chat_id` is numeric even when the payload named an `@username`), plus `edit_date` for an
+//! edit. An edit that changed nothing answers `{"chat_id", "message_id", "not_modified": true}`
+//! from the payload. A long text split into parts is several messages, each with its own
+//! output; the last part carries the `reply_markup`, so its output is the card's.
 //!
 //! The token is part of every URL: it never appears in a detail, an error or `Debug` output.
 //! Rate limits are not enforced here (a connector keeps no state between attempts); the relay
@@ -36,15 +45,16 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Client, RequestBuilder, redirect};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub use self::config::{BotToken, DEFAULT_API_BASE, LongTexts, TelegramConfig, TelegramLimits};
 pub use self::error::TelegramError;
 pub use self::payload::{
-    CALLBACK_DATA_BYTES, CAPTION_LIMIT, ChatId, ChatKind, DOCUMENT_BYTES, InlineKeyboardButton,
-    InlineKeyboardMarkup, InputFile, Method, PHOTO_BYTES, ParseMode, PayloadError, SendFile,
-    SendMessage, TEXT_LIMIT, TelegramPayload, Validated, chat_kind, rewrite_chat_id,
-    validate_payload,
+    CALLBACK_DATA_BYTES, CAPTION_LIMIT, ChatId, ChatKind, DOCUMENT_BYTES, EditMessageReplyMarkup,
+    EditMessageText, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Method,
+    PHOTO_BYTES, PLACEHOLDER_CHARS, ParseMode, PayloadError, QUOTE_LIMIT, ReplyMarkup,
+    ReplyParameters, SendFile, SendMessage, TEXT_LIMIT, TelegramPayload, Validated, chat_kind,
+    rewrite_chat_id, validate_payload,
 };
 pub use self::split::{split_text, utf16_len};
 pub use self::update::{
@@ -326,24 +336,24 @@ impl TelegramConnector {
         }
     }
 
-    /// One delivery attempt, without the timing.
-    async fn attempt(
-        &self,
-        delivery: &Delivery<'_>,
-    ) -> (Outcome, Option<i32>, String, Option<Signal>) {
+    /// One delivery attempt; its duration is left for [`deliver`](Connector::deliver) to set.
+    async fn attempt(&self, delivery: &Delivery<'_>) -> DeliveryResult {
+        let plain = |outcome, code, detail| DeliveryResult {
+            outcome,
+            code,
+            detail,
+            duration: Duration::ZERO,
+            signal: None,
+            output: None,
+        };
         let parts = match self.validate_payload(delivery.payload) {
             Ok(validated) => validated.into_parts(),
             Err(err) => {
-                return (
-                    Outcome::Permanent,
-                    None,
-                    format!("invalid payload: {err}"),
-                    None,
-                );
+                return plain(Outcome::Permanent, None, format!("invalid payload: {err}"));
             }
         };
         let [payload] = parts.as_slice() else {
-            return (
+            return plain(
                 Outcome::Permanent,
                 None,
                 format!(
@@ -351,34 +361,48 @@ impl TelegramConnector {
                      instead",
                     parts.len()
                 ),
-                None,
             );
         };
         let request = match self.build(payload) {
             Ok(request) => request,
-            Err(detail) => return (Outcome::Permanent, None, detail, None),
+            Err(detail) => return plain(Outcome::Permanent, None, detail),
         };
         let reply = match self.send(request, self.timeout).await {
             Ok(reply) => reply,
-            Err(err) => return (Outcome::Transient, None, err.to_string(), None),
+            Err(err) => return plain(Outcome::Transient, None, err.to_string()),
         };
         let code = Some(i32::from(reply.status));
         let verdict = assess(&reply);
         let description = self.token.scrub(&reply.description());
         let prefix = format!("Telegram {}", reply.status);
+        let mut output = None;
         let (outcome, detail, signal) = match verdict {
             Verdict::Ok => {
-                let id = reply
-                    .response
-                    .as_ref()
-                    .and_then(|r| r.result.as_ref())
-                    .and_then(|r| r.get("message_id"))
-                    .and_then(Value::as_i64);
-                let detail = match id {
-                    Some(id) => format!("sent: message_id {id}"),
-                    None => "sent".to_owned(),
+                let result = reply.response.as_ref().and_then(|r| r.result.as_ref());
+                let sent = sent_output(result, payload);
+                let done = if payload.method().is_edit() {
+                    "edited"
+                } else {
+                    "sent"
                 };
+                let detail = match sent.get("message_id") {
+                    Some(id) => format!("{done}: message_id {id}"),
+                    None => done.to_owned(),
+                };
+                output = Some(Value::Object(sent));
                 (Outcome::Success, detail, None)
+            }
+            Verdict::NotModified if payload.method().is_edit() => {
+                let mut same = identify(payload);
+                same.insert("not_modified".into(), Value::Bool(true));
+                output = Some(Value::Object(same));
+                (
+                    Outcome::Success,
+                    format!(
+                        "not modified: the message already shows this ({prefix}: {description})"
+                    ),
+                    None,
+                )
             }
             Verdict::RetryAfter(Some(after)) => (
                 Outcome::RetryAfter(after),
@@ -404,11 +428,15 @@ impl TelegramConnector {
                 format!("{prefix}: {description}; the bot token was rejected"),
                 Some(Signal::Unauthorized),
             ),
-            Verdict::Conflict | Verdict::Permanent => {
+            Verdict::Conflict | Verdict::NotModified | Verdict::Permanent => {
                 (Outcome::Permanent, format!("{prefix}: {description}"), None)
             }
         };
-        (outcome, code, detail, signal)
+        DeliveryResult {
+            signal,
+            output,
+            ..plain(outcome, code, detail)
+        }
     }
 
     /// The request for one payload: JSON, or multipart when it uploads a file.
@@ -457,15 +485,52 @@ impl TelegramConnector {
 impl Connector for TelegramConnector {
     async fn deliver(&self, delivery: &Delivery<'_>) -> DeliveryResult {
         let start = self.clock.now();
-        let (outcome, code, detail, signal) = self.attempt(delivery).await;
+        let result = self.attempt(delivery).await;
         DeliveryResult {
-            outcome,
-            code,
-            detail: truncate(&self.token.scrub(&detail), 2 * DETAIL_CHARS),
+            detail: truncate(&self.token.scrub(&result.detail), 2 * DETAIL_CHARS),
             duration: self.clock.now().saturating_duration_since(start),
-            signal,
+            ..result
         }
     }
+}
+
+/// The output of a message sent or edited: its `message_id`, `chat_id` and `date` (and
+/// `edit_date`) as Telegram answered them, the payload's chat and message where the answer
+/// lacks them.
+fn sent_output(result: Option<&Value>, payload: &TelegramPayload) -> Map<String, Value> {
+    let mut output = identify(payload);
+    let Some(result) = result else {
+        return output;
+    };
+    let answered = [
+        ("message_id", result.get("message_id")),
+        (
+            "chat_id",
+            result.get("chat").and_then(|chat| chat.get("id")),
+        ),
+        ("date", result.get("date")),
+        ("edit_date", result.get("edit_date")),
+    ];
+    for (key, value) in answered {
+        if let Some(value) = value.filter(|v| v.is_i64()) {
+            output.insert(key.into(), value.clone());
+        }
+    }
+    output
+}
+
+/// The payload's chat (a number, or an `@username` as written) and, for an edit, message.
+fn identify(payload: &TelegramPayload) -> Map<String, Value> {
+    let mut output = Map::new();
+    let chat = match payload.chat_id() {
+        ChatId::Id(id) => Value::from(*id),
+        ChatId::Username(name) => Value::from(name.as_str()),
+    };
+    output.insert("chat_id".into(), chat);
+    if let Some(id) = payload.message_id() {
+        output.insert("message_id".into(), Value::from(id));
+    }
+    output
 }
 
 fn invalid(field: &'static str, reason: &'static str) -> TelegramError {
@@ -532,6 +597,8 @@ enum Verdict {
     RetryAfter(Option<Duration>),
     /// The group became a supergroup with this id.
     Migrate(i64),
+    /// 400 "message is not modified": an edit that changes nothing.
+    NotModified,
     Unauthorized,
     Conflict,
     Transient,
@@ -581,6 +648,9 @@ fn assess(reply: &Reply) -> Verdict {
     }
     if code == 409 || description.starts_with("conflict") {
         return Verdict::Conflict;
+    }
+    if code == 400 && description.contains("message is not modified") {
+        return Verdict::NotModified;
     }
     if code >= 500 || status >= 500 {
         return Verdict::Transient;

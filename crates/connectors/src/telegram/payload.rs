@@ -6,6 +6,9 @@
 //! {"chat_id": 42, "text": "hello", "parse_mode": "HTML"}
 //! {"method": "sendPhoto", "chat_id": "@channel", "photo": {"url": "https://…/cat.jpg"}}
 //! {"method": "sendDocument", "chat_id": -100123, "document": {"base64": "…", "filename": "a.pdf"}}
+//! {"chat_id": 42, "text": "Why?", "reply_markup": {"force_reply": true}, "reply_parameters": {"message_id": 7}}
+//! {"method": "editMessageText", "chat_id": 42, "message_id": 7, "text": "Approved by @ana"}
+//! {"method": "editMessageReplyMarkup", "chat_id": 42, "message_id": 7, "reply_markup": {"inline_keyboard": []}}
 //! ```
 //!
 //! [`validate_payload`] is pure, so the relay can answer 422 at submit time with a message naming
@@ -35,6 +38,10 @@ pub const PHOTO_BYTES: usize = 10 * 1024 * 1024;
 pub const DOCUMENT_BYTES: usize = 50 * 1024 * 1024;
 /// The allowed length of a button's `callback_data`, in bytes.
 pub const CALLBACK_DATA_BYTES: std::ops::RangeInclusive<usize> = 1..=64;
+/// The allowed length of a forced reply's `input_field_placeholder`, in characters.
+pub const PLACEHOLDER_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
+/// The longest `reply_parameters.quote`, in UTF-16 code units.
+pub const QUOTE_LIMIT: usize = 1024;
 
 /// Decodes base64 with or without `=` padding.
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -54,16 +61,39 @@ pub enum Method {
     SendPhoto,
     /// `sendDocument`: a file with an optional caption.
     SendDocument,
+    /// `editMessageText`: new text (and inline keyboard) for a message the bot sent.
+    EditMessageText,
+    /// `editMessageReplyMarkup`: a new inline keyboard, or none, for a message the bot sent.
+    EditMessageReplyMarkup,
 }
 
 impl Method {
+    /// Every method, in the order the docs list them.
+    const ALL: [Method; 5] = [
+        Method::SendMessage,
+        Method::SendPhoto,
+        Method::SendDocument,
+        Method::EditMessageText,
+        Method::EditMessageReplyMarkup,
+    ];
+
     /// The method's name in the Bot API, e.g. `sendMessage`.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::SendMessage => "sendMessage",
             Method::SendPhoto => "sendPhoto",
             Method::SendDocument => "sendDocument",
+            Method::EditMessageText => "editMessageText",
+            Method::EditMessageReplyMarkup => "editMessageReplyMarkup",
         }
+    }
+
+    /// Whether it changes a message already sent rather than sending one.
+    pub fn is_edit(self) -> bool {
+        matches!(
+            self,
+            Method::EditMessageText | Method::EditMessageReplyMarkup
+        )
     }
 }
 
@@ -196,12 +226,147 @@ pub enum ParseMode {
     Markdown,
 }
 
-/// An inline keyboard under a message.
+/// An inline keyboard under a message; `{"inline_keyboard": []}` has no buttons, which removes
+/// a message's keyboard in an edit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InlineKeyboardMarkup {
     /// Rows of buttons.
     pub inline_keyboard: Vec<Vec<InlineKeyboardButton>>,
+}
+
+/// The `reply_markup` of a sent message: an inline keyboard, or a request that the user reply.
+///
+/// As JSON it is the Bot API's object: `{"inline_keyboard": […]}` or
+/// `{"force_reply": true, "input_field_placeholder"?, "selective"?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawReplyMarkup", into = "RawReplyMarkup")]
+pub enum ReplyMarkup {
+    /// Buttons under the message.
+    InlineKeyboard(InlineKeyboardMarkup),
+    /// The user's client opens a reply to the message, as if they had chosen "Reply"; their
+    /// answer arrives as an update whose `reply_to_message` is this message.
+    ForceReply(ForceReply),
+}
+
+/// The options of a [`ReplyMarkup::ForceReply`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForceReply {
+    /// Shown in the input field while the user replies, 1 to 64 characters.
+    pub input_field_placeholder: Option<String>,
+    /// Ask only the users `@mentioned` in the text and the sender of the message replied to.
+    pub selective: Option<bool>,
+}
+
+/// [`ReplyMarkup`] as the Bot API writes it: the fields of both kinds, told apart after
+/// parsing, so a wrong field is still named by its path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplyMarkup {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inline_keyboard: Option<Vec<Vec<InlineKeyboardButton>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    force_reply: Option<True>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input_field_placeholder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    selective: Option<bool>,
+}
+
+impl TryFrom<RawReplyMarkup> for ReplyMarkup {
+    type Error = &'static str;
+
+    fn try_from(raw: RawReplyMarkup) -> Result<Self, Self::Error> {
+        let forced = raw.input_field_placeholder.is_some() || raw.selective.is_some();
+        match (raw.inline_keyboard, raw.force_reply) {
+            (Some(_), Some(_)) => Err("give either `inline_keyboard` or `force_reply`, not both"),
+            (Some(_), None) if forced => Err(
+                "`input_field_placeholder` and `selective` go with `force_reply`, not with \
+                 `inline_keyboard`",
+            ),
+            (Some(inline_keyboard), None) => {
+                Ok(ReplyMarkup::InlineKeyboard(InlineKeyboardMarkup {
+                    inline_keyboard,
+                }))
+            }
+            (None, Some(True)) => Ok(ReplyMarkup::ForceReply(ForceReply {
+                input_field_placeholder: raw.input_field_placeholder,
+                selective: raw.selective,
+            })),
+            (None, None) => Err("give `inline_keyboard` (buttons) or `\"force_reply\": true`"),
+        }
+    }
+}
+
+impl From<ReplyMarkup> for RawReplyMarkup {
+    fn from(markup: ReplyMarkup) -> Self {
+        match markup {
+            ReplyMarkup::InlineKeyboard(keyboard) => RawReplyMarkup {
+                inline_keyboard: Some(keyboard.inline_keyboard),
+                force_reply: None,
+                input_field_placeholder: None,
+                selective: None,
+            },
+            ReplyMarkup::ForceReply(force) => RawReplyMarkup {
+                inline_keyboard: None,
+                force_reply: Some(True),
+                input_field_placeholder: force.input_field_placeholder,
+                selective: force.selective,
+            },
+        }
+    }
+}
+
+impl From<InlineKeyboardMarkup> for ReplyMarkup {
+    fn from(keyboard: InlineKeyboardMarkup) -> Self {
+        ReplyMarkup::InlineKeyboard(keyboard)
+    }
+}
+
+/// The JSON `true` and nothing else: `force_reply` has no other value.
+#[derive(Debug, Clone, Copy)]
+struct True;
+
+impl Serialize for True {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for True {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if bool::deserialize(deserializer)? {
+            Ok(True)
+        } else {
+            Err(serde::de::Error::custom(
+                "must be `true` (leave it out otherwise)",
+            ))
+        }
+    }
+}
+
+/// What a sent message replies to (the Bot API's `reply_parameters`), instead of
+/// `reply_to_message_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyParameters {
+    /// The message replied to.
+    pub message_id: i64,
+    /// Its chat, when it is not the chat sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<ChatId>,
+    /// Send even if the message replied to is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_sending_without_reply: Option<bool>,
+    /// The part of the message quoted, at most [`QUOTE_LIMIT`] UTF-16 code units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
+    /// How to parse entities in the quote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_parse_mode: Option<ParseMode>,
+    /// Where the quote starts in the message, in UTF-16 code units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_position: Option<i64>,
 }
 
 /// A button of an inline keyboard: a link or a callback. Exactly one of `url` and
@@ -309,15 +474,18 @@ pub struct SendMessage {
     /// How to parse entities in the text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parse_mode: Option<ParseMode>,
-    /// An inline keyboard.
+    /// An inline keyboard, or a forced reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply_markup: Option<InlineKeyboardMarkup>,
+    pub reply_markup: Option<ReplyMarkup>,
     /// Send silently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_notification: Option<bool>,
     /// The message this one replies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to_message_id: Option<i64>,
+    /// The message this one replies to, with options; instead of `reply_to_message_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_parameters: Option<ReplyParameters>,
 }
 
 /// A `sendPhoto` or `sendDocument` payload; the file goes in the field named after the method
@@ -332,12 +500,45 @@ pub struct SendFile {
     pub caption: Option<String>,
     /// How to parse entities in the caption.
     pub parse_mode: Option<ParseMode>,
-    /// An inline keyboard.
-    pub reply_markup: Option<InlineKeyboardMarkup>,
+    /// An inline keyboard, or a forced reply.
+    pub reply_markup: Option<ReplyMarkup>,
     /// Send silently.
     pub disable_notification: Option<bool>,
     /// The message this one replies to.
     pub reply_to_message_id: Option<i64>,
+    /// The message this one replies to, with options; instead of `reply_to_message_id`.
+    pub reply_parameters: Option<ReplyParameters>,
+}
+
+/// An `editMessageText` payload: new text for a message the bot sent, never split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessageText {
+    /// The message's chat.
+    pub chat_id: ChatId,
+    /// The message, as the send's answer gave it.
+    pub message_id: i64,
+    /// The new text, at most [`TEXT_LIMIT`] UTF-16 code units.
+    pub text: String,
+    /// How to parse entities in the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parse_mode: Option<ParseMode>,
+    /// The keyboard the message shows afterwards; without one, it shows none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_markup: Option<InlineKeyboardMarkup>,
+}
+
+/// An `editMessageReplyMarkup` payload: new buttons for a message the bot sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditMessageReplyMarkup {
+    /// The message's chat.
+    pub chat_id: ChatId,
+    /// The message, as the send's answer gave it.
+    pub message_id: i64,
+    /// The new keyboard; `{"inline_keyboard": []}` (or none) removes the buttons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_markup: Option<InlineKeyboardMarkup>,
 }
 
 macro_rules! file_fields {
@@ -352,11 +553,13 @@ macro_rules! file_fields {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             parse_mode: Option<ParseMode>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
-            reply_markup: Option<InlineKeyboardMarkup>,
+            reply_markup: Option<ReplyMarkup>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             disable_notification: Option<bool>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             reply_to_message_id: Option<i64>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            reply_parameters: Option<ReplyParameters>,
         }
 
         impl From<$name> for SendFile {
@@ -369,6 +572,7 @@ macro_rules! file_fields {
                     reply_markup: f.reply_markup,
                     disable_notification: f.disable_notification,
                     reply_to_message_id: f.reply_to_message_id,
+                    reply_parameters: f.reply_parameters,
                 }
             }
         }
@@ -383,6 +587,7 @@ macro_rules! file_fields {
                     reply_markup: f.reply_markup,
                     disable_notification: f.disable_notification,
                     reply_to_message_id: f.reply_to_message_id,
+                    reply_parameters: f.reply_parameters,
                 }
             }
         }
@@ -402,6 +607,10 @@ pub enum TelegramPayload {
     Photo(SendFile),
     /// `sendDocument`.
     Document(SendFile),
+    /// `editMessageText`.
+    EditText(EditMessageText),
+    /// `editMessageReplyMarkup`.
+    EditMarkup(EditMessageReplyMarkup),
 }
 
 impl TelegramPayload {
@@ -411,6 +620,8 @@ impl TelegramPayload {
             TelegramPayload::Message(_) => Method::SendMessage,
             TelegramPayload::Photo(_) => Method::SendPhoto,
             TelegramPayload::Document(_) => Method::SendDocument,
+            TelegramPayload::EditText(_) => Method::EditMessageText,
+            TelegramPayload::EditMarkup(_) => Method::EditMessageReplyMarkup,
         }
     }
 
@@ -419,6 +630,17 @@ impl TelegramPayload {
         match self {
             TelegramPayload::Message(m) => &m.chat_id,
             TelegramPayload::Photo(f) | TelegramPayload::Document(f) => &f.chat_id,
+            TelegramPayload::EditText(e) => &e.chat_id,
+            TelegramPayload::EditMarkup(e) => &e.chat_id,
+        }
+    }
+
+    /// The message an edit changes; `None` for a send.
+    pub fn message_id(&self) -> Option<i64> {
+        match self {
+            TelegramPayload::EditText(e) => Some(e.message_id),
+            TelegramPayload::EditMarkup(e) => Some(e.message_id),
+            _ => None,
         }
     }
 
@@ -427,6 +649,8 @@ impl TelegramPayload {
         match self {
             TelegramPayload::Message(m) => m.chat_id = chat,
             TelegramPayload::Photo(f) | TelegramPayload::Document(f) => f.chat_id = chat,
+            TelegramPayload::EditText(e) => e.chat_id = chat,
+            TelegramPayload::EditMarkup(e) => e.chat_id = chat,
         }
     }
 
@@ -451,6 +675,8 @@ impl TelegramPayload {
             TelegramPayload::Message(m) => serde_json::to_value(m),
             TelegramPayload::Photo(f) => serde_json::to_value(PhotoFields::from(f.clone())),
             TelegramPayload::Document(f) => serde_json::to_value(DocumentFields::from(f.clone())),
+            TelegramPayload::EditText(e) => serde_json::to_value(e),
+            TelegramPayload::EditMarkup(e) => serde_json::to_value(e),
         };
         match value {
             Ok(Value::Object(map)) => map,
@@ -512,14 +738,16 @@ impl Validated {
 /// Parses and checks a payload against `config`, for the relay's submit path.
 ///
 /// Checks every field Telegram would refuse before anything is sent: the `method`
-/// (`sendMessage` when absent, `sendPhoto`, `sendDocument`), unknown fields, the chat id, an
-/// empty text, `callback_data` of 1 to 64 bytes (and exactly one of `url` / `callback_data`
-/// per button), file URLs, base64 and sizes (photo [`PHOTO_BYTES`], document
-/// [`DOCUMENT_BYTES`], after decoding). Texts over [`TEXT_LIMIT`] and captions over
-/// [`CAPTION_LIMIT`] UTF-16 code units are split with [`split_text`] when
-/// `config.long_texts` is `split` — a caption's overflow follows the file as text messages, and
-/// the inline keyboard goes with the last text part (or stays on the file) — and refused when
-/// it is `refuse`. The error names the field.
+/// (`sendMessage` when absent, `sendPhoto`, `sendDocument`, `editMessageText`,
+/// `editMessageReplyMarkup`), unknown fields, the chat id, a positive `message_id` (edits,
+/// replies), an empty text, `callback_data` of 1 to 64 bytes (and exactly one of `url` /
+/// `callback_data` per button), a forced reply's placeholder of 1 to 64 characters, file URLs,
+/// base64 and sizes (photo [`PHOTO_BYTES`], document [`DOCUMENT_BYTES`], after decoding).
+/// Texts over [`TEXT_LIMIT`] and captions over [`CAPTION_LIMIT`] UTF-16 code units are split
+/// with [`split_text`] when `config.long_texts` is `split` — a caption's overflow follows the
+/// file as text messages, and the `reply_markup` goes with the last text part (or stays on the
+/// file) — and refused when it is `refuse`. An edit's text is never split: over the limit it is
+/// refused. The error names the field.
 ///
 /// ```
 /// use ferrule_connectors::telegram::{BotToken, TelegramConfig, validate_payload};
@@ -545,6 +773,8 @@ pub(super) fn validate_with(long_texts: LongTexts, json: &str) -> Result<Validat
         TelegramPayload::Message(message) => check_message(message, long_texts)?,
         TelegramPayload::Photo(file) => check_file(file, Method::SendPhoto, long_texts)?,
         TelegramPayload::Document(file) => check_file(file, Method::SendDocument, long_texts)?,
+        TelegramPayload::EditText(edit) => vec![check_edit_text(edit)?],
+        TelegramPayload::EditMarkup(edit) => vec![check_edit_markup(edit)?],
     };
     Ok(Validated { parts })
 }
@@ -558,16 +788,13 @@ fn parse_payload(json: &str) -> Result<TelegramPayload, PayloadError> {
     };
     let method = match map.remove("method") {
         None => Method::SendMessage,
-        Some(Value::String(name)) => match name.as_str() {
-            "sendMessage" => Method::SendMessage,
-            "sendPhoto" => Method::SendPhoto,
-            "sendDocument" => Method::SendDocument,
-            other => {
+        Some(Value::String(name)) => match Method::ALL.into_iter().find(|m| m.as_str() == name) {
+            Some(method) => method,
+            None => {
+                let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
                 return Err(PayloadError::new(
                     "method",
-                    format!(
-                        "`{other}` is not supported; use sendMessage, sendPhoto or sendDocument"
-                    ),
+                    format!("`{name}` is not supported; use {}", known.join(", ")),
                 ));
             }
         },
@@ -580,6 +807,8 @@ fn parse_payload(json: &str) -> Result<TelegramPayload, PayloadError> {
         Method::SendDocument => {
             TelegramPayload::Document(from_value::<DocumentFields>(object)?.into())
         }
+        Method::EditMessageText => TelegramPayload::EditText(from_value(object)?),
+        Method::EditMessageReplyMarkup => TelegramPayload::EditMarkup(from_value(object)?),
     })
 }
 
@@ -611,7 +840,11 @@ fn check_message(
     if message.text.trim().is_empty() {
         return Err(PayloadError::new("text", "must not be empty"));
     }
-    check_common(message.reply_markup.as_ref(), message.reply_to_message_id)?;
+    check_reply(
+        message.reply_to_message_id,
+        message.reply_parameters.as_ref(),
+    )?;
+    check_markup(message.reply_markup.as_ref())?;
     let texts = fit_text(&message.text, "text", TEXT_LIMIT, long_texts)?;
     let last = texts.len() - 1;
     Ok(texts
@@ -634,6 +867,11 @@ fn check_message(
                 } else {
                     None
                 },
+                reply_parameters: if i == 0 {
+                    message.reply_parameters.clone()
+                } else {
+                    None
+                },
             })
         })
         .collect())
@@ -648,7 +886,8 @@ fn check_file(
         Method::SendPhoto => ("photo", PHOTO_BYTES),
         _ => ("document", DOCUMENT_BYTES),
     };
-    check_common(file.reply_markup.as_ref(), file.reply_to_message_id)?;
+    check_reply(file.reply_to_message_id, file.reply_parameters.as_ref())?;
+    check_markup(file.reply_markup.as_ref())?;
     match &file.file {
         InputFile::Url(url) => {
             let parsed = Url::parse(url)
@@ -709,6 +948,7 @@ fn check_file(
             reply_markup: None,
             disable_notification: silent,
             reply_to_message_id: None,
+            reply_parameters: None,
         })
     }));
     Ok(parts)
@@ -771,19 +1011,99 @@ fn fit_text(
     }
 }
 
-fn check_common(
-    markup: Option<&InlineKeyboardMarkup>,
-    reply_to: Option<i64>,
-) -> Result<(), PayloadError> {
-    if reply_to.is_some_and(|id| id <= 0) {
+fn check_edit_text(edit: EditMessageText) -> Result<TelegramPayload, PayloadError> {
+    check_message_id("message_id", edit.message_id)?;
+    if edit.text.trim().is_empty() {
+        return Err(PayloadError::new("text", "must not be empty"));
+    }
+    let len = utf16_len(&edit.text);
+    if len > TEXT_LIMIT {
         return Err(PayloadError::new(
-            "reply_to_message_id",
-            "must be a positive message id",
+            "text",
+            format!(
+                "is {len} UTF-16 code units; Telegram accepts at most {TEXT_LIMIT} (an edit \
+                 replaces one message, so its text is never split)"
+            ),
         ));
     }
-    let Some(markup) = markup else {
+    if let Some(keyboard) = &edit.reply_markup {
+        check_keyboard(keyboard)?;
+    }
+    Ok(TelegramPayload::EditText(edit))
+}
+
+fn check_edit_markup(edit: EditMessageReplyMarkup) -> Result<TelegramPayload, PayloadError> {
+    check_message_id("message_id", edit.message_id)?;
+    if let Some(keyboard) = &edit.reply_markup {
+        check_keyboard(keyboard)?;
+    }
+    Ok(TelegramPayload::EditMarkup(edit))
+}
+
+fn check_message_id(field: &'static str, id: i64) -> Result<(), PayloadError> {
+    if id <= 0 {
+        return Err(PayloadError::new(field, "must be a positive message id"));
+    }
+    Ok(())
+}
+
+/// What a send replies to: one way of saying it, with a positive message id.
+fn check_reply(
+    reply_to: Option<i64>,
+    parameters: Option<&ReplyParameters>,
+) -> Result<(), PayloadError> {
+    if let Some(id) = reply_to {
+        check_message_id("reply_to_message_id", id)?;
+    }
+    let Some(parameters) = parameters else {
         return Ok(());
     };
+    if reply_to.is_some() {
+        return Err(PayloadError::new(
+            "reply_parameters",
+            "give either `reply_to_message_id` or `reply_parameters`, not both",
+        ));
+    }
+    check_message_id("reply_parameters.message_id", parameters.message_id)?;
+    if let Some(quote) = &parameters.quote {
+        let len = utf16_len(quote);
+        if quote.trim().is_empty() || len > QUOTE_LIMIT {
+            return Err(PayloadError::new(
+                "reply_parameters.quote",
+                format!("is {len} UTF-16 code units; Telegram accepts 1 to {QUOTE_LIMIT}"),
+            ));
+        }
+    }
+    if parameters.quote_position.is_some_and(|at| at < 0) {
+        return Err(PayloadError::new(
+            "reply_parameters.quote_position",
+            "must not be negative",
+        ));
+    }
+    Ok(())
+}
+
+fn check_markup(markup: Option<&ReplyMarkup>) -> Result<(), PayloadError> {
+    match markup {
+        None => Ok(()),
+        Some(ReplyMarkup::InlineKeyboard(keyboard)) => check_keyboard(keyboard),
+        Some(ReplyMarkup::ForceReply(force)) => {
+            let Some(placeholder) = &force.input_field_placeholder else {
+                return Ok(());
+            };
+            let chars = placeholder.chars().count();
+            if !PLACEHOLDER_CHARS.contains(&chars) {
+                return Err(PayloadError::new(
+                    "reply_markup.input_field_placeholder",
+                    format!("is {chars} characters; Telegram accepts 1 to 64"),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_keyboard(markup: &InlineKeyboardMarkup) -> Result<(), PayloadError> {
     for (r, row) in markup.inline_keyboard.iter().enumerate() {
         if row.is_empty() {
             return Err(PayloadError::new(
@@ -856,6 +1176,10 @@ mod tests {
 
     fn field_of(json: &str) -> String {
         validate(json).unwrap_err().field().to_owned()
+    }
+
+    fn as_json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
     }
 
     #[test]
@@ -990,6 +1314,252 @@ mod tests {
         assert!(validate(both).unwrap_err().reason().contains("exactly one"));
         let empty_row = r#"{"chat_id": 1, "text": "a", "reply_markup": {"inline_keyboard": [[]]}}"#;
         assert_eq!(field_of(empty_row), "reply_markup.inline_keyboard[0]");
+    }
+
+    #[test]
+    fn callback_data_is_checked_in_edits_too() {
+        let keyboard = |data: &str| serde_json::json!({"inline_keyboard": [[{"text": "b", "callback_data": data}]]});
+        for (method, extra) in [
+            ("editMessageText", serde_json::json!({"text": "t"})),
+            ("editMessageReplyMarkup", serde_json::json!({})),
+        ] {
+            let with = |data: &str| {
+                let mut payload = serde_json::json!({
+                    "method": method, "chat_id": 1, "message_id": 2, "reply_markup": keyboard(data)
+                });
+                for (k, v) in extra.as_object().unwrap() {
+                    payload[k] = v.clone();
+                }
+                validate(&payload.to_string())
+            };
+            assert!(with(&"x".repeat(64)).is_ok(), "{method}");
+            for bad in [String::new(), "x".repeat(65)] {
+                assert_eq!(
+                    with(&bad).unwrap_err().field(),
+                    "reply_markup.inline_keyboard[0][0].callback_data",
+                    "{method}: {} bytes",
+                    bad.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn edits_parse_and_round_trip_with_their_method() {
+        let v = validate(
+            r#"{"method": "editMessageText", "chat_id": -1001234567890123, "message_id": 7,
+                "text": "Approved by @ana", "parse_mode": "HTML",
+                "reply_markup": {"inline_keyboard": [[{"text": "Merge", "callback_data": "merge:42"}]]}}"#,
+        )
+        .unwrap();
+        let [TelegramPayload::EditText(edit)] = v.parts() else {
+            panic!("not one edit: {v:?}")
+        };
+        assert_eq!(edit.message_id, 7);
+        assert_eq!(v.parts()[0].method(), Method::EditMessageText);
+        assert!(v.parts()[0].method().is_edit());
+        assert_eq!(v.parts()[0].message_id(), Some(7));
+        assert_eq!(v.ordering_key(), "-1001234567890123");
+        assert_eq!(validate(&v.payloads()[0]).unwrap(), v);
+
+        // An empty keyboard removes the buttons.
+        let json = r#"{"method":"editMessageReplyMarkup","chat_id":"@news_room","message_id":3,"reply_markup":{"inline_keyboard":[]}}"#;
+        let v = validate(json).unwrap();
+        let [TelegramPayload::EditMarkup(edit)] = v.parts() else {
+            panic!("not one edit: {v:?}")
+        };
+        assert_eq!(
+            edit.reply_markup.as_ref().map(|m| m.inline_keyboard.len()),
+            Some(0)
+        );
+        assert_eq!(as_json(&v.payloads()[0]), as_json(json));
+        assert!(!Method::SendMessage.is_edit());
+    }
+
+    #[test]
+    fn edit_errors_name_the_field_and_long_texts_are_never_split() {
+        let edit = |extra: &str| {
+            format!(r#"{{"method": "editMessageText", "chat_id": 5, "message_id": 9{extra}}}"#)
+        };
+        assert_eq!(field_of(&edit("")), "text");
+        assert_eq!(field_of(&edit(r#", "text": " ""#)), "text");
+        assert_eq!(
+            field_of(r#"{"method": "editMessageText", "chat_id": 5, "text": "a"}"#),
+            "message_id"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"method": "editMessageText", "chat_id": 5, "message_id": 0, "text": "a"}"#
+            ),
+            "message_id"
+        );
+        assert_eq!(
+            field_of(r#"{"method": "editMessageText", "message_id": 1, "text": "a"}"#),
+            "chat_id"
+        );
+        assert_eq!(
+            field_of(&edit(r#", "text": "a", "inline_message_id": "x""#)),
+            "inline_message_id"
+        );
+        assert_eq!(
+            field_of(&edit(
+                r#", "text": "a", "reply_markup": {"force_reply": true}"#
+            )),
+            "reply_markup.force_reply",
+            "an edit takes an inline keyboard only"
+        );
+        assert_eq!(
+            field_of(r#"{"method": "editMessageReplyMarkup", "chat_id": 5, "message_id": -2}"#),
+            "message_id"
+        );
+        let err = validate(r#"{"method": "editMessageCaption", "chat_id": 5}"#).unwrap_err();
+        assert_eq!(err.field(), "method");
+        assert!(err.reason().contains("editMessageReplyMarkup"), "{err}");
+
+        // At the limit passes; one unit over is refused even where sends are split.
+        let at_limit = "é".repeat(TEXT_LIMIT);
+        let payload = |text: &str| {
+            serde_json::json!({"method": "editMessageText", "chat_id": 5, "message_id": 9, "text": text})
+                .to_string()
+        };
+        assert!(!validate(&payload(&at_limit)).unwrap().is_split());
+        let err = validate_with(LongTexts::Split, &payload(&format!("{at_limit}a"))).unwrap_err();
+        assert_eq!(err.field(), "text");
+        assert!(err.reason().contains("4097 UTF-16 code units"), "{err}");
+        assert!(err.reason().contains("never split"), "{err}");
+    }
+
+    #[test]
+    fn force_reply_is_accepted_and_checked() {
+        let send =
+            |markup: &str| format!(r#"{{"chat_id": 1, "text": "Why?", "reply_markup": {markup}}}"#);
+        let v = validate(&send(
+            r#"{"force_reply": true, "input_field_placeholder": "Your comment", "selective": true}"#,
+        ))
+        .unwrap();
+        let TelegramPayload::Message(m) = &v.parts()[0] else {
+            panic!("not a message")
+        };
+        assert_eq!(
+            m.reply_markup,
+            Some(ReplyMarkup::ForceReply(ForceReply {
+                input_field_placeholder: Some("Your comment".into()),
+                selective: Some(true),
+            }))
+        );
+        assert_eq!(
+            as_json(&v.payloads()[0]),
+            as_json(
+                r#"{"chat_id":1,"text":"Why?","reply_markup":{"force_reply":true,"input_field_placeholder":"Your comment","selective":true}}"#
+            )
+        );
+        assert!(validate(&send(r#"{"force_reply": true}"#)).is_ok());
+        // On a file too.
+        assert!(validate(r#"{"method": "sendPhoto", "chat_id": 1, "photo": {"url": "https://a.test/p.png"}, "reply_markup": {"force_reply": true}}"#).is_ok());
+
+        assert_eq!(
+            field_of(&send(r#"{"force_reply": false}"#)),
+            "reply_markup.force_reply"
+        );
+        assert_eq!(
+            field_of(&send(r#"{"force_reply": "yes"}"#)),
+            "reply_markup.force_reply"
+        );
+        let placeholder = |text: &str| {
+            send(&format!(
+                r#"{{"force_reply": true, "input_field_placeholder": "{text}"}}"#
+            ))
+        };
+        assert!(validate(&placeholder(&"é".repeat(64))).is_ok());
+        for bad in ["", &"é".repeat(65)] {
+            assert_eq!(
+                field_of(&placeholder(bad)),
+                "reply_markup.input_field_placeholder"
+            );
+        }
+        for (markup, says) in [
+            (
+                r#"{"force_reply": true, "inline_keyboard": []}"#,
+                "not both",
+            ),
+            (
+                r#"{"inline_keyboard": [], "selective": true}"#,
+                "go with `force_reply`",
+            ),
+            ("{}", "give `inline_keyboard`"),
+        ] {
+            let err = validate(&send(markup)).unwrap_err();
+            assert_eq!(err.field(), "reply_markup", "{markup}");
+            assert!(err.reason().contains(says), "{markup}: {err}");
+        }
+        assert_eq!(
+            field_of(&send(r#"{"keyboard": [[{"text": "a"}]]}"#)),
+            "reply_markup.keyboard"
+        );
+    }
+
+    #[test]
+    fn reply_parameters_are_accepted_and_checked() {
+        let send = |extra: &str| format!(r#"{{"chat_id": 1, "text": "Done."{extra}}}"#);
+        let json = r#"{"chat_id":1,"text":"Done.","reply_parameters":{"message_id":7,"chat_id":"@news_room","allow_sending_without_reply":true,"quote":"ship it","quote_parse_mode":"HTML","quote_position":4}}"#;
+        let v = validate(json).unwrap();
+        assert_eq!(
+            as_json(&v.payloads()[0]),
+            as_json(json),
+            "passed through as given"
+        );
+        assert_eq!(
+            field_of(&send(
+                r#", "reply_parameters": {"message_id": 7}, "reply_to_message_id": 7"#
+            )),
+            "reply_parameters"
+        );
+        assert_eq!(
+            field_of(&send(r#", "reply_parameters": {"message_id": 0}"#)),
+            "reply_parameters.message_id"
+        );
+        assert_eq!(
+            field_of(&send(r#", "reply_parameters": {}"#)),
+            "reply_parameters.message_id"
+        );
+        assert_eq!(
+            field_of(&send(
+                r#", "reply_parameters": {"message_id": 7, "quote": ""}"#
+            )),
+            "reply_parameters.quote"
+        );
+        assert_eq!(
+            field_of(&send(
+                r#", "reply_parameters": {"message_id": 7, "quote_position": -1}"#
+            )),
+            "reply_parameters.quote_position"
+        );
+        assert_eq!(
+            field_of(&send(
+                r#", "reply_parameters": {"message_id": 7, "colour": 1}"#
+            )),
+            "reply_parameters.colour"
+        );
+        // A split text replies with its first part and asks for the reply under its last.
+        let long = serde_json::json!({
+            "chat_id": 1, "text": format!("{}\n\n{}", "a".repeat(4000), "b".repeat(200)),
+            "reply_parameters": {"message_id": 7}, "reply_markup": {"force_reply": true},
+        })
+        .to_string();
+        let parts = validate(&long).unwrap().into_parts();
+        let [
+            TelegramPayload::Message(first),
+            TelegramPayload::Message(last),
+        ] = parts.as_slice()
+        else {
+            panic!("not two texts: {parts:?}")
+        };
+        assert!(first.reply_parameters.is_some() && first.reply_markup.is_none());
+        assert!(last.reply_parameters.is_none());
+        assert!(matches!(
+            last.reply_markup,
+            Some(ReplyMarkup::ForceReply(_))
+        ));
     }
 
     #[test]

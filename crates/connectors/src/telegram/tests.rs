@@ -36,6 +36,10 @@ enum Behaviour {
     BadGateway,
     /// Answers after five seconds.
     Slow,
+    /// Edits answer 400 "message can't be edited" (too old, or not the bot's).
+    Uneditable,
+    /// Everything answers 400 "message is not modified".
+    NotModified,
 }
 
 /// One multipart field.
@@ -67,6 +71,8 @@ struct State {
     per_chat: HashMap<String, Vec<Instant>>,
     per_bot: Vec<Instant>,
     next_message_id: i64,
+    /// What each message sent shows: its text (or caption) and keyboard, by chat and id.
+    messages: HashMap<(String, i64), (Value, Value)>,
     webhook: Option<String>,
     updates: Vec<Value>,
     callback_queries: Vec<String>,
@@ -90,6 +96,7 @@ impl FakeBotApi {
             per_chat: HashMap::new(),
             per_bot: Vec::new(),
             next_message_id: 1,
+            messages: HashMap::new(),
             webhook: None,
             updates: Vec::new(),
             callback_queries: Vec::new(),
@@ -223,6 +230,7 @@ fn answer(state: &mut State, request: &Request) -> (u16, String, &'static str, O
     let params = &request.params;
     match request.method.as_str() {
         "sendMessage" | "sendPhoto" | "sendDocument" => {}
+        "editMessageText" | "editMessageReplyMarkup" => return json(edit(state, request)),
         "answerCallbackQuery" => {
             let id = params["callback_query_id"].as_str().unwrap_or("");
             return json(if state.callback_queries.iter().any(|q| q == id) {
@@ -303,7 +311,8 @@ fn answer(state: &mut State, request: &Request) -> (u16, String, &'static str, O
             let (s, b) = ok(json!({"message_id": 0}));
             return (s, b, "application/json", Some(Duration::from_secs(5)));
         }
-        None => {}
+        Some(Behaviour::NotModified) => return json(not_modified()),
+        Some(Behaviour::Uneditable) | None => {}
     }
     let now = state.clock.now();
     let is_group = chat.starts_with('-') || chat.starts_with('@');
@@ -334,9 +343,79 @@ fn answer(state: &mut State, request: &Request) -> (u16, String, &'static str, O
     state.per_bot.push(now);
     let message_id = state.next_message_id;
     state.next_message_id += 1;
+    let shown = params.get("text").or(params.get("caption")).cloned();
+    let markup = keyboard(params.get("reply_markup"));
+    state.messages.insert(
+        (chat.clone(), message_id),
+        (shown.unwrap_or(Value::Null), markup),
+    );
     json(ok(
-        json!({"message_id": message_id, "date": 1_767_225_600, "chat": {"id": chat}}),
+        json!({"message_id": message_id, "date": 1_767_225_600, "chat": {"id": numeric(&chat)}}),
     ))
+}
+
+/// A chat's numeric id as Telegram answers it: the id given, or a made-up one for a name.
+fn numeric(chat: &str) -> i64 {
+    chat.parse().unwrap_or(-1_001_000_000_001)
+}
+
+/// The inline keyboard a `reply_markup` shows (form fields carry it as JSON text); none for
+/// anything else or an empty one.
+fn keyboard(markup: Option<&Value>) -> Value {
+    let markup = match markup {
+        Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+        Some(other) => other.clone(),
+        None => Value::Null,
+    };
+    match markup.get("inline_keyboard") {
+        Some(rows) if rows.as_array().is_some_and(|r| !r.is_empty()) => rows.clone(),
+        _ => Value::Null,
+    }
+}
+
+fn not_modified() -> (u16, String) {
+    error(
+        400,
+        "Bad Request: message is not modified: specified new message content and reply markup \
+         are exactly the same as a current content and reply markup of the message",
+        json!({}),
+    )
+}
+
+/// `editMessageText` / `editMessageReplyMarkup` of a message sent earlier, as Telegram answers.
+fn edit(state: &mut State, request: &Request) -> (u16, String) {
+    let params = &request.params;
+    let chat = match &params["chat_id"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return error(400, "Bad Request: chat_id is empty", json!({})),
+    };
+    match state.behaviours.get(&chat) {
+        Some(Behaviour::Uneditable) => {
+            return error(400, "Bad Request: message can't be edited", json!({}));
+        }
+        Some(Behaviour::NotModified) => return not_modified(),
+        _ => {}
+    }
+    let id = params["message_id"].as_i64().unwrap_or(0);
+    let Some((text, markup)) = state.messages.get(&(chat.clone(), id)).cloned() else {
+        return error(400, "Bad Request: message to edit not found", json!({}));
+    };
+    let new_text = match request.method.as_str() {
+        "editMessageText" => params["text"].clone(),
+        _ => text.clone(),
+    };
+    let new_markup = keyboard(params.get("reply_markup"));
+    if new_text == text && new_markup == markup {
+        return not_modified();
+    }
+    state
+        .messages
+        .insert((chat.clone(), id), (new_text.clone(), new_markup));
+    ok(json!({
+        "message_id": id, "date": 1_767_225_600, "edit_date": 1_767_225_660,
+        "chat": {"id": numeric(&chat)}, "text": new_text,
+    }))
 }
 
 /// Parses a `multipart/form-data` body: text fields into a JSON object, files aside.
@@ -436,6 +515,10 @@ async fn sends_a_text_as_json() {
     assert_eq!(result.code, Some(200));
     assert_eq!(result.detail, "sent: message_id 1");
     assert_eq!(result.signal, None);
+    assert_eq!(
+        result.output,
+        Some(json!({"message_id": 1, "chat_id": 42, "date": 1_767_225_600}))
+    );
 
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
@@ -467,6 +550,153 @@ async fn sends_a_text_as_json() {
         .await;
     assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
     assert_eq!(server.requests()[1].params["chat_id"], "@news_room");
+    // Telegram answers a channel's numeric id; that is the one a later edit can use.
+    assert_eq!(
+        result.output,
+        Some(json!({"message_id": 2, "chat_id": -1_001_000_000_001_i64, "date": 1_767_225_600}))
+    );
+}
+
+/// A card: a text with Approve / Comment / Merge buttons.
+fn card(chat: i64) -> String {
+    json!({
+        "chat_id": chat, "text": "PR #42: add retries",
+        "reply_markup": {"inline_keyboard": [[
+            {"text": "Approve", "callback_data": "approve:42"},
+            {"text": "Comment", "callback_data": "comment:42"},
+            {"text": "Merge", "callback_data": "merge:42"},
+        ]]},
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn edits_a_card_and_an_edit_that_changes_nothing_succeeds() {
+    let server = FakeBotApi::start().await;
+    let bot = connector(&server, |_| {});
+    let sent = deliver(&bot, &card(42)).await;
+    assert_eq!(sent.outcome, Outcome::Success, "{}", sent.detail);
+    let output = sent.output.unwrap();
+
+    // The send's output is what the edit needs.
+    let edit = json!({
+        "method": "editMessageText", "chat_id": output["chat_id"], "message_id": output["message_id"],
+        "text": "PR #42: approved by @ana",
+        "reply_markup": {"inline_keyboard": [[{"text": "Merge", "callback_data": "merge:42"}]]},
+    })
+    .to_string();
+    let result = deliver(&bot, &edit).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
+    assert_eq!(result.code, Some(200));
+    assert_eq!(result.detail, "edited: message_id 1");
+    assert_eq!(
+        result.output,
+        Some(
+            json!({"message_id": 1, "chat_id": 42, "date": 1_767_225_600, "edit_date": 1_767_225_660})
+        )
+    );
+    let request = server.requests().pop().unwrap();
+    assert_eq!(request.path, format!("/bot{TOKEN}/editMessageText"));
+    let mut expected: Value = serde_json::from_str(&edit).unwrap();
+    expected.as_object_mut().unwrap().remove("method");
+    assert_eq!(request.params, expected);
+
+    // The same edit again: Telegram answers 400 "message is not modified", and the card
+    // already shows it.
+    let again = deliver(&bot, &edit).await;
+    assert_eq!(again.outcome, Outcome::Success, "{}", again.detail);
+    assert_eq!(again.code, Some(400));
+    assert_eq!(again.signal, None);
+    assert!(
+        again.detail.starts_with("not modified: the message already shows this (Telegram 400: Bad Request: message is not modified"),
+        "{}",
+        again.detail
+    );
+    assert_eq!(
+        again.output,
+        Some(json!({"chat_id": 42, "message_id": 1, "not_modified": true}))
+    );
+
+    // Remove the buttons, then once more: not modified either.
+    let remove = r#"{"method": "editMessageReplyMarkup", "chat_id": 42, "message_id": 1, "reply_markup": {"inline_keyboard": []}}"#;
+    let removed = deliver(&bot, remove).await;
+    assert_eq!(removed.outcome, Outcome::Success, "{}", removed.detail);
+    assert_eq!(removed.code, Some(200));
+    assert_eq!(
+        server.requests().pop().unwrap().params["reply_markup"],
+        json!({"inline_keyboard": []})
+    );
+    let removed_again = deliver(&bot, remove).await;
+    assert_eq!(removed_again.outcome, Outcome::Success);
+    assert_eq!(removed_again.output.unwrap()["not_modified"], true);
+    assert_eq!(server.requests().len(), 5);
+}
+
+#[tokio::test]
+async fn edits_of_missing_or_uneditable_messages_are_permanent_with_telegrams_description() {
+    let server = FakeBotApi::start().await;
+    server.behave("43", Behaviour::Uneditable);
+    let bot = connector(&server, |_| {});
+    let edit = |chat: i64, id: i64| {
+        json!({"method": "editMessageText", "chat_id": chat, "message_id": id, "text": "done"})
+            .to_string()
+    };
+    let result = deliver(&bot, &edit(42, 999)).await;
+    assert_eq!(result.outcome, Outcome::Permanent);
+    assert_eq!(result.code, Some(400));
+    assert_eq!(
+        result.detail,
+        "Telegram 400: Bad Request: message to edit not found"
+    );
+    assert_eq!(result.output, None);
+    let result = deliver(&bot, &edit(43, 1)).await;
+    assert_eq!(result.outcome, Outcome::Permanent);
+    assert_eq!(
+        result.detail,
+        "Telegram 400: Bad Request: message can't be edited"
+    );
+    assert_eq!(result.output, None);
+    // An edit the relay would refuse at submit is refused here too, before any request.
+    let long = json!({"method": "editMessageText", "chat_id": 42, "message_id": 1, "text": "x".repeat(4097)});
+    let result = deliver(&bot, &long.to_string()).await;
+    assert_eq!(result.outcome, Outcome::Permanent);
+    assert!(
+        result.detail.starts_with("invalid payload: invalid `text`"),
+        "{}",
+        result.detail
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn not_modified_is_success_only_for_an_edit() {
+    let server = FakeBotApi::start().await;
+    server.behave("44", Behaviour::NotModified);
+    let bot = connector(&server, |_| {});
+    let result = deliver(&bot, &text_to(44)).await;
+    assert_eq!(result.outcome, Outcome::Permanent, "{}", result.detail);
+    assert_eq!(result.output, None);
+    let edit = r#"{"method": "editMessageReplyMarkup", "chat_id": 44, "message_id": 3}"#;
+    let result = deliver(&bot, edit).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
+    assert_eq!(
+        result.output,
+        Some(json!({"chat_id": 44, "message_id": 3, "not_modified": true}))
+    );
+}
+
+#[tokio::test]
+async fn a_forced_reply_and_reply_parameters_are_passed_through() {
+    let server = FakeBotApi::start().await;
+    let bot = connector(&server, |_| {});
+    let params = json!({
+        "chat_id": 42, "text": "Your comment on PR #42?",
+        "reply_markup": {"force_reply": true, "input_field_placeholder": "Comment", "selective": true},
+        "reply_parameters": {"message_id": 1, "allow_sending_without_reply": true},
+    });
+    let result = deliver(&bot, &params.to_string()).await;
+    assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
+    assert_eq!(server.requests()[0].params, params);
 }
 
 #[tokio::test]
@@ -770,9 +1000,11 @@ async fn split_parts_are_accepted_in_order() {
     assert_eq!(validated.ordering_key(), "21");
     let parts = validated.payloads();
     assert_eq!(parts.len(), 4);
-    for part in &parts {
+    for (i, part) in parts.iter().enumerate() {
         let result = deliver(&bot, part).await;
         assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);
+        // Each part is a message of its own, with its own output.
+        assert_eq!(result.output.unwrap()["message_id"], i + 1);
         server.advance(Duration::from_secs(1));
     }
     let received: Vec<String> = server
@@ -1082,6 +1314,27 @@ fn assess_classifies_on_code_and_description() {
     assert_eq!(
         assess(&reply(200, json!({"ok": true, "result": true}))),
         Verdict::Ok
+    );
+    assert_eq!(
+        assess(&err(
+            400,
+            "Bad Request: message is not modified: specified new message content and reply \
+             markup are exactly the same as a current content and reply markup of the message",
+            json!({})
+        )),
+        Verdict::NotModified
+    );
+    assert_eq!(
+        assess(&err(
+            400,
+            "Bad Request: message to edit not found",
+            json!({})
+        )),
+        Verdict::Permanent
+    );
+    assert_eq!(
+        assess(&err(400, "Bad Request: message can't be edited", json!({}))),
+        Verdict::Permanent
     );
     // A 400 that carries a retry time for flood control still waits.
     assert_eq!(

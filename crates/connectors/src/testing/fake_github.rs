@@ -1,6 +1,7 @@
 //! A fake GitHub REST API on 127.0.0.1 (hyper): it checks the token, keeps each pull request's
-//! reviews, comments, labels, merge and state the way GitHub does, records every request (with
-//! its arrival on a [`ManualClock`]), and answers from a script when told.
+//! reviews, comments, labels, merge and state the way GitHub does (and shows them with
+//! `GET /repos/{owner}/{repo}/pulls/{n}`), records every request (with its arrival on a
+//! [`ManualClock`]), and answers from a script when told.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -43,6 +44,8 @@ pub const TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
 pub const LOGIN: &str = "ferrule-bot";
 /// The head commit of every pull request: a merge with another `sha` is answered 409.
 pub const HEAD: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+/// The commit every merge makes.
+pub const MERGE_SHA: &str = "e5bd3914e2e596debea16f433f57875b5b90bcd6";
 
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
@@ -359,6 +362,7 @@ fn act_like_github(state: &mut State, request: &Recorded) -> Reply {
             let event = request.body["event"].as_str().unwrap_or("");
             let review = json!({
                 "id": id,
+                "html_url": format!("https://github.com/{repo}/pull/{number}#pullrequestreview-{id}"),
                 "user": user,
                 "body": request.body.get("body").cloned().unwrap_or(json!("")),
                 "state": match event { "APPROVE" => "APPROVED", "REQUEST_CHANGES" => "CHANGES_REQUESTED", _ => "PENDING" },
@@ -374,7 +378,14 @@ fn act_like_github(state: &mut State, request: &Recorded) -> Reply {
         }
         ("POST", "issues", "comments") => {
             state.next_id += 1;
-            let comment = json!({"id": id, "user": user, "body": request.body["body"], "created_at": now, "updated_at": now});
+            let comment = json!({
+                "id": id,
+                "html_url": format!("https://github.com/{repo}/pull/{number}#issuecomment-{id}"),
+                "user": user,
+                "body": request.body["body"],
+                "created_at": now,
+                "updated_at": now,
+            });
             state.thread(&repo, number).comments.push(comment.clone());
             (201, Vec::new(), comment)
         }
@@ -402,7 +413,22 @@ fn act_like_github(state: &mut State, request: &Recorded) -> Reply {
             (
                 200,
                 Vec::new(),
-                json!({"sha": "e5bd3914e2e596debea16f433f57875b5b90bcd6", "merged": true, "message": "Pull Request successfully merged"}),
+                json!({"sha": MERGE_SHA, "merged": true, "message": "Pull Request successfully merged"}),
+            )
+        }
+        ("GET", "pulls", "") => {
+            let thread = state.thread(&repo, number);
+            let closed = thread.merged || thread.closed;
+            (
+                200,
+                Vec::new(),
+                json!({
+                    "number": number,
+                    "state": if closed { "closed" } else { "open" },
+                    "merged": thread.merged,
+                    "merge_commit_sha": if thread.merged { json!(MERGE_SHA) } else { Value::Null },
+                    "head": {"sha": HEAD},
+                }),
             )
         }
         ("GET", "pulls", "merge") => {

@@ -13,6 +13,11 @@
 //! | 410 (endpoint gone), other 4xx | [`Outcome::Permanent`] |
 //! | connect error, reset, timeout | [`Outcome::Transient`] |
 //! | non-public target (SSRF guard) | [`Outcome::Permanent`] |
+//!
+//! **Output.** A success's [`DeliveryResult::output`] is `{"status": 200}`, with `"body"` the
+//! response's JSON when its `content-type` is JSON (`application/json`, or a `+json` type) and
+//! it is at most [`MAX_OUTPUT_BODY`] bytes (16 KiB); a larger or unreadable body is left out,
+//! never cut.
 
 mod config;
 mod sign;
@@ -30,6 +35,7 @@ use ferrule_policy::{Outcome, SharedClock};
 use http::header::{CONTENT_TYPE, LOCATION};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use reqwest::{Client, Url, redirect};
+use serde_json::{Value, json};
 
 pub use self::config::WebhookConfig;
 pub use self::sign::{
@@ -41,6 +47,8 @@ use crate::{Connector, ConnectorError, Delivery, DeliveryResult};
 
 /// The most body bytes read to quote from: enough for [`DETAIL_CHARS`] characters of UTF-8.
 const BODY_BYTES: usize = 4 * DETAIL_CHARS;
+/// The largest JSON response body passed on in a success's output, in bytes (16 KiB).
+pub const MAX_OUTPUT_BODY: usize = 16 * 1024;
 
 /// Delivers messages to one webhook destination.
 ///
@@ -108,18 +116,22 @@ impl WebhookConnector {
         &self.url
     }
 
-    /// One attempt, without the timing.
-    async fn attempt(&self, delivery: &Delivery<'_>) -> (Outcome, Option<i32>, String) {
+    /// One attempt, without the timing: the outcome, status, detail and output.
+    async fn attempt(
+        &self,
+        delivery: &Delivery<'_>,
+    ) -> (Outcome, Option<i32>, String, Option<Value>) {
         // Construction refused non-public IP literals already; checking again keeps the
         // guarantee local to the request.
         if let Err(err) = config::check_ip_literal(&self.url, self.allow_private) {
-            return (Outcome::Permanent, None, format!("refused: {err}"));
+            return (Outcome::Permanent, None, format!("refused: {err}"), None);
         }
         let Ok(id) = HeaderValue::from_str(delivery.message_id) else {
             return (
                 Outcome::Permanent,
                 None,
                 "the message id is not a valid header value".to_owned(),
+                None,
             );
         };
         let timestamp = unix_seconds(self.clock.system_now());
@@ -144,20 +156,20 @@ impl WebhookConnector {
                 }
                 // Base64 and "v1," are always valid header text.
                 Err(_) => {
-                    return (Outcome::Permanent, None, "could not sign".to_owned());
+                    return (Outcome::Permanent, None, "could not sign".to_owned(), None);
                 }
             }
         }
         match request.body(delivery.payload.to_owned()).send().await {
             Ok(response) => self.classify_response(response).await,
-            Err(err) => (error_outcome(&err), None, self.error_detail(&err)),
+            Err(err) => (error_outcome(&err), None, self.error_detail(&err), None),
         }
     }
 
     async fn classify_response(
         &self,
         response: reqwest::Response,
-    ) -> (Outcome, Option<i32>, String) {
+    ) -> (Outcome, Option<i32>, String, Option<Value>) {
         let status = response.status();
         let code = Some(i32::from(status.as_u16()));
         if status.is_redirection() {
@@ -169,10 +181,31 @@ impl WebhookConnector {
                 "HTTP {}: redirect to {target}, not followed",
                 status.as_u16()
             );
-            return (Outcome::Permanent, code, detail);
+            return (Outcome::Permanent, code, detail, None);
         }
         let outcome = self.classifier.classify_parts(status, response.headers());
-        let body = read_snippet(response).await;
+        // A success's JSON body is read whole, up to one byte past the bound, for its output.
+        let json_body = outcome.is_success() && is_json(response.headers());
+        let limit = if json_body {
+            MAX_OUTPUT_BODY + 1
+        } else {
+            BODY_BYTES
+        };
+        let (bytes, whole) = read_prefix(response, limit).await;
+        let body = quote(&String::from_utf8_lossy(
+            &bytes[..bytes.len().min(BODY_BYTES)],
+        ));
+        let output = outcome.is_success().then(|| {
+            let mut output = json!({ "status": status.as_u16() });
+            if json_body
+                && whole
+                && bytes.len() <= MAX_OUTPUT_BODY
+                && let Ok(value) = serde_json::from_slice::<Value>(&bytes)
+            {
+                output["body"] = value;
+            }
+            output
+        });
         let mut detail = format!("HTTP {}", status.as_u16());
         if status == StatusCode::GONE {
             detail.push_str(" (endpoint gone)");
@@ -183,7 +216,7 @@ impl WebhookConnector {
         if !outcome.is_success() && !body.is_empty() {
             let _ = write!(detail, ": {body}");
         }
-        (outcome, code, detail)
+        (outcome, code, detail, output)
     }
 
     fn error_detail(&self, err: &reqwest::Error) -> String {
@@ -209,13 +242,14 @@ impl WebhookConnector {
 impl Connector for WebhookConnector {
     async fn deliver(&self, delivery: &Delivery<'_>) -> DeliveryResult {
         let start = self.clock.now();
-        let (outcome, code, detail) = self.attempt(delivery).await;
+        let (outcome, code, detail, output) = self.attempt(delivery).await;
         DeliveryResult {
             outcome,
             code,
             detail,
             duration: self.clock.now().saturating_duration_since(start),
             signal: None,
+            output,
         }
     }
 }
@@ -247,18 +281,36 @@ fn unix_seconds(now: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Reads the start of a response body for a result's detail, as one line of at most
-/// [`DETAIL_CHARS`] characters. Errors while reading just end the snippet.
-async fn read_snippet(mut response: reqwest::Response) -> String {
+/// Reads at most `limit` bytes from the start of a response body, and whether that read
+/// ended without an error. An error while reading just ends it.
+async fn read_prefix(mut response: reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
     let mut bytes = Vec::new();
-    while bytes.len() < BODY_BYTES {
+    while bytes.len() < limit {
         match response.chunk().await {
             Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
+            Ok(None) => break,
+            Err(_) => return (bytes, false),
         }
     }
-    bytes.truncate(BODY_BYTES);
-    quote(&String::from_utf8_lossy(&bytes))
+    bytes.truncate(limit);
+    (bytes, true)
+}
+
+/// Whether `content-type` names JSON: `application/json` or a `+json` type, any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .split_once('/')
+            .is_some_and(|(_, subtype)| subtype.ends_with("+json"))
 }
 
 /// Where a redirect points, as far as a detail may say: the target's origin, and `/…` for a

@@ -11,6 +11,7 @@ use ferrule_policy::clock::{self, Clock, ManualClock};
 use ferrule_policy::{Outcome, SharedClock};
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -356,6 +357,8 @@ async fn classifies_every_kind_of_response() {
             (outcome, Some(code), detail.as_str()),
             "reply #{i}"
         );
+        let output = outcome.is_success().then(|| json!({ "status": code }));
+        assert_eq!(result.output, output, "reply #{i}");
     }
     let received = server.received();
     assert_eq!(
@@ -364,6 +367,61 @@ async fn classifies_every_kind_of_response() {
         "one request per attempt, no redirect followed"
     );
     assert!(received.iter().all(|r| r.target == "/hook"));
+}
+
+#[tokio::test]
+async fn a_successful_json_answer_of_at_most_16_kib_is_the_output() {
+    let json_reply = |code: u16, content_type: &str, body: String| {
+        Reply::Status(code, vec![("content-type", content_type.to_owned())], body)
+    };
+    // `{"pad":"…"}` is 10 bytes and the padding.
+    let padded = |bytes: usize| format!(r#"{{"pad":"{}"}}"#, "x".repeat(bytes - 10));
+    let at_bound = padded(MAX_OUTPUT_BODY);
+    let cases = vec![
+        (
+            json_reply(200, "application/json", r#"{"ticket": 7}"#.into()),
+            Some(json!({"status": 200, "body": {"ticket": 7}})),
+        ),
+        (
+            json_reply(
+                201,
+                "Application/Problem+JSON; charset=utf-8",
+                "[1, 2]".into(),
+            ),
+            Some(json!({"status": 201, "body": [1, 2]})),
+        ),
+        (
+            json_reply(200, "application/json", at_bound.clone()),
+            Some(json!({"status": 200, "body": {"pad": "x".repeat(MAX_OUTPUT_BODY - 10)}})),
+        ),
+        // One byte more: the body is left out, not cut.
+        (
+            json_reply(200, "application/json", padded(MAX_OUTPUT_BODY + 1)),
+            Some(json!({"status": 200})),
+        ),
+        (
+            json_reply(200, "text/plain", r#"{"looks": "like json"}"#.into()),
+            Some(json!({"status": 200})),
+        ),
+        (
+            json_reply(200, "application/json", "ok".into()),
+            Some(json!({"status": 200})),
+        ),
+        (status(204), Some(json!({"status": 204}))),
+        // A failure's answer is no output, JSON or not.
+        (
+            json_reply(500, "application/json", r#"{"error": "on fire"}"#.into()),
+            None,
+        ),
+    ];
+    let server = Server::start(vec![]).await;
+    let webhook = connector(&server.url("/hook"), clock::system(), |_| {});
+    for (i, (reply, output)) in cases.into_iter().enumerate() {
+        server.script([reply]);
+        let result = webhook.deliver(&delivery(1)).await;
+        assert_eq!(result.output, output, "case #{i}: {}", result.detail);
+    }
+    assert_eq!(at_bound.len(), MAX_OUTPUT_BODY);
 }
 
 #[tokio::test]

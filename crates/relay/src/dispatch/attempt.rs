@@ -289,6 +289,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                     detail: "chaos: injected error".into(),
                     duration: Duration::ZERO,
                     signal: None,
+                    output: None,
                 };
             }
             Injection::Latency(d) => clock.sleep(d).await,
@@ -313,6 +314,7 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                 detail: format!("timed out after {}", readable(elapsed.after)),
                 duration: clock.now().saturating_duration_since(started),
                 signal: None,
+                output: None,
             },
         }),
         _ = heartbeat => None,

@@ -4,6 +4,12 @@
 //! it accepts and every one it refuses, so a test or a benchmark can check that the relay
 //! never triggered flood control and measure how fast it delivered.
 //!
+//! It also keeps what each message it accepted shows (its text or caption and its inline
+//! keyboard), and edits it with `editMessageText` and `editMessageReplyMarkup` the way Telegram
+//! does: 400 "message to edit not found" for a message it never sent, 400 "message is not
+//! modified" for an edit that changes nothing, the edited message otherwise. It records every
+//! edit it applied ([`FakeBotApi::edits`]); edits are not counted against the limits.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use ferrule::testing::fake_bot_api::{BotLimits, FakeBotApi};
@@ -104,6 +110,32 @@ pub struct Sent {
     pub at: Instant,
 }
 
+/// An edit the fake applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edited {
+    /// `editMessageText` or `editMessageReplyMarkup`.
+    pub method: String,
+    /// The chat as written.
+    pub chat: String,
+    /// The message edited.
+    pub message_id: i64,
+    /// The request's JSON body.
+    pub params: Value,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// What a message the fake accepted shows now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// Its text, or its caption.
+    pub text: Option<String>,
+    /// Its inline keyboard's rows; `None` when it has no buttons.
+    pub keyboard: Option<Value>,
+    /// When it was sent, in Unix seconds.
+    pub date: u64,
+}
+
 /// A send the fake refused with 429.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
@@ -141,6 +173,9 @@ struct Windows {
     bot: VecDeque<Instant>,
     sent: Vec<Sent>,
     refused: Vec<Refused>,
+    /// What each accepted message shows, by chat as written and message id.
+    shown: HashMap<(String, i64), Shown>,
+    edited: Vec<Edited>,
 }
 
 impl FakeBotApi {
@@ -189,18 +224,45 @@ impl FakeBotApi {
         self.inner.lock().refused.len()
     }
 
+    /// Every edit applied so far, in arrival order (not the ones answered with an error).
+    pub fn edits(&self) -> Vec<Edited> {
+        self.inner.lock().edited.clone()
+    }
+
+    /// What message `message_id` in `chat` (as written, e.g. `42` or `@news`) shows now, after
+    /// any edits; `None` when the fake never sent it.
+    pub fn shown(&self, chat: &str, message_id: i64) -> Option<Shown> {
+        self.inner
+            .lock()
+            .shown
+            .get(&(chat.to_owned(), message_id))
+            .cloned()
+    }
+
+    /// Waits until at least `n` edits were applied or `limit` passed, then returns every edit
+    /// applied so far (fewer than `n` if the time ran out).
+    pub async fn wait_for_edits(&self, n: usize, limit: Duration) -> Vec<Edited> {
+        self.wait_for(n, limit, Self::edits).await
+    }
+
     /// Waits until at least `n` sends were accepted or `limit` passed, then returns every
     /// send accepted so far (fewer than `n` if the time ran out).
     pub async fn wait_for_sends(&self, n: usize, limit: Duration) -> Vec<Sent> {
+        self.wait_for(n, limit, Self::sends).await
+    }
+
+    /// Waits until `read` answers at least `n` records or `limit` passed, then answers what it
+    /// reads then.
+    async fn wait_for<T>(&self, n: usize, limit: Duration, read: fn(&Self) -> Vec<T>) -> Vec<T> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.inner.changed.notified();
-            let sent = self.sends();
-            if sent.len() >= n {
-                return sent;
+            let records = read(self);
+            if records.len() >= n {
+                return records;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.sends();
+                return read(self);
             }
         }
     }
@@ -217,11 +279,11 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a send to `chat` arriving now and records it, answering its message id; or
+    /// Admits a send to `chat` arriving now and records it, answering its message id and date; or
     /// records the refusal and names the limit it would exceed and the seconds until that
     /// limit admits one more. The arrival time is read under the lock, so every window holds
     /// its arrivals in order.
-    fn admit(&self, chat: &ChatId, sent: Sent) -> Result<usize, (Limit, u64)> {
+    fn admit(&self, chat: &ChatId, sent: Sent) -> Result<(usize, u64), (Limit, u64)> {
         let limits = self.limits;
         let mut state = self.lock();
         let now = Instant::now();
@@ -231,6 +293,8 @@ impl Inner {
             bot,
             sent: accepted,
             refused,
+            shown,
+            ..
         } = &mut *state;
         let mut checks: Vec<(Limit, Window, &mut VecDeque<Instant>)> = vec![(
             Limit::PerChat,
@@ -267,12 +331,69 @@ impl Inner {
         for (_, _, arrivals) in checks {
             arrivals.push_back(now);
         }
+        let message_id = accepted.len() + 1;
+        let date = unix_now();
+        let text = sent.params.get("text").or(sent.params.get("caption"));
+        shown.insert(
+            (sent.chat.clone(), message_id as i64),
+            Shown {
+                text: text.and_then(Value::as_str).map(str::to_owned),
+                keyboard: keyboard(&sent.params),
+                date,
+            },
+        );
         accepted.push(Sent { at: now, ..sent });
-        let message_id = accepted.len();
         drop(state);
         self.changed.notify_waiters();
-        Ok(message_id)
+        Ok((message_id, date))
     }
+
+    /// Applies an edit of message `message_id` in `chat` to what it shows, as Telegram would,
+    /// and answers the edited message's fields or Telegram's error description.
+    fn edit(
+        &self,
+        chat: &str,
+        message_id: i64,
+        edit: Edited,
+    ) -> Result<(Shown, u64), &'static str> {
+        let mut state = self.lock();
+        let Some(before) = state.shown.get(&(chat.to_owned(), message_id)) else {
+            return Err("Bad Request: message to edit not found");
+        };
+        let mut after = before.clone();
+        if edit.method == "editMessageText" {
+            after.text = edit.params["text"].as_str().map(str::to_owned);
+        }
+        after.keyboard = keyboard(&edit.params);
+        if after == *before {
+            return Err(
+                "Bad Request: message is not modified: specified new message content and reply \
+                 markup are exactly the same as a current content and reply markup of the message",
+            );
+        }
+        state
+            .shown
+            .insert((chat.to_owned(), message_id), after.clone());
+        state.edited.push(edit);
+        drop(state);
+        self.changed.notify_waiters();
+        Ok((after, unix_now()))
+    }
+}
+
+/// The inline keyboard's rows a request's `reply_markup` asks for; `None` for no buttons (or
+/// no `reply_markup`, or a forced reply).
+fn keyboard(params: &Value) -> Option<Value> {
+    params["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .filter(|rows| !rows.is_empty())
+        .map(|rows| Value::Array(rows.clone()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn error(status: StatusCode, description: &str) -> Response {
@@ -289,7 +410,11 @@ async fn handle(
     if bot.strip_prefix("bot") != Some(inner.token.as_str()) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
-    if !method.starts_with("send") {
+    let edit = matches!(
+        method.as_str(),
+        "editMessageText" | "editMessageReplyMarkup"
+    );
+    if !method.starts_with("send") && !edit {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }
     let Ok(params) = serde_json::from_slice::<Value>(&body) else {
@@ -306,18 +431,39 @@ async fn handle(
     let Ok(chat_id) = chat.parse::<ChatId>() else {
         return error(StatusCode::BAD_REQUEST, "Bad Request: chat not found");
     };
-    let date = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let kind = match chat_id.kind() {
         ChatKind::Private => "private",
         ChatKind::Group => "supergroup",
     };
     let mut result = json!({
-        "date": date,
         "chat": {"id": params["chat_id"], "type": kind},
         "text": params["text"],
     });
+    if edit {
+        let Some(message_id) = params["message_id"].as_i64() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: message identifier is not specified",
+            );
+        };
+        let edited = Edited {
+            method,
+            chat: chat.clone(),
+            message_id,
+            params,
+            at: Instant::now(),
+        };
+        return match inner.edit(&chat, message_id, edited) {
+            Ok((shown, edit_date)) => {
+                result["message_id"] = json!(message_id);
+                result["date"] = json!(shown.date);
+                result["edit_date"] = json!(edit_date);
+                result["text"] = json!(shown.text);
+                axum::Json(json!({"ok": true, "result": result})).into_response()
+            }
+            Err(description) => error(StatusCode::BAD_REQUEST, description),
+        };
+    }
     let sent = Sent {
         method,
         chat,
@@ -325,8 +471,9 @@ async fn handle(
         at: Instant::now(),
     };
     match inner.admit(&chat_id, sent) {
-        Ok(message_id) => {
+        Ok((message_id, date)) => {
             result["message_id"] = json!(message_id);
+            result["date"] = json!(date);
             axum::Json(json!({"ok": true, "result": result})).into_response()
         }
         Err((_, retry_after)) => {

@@ -449,8 +449,9 @@ async fn an_action_whose_answer_was_lost_is_retried_and_done_exactly_once() {
         (
             action("merge", json!({"sha": HEAD})),
             format!("PUT {PR}/merge"),
-            vec![format!("GET {PR}/merge")],
-            "already merged octo/app#42",
+            // Found merged: the pull request is read for its merge commit, the step's output.
+            vec![format!("GET {PR}/merge"), format!("GET {PR}")],
+            "already merged octo/app#42 as e5bd3914e2e596debea16f433f57875b5b90bcd6",
             (true, 0, 0),
         ),
         (

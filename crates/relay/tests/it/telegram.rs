@@ -629,3 +629,100 @@ async fn a_hundred_chats_at_once_never_trigger_flood_control_and_keep_their_orde
         assert_eq!(to_chat, expected, "chat {chat} in submission order");
     }
 }
+
+#[tokio::test]
+async fn a_card_is_sent_edited_and_asks_for_a_reply_through_the_relay() {
+    let api = TelegramLimitsFake::start(BOT_TOKEN, BotLimits::telegram())
+        .await
+        .unwrap();
+    let base = api.base().to_owned();
+    let relay = start(|c| {
+        let mut d = telegram("chat", &base);
+        // The card and its edits go one after another, not a second apart.
+        d.limits = Some(json!({"per_chat": {"limit": 100}}));
+        c.destinations.push(d);
+    })
+    .await;
+    let card = relay
+        .submit(
+            "chat",
+            json!({"chat_id": 42, "text": "PR #42: add retries", "reply_markup": {"inline_keyboard": [[
+                {"text": "Approve", "callback_data": "approve:42"},
+                {"text": "Merge", "callback_data": "merge:42"},
+            ]]}}),
+        )
+        .await;
+    relay.wait_for_status(&card, "delivered", WAIT).await;
+    let shown = api.shown("42", 1).expect("the card was sent");
+    assert!(shown.keyboard.is_some(), "{shown:?}");
+
+    let edit = json!({
+        "method": "editMessageText", "chat_id": 42, "message_id": 1,
+        "text": "PR #42: approved by @ana",
+    });
+    let edited = relay.submit("chat", edit.clone()).await;
+    let message = relay.wait_for_status(&edited, "delivered", WAIT).await;
+    assert!(has_event(&message, "edited: message_id 1"), "{message:#}");
+    let shown = api.shown("42", 1).unwrap();
+    assert_eq!(shown.text.as_deref(), Some("PR #42: approved by @ana"));
+    assert_eq!(shown.keyboard, None, "an edit without buttons removes them");
+    let edits = api.wait_for_edits(1, WAIT).await;
+    assert_eq!(
+        (
+            edits[0].method.as_str(),
+            edits[0].chat.as_str(),
+            edits[0].message_id
+        ),
+        ("editMessageText", "42", 1)
+    );
+
+    // The same edit again changes nothing: delivered, and the fake applied no second edit.
+    let again = relay.submit("chat", edit).await;
+    let message = relay.wait_for_status(&again, "delivered", WAIT).await;
+    assert!(has_event(&message, "not modified"), "{message:#}");
+    assert_eq!(api.edits().len(), 1);
+
+    // A message the bot never sent cannot be edited: a dead letter with Telegram's words.
+    let missing = relay
+        .submit(
+            "chat",
+            json!({"method": "editMessageReplyMarkup", "chat_id": 42, "message_id": 99, "reply_markup": {"inline_keyboard": []}}),
+        )
+        .await;
+    let message = relay.wait_for_status(&missing, "dead", WAIT).await;
+    assert!(
+        message["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("message to edit not found"),
+        "{message:#}"
+    );
+
+    // An edit's text is never split: too long is a 422 at submit, naming the field.
+    let (status, body) = submit_raw(
+        &relay,
+        json!({"destination": "chat", "payload": {
+            "method": "editMessageText", "chat_id": 42, "message_id": 1, "text": "x".repeat(4097),
+        }}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "payload.text", "{body}");
+
+    // A question under the card: the user's client opens a reply to it.
+    let question = json!({
+        "chat_id": 42, "text": "Your comment on PR #42?",
+        "reply_markup": {"force_reply": true, "input_field_placeholder": "Comment"},
+        "reply_parameters": {"message_id": 1},
+    });
+    let asked = relay.submit("chat", question.clone()).await;
+    relay.wait_for_status(&asked, "delivered", WAIT).await;
+    let sends = api.sends();
+    assert_eq!(
+        sends.len(),
+        2,
+        "the card and the question; edits are not sends"
+    );
+    assert_eq!(sends[1].params, question);
+}
