@@ -61,6 +61,11 @@ fn secrets(config: &Config) -> (Vec<String>, Config) {
             take(s);
         }
     }
+    for source in &mut blanked.inbound.email {
+        if let Some(s) = source.secret.as_mut() {
+            take(s);
+        }
+    }
     (found, blanked)
 }
 
@@ -169,6 +174,7 @@ fn check_accepted(config: &Config) {
                         "health",
                         "defaults",
                         "destinations",
+                        "inbound",
                         "alerts"
                     ]
                     .contains(&section),

@@ -210,16 +210,26 @@ pub(crate) async fn build_state(
         destination.share_write_pace(destinations.values().map(AsRef::as_ref));
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
+    let email_sources: BTreeMap<_, _> = config
+        .email_sources()
+        .map_err(|e| Error::Config(e.into()))?
+        .into_iter()
+        .map(|source| (source.name.clone(), source))
+        .collect();
     let overrides = Overrides::load(&store, &destinations).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
     let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
     for (name, d) in &destinations {
         crate::telemetry::prometheus::register_destination_series(name, d.inbound.is_some());
     }
+    for name in email_sources.keys() {
+        crate::telemetry::prometheus::register_email_source_series(name);
+    }
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
         destinations,
+        email_sources,
         overrides,
         counters: Counters::default(),
         depths,

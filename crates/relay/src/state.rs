@@ -1,5 +1,5 @@
-//! What the HTTP API and the dispatcher share: the store, the destinations, counters, health
-//! and the shutdown token.
+//! What the HTTP API and the dispatcher share: the store, the destinations and e-mail sources,
+//! counters, health and the shutdown token.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::Alerts;
 use crate::auth::TokenSet;
-use crate::config::Config;
+use crate::config::{Config, EmailSource};
 use crate::destination::{Destination, Overrides};
 use crate::health::{Depths, Health};
 
@@ -37,6 +37,12 @@ pub struct Counters {
     pub inbound: AtomicU64,
     /// Inbound updates that were redeliveries, acknowledged and ignored.
     pub inbound_duplicates: AtomicU64,
+    /// Inbound e-mails recorded (duplicates excluded).
+    pub inbound_emails: AtomicU64,
+    /// Inbound e-mails already recorded under their key, acknowledged and ignored.
+    pub inbound_email_duplicates: AtomicU64,
+    /// Inbound e-mails refused (unauthorized, too large, malformed, not stored…).
+    pub inbound_emails_refused: AtomicU64,
 }
 
 impl Counters {
@@ -58,6 +64,8 @@ pub struct Shared {
     pub tokens: TokenSet,
     /// Destinations by name.
     pub destinations: BTreeMap<String, Arc<Destination>>,
+    /// `[[inbound.email]]` sources by name.
+    pub email_sources: BTreeMap<String, EmailSource>,
     /// The stored overrides of the destinations' breakers (forced open, disabled).
     pub overrides: Overrides,
     /// Counters since start.

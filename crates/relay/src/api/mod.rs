@@ -16,12 +16,14 @@ mod views;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
+use base64::Engine as _;
 
 pub use self::error::ApiError;
+use self::extract::ApiPath;
 pub use self::messages::{Submit, parse_submit};
 use crate::auth::Role;
 use crate::state::AppState;
@@ -37,6 +39,11 @@ pub enum Access {
     /// An admin token: the routes that submit, replay, purge or operate breakers. A read-only
     /// token gets 403 `forbidden`.
     Write,
+    /// An admin token, or the secret of the `[[inbound.email]]` source named by the path's
+    /// `{source}`, either as a bearer token or as a basic-auth password (any user name): where
+    /// inbound-mail services post, which can carry credentials only in the URL they are
+    /// given. An unknown source is 404 (sources are not secret); a read-only token gets 403.
+    EmailSource,
 }
 
 /// One route: method, path (axum syntax), who may call it, and its handler.
@@ -128,6 +135,12 @@ pub fn routes() -> Vec<Route> {
             get(admin::destinations),
         ),
         route(Method::GET, "/v1/inbound", Read, get(inbound::list)),
+        route(
+            Method::POST,
+            "/v1/inbound/email/{source}",
+            Access::EmailSource,
+            post(inbound::email),
+        ),
         // Telegram cannot send a bearer token: the update's secret token header is checked.
         route(
             Method::POST,
@@ -155,6 +168,10 @@ pub fn router(state: AppState) -> Router {
             Access::Write => r
                 .handler
                 .layer(middleware::from_fn_with_state(state.clone(), require_write)),
+            Access::EmailSource => r.handler.layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_email_source,
+            )),
         };
         router = router.route(r.path, handler);
     }
@@ -191,19 +208,97 @@ async fn require_write(State(state): State<AppState>, request: Request, next: Ne
     authorize(&state, Access::Write, request, next).await
 }
 
+/// The credential of `Authorization: <scheme> <credential>` when its scheme is `scheme`
+/// (case-insensitive), trimmed.
+fn credential<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let (given, credential) = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| credential.trim())
+}
+
+/// The password of `Authorization: Basic …` (whatever the user name), as the bytes sent.
+fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credential(headers, "basic")?)
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
+}
+
+/// Lets a mail through to `POST /v1/inbound/email/{source}` with an admin token or the
+/// source's secret, as a bearer token or a basic-auth password ([`Access::EmailSource`]). A
+/// refusal is counted for the source; its 401 challenges for both schemes, so a client that
+/// sends a URL's credentials only when asked sends them.
+async fn require_email_source(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(source) = state.email_sources.get(&name) else {
+        return inbound::unknown_email_source(&name).into_response();
+    };
+    let headers = request.headers();
+    let presented = match credential(headers, "bearer") {
+        Some(token) => Some(token.as_bytes().to_vec()),
+        None => basic_password(headers),
+    };
+    let refusal = match presented {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization`: a bearer token (an admin token or the source's secret), \
+             or basic auth with the source's secret as the password",
+        ),
+        Some(presented) => {
+            // Both are compared in constant time, and both always are.
+            let role = std::str::from_utf8(&presented)
+                .ok()
+                .and_then(|token| state.tokens.verify(token));
+            let is_secret = source
+                .secret
+                .as_ref()
+                .is_some_and(|secret| secret.matches(&presented));
+            match (is_secret, role) {
+                (true, _) | (_, Some(Role::Admin)) => return next.run(request).await,
+                (false, Some(Role::Read)) => ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this token is read-only; this route needs an admin token or the source's \
+                     secret",
+                ),
+                (false, None) => {
+                    tracing::warn!(source = %name, "a mail with a wrong credential was refused");
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "neither an admin token nor this source's secret",
+                    )
+                }
+            }
+        }
+    };
+    crate::inbound::email::count_refused(&state, &source.name, refusal.code);
+    let mut response = refusal.into_response();
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer, Basic realm=\"ferrule\""),
+        );
+    }
+    response
+}
+
 /// Lets the request through only with `Authorization: Bearer <token>` of a token that may
 /// call a route of `access`: 401 without an accepted token, 403 with a read-only one on a
 /// route that writes.
 async fn authorize(state: &AppState, access: Access, request: Request, next: Next) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let Some(token) = token else {
+    let Some(token) = credential(request.headers(), "bearer") else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -215,7 +310,7 @@ async fn authorize(state: &AppState, access: Access, request: Request, next: Nex
         (Some(Role::Admin), _) | (Some(Role::Read), Access::Read | Access::Public) => {
             next.run(request).await
         }
-        (Some(Role::Read), Access::Write) => ApiError::new(
+        (Some(Role::Read), Access::Write | Access::EmailSource) => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "this token is read-only; this route needs an admin token",

@@ -268,10 +268,11 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]}}}}}}));
     schemas.insert("LastError".into(), json!({"type": "object", "required": ["at", "message"], "properties": {"at": time, "message": {"type": "string"}}}));
     schemas.insert("Health".into(), json!(health));
-    schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "queue_depth", "dead_letter_depth", "dependencies", "last_error"], "properties": {
+    schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "email_sources", "queue_depth", "dead_letter_depth", "dependencies", "last_error"], "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded", "unhealthy", "draining"], "description": "`degraded`: a breaker open, forced open or half-open, or a destination (or its inbound side) unhealthy; `unhealthy`: the store is (a full disk included); `draining`: shutting down"},
             "version": {"type": "string"}, "started_at": time, "uptime_seconds": {"type": "integer", "minimum": 0},
-            "counters": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}, "required": ["submitted", "delivered", "retried", "dead", "deferred", "panics", "inbound", "inbound_duplicates"]},
+            "counters": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}, "required": ["submitted", "delivered", "retried", "dead", "deferred", "panics", "inbound", "inbound_duplicates", "inbound_emails", "inbound_email_duplicates", "inbound_emails_refused"]},
+            "email_sources": {"type": "array", "items": {"type": "string"}, "description": "the `[[inbound.email]]` sources, by name"},
             "queue_depth": {"type": "integer", "minimum": 0}, "dead_letter_depth": {"type": "integer", "minimum": 0},
             "dependencies": {"type": "object", "required": ["store", "destinations"], "properties": {
                 "store": {"allOf": [schema("Health")], "properties": {"storage_full": {"type": "object", "required": ["since", "refused_writes", "reason"], "properties": {"since": time, "refused_writes": {"type": "integer"}, "reason": {"type": "string"}}}}},
@@ -280,10 +281,12 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
                     "inbound": {"type": "object", "required": ["mode", "health"], "properties": {"mode": {"type": "string", "enum": ["webhook", "polling"]}, "health": schema("Health")}}}}}}},
             "last_error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["dependency", "at", "message"], "properties": {"dependency": {"type": "string"}, "at": time, "message": {"type": "string"}}}]}}}));
     schemas.insert("Inbound".into(), json!({"type": "object", "required": ["id", "source", "external_id", "payload", "received_at"], "properties": {
-            "id": {"type": "string"}, "source": {"type": "string"}, "external_id": {"type": "string", "description": "the Telegram update_id"},
-            "payload": {"description": "the event as received"}, "received_at": time}}));
+            "id": {"type": "string"}, "source": {"type": "string", "description": "`telegram:{destination}` or `email:{source}`"},
+            "external_id": {"type": "string", "description": "the Telegram update_id, or the mail's Message-ID (else `sha256:` and the message's SHA-256)"},
+            "payload": {"description": "the update as received, or a mail's `{\"summary\", \"github\"}` (the raw message is not kept)"}, "received_at": time}}));
     schemas.insert("InboundPage".into(), json!({"type": "object", "required": ["events", "next"], "properties": {"events": {"type": "array", "items": schema("Inbound")}, "next": {"type": ["string", "null"], "pattern": "^(0|[1-9][0-9]{0,17})$"}}}));
-    schemas.insert("Recorded".into(), json!({"type": "object", "required": ["id", "duplicate"], "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}}}));
+    schemas.insert("Recorded".into(), json!({"type": "object", "required": ["id", "duplicate"], "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"},
+            "forward": {"type": "string", "description": "e-mail: the forwarded message's id, when the mail is new and its source has `forward_to`"}}}));
     schemas.insert("Probe".into(), json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}));
     Value::Object(schemas)
 }
@@ -458,13 +461,13 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     ]);
     let mut inbound = op(
         "listInbound",
-        "Recorded inbound events (Telegram updates), newest first",
+        "Recorded inbound events (Telegram updates, e-mail), newest first",
         json!({"200": ok("a page", schema("InboundPage")), "400": error("a bad query parameter (`invalid_query`) or cursor"), "503": store_down}),
     );
     inbound["parameters"] = json!([
         query(
             "source",
-            "only this source, e.g. `telegram:support-bot`",
+            "only this source, e.g. `telegram:support-bot` or `email:github`",
             json!({"type": "string"})
         ),
         paging[0],
@@ -490,6 +493,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         {"name": "X-Telegram-Bot-Api-Secret-Token", "in": "header", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9_-]+$"}},
     ]);
     telegram_webhook["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["update_id"], "properties": {"update_id": {"type": "integer"}}, "description": "a Telegram Update"}}}});
+    let inbound_email = inbound_email();
     json!({
         "/v1/messages": {"post": submit, "get": list},
         "/v1/messages/{id}": {"get": show, "delete": cancel},
@@ -501,6 +505,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         "/v1/breakers/{destination}/{action}": {"post": action},
         "/v1/destinations": {"get": op("listDestinations", "The configured destinations", json!({"200": ok("the destinations", schema("Destinations"))}))},
         "/v1/inbound": {"get": inbound},
+        "/v1/inbound/email/{source}": {"post": inbound_email},
         "/v1/telegram/{destination}/webhook": {"post": telegram_webhook},
         "/v1/openapi.json": {"get": op("getOpenApi", "This document", json!({"200": ok("OpenAPI 3.1", json!({"type": "object", "required": ["openapi", "info", "paths"]}))}))},
         "/livez": {"get": op("livez", "The process is up", json!({"200": ok("alive: `{\"status\": \"ok\"}`", schema("Probe"))}))},
@@ -508,6 +513,39 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         "/status": {"get": op("status", "The overall `status` (`ok`, `degraded`, `unhealthy`, `draining`), uptime, counters, depths, breakers (durations in milliseconds), dependency health, the last error", json!({"200": ok("the relay's status", schema("Status"))}))},
         "/metrics": {"get": op("metrics", "Metrics in the Prometheus text format (docs/OBSERVABILITY.md lists them)", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}))},
     })
+}
+
+/// `POST /v1/inbound/email/{source}`, without its security (added from the routes).
+fn inbound_email() -> Value {
+    let form = |field: &str, service: &str| json!({"type": "object", "required": [field], "properties": {field: {"type": "string", "contentMediaType": "message/rfc822", "description": format!("the raw message, as {service} posts it; other fields are ignored")}}});
+    let raw = json!({"schema": {"type": "string", "contentMediaType": "message/rfc822"}});
+    let forms =
+        json!({"schema": {"oneOf": [form("email", "SendGrid"), form("body-mime", "Mailgun")]}});
+    let mut email = op(
+        "receiveEmail",
+        "Receive one e-mail",
+        json!({
+            "200": ok("recorded (and forwarded), or recorded before under the same key and ignored (`duplicate: true`)", schema("Recorded")),
+            "400": error("a form without a boundary, unreadable, or without an `email` or `body-mime` field (`invalid_form`, `error.field`: `email`)"),
+            "404": error("no e-mail source of that name is configured"),
+            "413": error("the body is over the source's `max_size` (`body_too_large`)"),
+            "415": error("neither `message/rfc822`, `application/octet-stream`, `multipart/form-data` nor `application/x-www-form-urlencoded` (`unsupported_media_type`)"),
+            "422": error("not a mail the relay can record, with the reason (`invalid_email`): no header section, no `From:` address, a multipart body without its boundary"),
+            "503": unavailable("nothing was recorded: shutting down, or the store is unavailable or its storage full; mail services post again"),
+        }),
+    );
+    email["description"] = json!(
+        "Where an inbound-mail service (SendGrid Inbound Parse in raw mode, Mailgun's MIME forward, a Cloudflare Email Worker) posts a mail for the `[[inbound.email]]` source `{source}`. Each mail is recorded once per `Message-ID` (else per SHA-256 of the message) under source `email:{source}`, with its summary (from, to, cc, subject, date, message id, in-reply-to, the text body trimmed) and, for a GitHub notification, its context (repository, pull request or issue, number, event, reason, sender, state, labels, link); the raw message is not kept. A new mail is forwarded to the source's `forward_to` in the same transaction as `{\"source\", \"email\", \"github\"}`."
+    );
+    email["parameters"] = json!([path(
+        "source",
+        json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
+    )]);
+    email["requestBody"] = json!({"required": true, "content": {
+        "message/rfc822": raw, "application/octet-stream": raw,
+        "multipart/form-data": forms, "application/x-www-form-urlencoded": forms,
+    }});
+    email
 }
 
 /// Adds the entries of `more` to the object `into`.
@@ -549,13 +587,25 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
                 }
                 operation.insert("responses".into(), all);
             }
+            Access::EmailSource => {
+                let mut all = responses(operation);
+                all["401"] = error(
+                    "neither an admin token nor the source's secret, as a bearer token or a basic-auth password",
+                );
+                all["403"] = error("a read-only token (`forbidden`)");
+                operation.insert("responses".into(), all);
+                operation.insert("security".into(), json!([{"bearer": []}, {"basic": []}]));
+            }
         }
     }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "ferrule relay", "version": env!("CARGO_PKG_VERSION")},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic", "description": "`POST /v1/inbound/email/{source}` only: the source's secret (or an admin token) as the password, any user name"},
+            },
             "schemas": schemas(destinations),
         },
         "security": [{"bearer": []}],
@@ -568,9 +618,16 @@ pub fn document(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     document_for(destinations, &super::routes())
 }
 
-/// `GET /v1/openapi.json`.
+/// `GET /v1/openapi.json`: the document, with the configured e-mail sources as the
+/// `{source}` a mail may be posted to.
 pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
-    Json(document(&state.destinations))
+    let mut doc = document(&state.destinations);
+    let sources: Vec<&str> = state.email_sources.keys().map(String::as_str).collect();
+    if !sources.is_empty() {
+        doc["paths"]["/v1/inbound/email/{source}"]["post"]["parameters"][0]["schema"] =
+            one_of_names(&sources);
+    }
+    Json(doc)
 }
 
 #[cfg(test)]
@@ -609,7 +666,10 @@ mod tests {
             );
             assert_eq!(
                 op["responses"]["403"].is_object(),
-                route.access == super::super::Access::Write,
+                matches!(
+                    route.access,
+                    super::super::Access::Write | super::super::Access::EmailSource
+                ),
                 "{route:?}: a 403 is described exactly on the routes that need an admin token"
             );
             if route.access != super::super::Access::Public {
@@ -634,11 +694,17 @@ mod tests {
         let doc = doc();
         for route in super::super::routes() {
             let operation = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
-            if route.access != Access::Public {
-                assert!(operation.get("security").is_none(), "{route:?}");
-                assert!(operation["responses"]["401"].is_object(), "{route:?}");
-            } else {
-                assert_eq!(operation["security"], json!([]), "{route:?}");
+            match route.access {
+                Access::Public => assert_eq!(operation["security"], json!([]), "{route:?}"),
+                Access::EmailSource => {
+                    let schemes = json!([{"bearer": []}, {"basic": []}]);
+                    assert_eq!(operation["security"], schemes, "{route:?}");
+                    assert!(operation["responses"]["401"].is_object(), "{route:?}");
+                }
+                Access::Read | Access::Write => {
+                    assert!(operation.get("security").is_none(), "{route:?}");
+                    assert!(operation["responses"]["401"].is_object(), "{route:?}");
+                }
             }
         }
         assert_eq!(doc["paths"]["/livez"]["get"]["security"], json!([]));

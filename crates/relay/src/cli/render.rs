@@ -129,6 +129,16 @@ pub(crate) fn status(s: &Value, base: &str) -> String {
             count(&c["inbound_duplicates"], "duplicate", "duplicates")
         ));
     }
+    if let Some(sources) = s["email_sources"].as_array().filter(|s| !s.is_empty()) {
+        let names: Vec<String> = sources.iter().map(text).collect();
+        out.push(format!(
+            "e-mail ({}): {} recorded, {}, {} refused",
+            names.join(", "),
+            text(&c["inbound_emails"]),
+            count(&c["inbound_email_duplicates"], "duplicate", "duplicates"),
+            text(&c["inbound_emails_refused"])
+        ));
+    }
     let store = &s["dependencies"]["store"];
     let mut rows = vec![vec![
         "store".to_owned(),
@@ -322,7 +332,10 @@ mod tests {
             "status": overall, "version": "0.1.0",
             "started_at": "2026-01-01T12:00:00.123Z", "uptime_seconds": 3723,
             "counters": {"submitted": 10, "delivered": 7, "retried": 2, "dead": 1,
-                         "deferred": 4, "panics": 0, "inbound": 0, "inbound_duplicates": 0},
+                         "deferred": 4, "panics": 0, "inbound": 0, "inbound_duplicates": 0,
+                         "inbound_emails": 3, "inbound_email_duplicates": 1,
+                         "inbound_emails_refused": 2},
+            "email_sources": ["github", "support"],
             "queue_depth": 2, "dead_letter_depth": 1,
             "dependencies": {
                 "store": {"status": "healthy", "last_error": null},
@@ -349,17 +362,18 @@ mod tests {
         let shown = status(&status_json("degraded"), "http://127.0.0.1:8080");
         let lines: Vec<&str> = shown.lines().collect();
         assert_eq!(
-            lines[..5],
+            lines[..6],
             [
                 "ferrule 0.1.0 at http://127.0.0.1:8080: degraded",
                 "up 1h 2m 3s, since 2026-01-01T12:00:00Z",
                 "queue: 2 pending, 1 dead letter",
                 "counters: 10 submitted, 7 delivered, 2 retried, 1 dead, 4 deferred, 0 panics",
                 "inbound: 0 recorded, 0 duplicates",
+                "e-mail (github, support): 3 recorded, 1 duplicate, 2 refused",
             ],
             "{shown}"
         );
-        let table = &lines[6..];
+        let table = &lines[7..];
         assert_eq!(table.len(), 5, "{shown}");
         let column = table[0].find("BREAKER").unwrap();
         assert!(

@@ -87,27 +87,8 @@ impl Config {
             ));
         }
         positive("alerts.max_per_minute", u64::from(a.max_per_minute))?;
-        let kind_of = |field: &'static str, name: &str, wanted: DestinationKind| {
-            let Some(dest) = self.destinations.iter().find(|d| d.name.trim() == name) else {
-                return Err(ConfigError::new(
-                    field,
-                    format!("no destination named `{name}` is configured"),
-                ));
-            };
-            if dest.kind != wanted {
-                return Err(ConfigError::new(
-                    field,
-                    format!(
-                        "`{name}` is a {} destination; this needs a {} one",
-                        dest.kind.as_str(),
-                        wanted.as_str()
-                    ),
-                ));
-            }
-            Ok(())
-        };
         if let Some(telegram) = &a.telegram {
-            kind_of(
+            self.destination_of_kind(
                 "alerts.telegram.destination",
                 &telegram.destination,
                 DestinationKind::Telegram,
@@ -118,7 +99,7 @@ impl Config {
                 .map_err(|m| ConfigError::new("alerts.telegram.chat_id", m))?;
         }
         if let Some(webhook) = &a.webhook {
-            kind_of("alerts.webhook", webhook, DestinationKind::Webhook)?;
+            self.destination_of_kind("alerts.webhook", webhook, DestinationKind::Webhook)?;
         }
         Ok(())
     }

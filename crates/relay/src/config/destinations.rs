@@ -20,8 +20,8 @@ use ferrule_policy::retry::RetryConfig;
 use serde::{Deserialize, Serialize};
 
 use super::defaults::overlay;
-use super::inbound::resolve_inbound;
 use super::secret::{show_endpoint, show_header_values, show_optional_endpoint};
+use super::telegram_inbound::resolve_inbound;
 use super::{Config, InboundConfig, PolicyDefaults, ResolvedInbound, Secret, redact_url};
 
 /// The kind of a destination.

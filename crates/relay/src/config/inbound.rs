@@ -1,186 +1,150 @@
-//! `[destinations.inbound]`: how a Telegram destination receives its bot's updates.
+//! `[inbound]`: what the relay receives from outside that is not a destination's, today the
+//! e-mail sources of `[[inbound.email]]`, and their checks.
 
-use std::fmt;
-use std::time::Duration;
+use std::collections::BTreeSet;
 
-use ferrule_connectors::telegram::utf16_len;
 use ferrule_policy::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use super::Secret;
+use super::{Config, DestinationKind, Secret, SecretDigest};
 
-/// `[destinations.inbound]`: how a Telegram destination receives its bot's updates.
+/// The default largest mail a source takes: 10 MiB.
+pub const DEFAULT_MAX_MAIL_SIZE: usize = 10 * 1024 * 1024;
+
+/// The largest `max_size` accepted: 50 MiB, above what the common inbound-mail services
+/// post (SendGrid 30 MB, Mailgun and Cloudflare Email Routing 25 MB). A mail is held in
+/// memory while it is read.
+pub const MAX_MAIL_SIZE: usize = 50 * 1024 * 1024;
+
+/// `[inbound]`. (Telegram's updates are configured on their destination, in
+/// `[destinations.inbound]`, [`InboundConfig`](super::InboundConfig).)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboundSection {
+    /// `[[inbound.email]]`: where mail is posted, one source per service or purpose.
+    pub email: Vec<EmailSourceConfig>,
+}
+
+/// One `[[inbound.email]]` source: mail posted to `POST /v1/inbound/email/{name}`.
 ///
 /// ```toml
-/// [destinations.inbound]
-/// mode = "webhook"                         # or "polling"
-/// secret_token = "env:TG_WEBHOOK_SECRET"   # webhook mode: required
-/// forward_to = "app-hook"                  # optional: a webhook destination
-/// callback_answer = "Got it"               # optional text for answerCallbackQuery
-/// poll_timeout = "30s"                     # polling mode: the long-poll timeout
+/// [[inbound.email]]
+/// name = "github"                      # the {source} in the path; 1-64 of a-z 0-9 _ -
+/// secret = "env:GITHUB_MAIL_SECRET"    # optional: accepted besides an admin API token
+/// forward_to = "app-hook"              # optional: a webhook destination
+/// max_size = 10485760                  # optional: bytes (default 10 MiB, at most 50 MiB)
 /// ```
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct InboundConfig {
-    /// `webhook` (Telegram posts to `/v1/telegram/{destination}/webhook`) or `polling` (the
-    /// relay calls `getUpdates`, for bots without a public URL).
-    pub mode: InboundMode,
-    /// Webhook mode: the token Telegram sends in `X-Telegram-Bot-Api-Secret-Token`, set with
-    /// `ferrule telegram set-webhook`; 1 to 256 of `A-Z a-z 0-9 _ -`. Inline or `env:` /
-    /// `file:`.
+pub struct EmailSourceConfig {
+    /// The source's name: the `{source}` in the path, and `email:{name}` in the store.
+    pub name: String,
+    /// A credential this source's poster may use instead of an admin API token, as a bearer
+    /// token or a basic-auth password; 16 to 256 of `A-Z a-z 0-9 - . _ ~`, so it can sit in
+    /// a URL's user info. Inline or `env:` / `file:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_token: Option<Secret>,
-    /// Another destination (a webhook) each new update is enqueued to.
+    pub secret: Option<Secret>,
+    /// A webhook destination each new mail is enqueued to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_to: Option<String>,
-    /// The text `answerCallbackQuery` shows for a button press (default: none; the spinner
-    /// just stops). At most 200 characters.
+    /// The largest request body taken, in bytes: the raw message, or the whole form
+    /// (default 10 MiB, at most 50 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub callback_answer: Option<String>,
-    /// Polling mode: how long one `getUpdates` waits for an update (default 30 s; whole seconds,
-    /// 1 s to 5 min).
-    #[serde(
-        default,
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub poll_timeout: Option<Duration>,
+    pub max_size: Option<usize>,
 }
 
-/// How a Telegram destination receives updates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InboundMode {
-    /// Telegram posts each update to the relay.
-    Webhook,
-    /// The relay long-polls `getUpdates`.
-    Polling,
-}
-
-impl InboundMode {
-    /// The name written in `mode = "…"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InboundMode::Webhook => "webhook",
-            InboundMode::Polling => "polling",
-        }
-    }
-}
-
-/// A Telegram webhook's secret token, read from its [`Secret`]; hidden in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretToken(String);
-
-impl SecretToken {
-    /// A token as given; the configuration checks one it reads with [`check_secret_token`].
-    pub fn new(value: impl Into<String>) -> Self {
-        SecretToken(value.into())
-    }
-
-    /// The token.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretToken(***)")
-    }
-}
-
-/// A destination's `[destinations.inbound]`, checked, with its secret read.
+/// An e-mail source, checked, with its secret read and kept only as a digest.
 #[derive(Debug, Clone)]
-pub struct ResolvedInbound {
-    /// Webhook or polling.
-    pub mode: InboundMode,
-    /// Webhook mode: the token every update must carry.
-    pub secret_token: Option<SecretToken>,
-    /// The destination new updates are enqueued to.
+pub struct EmailSource {
+    /// The name in the path.
+    pub name: String,
+    /// The source's own credential, if it has one.
+    pub secret: Option<SecretDigest>,
+    /// The destination new mail is enqueued to.
     pub forward_to: Option<String>,
-    /// The `answerCallbackQuery` text.
-    pub callback_answer: Option<String>,
-    /// Polling mode: the long-poll timeout.
-    pub poll_timeout: Duration,
+    /// The largest request body taken, in bytes.
+    pub max_size: usize,
 }
 
-/// The default long-poll timeout.
-pub(super) const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest long-poll timeout accepted.
-pub(super) const MAX_POLL_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Destination `i`'s `[destinations.inbound]`, checked field by field; the secret is read here.
-pub(super) fn resolve_inbound(
-    i: usize,
-    inbound: &InboundConfig,
-) -> Result<ResolvedInbound, ConfigError> {
-    let at = |field: &str| format!("destinations[{i}].inbound.{field}");
-    let only_for = |field: &str, mode: InboundMode| {
-        ConfigError::new(
-            at(field),
-            format!("is used only with mode = \"{}\"", mode.as_str()),
-        )
-    };
-    let secret_token = match (&inbound.secret_token, inbound.mode) {
-        (None, InboundMode::Webhook) => {
-            return Err(ConfigError::new(
-                at("secret_token"),
-                "is required with mode = \"webhook\": the relay accepts only updates that \
-                 carry it (set it at Telegram with `ferrule telegram set-webhook`)",
-            ));
-        }
-        (Some(_), InboundMode::Polling) => {
-            return Err(only_for("secret_token", InboundMode::Webhook));
-        }
-        (None, InboundMode::Polling) => None,
-        (Some(secret), InboundMode::Webhook) => {
-            let value = secret.expose(&at("secret_token"))?;
-            check_secret_token(&value).map_err(|m| ConfigError::new(at("secret_token"), m))?;
-            Some(SecretToken(value))
-        }
-    };
-    let poll_timeout = match (inbound.poll_timeout, inbound.mode) {
-        (Some(_), InboundMode::Webhook) => {
-            return Err(only_for("poll_timeout", InboundMode::Polling));
-        }
-        (None, _) => DEFAULT_POLL_TIMEOUT,
-        (Some(t), InboundMode::Polling) => {
-            if t.subsec_nanos() != 0 || t.is_zero() || t > MAX_POLL_TIMEOUT {
+impl Config {
+    /// The `[[inbound.email]]` sources, checked; the error names the field, e.g.
+    /// `inbound.email[0].forward_to`.
+    pub fn email_sources(&self) -> Result<Vec<EmailSource>, ConfigError> {
+        let mut names = BTreeSet::new();
+        let mut sources = Vec::with_capacity(self.inbound.email.len());
+        for (i, source) in self.inbound.email.iter().enumerate() {
+            let resolved = self.email_source(i, source)?;
+            if !names.insert(resolved.name.clone()) {
                 return Err(ConfigError::new(
-                    at("poll_timeout"),
-                    "must be whole seconds from 1s to 5m (Telegram counts in seconds)",
+                    format!("inbound.email[{i}].name"),
+                    format!("`{}` is used by an earlier source", resolved.name),
                 ));
             }
-            t
+            sources.push(resolved);
         }
-    };
-    if let Some(text) = &inbound.callback_answer
-        && !(1..=200).contains(&utf16_len(text))
-    {
-        return Err(ConfigError::new(
-            at("callback_answer"),
-            "must be 1 to 200 characters (leave it out to answer without a text)",
-        ));
+        Ok(sources)
     }
-    Ok(ResolvedInbound {
-        mode: inbound.mode,
-        secret_token,
-        forward_to: inbound.forward_to.as_ref().map(|f| f.trim().to_owned()),
-        callback_answer: inbound.callback_answer.clone(),
-        poll_timeout,
-    })
+
+    fn email_source(
+        &self,
+        i: usize,
+        source: &EmailSourceConfig,
+    ) -> Result<EmailSource, ConfigError> {
+        let at = |field: &str| format!("inbound.email[{i}].{field}");
+        let name = source.name.as_str();
+        if !(1..=64).contains(&name.len())
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+        {
+            return Err(ConfigError::new(
+                at("name"),
+                "must be 1 to 64 of `a-z`, `0-9`, `_` and `-` (it is a path segment)",
+            ));
+        }
+        let secret = match &source.secret {
+            None => None,
+            Some(secret) => {
+                let value = secret.expose(&at("secret"))?;
+                check_source_secret(&value).map_err(|m| ConfigError::new(at("secret"), m))?;
+                Some(SecretDigest::of(&value))
+            }
+        };
+        let forward_to = source.forward_to.as_deref().map(str::trim);
+        if let Some(target) = forward_to {
+            self.destination_of_kind(&at("forward_to"), target, DestinationKind::Webhook)?;
+        }
+        let max_size = source.max_size.unwrap_or(DEFAULT_MAX_MAIL_SIZE);
+        if !(1..=MAX_MAIL_SIZE).contains(&max_size) {
+            return Err(ConfigError::new(
+                at("max_size"),
+                format!("must be 1 to {MAX_MAIL_SIZE} bytes (50 MiB)"),
+            ));
+        }
+        Ok(EmailSource {
+            name: name.to_owned(),
+            secret,
+            forward_to: forward_to.map(str::to_owned),
+            max_size,
+        })
+    }
 }
 
-/// Checks a Telegram webhook secret token: 1 to 256 of `A-Z a-z 0-9 _ -`, as Telegram allows.
-pub fn check_secret_token(value: &str) -> Result<(), String> {
-    if !(1..=256).contains(&value.len()) {
-        return Err(format!("must be 1 to 256 characters, not {}", value.len()));
+/// Checks a source's secret: 16 to 256 of `A-Z a-z 0-9 - . _ ~`, the characters a URL's user
+/// info carries as they are (`https://mail:<secret>@relay.example.com/…`).
+pub fn check_source_secret(value: &str) -> Result<(), String> {
+    if !(16..=256).contains(&value.len()) {
+        return Err(format!("must be 16 to 256 characters, not {}", value.len()));
     }
     if !value
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
     {
-        return Err("may contain only `A-Z`, `a-z`, `0-9`, `_` and `-` (Telegram's rule)".into());
+        return Err(
+            "may contain only `A-Z`, `a-z`, `0-9`, `-`, `.`, `_` and `~` (so it can sit in a \
+             URL's user info unescaped)"
+                .into(),
+        );
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod load;
 mod secret;
 mod server;
 mod store;
+mod telegram_inbound;
 #[cfg(test)]
 mod tests;
 
@@ -34,21 +35,26 @@ use self::destinations::{check_forwards, check_shared_tokens};
 pub use self::dispatcher::DispatcherConfig;
 pub use self::health::HealthConfig;
 pub use self::inbound::{
-    InboundConfig, InboundMode, ResolvedInbound, SecretToken, check_secret_token,
+    DEFAULT_MAX_MAIL_SIZE, EmailSource, EmailSourceConfig, InboundSection, MAX_MAIL_SIZE,
+    check_source_secret,
 };
 use self::load::{extract, layered};
-pub use self::secret::{Secret, redact_url};
+pub use self::secret::{Secret, SecretDigest, redact_url};
 pub use self::server::ServerConfig;
 pub use self::store::StoreConfig;
+pub use self::telegram_inbound::{
+    InboundConfig, InboundMode, ResolvedInbound, SecretToken, check_secret_token,
+};
 
 /// The top-level sections an environment variable may address (`FERRULE_<SECTION>__…`).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "server",
     "store",
     "auth",
     "dispatcher",
     "health",
     "defaults",
+    "inbound",
     "alerts",
 ];
 
@@ -73,6 +79,8 @@ pub struct Config {
     pub defaults: PolicyDefaults,
     /// Where messages go.
     pub destinations: Vec<DestinationConfig>,
+    /// What the relay receives from outside: e-mail sources.
+    pub inbound: InboundSection,
     /// Where the relay reports its own trouble (default: nowhere).
     pub alerts: AlertsConfig,
 }
@@ -247,6 +255,7 @@ impl Config {
         }
         check_forwards(&resolved)?;
         check_shared_tokens(&resolved)?;
+        self.email_sources()?;
         self.validate_alerts()
     }
     /// The effective configuration as TOML with every secret redacted (`config check`): each
@@ -281,6 +290,32 @@ impl Config {
                 )
             })
             .collect()
+    }
+
+    /// Checks that `name`, given in `field`, is a configured destination of kind `wanted`.
+    fn destination_of_kind(
+        &self,
+        field: &str,
+        name: &str,
+        wanted: DestinationKind,
+    ) -> Result<(), ConfigError> {
+        let Some(dest) = self.destinations.iter().find(|d| d.name.trim() == name) else {
+            return Err(ConfigError::new(
+                field.to_owned(),
+                format!("no destination named `{name}` is configured"),
+            ));
+        };
+        if dest.kind != wanted {
+            return Err(ConfigError::new(
+                field.to_owned(),
+                format!(
+                    "`{name}` is a {} destination; this needs a {} one",
+                    dest.kind.as_str(),
+                    wanted.as_str()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The store URL to open.

@@ -6,6 +6,8 @@ use std::fmt;
 
 use ferrule_policy::ConfigError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// A secret value: redacted in `Debug` and when serialised (so in `config check` and logs).
 ///
@@ -50,6 +52,31 @@ impl Secret {
     /// without a password is shown by [`redact_url`]).
     pub(super) fn raw(&self) -> &str {
         &self.0
+    }
+}
+
+/// A shared secret that callers present (a webhook's secret token, an e-mail source's
+/// secret), kept only as its SHA-256 and compared in constant time: equal lengths whatever
+/// the presented value's, so neither its content nor its length leaks. Hidden in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    /// The digest of `secret`.
+    pub fn of(secret: &str) -> Self {
+        SecretDigest(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// Whether `presented` is the secret, compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        presented.ct_eq(&self.0).into()
+    }
+}
+
+impl fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretDigest(***)")
     }
 }
 

@@ -907,3 +907,117 @@ fn the_printout_reads_back_as_the_same_policies() {
     assert_eq!(calm.retry.max_attempts, 3);
     assert!(again.policies(1).unwrap().chaos.enabled, "{shown}");
 }
+
+#[test]
+fn email_sources_resolve_with_their_defaults_and_hide_their_secret() {
+    let config = from_toml(
+        r#"
+        [[destinations]]
+        name = "app-hook"
+        type = "webhook"
+        url = "https://app.example.com/mail"
+        [[inbound.email]]
+        name = "github"
+        secret = "mail-s3cr3t-0123456789"
+        forward_to = "app-hook"
+        [[inbound.email]]
+        name = "support_2"
+        max_size = 1048576
+        "#,
+    )
+    .unwrap();
+    let sources = config.email_sources().unwrap();
+    assert_eq!(sources[0].name, "github");
+    assert!(
+        sources[0]
+            .secret
+            .as_ref()
+            .unwrap()
+            .matches(b"mail-s3cr3t-0123456789")
+    );
+    assert!(
+        !sources[0]
+            .secret
+            .as_ref()
+            .unwrap()
+            .matches(b"mail-s3cr3t-012345678")
+    );
+    assert_eq!(sources[0].forward_to.as_deref(), Some("app-hook"));
+    assert_eq!(sources[0].max_size, DEFAULT_MAX_MAIL_SIZE);
+    assert_eq!(sources[1].max_size, 1024 * 1024);
+    assert!(sources[1].secret.is_none() && sources[1].forward_to.is_none());
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("[[inbound.email]]"), "{shown}");
+    assert!(!format!("{config:?} {sources:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn email_source_errors_name_the_field() {
+    let destinations = "[[destinations]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://x.y/\"\n\
+                        [[destinations]]\nname = \"bot\"\ntype = \"telegram\"\nbot_token = \"1:a\"\n";
+    for (source, field, says) in [
+        ("name = \"\"", "inbound.email[0].name", "1 to 64"),
+        ("name = \"GitHub\"", "inbound.email[0].name", "a-z"),
+        ("name = \"a/b\"", "inbound.email[0].name", "a-z"),
+        (
+            &format!("name = \"{}\"", "a".repeat(65)),
+            "inbound.email[0].name",
+            "1 to 64",
+        ),
+        (
+            "name = \"gh\"\nsecret = \"short\"",
+            "inbound.email[0].secret",
+            "16 to 256",
+        ),
+        (
+            "name = \"gh\"\nsecret = \"has space 0123456789\"",
+            "inbound.email[0].secret",
+            "A-Z",
+        ),
+        (
+            "name = \"gh\"\nsecret = \"env:FERRULE_TEST_UNSET_SECRET\"",
+            "inbound.email[0].secret",
+            "not set",
+        ),
+        (
+            "name = \"gh\"\nforward_to = \"nowhere\"",
+            "inbound.email[0].forward_to",
+            "no destination",
+        ),
+        (
+            "name = \"gh\"\nforward_to = \"bot\"",
+            "inbound.email[0].forward_to",
+            "webhook",
+        ),
+        (
+            "name = \"gh\"\nmax_size = 0",
+            "inbound.email[0].max_size",
+            "1 to",
+        ),
+        (
+            "name = \"gh\"\nmax_size = 52428801",
+            "inbound.email[0].max_size",
+            "50 MiB",
+        ),
+        (
+            "name = \"gh\"\n[[inbound.email]]\nname = \"gh\"",
+            "inbound.email[1].name",
+            "earlier source",
+        ),
+    ] {
+        let text = format!("{destinations}[[inbound.email]]\n{source}\n");
+        let error = from_toml(&text).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("`{field}`")) && error.contains(says),
+            "{source}: {error}"
+        );
+    }
+    // A list where the section's table belongs, and a field it does not know, are refused.
+    for text in ["[[inbound]]\nemail = []\n", "[inbound]\nsms = []\n"] {
+        assert!(
+            matches!(from_toml(text), Err(LoadError::Parse(_))),
+            "{text}"
+        );
+    }
+}

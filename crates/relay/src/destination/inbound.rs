@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
-
-use crate::config::{HealthConfig, InboundMode, ResolvedInbound};
+use crate::config::{HealthConfig, InboundMode, ResolvedInbound, SecretDigest};
 use crate::health::Health;
 
 /// A Telegram destination's inbound side at run time.
@@ -14,9 +11,8 @@ use crate::health::Health;
 pub struct Inbound {
     /// Webhook or polling.
     pub mode: InboundMode,
-    /// SHA-256 of the webhook's secret token: compared in constant time, and equal lengths
-    /// whatever the presented token's, so neither its content nor its length leaks.
-    secret_digest: Option<[u8; 32]>,
+    /// The webhook's secret token, as its digest.
+    secret_digest: Option<SecretDigest>,
     /// The destination new updates are enqueued to.
     pub forward_to: Option<String>,
     /// The `answerCallbackQuery` text.
@@ -35,7 +31,7 @@ impl Inbound {
             secret_digest: config
                 .secret_token
                 .as_ref()
-                .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+                .map(|t| SecretDigest::of(t.expose())),
             forward_to: config.forward_to.clone(),
             callback_answer: config.callback_answer.clone(),
             poll_timeout: config.poll_timeout,
@@ -46,11 +42,9 @@ impl Inbound {
     /// Whether `presented` is the webhook's secret token, compared in constant time. Always
     /// false without a configured token.
     pub fn accepts_secret(&self, presented: &[u8]) -> bool {
-        let Some(expected) = &self.secret_digest else {
-            return false;
-        };
-        let presented: [u8; 32] = Sha256::digest(presented).into();
-        presented.ct_eq(expected).into()
+        self.secret_digest
+            .as_ref()
+            .is_some_and(|digest| digest.matches(presented))
     }
 }
 

@@ -20,12 +20,19 @@
 //! (`X-GitHub-Sender`), the pull request's state (`X-GitHub-PullRequestStatus`, newer mail), its
 //! labels (`X-GitHub-Labels`), and the body ends with the link. Mail that is not from GitHub is
 //! recorded the same, with no context.
+//!
+//! [`record_mail`] stores a parsed mail once, with its forward (`record.rs`); the route that
+//! takes mail is `api/inbound.rs`.
+
+mod record;
 
 use std::fmt;
 
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+pub use self::record::{count_refused, record_mail, source};
 
 /// The longest text body kept in a summary, in characters; a longer one is cut and marked.
 pub const MAX_TEXT_CHARS: usize = 20_000;

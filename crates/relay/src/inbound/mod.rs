@@ -1,4 +1,5 @@
-//! Inbound Telegram updates: each recorded once, forwarded, its button press answered.
+//! Inbound events: Telegram updates, each recorded once, forwarded, its button press answered
+//! (here and in [`polling`]), and e-mail ([`email`]: parsing and recording).
 //!
 //! An update arrives by webhook (`api/inbound.rs`, `POST /v1/telegram/{destination}/webhook`)
 //! or by long polling ([`polling`]); both end in [`record_update`]:
@@ -100,13 +101,7 @@ pub async fn record_update(
         payload: raw,
         forward,
     };
-    let recorded = state.store.record_inbound(event).await;
-    match &recorded {
-        // A redelivered update writes nothing: it says nothing about the disk.
-        Ok(r) if !r.is_created() => {}
-        result => state.storage.observe(state.clock.system_now(), result),
-    }
-    let recorded = match recorded {
+    let recorded = match store_event(state, event).await {
         Ok(recorded) => recorded,
         Err(e) => {
             inbound
@@ -125,16 +120,31 @@ pub async fn record_update(
     }
     Counters::bump(&state.counters.inbound);
     metrics::counter!(INBOUND.name, "destination" => name).increment(1);
-    if recorded.forward().is_some_and(|f| f.is_created()) {
-        // The forward is a new pending message: count it like a submission for the queue
-        // depth estimate (it is in the store's count from the next refresh on). One whose
-        // idempotency key was taken stored nothing.
-        state.depths.added(1, false);
-    }
     if let Some(query) = update.and_then(|u| u.callback_query.as_ref()) {
         answer_callback(state, destination, query.id.clone());
     }
     Ok(recorded)
+}
+
+/// Stores `event` with its forward ([`Store::record_inbound`]), noting in
+/// [`Shared::storage`](crate::state::Shared::storage) what the write says about the disk (a
+/// duplicate wrote nothing, so it says nothing), and counting a new forward in the queue depth
+/// estimate like a submission (it is in the store's count from the next refresh on).
+pub(crate) async fn store_event(
+    state: &AppState,
+    event: NewInbound,
+) -> Result<Recorded, StoreError> {
+    let recorded = state.store.record_inbound(event).await;
+    match &recorded {
+        Ok(r) if !r.is_created() => {}
+        result => state.storage.observe(state.clock.system_now(), result),
+    }
+    let forward = recorded.as_ref().ok().and_then(Recorded::forward);
+    if forward.is_some_and(|f| f.is_created()) {
+        // One whose idempotency key was taken stored nothing.
+        state.depths.added(1, false);
+    }
+    recorded
 }
 
 /// The message a new update is forwarded as: `{"source", "update"}`. Updates from one chat

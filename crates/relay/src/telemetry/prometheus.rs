@@ -213,6 +213,45 @@ pub const CALLBACK_ANSWERS: Family = family(
     &["destination", "result"],
     "Telegram button presses answered with answerCallbackQuery, by result (ok, failed).",
 );
+/// Inbound e-mail recorded.
+pub const INBOUND_EMAILS: Family = family(
+    "ferrule_inbound_emails_total",
+    Kind::Counter,
+    &["source"],
+    "Mail recorded by POST /v1/inbound/email/{source} (mail recorded before excluded).",
+);
+/// Inbound e-mail posted again.
+pub const INBOUND_EMAIL_DUPLICATES: Family = family(
+    "ferrule_inbound_email_duplicates_total",
+    Kind::Counter,
+    &["source"],
+    "Mail posted again under a key recorded before, acknowledged and ignored.",
+);
+/// Inbound e-mail refused.
+pub const INBOUND_EMAILS_REFUSED: Family = family(
+    "ferrule_inbound_emails_refused_total",
+    Kind::Counter,
+    &["source", "reason"],
+    "Mail posted to a configured source and refused, by error code.",
+);
+/// Why a mail was refused: every API error code `POST /v1/inbound/email/{source}` answers, as
+/// counted in [`INBOUND_EMAILS_REFUSED`].
+pub const EMAIL_REFUSAL_REASONS: [&str; 14] = [
+    "unauthorized",
+    "forbidden",
+    "shutting_down",
+    "unsupported_media_type",
+    "body_too_large",
+    "invalid_body",
+    "invalid_form",
+    "invalid_email",
+    "payload_too_large",
+    "invalid_request",
+    "storage_full",
+    "store_unavailable",
+    "store_busy",
+    "internal",
+];
 /// Alerts queued.
 pub const ALERTS: Family = family(
     "ferrule_alerts_total",
@@ -254,7 +293,7 @@ pub const BUILD_INFO: Family = family(
 );
 
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 21] = [
+pub const FAMILIES: [Family; 24] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -272,6 +311,9 @@ pub const FAMILIES: [Family; 21] = [
     INBOUND,
     INBOUND_DUPLICATES,
     CALLBACK_ANSWERS,
+    INBOUND_EMAILS,
+    INBOUND_EMAIL_DUPLICATES,
+    INBOUND_EMAILS_REFUSED,
     ALERTS,
     ALERTS_SUPPRESSED,
     POLICY_EVENTS,
@@ -294,8 +336,8 @@ const LATENCY_BUCKETS: [f64; 19] = [
 /// The process-wide Prometheus handle, installing the recorder and describing every family in
 /// [`FAMILIES`] on first use.
 ///
-/// No label ever holds a message id or a payload value; destinations are the only label with
-/// values a user chooses.
+/// No label ever holds a message id or a payload value; destinations and e-mail sources, both
+/// named in the configuration, are the only labels with values a user chooses.
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -384,6 +426,18 @@ pub fn register_destination_series(name: &str, inbound: bool) {
             metrics::counter!(CALLBACK_ANSWERS.name, "destination" => d(), "result" => result)
                 .increment(0);
         }
+    }
+}
+
+/// Registers every series of the e-mail source `name` at its current value (zero for a new
+/// one): mail recorded, posted again, and refused by each reason.
+pub fn register_email_source_series(name: &str) {
+    let s = || name.to_owned();
+    metrics::counter!(INBOUND_EMAILS.name, "source" => s()).increment(0);
+    metrics::counter!(INBOUND_EMAIL_DUPLICATES.name, "source" => s()).increment(0);
+    for reason in EMAIL_REFUSAL_REASONS {
+        metrics::counter!(INBOUND_EMAILS_REFUSED.name, "source" => s(), "reason" => reason)
+            .increment(0);
     }
 }
 

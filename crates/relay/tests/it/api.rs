@@ -6,7 +6,7 @@ use ferrule::StartOptions;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{self, TOKEN, start, webhook};
+use crate::support::{self, TOKEN, send_whole_then_read, start, webhook};
 
 /// A destination whose receiver is never reached in these tests (deliveries are scheduled an
 /// hour ahead), so message state stays put.
@@ -43,12 +43,20 @@ async fn every_route_asks_for_the_token_its_access_level_needs() {
     let relay = start(|config| {
         idle(config);
         config.auth.read_only_tokens = vec![ferrule::config::Secret::new(READ_TOKEN)];
+        config
+            .inbound
+            .email
+            .push(ferrule::config::EmailSourceConfig {
+                name: "github".into(),
+                ..Default::default()
+            });
     })
     .await;
     let concrete = |path: &str| {
         path.replace("{id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
             .replace("{destination}", "billing-hook")
             .replace("{action}", "reset")
+            .replace("{source}", "github")
     };
     for route in routes() {
         let path = concrete(route.path);
@@ -82,7 +90,8 @@ async fn every_route_asks_for_the_token_its_access_level_needs() {
                     "{route:?}: {read} {read_body}"
                 );
             }
-            Access::Write => {
+            // The e-mail route also takes its source's secret (tests/it/email.rs).
+            Access::Write | Access::EmailSource => {
                 assert_eq!(anonymous, StatusCode::UNAUTHORIZED, "{route:?}");
                 assert_eq!(wrong, StatusCode::UNAUTHORIZED, "{route:?}");
                 assert_eq!(read, StatusCode::FORBIDDEN, "{route:?}: {read_body}");
@@ -228,50 +237,6 @@ async fn a_scalar_webhook_payload_is_422_unless_the_destination_allows_any_json(
         let (status, body) = submit("billing-hook", &payload).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{payload}: {body}");
     }
-}
-
-/// Sends `head` and then `body` whole on a new connection to `base`, only then reads the
-/// answer, as Python's `requests` does: its status and its JSON body. Then asks `GET /livez` on
-/// the same connection and returns that status too (`None` if the connection was closed).
-async fn send_whole_then_read(base: &str, head: &str, body: &[u8]) -> (u16, Value, Option<u16>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-    async fn answer(conn: &mut BufReader<tokio::net::TcpStream>) -> Option<(u16, Vec<u8>)> {
-        let mut status = String::new();
-        conn.read_line(&mut status).await.ok()?;
-        let status = status.split_whitespace().nth(1)?.parse().ok()?;
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            conn.read_line(&mut line).await.ok()?;
-            if line.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().ok()?;
-            }
-        }
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body).await.ok()?;
-        Some((status, body))
-    }
-
-    let addr = base.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(body)
-        .await
-        .expect("the relay reads the whole body before closing");
-    let mut conn = BufReader::new(conn);
-    let (status, answer_body) = answer(&mut conn).await.expect("an answer");
-    let next = format!("GET /livez HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let again = match conn.get_mut().write_all(next.as_bytes()).await {
-        Ok(()) => answer(&mut conn).await.map(|(status, _)| status),
-        Err(_) => None,
-    };
-    (status, serde_json::from_slice(&answer_body).unwrap(), again)
 }
 
 /// Found with Python's `urllib` and `requests`, which send the whole body before reading: a

@@ -88,15 +88,9 @@ async fn post_update(
 
 /// Every recorded event of `source`, newest first, through `GET /v1/inbound`.
 async fn events(relay: &TestRelay, source: &str) -> Vec<Value> {
-    let (status, page) = relay
-        .call(
-            Method::GET,
-            &format!("/v1/inbound?source={source}&limit=1000"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["events"].as_array().unwrap().clone()
+    relay
+        .page(&format!("/v1/inbound?source={source}&limit=1000"), "events")
+        .await
 }
 
 fn update_ids(events: &[Value]) -> Vec<i64> {

@@ -7,6 +7,7 @@ mod binary;
 mod cli;
 mod delivery;
 mod disk;
+mod email;
 mod fake_bot_api;
 mod github;
 mod inbound;

@@ -1,6 +1,7 @@
 //! No configured secret is ever shown: not by `config check`, `migrate` or `token list`, not by
-//! the API (`/v1/destinations`, `/status`, a dead message's timeline and `last_error`, the
-//! dead-letter list), not in the CLI's output and not in the relay's logs at debug level.
+//! the API (`/v1/destinations`, `/status`, `/v1/inbound`, a dead message's timeline and
+//! `last_error`, the dead-letter list), not in the CLI's output and not in the relay's logs at
+//! debug level, also after an e-mail source's secret was used in a URL, and a wrong one.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ const MOVED_SECRET: &str = "MOVEDSECRET-path";
 const BOT_SECRET: &str = "BOTSECRET_abc-DEF123";
 const SMTP_PASSWORD: &str = "SMTPSECRET-pw";
 const GITHUB_SECRET: &str = "GHSECRET0123456789abcdef";
+const MAIL_SECRET: &str = "MAILSECRET-source_0123";
 
 /// Every secret the test config holds (the webhook secret by its key, after `whsec_`).
 fn secrets() -> Vec<&'static str> {
@@ -38,6 +40,7 @@ fn secrets() -> Vec<&'static str> {
         BOT_SECRET,
         SMTP_PASSWORD,
         GITHUB_SECRET,
+        MAIL_SECRET,
         &SECRET[6..],
     ]
 }
@@ -143,6 +146,10 @@ name = "gh"
 type = "github"
 token = "ghp_{GITHUB_SECRET}"
 api_base = "http://127.0.0.1:{failing}"
+[[inbound.email]]
+name = "github"
+secret = "{MAIL_SECRET}"
+forward_to = "hook"
 "#
         ),
     )
@@ -201,6 +208,21 @@ api_base = "http://127.0.0.1:{failing}"
             .unwrap();
         ids.push(answer["id"].as_str().expect("queued").to_owned());
     }
+    // A mail posted with the source's secret in the URL, as a mail service is given it, and
+    // one with a wrong secret.
+    let port = base.rsplit(':').next().unwrap();
+    for (secret, status) in [(MAIL_SECRET, 200), ("WRONG-source_secret_0123", 401)] {
+        let answer = http
+            .post(format!(
+                "http://mail:{secret}@127.0.0.1:{port}/v1/inbound/email/github"
+            ))
+            .header("content-type", "message/rfc822")
+            .body("From: ops@example.org\r\nMessage-ID: <m1@example.org>\r\n\r\nhi\r\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status);
+    }
     // Every message fails its one attempt and is dead-lettered with the reason.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut shown = Vec::new();
@@ -221,6 +243,7 @@ api_base = "http://127.0.0.1:{failing}"
         "/status",
         "/v1/dead-letters",
         "/v1/breakers",
+        "/v1/inbound",
     ] {
         shown.push(get(&base, path).await.to_string());
     }

@@ -210,6 +210,17 @@ impl TestRelay {
         (status, value)
     }
 
+    /// The items under `key` of the page `GET path` answers with the test token, which must be
+    /// 200.
+    pub(crate) async fn page(&self, path: &str, key: &str) -> Vec<Value> {
+        let (status, page) = self.call(Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        page[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {page}"))
+            .clone()
+    }
+
     /// Submits `payload` to `destination`; returns the new id.
     pub(crate) async fn submit(&self, destination: &str, payload: Value) -> String {
         let (status, body) = self
@@ -357,4 +368,52 @@ pub(crate) fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Sends `head` and then `body` whole on a new connection to `base`, only then reads the
+/// answer, as Python's `requests` does: its status and its JSON body. Then asks `GET /livez` on
+/// the same connection and returns that status too (`None` if the connection was closed).
+pub(crate) async fn send_whole_then_read(
+    base: &str,
+    head: &str,
+    body: &[u8],
+) -> (u16, Value, Option<u16>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    async fn answer(conn: &mut BufReader<tokio::net::TcpStream>) -> Option<(u16, Vec<u8>)> {
+        let mut status = String::new();
+        conn.read_line(&mut status).await.ok()?;
+        let status = status.split_whitespace().nth(1)?.parse().ok()?;
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line).await.ok()?;
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().ok()?;
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).await.ok()?;
+        Some((status, body))
+    }
+
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body)
+        .await
+        .expect("the relay reads the whole body before closing");
+    let mut conn = BufReader::new(conn);
+    let (status, answer_body) = answer(&mut conn).await.expect("an answer");
+    let next = format!("GET /livez HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let again = match conn.get_mut().write_all(next.as_bytes()).await {
+        Ok(()) => answer(&mut conn).await.map(|(status, _)| status),
+        Err(_) => None,
+    };
+    (status, serde_json::from_slice(&answer_body).unwrap(), again)
 }
