@@ -114,10 +114,14 @@ impl PgSchema {
         let base = std::env::var("FERRULE_TEST_POSTGRES_URL").expect(
             "FERRULE_TEST_POSTGRES_URL must name a PostgreSQL database (scripts/test sets it)",
         );
-        PgSchema {
-            name: format!("ferrule_relay_test_{:016x}", fastrand::u64(..)),
-            base,
-        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // The creation time in the name lets a later run sweep what a killed run left behind.
+        let name = format!("{SCHEMA_PREFIX}{now}_{:08x}", fastrand::u32(..),);
+        sweep_stale_schemas(&base, now);
+        PgSchema { name, base }
     }
 
     pub(crate) fn url(&self) -> String {
@@ -127,25 +131,91 @@ impl PgSchema {
 }
 
 impl Drop for PgSchema {
+    /// Drops the schema, waiting a few seconds for its locks. The relay's last write may still
+    /// hold one: a `#[tokio::test]` runs the relay on the test's own thread, which this drop
+    /// blocks, so a transaction the shutdown interrupted cannot end until the test returns.
+    /// Then the drop goes on in the background, once the test's connections are closed; a
+    /// schema it could not drop before the process exited is swept by a later run.
     fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
-        let url = self.base.clone();
+        let (base, name) = (self.base.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || drop_schema(&base, &name, "3s"))
+            .join()
+            .unwrap_or(false);
+        if !dropped {
+            let (base, name) = (self.base.clone(), self.name.clone());
+            std::thread::spawn(move || {
+                for _ in 0..30 {
+                    if drop_schema(&base, &name, "2s") {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// The prefix of the schemas relay tests create: `ferrule_relay_test_<unix secs>_<random>`.
+const SCHEMA_PREFIX: &str = "ferrule_relay_test_";
+
+/// Drops `schema` unless a lock on it is not granted within `lock_timeout`; says whether it
+/// is gone.
+fn drop_schema(base: &str, schema: &str, lock_timeout: &str) -> bool {
+    let sql =
+        format!("SET lock_timeout = '{lock_timeout}'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
+    rt.block_on(async {
+        use sqlx::Connection as _;
+        let Ok(mut conn) = sqlx::PgConnection::connect(base).await else {
+            return false;
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .is_ok()
+    })
+}
+
+/// Drops the test schemas created more than an hour before `now` (left by a killed run), once
+/// per process.
+fn sweep_stale_schemas(base: &str, now: u64) {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let base = base.to_owned();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .ok()?;
-            rt.block_on(async {
+            else {
+                return;
+            };
+            let names: Vec<String> = rt.block_on(async {
                 use sqlx::Connection as _;
-                let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut conn)
+                let Ok(mut conn) = sqlx::PgConnection::connect(&base).await else {
+                    return Vec::new();
+                };
+                sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1")
+                    .bind(format!("{SCHEMA_PREFIX}%"))
+                    .fetch_all(&mut conn)
                     .await
-                    .ok()
-            })
+                    .unwrap_or_default()
+            });
+            for name in names {
+                let created = name
+                    .strip_prefix(SCHEMA_PREFIX)
+                    .and_then(|rest| rest.split('_').next())
+                    .and_then(|secs| secs.parse::<u64>().ok());
+                if created.is_some_and(|created| created + 3600 < now) {
+                    drop_schema(&base, &name, "1s");
+                }
+            }
         })
         .join();
-    }
+    });
 }
 
 /// Starts the relay with `config` exactly as given, keeping `dir` alive.
