@@ -46,6 +46,8 @@ impl Default for StartOptions {
 pub struct Running {
     /// Where the API listens.
     pub addr: SocketAddr,
+    /// Where `server.metrics_listen` serves `/metrics`, when it is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The shared state (store, destinations, counters).
     pub state: AppState,
     /// The token generated at this start, if one was (it is shown only once).
@@ -148,13 +150,34 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
         context: "cannot read the listening address".into(),
         source,
     })?;
+    let metrics_listener = match &config.server.metrics_listen {
+        Some(at) => Some(TcpListener::bind(at).await.map_err(|source| Error::Io {
+            context: format!("cannot listen on {at} (server.metrics_listen)"),
+            source,
+        })?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| Error::Io {
+            context: "cannot read the metrics listening address".into(),
+            source,
+        })?),
+        None => None,
+    };
     let (state, generated_token) = build_state(config, options.clock.clone()).await?;
     if options.banner {
         banner(&state, addr, generated_token.as_deref());
+        if let Some(at) = metrics_addr {
+            console::out(&format!("metrics at http://{at}/metrics\n"));
+        }
+    }
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(serve_metrics(state.clone(), listener));
     }
     let task = tokio::spawn(run(state.clone(), listener));
     Ok(Running {
         addr,
+        metrics_addr,
         state,
         generated_token,
         task,
@@ -235,6 +258,7 @@ pub(crate) async fn build_state(
         depths,
         store_health: Health::new(config.health.clone()),
         storage: Default::default(),
+        heartbeat: Default::default(),
         shutdown_requested: CancellationToken::new(),
         shutdown_requested_at: Default::default(),
         shutdown: CancellationToken::new(),
@@ -424,6 +448,19 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     })
 }
 
+/// Serves `/metrics`, `/livez` and `/readyz` on `server.metrics_listen` until the API's
+/// listener closes.
+async fn serve_metrics(state: AppState, listener: TcpListener) {
+    let shutdown = state.shutdown.clone();
+    let app = crate::api::metrics_router(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "the metrics listener failed");
+    }
+}
+
 /// Stops the relay `server.shutdown_delay` after a shutdown is requested, on the relay's clock,
 /// or at once when a second request or the stop itself comes first. Meanwhile the API serves,
 /// answering 503 `shutting_down` to `/readyz` and submissions, so a load balancer takes the
@@ -463,11 +500,14 @@ pub async fn serve(config: Config) -> Result<(), Error> {
             return Err(e);
         }
     };
+    crate::health::systemd::ready(running.addr);
+    tokio::spawn(crate::health::systemd::watchdog(running.state.clone()));
     let state = running.state.clone();
     tokio::spawn(async move {
         let mut signals = signals;
         loop {
             signals.recv().await;
+            crate::health::systemd::stopping();
             // The first request is logged where the delay is timed.
             if state.request_shutdown() == ShutdownStep::Hurried {
                 tracing::info!("second signal: skipping the rest of the shutdown delay; draining");

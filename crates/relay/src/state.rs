@@ -76,6 +76,8 @@ pub struct Shared {
     pub store_health: Health,
     /// Whether the store's disk is full (an episode of refused writes).
     pub storage: crate::health::storage::StorageFull,
+    /// When the dispatcher's claim loop last went round, for the service manager's watchdog.
+    pub heartbeat: crate::health::Heartbeat,
     /// Cancelled when a shutdown is requested (SIGTERM/SIGINT, [`Shared::request_shutdown`]):
     /// from then on `/readyz` and new submissions answer 503 `shutting_down`, while the API
     /// keeps serving for `server.shutdown_delay`.

@@ -200,6 +200,7 @@ fn store_entry(health: HealthSnapshot, storage_full: Option<Episode>) -> Value {
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.refresh_depths().await;
+    crate::telemetry::prometheus::collect_process();
     (
         StatusCode::OK,
         [(

@@ -186,6 +186,29 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The router of `server.metrics_listen`: the routes of [`routes`] a scraper or a probe needs
+/// (`/metrics`, `/livez`, `/readyz`), with the same access rules as on the API's address.
+pub fn metrics_router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for r in routes()
+        .into_iter()
+        .filter(|r| matches!(r.path, "/metrics" | "/livez" | "/readyz"))
+    {
+        let handler = match r.access {
+            Access::Public => r.handler,
+            Access::Read => r
+                .handler
+                .layer(middleware::from_fn_with_state(state.clone(), require_read)),
+            Access::Write | Access::EmailSource => continue,
+        };
+        router = router.route(r.path, handler);
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }

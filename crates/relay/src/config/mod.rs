@@ -179,6 +179,17 @@ impl Config {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| ConfigError::new("server.listen", format!("not an address: {e}")))?;
+        if let Some(metrics) = &self.server.metrics_listen {
+            let addr = metrics.parse::<SocketAddr>().map_err(|e| {
+                ConfigError::new("server.metrics_listen", format!("not an address: {e}"))
+            })?;
+            if metrics == &self.server.listen && addr.port() != 0 {
+                return Err(ConfigError::new(
+                    "server.metrics_listen",
+                    "is server.listen: leave it out to serve /metrics on the API's address only",
+                ));
+            }
+        }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
         positive("server.max_queue_depth", self.server.max_queue_depth)?;
         positive("server.max_scheduled", self.server.max_scheduled)?;

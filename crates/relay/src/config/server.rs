@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct ServerConfig {
     /// Address to listen on (default `127.0.0.1:8080`).
     pub listen: String,
+    /// A second address that serves only `/metrics`, `/livez` and `/readyz` (default none), so a
+    /// scraper on an internal network reaches the metrics while the API listens elsewhere.
+    /// `/metrics` there takes the same tokens as on the API's address (a read-only one will do).
+    pub metrics_listen: Option<String>,
     /// Largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
     /// Submissions due now are refused with 503 `queue_full` once this many messages are
@@ -41,6 +45,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
+            metrics_listen: None,
             max_body_bytes: 1024 * 1024,
             max_queue_depth: 5_000_000,
             max_scheduled: 1_000_000,

@@ -103,6 +103,7 @@ async fn claim_loop<D, F>(
         if state.shutdown.is_cancelled() {
             return;
         }
+        state.heartbeat.beat();
         let free = slots.available_permits();
         if free == 0 {
             tokio::select! {

@@ -1,11 +1,15 @@
 //! What the relay knows about its own health and its dependencies': each dependency's status
 //! with thresholds ([`Health`]), the queue depths it estimates between reads of the store
-//! ([`Depths`]), and a full store disk as one episode ([`storage`]). The probes that show them
+//! ([`Depths`]), a full store disk as one episode ([`storage`]), and what a service manager
+//! is told ([`systemd`]: ready, stopping, and the watchdog fed by the claim loop's
+//! [`Heartbeat`]). The probes that show them
 //! (`/livez`, `/readyz`, `/status`, `/metrics`) are in `api/health.rs`.
 
 mod dependency;
 mod depths;
 pub mod storage;
+pub mod systemd;
 
 pub use self::dependency::{Health, HealthSnapshot, HealthStatus, LastError};
 pub use self::depths::Depths;
+pub use self::systemd::Heartbeat;

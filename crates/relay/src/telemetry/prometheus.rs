@@ -292,8 +292,77 @@ pub const BUILD_INFO: Family = family(
     "Always 1; the relay's version is the label.",
 );
 
+/// The process's CPU time.
+pub const PROCESS_CPU: Family = family(
+    "process_cpu_seconds_total",
+    Kind::Counter,
+    &[],
+    "Total user and system CPU time spent in seconds.",
+);
+/// The process's resident memory.
+pub const PROCESS_RESIDENT_MEMORY: Family = family(
+    "process_resident_memory_bytes",
+    Kind::Gauge,
+    &[],
+    "Resident memory size in bytes.",
+);
+/// The process's virtual memory.
+pub const PROCESS_VIRTUAL_MEMORY: Family = family(
+    "process_virtual_memory_bytes",
+    Kind::Gauge,
+    &[],
+    "Virtual memory size in bytes.",
+);
+/// The process's address-space limit.
+pub const PROCESS_VIRTUAL_MEMORY_MAX: Family = family(
+    "process_virtual_memory_max_bytes",
+    Kind::Gauge,
+    &[],
+    "Maximum amount of virtual memory available in bytes (0: unlimited).",
+);
+/// The process's open file descriptors.
+pub const PROCESS_OPEN_FDS: Family = family(
+    "process_open_fds",
+    Kind::Gauge,
+    &[],
+    "Number of open file descriptors.",
+);
+/// The process's file-descriptor limit.
+pub const PROCESS_MAX_FDS: Family = family(
+    "process_max_fds",
+    Kind::Gauge,
+    &[],
+    "Maximum number of open file descriptors (0: unlimited).",
+);
+/// When the process started.
+pub const PROCESS_START_TIME: Family = family(
+    "process_start_time_seconds",
+    Kind::Gauge,
+    &[],
+    "Start time of the process since unix epoch in seconds.",
+);
+/// The process's threads.
+pub const PROCESS_THREADS: Family = family(
+    "process_threads",
+    Kind::Gauge,
+    &[],
+    "Number of OS threads in the process.",
+);
+/// The process families, read from the operating system (`/proc` on Linux) at each scrape by
+/// [`collect_process`], named and described as Prometheus' own client libraries do.
+pub const PROCESS_FAMILIES: [Family; 8] = [
+    PROCESS_CPU,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_VIRTUAL_MEMORY,
+    PROCESS_VIRTUAL_MEMORY_MAX,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START_TIME,
+    PROCESS_THREADS,
+];
+
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 24] = [
+pub const FAMILIES: [Family; 32] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -318,6 +387,14 @@ pub const FAMILIES: [Family; 24] = [
     ALERTS_SUPPRESSED,
     POLICY_EVENTS,
     BUILD_INFO,
+    PROCESS_CPU,
+    PROCESS_RESIDENT_MEMORY,
+    PROCESS_VIRTUAL_MEMORY,
+    PROCESS_VIRTUAL_MEMORY_MAX,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START_TIME,
+    PROCESS_THREADS,
 ];
 
 /// Attempt durations, in seconds: 1 ms to a minute (attempts time out after 30 s by default).
@@ -381,6 +458,16 @@ fn describe() {
             Kind::Histogram => metrics::describe_histogram!(f.name, f.help),
         }
     }
+}
+
+/// Reads the process's CPU time, memory, file descriptors, threads and start time from the
+/// operating system into the [`PROCESS_FAMILIES`]; called before each `/metrics` answer, so
+/// the figures are as of the scrape. A figure the platform does not give is left out.
+pub fn collect_process() {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(metrics_process::Collector::default)
+        .collect();
 }
 
 /// Registers the series that exist whatever the destinations are, at their current value (zero

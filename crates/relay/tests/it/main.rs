@@ -20,5 +20,6 @@ mod shutdown;
 mod smtp;
 mod smtp_sink;
 mod support;
+mod systemd;
 mod telegram;
 mod tokens;

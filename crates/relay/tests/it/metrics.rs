@@ -256,6 +256,19 @@ async fn metrics_follow_the_text_format_and_every_series_is_there_from_the_start
             assert_eq!(names, family.labels.iter().copied().collect(), "{s:?}");
         }
     }
+    // The process families are this process's own figures, read at the scrape.
+    let rss = value(&families, "process_resident_memory_bytes", &[]).unwrap();
+    assert!(rss > 1_000_000.0, "resident memory {rss}");
+    let started = value(&families, "process_start_time_seconds", &[]).unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started > now - 24.0 * 3600.0 && started <= now + 1.0,
+        "{started}"
+    );
+    assert!(value(&families, "process_open_fds", &[]).unwrap() > 0.0);
     let d = [("destination", "fresh-hook")];
     for name in [
         "ferrule_submitted_total",
@@ -415,4 +428,84 @@ fn the_metrics_reference_lists_every_family() {
             "docs/OBSERVABILITY.md lacks the row {row}"
         );
     }
+}
+
+/// Every metric the shipped alert rules and Grafana dashboard query is one the relay exports,
+/// so neither silently watches a series that never exists.
+#[test]
+fn the_shipped_alerts_and_dashboard_query_only_exported_families() {
+    let exported: BTreeSet<&str> = FAMILIES.iter().map(|f| f.name).collect();
+    for (file, text) in [
+        (
+            "deploy/prometheus/alerts.yml",
+            include_str!("../../../../deploy/prometheus/alerts.yml"),
+        ),
+        (
+            "deploy/grafana/ferrule.json",
+            include_str!("../../../../deploy/grafana/ferrule.json"),
+        ),
+    ] {
+        let mut seen = 0;
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(word.starts_with("ferrule_") || word.starts_with("process_")) {
+                continue;
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .filter(|base| exported.contains(base))
+                .unwrap_or(word);
+            assert!(
+                exported.contains(family),
+                "{file} queries {word}, which the relay does not export"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 5, "{file} names only {seen} metrics");
+    }
+}
+
+/// `server.metrics_listen`: `/metrics`, `/livez` and `/readyz` on a second address, with the
+/// same tokens, and nothing else there.
+#[tokio::test]
+async fn a_metrics_listener_serves_the_metrics_and_probes_only() {
+    let relay = start(|c| c.server.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let at = relay.running.as_ref().unwrap().metrics_addr.unwrap();
+    assert_ne!(at.to_string(), relay.base.trim_start_matches("http://"));
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = relay.http.get(format!("http://{at}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let metrics = get("/metrics", Some(TOKEN)).await;
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("# TYPE ferrule_build_info gauge"), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    assert_eq!(get("/metrics", None).await.status(), 401);
+    assert_eq!(get("/livez", None).await.status(), 200);
+    assert_eq!(get("/readyz", None).await.status(), 200);
+    for path in ["/status", "/v1/messages", "/v1/openapi.json"] {
+        assert_eq!(get(path, Some(TOKEN)).await.status(), 404, "{path}");
+    }
+}
+
+#[test]
+fn a_metrics_listener_on_the_api_address_is_refused_naming_the_field() {
+    let text = "[server]\nlisten = \"127.0.0.1:8080\"\nmetrics_listen = \"127.0.0.1:8080\"\n";
+    let config = ferrule::Config::from_toml_str(text).unwrap();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("server.metrics_listen"), "{err}");
+    let text = "[server]\nmetrics_listen = \"localhost\"\n";
+    let err = ferrule::Config::from_toml_str(text)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server.metrics_listen") && err.contains("not an address"),
+        "{err}"
+    );
 }
