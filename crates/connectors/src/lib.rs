@@ -11,6 +11,7 @@
 //! configuration and return a [`ConnectorError`] naming the field.
 
 mod any;
+mod check;
 mod connector;
 mod error;
 pub mod github;
@@ -24,6 +25,7 @@ pub mod webhook;
 use std::time::Duration;
 
 pub use any::AnyConnector;
+pub use check::{CheckResult, CheckTarget};
 pub use connector::{Connector, Delivery, DeliveryResult};
 pub use error::{BoxError, ConnectorError, PayloadError, Result};
 

@@ -244,6 +244,9 @@ pub(crate) async fn build_state(
     let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
     for (name, d) in &destinations {
         crate::telemetry::prometheus::register_destination_series(name, d.inbound.is_some());
+        if d.health_check.is_some() {
+            crate::telemetry::prometheus::register_health_check_series(name);
+        }
     }
     for name in email_sources.keys() {
         crate::telemetry::prometheus::register_email_source_series(name);
@@ -421,6 +424,7 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     let hard_stop = CancellationToken::new();
     crate::dispatch::spawn(state.clone(), tracker.clone(), hard_stop.clone());
     crate::inbound::polling::spawn(&state, &tracker);
+    crate::health::checks::spawn(&state);
     let app = crate::api::router(state.clone());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

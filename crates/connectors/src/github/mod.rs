@@ -303,6 +303,21 @@ impl GithubConnector {
             .body(body.to_string())
     }
 
+    /// One health check: `GET /rate_limit`, which GitHub answers without counting it against
+    /// the token's limit; passes when the token is accepted, with the requests left.
+    pub(crate) async fn check_rate_limit(&self) -> crate::CheckResult {
+        let url = format!("{}/rate_limit", self.inner.api_base);
+        let reply = self.send(self.inner.client.get(url)).await?;
+        match reply.status {
+            200 => Ok(match reply.remaining {
+                Some(left) => format!("token accepted, {left} requests left this hour"),
+                None => "token accepted".to_owned(),
+            }),
+            401 => Err("GitHub rejected the token (401 Bad credentials)".to_owned()),
+            status => Err(format!("GitHub answered {status}: {}", reply.snippet)),
+        }
+    }
+
     fn pull_url(&self, call: &Call<'_>) -> String {
         let GithubPayload { repo, number, .. } = call.payload;
         format!("{}/repos/{repo}/pulls/{number}", self.inner.api_base)

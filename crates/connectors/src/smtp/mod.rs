@@ -145,6 +145,22 @@ impl SmtpConnector {
         })
     }
 
+    /// One health check: a connection to the server (TLS and authentication as configured)
+    /// that is greeted and answers `NOOP`, on the connector's pool.
+    pub(crate) async fn check_connection(&self) -> crate::CheckResult {
+        match self.inner.transport().test_connection().await {
+            Ok(true) => Ok(format!(
+                "{}:{} answered NOOP",
+                self.inner.host, self.inner.port
+            )),
+            Ok(false) => Err(format!(
+                "{}:{} did not answer NOOP",
+                self.inner.host, self.inner.port
+            )),
+            Err(e) => Err(format!("{}:{}: {e}", self.inner.host, self.inner.port)),
+        }
+    }
+
     /// The `Message-ID` this connector gives the message with ferrule id `message_id`, e.g.
     /// `<01JD5ZQ8X3V7K2M9N4P6R8T0W1@relay.example.com>`; `None` when the id cannot be used
     /// in one (ULIDs always can).

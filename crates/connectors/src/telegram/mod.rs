@@ -192,6 +192,16 @@ impl TelegramConnector {
             .map(drop)
     }
 
+    /// `getMe`: whether Telegram accepts the bot's token; answers the bot's user name.
+    pub async fn get_me(&self, timeout: Duration) -> Result<String, TelegramError> {
+        let me = self.call("getMe", &json!({}), timeout).await?;
+        Ok(me
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned())
+    }
+
     /// Deletes the bot's webhook, so [`get_updates`](Self::get_updates) works again; with
     /// `drop_pending_updates`, Telegram also forgets the updates it has not delivered yet.
     pub async fn delete_webhook(&self, drop_pending_updates: bool) -> Result<(), TelegramError> {

@@ -116,6 +116,24 @@ impl WebhookConnector {
         &self.url
     }
 
+    /// One health check: `GET url` with this connector's client (the SSRF guard included),
+    /// passing on a status in `expect` (any 2xx when empty).
+    pub(crate) async fn check_get(&self, url: &Url, expect: &[u16]) -> crate::CheckResult {
+        config::check_ip_literal(url, self.allow_private).map_err(|e| format!("refused: {e}"))?;
+        let response = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| crate::shared::transport_detail(&e))?;
+        let status = response.status().as_u16();
+        if crate::check::status_passes(status, expect) {
+            Ok(format!("answered {status}"))
+        } else {
+            Err(format!("answered {status}"))
+        }
+    }
+
     /// One attempt, without the timing: the outcome, status, detail and output.
     async fn attempt(
         &self,

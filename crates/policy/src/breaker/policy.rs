@@ -497,6 +497,36 @@ impl CircuitBreaker {
         self.inner.operator(CircuitState::Disabled);
     }
 
+    /// Ends the open period now, so the next call is admitted as a half-open probe: for a
+    /// health check that has just found the dependency answering, so deliveries resume without
+    /// waiting out the rest of the open wait. Does nothing unless the circuit is `Open` (a
+    /// forced-open or disabled breaker stays as the operator set it); answers whether it
+    /// ended an open period.
+    pub fn end_open_period(&self) -> bool {
+        let inner = &*self.inner;
+        let _book = inner.book();
+        if state_of(inner.word.load(Acquire)) != CircuitState::Open {
+            return false;
+        }
+        inner.open_until.fetch_min(nanos(inner.elapsed()), Relaxed);
+        true
+    }
+
+    /// Keeps an `Open` circuit open for at least `at_least` from now: for a health check that
+    /// has just found the dependency still failing, so no delivery is spent as a probe before
+    /// the next check. Never shortens the open period; does nothing in any other state;
+    /// answers whether the circuit was open.
+    pub fn extend_open_period(&self, at_least: Duration) -> bool {
+        let inner = &*self.inner;
+        let _book = inner.book();
+        if state_of(inner.word.load(Acquire)) != CircuitState::Open {
+            return false;
+        }
+        let until = nanos(inner.elapsed()).saturating_add(nanos(at_least));
+        inner.open_until.fetch_max(until, Relaxed);
+        true
+    }
+
     /// The state without the lazy open → half-open check.
     #[cfg(test)]
     pub(crate) fn raw_state(&self) -> CircuitState {

@@ -1220,3 +1220,33 @@ fn breaker_and_owned_permit_are_send_and_sync() {
     is::<OwnedPermit>();
     is::<BreakerStatus>();
 }
+
+#[test]
+fn a_passing_health_check_ends_the_open_period_and_a_failing_one_extends_it() {
+    let (b, clock, _) = breaker(BreakerConfig {
+        open_for: secs(30),
+        ..count_config(4, 2)
+    });
+    // Only an open circuit is changed.
+    assert!(!b.end_open_period());
+    assert!(!b.extend_open_period(secs(60)));
+    assert_eq!(b.state(), CircuitState::Closed);
+    trip(&b);
+    assert_eq!(b.remaining_open(), Some(secs(30)));
+    // A failing check holds it open until the next one, never shorter than it was.
+    assert!(b.extend_open_period(secs(10)));
+    assert_eq!(b.remaining_open(), Some(secs(30)));
+    assert!(b.extend_open_period(secs(45)));
+    assert_eq!(b.remaining_open(), Some(secs(45)));
+    clock.advance(secs(40));
+    assert_eq!(b.state(), CircuitState::Open);
+    // A passing check half-opens it now: the next call is a probe.
+    assert!(b.end_open_period());
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    b.try_acquire().unwrap().record(Outcome::Success);
+    assert_eq!(b.state(), CircuitState::Closed);
+    // An operator's state stays.
+    b.force_open();
+    assert!(!b.end_open_period());
+    assert_eq!(b.state(), CircuitState::ForcedOpen);
+}

@@ -26,11 +26,15 @@ pub enum AlertKind {
     PollingConflict,
     /// GitHub rejected a destination's token (401).
     GithubUnauthorized,
+    /// A destination's active health check became unhealthy.
+    HealthCheckFailing,
+    /// A destination's active health check is healthy again after it was alerted unhealthy.
+    HealthCheckRecovered,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 7] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::BreakerOpened,
         AlertKind::BreakerClosed,
         AlertKind::DeadLetterThreshold,
@@ -38,6 +42,9 @@ impl AlertKind {
         AlertKind::StartupFailure,
         AlertKind::TelegramUnauthorized,
         AlertKind::PollingConflict,
+        AlertKind::GithubUnauthorized,
+        AlertKind::HealthCheckFailing,
+        AlertKind::HealthCheckRecovered,
     ];
 
     /// The stable name sent as the webhook's `type` and used as a metrics label, e.g.
@@ -52,6 +59,8 @@ impl AlertKind {
             AlertKind::TelegramUnauthorized => "telegram.unauthorized",
             AlertKind::PollingConflict => "telegram.polling_conflict",
             AlertKind::GithubUnauthorized => "github.unauthorized",
+            AlertKind::HealthCheckFailing => "health_check.failing",
+            AlertKind::HealthCheckRecovered => "health_check.recovered",
         }
     }
 
@@ -64,6 +73,8 @@ impl AlertKind {
                 | AlertKind::TelegramUnauthorized
                 | AlertKind::PollingConflict
                 | AlertKind::GithubUnauthorized
+                | AlertKind::HealthCheckFailing
+                | AlertKind::HealthCheckRecovered
         )
     }
 
@@ -78,6 +89,8 @@ impl AlertKind {
             AlertKind::TelegramUnauthorized => "Telegram rejected the bot token",
             AlertKind::PollingConflict => "Telegram polling conflict",
             AlertKind::GithubUnauthorized => "GitHub rejected the token",
+            AlertKind::HealthCheckFailing => "health check failing",
+            AlertKind::HealthCheckRecovered => "health check passing again",
         }
     }
 }
@@ -184,6 +197,29 @@ impl Alert {
             crate::error::chain(error, ": ")
         );
         Alert::new(AlertKind::StartupFailure, "serve", text, at)
+    }
+
+    /// The health check of `destination` became unhealthy, last with `error`.
+    pub fn health_check_failing(destination: &str, error: &str, at: SystemTime) -> Self {
+        Alert::new(
+            AlertKind::HealthCheckFailing,
+            destination,
+            format!(
+                "The health check of destination `{destination}` is failing: {error}. While \
+                 its circuit is open, no delivery is tried before the check passes again."
+            ),
+            at,
+        )
+    }
+
+    /// The health check of `destination` is healthy again.
+    pub fn health_check_recovered(destination: &str, at: SystemTime) -> Self {
+        Alert::new(
+            AlertKind::HealthCheckRecovered,
+            destination,
+            format!("The health check of destination `{destination}` passes again."),
+            at,
+        )
     }
 
     /// Telegram answered 401 to a send of `destination`.

@@ -129,6 +129,19 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
             }
             entry["inbound"] = json!({"mode": inbound.mode, "health": health});
         }
+        if let Some(check) = &d.health_check {
+            let check = check.snapshot();
+            match check.health.status {
+                HealthStatus::Unhealthy if check.critical => {
+                    overall = overall.max(Overall::Unhealthy);
+                }
+                HealthStatus::Unhealthy | HealthStatus::Degraded => {
+                    overall = overall.max(Overall::Degraded);
+                }
+                HealthStatus::Healthy => {}
+            }
+            entry["health_check"] = json!(check);
+        }
         destinations.insert(d.name.clone(), entry);
     }
     let mut store = state.store_health.snapshot();
@@ -148,6 +161,10 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
         .chain(state.destinations.values().filter_map(|d| {
             let e = d.inbound.as_ref()?.health.snapshot().last_error?;
             Some((format!("{}.inbound", d.name), e))
+        }))
+        .chain(state.destinations.values().filter_map(|d| {
+            let e = d.health_check.as_ref()?.health.snapshot().last_error?;
+            Some((format!("{}.health_check", d.name), e))
         }))
         .chain(store.last_error.clone().map(|e| ("store".to_owned(), e)))
         .max_by(|a, b| a.1.at.cmp(&b.1.at))

@@ -268,6 +268,9 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]}}}}}}));
     schemas.insert("LastError".into(), json!({"type": "object", "required": ["at", "message"], "properties": {"at": time, "message": {"type": "string"}}}));
     schemas.insert("Health".into(), json!(health));
+    schemas.insert("HealthCheck".into(), json!({"description": "A destination's active health check (`[destinations.health_check]`), when it has one.", "allOf": [schema("Health")], "required": ["critical", "interval_ms", "last_passed"], "properties": {
+        "critical": {"type": "boolean"}, "interval_ms": {"type": "integer", "minimum": 1000},
+        "last_passed": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["at", "detail"], "properties": {"at": time, "detail": {"type": "string"}}}]}}}));
     schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "email_sources", "queue_depth", "dead_letter_depth", "dependencies", "last_error"], "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded", "unhealthy", "draining"], "description": "`degraded`: a breaker open, forced open or half-open, or a destination (or its inbound side) unhealthy; `unhealthy`: the store is (a full disk included); `draining`: shutting down"},
             "version": {"type": "string"}, "started_at": time, "uptime_seconds": {"type": "integer", "minimum": 0},
@@ -278,7 +281,8 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
                 "store": {"allOf": [schema("Health")], "properties": {"storage_full": {"type": "object", "required": ["since", "refused_writes", "reason"], "properties": {"since": time, "refused_writes": {"type": "integer"}, "reason": {"type": "string"}}}}},
                 "destinations": {"type": "object", "additionalProperties": {"type": "object", "required": ["breaker", "health"], "properties": {
                     "breaker": schema("Breaker"), "health": schema("Health"),
-                    "inbound": {"type": "object", "required": ["mode", "health"], "properties": {"mode": {"type": "string", "enum": ["webhook", "polling"]}, "health": schema("Health")}}}}}}},
+                    "inbound": {"type": "object", "required": ["mode", "health"], "properties": {"mode": {"type": "string", "enum": ["webhook", "polling"]}, "health": schema("Health")}},
+                    "health_check": schema("HealthCheck")}}}}},
             "last_error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["dependency", "at", "message"], "properties": {"dependency": {"type": "string"}, "at": time, "message": {"type": "string"}}}]}}}));
     schemas.insert("Inbound".into(), json!({"type": "object", "required": ["id", "source", "external_id", "payload", "received_at"], "properties": {
             "id": {"type": "string"}, "source": {"type": "string", "description": "`telegram:{destination}` or `email:{source}`"},

@@ -20,6 +20,7 @@ use ferrule_policy::retry::RetryConfig;
 use serde::{Deserialize, Serialize};
 
 use super::defaults::overlay;
+use super::health_check::HealthCheckConfig;
 use super::secret::{show_endpoint, show_header_values, show_optional_endpoint};
 use super::telegram_inbound::resolve_inbound;
 use super::{Config, InboundConfig, PolicyDefaults, ResolvedInbound, Secret, redact_url};
@@ -199,6 +200,9 @@ pub struct DestinationConfig {
     /// Telegram: how the bot receives updates (`[destinations.inbound]`); absent: it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<InboundConfig>,
+    /// An active health check (`[destinations.health_check]`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 impl fmt::Debug for DestinationConfig {
@@ -277,6 +281,8 @@ pub struct ResolvedDestination {
     pub connector: ConnectorConfig,
     /// How a Telegram destination receives updates, if it does.
     pub inbound: Option<ResolvedInbound>,
+    /// Its active health check, if it has one (validated).
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 impl Config {
@@ -327,9 +333,14 @@ impl Config {
             None => None,
             Some(inbound) => Some(resolve_inbound(i, inbound)?),
         };
+        if let Some(check) = &dest.health_check {
+            let takes_url = matches!(dest.kind, DestinationKind::Webhook);
+            check.validate(&at("health_check"), takes_url)?;
+        }
         Ok(ResolvedDestination {
             connector,
             inbound,
+            health_check: dest.health_check.clone(),
             name: name.to_owned(),
             url: redact_url(&url),
             secret,

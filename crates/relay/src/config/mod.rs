@@ -7,6 +7,7 @@ mod defaults;
 mod destinations;
 mod dispatcher;
 mod health;
+mod health_check;
 mod inbound;
 mod load;
 mod secret;
@@ -34,6 +35,7 @@ pub use self::destinations::{
 use self::destinations::{check_forwards, check_shared_tokens};
 pub use self::dispatcher::DispatcherConfig;
 pub use self::health::HealthConfig;
+pub use self::health_check::HealthCheckConfig;
 pub use self::inbound::{
     DEFAULT_MAX_MAIL_SIZE, EmailSource, EmailSourceConfig, InboundSection, MAX_MAIL_SIZE,
     check_source_secret,

@@ -70,7 +70,8 @@ pub struct Destination {
     /// Whether a webhook accepts any JSON value as a payload, not only an object or an array
     /// (`any_json = true`).
     pub any_json: bool,
-    /// No attempt starts before this instant (a Telegram bot's flood control).
+    /// Its active health check, if it has one.
+    pub health_check: Option<crate::health::checks::ActiveCheck>,
     /// A GitHub token's pace for writes: one at a time, `min_write_interval` apart. Every
     /// destination acting with the token holds the same one ([`Self::share_write_pace`]).
     pub write_pace: Option<Arc<WritePace>>,
@@ -190,6 +191,10 @@ impl Destination {
                 .map(|i| Inbound::new(i, health.clone())),
             health: Health::new(health),
             any_json: config.any_json,
+            health_check: config
+                .health_check
+                .clone()
+                .map(|c| crate::health::checks::ActiveCheck::new(c, clock.system_now())),
             telegram_limits: match telegram_limits {
                 None => None,
                 Some(limits) => Some(

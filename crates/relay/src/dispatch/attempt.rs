@@ -198,7 +198,15 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                 (ferrule_policy::CircuitState::HalfOpen, _) => {
                     clock.system_now() + state.config.dispatcher.defer_for
                 }
-                (_, Some(at)) => wall_time_of(clock.as_ref(), at),
+                // With an active health check, look again at the next check at the latest:
+                // a passing one half-opens the circuit before its open period ends.
+                (_, Some(at)) => {
+                    let at = wall_time_of(clock.as_ref(), at);
+                    match &dest.health_check {
+                        Some(check) => at.min(clock.system_now() + check.config.interval),
+                        None => at,
+                    }
+                }
                 // Forced open: only an operator closes it; look again after `open_for`.
                 (_, None) => clock.system_now() + dest.breaker.config().open_for,
             };

@@ -2,9 +2,10 @@
 //! with thresholds ([`Health`]), the queue depths it estimates between reads of the store
 //! ([`Depths`]), a full store disk as one episode ([`storage`]), and what a service manager
 //! is told ([`systemd`]: ready, stopping, and the watchdog fed by the claim loop's
-//! [`Heartbeat`]). The probes that show them
+//! [`Heartbeat`]), and the active checks of the destinations ([`checks`]). The probes that show them
 //! (`/livez`, `/readyz`, `/status`, `/metrics`) are in `api/health.rs`.
 
+pub mod checks;
 mod dependency;
 mod depths;
 pub mod storage;

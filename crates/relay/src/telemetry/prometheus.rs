@@ -292,6 +292,20 @@ pub const BUILD_INFO: Family = family(
     "Always 1; the relay's version is the label.",
 );
 
+/// Whether each destination's active check is passing.
+pub const HEALTH_CHECK_UP: Family = family(
+    "ferrule_health_check_up",
+    Kind::Gauge,
+    &["destination"],
+    "1 while the destination's active health check is not unhealthy, 0 while it is.",
+);
+/// Active health checks run.
+pub const HEALTH_CHECKS: Family = family(
+    "ferrule_health_checks_total",
+    Kind::Counter,
+    &["destination", "result"],
+    "Active health checks run, by result (pass, fail).",
+);
 /// The process's CPU time.
 pub const PROCESS_CPU: Family = family(
     "process_cpu_seconds_total",
@@ -362,7 +376,7 @@ pub const PROCESS_FAMILIES: [Family; 8] = [
 ];
 
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 32] = [
+pub const FAMILIES: [Family; 34] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -387,6 +401,8 @@ pub const FAMILIES: [Family; 32] = [
     ALERTS_SUPPRESSED,
     POLICY_EVENTS,
     BUILD_INFO,
+    HEALTH_CHECK_UP,
+    HEALTH_CHECKS,
     PROCESS_CPU,
     PROCESS_RESIDENT_MEMORY,
     PROCESS_VIRTUAL_MEMORY,
@@ -513,6 +529,16 @@ pub fn register_destination_series(name: &str, inbound: bool) {
             metrics::counter!(CALLBACK_ANSWERS.name, "destination" => d(), "result" => result)
                 .increment(0);
         }
+    }
+}
+
+/// Registers the active health check series of destination `name` (one that has a check):
+/// up (1 until a check finds it unhealthy) and the checks by result at their current value.
+pub fn register_health_check_series(name: &str) {
+    metrics::gauge!(HEALTH_CHECK_UP.name, "destination" => name.to_owned()).set(1.0);
+    for result in ["pass", "fail"] {
+        metrics::counter!(HEALTH_CHECKS.name, "destination" => name.to_owned(), "result" => result)
+            .increment(0);
     }
 }
 

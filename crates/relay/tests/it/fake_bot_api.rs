@@ -276,6 +276,10 @@ async fn answer(inner: &Inner, token: &str, method: &str, params: &Value) -> Ans
             })
         }
         "setWebhook" | "deleteWebhook" => json_answer((200, json!({"ok": true, "result": true}))),
+        "getMe" => json_answer((
+            200,
+            json!({"ok": true, "result": {"id": 123456789, "is_bot": true, "first_name": "Test", "username": "ferrule_test_bot"}}),
+        )),
         _ => json_answer(send(inner, params)),
     }
 }

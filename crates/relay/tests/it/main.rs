@@ -10,6 +10,7 @@ mod disk;
 mod email;
 mod fake_bot_api;
 mod github;
+mod health_checks;
 mod inbound;
 mod metrics;
 mod outage;
