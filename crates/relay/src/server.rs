@@ -126,7 +126,7 @@ async fn load_tokens(
                 e => Error::Other(e.to_string()),
             })?;
         tracing::info!(name, "generated an admin API token");
-        from_store.push(auth::hash(&token), Role::Admin);
+        from_store.push(auth::hash(&token), Role::Admin, Some(name));
         generated = Some(token);
     }
     Ok((TokenSet::new(configured, from_store), generated))

@@ -258,7 +258,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "total_calls": {"type": "integer", "minimum": 0}, "total_rejected": {"type": "integer", "minimum": 0}, "total_transitions": {"type": "integer", "minimum": 0}}}));
     schemas.insert("Override".into(), json!({"type": "object", "required": ["state", "set_at", "set_by"], "properties": {
             "state": {"type": "string", "enum": ["forced_open", "disabled"]}, "set_at": time,
-            "set_by": {"type": "string", "description": "`api:` and the first 8 hex digits of the SHA-256 of the caller's token, or `relay` when the relay set it (credentials rejected)"},
+            "set_by": {"type": "string", "description": "the name of the caller's token (for an unnamed configured token `api:` and the first 8 hex digits of its SHA-256), or `relay` when the relay set it (credentials rejected)"},
             "reason": {"type": "string"}}}));
     schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker", "override"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker"), "override": {"oneOf": [{"type": "null"}, schema("Override")]}}}));
     schemas.insert("Breakers".into(), json!({"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": schema("DestinationBreaker")}}}));
