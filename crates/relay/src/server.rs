@@ -126,6 +126,10 @@ async fn load_tokens(
                 e => Error::Other(e.to_string()),
             })?;
         tracing::info!(name, "generated an admin API token");
+        let entry = crate::audit::entry("relay", crate::audit::Action::TokenCreate)
+            .target(&name)
+            .detail(serde_json::json!({"role": "admin", "generated": true}));
+        crate::audit::record(store, entry).await;
         from_store.push(auth::hash(&token), Role::Admin, Some(name));
         generated = Some(token);
     }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::{Result, StoreError};
 use crate::options::StoreOptions;
 #[cfg(feature = "postgres")]
@@ -253,6 +254,19 @@ impl Store for AnyStore {
 
     async fn delete_meta(&self, key: &str) -> Result<bool> {
         dispatch!(self, s => s.delete_meta(key).await)
+    }
+
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        dispatch!(self, s => s.record_audit(entry).await)
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AuditPage> {
+        dispatch!(self, s => s.list_audit(filter, cursor, limit).await)
     }
 }
 

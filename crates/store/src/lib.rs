@@ -15,6 +15,7 @@
 //! [`ManualClock`](ferrule_policy::ManualClock).
 
 mod any;
+pub mod audit;
 mod common;
 pub mod error;
 pub mod options;
@@ -27,6 +28,7 @@ mod transition;
 pub mod types;
 
 pub use any::{AnyStore, open};
+pub use audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
 #[cfg(feature = "postgres")]

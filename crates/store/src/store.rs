@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::Result;
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
@@ -327,4 +328,20 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a key from the key-value table durably; answers whether it existed. Keys
     /// starting with `ferrule.` are reserved, as for [`set_meta`](Self::set_meta).
     fn delete_meta(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Appends an operator action to the audit log, at the store's now, and answers it as
+    /// stored. Refuses an empty or overlong (over 512 bytes) `actor`, `action` or `target`, and
+    /// a `detail` that is not a JSON object or is over
+    /// [`MAX_DETAIL_BYTES`](crate::audit::MAX_DETAIL_BYTES), before any write.
+    fn record_audit(&self, entry: NewAuditEntry)
+    -> impl Future<Output = Result<AuditEntry>> + Send;
+
+    /// Audit entries matching `filter`, newest first, at most `limit` (1..=1000), continuing
+    /// after `cursor`.
+    fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<AuditPage>> + Send;
 }

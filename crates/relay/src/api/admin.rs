@@ -11,6 +11,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::messages::{destination_filter, page};
+use crate::audit::{self, Action};
 use crate::destination::{Destination, Override, OverrideState};
 use crate::state::AppState;
 
@@ -70,8 +71,16 @@ pub(crate) struct ReplayRequest {
 /// `POST /v1/dead-letters/replay`: re-queues dead messages matching the filter (or the ids).
 pub(crate) async fn replay_dead(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    let detail = match &body.ids {
+        Some(ids) => json!({"ids": ids.len()}),
+        None => json!({"filter": audit::filter_detail(&[
+            ("destination", body.destination.as_deref()),
+            ("error_contains", body.error_contains.as_deref()),
+        ])}),
+    };
     let target = match body.ids {
         Some(ids) => {
             if body.destination.is_some() || body.error_contains.is_some() {
@@ -93,6 +102,12 @@ pub(crate) async fn replay_dead(
         }
     };
     let report = state.written(state.store.replay(target, body.dry_run).await)?;
+    if !report.dry_run {
+        let entry = audit::entry(&caller, Action::DeadLettersReplay)
+            .count(report.count)
+            .detail(detail);
+        audit::record(&state.store, entry).await;
+    }
     Ok(Json(json!({
         "count": report.count,
         "ids": report.ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -138,6 +153,7 @@ pub(crate) struct PurgeQuery {
 /// an empty filter matches every dead letter, and a forgotten parameter must not delete them.
 pub(crate) async fn purge_dead(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiQuery(q): ApiQuery<PurgeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let filtered = [&q.destination, &q.error_contains]
@@ -158,6 +174,10 @@ pub(crate) async fn purge_dead(
         }
         _ => {}
     }
+    let detail = json!({"filter": audit::filter_detail(&[
+        ("destination", q.destination.as_deref()),
+        ("error_contains", q.error_contains.as_deref()),
+    ]), "all": q.all});
     let filter = dead_filter(&state, q.destination, q.error_contains).await?;
     if q.dry_run {
         // What a replay would take is exactly what a purge would delete: the dead letters
@@ -168,6 +188,10 @@ pub(crate) async fn purge_dead(
         ));
     }
     let purged = state.written(state.store.purge(&filter).await)?;
+    let entry = audit::entry(&caller, Action::DeadLettersPurge)
+        .count(purged)
+        .detail(detail);
+    audit::record(&state.store, entry).await;
     Ok(Json(json!({"purged": purged, "dry_run": false})))
 }
 
@@ -187,11 +211,22 @@ pub(crate) struct PurgeRequest {
 /// chunk.
 pub(crate) async fn purge_dead_ids(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiJson(body): ApiJson<PurgeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let ids = parse_ids(&body.ids)?;
+    let detail = json!({"ids": ids.len(), "filter": audit::filter_detail(&[
+        ("destination", body.destination.as_deref()),
+        ("error_contains", body.error_contains.as_deref()),
+    ])});
     let filter = dead_filter(&state, body.destination, body.error_contains).await?;
     let purged = state.written(state.store.purge_ids(&ids, &filter).await)?;
+    if purged > 0 {
+        let entry = audit::entry(&caller, Action::DeadLettersPurge)
+            .count(purged)
+            .detail(detail);
+        audit::record(&state.store, entry).await;
+    }
     Ok(Json(json!({ "purged": purged })))
 }
 
@@ -250,15 +285,24 @@ pub(crate) async fn breaker_action(
         ));
     }
     let set = |s| Override::new(s, state.clock.system_now(), caller.clone(), reason.clone());
-    let written = match action.as_str() {
-        "reset" => state.overrides.reset(&state.store, d).await,
+    let (written, done) = match action.as_str() {
+        "reset" => (
+            state.overrides.reset(&state.store, d).await,
+            Action::BreakerReset,
+        ),
         "force-open" => {
             let set = set(OverrideState::ForcedOpen);
-            state.overrides.set(&state.store, d, set).await
+            (
+                state.overrides.set(&state.store, d, set).await,
+                Action::BreakerForceOpen,
+            )
         }
         "disable" => {
             let set = set(OverrideState::Disabled);
-            state.overrides.set(&state.store, d, set).await
+            (
+                state.overrides.set(&state.store, d, set).await,
+                Action::BreakerDisable,
+            )
         }
         _ => {
             return Err(ApiError::new(
@@ -270,6 +314,10 @@ pub(crate) async fn breaker_action(
     };
     state.written(written)?;
     tracing::info!(destination = %d.name, action, %caller, reason = reason.as_deref().unwrap_or(""), "breaker changed by an operator");
+    let entry = audit::entry(&caller, done)
+        .target(&d.name)
+        .detail(audit::filter_detail(&[("reason", reason.as_deref())]));
+    audit::record(&state.store, entry).await;
     crate::telemetry::prometheus::breaker_state(&d.name, d.breaker.state());
     Ok(Json(breaker_view(&state, d).await))
 }

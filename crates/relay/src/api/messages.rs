@@ -21,6 +21,7 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, JsonBytes};
 use super::idempotency::{self, Answer};
 use super::views::MessageView;
+use crate::audit::{self, Action};
 use crate::destination::Destination;
 use crate::state::AppState;
 use crate::telemetry::prometheus::{SUBMITS_REFUSED, SUBMITTED};
@@ -444,11 +445,16 @@ pub(crate) async fn list(
 /// `POST /v1/messages/{id}/replay`: re-queues a terminal message.
 pub(crate) async fn replay(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let replayed = state.store.replay(ReplayTarget::Ids(vec![id]), false).await;
-    state.written(replayed)?;
+    let report = state.written(replayed)?;
+    let entry = audit::entry(&caller, Action::MessageReplay)
+        .target(id.to_string())
+        .count(report.count);
+    audit::record(&state.store, entry).await;
     Ok(Json(json!({"id": id.to_string(), "status": "queued"})))
 }
 
@@ -482,6 +488,10 @@ pub(crate) async fn cancel(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(message_id = %id, %caller, "message cancelled");
+    let entry = audit::entry(&caller, Action::MessageCancel)
+        .target(id.to_string())
+        .count(1);
+    audit::record(&state.store, entry).await;
     let mut body = json!({"id": id.to_string(), "status": Status::Cancelled.as_str()});
     // The event before the cancel's says what the message was doing.
     let before = match state.store.get(id).await {

@@ -2,6 +2,7 @@
 //! an admin token only; JSON errors.
 
 mod admin;
+mod audit;
 mod caller;
 mod error;
 mod extract;
@@ -135,6 +136,7 @@ pub fn routes() -> Vec<Route> {
             get(admin::destinations),
         ),
         route(Method::GET, "/v1/inbound", Read, get(inbound::list)),
+        route(Method::GET, "/v1/audit", Read, get(audit::list)),
         route(
             Method::POST,
             "/v1/inbound/email/{source}",

@@ -33,11 +33,11 @@ const STATUSES: [&str; 6] = [
     "cancelled",
 ];
 
-fn schema(name: &str) -> Value {
+pub(super) fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-fn error(description: &str) -> Value {
+pub(super) fn error(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}})
 }
 
@@ -48,15 +48,15 @@ fn unavailable(description: &str) -> Value {
     response
 }
 
-fn ok(description: &str, body: Value) -> Value {
+pub(super) fn ok(description: &str, body: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": body}}})
 }
 
-fn op(id: &str, summary: &str, responses: Value) -> Value {
+pub(super) fn op(id: &str, summary: &str, responses: Value) -> Value {
     json!({"operationId": id, "summary": summary, "responses": responses})
 }
 
-fn query(name: &str, description: &str, schema: Value) -> Value {
+pub(super) fn query(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
@@ -69,7 +69,7 @@ fn json_body(schema: Value) -> Value {
 }
 
 /// The parameters of a paged listing: `cursor` and `limit` (1 to 1000).
-fn paging() -> [Value; 2] {
+pub(super) fn paging() -> [Value; 2] {
     [
         query(
             "cursor",
@@ -289,6 +289,13 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "forward": {"type": "string", "description": "e-mail: the forwarded message's id, when the mail is new and its source has `forward_to`"}}}));
     schemas.insert("Probe".into(), json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}));
     Value::Object(schemas)
+}
+
+/// The schemas of [`schemas`] and those of the API's other parts.
+fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
+    let mut all = schemas(destinations);
+    extend(&mut all, super::audit::openapi_schemas());
+    all
 }
 
 /// The operations, keyed by path and method, without their security (added from the routes).
@@ -558,6 +565,7 @@ fn extend(into: &mut Value, more: Value) {
 /// The document for a relay with `destinations`, serving `routes`.
 pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &[Route]) -> Value {
     let mut paths = operations(destinations);
+    extend(&mut paths, super::audit::openapi_paths());
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {
@@ -606,7 +614,7 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "basic": {"type": "http", "scheme": "basic", "description": "`POST /v1/inbound/email/{source}` only: the source's secret (or an admin token) as the password, any user name"},
             },
-            "schemas": schemas(destinations),
+            "schemas": all_schemas(destinations),
         },
         "security": [{"bearer": []}],
         "paths": paths,

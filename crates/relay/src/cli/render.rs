@@ -268,6 +268,29 @@ pub(crate) fn messages(rows: &[Value]) -> String {
     )
 }
 
+/// `ferrule audit`: one row per operator action, with its detail as compact JSON.
+pub(crate) fn audit(rows: &[Value]) -> String {
+    table(
+        Some(&["AT", "ACTOR", "ACTION", "TARGET", "COUNT", "DETAIL"]),
+        rows.iter()
+            .map(|e| {
+                let detail = match &e["detail"] {
+                    Value::Object(map) if !map.is_empty() => e["detail"].to_string(),
+                    _ => "-".to_owned(),
+                };
+                vec![
+                    time(&e["at"]),
+                    text(&e["actor"]),
+                    text(&e["action"]),
+                    text(&e["target"]),
+                    text(&e["count"]),
+                    detail,
+                ]
+            })
+            .collect(),
+    )
+}
+
 /// `ferrule dlq list`: one row per dead letter, with when it died (its last update).
 pub(crate) fn dead_letters(rows: &[Value]) -> String {
     table(

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod api;
+mod audit;
 mod binary;
 mod cli;
 mod delivery;

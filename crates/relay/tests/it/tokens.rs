@@ -31,6 +31,8 @@ fn token_cli(config: &Path, args: &[&str]) -> Output {
         .args(args)
         .arg("--config")
         .arg(config)
+        // Who the audit log says ran it.
+        .env("USER", "alice")
         .output()
         .unwrap()
 }
@@ -123,6 +125,39 @@ fn on_sqlite_the_token_commands_name_the_lock_and_recover_a_lost_token() {
             "revoked"
         );
     });
+    // The audit log says who created and revoked them; `ferrule audit` reads it with a
+    // read-only token.
+    let out = Command::new(BIN)
+        .args(["audit", "--action", "token.create", "--server", &base])
+        .args(["--token", &grafana])
+        .output()
+        .unwrap();
+    let audit = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<&str> = audit.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "default, ops, grafana: {audit}");
+    assert!(
+        rows[0].contains("token.create") && rows[0].contains("grafana"),
+        "{audit}"
+    );
+    assert!(rows[..2].iter().all(|r| r.contains("cli:alice")), "{audit}");
+    assert!(
+        rows[2].contains("relay") && rows[2].contains("default"),
+        "generated: {audit}"
+    );
+    assert!(
+        text(&out.stderr).contains("3 entries shown"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "--since", "1h", "--json", "--server", &base])
+        .args(["--token", &grafana])
+        .output()
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["entries"][0]["action"], "token.revoke", "{page}");
+    assert_eq!(page["entries"][0]["target"], "ops", "{page}");
 }
 
 #[tokio::test]

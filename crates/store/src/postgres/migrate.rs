@@ -174,6 +174,20 @@ CREATE TABLE waits (
 );
 CREATE INDEX waits_run ON waits (run_id, state);
 "#,
+    // 8: the audit log of operator actions, as on SQLite.
+    r#"
+CREATE TABLE audit (
+    seq     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at      bigint NOT NULL,
+    actor   text NOT NULL,
+    action  text NOT NULL,
+    target  text,
+    count   bigint,
+    detail  jsonb NOT NULL
+);
+CREATE INDEX audit_actor ON audit (actor, seq);
+CREATE INDEX audit_action ON audit (action, seq);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -10,6 +10,7 @@
 //! milliseconds, never the server's `now()`, so tests drive time with a manual clock and
 //! processes agree as well as their clocks do.
 
+mod audit;
 mod error;
 mod listen;
 mod migrate;
@@ -28,6 +29,7 @@ use self::error::map;
 pub use self::options::PgOptions;
 use self::row::message_columns;
 use self::writer::{FinishRow, InboundRow, NewRow, Writer, WriterConfig};
+use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::options::{DeadLetterPolicy, StoreOptions};
@@ -1189,6 +1191,20 @@ impl Store for PgStore {
             .await
             .map_err(self.err("deleting meta"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        self.insert_audit(crate::audit::encode(entry)?).await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AuditPage> {
+        check_count("limit", limit, MAX_PAGE)?;
+        self.select_audit(filter, cursor, limit).await
     }
 }
 

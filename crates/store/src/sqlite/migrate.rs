@@ -193,6 +193,21 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX waits_run ON waits (run_seq, state);
     ",
+    // 8: the audit log of operator actions. `detail` is a JSON object; `audit_actor` and
+    // `audit_action` serve the listing filtered by either, newest first.
+    "
+    CREATE TABLE audit (
+        seq     INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        actor   TEXT    NOT NULL,
+        action  TEXT    NOT NULL,
+        target  TEXT,
+        count   INTEGER,
+        detail  TEXT    NOT NULL
+    );
+    CREATE INDEX audit_actor ON audit (actor, seq);
+    CREATE INDEX audit_action ON audit (action, seq);
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -41,6 +41,7 @@ macro_rules! failure_outcome {
     };
 }
 
+mod audit;
 mod error;
 mod filter;
 mod migrate;
@@ -62,6 +63,7 @@ use tokio::sync::{Notify, Semaphore};
 use self::error::Context;
 pub use self::options::SqliteOptions;
 use self::writer::{Env, Writer};
+use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
 use crate::run::{
@@ -670,6 +672,29 @@ impl Store for SqliteStore {
         self.inner
             .writer
             .submit(move |conn, _| ops::delete_meta(conn, &key))
+            .await
+    }
+
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        let entry = crate::audit::encode(entry)?;
+        self.inner
+            .writer
+            .submit(move |conn, env| audit::record(conn, env, &entry))
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AuditPage> {
+        common::check_count("limit", limit, MAX_PAGE)?;
+        let filter = filter.clone();
+        let cursor = cursor.cloned();
+        self.inner
+            .readers
+            .with(move |conn| audit::list(conn, &filter, cursor.as_ref(), limit))
             .await
     }
 }
