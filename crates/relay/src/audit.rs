@@ -1,7 +1,7 @@
 //! The audit log of operator actions: which actions the relay records and under what names,
 //! and recording one after it is done.
 //!
-//! Every change an operator makes through the API (and, for tokens, the CLI) is recorded
+//! Every change an operator makes through the API (breakers, dead letters, messages, pauses) (and, for tokens, the CLI) is recorded
 //! once it has succeeded, with who (the caller's token name), what ([`Action`]), what to
 //! (a destination, a message id, a token name), how many messages and the rest (the filter,
 //! a reason) as detail. Dry runs change nothing and are not recorded. `GET /v1/audit` and
@@ -35,6 +35,12 @@ pub enum Action {
     /// A finished message re-queued (`POST /v1/messages/{id}/replay`).
     #[serde(rename = "message.replay")]
     MessageReplay,
+    /// A destination paused (`POST /v1/destinations/{d}/pause`).
+    #[serde(rename = "destination.pause")]
+    DestinationPause,
+    /// A destination resumed (`POST /v1/destinations/{d}/resume`).
+    #[serde(rename = "destination.resume")]
+    DestinationResume,
     /// A stored token created (`ferrule token create`, or `serve` generating `default`, said
     /// as done by `relay`).
     #[serde(rename = "token.create")]
@@ -46,7 +52,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the documentation lists them.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 11] = [
         Action::BreakerReset,
         Action::BreakerForceOpen,
         Action::BreakerDisable,
@@ -54,6 +60,8 @@ impl Action {
         Action::DeadLettersPurge,
         Action::MessageCancel,
         Action::MessageReplay,
+        Action::DestinationPause,
+        Action::DestinationResume,
         Action::TokenCreate,
         Action::TokenRevoke,
     ];
@@ -68,6 +76,8 @@ impl Action {
             Action::DeadLettersPurge => "dead_letters.purge",
             Action::MessageCancel => "message.cancel",
             Action::MessageReplay => "message.replay",
+            Action::DestinationPause => "destination.pause",
+            Action::DestinationResume => "destination.resume",
             Action::TokenCreate => "token.create",
             Action::TokenRevoke => "token.revoke",
         }

@@ -91,6 +91,7 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Audit(args) => client::audit(&client()?, args).await?,
+        Command::Destinations { command } => client::destinations(&client()?, command).await?,
         Command::Token { command } => {
             let config = Config::load(config)?;
             let store = server::open_store(&config, ferrule_policy::clock::system())

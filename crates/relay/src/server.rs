@@ -18,7 +18,7 @@ use crate::alerts::{Alert, Alerts};
 use crate::auth::{self, Role, TokenSet, Tokens, stored};
 use crate::cli::console;
 use crate::config::Config;
-use crate::destination::{Destination, Overrides};
+use crate::destination::{Destination, Overrides, PausedDestinations};
 use crate::error::Error;
 use crate::health::{Depths, Health};
 use crate::state::{AppState, Counters, Shared, ShutdownStep};
@@ -221,6 +221,7 @@ pub(crate) async fn build_state(
         .map(|source| (source.name.clone(), source))
         .collect();
     let overrides = Overrides::load(&store, &destinations).await?;
+    let paused = PausedDestinations::load(&store, |d| destinations.contains_key(d)).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
     let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
     for (name, d) in &destinations {
@@ -235,6 +236,7 @@ pub(crate) async fn build_state(
         destinations,
         email_sources,
         overrides,
+        paused,
         counters: Counters::default(),
         depths,
         store_health: Health::new(config.health.clone()),
@@ -381,14 +383,20 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
             }
         });
     }
-    // Several relays share a PostgreSQL store: follow the breaker overrides set elsewhere.
+    // Several relays share a PostgreSQL store: follow the breaker overrides and pauses set
+    // elsewhere.
     if !matches!(state.store, AnyStore::Sqlite(_)) {
-        let state = state.clone();
+        let overrides = state.clone();
         tracker.spawn(async move {
-            let s = &*state;
+            let s = &*overrides;
             s.overrides
                 .follow_until(&s.store, &s.destinations, &s.clock, &s.shutdown)
                 .await;
+        });
+        let paused = state.clone();
+        tracker.spawn(async move {
+            let s = &*paused;
+            s.paused.follow_until(&s.store, &s.clock, &s.shutdown).await;
         });
     }
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.

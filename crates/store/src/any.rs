@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::{Result, StoreError};
 use crate::options::StoreOptions;
+use crate::pause::Paused;
 #[cfg(feature = "postgres")]
 use crate::postgres::PgStore;
 use crate::run::{
@@ -267,6 +268,23 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<AuditPage> {
         dispatch!(self, s => s.list_audit(filter, cursor, limit).await)
+    }
+
+    async fn pause_destination(
+        &self,
+        destination: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<Paused> {
+        dispatch!(self, s => s.pause_destination(destination, by, reason).await)
+    }
+
+    async fn resume_destination(&self, destination: &str) -> Result<bool> {
+        dispatch!(self, s => s.resume_destination(destination).await)
+    }
+
+    async fn paused_destinations(&self) -> Result<Vec<Paused>> {
+        dispatch!(self, s => s.paused_destinations().await)
     }
 }
 

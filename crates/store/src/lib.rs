@@ -19,6 +19,7 @@ pub mod audit;
 mod common;
 pub mod error;
 pub mod options;
+pub mod pause;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod run;
@@ -31,6 +32,7 @@ pub use any::{AnyStore, open};
 pub use audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
+pub use pause::Paused;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore};
 pub use run::{

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::Result;
+use crate::pause::Paused;
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -344,4 +345,23 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> impl Future<Output = Result<AuditPage>> + Send;
+
+    /// Pauses `destination` (see [`pause`](crate::pause)): from this write on, no process
+    /// sharing the store claims its messages until [`resume_destination`](Self::resume_destination).
+    /// Pausing a paused destination changes nothing and answers the pause already stored.
+    /// Refuses an empty or overlong `destination` or `by`, and a `reason` over
+    /// [`MAX_REASON_BYTES`](crate::pause::MAX_REASON_BYTES).
+    fn pause_destination(
+        &self,
+        destination: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> impl Future<Output = Result<Paused>> + Send;
+
+    /// Resumes `destination`: its due messages are claimable again and waiting dispatchers are
+    /// woken (on PostgreSQL, in every process). Answers whether it was paused.
+    fn resume_destination(&self, destination: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every paused destination, by name.
+    fn paused_destinations(&self) -> impl Future<Output = Result<Vec<Paused>>> + Send;
 }

@@ -322,20 +322,18 @@ pub(crate) async fn breaker_action(
     Ok(Json(breaker_view(&state, d).await))
 }
 
-/// `GET /v1/destinations`.
+/// `GET /v1/destinations`, each with its pause (`null` unless an operator paused it).
 pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .destinations
-        .values()
-        .map(|d| {
-            json!({
-                "name": d.name,
-                "type": d.kind.as_str(),
-                "endpoint": d.endpoint,
-                "breaker": d.breaker.state(),
-                "health": d.health.status(),
-            })
-        })
-        .collect();
+    let mut list = Vec::with_capacity(state.destinations.len());
+    for d in state.destinations.values() {
+        list.push(json!({
+            "name": d.name,
+            "type": d.kind.as_str(),
+            "endpoint": d.endpoint,
+            "breaker": d.breaker.state(),
+            "health": d.health.status(),
+            "paused": crate::destination::paused::view(state.paused.get(&d.name).await.as_ref()),
+        }));
+    }
     Json(json!({ "destinations": list }))
 }

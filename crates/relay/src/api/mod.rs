@@ -12,6 +12,7 @@ mod inbound;
 mod linger;
 mod messages;
 pub mod openapi;
+mod pause;
 mod payload;
 mod views;
 
@@ -137,6 +138,18 @@ pub fn routes() -> Vec<Route> {
         ),
         route(Method::GET, "/v1/inbound", Read, get(inbound::list)),
         route(Method::GET, "/v1/audit", Read, get(audit::list)),
+        route(
+            Method::POST,
+            "/v1/destinations/{destination}/pause",
+            Write,
+            post(pause::pause),
+        ),
+        route(
+            Method::POST,
+            "/v1/destinations/{destination}/resume",
+            Write,
+            post(pause::resume),
+        ),
         route(
             Method::POST,
             "/v1/inbound/email/{source}",

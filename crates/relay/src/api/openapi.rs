@@ -265,7 +265,8 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("Destinations".into(), json!({"type": "object", "required": ["destinations"], "properties": {"destinations": {"type": "array", "items": {"type": "object", "required": ["name", "type", "endpoint", "breaker", "health"], "properties": {
             "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp", "github"]},
             "endpoint": {"type": "string", "description": "the webhook URL without its query, the Bot API base or `smtp://host:port`"},
-            "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]}}}}}}));
+            "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+            "paused": schema("Pause")}}}}}));
     schemas.insert("LastError".into(), json!({"type": "object", "required": ["at", "message"], "properties": {"at": time, "message": {"type": "string"}}}));
     schemas.insert("Health".into(), json!(health));
     schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "email_sources", "queue_depth", "dead_letter_depth", "dependencies", "last_error"], "properties": {
@@ -277,7 +278,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "dependencies": {"type": "object", "required": ["store", "destinations"], "properties": {
                 "store": {"allOf": [schema("Health")], "properties": {"storage_full": {"type": "object", "required": ["since", "refused_writes", "reason"], "properties": {"since": time, "refused_writes": {"type": "integer"}, "reason": {"type": "string"}}}}},
                 "destinations": {"type": "object", "additionalProperties": {"type": "object", "required": ["breaker", "health"], "properties": {
-                    "breaker": schema("Breaker"), "health": schema("Health"),
+                    "breaker": schema("Breaker"), "health": schema("Health"), "paused": schema("Pause"),
                     "inbound": {"type": "object", "required": ["mode", "health"], "properties": {"mode": {"type": "string", "enum": ["webhook", "polling"]}, "health": schema("Health")}}}}}}},
             "last_error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["dependency", "at", "message"], "properties": {"dependency": {"type": "string"}, "at": time, "message": {"type": "string"}}}]}}}));
     schemas.insert("Inbound".into(), json!({"type": "object", "required": ["id", "source", "external_id", "payload", "received_at"], "properties": {
@@ -295,6 +296,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
 fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     let mut all = schemas(destinations);
     extend(&mut all, super::audit::openapi_schemas());
+    extend(&mut all, super::pause::openapi_schemas());
     all
 }
 
@@ -566,6 +568,11 @@ fn extend(into: &mut Value, more: Value) {
 pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &[Route]) -> Value {
     let mut paths = operations(destinations);
     extend(&mut paths, super::audit::openapi_paths());
+    let names: Vec<&str> = destinations.keys().map(String::as_str).collect();
+    extend(
+        &mut paths,
+        super::pause::openapi_paths(one_of_names(&names)),
+    );
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {

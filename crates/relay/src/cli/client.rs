@@ -1,6 +1,6 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
 //! `messages list | show | replay | cancel`, `dlq list | replay | purge`,
-//! `breakers list | reset | force-open | disable`, `audit`.
+//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `audit`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
 //! holds its lock file). They find the relay at `--server`, else `FERRULE_SERVER`, else the
@@ -18,8 +18,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::cli::{
-    AuditArgs, BreakersCommand, ClientArgs, Confirm, DlqCommand, DlqFilter, MessagesCommand,
-    PageArgs, SendArgs, StatusArgs, console, render,
+    AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand, DlqFilter,
+    MessagesCommand, PageArgs, SendArgs, StatusArgs, console, render,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -522,6 +522,43 @@ pub async fn breakers(client: &Client, command: BreakersCommand) -> Result<(), E
     let path = format!("/v1/breakers/{}/{action}", encode_segment(&destination));
     let answer = client.post(&path, None).await?;
     console::out(&render::breakers(std::slice::from_ref(&answer)));
+    Ok(())
+}
+
+/// `ferrule destinations …`.
+pub async fn destinations(client: &Client, command: DestinationsCommand) -> Result<(), Error> {
+    let (destination, action, query) = match command {
+        DestinationsCommand::List { json } => {
+            let answer = client.get("/v1/destinations", &[]).await?;
+            if json {
+                print_json(&answer);
+            } else {
+                let rows = answer["destinations"]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice);
+                console::out(&render::destinations(rows));
+            }
+            return Ok(());
+        }
+        DestinationsCommand::Pause {
+            destination,
+            reason,
+        } => (
+            destination,
+            "pause",
+            reason.map(|r| vec![("reason", r)]).unwrap_or_default(),
+        ),
+        DestinationsCommand::Resume { destination } => (destination, "resume", Vec::new()),
+    };
+    let path = format!("/v1/destinations/{}/{action}", encode_segment(&destination));
+    let (_, answer) = client.call(Method::POST, &path, &query, None, &[]).await?;
+    match answer["paused"]["paused_by"].as_str() {
+        Some(by) => console::out(&format!(
+            "{destination} paused by {by} at {}: its messages wait until `ferrule destinations resume {destination}`",
+            answer["paused"]["paused_at"].as_str().unwrap_or("-")
+        )),
+        None => console::out(&format!("{destination} delivering")),
+    }
     Ok(())
 }
 

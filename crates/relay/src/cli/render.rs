@@ -344,6 +344,28 @@ pub(crate) fn breakers(rows: &[Value]) -> String {
     )
 }
 
+/// `ferrule destinations list`: one row per destination, with who paused it.
+pub(crate) fn destinations(rows: &[Value]) -> String {
+    table(
+        Some(&["NAME", "TYPE", "BREAKER", "HEALTH", "PAUSED"]),
+        rows.iter()
+            .map(|d| {
+                let paused = match d["paused"]["paused_by"].as_str() {
+                    Some(by) => format!("by {by} since {}", time(&d["paused"]["paused_at"])),
+                    None => "-".to_owned(),
+                };
+                vec![
+                    text(&d["name"]),
+                    text(&d["type"]),
+                    text(&d["breaker"]),
+                    text(&d["health"]),
+                    paused,
+                ]
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

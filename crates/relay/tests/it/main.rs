@@ -14,6 +14,7 @@ mod github;
 mod inbound;
 mod metrics;
 mod outage;
+mod pause;
 mod postgres;
 mod receiver;
 mod secrets;

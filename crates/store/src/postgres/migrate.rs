@@ -174,7 +174,7 @@ CREATE TABLE waits (
 );
 CREATE INDEX waits_run ON waits (run_id, state);
 "#,
-    // 8: the audit log of operator actions, as on SQLite.
+    // 8: the audit log of operator actions, and paused destinations, as on SQLite.
     r#"
 CREATE TABLE audit (
     seq     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -187,6 +187,13 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_actor ON audit (actor, seq);
 CREATE INDEX audit_action ON audit (action, seq);
+
+CREATE TABLE paused_destinations (
+    destination text PRIMARY KEY,
+    paused_at   bigint NOT NULL,
+    paused_by   text NOT NULL,
+    reason      text
+);
 "#,
 ];
 

@@ -15,6 +15,7 @@ mod error;
 mod listen;
 mod migrate;
 mod options;
+mod pause;
 mod row;
 mod runs;
 mod writer;
@@ -33,6 +34,7 @@ use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::options::{DeadLetterPolicy, StoreOptions};
+use crate::pause::Paused;
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -133,6 +135,7 @@ WITH c AS (
     WHERE m.id IN (
         SELECT d.id FROM messages d
         WHERE d.status IN ('queued', 'retrying', 'delivering') AND d.next_attempt_at <= $1
+          AND NOT EXISTS (SELECT 1 FROM paused_destinations p WHERE p.destination = d.destination)
           AND (d.ordering_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM messages o
                 WHERE o.ordering_key = d.ordering_key AND o.id <> d.id
@@ -1008,8 +1011,10 @@ impl Store for PgStore {
 
     async fn next_due_at(&self) -> Result<Option<SystemTime>> {
         let row = sqlx::query(
-            "SELECT min(next_attempt_at) AS due FROM messages
-             WHERE status IN ('queued', 'retrying', 'delivering')",
+            "SELECT min(next_attempt_at) AS due FROM messages m
+             WHERE status IN ('queued', 'retrying', 'delivering')
+               AND NOT EXISTS (SELECT 1 FROM paused_destinations p
+                               WHERE p.destination = m.destination)",
         )
         .fetch_one(&self.inner.pool)
         .await
@@ -1205,6 +1210,25 @@ impl Store for PgStore {
     ) -> Result<AuditPage> {
         check_count("limit", limit, MAX_PAGE)?;
         self.select_audit(filter, cursor, limit).await
+    }
+
+    async fn pause_destination(
+        &self,
+        destination: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<Paused> {
+        crate::pause::check(destination, by, reason)?;
+        self.insert_pause(destination, by, reason).await
+    }
+
+    async fn resume_destination(&self, destination: &str) -> Result<bool> {
+        check_key("destination", Some(destination), false)?;
+        self.delete_pause(destination).await
+    }
+
+    async fn paused_destinations(&self) -> Result<Vec<Paused>> {
+        self.select_paused().await
     }
 }
 

@@ -194,7 +194,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX waits_run ON waits (run_seq, state);
     ",
     // 8: the audit log of operator actions. `detail` is a JSON object; `audit_actor` and
-    // `audit_action` serve the listing filtered by either, newest first.
+    // `audit_action` serve the listing filtered by either, newest first. Paused destinations,
+    // whose messages claims skip (one primary-key lookup per candidate).
     "
     CREATE TABLE audit (
         seq     INTEGER PRIMARY KEY,
@@ -207,6 +208,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_actor ON audit (actor, seq);
     CREATE INDEX audit_action ON audit (action, seq);
+
+    CREATE TABLE paused_destinations (
+        destination TEXT    PRIMARY KEY,
+        paused_at   INTEGER NOT NULL,
+        paused_by   TEXT    NOT NULL,
+        reason      TEXT
+    ) WITHOUT ROWID;
     ",
 ];
 

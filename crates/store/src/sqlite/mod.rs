@@ -47,6 +47,7 @@ mod filter;
 mod migrate;
 mod ops;
 mod options;
+mod pause;
 mod reads;
 mod rows;
 mod runs;
@@ -66,6 +67,7 @@ use self::writer::{Env, Writer};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
+use crate::pause::Paused;
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -696,5 +698,33 @@ impl Store for SqliteStore {
             .readers
             .with(move |conn| audit::list(conn, &filter, cursor.as_ref(), limit))
             .await
+    }
+
+    async fn pause_destination(
+        &self,
+        destination: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<Paused> {
+        crate::pause::check(destination, by, reason)?;
+        let (destination, by) = (destination.to_owned(), by.to_owned());
+        let reason = reason.map(str::to_owned);
+        self.inner
+            .writer
+            .submit(move |conn, env| pause::pause(conn, env, &destination, &by, reason.as_deref()))
+            .await
+    }
+
+    async fn resume_destination(&self, destination: &str) -> Result<bool> {
+        common::check_key("destination", Some(destination), false)?;
+        let destination = destination.to_owned();
+        self.inner
+            .writer
+            .submit(move |conn, env| pause::resume(conn, env, &destination))
+            .await
+    }
+
+    async fn paused_destinations(&self) -> Result<Vec<Paused>> {
+        self.inner.readers.with(pause::list).await
     }
 }

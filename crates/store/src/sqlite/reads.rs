@@ -266,9 +266,11 @@ pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Sta
 /// When the earliest pending message is due.
 pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>> {
     conn.prepare_cached(concat!(
-        "SELECT next_attempt_at FROM messages INDEXED BY messages_due WHERE ",
+        "SELECT next_attempt_at FROM messages AS m INDEXED BY messages_due WHERE ",
         pending!(),
-        " ORDER BY next_attempt_at LIMIT 1"
+        " AND NOT EXISTS (SELECT 1 FROM paused_destinations AS p
+                          WHERE p.destination = m.destination)
+         ORDER BY next_attempt_at LIMIT 1"
     ))
     .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
     .ctx("finding the next due message")

@@ -4,6 +4,7 @@
 mod audit;
 mod conformance;
 mod crash;
+mod pause;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runs;

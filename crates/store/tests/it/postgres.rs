@@ -41,6 +41,7 @@ impl Backend for Postgres {
 crate::conformance_tests!(crate::postgres::Postgres);
 crate::run_conformance_tests!(crate::postgres::Postgres);
 crate::audit_conformance_tests!(crate::postgres::Postgres);
+crate::pause_conformance_tests!(crate::postgres::Postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_sigkill_loses_no_acked_message() {
