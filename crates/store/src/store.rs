@@ -150,7 +150,9 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, id: MessageId) -> impl Future<Output = Result<Option<MessageDetail>>> + Send;
 
     /// Messages matching `filter`, newest first, at most `limit` (1..=1000), continuing after
-    /// `cursor`.
+    /// `cursor`. A [`Filter::payload_contains`](crate::Filter::payload_contains) search is
+    /// refused without a creation-time range of at most
+    /// [`MAX_TEXT_SEARCH_SPAN`](crate::types::MAX_TEXT_SEARCH_SPAN).
     fn list(
         &self,
         filter: &Filter,

@@ -11,6 +11,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::messages::{destination_filter, page};
+use super::search::Search;
 use crate::audit::{self, Action};
 use crate::destination::{Destination, Override, OverrideState};
 use crate::state::AppState;
@@ -26,6 +27,16 @@ pub(crate) struct DeadQuery {
     destination: Option<String>,
     #[serde(default)]
     error_contains: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+    #[serde(default)]
+    payload_contains: Option<String>,
     #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
@@ -50,7 +61,15 @@ pub(crate) async fn dead_letters(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DeadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = dead_filter(&state, q.destination, q.error_contains).await?;
+    let mut filter = dead_filter(&state, q.destination, q.error_contains).await?;
+    let search = Search {
+        since: q.since,
+        until: q.until,
+        idempotency_key: q.idempotency_key,
+        ordering_key: q.ordering_key,
+        payload_contains: q.payload_contains,
+    };
+    search.apply(&mut filter)?;
     page(&state, filter, q.cursor, q.limit).await
 }
 

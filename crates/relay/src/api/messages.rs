@@ -20,6 +20,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, JsonBytes};
 use super::idempotency::{self, Answer};
+use super::search::Search;
 use super::views::MessageView;
 use crate::audit::{self, Action};
 use crate::destination::Destination;
@@ -327,6 +328,16 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     destination: Option<String>,
     #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+    #[serde(default)]
+    payload_contains: Option<String>,
+    #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
@@ -429,7 +440,7 @@ pub(crate) fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
         .collect()
 }
 
-/// `GET /v1/messages?status=&destination=&cursor=&limit=`.
+/// `GET /v1/messages?status=&destination=&since=&until=&idempotency_key=&ordering_key=&payload_contains=&cursor=&limit=`.
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -439,6 +450,14 @@ pub(crate) async fn list(
         filter.statuses = parse_statuses(s)?;
     }
     filter.destination = destination_filter(&state, q.destination).await?;
+    let search = Search {
+        since: q.since,
+        until: q.until,
+        idempotency_key: q.idempotency_key,
+        ordering_key: q.ordering_key,
+        payload_contains: q.payload_contains,
+    };
+    search.apply(&mut filter)?;
     page(&state, filter, q.cursor, q.limit).await
 }
 

@@ -14,6 +14,7 @@ mod messages;
 pub mod openapi;
 mod pause;
 mod payload;
+mod search;
 mod views;
 
 use axum::Router;

@@ -313,6 +313,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         .map(|d| d.name.as_str())
         .collect();
     let paging = paging();
+    let search = super::search::openapi_parameters();
     let store_down = unavailable(
         "the store is unavailable or busy, or its storage is full (`store_unavailable`, `store_busy`, `storage_full`)",
     );
@@ -370,6 +371,11 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             statuses()
         ),
         filter[0].clone(),
+        search[0].clone(),
+        search[1].clone(),
+        search[2].clone(),
+        search[3].clone(),
+        search[4].clone(),
         paging[0],
         paging[1],
     ]);
@@ -406,7 +412,17 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         "List dead letters, newest first",
         json!({"200": ok("a page", schema("MessagePage")), "400": error("a bad query parameter (`invalid_query`) or cursor"), "422": error("a destination filter naming no configured destination (`unknown_destination`), unless stored messages still name it"), "503": store_down.clone()}),
     );
-    dead["parameters"] = json!([filter[0].clone(), filter[1].clone(), paging[0], paging[1],]);
+    dead["parameters"] = json!([
+        filter[0].clone(),
+        filter[1].clone(),
+        search[0].clone(),
+        search[1].clone(),
+        search[2].clone(),
+        search[3].clone(),
+        search[4].clone(),
+        paging[0],
+        paging[1],
+    ]);
     let mut replay_dead = op(
         "replayDeadLetters",
         "Queue dead letters again, by filter or by id",

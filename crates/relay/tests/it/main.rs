@@ -17,6 +17,7 @@ mod outage;
 mod pause;
 mod postgres;
 mod receiver;
+mod search;
 mod secrets;
 mod shutdown;
 mod smtp;

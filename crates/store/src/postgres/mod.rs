@@ -93,19 +93,22 @@ struct Inner {
     writer: Writer,
 }
 
-/// The `Filter` condition over parameters `$1..$5`: statuses, destination, created from,
-/// created until, error text.
+/// The `Filter` condition over parameters `$1..$8`: statuses, destination, created from,
+/// created until, error text, idempotency key, ordering key, payload text.
 macro_rules! filter_where {
     () => {
         "($1::text[] IS NULL OR status = ANY($1)) \
          AND ($2::text IS NULL OR destination = $2) \
          AND ($3::bigint IS NULL OR created_at >= $3) \
          AND ($4::bigint IS NULL OR created_at < $4) \
-         AND ($5::text IS NULL OR strpos(last_error, $5) > 0)"
+         AND ($5::text IS NULL OR strpos(last_error, $5) > 0) \
+         AND ($6::text IS NULL OR idempotency_key = $6) \
+         AND ($7::text IS NULL OR ordering_key = $7) \
+         AND ($8::text IS NULL OR strpos(payload::text, $8) > 0)"
     };
 }
 
-/// Binds a [`Filter`] as `$1..$5` for [`filter_where`].
+/// Binds a [`Filter`] as `$1..$8` for [`filter_where`].
 fn bind_filter<'q>(
     query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
     filter: &Filter,
@@ -123,6 +126,9 @@ fn bind_filter<'q>(
         .bind(filter.created_from.map(to_millis))
         .bind(filter.created_until.map(to_millis))
         .bind(filter.error_contains.clone())
+        .bind(filter.idempotency_key.clone())
+        .bind(filter.ordering_key.clone())
+        .bind(filter.payload_contains.clone())
 }
 
 const CLAIM: &str = concat!(
@@ -200,17 +206,17 @@ SELECT count(*) AS n FROM u";
 const REPLAY_FILTER: &str = concat!(
     "
 WITH u AS (
-    UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = $6,
+    UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = $9,
         not_before = NULL, last_error = NULL, delivered_at = NULL,
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = $6, event_seq = event_seq + 1
+        updated_at = $9, event_seq = event_seq + 1
     WHERE status IN ('dead', 'cancelled', 'delivered') AND run_id IS NULL AND ",
     filter_where!(),
     "
     RETURNING id, event_seq, seq
 ), e AS (
     INSERT INTO events (message_id, seq, at, status, attempt, detail)
-    SELECT id, event_seq, $6, 'queued', 0, 'replayed' FROM u
+    SELECT id, event_seq, $9, 'queued', 0, 'replayed' FROM u
 )
 SELECT id FROM u ORDER BY seq"
 );
@@ -253,11 +259,11 @@ WITH d AS (
 SELECT count(*) AS n FROM d"
 );
 
-/// [`PURGE`] restricted to the ids in `$6`.
+/// [`PURGE`] restricted to the ids in `$9`.
 const PURGE_IDS: &str = concat!(
     "
 WITH d AS (
-    DELETE FROM messages WHERE status IN ('dead', 'cancelled', 'delivered') AND id = ANY($6) AND ",
+    DELETE FROM messages WHERE status IN ('dead', 'cancelled', 'delivered') AND id = ANY($9) AND ",
     filter_where!(),
     "
     RETURNING id
@@ -307,7 +313,7 @@ const LIST: &str = concat!(
     message_columns!(),
     " FROM messages WHERE ",
     filter_where!(),
-    " AND ($6::bigint IS NULL OR seq < $6) ORDER BY seq DESC LIMIT $7"
+    " AND ($9::bigint IS NULL OR seq < $9) ORDER BY seq DESC LIMIT $10"
 );
 
 const LIST_INBOUND: &str = "
@@ -755,6 +761,7 @@ impl Store for PgStore {
 
     async fn list(&self, filter: &Filter, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         check_count("limit", limit, MAX_PAGE)?;
+        common::check_text_search(filter)?;
         let after = cursor.map(common::cursor_seq).transpose()?;
         let rows = bind_filter(sqlx::query(LIST), filter)
             .bind(after)

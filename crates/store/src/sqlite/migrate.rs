@@ -194,7 +194,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX waits_run ON waits (run_seq, state);
     ",
     // 8: the audit log of operator actions. `detail` is a JSON object; `audit_actor` and
-    // `audit_action` serve the listing filtered by either, newest first. Paused destinations,
+    // `audit_action` serve the listing filtered by either, newest first. Message search: by
+    // destination, creation time (the payload text search is bounded by it), idempotency key
+    // and ordering key (`messages_fifo` holds unfinished messages only). Paused destinations,
     // whose messages claims skip (one primary-key lookup per candidate).
     "
     CREATE TABLE audit (
@@ -208,6 +210,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_actor ON audit (actor, seq);
     CREATE INDEX audit_action ON audit (action, seq);
+
+    CREATE INDEX messages_destination ON messages (destination, seq);
+    CREATE INDEX messages_created ON messages (created_at);
+    CREATE INDEX messages_idempotency_key ON messages (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX messages_ordering_key ON messages (ordering_key, seq)
+        WHERE ordering_key IS NOT NULL;
 
     CREATE TABLE paused_destinations (
         destination TEXT    PRIMARY KEY,

@@ -442,6 +442,7 @@ impl Store for SqliteStore {
 
     async fn list(&self, filter: &Filter, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         common::check_count("limit", limit, MAX_PAGE)?;
+        common::check_text_search(filter)?;
         let filter = filter.clone();
         let cursor = cursor.cloned();
         self.inner

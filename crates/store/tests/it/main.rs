@@ -8,4 +8,5 @@ mod pause;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runs;
+mod search;
 mod sqlite;

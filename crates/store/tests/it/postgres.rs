@@ -42,6 +42,7 @@ crate::conformance_tests!(crate::postgres::Postgres);
 crate::run_conformance_tests!(crate::postgres::Postgres);
 crate::audit_conformance_tests!(crate::postgres::Postgres);
 crate::pause_conformance_tests!(crate::postgres::Postgres);
+crate::search_conformance_tests!(crate::postgres::Postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_sigkill_loses_no_acked_message() {
