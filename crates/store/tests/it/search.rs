@@ -81,6 +81,20 @@ pub(crate) async fn list_finds_messages_by_key_and_payload_text<B: Backend>() {
             .is_empty(),
         "case-sensitive"
     );
+    // A time range pages newest first like any listing, its cursor continuing after its row.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f.store.list(&day, cursor.as_ref(), 2).await.unwrap();
+        seen.extend(page.messages.iter().map(|m| m.id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
     // The range bounds the search.
     let early = Filter::all()
         .created_between(start, start + Duration::from_secs(120))
