@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -89,6 +90,8 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Messages { command } => client::messages(&client()?, command).await?,
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
+        Command::Audit(args) => client::audit(&client()?, args).await?,
+        Command::Destinations { command } => client::destinations(&client()?, command).await?,
         Command::Token { command } => {
             let config = Config::load(config)?;
             let store = server::open_store(&config, ferrule_policy::clock::system())

@@ -18,7 +18,7 @@ use crate::alerts::{Alert, Alerts};
 use crate::auth::{self, Role, TokenSet, Tokens, stored};
 use crate::cli::console;
 use crate::config::Config;
-use crate::destination::{Destination, Overrides};
+use crate::destination::{Destination, Overrides, PausedDestinations};
 use crate::error::Error;
 use crate::health::{Depths, Health};
 use crate::state::{AppState, Counters, Shared, ShutdownStep};
@@ -128,7 +128,11 @@ async fn load_tokens(
                 e => Error::Other(e.to_string()),
             })?;
         tracing::info!(name, "generated an admin API token");
-        from_store.push(auth::hash(&token), Role::Admin);
+        let entry = crate::audit::entry("relay", crate::audit::Action::TokenCreate)
+            .target(&name)
+            .detail(serde_json::json!({"role": "admin", "generated": true}));
+        crate::audit::record(store, entry).await;
+        from_store.push(auth::hash(&token), Role::Admin, Some(name));
         generated = Some(token);
     }
     Ok((TokenSet::new(configured, from_store), generated))
@@ -240,6 +244,7 @@ pub(crate) async fn build_state(
         .map(|source| (source.name.clone(), source))
         .collect();
     let overrides = Overrides::load(&store, &destinations).await?;
+    let paused = PausedDestinations::load(&store, |d| destinations.contains_key(d)).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
     let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
     for (name, d) in &destinations {
@@ -257,6 +262,7 @@ pub(crate) async fn build_state(
         destinations,
         email_sources,
         overrides,
+        paused,
         counters: Counters::default(),
         depths,
         store_health: Health::new(config.health.clone()),
@@ -404,14 +410,20 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
             }
         });
     }
-    // Several relays share a PostgreSQL store: follow the breaker overrides set elsewhere.
+    // Several relays share a PostgreSQL store: follow the breaker overrides and pauses set
+    // elsewhere.
     if !matches!(state.store, AnyStore::Sqlite(_)) {
-        let state = state.clone();
+        let overrides = state.clone();
         tracker.spawn(async move {
-            let s = &*state;
+            let s = &*overrides;
             s.overrides
                 .follow_until(&s.store, &s.destinations, &s.clock, &s.shutdown)
                 .await;
+        });
+        let paused = state.clone();
+        tracker.spawn(async move {
+            let s = &*paused;
+            s.paused.follow_until(&s.store, &s.clock, &s.shutdown).await;
         });
     }
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::Alerts;
 use crate::auth::TokenSet;
 use crate::config::{Config, EmailSource};
-use crate::destination::{Destination, Overrides};
+use crate::destination::{Destination, Overrides, PausedDestinations};
 use crate::health::{Depths, Health};
 
 /// Counters since start, for `/status`.
@@ -68,6 +68,8 @@ pub struct Shared {
     pub email_sources: BTreeMap<String, EmailSource>,
     /// The stored overrides of the destinations' breakers (forced open, disabled).
     pub overrides: Overrides,
+    /// The destinations an operator paused, as shown (the store holds their messages).
+    pub paused: PausedDestinations,
     /// Counters since start.
     pub counters: Counters,
     /// Queue depths (shared with the alerts, which queue messages of their own).

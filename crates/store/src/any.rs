@@ -2,8 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::{Result, StoreError};
 use crate::options::StoreOptions;
+use crate::pause::Paused;
 #[cfg(feature = "postgres")]
 use crate::postgres::PgStore;
 use crate::run::{
@@ -253,6 +255,36 @@ impl Store for AnyStore {
 
     async fn delete_meta(&self, key: &str) -> Result<bool> {
         dispatch!(self, s => s.delete_meta(key).await)
+    }
+
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        dispatch!(self, s => s.record_audit(entry).await)
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AuditPage> {
+        dispatch!(self, s => s.list_audit(filter, cursor, limit).await)
+    }
+
+    async fn pause_destination(
+        &self,
+        destination: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<Paused> {
+        dispatch!(self, s => s.pause_destination(destination, by, reason).await)
+    }
+
+    async fn resume_destination(&self, destination: &str) -> Result<bool> {
+        dispatch!(self, s => s.resume_destination(destination).await)
+    }
+
+    async fn paused_destinations(&self) -> Result<Vec<Paused>> {
+        dispatch!(self, s => s.paused_destinations().await)
     }
 }
 

@@ -124,6 +124,31 @@ pub(crate) fn cursor_seq(cursor: &Cursor) -> Result<i64> {
     })
 }
 
+/// Refuses a payload text search without a creation-time range of at most
+/// [`MAX_TEXT_SEARCH_SPAN`](crate::types::MAX_TEXT_SEARCH_SPAN), which would read every
+/// payload the store keeps.
+pub(crate) fn check_text_search(filter: &crate::types::Filter) -> Result<()> {
+    if filter.payload_contains.is_none() {
+        return Ok(());
+    }
+    let max = crate::types::MAX_TEXT_SEARCH_SPAN;
+    let bounded = match (filter.created_from, filter.created_until) {
+        (Some(from), Some(until)) => until.duration_since(from).map_or(true, |span| span <= max),
+        _ => false,
+    };
+    if bounded {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidOption {
+            field: "payload_contains",
+            reason: format!(
+                "needs a creation-time range (created_from and created_until) of at most {} days",
+                max.as_secs() / 86_400
+            ),
+        })
+    }
+}
+
 /// Refuses a `max` or `limit` outside `1..=upper`.
 pub(crate) fn check_count(field: &'static str, value: usize, upper: usize) -> Result<()> {
     if value == 0 || value > upper {

@@ -15,9 +15,11 @@
 //! [`ManualClock`](ferrule_policy::ManualClock).
 
 mod any;
+pub mod audit;
 mod common;
 pub mod error;
 pub mod options;
+pub mod pause;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod run;
@@ -27,8 +29,10 @@ mod transition;
 pub mod types;
 
 pub use any::{AnyStore, open};
+pub use audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
+pub use pause::Paused;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore};
 pub use run::{

@@ -3,7 +3,9 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::Result;
+use crate::pause::Paused;
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -148,7 +150,9 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, id: MessageId) -> impl Future<Output = Result<Option<MessageDetail>>> + Send;
 
     /// Messages matching `filter`, newest first, at most `limit` (1..=1000), continuing after
-    /// `cursor`.
+    /// `cursor`. A [`Filter::payload_contains`](crate::Filter::payload_contains) search is
+    /// refused without a creation-time range of at most
+    /// [`MAX_TEXT_SEARCH_SPAN`](crate::types::MAX_TEXT_SEARCH_SPAN).
     fn list(
         &self,
         filter: &Filter,
@@ -327,4 +331,39 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a key from the key-value table durably; answers whether it existed. Keys
     /// starting with `ferrule.` are reserved, as for [`set_meta`](Self::set_meta).
     fn delete_meta(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Appends an operator action to the audit log, at the store's now, and answers it as
+    /// stored. Refuses an empty or overlong (over 512 bytes) `actor`, `action` or `target`, and
+    /// a `detail` that is not a JSON object or is over
+    /// [`MAX_DETAIL_BYTES`](crate::audit::MAX_DETAIL_BYTES), before any write.
+    fn record_audit(&self, entry: NewAuditEntry)
+    -> impl Future<Output = Result<AuditEntry>> + Send;
+
+    /// Audit entries matching `filter`, newest first, at most `limit` (1..=1000), continuing
+    /// after `cursor`.
+    fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<AuditPage>> + Send;
+
+    /// Pauses `destination` (see [`pause`](crate::pause)): from this write on, no process
+    /// sharing the store claims its messages until [`resume_destination`](Self::resume_destination).
+    /// Pausing a paused destination changes nothing and answers the pause already stored.
+    /// Refuses an empty or overlong `destination` or `by`, and a `reason` over
+    /// [`MAX_REASON_BYTES`](crate::pause::MAX_REASON_BYTES).
+    fn pause_destination(
+        &self,
+        destination: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> impl Future<Output = Result<Paused>> + Send;
+
+    /// Resumes `destination`: its due messages are claimable again and waiting dispatchers are
+    /// woken (on PostgreSQL, in every process). Answers whether it was paused.
+    fn resume_destination(&self, destination: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every paused destination, by name.
+    fn paused_destinations(&self) -> impl Future<Output = Result<Vec<Paused>>> + Send;
 }

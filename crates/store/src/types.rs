@@ -549,7 +549,18 @@ pub struct Filter {
     pub created_until: Option<SystemTime>,
     /// `last_error` contains this text (case-sensitive).
     pub error_contains: Option<String>,
+    /// Exactly this idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Exactly this ordering key.
+    pub ordering_key: Option<String>,
+    /// The payload's JSON text contains this text (case-sensitive). Reading payloads is a
+    /// scan, so [`Store::list`](crate::Store::list) takes it only with `created_from` and
+    /// `created_until` at most [`MAX_TEXT_SEARCH_SPAN`] apart.
+    pub payload_contains: Option<String>,
 }
+
+/// The longest creation-time range a [`Filter::payload_contains`] search may cover.
+pub const MAX_TEXT_SEARCH_SPAN: Duration = Duration::from_secs(7 * 86_400);
 
 impl Filter {
     /// Matches every message.
@@ -574,6 +585,25 @@ impl Filter {
     /// Also requires `last_error` to contain `text`.
     pub fn error_contains(mut self, text: impl Into<String>) -> Self {
         self.error_contains = Some(text.into());
+        self
+    }
+
+    /// Also requires this idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Also requires this ordering key.
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+
+    /// Also requires the payload's JSON text to contain `text` (give a creation-time range
+    /// too; see [`Filter::payload_contains`]).
+    pub fn payload_contains(mut self, text: impl Into<String>) -> Self {
+        self.payload_contains = Some(text.into());
         self
     }
 

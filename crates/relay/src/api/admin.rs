@@ -11,6 +11,8 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::messages::{destination_filter, page};
+use super::search::Search;
+use crate::audit::{self, Action};
 use crate::destination::{Destination, Override, OverrideState};
 use crate::state::AppState;
 
@@ -25,6 +27,16 @@ pub(crate) struct DeadQuery {
     destination: Option<String>,
     #[serde(default)]
     error_contains: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+    #[serde(default)]
+    payload_contains: Option<String>,
     #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
@@ -49,7 +61,15 @@ pub(crate) async fn dead_letters(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DeadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let filter = dead_filter(&state, q.destination, q.error_contains).await?;
+    let mut filter = dead_filter(&state, q.destination, q.error_contains).await?;
+    let search = Search {
+        since: q.since,
+        until: q.until,
+        idempotency_key: q.idempotency_key,
+        ordering_key: q.ordering_key,
+        payload_contains: q.payload_contains,
+    };
+    search.apply(&mut filter)?;
     page(&state, filter, q.cursor, q.limit).await
 }
 
@@ -70,8 +90,16 @@ pub(crate) struct ReplayRequest {
 /// `POST /v1/dead-letters/replay`: re-queues dead messages matching the filter (or the ids).
 pub(crate) async fn replay_dead(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    let detail = match &body.ids {
+        Some(ids) => json!({"ids": ids.len()}),
+        None => json!({"filter": audit::filter_detail(&[
+            ("destination", body.destination.as_deref()),
+            ("error_contains", body.error_contains.as_deref()),
+        ])}),
+    };
     let target = match body.ids {
         Some(ids) => {
             if body.destination.is_some() || body.error_contains.is_some() {
@@ -93,6 +121,12 @@ pub(crate) async fn replay_dead(
         }
     };
     let report = state.written(state.store.replay(target, body.dry_run).await)?;
+    if !report.dry_run {
+        let entry = audit::entry(&caller, Action::DeadLettersReplay)
+            .count(report.count)
+            .detail(detail);
+        audit::record(&state.store, entry).await;
+    }
     Ok(Json(json!({
         "count": report.count,
         "ids": report.ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -138,6 +172,7 @@ pub(crate) struct PurgeQuery {
 /// an empty filter matches every dead letter, and a forgotten parameter must not delete them.
 pub(crate) async fn purge_dead(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiQuery(q): ApiQuery<PurgeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let filtered = [&q.destination, &q.error_contains]
@@ -158,6 +193,10 @@ pub(crate) async fn purge_dead(
         }
         _ => {}
     }
+    let detail = json!({"filter": audit::filter_detail(&[
+        ("destination", q.destination.as_deref()),
+        ("error_contains", q.error_contains.as_deref()),
+    ]), "all": q.all});
     let filter = dead_filter(&state, q.destination, q.error_contains).await?;
     if q.dry_run {
         // What a replay would take is exactly what a purge would delete: the dead letters
@@ -168,6 +207,10 @@ pub(crate) async fn purge_dead(
         ));
     }
     let purged = state.written(state.store.purge(&filter).await)?;
+    let entry = audit::entry(&caller, Action::DeadLettersPurge)
+        .count(purged)
+        .detail(detail);
+    audit::record(&state.store, entry).await;
     Ok(Json(json!({"purged": purged, "dry_run": false})))
 }
 
@@ -187,11 +230,22 @@ pub(crate) struct PurgeRequest {
 /// chunk.
 pub(crate) async fn purge_dead_ids(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiJson(body): ApiJson<PurgeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let ids = parse_ids(&body.ids)?;
+    let detail = json!({"ids": ids.len(), "filter": audit::filter_detail(&[
+        ("destination", body.destination.as_deref()),
+        ("error_contains", body.error_contains.as_deref()),
+    ])});
     let filter = dead_filter(&state, body.destination, body.error_contains).await?;
     let purged = state.written(state.store.purge_ids(&ids, &filter).await)?;
+    if purged > 0 {
+        let entry = audit::entry(&caller, Action::DeadLettersPurge)
+            .count(purged)
+            .detail(detail);
+        audit::record(&state.store, entry).await;
+    }
     Ok(Json(json!({ "purged": purged })))
 }
 
@@ -250,15 +304,24 @@ pub(crate) async fn breaker_action(
         ));
     }
     let set = |s| Override::new(s, state.clock.system_now(), caller.clone(), reason.clone());
-    let written = match action.as_str() {
-        "reset" => state.overrides.reset(&state.store, d).await,
+    let (written, done) = match action.as_str() {
+        "reset" => (
+            state.overrides.reset(&state.store, d).await,
+            Action::BreakerReset,
+        ),
         "force-open" => {
             let set = set(OverrideState::ForcedOpen);
-            state.overrides.set(&state.store, d, set).await
+            (
+                state.overrides.set(&state.store, d, set).await,
+                Action::BreakerForceOpen,
+            )
         }
         "disable" => {
             let set = set(OverrideState::Disabled);
-            state.overrides.set(&state.store, d, set).await
+            (
+                state.overrides.set(&state.store, d, set).await,
+                Action::BreakerDisable,
+            )
         }
         _ => {
             return Err(ApiError::new(
@@ -270,24 +333,26 @@ pub(crate) async fn breaker_action(
     };
     state.written(written)?;
     tracing::info!(destination = %d.name, action, %caller, reason = reason.as_deref().unwrap_or(""), "breaker changed by an operator");
+    let entry = audit::entry(&caller, done)
+        .target(&d.name)
+        .detail(audit::filter_detail(&[("reason", reason.as_deref())]));
+    audit::record(&state.store, entry).await;
     crate::telemetry::prometheus::breaker_state(&d.name, d.breaker.state());
     Ok(Json(breaker_view(&state, d).await))
 }
 
-/// `GET /v1/destinations`.
+/// `GET /v1/destinations`, each with its pause (`null` unless an operator paused it).
 pub(crate) async fn destinations(State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .destinations
-        .values()
-        .map(|d| {
-            json!({
-                "name": d.name,
-                "type": d.kind.as_str(),
-                "endpoint": d.endpoint,
-                "breaker": d.breaker.state(),
-                "health": d.health.status(),
-            })
-        })
-        .collect();
+    let mut list = Vec::with_capacity(state.destinations.len());
+    for d in state.destinations.values() {
+        list.push(json!({
+            "name": d.name,
+            "type": d.kind.as_str(),
+            "endpoint": d.endpoint,
+            "breaker": d.breaker.state(),
+            "health": d.health.status(),
+            "paused": crate::destination::paused::view(state.paused.get(&d.name).await.as_ref()),
+        }));
+    }
     Json(json!({ "destinations": list }))
 }

@@ -6,26 +6,24 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
+use crate::state::AppState;
 
-/// The caller of an authenticated route: `api:` and the first 8 hex digits of the SHA-256 of
-/// its bearer token (the hash the relay keeps, never the token), e.g. `api:1f2e3d4c`.
+/// The caller of an authenticated route: its token's name (configured with `[auth] tokens`
+/// or stored with `ferrule token create --name`), or, for a configured token without a name,
+/// `api:` and the first 8 hex digits of the SHA-256 of its bearer token (the hash the relay
+/// keeps, never the token), e.g. `api:1f2e3d4c`. See [`TokenSet::caller_name`].
 ///
-/// The one place that names a caller: when tokens carry names, this is where the name goes.
+/// [`TokenSet::caller_name`]: crate::auth::TokenSet::caller_name
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Caller(pub(crate) String);
 
-impl Caller {
-    /// The caller presenting `token`.
-    pub(crate) fn of_token(token: &str) -> Self {
-        let hex = crate::auth::to_hex(&crate::auth::hash(token));
-        Caller(format!("api:{}", &hex[..8]))
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // The auth middleware has checked the token before any handler runs.
         let token = parts
             .headers
@@ -34,23 +32,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .and_then(|v| v.split_once(' '))
             .map(|(_, token)| token.trim())
             .unwrap_or_default();
-        Ok(Caller::of_token(token))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_caller_is_named_by_a_prefix_of_its_tokens_hash() {
-        let caller = Caller::of_token("test-token-0123456789abcdef");
-        assert!(
-            caller.0.starts_with("api:") && caller.0.len() == 12,
-            "{caller:?}"
-        );
-        assert!(!caller.0.contains("test-token"));
-        assert_eq!(caller, Caller::of_token("test-token-0123456789abcdef"));
-        assert_ne!(caller, Caller::of_token("another-token-0123456789"));
+        Ok(Caller(state.tokens.caller_name(token)))
     }
 }

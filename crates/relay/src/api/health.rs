@@ -121,7 +121,8 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
         if health.status == HealthStatus::Unhealthy || breaker.state == CircuitState::HalfOpen {
             overall = overall.max(Overall::Degraded);
         }
-        let mut entry = json!({"breaker": breaker, "health": health});
+        let paused = state.paused.get(&d.name).await;
+        let mut entry = json!({"breaker": breaker, "health": health, "paused": crate::destination::paused::view(paused.as_ref())});
         if let Some(inbound) = &d.inbound {
             let health = inbound.health.snapshot();
             if health.status == HealthStatus::Unhealthy {

@@ -20,7 +20,9 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, JsonBytes};
 use super::idempotency::{self, Answer};
+use super::search::Search;
 use super::views::MessageView;
+use crate::audit::{self, Action};
 use crate::destination::Destination;
 use crate::state::AppState;
 use crate::telemetry::prometheus::{SUBMITS_REFUSED, SUBMITTED};
@@ -326,6 +328,16 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     destination: Option<String>,
     #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    ordering_key: Option<String>,
+    #[serde(default)]
+    payload_contains: Option<String>,
+    #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
     limit: Option<usize>,
@@ -428,7 +440,7 @@ pub(crate) fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
         .collect()
 }
 
-/// `GET /v1/messages?status=&destination=&cursor=&limit=`.
+/// `GET /v1/messages?status=&destination=&since=&until=&idempotency_key=&ordering_key=&payload_contains=&cursor=&limit=`.
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -438,17 +450,30 @@ pub(crate) async fn list(
         filter.statuses = parse_statuses(s)?;
     }
     filter.destination = destination_filter(&state, q.destination).await?;
+    let search = Search {
+        since: q.since,
+        until: q.until,
+        idempotency_key: q.idempotency_key,
+        ordering_key: q.ordering_key,
+        payload_contains: q.payload_contains,
+    };
+    search.apply(&mut filter)?;
     page(&state, filter, q.cursor, q.limit).await
 }
 
 /// `POST /v1/messages/{id}/replay`: re-queues a terminal message.
 pub(crate) async fn replay(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let replayed = state.store.replay(ReplayTarget::Ids(vec![id]), false).await;
-    state.written(replayed)?;
+    let report = state.written(replayed)?;
+    let entry = audit::entry(&caller, Action::MessageReplay)
+        .target(id.to_string())
+        .count(report.count);
+    audit::record(&state.store, entry).await;
     Ok(Json(json!({"id": id.to_string(), "status": "queued"})))
 }
 
@@ -482,6 +507,10 @@ pub(crate) async fn cancel(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(message_id = %id, %caller, "message cancelled");
+    let entry = audit::entry(&caller, Action::MessageCancel)
+        .target(id.to_string())
+        .count(1);
+    audit::record(&state.store, entry).await;
     let mut body = json!({"id": id.to_string(), "status": Status::Cancelled.as_str()});
     // The event before the cancel's says what the message was doing.
     let before = match state.store.get(id).await {

@@ -2,6 +2,7 @@
 //! an admin token only; JSON errors.
 
 mod admin;
+mod audit;
 mod caller;
 mod error;
 mod extract;
@@ -11,7 +12,9 @@ mod inbound;
 mod linger;
 mod messages;
 pub mod openapi;
+mod pause;
 mod payload;
+mod search;
 mod views;
 
 use axum::Router;
@@ -135,6 +138,19 @@ pub fn routes() -> Vec<Route> {
             get(admin::destinations),
         ),
         route(Method::GET, "/v1/inbound", Read, get(inbound::list)),
+        route(Method::GET, "/v1/audit", Read, get(audit::list)),
+        route(
+            Method::POST,
+            "/v1/destinations/{destination}/pause",
+            Write,
+            post(pause::pause),
+        ),
+        route(
+            Method::POST,
+            "/v1/destinations/{destination}/resume",
+            Write,
+            post(pause::resume),
+        ),
         route(
             Method::POST,
             "/v1/inbound/email/{source}",

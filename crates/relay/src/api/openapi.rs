@@ -33,11 +33,11 @@ const STATUSES: [&str; 6] = [
     "cancelled",
 ];
 
-fn schema(name: &str) -> Value {
+pub(super) fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-fn error(description: &str) -> Value {
+pub(super) fn error(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}})
 }
 
@@ -48,15 +48,15 @@ fn unavailable(description: &str) -> Value {
     response
 }
 
-fn ok(description: &str, body: Value) -> Value {
+pub(super) fn ok(description: &str, body: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": body}}})
 }
 
-fn op(id: &str, summary: &str, responses: Value) -> Value {
+pub(super) fn op(id: &str, summary: &str, responses: Value) -> Value {
     json!({"operationId": id, "summary": summary, "responses": responses})
 }
 
-fn query(name: &str, description: &str, schema: Value) -> Value {
+pub(super) fn query(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
 
@@ -69,7 +69,7 @@ fn json_body(schema: Value) -> Value {
 }
 
 /// The parameters of a paged listing: `cursor` and `limit` (1 to 1000).
-fn paging() -> [Value; 2] {
+pub(super) fn paging() -> [Value; 2] {
     [
         query(
             "cursor",
@@ -258,14 +258,15 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "total_calls": {"type": "integer", "minimum": 0}, "total_rejected": {"type": "integer", "minimum": 0}, "total_transitions": {"type": "integer", "minimum": 0}}}));
     schemas.insert("Override".into(), json!({"type": "object", "required": ["state", "set_at", "set_by"], "properties": {
             "state": {"type": "string", "enum": ["forced_open", "disabled"]}, "set_at": time,
-            "set_by": {"type": "string", "description": "`api:` and the first 8 hex digits of the SHA-256 of the caller's token, or `relay` when the relay set it (credentials rejected)"},
+            "set_by": {"type": "string", "description": "the name of the caller's token (for an unnamed configured token `api:` and the first 8 hex digits of its SHA-256), or `relay` when the relay set it (credentials rejected)"},
             "reason": {"type": "string"}}}));
     schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker", "override"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker"), "override": {"oneOf": [{"type": "null"}, schema("Override")]}}}));
     schemas.insert("Breakers".into(), json!({"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": schema("DestinationBreaker")}}}));
     schemas.insert("Destinations".into(), json!({"type": "object", "required": ["destinations"], "properties": {"destinations": {"type": "array", "items": {"type": "object", "required": ["name", "type", "endpoint", "breaker", "health"], "properties": {
             "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp", "github"]},
             "endpoint": {"type": "string", "description": "the webhook URL without its query, the Bot API base or `smtp://host:port`"},
-            "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]}}}}}}));
+            "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+            "paused": schema("Pause")}}}}}));
     schemas.insert("LastError".into(), json!({"type": "object", "required": ["at", "message"], "properties": {"at": time, "message": {"type": "string"}}}));
     schemas.insert("Health".into(), json!(health));
     schemas.insert("HealthCheck".into(), json!({"description": "A destination's active health check (`[destinations.health_check]`), when it has one.", "allOf": [schema("Health")], "required": ["critical", "interval_ms", "last_passed"], "properties": {
@@ -280,7 +281,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "dependencies": {"type": "object", "required": ["store", "destinations"], "properties": {
                 "store": {"allOf": [schema("Health")], "properties": {"storage_full": {"type": "object", "required": ["since", "refused_writes", "reason"], "properties": {"since": time, "refused_writes": {"type": "integer"}, "reason": {"type": "string"}}}}},
                 "destinations": {"type": "object", "additionalProperties": {"type": "object", "required": ["breaker", "health"], "properties": {
-                    "breaker": schema("Breaker"), "health": schema("Health"),
+                    "breaker": schema("Breaker"), "health": schema("Health"), "paused": schema("Pause"),
                     "inbound": {"type": "object", "required": ["mode", "health"], "properties": {"mode": {"type": "string", "enum": ["webhook", "polling"]}, "health": schema("Health")}},
                     "health_check": schema("HealthCheck")}}}}},
             "last_error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["dependency", "at", "message"], "properties": {"dependency": {"type": "string"}, "at": time, "message": {"type": "string"}}}]}}}));
@@ -293,6 +294,14 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "forward": {"type": "string", "description": "e-mail: the forwarded message's id, when the mail is new and its source has `forward_to`"}}}));
     schemas.insert("Probe".into(), json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}));
     Value::Object(schemas)
+}
+
+/// The schemas of [`schemas`] and those of the API's other parts.
+fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
+    let mut all = schemas(destinations);
+    extend(&mut all, super::audit::openapi_schemas());
+    extend(&mut all, super::pause::openapi_schemas());
+    all
 }
 
 /// The operations, keyed by path and method, without their security (added from the routes).
@@ -308,6 +317,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         .map(|d| d.name.as_str())
         .collect();
     let paging = paging();
+    let search = super::search::openapi_parameters();
     let store_down = unavailable(
         "the store is unavailable or busy, or its storage is full (`store_unavailable`, `store_busy`, `storage_full`)",
     );
@@ -365,6 +375,11 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             statuses()
         ),
         filter[0].clone(),
+        search[0].clone(),
+        search[1].clone(),
+        search[2].clone(),
+        search[3].clone(),
+        search[4].clone(),
         paging[0],
         paging[1],
     ]);
@@ -401,7 +416,17 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         "List dead letters, newest first",
         json!({"200": ok("a page", schema("MessagePage")), "400": error("a bad query parameter (`invalid_query`) or cursor"), "422": error("a destination filter naming no configured destination (`unknown_destination`), unless stored messages still name it"), "503": store_down.clone()}),
     );
-    dead["parameters"] = json!([filter[0].clone(), filter[1].clone(), paging[0], paging[1],]);
+    dead["parameters"] = json!([
+        filter[0].clone(),
+        filter[1].clone(),
+        search[0].clone(),
+        search[1].clone(),
+        search[2].clone(),
+        search[3].clone(),
+        search[4].clone(),
+        paging[0],
+        paging[1],
+    ]);
     let mut replay_dead = op(
         "replayDeadLetters",
         "Queue dead letters again, by filter or by id",
@@ -562,6 +587,12 @@ fn extend(into: &mut Value, more: Value) {
 /// The document for a relay with `destinations`, serving `routes`.
 pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &[Route]) -> Value {
     let mut paths = operations(destinations);
+    extend(&mut paths, super::audit::openapi_paths());
+    let names: Vec<&str> = destinations.keys().map(String::as_str).collect();
+    extend(
+        &mut paths,
+        super::pause::openapi_paths(one_of_names(&names)),
+    );
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {
@@ -610,7 +641,7 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "basic": {"type": "http", "scheme": "basic", "description": "`POST /v1/inbound/email/{source}` only: the source's secret (or an admin token) as the password, any user name"},
             },
-            "schemas": schemas(destinations),
+            "schemas": all_schemas(destinations),
         },
         "security": [{"bearer": []}],
         "paths": paths,

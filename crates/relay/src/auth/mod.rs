@@ -40,10 +40,18 @@ impl Role {
     }
 }
 
-/// Accepted tokens, as hashes with their roles.
+/// One accepted token: its hash, role and name (if it has one).
+#[derive(Clone)]
+struct Entry {
+    hash: TokenHash,
+    role: Role,
+    name: Option<String>,
+}
+
+/// Accepted tokens, as hashes with their roles and names.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    entries: Vec<(TokenHash, Role)>,
+    entries: Vec<Entry>,
 }
 
 impl fmt::Debug for Tokens {
@@ -55,28 +63,41 @@ impl fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Admin tokens from hashes.
+    /// Unnamed admin tokens from hashes.
     pub fn from_hashes(hashes: Vec<TokenHash>) -> Self {
-        Tokens {
-            entries: hashes.into_iter().map(|h| (h, Role::Admin)).collect(),
+        let mut tokens = Tokens::default();
+        for hash in hashes {
+            tokens.push(hash, Role::Admin, None);
         }
+        tokens
     }
 
-    /// Adds a token by its hash.
-    pub fn push(&mut self, hash: TokenHash, role: Role) {
-        self.entries.push((hash, role));
+    /// Adds a token by its hash, with its name if it has one.
+    pub fn push(&mut self, hash: TokenHash, role: Role, name: Option<String>) {
+        self.entries.push(Entry { hash, role, name });
     }
 
     /// The tokens of `[auth] tokens` (admin) and `[auth] read_only_tokens` (read); the error
-    /// names the field of one that cannot be read or is malformed.
+    /// names the field of one that cannot be read or is malformed, or whose name is not 1 to
+    /// 64 of `A-Z a-z 0-9 _ . -` or is given twice.
     pub fn configured(auth: &AuthConfig) -> Result<Self, ferrule_policy::ConfigError> {
         let mut tokens = Tokens::default();
         for (list, field, role) in [
             (&auth.tokens, "auth.tokens", Role::Admin),
             (&auth.read_only_tokens, "auth.read_only_tokens", Role::Read),
         ] {
-            for (i, token) in list.iter().enumerate() {
-                tokens.push(configured_hash(token, &format!("{field}[{i}]"))?, role);
+            for (i, configured) in list.iter().enumerate() {
+                let field = format!("{field}[{i}]");
+                if let Some(name) = &configured.name {
+                    let bad =
+                        |m: String| ferrule_policy::ConfigError::new(format!("{field}.name"), m);
+                    stored::check_name(name).map_err(|e| bad(e.to_string()))?;
+                    if tokens.entries.iter().any(|e| e.name.as_ref() == Some(name)) {
+                        return Err(bad(format!("the name `{name}` is given to another token")));
+                    }
+                }
+                let hash = configured_hash(&configured.token, &field)?;
+                tokens.push(hash, role, configured.name.clone());
             }
         }
         Ok(tokens)
@@ -94,7 +115,16 @@ impl Tokens {
 
     /// Whether an admin token is among them.
     pub fn has_admin(&self) -> bool {
-        self.entries.iter().any(|(_, role)| *role == Role::Admin)
+        self.entries.iter().any(|e| e.role == Role::Admin)
+    }
+
+    /// The name of the token with `hash`, if it is one of these and has a name. Only asked
+    /// about a token already accepted, so the search need not take constant time.
+    fn name_of(&self, hash: &TokenHash) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|e| e.hash == *hash)
+            .and_then(|e| e.name.clone())
     }
 
     /// The role of `token` if it is one of these. Every hash is compared in constant time, so
@@ -106,8 +136,8 @@ impl Tokens {
     fn verify_hash(&self, candidate: &TokenHash) -> Option<Role> {
         let mut admin = Choice::from(0);
         let mut read = Choice::from(0);
-        for (h, role) in &self.entries {
-            let matched = h.ct_eq(candidate);
+        for Entry { hash, role, .. } in &self.entries {
+            let matched = hash.ct_eq(candidate);
             let is_admin = Choice::from(u8::from(*role == Role::Admin));
             admin |= matched & is_admin;
             read |= matched & !is_admin;
@@ -158,6 +188,25 @@ impl TokenSet {
             (Some(Role::Read), _) | (_, Some(Role::Read)) => Some(Role::Read),
             (None, None) => None,
         }
+    }
+}
+
+impl TokenSet {
+    /// How the audit log, breaker overrides and cancelled messages name the caller presenting
+    /// `token` (already accepted): its name, configured or stored, else `api:` and the first 8
+    /// hex digits of its SHA-256 (the hash the relay keeps, never the token), e.g.
+    /// `api:1f2e3d4c`.
+    pub fn caller_name(&self, token: &str) -> String {
+        let hash = hash(token);
+        self.configured
+            .name_of(&hash)
+            .or_else(|| {
+                self.stored
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .name_of(&hash)
+            })
+            .unwrap_or_else(|| format!("api:{}", &to_hex(&hash)[..8]))
     }
 }
 
@@ -215,6 +264,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_caller_is_named_by_its_tokens_name_or_a_prefix_of_its_hash() {
+        let mut configured = Tokens::default();
+        configured.push(hash("unnamed-token-0123456789"), Role::Admin, None);
+        configured.push(
+            hash("named-token-0123456789"),
+            Role::Read,
+            Some("grafana".into()),
+        );
+        let mut stored = Tokens::default();
+        stored.push(
+            hash("stored-token-0123456789"),
+            Role::Admin,
+            Some("ops".into()),
+        );
+        let set = TokenSet::new(configured, stored);
+        assert_eq!(set.caller_name("named-token-0123456789"), "grafana");
+        assert_eq!(set.caller_name("stored-token-0123456789"), "ops");
+        let unnamed = set.caller_name("unnamed-token-0123456789");
+        assert!(
+            unnamed.starts_with("api:") && unnamed.len() == 12,
+            "{unnamed}"
+        );
+        assert!(!unnamed.contains("unnamed"));
+        assert_eq!(unnamed, set.caller_name("unnamed-token-0123456789"));
+        assert_ne!(unnamed, set.caller_name("another-token-0123456789"));
+    }
+
+    #[test]
     fn tokens_verify_plain_and_hashed() {
         let token = generate().unwrap();
         assert!(
@@ -223,7 +300,7 @@ mod tests {
         );
         let hashed = format!("sha256:{}", to_hex(&hash("another-long-token")));
         let mut tokens = Tokens::from_hashes(vec![parse_configured(&token).unwrap()]);
-        tokens.push(parse_configured(&hashed).unwrap(), Role::Read);
+        tokens.push(parse_configured(&hashed).unwrap(), Role::Read, None);
         assert_eq!(tokens.verify(&token), Some(Role::Admin));
         assert_eq!(tokens.verify("another-long-token"), Some(Role::Read));
         assert_eq!(tokens.verify("another-long-tokeN"), None);

@@ -105,7 +105,7 @@ pub async fn load(store: &AnyStore) -> Result<(Tokens, Vec<String>), StoreError>
             .ok()
             .and_then(|t| Some((from_hex(&t.sha256)?, t.role)))
         {
-            Some((hash, role)) => tokens.push(hash, role),
+            Some((hash, role)) => tokens.push(hash, role, Some(name)),
             None => damaged.push(name),
         }
     }

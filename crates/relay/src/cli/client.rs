@@ -1,6 +1,6 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
 //! `messages list | show | replay | cancel`, `dlq list | replay | purge`,
-//! `breakers list | reset | force-open | disable`.
+//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `audit`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
 //! holds its lock file). They find the relay at `--server`, else `FERRULE_SERVER`, else the
@@ -18,8 +18,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::cli::{
-    BreakersCommand, ClientArgs, Confirm, DlqCommand, DlqFilter, MessagesCommand, PageArgs,
-    SendArgs, StatusArgs, console, render,
+    AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand, DlqFilter,
+    MessagesCommand, PageArgs, SendArgs, StatusArgs, console, render,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -525,9 +525,107 @@ pub async fn breakers(client: &Client, command: BreakersCommand) -> Result<(), E
     Ok(())
 }
 
+/// `ferrule destinations …`.
+pub async fn destinations(client: &Client, command: DestinationsCommand) -> Result<(), Error> {
+    let (destination, action, query) = match command {
+        DestinationsCommand::List { json } => {
+            let answer = client.get("/v1/destinations", &[]).await?;
+            if json {
+                print_json(&answer);
+            } else {
+                let rows = answer["destinations"]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice);
+                console::out(&render::destinations(rows));
+            }
+            return Ok(());
+        }
+        DestinationsCommand::Pause {
+            destination,
+            reason,
+        } => (
+            destination,
+            "pause",
+            reason.map(|r| vec![("reason", r)]).unwrap_or_default(),
+        ),
+        DestinationsCommand::Resume { destination } => (destination, "resume", Vec::new()),
+    };
+    let path = format!("/v1/destinations/{}/{action}", encode_segment(&destination));
+    let (_, answer) = client.call(Method::POST, &path, &query, None, &[]).await?;
+    match answer["paused"]["paused_by"].as_str() {
+        Some(by) => console::out(&format!(
+            "{destination} paused by {by} at {}: its messages wait until `ferrule destinations resume {destination}`",
+            answer["paused"]["paused_at"].as_str().unwrap_or("-")
+        )),
+        None => console::out(&format!("{destination} delivering")),
+    }
+    Ok(())
+}
+
+/// `ferrule audit`.
+pub async fn audit(client: &Client, args: AuditArgs) -> Result<(), Error> {
+    let mut query = page_query(&args.page);
+    if let Some(actor) = args.actor {
+        query.push(("actor", actor));
+    }
+    if let Some(action) = args.action {
+        query.push(("action", action));
+    }
+    if let Some(since) = args.since {
+        query.push(("since", since_time(&since, std::time::SystemTime::now())?));
+    }
+    let answer = client.get("/v1/audit", &query).await?;
+    if args.page.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let rows = answer["entries"].as_array().map_or(&[][..], Vec::as_slice);
+    if !rows.is_empty() {
+        console::out(&render::audit(rows));
+    }
+    let plural = if rows.len() == 1 { "y" } else { "ies" };
+    let mut note = format!("{} entr{plural} shown", rows.len());
+    if let Some(next) = answer["next"].as_str().filter(|_| !rows.is_empty()) {
+        note.push_str(&format!("; the next page: --cursor {next}"));
+    }
+    console::err(&note);
+    Ok(())
+}
+
+/// `--since` as the RFC 3339 time the API takes: given as one, or as a duration ago (`24h`).
+fn since_time(since: &str, now: std::time::SystemTime) -> Result<String, Error> {
+    if let Some(t) = crate::time::parse_rfc3339(since) {
+        return Ok(crate::time::rfc3339(t));
+    }
+    let ago = humantime::parse_duration(since).map_err(|_| {
+        Error::Client(format!(
+            "--since `{since}` is neither an RFC 3339 time nor a duration such as `24h`"
+        ))
+    })?;
+    Ok(crate::time::rfc3339(
+        now.checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_is_a_time_or_a_duration_ago() {
+        let now = crate::time::parse_rfc3339("2026-01-02T00:00:00Z").unwrap();
+        assert_eq!(since_time("24h", now).unwrap(), "2026-01-01T00:00:00.000Z");
+        assert_eq!(
+            since_time("2025-12-31T12:00:00Z", now).unwrap(),
+            "2025-12-31T12:00:00.000Z"
+        );
+        assert!(
+            since_time("yesterday", now)
+                .unwrap_err()
+                .to_string()
+                .contains("--since")
+        );
+    }
 
     #[test]
     fn the_server_url_comes_from_the_listen_address_with_wildcards_on_loopback() {

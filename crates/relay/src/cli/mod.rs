@@ -1,7 +1,7 @@
 //! The command line: its arguments (`serve`, `send`, `status`, `messages
 //! list|show|replay|cancel`, `dlq list|replay|purge`, `breakers
 //! list|reset|force-open|disable`, `migrate`, `config check`, `token create|list|revoke`,
-//! `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
+//! `destinations list|pause|resume`, `audit`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
 //! talks to a running relay over its HTTP API, [`token`] to the store and [`telegram`] to the
 //! Bot API straight from the configuration, `console` is how they talk to the person at the
 //! terminal, and `render` turns the API's JSON into what they print for people.
@@ -87,6 +87,14 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The destinations: list them, pause or resume their deliveries.
+    Destinations {
+        /// What to do.
+        #[command(subcommand)]
+        command: DestinationsCommand,
+    },
+    /// The audit log of operator actions, newest first.
+    Audit(AuditArgs),
     /// A Telegram bot's webhook, set at Telegram from the configuration (no running relay).
     Telegram {
         /// What to do.
@@ -286,6 +294,47 @@ pub enum BreakersCommand {
         /// The destination.
         destination: String,
     },
+}
+
+/// `ferrule destinations …`.
+#[derive(Debug, Subcommand)]
+pub enum DestinationsCommand {
+    /// Every destination: type, breaker, health, and who paused it.
+    List {
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the destination's deliveries on every relay: its messages stay queued.
+    Pause {
+        /// The destination.
+        destination: String,
+        /// Why (kept with the pause and in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a paused destination's deliveries go again.
+    Resume {
+        /// The destination.
+        destination: String,
+    },
+}
+
+/// `ferrule audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this actor's (a token's name).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Only this action, e.g. `dead_letters.replay` or `breaker.reset`.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only those since this RFC 3339 time, or this long ago (`24h`, `7d`, `30m`).
+    #[arg(long, value_name = "TIME|AGO")]
+    pub since: Option<String>,
+    /// Which page.
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 /// `ferrule config …`.

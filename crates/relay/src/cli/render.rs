@@ -268,6 +268,29 @@ pub(crate) fn messages(rows: &[Value]) -> String {
     )
 }
 
+/// `ferrule audit`: one row per operator action, with its detail as compact JSON.
+pub(crate) fn audit(rows: &[Value]) -> String {
+    table(
+        Some(&["AT", "ACTOR", "ACTION", "TARGET", "COUNT", "DETAIL"]),
+        rows.iter()
+            .map(|e| {
+                let detail = match &e["detail"] {
+                    Value::Object(map) if !map.is_empty() => e["detail"].to_string(),
+                    _ => "-".to_owned(),
+                };
+                vec![
+                    time(&e["at"]),
+                    text(&e["actor"]),
+                    text(&e["action"]),
+                    text(&e["target"]),
+                    text(&e["count"]),
+                    detail,
+                ]
+            })
+            .collect(),
+    )
+}
+
 /// `ferrule dlq list`: one row per dead letter, with when it died (its last update).
 pub(crate) fn dead_letters(rows: &[Value]) -> String {
     table(
@@ -315,6 +338,28 @@ pub(crate) fn breakers(rows: &[Value]) -> String {
                         .map_or("-".to_owned(), |r| format!("{:.0} %", r * 100.0)),
                     b["open_wait_ms"].as_u64().map_or("-".to_owned(), millis),
                     text(&b["total_rejected"]),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `ferrule destinations list`: one row per destination, with who paused it.
+pub(crate) fn destinations(rows: &[Value]) -> String {
+    table(
+        Some(&["NAME", "TYPE", "BREAKER", "HEALTH", "PAUSED"]),
+        rows.iter()
+            .map(|d| {
+                let paused = match d["paused"]["paused_by"].as_str() {
+                    Some(by) => format!("by {by} since {}", time(&d["paused"]["paused_at"])),
+                    None => "-".to_owned(),
+                };
+                vec![
+                    text(&d["name"]),
+                    text(&d["type"]),
+                    text(&d["breaker"]),
+                    text(&d["health"]),
+                    paused,
                 ]
             })
             .collect(),

@@ -1,6 +1,7 @@
 //! `ferrule token create|list|revoke`: named API tokens in the store, worked on straight from
 //! the configuration like `migrate` (no running relay, no token needed), so an operator can
-//! always get a working token back.
+//! always get a working token back. Creating and revoking are recorded in the audit log as
+//! done by `cli:<user>`.
 
 use std::time::SystemTime;
 
@@ -8,6 +9,7 @@ use ferrule_store::{AnyStore, StoreError};
 
 use super::TokenCommand;
 use super::console;
+use crate::audit::{self, Action};
 use crate::auth::stored::{self, CreateError, RELOAD_EVERY};
 use crate::auth::{Role, Tokens};
 use crate::config::Config;
@@ -24,6 +26,10 @@ pub async fn run(config: &Config, store: &AnyStore, command: TokenCommand) -> Re
                     CreateError::Store(e) => Error::Store(e),
                     e => Error::Other(e.to_string()),
                 })?;
+            let entry = audit::entry(&cli_actor(), Action::TokenCreate)
+                .target(&name)
+                .detail(serde_json::json!({"role": role.as_str()}));
+            audit::record(store, entry).await;
             console::out(&token);
             console::err(&format!(
                 "created {} token `{name}`: shown only this once, only its hash is stored; {}",
@@ -49,6 +55,8 @@ pub async fn run(config: &Config, store: &AnyStore, command: TokenCommand) -> Re
                     "no stored token is named `{name}` (`ferrule token list` shows them)"
                 )));
             }
+            let entry = audit::entry(&cli_actor(), Action::TokenRevoke).target(&name);
+            audit::record(store, entry).await;
             console::err(&format!(
                 "revoked token `{name}`; {}",
                 when_it_applies(config)
@@ -56,6 +64,15 @@ pub async fn run(config: &Config, store: &AnyStore, command: TokenCommand) -> Re
         }
     }
     Ok(())
+}
+
+/// Who the audit log says ran a `ferrule token` command: `cli:` and the login name of the
+/// user running it (`USER`, else `LOGNAME`), or `cli` when neither is set.
+fn cli_actor() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .map_or_else(|| "cli".to_owned(), |user| format!("cli:{user}"))
 }
 
 /// A store that cannot be opened because a running relay holds it, said so with what to do.

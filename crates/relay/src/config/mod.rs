@@ -26,7 +26,7 @@ use figment::providers::Env;
 use serde::{Deserialize, Serialize};
 
 pub use self::alerts::{AlertsConfig, ChatRef, TelegramAlerts};
-pub use self::auth::AuthConfig;
+pub use self::auth::{AuthConfig, ConfiguredToken};
 pub use self::defaults::PolicyDefaults;
 pub use self::destinations::{
     ConnectorConfig, DestinationConfig, DestinationKind, GITHUB_REQUESTS_PER_ATTEMPT,

@@ -114,18 +114,14 @@ pub(super) fn show_header_values<S: Serializer>(
     s.collect_map(headers.keys().map(|name| (name, REDACTED)))
 }
 
-/// Serialises API tokens: a `sha256:` hash by its first 8 digits (a hash is not secret, and
-/// its start tells tokens apart; a token so written is always a hash, as `validate()`
-/// checks), anything else as [`Secret`] does.
-pub(super) fn show_tokens<S: Serializer>(tokens: &[Secret], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(
-        tokens
-            .iter()
-            .map(|token| match token.raw().strip_prefix("sha256:") {
-                Some(hex) => format!("sha256:{}…", hex.get(..8).unwrap_or("")),
-                None => redacted(token.raw()),
-            }),
-    )
+/// How an API token is shown: a `sha256:` hash by its first 8 digits (a hash is not secret,
+/// and its start tells tokens apart; a token so written is always a hash, as `validate()`
+/// checks), anything else as [`Secret`] is.
+pub(super) fn show_token(token: &Secret) -> String {
+    match token.raw().strip_prefix("sha256:") {
+        Some(hex) => format!("sha256:{}…", hex.get(..8).unwrap_or("")),
+        None => redacted(token.raw()),
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -1021,3 +1021,49 @@ fn email_source_errors_name_the_field() {
         );
     }
 }
+
+#[test]
+fn tokens_may_carry_names_shown_beside_their_redacted_values() {
+    let config = from_toml(
+        r#"
+        [auth]
+        tokens = ["a-long-enough-token-0123456789", { name = "deploy-bot", token = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" }]
+        read_only_tokens = [{ name = "grafana", token = "env:FERRULE_TEST_NEVER_SET" }]
+        "#,
+    );
+    // The `env:` reference is read when the tokens are, so validation names it.
+    let err = config.unwrap_err().to_string();
+    assert!(err.contains("auth.read_only_tokens[0]"), "{err}");
+
+    let config = Config::from_toml_str(
+        r#"
+        [auth]
+        tokens = ["a-long-enough-token-0123456789", { name = "deploy-bot", token = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" }]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.auth.tokens[0].name, None);
+    assert_eq!(config.auth.tokens[1].name.as_deref(), Some("deploy-bot"));
+    let shown = serde_json::to_value(&config.auth).unwrap();
+    assert_eq!(
+        shown["tokens"],
+        serde_json::json!(["***", {"name": "deploy-bot", "token": "sha256:01234567…"}])
+    );
+
+    for (text, field) in [
+        (
+            r#"tokens = [{ name = "no spaces", token = "a-long-enough-token-0123456789" }]"#,
+            "auth.tokens[0].name",
+        ),
+        (
+            r#"tokens = [{ name = "a", token = "a-long-enough-token-0123456789" }, { name = "a", token = "another-long-token-0123456789" }]"#,
+            "auth.tokens[1].name",
+        ),
+        (r#"tokens = [{ name = "a" }]"#, "auth.tokens"),
+    ] {
+        let err = from_toml(&format!("[auth]\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field), "{text}: {err}");
+    }
+}

@@ -1,14 +1,15 @@
 //! A destination at run time: its connector and its policies, built once from the config, with
 //! what belongs to it beyond them: a Telegram bot's send limits ([`TelegramLimiters`]), its
 //! inbound side ([`Inbound`]), a GitHub token's pace for writes ([`WritePace`], shared by the
-//! destinations acting with one token), and the stored overrides of its breaker
-//! ([`Overrides`]).
+//! destinations acting with one token), the stored overrides of its breaker
+//! ([`Overrides`]), and whether an operator paused it ([`PausedDestinations`]).
 //!
 //! The API, the dispatcher, the inbound handlers and the shared state all hold destinations, so
 //! they sit below all of them rather than inside `dispatch/`: imports keep pointing one way.
 
 mod inbound;
 pub mod overrides;
+pub mod paused;
 mod telegram_limits;
 
 use std::fmt;
@@ -36,6 +37,7 @@ use crate::telemetry::prometheus::BreakerStateGauge;
 
 pub use self::inbound::Inbound;
 pub use self::overrides::{Override, OverrideState, Overrides};
+pub use self::paused::PausedDestinations;
 pub use self::telegram_limits::{TelegramLimiters, TelegramSend};
 
 /// One destination's connector and policies.

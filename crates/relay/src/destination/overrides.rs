@@ -57,7 +57,10 @@ pub struct Override {
     pub state: OverrideState,
     /// When it was set (RFC 3339).
     pub set_at: String,
-    /// Who set it: the API caller (see the API's `Caller`), or [`SET_BY_RELAY`].
+    /// Who set it: the name of the API caller's token (see [`TokenSet::caller_name`]), or
+    /// [`SET_BY_RELAY`].
+    ///
+    /// [`TokenSet::caller_name`]: crate::auth::TokenSet::caller_name
     pub set_by: String,
     /// Why, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -59,7 +59,7 @@ async fn a_panicking_delivery_is_rescheduled_and_the_dispatcher_goes_on() {
         dir.path().join("ferrule.db").display()
     ));
     config.store.synchronous = ferrule_store::Synchronous::Normal;
-    config.auth.tokens = vec![Secret::new("test-token-0123456789abcdef")];
+    config.auth.tokens = vec![Secret::new("test-token-0123456789abcdef").into()];
     config.dispatcher.poll_interval = Duration::from_millis(50);
     // Far longer than the test may take: recovery must not wait for the lease to expire.
     config.dispatcher.lease = Duration::from_secs(60);

@@ -42,7 +42,7 @@ async fn every_route_asks_for_the_token_its_access_level_needs() {
     use ferrule::api::{Access, routes};
     let relay = start(|config| {
         idle(config);
-        config.auth.read_only_tokens = vec![ferrule::config::Secret::new(READ_TOKEN)];
+        config.auth.read_only_tokens = vec![ferrule::config::Secret::new(READ_TOKEN).into()];
         config
             .inbound
             .email

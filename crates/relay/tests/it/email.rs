@@ -50,7 +50,7 @@ fn sources(
 ) -> impl FnOnce(&mut Config) {
     let hook = forward.map(|r| r.url.clone());
     move |c: &mut Config| {
-        c.auth.read_only_tokens = vec![Secret::new(READ_TOKEN)];
+        c.auth.read_only_tokens = vec![Secret::new(READ_TOKEN).into()];
         if let Some(url) = &hook {
             c.destinations.push(webhook("app-hook", url));
         }

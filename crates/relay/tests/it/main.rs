@@ -3,6 +3,7 @@
 
 mod alerts;
 mod api;
+mod audit;
 mod binary;
 mod cli;
 mod delivery;
@@ -14,8 +15,10 @@ mod health_checks;
 mod inbound;
 mod metrics;
 mod outage;
+mod pause;
 mod postgres;
 mod receiver;
+mod search;
 mod secrets;
 mod shutdown;
 mod smtp;

@@ -47,7 +47,7 @@ pub(crate) fn config_in(dir: &TempDir) -> Config {
         dir.path().join("ferrule.db").display()
     ));
     config.store.synchronous = ferrule_store::Synchronous::Normal;
-    config.auth.tokens = vec![Secret::new(TOKEN)];
+    config.auth.tokens = vec![Secret::new(TOKEN).into()];
     config.dispatcher.poll_interval = Duration::from_millis(50);
     config
 }

@@ -31,6 +31,8 @@ fn token_cli(config: &Path, args: &[&str]) -> Output {
         .args(args)
         .arg("--config")
         .arg(config)
+        // Who the audit log says ran it.
+        .env("USER", "alice")
         .output()
         .unwrap()
 }
@@ -123,6 +125,39 @@ fn on_sqlite_the_token_commands_name_the_lock_and_recover_a_lost_token() {
             "revoked"
         );
     });
+    // The audit log says who created and revoked them; `ferrule audit` reads it with a
+    // read-only token.
+    let out = Command::new(BIN)
+        .args(["audit", "--action", "token.create", "--server", &base])
+        .args(["--token", &grafana])
+        .output()
+        .unwrap();
+    let audit = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<&str> = audit.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "default, ops, grafana: {audit}");
+    assert!(
+        rows[0].contains("token.create") && rows[0].contains("grafana"),
+        "{audit}"
+    );
+    assert!(rows[..2].iter().all(|r| r.contains("cli:alice")), "{audit}");
+    assert!(
+        rows[2].contains("relay") && rows[2].contains("default"),
+        "generated: {audit}"
+    );
+    assert!(
+        text(&out.stderr).contains("3 entries shown"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "--since", "1h", "--json", "--server", &base])
+        .args(["--token", &grafana])
+        .output()
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["entries"][0]["action"], "token.revoke", "{page}");
+    assert_eq!(page["entries"][0]["target"], "ops", "{page}");
 }
 
 #[tokio::test]
@@ -232,11 +267,63 @@ async fn the_token_an_older_relay_generated_becomes_default_and_keeps_working() 
     // With `[auth] tokens`, the older relay did not accept it, and neither does this one.
     let dir = tempfile::tempdir().unwrap();
     let mut config = with_legacy(&dir).await;
-    config.auth.tokens = vec![ferrule::config::Secret::new(TOKEN)];
+    config.auth.tokens = vec![ferrule::config::Secret::new(TOKEN).into()];
     let relay = support::start_in(dir, config, ferrule_policy::clock::system()).await;
     let (status, _) = relay
         .call_with(Method::GET, "/status", None, Some(old), &[])
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(status_with(&relay.base, TOKEN).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn breaker_overrides_say_who_set_them_by_the_tokens_name() {
+    let receiver = crate::receiver::Receiver::start().await;
+    let named = "deploy-token-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config_in(&dir);
+    config
+        .auth
+        .tokens
+        .push(ferrule::config::ConfiguredToken::named(
+            "deploy-bot",
+            ferrule::config::Secret::new(named),
+        ));
+    config
+        .destinations
+        .push(support::webhook("hook", &receiver.url));
+    // A stored token, created before the relay holds the SQLite store.
+    let store = ferrule::server::open_store(&config, ferrule_policy::clock::system())
+        .await
+        .unwrap();
+    let ops = stored::create(&store, "ops", auth::Role::Admin, SystemTime::now())
+        .await
+        .unwrap();
+    drop(store);
+    let relay = support::start_in(dir, config, ferrule_policy::clock::system()).await;
+
+    let set_by = |token: String| {
+        let relay = &relay;
+        async move {
+            let (status, body) = relay
+                .call_with(
+                    Method::POST,
+                    "/v1/breakers/hook/force-open",
+                    None,
+                    Some(&token),
+                    &[],
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["override"]["set_by"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(set_by(named.to_owned()).await, "deploy-bot");
+    assert_eq!(set_by(ops).await, "ops");
+    // A configured token without a name is said by the start of its hash, never itself.
+    let unnamed = set_by(TOKEN.to_owned()).await;
+    assert!(
+        unnamed.starts_with("api:") && unnamed.len() == 12,
+        "{unnamed}"
+    );
 }

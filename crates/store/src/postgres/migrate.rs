@@ -174,6 +174,35 @@ CREATE TABLE waits (
 );
 CREATE INDEX waits_run ON waits (run_id, state);
 "#,
+    // 8: the audit log of operator actions, the message search's indexes, and paused
+    // destinations, as on SQLite.
+    r#"
+CREATE TABLE audit (
+    seq     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at      bigint NOT NULL,
+    actor   text NOT NULL,
+    action  text NOT NULL,
+    target  text,
+    count   bigint,
+    detail  jsonb NOT NULL
+);
+CREATE INDEX audit_actor ON audit (actor, seq);
+CREATE INDEX audit_action ON audit (action, seq);
+
+CREATE INDEX messages_destination ON messages (destination, seq);
+CREATE INDEX messages_created ON messages (created_at);
+CREATE INDEX messages_idempotency_key ON messages (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX messages_ordering_key ON messages (ordering_key, seq)
+    WHERE ordering_key IS NOT NULL;
+
+CREATE TABLE paused_destinations (
+    destination text PRIMARY KEY,
+    paused_at   bigint NOT NULL,
+    paused_by   text NOT NULL,
+    reason      text
+);
+"#,
 ];
 
 /// The schema version this binary writes.

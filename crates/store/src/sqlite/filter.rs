@@ -51,6 +51,18 @@ pub(crate) fn condition(filter: &Filter, terminal_only: bool, params: &mut Vec<V
         params.push(Value::Text(text.clone()));
         parts.push(format!("instr(last_error, ?{}) > 0", params.len()));
     }
+    if let Some(key) = &filter.idempotency_key {
+        params.push(Value::Text(key.clone()));
+        parts.push(format!("idempotency_key = ?{}", params.len()));
+    }
+    if let Some(key) = &filter.ordering_key {
+        params.push(Value::Text(key.clone()));
+        parts.push(format!("ordering_key = ?{}", params.len()));
+    }
+    if let Some(text) = &filter.payload_contains {
+        params.push(Value::Text(text.clone()));
+        parts.push(format!("instr(payload, ?{}) > 0", params.len()));
+    }
     if parts.is_empty() {
         "1".into()
     } else {

@@ -193,6 +193,38 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX waits_run ON waits (run_seq, state);
     ",
+    // 8: the audit log of operator actions. `detail` is a JSON object; `audit_actor` and
+    // `audit_action` serve the listing filtered by either, newest first. Message search: by
+    // destination, creation time (the payload text search is bounded by it), idempotency key
+    // and ordering key (`messages_fifo` holds unfinished messages only). Paused destinations,
+    // whose messages claims skip (one primary-key lookup per candidate).
+    "
+    CREATE TABLE audit (
+        seq     INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,
+        actor   TEXT    NOT NULL,
+        action  TEXT    NOT NULL,
+        target  TEXT,
+        count   INTEGER,
+        detail  TEXT    NOT NULL
+    );
+    CREATE INDEX audit_actor ON audit (actor, seq);
+    CREATE INDEX audit_action ON audit (action, seq);
+
+    CREATE INDEX messages_destination ON messages (destination, seq);
+    CREATE INDEX messages_created ON messages (created_at);
+    CREATE INDEX messages_idempotency_key ON messages (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX messages_ordering_key ON messages (ordering_key, seq)
+        WHERE ordering_key IS NOT NULL;
+
+    CREATE TABLE paused_destinations (
+        destination TEXT    PRIMARY KEY,
+        paused_at   INTEGER NOT NULL,
+        paused_by   TEXT    NOT NULL,
+        reason      TEXT
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -41,11 +41,13 @@ macro_rules! failure_outcome {
     };
 }
 
+mod audit;
 mod error;
 mod filter;
 mod migrate;
 mod ops;
 mod options;
+mod pause;
 mod reads;
 mod rows;
 mod runs;
@@ -62,8 +64,10 @@ use tokio::sync::{Notify, Semaphore};
 use self::error::Context;
 pub use self::options::SqliteOptions;
 use self::writer::{Env, Writer};
+use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
+use crate::pause::Paused;
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -438,6 +442,7 @@ impl Store for SqliteStore {
 
     async fn list(&self, filter: &Filter, cursor: Option<&Cursor>, limit: usize) -> Result<Page> {
         common::check_count("limit", limit, MAX_PAGE)?;
+        common::check_text_search(filter)?;
         let filter = filter.clone();
         let cursor = cursor.cloned();
         self.inner
@@ -671,5 +676,56 @@ impl Store for SqliteStore {
             .writer
             .submit(move |conn, _| ops::delete_meta(conn, &key))
             .await
+    }
+
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        let entry = crate::audit::encode(entry)?;
+        self.inner
+            .writer
+            .submit(move |conn, env| audit::record(conn, env, &entry))
+            .await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AuditPage> {
+        common::check_count("limit", limit, MAX_PAGE)?;
+        let filter = filter.clone();
+        let cursor = cursor.cloned();
+        self.inner
+            .readers
+            .with(move |conn| audit::list(conn, &filter, cursor.as_ref(), limit))
+            .await
+    }
+
+    async fn pause_destination(
+        &self,
+        destination: &str,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<Paused> {
+        crate::pause::check(destination, by, reason)?;
+        let (destination, by) = (destination.to_owned(), by.to_owned());
+        let reason = reason.map(str::to_owned);
+        self.inner
+            .writer
+            .submit(move |conn, env| pause::pause(conn, env, &destination, &by, reason.as_deref()))
+            .await
+    }
+
+    async fn resume_destination(&self, destination: &str) -> Result<bool> {
+        common::check_key("destination", Some(destination), false)?;
+        let destination = destination.to_owned();
+        self.inner
+            .writer
+            .submit(move |conn, env| pause::resume(conn, env, &destination))
+            .await
+    }
+
+    async fn paused_destinations(&self) -> Result<Vec<Paused>> {
+        self.inner.readers.with(pause::list).await
     }
 }

@@ -222,8 +222,9 @@ pub(crate) const CLAIM_CANDIDATES: &str = concat!(
      WHERE ",
     pending!(),
     " AND next_attempt_at <= ?1
+       AND NOT EXISTS (SELECT 1 FROM paused_destinations AS p WHERE p.destination = m.destination)
        AND (m.ordering_key IS NULL OR NOT EXISTS (
-           SELECT 1 FROM messages AS o
+           SELECT 1 FROM messages AS o INDEXED BY messages_fifo
            WHERE o.ordering_key = m.ordering_key
              AND o.ordering_key IS NOT NULL
              AND ",

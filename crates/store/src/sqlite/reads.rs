@@ -57,14 +57,42 @@ pub(crate) fn list(
 ) -> Result<Page> {
     let mut params: Vec<Value> = Vec::new();
     let mut condition = filter::condition(filter, false, &mut params);
+    // With a creation-time range, walk `messages_created` backwards from its end: ordered by
+    // `seq` alone, SQLite would scan the table from the newest row down to the range (or sort
+    // the whole range) however few rows a page needs. Creation time and `seq` grow together,
+    // so the order is the same; `seq` breaks ties, and the cursor (still a `seq`) is turned
+    // back into its row's `(created_at, seq)` (or, if that row is gone, read as `seq` alone).
+    let by_time = filter.created_from.is_some() || filter.created_until.is_some();
     if let Some(cursor) = cursor {
         let seq = crate::common::cursor_seq(cursor)?;
+        let at: Option<i64> = if by_time {
+            conn.prepare_cached("SELECT created_at FROM messages WHERE seq = ?1")
+                .and_then(|mut s| s.query_row([seq], |r| r.get(0)).optional())
+                .ctx("reading a page's cursor")?
+        } else {
+            None
+        };
         params.push(Value::Integer(seq));
-        condition = format!("({condition}) AND seq < ?{}", params.len());
+        let n = params.len();
+        condition = match at {
+            Some(at) => {
+                params.push(Value::Integer(at));
+                let t = params.len();
+                format!(
+                    "({condition}) AND (created_at < ?{t} OR (created_at = ?{t} AND seq < ?{n}))"
+                )
+            }
+            None => format!("({condition}) AND seq < ?{n}"),
+        };
     }
     params.push(Value::Integer(limit as i64 + 1));
+    let order = if by_time {
+        "created_at DESC, seq DESC"
+    } else {
+        "seq DESC"
+    };
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS}, seq FROM messages WHERE {condition} ORDER BY seq DESC LIMIT ?{}",
+        "SELECT {MESSAGE_COLUMNS}, seq FROM messages WHERE {condition} ORDER BY {order} LIMIT ?{}",
         params.len()
     );
     let mut rows: Vec<(crate::types::Message, i64)> = conn
@@ -266,9 +294,11 @@ pub(crate) fn stats(conn: &Connection, now: i64, window: Duration) -> Result<Sta
 /// When the earliest pending message is due.
 pub(crate) fn next_due(conn: &Connection) -> Result<Option<i64>> {
     conn.prepare_cached(concat!(
-        "SELECT next_attempt_at FROM messages INDEXED BY messages_due WHERE ",
+        "SELECT next_attempt_at FROM messages AS m INDEXED BY messages_due WHERE ",
         pending!(),
-        " ORDER BY next_attempt_at LIMIT 1"
+        " AND NOT EXISTS (SELECT 1 FROM paused_destinations AS p
+                          WHERE p.destination = m.destination)
+         ORDER BY next_attempt_at LIMIT 1"
     ))
     .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
     .ctx("finding the next due message")

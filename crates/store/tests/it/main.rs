@@ -1,9 +1,12 @@
 //! Integration tests for ferrule-store: the conformance suite, instantiated once per backend,
 //! plus backend-specific tests (bad input, locking, crash safety).
 
+mod audit;
 mod conformance;
 mod crash;
+mod pause;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runs;
+mod search;
 mod sqlite;

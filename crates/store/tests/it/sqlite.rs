@@ -31,6 +31,9 @@ impl Backend for Sqlite {
 
 crate::conformance_tests!(crate::sqlite::Sqlite);
 crate::run_conformance_tests!(crate::sqlite::Sqlite);
+crate::audit_conformance_tests!(crate::sqlite::Sqlite);
+crate::pause_conformance_tests!(crate::sqlite::Sqlite);
+crate::search_conformance_tests!(crate::sqlite::Sqlite);
 
 fn options() -> StoreOptions {
     StoreOptions::with_clock(ManualClock::new().shared())
