@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
