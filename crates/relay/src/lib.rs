@@ -18,6 +18,7 @@ pub mod dispatch;
 mod error;
 pub mod health;
 pub mod inbound;
+pub mod routes;
 pub mod server;
 pub mod state;
 pub mod telemetry;

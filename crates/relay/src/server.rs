@@ -216,6 +216,8 @@ pub(crate) async fn build_state(
         .into_iter()
         .map(|source| (source.name.clone(), source))
         .collect();
+    let routes = crate::routes::Routes::compile(&config, clock.clone())
+        .map_err(|e| Error::Config(e.into()))?;
     let overrides = Overrides::load(&store, &destinations).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
     let (tokens, generated_token) = load_tokens(&config, &store, clock.system_now()).await?;
@@ -230,6 +232,7 @@ pub(crate) async fn build_state(
         tokens,
         destinations,
         email_sources,
+        routes,
         overrides,
         counters: Counters::default(),
         depths,

@@ -284,6 +284,41 @@ pub const POLICY_EVENT_KINDS: [&str; 8] = [
     "rate_limited",
     "chaos_injected",
 ];
+/// Runs started by a route.
+pub const RUNS_STARTED: Family = family(
+    "ferrule_runs_started_total",
+    Kind::Counter,
+    &["route"],
+    "Runs of each route started (a repeated trigger that found its run excluded).",
+);
+/// Runs that finished.
+pub const RUNS_FINISHED: Family = family(
+    "ferrule_runs_finished_total",
+    Kind::Counter,
+    &["route", "status"],
+    "Runs of each route that finished, by status (completed, failed, expired, cancelled).",
+);
+/// Ends of route steps.
+pub const ROUTE_STEPS: Family = family(
+    "ferrule_route_steps_total",
+    Kind::Counter,
+    &["route", "outcome"],
+    "Steps of each route that ended, by outcome (delivered, failed).",
+);
+/// Step latency.
+pub const ROUTE_STEP_DURATION: Family = family(
+    "ferrule_route_step_duration_seconds",
+    Kind::Histogram,
+    &["route"],
+    "From a step's message stored to its end (retries included), per route.",
+);
+/// Answers to waits.
+pub const ROUTE_PRESSES: Family = family(
+    "ferrule_route_presses_total",
+    Kind::Counter,
+    &["result"],
+    "Button presses and signals on route waits, by result (accepted, already_handled, expired, not_allowed, unknown).",
+);
 /// The build.
 pub const BUILD_INFO: Family = family(
     "ferrule_build_info",
@@ -293,7 +328,7 @@ pub const BUILD_INFO: Family = family(
 );
 
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 24] = [
+pub const FAMILIES: [Family; 29] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -317,6 +352,11 @@ pub const FAMILIES: [Family; 24] = [
     ALERTS,
     ALERTS_SUPPRESSED,
     POLICY_EVENTS,
+    RUNS_STARTED,
+    RUNS_FINISHED,
+    ROUTE_STEPS,
+    ROUTE_STEP_DURATION,
+    ROUTE_PRESSES,
     BUILD_INFO,
 ];
 
@@ -337,7 +377,8 @@ const LATENCY_BUCKETS: [f64; 19] = [
 /// [`FAMILIES`] on first use.
 ///
 /// No label ever holds a message id or a payload value; destinations and e-mail sources, both
-/// named in the configuration, are the only labels with values a user chooses.
+/// named in the configuration, are the only labels with values a user chooses (routes, also
+/// named there, too).
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -350,6 +391,12 @@ pub fn metrics() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(DELIVERY_LATENCY.name.into()),
+                        &LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ROUTE_STEP_DURATION.name.into()),
                         &LATENCY_BUCKETS,
                     )
                 });
