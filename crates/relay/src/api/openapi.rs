@@ -14,6 +14,8 @@ use axum::extract::State;
 use ferrule_connectors::AnyConnector;
 use serde_json::{Map, Value, json};
 
+mod runs;
+
 use super::{Access, Route};
 use crate::config::InboundMode;
 use crate::destination::Destination;
@@ -288,6 +290,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("Recorded".into(), json!({"type": "object", "required": ["id", "duplicate"], "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"},
             "forward": {"type": "string", "description": "e-mail: the forwarded message's id, when the mail is new and its source has `forward_to`"}}}));
     schemas.insert("Probe".into(), json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}));
+    runs::schemas(&mut schemas);
     Value::Object(schemas)
 }
 
@@ -558,6 +561,7 @@ fn extend(into: &mut Value, more: Value) {
 /// The document for a relay with `destinations`, serving `routes`.
 pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &[Route]) -> Value {
     let mut paths = operations(destinations);
+    extend(&mut paths, runs::paths());
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {
