@@ -15,6 +15,7 @@ mod metrics;
 mod outage;
 mod postgres;
 mod receiver;
+mod routes;
 mod secrets;
 mod shutdown;
 mod smtp;

@@ -1,0 +1,492 @@
+//! Routes end to end, through the real HTTP API, on SQLite and PostgreSQL: the shipped
+//! `deploy/routes/github-pr.toml` against the fake Bot API, the fake GitHub and the SMTP sink.
+//! A GitHub review-request mail starts one run (twice posted, still one); its card carries the
+//! wait's token in every button; a press approves on GitHub once however often it is pressed,
+//! edits the card and replies by mail in the thread; a press by someone not allowed, or after
+//! the wait ran out, changes nothing; Telegram down sends the fallback mail; GitHub down fails
+//! the run with the reason in its timeline.
+
+use std::time::Duration;
+
+use ferrule::Config;
+use ferrule::config::{
+    DestinationConfig, DestinationKind, EmailSourceConfig, InboundConfig, InboundMode, RouteConfig,
+    Secret,
+};
+use ferrule_connectors::testing::fake_github::{FakeGithub, Script, TOKEN as GITHUB_TOKEN};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::fake_bot_api::{BOT_TOKEN, BotReply, FakeBotApi};
+use crate::smtp::smtp;
+use crate::smtp_sink::SmtpSink;
+use crate::support::{Backend, TestRelay, start_on};
+
+const WAIT: Duration = Duration::from_secs(15);
+const SECRET_TOKEN: &str = "route-webhook-secret";
+const MAIL_SECRET: &str = "mail-secret_0123456789";
+/// The chat the card goes to.
+const CHAT: i64 = 4242;
+/// The user allowed to press.
+const ALLOWED: i64 = 1001;
+
+/// The stand-ins a route run talks to.
+struct World {
+    bot: FakeBotApi,
+    github: FakeGithub,
+    sink: SmtpSink,
+}
+
+impl World {
+    async fn start() -> World {
+        World {
+            bot: FakeBotApi::start().await,
+            github: FakeGithub::start().await,
+            sink: SmtpSink::start().await,
+        }
+    }
+}
+
+/// The shipped golden-path route, its chat mapped to [`CHAT`] and [`ALLOWED`] the one who may
+/// press.
+fn golden_route() -> RouteConfig {
+    #[derive(Deserialize)]
+    struct File {
+        routes: Vec<RouteConfig>,
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/routes/github-pr.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut file: File = toml::from_str(&text).unwrap();
+    let mut route = file.routes.remove(0);
+    route.chats[0].chat_id = CHAT;
+    for step in &mut route.steps {
+        if !step.allowed_users.is_empty() {
+            step.allowed_users = vec![ALLOWED];
+        }
+    }
+    route
+}
+
+/// The relay's config: `telegram` (webhook updates), `github`, `mail`, the `github` mail
+/// source and the golden route, each destination retrying after 1 s at most 3 times.
+fn setup(world: &World) -> impl FnOnce(&mut Config) + use<> {
+    let bot = world.bot.base.clone();
+    let github = world.github.base();
+    let port = world.sink.port;
+    move |c: &mut Config| {
+        let retry = json!({"backoff": {"kind": "fixed", "delay": "200ms"}, "jitter": "none", "max_attempts": 3});
+        c.destinations.push(DestinationConfig {
+            name: "telegram".into(),
+            kind: DestinationKind::Telegram,
+            bot_token: Some(Secret::new(BOT_TOKEN)),
+            api_base: Some(bot),
+            timeout: Some(Duration::from_secs(2)),
+            retry: Some(retry.clone()),
+            inbound: Some(InboundConfig {
+                mode: InboundMode::Webhook,
+                secret_token: Some(Secret::new(SECRET_TOKEN)),
+                forward_to: None,
+                callback_answer: None,
+                poll_timeout: None,
+            }),
+            ..DestinationConfig::default()
+        });
+        c.destinations.push(DestinationConfig {
+            name: "github".into(),
+            kind: DestinationKind::Github,
+            token: Some(Secret::new(GITHUB_TOKEN)),
+            api_base: Some(github),
+            user_agent: Some("ferrule-tests".into()),
+            timeout: Some(Duration::from_secs(5)),
+            min_write_interval: Some(Duration::from_millis(1)),
+            retry: Some(retry.clone()),
+            ..DestinationConfig::default()
+        });
+        let mut mail = smtp("mail", port);
+        mail.retry = Some(retry);
+        c.destinations.push(mail);
+        c.inbound.email.push(EmailSourceConfig {
+            name: "github".into(),
+            secret: Some(Secret::new(MAIL_SECRET)),
+            forward_to: None,
+            max_size: None,
+        });
+        c.routes.push(golden_route());
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/it/mail/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Posts the review-request mail; answers the run id and whether it was new.
+async fn post_mail(relay: &TestRelay) -> (String, bool) {
+    let response = relay
+        .http
+        .post(format!("{}/v1/inbound/email/github", relay.base))
+        .bearer_auth(MAIL_SECRET)
+        .header("content-type", "message/rfc822")
+        .body(fixture("github-review-requested.eml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let run = &body["runs"][0];
+    assert_eq!(run["route"], "github-pr", "{body}");
+    (
+        run["run"].as_str().unwrap().to_owned(),
+        run["created"].as_bool().unwrap(),
+    )
+}
+
+/// `GET /v1/runs/{id}`.
+async fn run(relay: &TestRelay, id: &str) -> Value {
+    let (status, body) = relay
+        .call(Method::GET, &format!("/v1/runs/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Waits until the run's status is `status`; answers its detail.
+async fn wait_for_run(relay: &TestRelay, id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let detail = run(relay, id).await;
+        if detail["run"]["status"] == status {
+            return detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} never became {status}: {detail:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The card the bot sent: its buttons' callback data by action.
+async fn card(world: &World) -> Vec<(String, String)> {
+    let sends = world.bot.wait_for_calls("sendMessage", 1, WAIT).await;
+    let keyboard = &sends[0].params["reply_markup"]["inline_keyboard"][0];
+    keyboard
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let data = b["callback_data"].as_str().unwrap().to_owned();
+            let action = data.rsplit_once(':').unwrap().1.to_owned();
+            (action, data)
+        })
+        .collect()
+}
+
+fn data_of(card: &[(String, String)], action: &str) -> String {
+    card.iter().find(|(a, _)| a == action).unwrap().1.clone()
+}
+
+/// A press of the button with `data` by `user`, as Telegram posts it.
+async fn press(relay: &TestRelay, update_id: i64, user: i64, data: &str) -> Value {
+    let update = json!({"update_id": update_id, "callback_query": {
+        "id": format!("q{update_id}"),
+        "from": {"id": user, "is_bot": false, "first_name": "Ada", "username": "ada"},
+        "data": data,
+        "message": {"message_id": 1, "date": 1, "chat": {"id": CHAT, "type": "private"}}}});
+    let (status, body) = relay
+        .call_with(
+            Method::POST,
+            "/v1/telegram/telegram/webhook",
+            Some(update),
+            None,
+            &[("X-Telegram-Bot-Api-Secret-Token", SECRET_TOKEN)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The texts the presses were answered with, in order.
+async fn answers(world: &World, n: usize) -> Vec<String> {
+    world
+        .bot
+        .wait_for_calls("answerCallbackQuery", n, WAIT)
+        .await
+        .iter()
+        .map(|r| r.params["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn approvals(github: &FakeGithub) -> usize {
+    github
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("POST /repos/octo/hello/pulls/43/reviews"))
+        .count()
+}
+
+async fn approve_path(backend: Backend) {
+    let world = World::start().await;
+    let relay = start_on(backend, setup(&world)).await;
+    let (id, created) = post_mail(&relay).await;
+    assert!(created);
+    // The same mail again (the mail service retried): the same run.
+    let (again, created) = post_mail(&relay).await;
+    assert_eq!((again.as_str(), created), (id.as_str(), false));
+
+    let card = card(&world).await;
+    let actions: Vec<&str> = card.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["approve", "comment", "merge"]);
+    assert!(card.iter().all(|(_, d)| d.len() <= 64));
+    let sent = &world.bot.calls("sendMessage")[0].params;
+    assert_eq!(sent["chat_id"], CHAT);
+    assert!(
+        sent["text"]
+            .as_str()
+            .unwrap()
+            .contains("https://github.com/octo/hello/pull/43"),
+        "{sent}"
+    );
+    let waiting = wait_for_run(&relay, &id, "waiting").await;
+    assert_eq!(waiting["run"]["state"], "awaiting_callback");
+
+    press(&relay, 1, ALLOWED, &data_of(&card, "approve")).await;
+    let done = wait_for_run(&relay, &id, "completed").await;
+    assert_eq!(done["run"]["state"], "completed", "{done:#}");
+    assert_eq!(approvals(&world.github), 1);
+    // The card edited to say who did what.
+    let edits = world.bot.wait_for_calls("editMessageText", 1, WAIT).await;
+    let text = edits[0].params["text"].as_str().unwrap();
+    assert!(text.contains("approve by @ada: done"), "{text}");
+    // The reply in the notification's thread, to the team, never to GitHub's reply address.
+    let mails = world.sink.wait_for_mails(1, WAIT).await;
+    assert_eq!(mails[0].to, ["team@example.com"]);
+    assert_eq!(
+        mails[0].header("In-Reply-To").as_deref(),
+        Some("<octo/hello/pull/43@github.com>")
+    );
+    // A second press, and Telegram posting the first again: answered, nothing done twice.
+    press(&relay, 2, ALLOWED, &data_of(&card, "approve")).await;
+    press(&relay, 1, ALLOWED, &data_of(&card, "approve")).await;
+    let texts = answers(&world, 3).await;
+    assert_eq!(texts, ["Received", "Already handled", "Already handled"]);
+    assert_eq!(approvals(&world.github), 1);
+
+    // The timeline: each step once, in order, with the press.
+    let detail = run(&relay, &id).await;
+    let states: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    for state in [
+        "processed",
+        "awaiting_callback",
+        "callback_received",
+        "github_action_executed",
+        "confirmed",
+        "completed",
+    ] {
+        assert!(states.contains(&state), "{state} missing from {states:?}");
+    }
+    // The reply's own state is in the detail of the change that also ended the run.
+    let last = detail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last["detail"], "step `reply` succeeded: email_reply_sent",
+        "{last}"
+    );
+    let wait = &detail["waits"][0];
+    assert_eq!(wait["state"], "consumed");
+    assert_eq!(wait["action"], "approve");
+    assert_eq!(wait["consumed_by"], ALLOWED.to_string());
+    let steps: Vec<&str> = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["destination"] != "ferrule:timer")
+        .map(|m| m["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["card", "approve", "confirm", "reply"]);
+    // Listed, and counted in the route's statistics without the wait.
+    let runs = relay
+        .page("/v1/runs?route=github-pr&state=completed", "runs")
+        .await;
+    assert_eq!(runs.len(), 1);
+    let (status, stats) = relay
+        .call(Method::GET, "/v1/routes/github-pr/stats?window=1h", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(stats["finished"]["completed"], 1);
+    assert_eq!(stats["success_rate"], 1.0);
+}
+
+#[tokio::test]
+async fn approve_path_runs_each_step_once_on_sqlite() {
+    approve_path(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn approve_path_runs_each_step_once_on_postgres() {
+    approve_path(Backend::Postgres).await;
+}
+
+async fn refusals(backend: Backend) {
+    let world = World::start().await;
+    let relay = start_on(backend, setup(&world)).await;
+    let (id, _) = post_mail(&relay).await;
+    let card = card(&world).await;
+    wait_for_run(&relay, &id, "waiting").await;
+    // Someone not allowed: refused, the run still waits.
+    press(&relay, 1, 999, &data_of(&card, "merge")).await;
+    assert_eq!(
+        answers(&world, 1).await,
+        ["You are not allowed to answer this"]
+    );
+    assert_eq!(run(&relay, &id).await["run"]["status"], "waiting");
+    // Data that is no token of ours: answered, nothing happens.
+    press(&relay, 2, ALLOWED, "AAAAAAAAAAAAAAAAAAAAAA:approve").await;
+    // An API signal with an action the card does not offer.
+    let (status, body) = relay
+        .call(
+            Method::POST,
+            &format!("/v1/runs/{id}/signal"),
+            Some(json!({"action": "rebase"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_action");
+    // Cancelled: the wait closes; a press afterwards is "Expired" and changes nothing.
+    let (status, body) = relay
+        .call(Method::POST, &format!("/v1/runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["run"]["status"], "cancelled");
+    press(&relay, 3, ALLOWED, &data_of(&card, "approve")).await;
+    let texts = answers(&world, 3).await;
+    assert_eq!(
+        texts[1], "",
+        "not a route's button: the destination's own answer (none)"
+    );
+    assert_eq!(texts[2], "Expired");
+    assert_eq!(approvals(&world.github), 0);
+    let (status, _) = relay
+        .call(Method::POST, &format!("/v1/runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_press_by_someone_not_allowed_or_after_the_end_changes_nothing_on_sqlite() {
+    refusals(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_press_by_someone_not_allowed_or_after_the_end_changes_nothing_on_postgres() {
+    refusals(Backend::Postgres).await;
+}
+
+async fn telegram_down(backend: Backend) {
+    let world = World::start().await;
+    world.bot.script(
+        &CHAT.to_string(),
+        [BotReply::Down, BotReply::Down, BotReply::Down],
+    );
+    let relay = start_on(backend, setup(&world)).await;
+    let (id, _) = post_mail(&relay).await;
+    let done = wait_for_run(&relay, &id, "completed").await;
+    assert_eq!(done["run"]["state"], "fallback_sent", "{done:#}");
+    let mails = world.sink.wait_for_mails(1, WAIT).await;
+    assert!(
+        mails[0]
+            .data
+            .contains("https://github.com/octo/hello/pull/43")
+    );
+    assert!(
+        done["run"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("step `card` failed"),
+        "{done:#}"
+    );
+    // The card's message is dead; its wait never saw a press.
+    let card = done["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["step"] == "card")
+        .unwrap()
+        .clone();
+    assert_eq!(card["status"], "dead");
+    assert_eq!(card["attempts"], 3);
+    assert_eq!(approvals(&world.github), 0);
+}
+
+#[tokio::test]
+async fn telegram_down_sends_the_fallback_mail_on_sqlite() {
+    telegram_down(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn telegram_down_sends_the_fallback_mail_on_postgres() {
+    telegram_down(Backend::Postgres).await;
+}
+
+async fn github_down(backend: Backend) {
+    let world = World::start().await;
+    for _ in 0..3 {
+        world.github.script(
+            "POST /repos/octo/hello/pulls/43/reviews",
+            Script::Reply(502, vec![], json!({"message": "Server Error"})),
+        );
+    }
+    let relay = start_on(backend, setup(&world)).await;
+    let (id, _) = post_mail(&relay).await;
+    let card = card(&world).await;
+    wait_for_run(&relay, &id, "waiting").await;
+    press(&relay, 1, ALLOWED, &data_of(&card, "approve")).await;
+    let failed = wait_for_run(&relay, &id, "failed").await;
+    let error = failed["run"]["last_error"].as_str().unwrap();
+    assert!(error.contains("step `approve` failed"), "{error}");
+    assert!(error.contains("502"), "{error}");
+    let events = failed["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["detail"].as_str().is_some_and(|d| d.contains("502"))),
+        "the reason is in the timeline: {failed:#}"
+    );
+    let approve = failed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["step"] == "approve")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (approve["status"].as_str(), approve["attempts"].as_u64()),
+        (Some("dead"), Some(3))
+    );
+    // Retried by an operator once GitHub is back: the step runs again and the run completes.
+    let (status, body) = relay
+        .call(Method::POST, &format!("/v1/runs/{id}/retry"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let done = wait_for_run(&relay, &id, "completed").await;
+    assert_eq!(done["run"]["state"], "completed");
+    assert_eq!(approvals(&world.github), 4, "three 502s, then the approval");
+}
+
+#[tokio::test]
+async fn github_down_fails_the_run_with_the_reason_then_a_retry_completes_it_on_sqlite() {
+    github_down(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn github_down_fails_the_run_with_the_reason_then_a_retry_completes_it_on_postgres() {
+    github_down(Backend::Postgres).await;
+}
