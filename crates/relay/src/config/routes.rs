@@ -203,6 +203,16 @@ pub struct StepConfig {
     pub status: Option<EndStatus>,
 }
 
+impl StepConfig {
+    /// Whether this (wait) step's card asks the user to reply (`reply_markup.force_reply`):
+    /// the reply answers the wait with action `reply` and its text.
+    pub fn asks_for_reply(&self) -> bool {
+        self.payload
+            .as_ref()
+            .is_some_and(|p| p["reply_markup"]["force_reply"] == Value::Bool(true))
+    }
+}
+
 /// How an `end` step finishes the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -447,8 +457,17 @@ impl Config {
             if step.timeout.is_some_and(|t| t > MAX_WAIT) {
                 return Err(ConfigError::new(at("timeout"), "must be at most 30 days"));
             }
-            if step.buttons.is_empty() {
-                return Err(ConfigError::new(at("buttons"), "a wait needs a button"));
+            if step.buttons.is_empty() && !step.asks_for_reply() {
+                return Err(ConfigError::new(
+                    at("buttons"),
+                    "a wait needs a button, or a card asking for a reply (`reply_markup = { force_reply = true }`)",
+                ));
+            }
+            if !step.buttons.is_empty() && step.asks_for_reply() {
+                return Err(ConfigError::new(
+                    at("buttons"),
+                    "a card asking for a reply (`force_reply`) cannot carry buttons",
+                ));
             }
             let mut actions = BTreeSet::new();
             for (i, button) in step.buttons.iter().enumerate() {
@@ -496,5 +515,106 @@ pub fn kind_name(kind: StepKind) -> &'static str {
         StepKind::Wait => "wait",
         StepKind::Branch => "branch",
         StepKind::End => "end",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    /// `routes` laid into a config with a telegram, a github and an e-mail source.
+    fn check(routes: &str) -> Result<(), (String, String)> {
+        let text = format!(
+            r#"
+[[destinations]]
+name = "telegram"
+type = "telegram"
+bot_token = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+[[destinations]]
+name = "github"
+type = "github"
+token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+
+[[inbound.email]]
+name = "github"
+
+{routes}
+"#
+        );
+        let config = Config::from_toml_str(&text).map_err(|e| ("parse".into(), e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| (e.field().to_owned(), e.message().to_owned()))
+    }
+
+    const CARD: &str = r#"
+[[routes.steps]]
+name = "card"
+kind = "wait"
+destination = "telegram"
+payload = { chat_id = 1, text = "PR {{ github.number }}" }
+buttons = [{ action = "approve", text = "Approve" }]
+"#;
+
+    #[test]
+    fn a_valid_route_loads() {
+        let route = format!(
+            "[[routes]]\nname = \"pr\"\ntrigger = {{ kind = \"email\", source = \"github\", match = {{ \"github.reason\" = [\"review_requested\"] }} }}\n{CARD}"
+        );
+        check(&route).unwrap();
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_field() {
+        let cases = [
+            (
+                format!(
+                    "[[routes]]\nname = \"pr\"\ntrigger = {{ kind = \"email\", source = \"nope\" }}\n{CARD}"
+                ),
+                "routes[0].trigger.source",
+            ),
+            (
+                format!(
+                    "[[routes]]\nname = \"pr\"\ntrigger = {{ kind = \"api\" }}\n{CARD}on_failure = \"gone\"\n"
+                ),
+                "routes[0].steps[0].on_failure",
+            ),
+            (
+                format!(
+                    "[[routes]]\nname = \"pr\"\ntrigger = {{ kind = \"api\" }}\n{}",
+                    CARD.replace("\"telegram\"", "\"github\"")
+                ),
+                "routes[0].steps[0].destination",
+            ),
+            (
+                format!(
+                    "[[routes]]\nname = \"pr\"\ntrigger = {{ kind = \"api\" }}\n{}",
+                    CARD.replace("github.number", "gihtub.number")
+                ),
+                "routes[0].steps[0].payload.text",
+            ),
+            (
+                format!(
+                    "[[routes]]\nname = \"pr\"\ntrigger = {{ kind = \"api\" }}\n{}",
+                    CARD.replace("\"approve\"", "\"Approve!\"")
+                ),
+                "routes[0].steps[0].buttons[0].action",
+            ),
+            (
+                format!(
+                    "[[routes]]\nname = \"pr\"\ntrigger = {{ kind = \"api\" }}\n{CARD}retry = {{ max_attempts = 0 }}\n"
+                ),
+                "routes[0].steps[0].retry.max_attempts",
+            ),
+            (
+                "[[routes]]\nname = \"pr\"\ntrigger = { kind = \"api\" }\nsteps = []\n".to_owned(),
+                "routes[0].steps",
+            ),
+        ];
+        for (routes, field) in cases {
+            let err = check(&routes).unwrap_err();
+            assert_eq!(err.0, field, "{routes}\n{err:?}");
+        }
     }
 }

@@ -91,6 +91,7 @@ pub async fn record_update(
         });
     };
     let source = source(&destination.name);
+    let message = raw.get("message").filter(|m| m.is_object()).cloned();
     let forward = inbound
         .forward_to
         .as_ref()
@@ -113,6 +114,12 @@ pub async fn record_update(
     inbound.health.success();
     let name = destination.name.clone();
     let query = update.and_then(|u| u.callback_query.as_ref());
+    // A message replies to a card that asked for it, or starts a route's run; either is
+    // applied again for a redelivered update (the relay may have stopped in between), where
+    // the store makes it change nothing twice.
+    if let Some(message) = &message {
+        routed_message(state, destination, update_id, message).await?;
+    }
     if !recorded.is_created() {
         Counters::bump(&state.counters.inbound_duplicates);
         metrics::counter!(INBOUND_DUPLICATES.name, "destination" => name).increment(1);
@@ -130,6 +137,27 @@ pub async fn record_update(
         press(state, destination, query, true).await?;
     }
     Ok(recorded)
+}
+
+/// A stored message: a reply to a route's card answers its wait
+/// ([`crate::routes::press::reply`]); any other may start a route's run
+/// ([`crate::routes::trigger::on_telegram`]).
+async fn routed_message(
+    state: &AppState,
+    destination: &Destination,
+    update_id: i64,
+    message: &Value,
+) -> Result<(), StoreError> {
+    if state.routes.is_empty() {
+        return Ok(());
+    }
+    if crate::routes::press::reply(state, message).await?.is_some() {
+        return Ok(());
+    }
+    let key = format!("telegram:{}:{update_id}", destination.name);
+    let context = json!({ "message": message });
+    crate::routes::trigger::on_telegram(state, &destination.name, &key, &context).await?;
+    Ok(())
 }
 
 /// A stored button press: a route's wait takes it ([`crate::routes::press::callback`], which

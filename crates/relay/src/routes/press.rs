@@ -19,6 +19,100 @@ use crate::config::StepKind;
 use crate::state::AppState;
 use crate::telemetry::prometheus::ROUTE_PRESSES;
 
+/// The action of a reply to a card that asked for one (`force_reply`).
+pub const REPLY: &str = "reply";
+
+/// The most waiting runs a reply is looked for among (the newest first).
+const MAX_REPLY_SCAN: usize = 5_000;
+
+/// A Telegram message (`raw`, as Telegram sent it) that may reply to a card asking for a reply
+/// (a wait step whose card has `force_reply`): the waiting run whose card it answers is found
+/// by the card's chat and message id, which the card's output put in the run's context, and its
+/// wait is consumed with action `reply` and the text as `steps.<wait>.text`. Answers `None`
+/// when the message replies to no such card.
+///
+/// The waiting runs are read newest first, at most [`MAX_REPLY_SCAN`]: replies are rare next
+/// to deliveries, and the context, written with the card's end, is what survives a crash.
+pub async fn reply(state: &AppState, raw: &Value) -> Result<Option<Answered>, StoreError> {
+    let (Some(to), Some(chat), Some(text)) = (
+        raw["reply_to_message"]["message_id"].as_i64(),
+        raw["chat"]["id"].as_i64(),
+        raw["text"].as_str(),
+    ) else {
+        return Ok(None);
+    };
+    let asking: Vec<(&str, &str)> = state
+        .routes
+        .iter()
+        .flat_map(|r| {
+            r.config
+                .steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Wait && s.asks_for_reply())
+                .map(move |s| (r.config.name.as_str(), s.name.as_str()))
+        })
+        .collect();
+    if asking.is_empty() {
+        return Ok(None);
+    }
+    let filter = ferrule_store::RunFilter::all().status(RunStatus::Waiting);
+    let mut cursor = None;
+    let mut seen = 0;
+    let found = 'scan: loop {
+        let page = state.store.list_runs(&filter, cursor.as_ref(), 500).await?;
+        for run in &page.runs {
+            let Some(step) = run.step.as_deref() else {
+                continue;
+            };
+            if !asking.contains(&(run.route.as_str(), step)) {
+                continue;
+            }
+            let card = &run.context["steps"][step];
+            if card["message_id"].as_i64() == Some(to) && card["chat_id"].as_i64() == Some(chat) {
+                break 'scan Some((run.id, step.to_owned()));
+            }
+        }
+        seen += page.runs.len();
+        match page.next {
+            Some(next) if seen < MAX_REPLY_SCAN => cursor = Some(next),
+            _ => break None,
+        }
+    };
+    let Some((run, step)) = found else {
+        return Ok(None);
+    };
+    let Some(detail) = state.store.get_run(run).await? else {
+        return Ok(None);
+    };
+    let Some(wait) = detail
+        .waits
+        .iter()
+        .find(|w| w.step == step && w.state == WaitState::Open)
+    else {
+        return Ok(Some(Answered::AlreadyHandled));
+    };
+    let from = &raw["from"];
+    let who = Answerer {
+        id: from["id"]
+            .as_i64()
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
+        name: from["username"]
+            .as_str()
+            .map(|u| format!("@{u}"))
+            .or_else(|| from["first_name"].as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        telegram: from["id"].as_i64(),
+    };
+    let answered = match check(state, wait, &who, REPLY) {
+        Answered::Accepted => consume(state, wait, &who, REPLY, Some(text)).await?,
+        other => other,
+    };
+    metrics::counter!(ROUTE_PRESSES.name, "result" => answered.as_str()).increment(1);
+    tracing::info!(run = %run, step = %step, by = %who.id, result = answered.as_str(), "reply to a card");
+    Ok(Some(answered))
+}
+
 /// A button's `callback_data` read back: the wait's token and the action.
 pub fn parse_data(data: &str) -> Option<(&str, &str)> {
     let (token, action) = data.split_once(':')?;
@@ -97,7 +191,9 @@ fn check(state: &AppState, wait: &Wait, who: &Answerer, action: &str) -> Answere
     }
     let offered = wait_route(state, wait).is_some_and(|route| {
         route.step(&wait.step).is_some_and(|(_, s)| {
-            s.kind == StepKind::Wait && s.buttons.iter().any(|b| b.action == action)
+            s.kind == StepKind::Wait
+                && (s.buttons.iter().any(|b| b.action == action)
+                    || (action == REPLY && s.asks_for_reply()))
         })
     });
     if offered {
@@ -123,12 +219,15 @@ async fn consume(
     wait: &Wait,
     who: &Answerer,
     action: &str,
+    text: Option<&str>,
 ) -> Result<Answered, StoreError> {
     let result = advance(state, wait.run, |run| {
         let route = state.routes.get(&run.route)?;
-        let patch = json!({"steps": {wait.step.clone(): {
-            "action": action, "by": who.id, "by_name": who.name,
-        }}});
+        let mut answer = json!({"action": action, "by": who.id, "by_name": who.name});
+        if let Some(text) = text {
+            answer["text"] = text.into();
+        }
+        let patch = json!({"steps": {wait.step.clone(): answer}});
         let mut context = run.context.clone();
         ferrule_store::run::merge_patch(&mut context, &patch);
         let now = state.clock.system_now();
@@ -203,7 +302,7 @@ pub async fn callback(
     let checked = check(state, &wait, &who, action);
     answer(checked.text());
     let answered = match checked {
-        Answered::Accepted => consume(state, &wait, &who, action).await?,
+        Answered::Accepted => consume(state, &wait, &who, action, None).await?,
         other => other,
     };
     metrics::counter!(ROUTE_PRESSES.name, "result" => answered.as_str()).increment(1);
@@ -232,7 +331,7 @@ pub async fn signal(
     };
     let checked = check(state, wait, who, action);
     let answered = match checked {
-        Answered::Accepted => consume(state, wait, who, action).await?,
+        Answered::Accepted => consume(state, wait, who, action, None).await?,
         other => other,
     };
     metrics::counter!(ROUTE_PRESSES.name, "result" => answered.as_str()).increment(1);

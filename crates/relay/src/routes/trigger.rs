@@ -118,6 +118,35 @@ pub async fn on_mail(
     Ok(started)
 }
 
+/// Starts a run of every route whose Telegram trigger is `destination` and matches `context`
+/// (`{"message"}`: the message as Telegram sent it), keyed by `key` (the destination and the
+/// update's id) unless the route says otherwise.
+pub async fn on_telegram(
+    state: &AppState,
+    destination: &str,
+    key: &str,
+    context: &Value,
+) -> Result<Vec<(String, Started)>, StoreError> {
+    let mut started = Vec::new();
+    for route in state.routes.iter() {
+        let trigger = &route.config.trigger;
+        if trigger.kind != TriggerKind::Telegram
+            || trigger.source.as_deref().map(str::trim) != Some(destination)
+            || !matches(route, context)
+        {
+            continue;
+        }
+        match start(state, route, context.clone(), key).await {
+            Ok(run) => started.push((route.config.name.clone(), run)),
+            Err(StartError::Store(e)) => return Err(e),
+            Err(e @ StartError::Dedupe(_)) => {
+                tracing::warn!(route = %route.config.name, error = %e, "a Telegram message matched a route but no run was started");
+            }
+        }
+    }
+    Ok(started)
+}
+
 /// Whether a run in `status` is still going.
 pub fn is_unfinished(status: RunStatus) -> bool {
     !status.is_finished()

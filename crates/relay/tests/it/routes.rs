@@ -490,3 +490,180 @@ async fn github_down_fails_the_run_with_the_reason_then_a_retry_completes_it_on_
 async fn github_down_fails_the_run_with_the_reason_then_a_retry_completes_it_on_postgres() {
     github_down(Backend::Postgres).await;
 }
+
+/// A message from [`ALLOWED`] replying to message `to` with `text`.
+async fn reply_to(relay: &TestRelay, update_id: i64, to: i64, text: &str) {
+    let update = json!({"update_id": update_id, "message": {
+        "message_id": 100 + update_id, "date": 1, "text": text,
+        "chat": {"id": CHAT, "type": "private"},
+        "from": {"id": ALLOWED, "is_bot": false, "first_name": "Ada", "username": "ada"},
+        "reply_to_message": {"message_id": to, "date": 1, "chat": {"id": CHAT, "type": "private"}}}});
+    let (status, body) = relay
+        .call_with(
+            Method::POST,
+            "/v1/telegram/telegram/webhook",
+            Some(update),
+            None,
+            &[("X-Telegram-Bot-Api-Secret-Token", SECRET_TOKEN)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn comment_path(backend: Backend) {
+    let world = World::start().await;
+    let relay = start_on(backend, setup(&world)).await;
+    let (id, _) = post_mail(&relay).await;
+    let card = card(&world).await;
+    wait_for_run(&relay, &id, "waiting").await;
+    press(&relay, 1, ALLOWED, &data_of(&card, "comment")).await;
+    // The prompt asks for a reply, under the card.
+    let sends = world.bot.wait_for_calls("sendMessage", 2, WAIT).await;
+    let prompt = &sends[1].params;
+    assert_eq!(
+        prompt["reply_markup"],
+        json!({"force_reply": true}),
+        "{prompt}"
+    );
+    assert_eq!(prompt["reply_parameters"]["message_id"], 1);
+    let waiting = wait_for_run(&relay, &id, "waiting").await;
+    assert_eq!(waiting["run"]["state"], "awaiting_comment");
+    // A message that replies to something else is no comment.
+    reply_to(&relay, 2, 77, "unrelated").await;
+    reply_to(&relay, 3, 1, "Looks good, ship it").await;
+    let done = wait_for_run(&relay, &id, "completed").await;
+    assert_eq!(
+        done["run"]["context"]["steps"]["comment"]["text"],
+        "Looks good, ship it"
+    );
+    let comments: Vec<_> = world
+        .github
+        .requests()
+        .into_iter()
+        .filter(|r| r.line() == "POST /repos/octo/hello/issues/43/comments")
+        .collect();
+    assert_eq!(comments.len(), 1);
+    assert!(
+        comments[0].body["body"]
+            .as_str()
+            .unwrap()
+            .contains("Looks good, ship it"),
+        "{}",
+        comments[0].body
+    );
+    // The same reply delivered again changes nothing.
+    reply_to(&relay, 3, 1, "Looks good, ship it").await;
+    assert_eq!(
+        run(&relay, &id).await["run"]["version"],
+        done["run"]["version"]
+    );
+}
+
+#[tokio::test]
+async fn comment_path_posts_the_reply_to_the_prompt_on_sqlite() {
+    comment_path(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn comment_path_posts_the_reply_to_the_prompt_on_postgres() {
+    comment_path(Backend::Postgres).await;
+}
+
+async fn merge_conflict(backend: Backend) {
+    let world = World::start().await;
+    world.github.script(
+        "PUT /repos/octo/hello/pulls/43/merge",
+        Script::Reply(
+            409,
+            vec![],
+            json!({"message": "Head branch was modified. Review and try the merge again."}),
+        ),
+    );
+    let relay = start_on(backend, setup(&world)).await;
+    let (id, _) = post_mail(&relay).await;
+    let card = card(&world).await;
+    wait_for_run(&relay, &id, "waiting").await;
+    press(&relay, 1, ALLOWED, &data_of(&card, "merge")).await;
+    // The card is edited to say so, with the buttons offered again under a new token.
+    let edits = world.bot.wait_for_calls("editMessageText", 1, WAIT).await;
+    let edit = &edits[0].params;
+    assert!(
+        edit["text"].as_str().unwrap().contains("Merging failed"),
+        "{edit}"
+    );
+    let again: Vec<String> = edit["reply_markup"]["inline_keyboard"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["callback_data"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(again.len(), 3);
+    assert_ne!(again[2], data_of(&card, "merge"), "a new wait, a new token");
+    wait_for_run(&relay, &id, "waiting").await;
+    // The old card's buttons are spent.
+    press(&relay, 2, ALLOWED, &data_of(&card, "merge")).await;
+    press(&relay, 3, ALLOWED, &again[2]).await;
+    let done = wait_for_run(&relay, &id, "completed").await;
+    assert_eq!(done["run"]["state"], "completed", "{done:#}");
+    let texts = answers(&world, 3).await;
+    assert_eq!(texts, ["Received", "Already handled", "Received"]);
+    let merges = world
+        .github
+        .lines()
+        .iter()
+        .filter(|l| *l == "PUT /repos/octo/hello/pulls/43/merge")
+        .count();
+    assert_eq!(merges, 2, "the refused merge and the merge");
+    assert!(world.github.state().thread("octo/hello", 43).merged);
+    let edits = world.bot.wait_for_calls("editMessageText", 2, WAIT).await;
+    let text = edits[1].params["text"].as_str().unwrap();
+    assert!(text.contains("merge by @ada: done"), "{text}");
+}
+
+#[tokio::test]
+async fn merge_refused_offers_the_buttons_again_on_sqlite() {
+    merge_conflict(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn merge_refused_offers_the_buttons_again_on_postgres() {
+    merge_conflict(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_press_after_the_wait_ran_out_is_expired_and_the_timer_ends_the_run() {
+    let world = World::start().await;
+    let clock = ferrule_policy::ManualClock::with_system_time(std::time::SystemTime::now());
+    let relay =
+        crate::support::start_clock(std::sync::Arc::new(clock.clone()), setup(&world)).await;
+    let (id, _) = post_mail(&relay).await;
+    let card = card(&world).await;
+    wait_for_run(&relay, &id, "waiting").await;
+    // A day and a second later (the card's timeout is a day): the press is too late, even
+    // before the timer has run.
+    clock.advance(Duration::from_secs(24 * 3600 + 1));
+    press(&relay, 1, ALLOWED, &data_of(&card, "approve")).await;
+    assert_eq!(answers(&world, 1).await, ["Expired"]);
+    assert_eq!(approvals(&world.github), 0);
+    // The timer falls due: the card says so and the run ends expired.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let detail = loop {
+        let detail = run(&relay, &id).await;
+        if detail["run"]["status"] == "expired" {
+            break detail;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{detail:#}");
+        clock.advance(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(detail["run"]["state"], "expired");
+    assert_eq!(detail["waits"][0]["state"], "expired");
+    let edits = world.bot.wait_for_calls("editMessageText", 1, WAIT).await;
+    assert!(
+        edits[0].params["text"]
+            .as_str()
+            .unwrap()
+            .contains("No answer in time")
+    );
+    assert_eq!(approvals(&world.github), 0);
+}
