@@ -89,6 +89,7 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Send(args) => client::send(&client()?, args).await?,
         Command::Status(args) => return client::status(&client()?, args).await,
         Command::Messages { command } => client::messages(&client()?, command).await?,
+        Command::Runs { command } => client::runs(&client()?, command).await?,
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Token { command } => {

@@ -184,6 +184,10 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         report_store(&state, Box::pin(dead).await);
         return;
     };
+    let step_timeout = match &message.run {
+        Some(_) => Box::pin(crate::routes::engine::step_timeout(&state, &message)).await,
+        None => None,
+    };
     // 0. A paused destination (a Telegram bot under flood control).
     if let Some(until) = dest.paused_until() {
         let until = wall_time_of(clock.as_ref(), until);
@@ -327,15 +331,24 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         }
         result
     };
-    let timed = dest.timeout.wrap(attempt);
+    // A route's step may set its own time per attempt instead of the destination's.
+    let timed = async {
+        match step_timeout {
+            None => dest.timeout.wrap(attempt).await.map_err(|e| e.after),
+            Some(limit) => tokio::select! {
+                r = attempt => Ok(r),
+                () = clock.sleep(limit) => Err(limit),
+            },
+        }
+    };
     let heartbeat = heartbeat(&state, &lease);
     let result = tokio::select! {
         r = timed => Some(match r {
             Ok(result) => result,
-            Err(elapsed) => DeliveryResult {
+            Err(after) => DeliveryResult {
                 outcome: Outcome::Transient,
                 code: None,
-                detail: format!("timed out after {}", readable(elapsed.after)),
+                detail: format!("timed out after {}", readable(after)),
                 duration: clock.now().saturating_duration_since(started),
                 signal: None,
                 output: None,

@@ -511,6 +511,26 @@ pub async fn step_retry<'a>(
     state.routes.get(&run.route)?.retries.get(&tag.step)
 }
 
+/// The time per attempt of the step `message` executes, when its (`send`) step sets
+/// `timeout` (read from the run's route: one store read, only when some route's step of that
+/// name sets one).
+pub async fn step_timeout(state: &AppState, message: &Message) -> Option<Duration> {
+    let tag = message.run.as_ref()?;
+    let sets = |s: &crate::config::StepConfig| {
+        s.name == tag.step && s.kind == StepKind::Send && s.timeout.is_some()
+    };
+    if !state.routes.iter().any(|r| r.config.steps.iter().any(sets)) {
+        return None;
+    }
+    let run = state.store.get_run(tag.run).await.ok()??.run;
+    let (_, step) = state.routes.get(&run.route)?.step(&tag.step)?;
+    if step.kind == StepKind::Send {
+        step.timeout
+    } else {
+        None
+    }
+}
+
 /// `Some(fallback_after)` when `message`, a step of a run whose route has `fallback_after`
 /// and whose step has an `on_failure` step, has waited behind an open circuit for longer than
 /// that since it was stored: the caller dead-letters it so the fallback runs.

@@ -667,3 +667,186 @@ async fn a_press_after_the_wait_ran_out_is_expired_and_the_timer_ends_the_run() 
     );
     assert_eq!(approvals(&world.github), 0);
 }
+
+/// The relay's configuration for the real binary: [`setup`]'s destinations, the mail source
+/// and the shipped route, as TOML.
+fn binary_config(world: &World) -> String {
+    let route = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/routes/github-pr.toml"
+    ))
+    .unwrap()
+    .replace("-1001234567890", &CHAT.to_string())
+    .replace("[1001, 1002]", &format!("[{ALLOWED}]"));
+    format!(
+        r#"
+[[destinations]]
+name = "telegram"
+type = "telegram"
+bot_token = "{BOT_TOKEN}"
+api_base = "{bot}"
+timeout = "2s"
+retry = {{ backoff = {{ kind = "fixed", delay = "200ms" }}, jitter = "none", max_attempts = 5 }}
+inbound = {{ mode = "webhook", secret_token = "{SECRET_TOKEN}" }}
+
+[[destinations]]
+name = "github"
+type = "github"
+token = "{GITHUB_TOKEN}"
+api_base = "{github}"
+user_agent = "ferrule-tests"
+min_write_interval = "1ms"
+retry = {{ backoff = {{ kind = "fixed", delay = "200ms" }}, jitter = "none", max_attempts = 5 }}
+
+[[destinations]]
+name = "mail"
+type = "smtp"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+from = "ferrule <relay@example.com>"
+retry = {{ backoff = {{ kind = "fixed", delay = "200ms" }}, jitter = "none", max_attempts = 5 }}
+
+[[inbound.email]]
+name = "github"
+secret = "{MAIL_SECRET}"
+
+{route}
+"#,
+        bot = world.bot.base,
+        github = world.github.base(),
+        port = world.sink.port,
+    )
+}
+
+/// `GET /v1/runs/{id}` of the binary at `base`.
+async fn run_at(base: &str, id: &str) -> Value {
+    crate::binary::get(base, &format!("/v1/runs/{id}")).await
+}
+
+/// Waits until `done` holds for the run at `base`.
+async fn wait_at(base: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let detail = run_at(base, id).await;
+        if done(&detail) {
+            return detail;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id}: never {what}: {detail:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether the run's message of `step` was delivered.
+fn delivered(detail: &Value, step: &str) -> bool {
+    detail["messages"].as_array().is_some_and(|m| {
+        m.iter()
+            .any(|m| m["step"] == step && m["status"] == "delivered")
+    })
+}
+
+/// Kills the binary with SIGKILL and starts it again on the same store.
+fn kill_and_restart(server: &mut crate::binary::Server, config: &std::path::Path) {
+    server.signal("-9");
+    server.wait_exit(WAIT);
+    *server = crate::binary::Server::start(config);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_at_every_step_boundary_completes_with_each_side_effect_once() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        crate::binary::write_config(dir.path(), "http://127.0.0.1:9/", &binary_config(&world));
+    let mut server = crate::binary::Server::start(&config);
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/inbound/email/github", server.base))
+        .bearer_auth(MAIL_SECRET)
+        .header("content-type", "message/rfc822")
+        .body(fixture("github-review-requested.eml"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let id = body["runs"][0]["run"].as_str().unwrap().to_owned();
+
+    // 1. The card sent and recorded: killed while the run waits.
+    wait_at(&server.base, &id, "waiting", |d| {
+        d["run"]["status"] == "waiting"
+    })
+    .await;
+    kill_and_restart(&mut server, &config);
+    let card = card(&world).await;
+    // 2. The press consumed, the GitHub action queued (perhaps on its way): killed.
+    let update = json!({"update_id": 1, "callback_query": {"id": "q1",
+        "from": {"id": ALLOWED, "is_bot": false, "first_name": "Ada", "username": "ada"},
+        "data": data_of(&card, "approve"),
+        "message": {"message_id": 1, "date": 1, "chat": {"id": CHAT, "type": "private"}}}});
+    let pressed = reqwest::Client::new()
+        .post(format!("{}/v1/telegram/telegram/webhook", server.base))
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET_TOKEN)
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pressed.status(), StatusCode::OK);
+    wait_at(&server.base, &id, "pressed", |d| {
+        d["waits"][0]["state"] == "consumed"
+    })
+    .await;
+    kill_and_restart(&mut server, &config);
+    // 3. Approved on GitHub and recorded: killed (the card's edit perhaps on its way).
+    wait_at(&server.base, &id, "approved", |d| delivered(d, "approve")).await;
+    kill_and_restart(&mut server, &config);
+    // 4. The card edited and recorded: killed (the reply perhaps on its way).
+    wait_at(&server.base, &id, "confirmed", |d| delivered(d, "confirm")).await;
+    kill_and_restart(&mut server, &config);
+    // 5. Completed: killed once more, and nothing runs again.
+    let done = wait_at(&server.base, &id, "completed", |d| {
+        d["run"]["status"] == "completed"
+    })
+    .await;
+    kill_and_restart(&mut server, &config);
+    let after = run_at(&server.base, &id).await;
+    assert_eq!(after["run"]["version"], done["run"]["version"]);
+
+    // Each side effect once, as its receiver sees it.
+    assert_eq!(world.bot.calls("sendMessage").len(), 1, "one card");
+    let reviews = world.github.state().thread("octo/hello", 43).reviews.len();
+    assert_eq!(reviews, 1, "one approval");
+    let mails = world.sink.wait_for_mails(1, WAIT).await;
+    let ids: std::collections::BTreeSet<_> = mails.iter().map(|m| m.header("Message-ID")).collect();
+    assert_eq!(ids.len(), 1, "one reply (a resend keeps its Message-ID)");
+    // One message per step, each delivered; the timeline ends completed.
+    let steps: Vec<(&str, &str)> = after["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["destination"] != "ferrule:timer")
+        .map(|m| (m["step"].as_str().unwrap(), m["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("card", "delivered"),
+            ("approve", "delivered"),
+            ("confirm", "delivered"),
+            ("reply", "delivered")
+        ]
+    );
+    // The CLI shows it.
+    let listed = server.cli(&["runs", "list", "--route", "github-pr"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        listed.contains(&id) && listed.contains("completed"),
+        "{listed}"
+    );
+    let shown = server.cli(&["runs", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    for text in ["wait_consumed", "approve", "email_reply_sent", "delivered"] {
+        assert!(shown.contains(text), "{text} missing: {shown}");
+    }
+}
