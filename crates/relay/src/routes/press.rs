@@ -23,7 +23,7 @@ use crate::telemetry::prometheus::ROUTE_PRESSES;
 pub const REPLY: &str = "reply";
 
 /// The most waiting runs a reply is looked for among (the newest first).
-const MAX_REPLY_SCAN: usize = 5_000;
+pub const MAX_REPLY_SCAN: usize = 5_000;
 
 /// A Telegram message (`raw`, as Telegram sent it) that may reply to a card asking for a reply
 /// (a wait step whose card has `force_reply`): the waiting run whose card it answers is found
