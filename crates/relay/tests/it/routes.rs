@@ -850,3 +850,63 @@ async fn a_run_killed_at_every_step_boundary_completes_with_each_side_effect_onc
         assert!(shown.contains(text), "{text} missing: {shown}");
     }
 }
+
+#[tokio::test]
+async fn a_circuit_open_past_fallback_after_sends_the_fallback_without_spending_retries() {
+    let world = World::start().await;
+    let clock = ferrule_policy::ManualClock::with_system_time(std::time::SystemTime::now());
+    let relay =
+        crate::support::start_clock(std::sync::Arc::new(clock.clone()), setup(&world)).await;
+    let (status, body) = relay
+        .call(Method::POST, "/v1/breakers/telegram/force-open", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (id, _) = post_mail(&relay).await;
+    // The card waits behind the open circuit; past the route's fallback_after (10 minutes)
+    // the step gives up and the fallback mail goes out.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let detail = loop {
+        let detail = run(&relay, &id).await;
+        if detail["run"]["status"] == "completed" {
+            break detail;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{detail:#}");
+        // Time runs until the card gives up; the fallback mail then goes out in real time
+        // (its attempt is timed on the same clock).
+        let card_dead = detail["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["step"] == "card" && m["status"] == "dead");
+        if !card_dead {
+            clock.advance(Duration::from_secs(30));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(detail["run"]["state"], "fallback_sent");
+    let card = detail["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["step"] == "card" && m["destination"] == "telegram")
+        .unwrap()
+        .clone();
+    assert_eq!(card["status"], "dead");
+    assert!(
+        card["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("fallback_after"),
+        "{card}"
+    );
+    assert!(
+        world.bot.calls("sendMessage").is_empty(),
+        "never attempted: the circuit was open"
+    );
+    let mails = world.sink.wait_for_mails(1, WAIT).await;
+    assert!(
+        mails[0]
+            .data
+            .contains("https://github.com/octo/hello/pull/43")
+    );
+}
