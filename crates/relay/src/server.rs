@@ -227,6 +227,9 @@ pub(crate) async fn build_state(
     for name in email_sources.keys() {
         crate::telemetry::prometheus::register_email_source_series(name);
     }
+    for route in routes.iter() {
+        crate::telemetry::prometheus::register_route_series(&route.config.name);
+    }
     let state: AppState = Arc::new(Shared {
         store,
         tokens,

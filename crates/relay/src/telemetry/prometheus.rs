@@ -488,6 +488,38 @@ pub fn register_email_source_series(name: &str) {
     }
 }
 
+/// The statuses of `ferrule_runs_finished_total`.
+pub const RUN_FINISHED_STATUSES: [&str; 4] = ["completed", "failed", "expired", "cancelled"];
+
+/// The outcomes of `ferrule_route_steps_total`.
+pub const ROUTE_STEP_OUTCOMES: [&str; 2] = ["delivered", "failed"];
+
+/// The results of `ferrule_route_presses_total`.
+pub const ROUTE_PRESS_RESULTS: [&str; 5] = [
+    "accepted",
+    "already_handled",
+    "expired",
+    "not_allowed",
+    "unknown",
+];
+
+/// Registers route `name`'s series at zero (and the presses', which have no route label), so
+/// they are exported from the start.
+pub fn register_route_series(name: &str) {
+    let r = || name.to_owned();
+    metrics::counter!(RUNS_STARTED.name, "route" => r()).increment(0);
+    for status in RUN_FINISHED_STATUSES {
+        metrics::counter!(RUNS_FINISHED.name, "route" => r(), "status" => status).increment(0);
+    }
+    for outcome in ROUTE_STEP_OUTCOMES {
+        metrics::counter!(ROUTE_STEPS.name, "route" => r(), "outcome" => outcome).increment(0);
+    }
+    let _ = metrics::histogram!(ROUTE_STEP_DURATION.name, "route" => r());
+    for result in ROUTE_PRESS_RESULTS {
+        metrics::counter!(ROUTE_PRESSES.name, "result" => result).increment(0);
+    }
+}
+
 /// Sets destination `name`'s breaker gauges: 1 for `state`, 0 for every other state.
 pub fn breaker_state(name: &str, state: CircuitState) {
     for s in BREAKER_STATES {

@@ -323,6 +323,30 @@ async fn approve_path(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(stats["finished"]["completed"], 1);
     assert_eq!(stats["success_rate"], 1.0);
+    // Counted (the metrics are the test process's, shared by every test: at least).
+    let (_, text) = relay.call(Method::GET, "/metrics", None).await;
+    let text = text.as_str().unwrap().to_owned();
+    for (series, least) in [
+        ("ferrule_runs_started_total{route=\"github-pr\"}", 1.0),
+        (
+            "ferrule_runs_finished_total{route=\"github-pr\",status=\"completed\"}",
+            1.0,
+        ),
+        (
+            "ferrule_route_steps_total{route=\"github-pr\",outcome=\"delivered\"}",
+            4.0,
+        ),
+        ("ferrule_route_presses_total{result=\"accepted\"}", 1.0),
+        (
+            "ferrule_route_presses_total{result=\"already_handled\"}",
+            2.0,
+        ),
+    ] {
+        assert!(
+            crate::support::metric(&text, series) >= least,
+            "{series}\n{text}"
+        );
+    }
 }
 
 #[tokio::test]
