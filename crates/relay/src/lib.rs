@@ -19,9 +19,11 @@ pub mod dispatch;
 mod error;
 pub mod health;
 pub mod inbound;
+pub mod routes;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
@@ -88,6 +90,7 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Send(args) => client::send(&client()?, args).await?,
         Command::Status(args) => return client::status(&client()?, args).await,
         Command::Messages { command } => client::messages(&client()?, command).await?,
+        Command::Runs { command } => client::runs(&client()?, command).await?,
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Audit(args) => client::audit(&client()?, args).await?,

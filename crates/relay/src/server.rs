@@ -243,6 +243,8 @@ pub(crate) async fn build_state(
         .into_iter()
         .map(|source| (source.name.clone(), source))
         .collect();
+    let routes = crate::routes::Routes::compile(&config, clock.clone())
+        .map_err(|e| Error::Config(e.into()))?;
     let overrides = Overrides::load(&store, &destinations).await?;
     let paused = PausedDestinations::load(&store, |d| destinations.contains_key(d)).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
@@ -256,11 +258,15 @@ pub(crate) async fn build_state(
     for name in email_sources.keys() {
         crate::telemetry::prometheus::register_email_source_series(name);
     }
+    for route in routes.iter() {
+        crate::telemetry::prometheus::register_route_series(&route.config.name);
+    }
     let state: AppState = Arc::new(Shared {
         store,
         tokens,
         destinations,
         email_sources,
+        routes,
         overrides,
         paused,
         counters: Counters::default(),

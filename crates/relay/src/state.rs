@@ -66,6 +66,8 @@ pub struct Shared {
     pub destinations: BTreeMap<String, Arc<Destination>>,
     /// `[[inbound.email]]` sources by name.
     pub email_sources: BTreeMap<String, EmailSource>,
+    /// `[[routes]]`, compiled.
+    pub routes: crate::routes::Routes,
     /// The stored overrides of the destinations' breakers (forced open, disabled).
     pub overrides: Overrides,
     /// The destinations an operator paused, as shown (the store holds their messages).

@@ -151,6 +151,8 @@ async fn receive_mail(
             format!("not a mail the relay can record: {e}"),
         )
     })?;
+    let key = mail.key.clone();
+    let context = json!({"email": mail.summary, "github": mail.github});
     let recorded = email::record_mail(state, source, mail).await?;
     let mut answer = json!({
         "id": recorded.id().to_string(),
@@ -158,6 +160,21 @@ async fn receive_mail(
     });
     if let Some(forward) = recorded.forward() {
         answer["forward"] = forward.id().to_string().into();
+    }
+    // Runs start after the mail is stored and before the answer: a mail service retries what
+    // was not answered, and a run is started once per dedupe key however often it comes.
+    let runs = crate::routes::trigger::on_mail(state, &source.name, &key, &context).await?;
+    if !runs.is_empty() {
+        answer["runs"] = runs
+            .iter()
+            .map(|(route, started)| {
+                json!({
+                    "route": route,
+                    "run": started.run().id.to_string(),
+                    "created": started.is_created(),
+                })
+            })
+            .collect();
     }
     Ok(answer)
 }

@@ -15,6 +15,7 @@ pub mod openapi;
 mod pause;
 mod payload;
 mod search;
+mod runs;
 mod views;
 
 use axum::Router;
@@ -163,6 +164,39 @@ pub fn routes() -> Vec<Route> {
             "/v1/telegram/{destination}/webhook",
             Public,
             post(inbound::telegram_webhook),
+        ),
+        // Routes and their runs (api/runs.rs).
+        route(
+            Method::POST,
+            "/v1/routes/{name}/runs",
+            Write,
+            post(runs::start_run),
+        ),
+        route(
+            Method::GET,
+            "/v1/routes/{name}/stats",
+            Read,
+            get(runs::stats),
+        ),
+        route(Method::GET, "/v1/runs", Read, get(runs::list)),
+        route(Method::GET, "/v1/runs/{id}", Read, get(runs::show)),
+        route(
+            Method::POST,
+            "/v1/runs/{id}/signal",
+            Write,
+            post(runs::signal),
+        ),
+        route(
+            Method::POST,
+            "/v1/runs/{id}/retry",
+            Write,
+            post(runs::retry),
+        ),
+        route(
+            Method::POST,
+            "/v1/runs/{id}/cancel",
+            Write,
+            post(runs::cancel),
         ),
         route(Method::GET, "/v1/openapi.json", Public, get(openapi::serve)),
         route(Method::GET, "/livez", Public, get(health::livez)),

@@ -14,6 +14,8 @@ use axum::extract::State;
 use ferrule_connectors::AnyConnector;
 use serde_json::{Map, Value, json};
 
+mod runs;
+
 use super::{Access, Route};
 use crate::config::InboundMode;
 use crate::destination::Destination;
@@ -293,6 +295,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("Recorded".into(), json!({"type": "object", "required": ["id", "duplicate"], "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"},
             "forward": {"type": "string", "description": "e-mail: the forwarded message's id, when the mail is new and its source has `forward_to`"}}}));
     schemas.insert("Probe".into(), json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}));
+    runs::schemas(&mut schemas);
     Value::Object(schemas)
 }
 
@@ -593,6 +596,7 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
         &mut paths,
         super::pause::openapi_paths(one_of_names(&names)),
     );
+    extend(&mut paths, runs::paths());
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand, DlqFilter,
-    MessagesCommand, PageArgs, SendArgs, StatusArgs, console, render,
+    MessagesCommand, PageArgs, RunsCommand, SendArgs, StatusArgs, console, render,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -299,6 +299,71 @@ pub async fn messages(client: &Client, command: MessagesCommand) -> Result<(), E
             if let Some(note) = answer["note"].as_str() {
                 console::err(&format!("note: {note}"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `ferrule runs …`.
+pub async fn runs(client: &Client, command: RunsCommand) -> Result<(), Error> {
+    match command {
+        RunsCommand::List {
+            route,
+            state,
+            status,
+            since,
+            page,
+        } => {
+            let mut query = page_query(&page);
+            for (name, value) in [
+                ("route", route),
+                ("state", state),
+                ("status", status),
+                ("since", since),
+            ] {
+                if let Some(value) = value {
+                    query.push((name, value));
+                }
+            }
+            let answer = client.get("/v1/runs", &query).await?;
+            if page.json {
+                print_json(&answer);
+                return Ok(());
+            }
+            let rows = answer["runs"].as_array().map_or(&[][..], Vec::as_slice);
+            if !rows.is_empty() {
+                console::out(&render::runs(rows));
+            }
+            let plural = if rows.len() == 1 { "" } else { "s" };
+            let mut note = format!("{} run{plural} shown", rows.len());
+            if let Some(next) = answer["next"].as_str().filter(|_| !rows.is_empty()) {
+                note.push_str(&format!("; the next page: --cursor {next}"));
+            }
+            console::err(&note);
+        }
+        RunsCommand::Show { id, json } => {
+            let answer = client
+                .get(&format!("/v1/runs/{}", encode_segment(&id)), &[])
+                .await?;
+            if json {
+                print_json(&answer);
+            } else {
+                console::out(&render::run(&answer));
+            }
+        }
+        RunsCommand::Retry { id } => {
+            let path = format!("/v1/runs/{}/retry", encode_segment(&id));
+            let answer = client.post(&path, None).await?;
+            console::out(&format!(
+                "{id} {} ({})",
+                answer["run"]["status"].as_str().unwrap_or("active"),
+                answer["run"]["state"].as_str().unwrap_or("-")
+            ));
+        }
+        RunsCommand::Cancel { id } => {
+            let path = format!("/v1/runs/{}/cancel", encode_segment(&id));
+            client.post(&path, None).await?;
+            console::out(&format!("{id} cancelled"));
         }
     }
     Ok(())

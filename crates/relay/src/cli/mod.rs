@@ -60,6 +60,12 @@ pub enum Command {
         #[command(subcommand)]
         command: MessagesCommand,
     },
+    /// Runs of routes: list, show with the timeline, retry a failed one, cancel.
+    Runs {
+        /// What to do.
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
     /// The dead-letter queue.
     Dlq {
         /// What to do.
@@ -200,6 +206,48 @@ pub enum MessagesCommand {
     /// Cancel a message that is not delivered yet.
     Cancel {
         /// The message id.
+        id: String,
+    },
+}
+
+/// `ferrule runs …`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only this route.
+        #[arg(long, short = 'r')]
+        route: Option<String>,
+        /// Only runs in this state (e.g. awaiting_callback, fallback_sent).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only these statuses, comma-separated (active, waiting, completed, failed, expired,
+        /// cancelled).
+        #[arg(long, short = 's')]
+        status: Option<String>,
+        /// Only runs started at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Which page.
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// A run with its timeline, waits and messages.
+    Show {
+        /// The run id.
+        id: String,
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a failed run's failed step again (a delivered step never runs again).
+    Retry {
+        /// The run id.
+        id: String,
+    },
+    /// Cancel an unfinished run: its pending messages are cancelled, its waits closed.
+    Cancel {
+        /// The run id.
         id: String,
     },
 }

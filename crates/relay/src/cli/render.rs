@@ -365,6 +365,139 @@ pub(crate) fn destinations(rows: &[Value]) -> String {
             .collect(),
     )
 }
+/// `ferrule runs list`: one row per run.
+pub(crate) fn runs(rows: &[Value]) -> String {
+    table(
+        Some(&[
+            "ID",
+            "ROUTE",
+            "STATUS",
+            "STATE",
+            "STEP",
+            "STARTED",
+            "LAST ERROR",
+        ]),
+        rows.iter()
+            .map(|r| {
+                vec![
+                    text(&r["id"]),
+                    text(&r["route"]),
+                    text(&r["status"]),
+                    text(&r["state"]),
+                    text(&r["step"]),
+                    time(&r["created_at"]),
+                    text(&r["last_error"]),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `ferrule runs show`: the run, its timeline, its waits and its messages.
+pub(crate) fn run(detail: &Value) -> String {
+    let r = &detail["run"];
+    let mut fields = vec![
+        ("id", text(&r["id"])),
+        ("route", text(&r["route"])),
+        ("dedupe key", text(&r["dedupe_key"])),
+        (
+            "status",
+            format!("{} ({})", text(&r["status"]), text(&r["state"])),
+        ),
+        ("step", text(&r["step"])),
+        ("started", time(&r["created_at"])),
+        ("updated", time(&r["updated_at"])),
+    ];
+    if !r["finished_at"].is_null() {
+        fields.push(("finished", time(&r["finished_at"])));
+    }
+    fields.push((
+        "processing",
+        r["processing_ms"].as_u64().map_or("-".to_owned(), millis),
+    ));
+    fields.push((
+        "waited",
+        r["waited_ms"].as_u64().map_or("-".to_owned(), millis),
+    ));
+    if !r["last_error"].is_null() {
+        fields.push(("last error", text(&r["last_error"])));
+    }
+    let mut out = table(
+        None,
+        fields
+            .into_iter()
+            .map(|(label, value)| vec![label.to_owned(), value])
+            .collect(),
+    );
+    let section = |out: &mut String, header: &[&str], rows: Vec<Vec<String>>| {
+        if !rows.is_empty() {
+            out.push_str("\n\n");
+            out.push_str(&table(Some(header), rows));
+        }
+    };
+    let list = |key: &str| detail[key].as_array().cloned().unwrap_or_default();
+    section(
+        &mut out,
+        &[
+            "TIME", "EVENT", "STATUS", "STATE", "STEP", "DURATION", "DETAIL",
+        ],
+        list("events")
+            .iter()
+            .map(|e| {
+                vec![
+                    text(&e["at"]),
+                    text(&e["kind"]),
+                    text(&e["status"]),
+                    text(&e["state"]),
+                    text(&e["step"]),
+                    e["duration_ms"].as_u64().map_or("-".to_owned(), millis),
+                    text(&e["detail"]),
+                ]
+            })
+            .collect(),
+    );
+    section(
+        &mut out,
+        &["WAIT", "STATE", "EXPIRES", "ANSWERED BY", "ACTION"],
+        list("waits")
+            .iter()
+            .map(|w| {
+                vec![
+                    text(&w["step"]),
+                    text(&w["state"]),
+                    time(&w["expires_at"]),
+                    text(&w["consumed_by"]),
+                    text(&w["action"]),
+                ]
+            })
+            .collect(),
+    );
+    section(
+        &mut out,
+        &[
+            "MESSAGE",
+            "STEP",
+            "DESTINATION",
+            "STATUS",
+            "ATTEMPTS",
+            "LAST ERROR",
+        ],
+        list("messages")
+            .iter()
+            .map(|m| {
+                vec![
+                    text(&m["id"]),
+                    text(&m["step"]),
+                    text(&m["destination"]),
+                    text(&m["status"]),
+                    text(&m["attempts"]),
+                    text(&m["last_error"]),
+                ]
+            })
+            .collect(),
+    );
+    out
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ mod health;
 mod health_check;
 mod inbound;
 mod load;
+mod routes;
 mod secret;
 mod server;
 mod store;
@@ -41,6 +42,10 @@ pub use self::inbound::{
     check_source_secret,
 };
 use self::load::{extract, layered};
+pub use self::routes::{
+    ButtonConfig, ChatMapping, DEFAULT_WAIT, EndStatus, MAX_WAIT, RouteConfig, StepConfig,
+    StepKind, TriggerConfig, TriggerKind, kind_name,
+};
 pub use self::secret::{Secret, SecretDigest, redact_url};
 pub use self::server::ServerConfig;
 pub use self::store::StoreConfig;
@@ -85,6 +90,9 @@ pub struct Config {
     pub inbound: InboundSection,
     /// Where the relay reports its own trouble (default: nowhere).
     pub alerts: AlertsConfig,
+    /// `[[routes]]`: multi-step workflows started by inbound events (`docs/ROUTES.md`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// Why the configuration could not be loaded.
@@ -269,7 +277,9 @@ impl Config {
         check_forwards(&resolved)?;
         check_shared_tokens(&resolved)?;
         self.email_sources()?;
-        self.validate_alerts()
+        self.validate_alerts()?;
+        self.validate_routes()?;
+        crate::template::Templates::compile(&self.routes).map(drop)
     }
     /// The effective configuration as TOML with every secret redacted (`config check`): each
     /// destination shows the policies it runs with (its own tables laid over `[defaults]`),

@@ -12,7 +12,9 @@ use ferrule_policy::chaos::Injection;
 use ferrule_policy::duration::{millis, readable};
 use ferrule_policy::retry::RetryDecision;
 use ferrule_policy::{CircuitState, Clock, Outcome};
-use ferrule_store::{AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError};
+use ferrule_store::{
+    AttemptReport, Claimed, Lease, Message, OutcomeClass, Store, StoreError, TIMER_DESTINATION,
+};
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -166,14 +168,25 @@ async fn defer(
 pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken) {
     let Claimed { message, lease } = claimed;
     let clock = state.clock.clone();
+    if message.destination == TIMER_DESTINATION {
+        // A wait's timer: the relay itself expires the wait.
+        let expired = Box::pin(crate::routes::press::timer(&state, &lease, &message)).await;
+        report_store(&state, expired);
+        return;
+    }
     let Some(dest) = state.destinations.get(&message.destination).cloned() else {
         let report = AttemptReport::failure(
             OutcomeClass::Permanent,
             format!("destination `{}` is not configured", message.destination),
         );
         Counters::bump(&state.counters.dead);
-        report_store(&state, state.store.dead_letter(&lease, report).await);
+        let dead = end_dead(&state, &lease, &message, report);
+        report_store(&state, Box::pin(dead).await);
         return;
+    };
+    let step_timeout = match &message.run {
+        Some(_) => Box::pin(crate::routes::engine::step_timeout(&state, &message)).await,
+        None => None,
     };
     // 0. A paused destination (a Telegram bot under flood control).
     if let Some(until) = dest.paused_until() {
@@ -210,6 +223,21 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                 // Forced open: only an operator closes it; look again after `open_for`.
                 (_, None) => clock.system_now() + dest.breaker.config().open_for,
             };
+            if let Some(after) = crate::routes::engine::fallback_due(&state, &message).await {
+                // A route's step whose destination stayed down too long: its fallback runs.
+                let report = AttemptReport::failure(
+                    OutcomeClass::Permanent,
+                    format!(
+                        "circuit {} for longer than the route's fallback_after ({})",
+                        open.state,
+                        readable(after)
+                    ),
+                );
+                Counters::bump(&state.counters.dead);
+                let dead = end_dead(&state, &lease, &message, report);
+                report_store(&state, Box::pin(dead).await);
+                return;
+            }
             defer(
                 &state,
                 &dest,
@@ -311,15 +339,24 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         }
         result
     };
-    let timed = dest.timeout.wrap(attempt);
+    // A route's step may set its own time per attempt instead of the destination's.
+    let timed = async {
+        match step_timeout {
+            None => dest.timeout.wrap(attempt).await.map_err(|e| e.after),
+            Some(limit) => tokio::select! {
+                r = attempt => Ok(r),
+                () = clock.sleep(limit) => Err(limit),
+            },
+        }
+    };
     let heartbeat = heartbeat(&state, &lease);
     let result = tokio::select! {
         r = timed => Some(match r {
             Ok(result) => result,
-            Err(elapsed) => DeliveryResult {
+            Err(after) => DeliveryResult {
                 outcome: Outcome::Transient,
                 code: None,
-                detail: format!("timed out after {}", readable(elapsed.after)),
+                detail: format!("timed out after {}", readable(after)),
                 duration: clock.now().saturating_duration_since(started),
                 signal: None,
                 output: None,
@@ -403,7 +440,21 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             dest.retry.on_success();
             Counters::bump(&state.counters.delivered);
             // Not boxed: the success path is the hot one, and its store call never was.
-            let completed = record(&state, || state.store.complete(&lease, report.clone())).await;
+            let completed = if message.run.is_some() {
+                let output = result.output.clone();
+                Box::pin(record(&state, || {
+                    crate::routes::engine::step_delivered(
+                        &state,
+                        &lease,
+                        &message,
+                        report.clone(),
+                        output.clone(),
+                    )
+                }))
+                .await
+            } else {
+                record(&state, || state.store.complete(&lease, report.clone())).await
+            };
             if completed.is_ok() {
                 let waited = clock.system_now().duration_since(message.created_at);
                 metrics::histogram!(DELIVERY_LATENCY.name, "destination" => dest.name.clone())
@@ -463,7 +514,10 @@ async fn migrate(
                 "chat {from} was upgraded to supergroup {to}, but the payload cannot be rewritten \
                  ({e}); resubmit with \"chat_id\": {to}"
             ));
-            report_store(state, state.store.dead_letter(lease, report).await);
+            report_store(
+                state,
+                Box::pin(end_dead(state, lease, message, report)).await,
+            );
             return;
         }
     };
@@ -522,6 +576,21 @@ async fn heartbeat(state: &AppState, lease: &Lease) {
     }
 }
 
+/// Dead-letters `message`: a route's step with what follows in its run
+/// ([`step_dead`](crate::routes::engine::step_dead)), any other plainly.
+async fn end_dead(
+    state: &AppState,
+    lease: &Lease,
+    message: &Message,
+    report: AttemptReport,
+) -> Result<(), StoreError> {
+    if message.run.is_some() {
+        crate::routes::engine::step_dead(state, lease, message, report).await
+    } else {
+        state.store.dead_letter(lease, report).await
+    }
+}
+
 /// The store's outcome class for a policy outcome.
 fn class_of(outcome: Outcome) -> OutcomeClass {
     match outcome {
@@ -558,6 +627,8 @@ async fn failed(
     }
     // The timeline says when this run of attempts started and how long the last wait was;
     // without it (a read error) count from creation and start decorrelated jitter afresh.
+    let step_retry = Box::pin(crate::routes::engine::step_retry(state, message)).await;
+    let retry = step_retry.unwrap_or(&dest.retry);
     let history = match Box::pin(state.store.get(message.id)).await {
         Ok(Some(detail)) => RetryHistory::of(&detail.events),
         Ok(None) => RetryHistory::default(),
@@ -569,7 +640,7 @@ async fn failed(
     let since = history.first_attempt_at.unwrap_or(message.created_at);
     let elapsed = now.duration_since(since).unwrap_or(Duration::ZERO);
     match decide(
-        &dest.retry,
+        retry,
         message.attempts,
         outcome,
         history.previous_delay,
@@ -594,7 +665,7 @@ async fn failed(
             let detail = report.detail.clone().unwrap_or_default();
             let report = report.detail(format!("{reason}: {detail}"));
             tracing::warn!(message_id = %lease.id, destination = %dest.name, attempts = message.attempts, %reason, detail, "message dead-lettered");
-            let dead = record(state, || state.store.dead_letter(lease, report.clone()));
+            let dead = record(state, || end_dead(state, lease, message, report.clone()));
             report_store(state, Box::pin(dead).await);
         }
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrule_connectors::AnyConnector;
-use ferrule_connectors::telegram::{TelegramConnector, TelegramError, Update};
+use ferrule_connectors::telegram::{CallbackQuery, TelegramConnector, TelegramError, Update};
 use ferrule_policy::duration::readable;
 use ferrule_policy::retry::{Jitter, Retry};
 use ferrule_policy::{Context, Outcome};
@@ -91,6 +91,7 @@ pub async fn record_update(
         });
     };
     let source = source(&destination.name);
+    let message = raw.get("message").filter(|m| m.is_object()).cloned();
     let forward = inbound
         .forward_to
         .as_ref()
@@ -112,18 +113,81 @@ pub async fn record_update(
     };
     inbound.health.success();
     let name = destination.name.clone();
+    let query = update.and_then(|u| u.callback_query.as_ref());
+    // A message replies to a card that asked for it, or starts a route's run; either is
+    // applied again for a redelivered update (the relay may have stopped in between), where
+    // the store makes it change nothing twice.
+    if let Some(message) = &message {
+        routed_message(state, destination, update_id, message).await?;
+    }
     if !recorded.is_created() {
         Counters::bump(&state.counters.inbound_duplicates);
         metrics::counter!(INBOUND_DUPLICATES.name, "destination" => name).increment(1);
         tracing::debug!(destination = %destination.name, update_id, "a redelivered update was ignored");
+        // A press stored before may not have reached its wait (the relay stopped between the
+        // two): a wait answers a second time "already handled" and changes nothing.
+        if let Some(query) = query {
+            press(state, destination, query, false).await?;
+        }
         return Ok(recorded);
     }
     Counters::bump(&state.counters.inbound);
     metrics::counter!(INBOUND.name, "destination" => name).increment(1);
-    if let Some(query) = update.and_then(|u| u.callback_query.as_ref()) {
-        answer_callback(state, destination, query.id.clone());
+    if let Some(query) = query {
+        press(state, destination, query, true).await?;
     }
     Ok(recorded)
+}
+
+/// A stored message: a reply to a route's card answers its wait
+/// ([`crate::routes::press::reply`]); any other may start a route's run
+/// ([`crate::routes::trigger::on_telegram`]).
+async fn routed_message(
+    state: &AppState,
+    destination: &Destination,
+    update_id: i64,
+    message: &Value,
+) -> Result<(), StoreError> {
+    if state.routes.is_empty() {
+        return Ok(());
+    }
+    if crate::routes::press::reply(state, message).await?.is_some() {
+        return Ok(());
+    }
+    let key = format!("telegram:{}:{update_id}", destination.name);
+    let context = json!({ "message": message });
+    crate::routes::trigger::on_telegram(state, &destination.name, &key, &context).await?;
+    Ok(())
+}
+
+/// A stored button press: a route's wait takes it ([`crate::routes::press::callback`], which
+/// answers it first), or else a new one is answered with the destination's `callback_answer`.
+async fn press(
+    state: &AppState,
+    destination: &Arc<Destination>,
+    query: &CallbackQuery,
+    new: bool,
+) -> Result<(), StoreError> {
+    let answer = |text: &'static str| {
+        answer_callback(state, destination, query.id.clone(), Some(text.to_owned()));
+    };
+    match crate::routes::press::callback(state, query, answer).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => {
+            if new {
+                let text = destination
+                    .inbound
+                    .as_ref()
+                    .and_then(|i| i.callback_answer.clone());
+                answer_callback(state, destination, query.id.clone(), text);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(destination = %destination.name, error = %e, "a button press could not be applied to its run; the update will be taken again");
+            Err(e)
+        }
+    }
 }
 
 /// Stores `event` with its forward ([`Store::record_inbound`]), noting in
@@ -163,19 +227,21 @@ fn forward_message(to: &str, source: &str, raw: &Value, update: Option<&Update>)
     }
 }
 
-/// Answers a button press on a task of its own, tracked with the relay's other work:
+/// Answers a button press with `text` on a task of its own, tracked with the relay's other work:
 /// transient failures are retried within [`CALLBACK_ANSWER_BUDGET`].
-fn answer_callback(state: &AppState, destination: &Arc<Destination>, query_id: String) {
+fn answer_callback(
+    state: &AppState,
+    destination: &Arc<Destination>,
+    query_id: String,
+    text: Option<String>,
+) {
     let destination = destination.clone();
     let clock = state.clock.clone();
     state.tasks.spawn(async move {
         let Some(bot) = telegram(&destination) else {
             return;
         };
-        let text = destination
-            .inbound
-            .as_ref()
-            .and_then(|i| i.callback_answer.as_deref());
+        let text = text.as_deref();
         let name = destination.name.clone();
         let retry = callback_retry(clock.clone());
         let classify = |result: &Result<(), TelegramError>| match result {

@@ -284,6 +284,41 @@ pub const POLICY_EVENT_KINDS: [&str; 8] = [
     "rate_limited",
     "chaos_injected",
 ];
+/// Runs started by a route.
+pub const RUNS_STARTED: Family = family(
+    "ferrule_runs_started_total",
+    Kind::Counter,
+    &["route"],
+    "Runs of each route started (a repeated trigger that found its run excluded).",
+);
+/// Runs that finished.
+pub const RUNS_FINISHED: Family = family(
+    "ferrule_runs_finished_total",
+    Kind::Counter,
+    &["route", "status"],
+    "Runs of each route that finished, by status (completed, failed, expired, cancelled).",
+);
+/// Ends of route steps.
+pub const ROUTE_STEPS: Family = family(
+    "ferrule_route_steps_total",
+    Kind::Counter,
+    &["route", "outcome"],
+    "Steps of each route that ended, by outcome (delivered, failed).",
+);
+/// Step latency.
+pub const ROUTE_STEP_DURATION: Family = family(
+    "ferrule_route_step_duration_seconds",
+    Kind::Histogram,
+    &["route"],
+    "From a step's message stored to its end (retries included), per route.",
+);
+/// Answers to waits.
+pub const ROUTE_PRESSES: Family = family(
+    "ferrule_route_presses_total",
+    Kind::Counter,
+    &["result"],
+    "Button presses and signals on route waits, by result (accepted, already_handled, expired, not_allowed, unknown).",
+);
 /// The build.
 pub const BUILD_INFO: Family = family(
     "ferrule_build_info",
@@ -376,7 +411,7 @@ pub const PROCESS_FAMILIES: [Family; 8] = [
 ];
 
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 34] = [
+pub const FAMILIES: [Family; 39] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -400,6 +435,11 @@ pub const FAMILIES: [Family; 34] = [
     ALERTS,
     ALERTS_SUPPRESSED,
     POLICY_EVENTS,
+    RUNS_STARTED,
+    RUNS_FINISHED,
+    ROUTE_STEPS,
+    ROUTE_STEP_DURATION,
+    ROUTE_PRESSES,
     BUILD_INFO,
     HEALTH_CHECK_UP,
     HEALTH_CHECKS,
@@ -430,7 +470,8 @@ const LATENCY_BUCKETS: [f64; 19] = [
 /// [`FAMILIES`] on first use.
 ///
 /// No label ever holds a message id or a payload value; destinations and e-mail sources, both
-/// named in the configuration, are the only labels with values a user chooses.
+/// named in the configuration, are the only labels with values a user chooses (routes, also
+/// named there, too).
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -443,6 +484,12 @@ pub fn metrics() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Full(DELIVERY_LATENCY.name.into()),
+                        &LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(ROUTE_STEP_DURATION.name.into()),
                         &LATENCY_BUCKETS,
                     )
                 });
@@ -551,6 +598,38 @@ pub fn register_email_source_series(name: &str) {
     for reason in EMAIL_REFUSAL_REASONS {
         metrics::counter!(INBOUND_EMAILS_REFUSED.name, "source" => s(), "reason" => reason)
             .increment(0);
+    }
+}
+
+/// The statuses of `ferrule_runs_finished_total`.
+pub const RUN_FINISHED_STATUSES: [&str; 4] = ["completed", "failed", "expired", "cancelled"];
+
+/// The outcomes of `ferrule_route_steps_total`.
+pub const ROUTE_STEP_OUTCOMES: [&str; 2] = ["delivered", "failed"];
+
+/// The results of `ferrule_route_presses_total`.
+pub const ROUTE_PRESS_RESULTS: [&str; 5] = [
+    "accepted",
+    "already_handled",
+    "expired",
+    "not_allowed",
+    "unknown",
+];
+
+/// Registers route `name`'s series at zero (and the presses', which have no route label), so
+/// they are exported from the start.
+pub fn register_route_series(name: &str) {
+    let r = || name.to_owned();
+    metrics::counter!(RUNS_STARTED.name, "route" => r()).increment(0);
+    for status in RUN_FINISHED_STATUSES {
+        metrics::counter!(RUNS_FINISHED.name, "route" => r(), "status" => status).increment(0);
+    }
+    for outcome in ROUTE_STEP_OUTCOMES {
+        metrics::counter!(ROUTE_STEPS.name, "route" => r(), "outcome" => outcome).increment(0);
+    }
+    let _ = metrics::histogram!(ROUTE_STEP_DURATION.name, "route" => r());
+    for result in ROUTE_PRESS_RESULTS {
+        metrics::counter!(ROUTE_PRESSES.name, "result" => result).increment(0);
     }
 }
 

@@ -9,6 +9,7 @@
 //! does: 400 "message to edit not found" for a message it never sent, 400 "message is not
 //! modified" for an edit that changes nothing, the edited message otherwise. It records every
 //! edit it applied ([`FakeBotApi::edits`]); edits are not counted against the limits.
+//! `answerCallbackQuery` is answered `true`.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -414,6 +415,10 @@ async fn handle(
         method.as_str(),
         "editMessageText" | "editMessageReplyMarkup"
     );
+    if method == "answerCallbackQuery" {
+        // Answered, as Telegram does; what the answer said is not kept.
+        return axum::Json(json!({"ok": true, "result": true})).into_response();
+    }
     if !method.starts_with("send") && !edit {
         return error(StatusCode::NOT_FOUND, "Not Found");
     }

@@ -37,6 +37,8 @@ pub(crate) enum BotReply {
     Migrated(i64),
     /// 403: the user blocked the bot.
     Blocked,
+    /// 502: Telegram is down.
+    Down,
 }
 
 /// One request the fake received.
@@ -367,6 +369,10 @@ fn send(inner: &Inner, params: &Value) -> (u16, Value) {
         BotReply::Blocked => (
             403,
             json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
+        ),
+        BotReply::Down => (
+            502,
+            json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
         ),
     }
 }

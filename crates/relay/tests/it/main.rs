@@ -19,6 +19,7 @@ mod pause;
 mod postgres;
 mod receiver;
 mod search;
+mod routes;
 mod secrets;
 mod shutdown;
 mod smtp;
