@@ -14,8 +14,8 @@ mod messages;
 pub mod openapi;
 mod pause;
 mod payload;
-mod search;
 mod runs;
+mod search;
 mod views;
 
 use axum::Router;
