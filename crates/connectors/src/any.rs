@@ -1,6 +1,7 @@
 //! [`AnyConnector`]: one type for every kind of connector.
 
 use crate::github::GithubConnector;
+use crate::http::HttpConnector;
 use crate::smtp::SmtpConnector;
 use crate::telegram::TelegramConnector;
 use crate::webhook::WebhookConnector;
@@ -25,6 +26,8 @@ pub enum AnyConnector {
     Telegram(TelegramConnector),
     /// A GitHub token acting on pull requests.
     Github(GithubConnector),
+    /// An HTTP API called on a client's behalf (queued calls; the relay's proxy too).
+    Http(HttpConnector),
 }
 
 impl Connector for AnyConnector {
@@ -34,6 +37,7 @@ impl Connector for AnyConnector {
             AnyConnector::Smtp(smtp) => smtp.deliver(delivery).await,
             AnyConnector::Telegram(telegram) => telegram.deliver(delivery).await,
             AnyConnector::Github(github) => github.deliver(delivery).await,
+            AnyConnector::Http(http) => http.deliver(delivery).await,
         }
     }
 }
@@ -59,5 +63,11 @@ impl From<TelegramConnector> for AnyConnector {
 impl From<GithubConnector> for AnyConnector {
     fn from(github: GithubConnector) -> Self {
         AnyConnector::Github(github)
+    }
+}
+
+impl From<HttpConnector> for AnyConnector {
+    fn from(http: HttpConnector) -> Self {
+        AnyConnector::Http(http)
     }
 }

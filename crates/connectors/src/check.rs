@@ -1,6 +1,7 @@
 //! Active health checks: one cheap request that says whether a destination answers, sent on a
 //! schedule by the relay and never counted as a delivery. Each connector checks what proves it
-//! can deliver: a webhook receiver answers a `GET` of its health URL with the expected status,
+//! can deliver: a webhook receiver or an HTTP API answers a `GET` of its health URL with the
+//! expected status,
 //! a Telegram bot's token is accepted (`getMe`), an SMTP server greets and answers `NOOP`, a
 //! GitHub token is accepted (`GET /rate_limit`, which costs no rate limit).
 
@@ -13,8 +14,8 @@ use crate::AnyConnector;
 /// What one check is told beyond the connector itself.
 #[derive(Debug, Clone)]
 pub struct CheckTarget {
-    /// The URL a webhook destination's check gets (required for webhooks; other connectors
-    /// know what to ask).
+    /// The URL a webhook or `http` destination's check gets (required for them; other
+    /// connectors know what to ask).
     pub url: Option<Url>,
     /// The status codes that pass a `GET` of `url`; empty: any 2xx.
     pub expect_status: Vec<u16>,
@@ -33,6 +34,10 @@ impl AnyConnector {
             match self {
                 AnyConnector::Webhook(webhook) => match &target.url {
                     Some(url) => webhook.check_get(url, &target.expect_status).await,
+                    None => Err("no health-check url to get".to_owned()),
+                },
+                AnyConnector::Http(http) => match &target.url {
+                    Some(url) => http.check_get(url, &target.expect_status).await,
                     None => Err("no health-check url to get".to_owned()),
                 },
                 AnyConnector::Telegram(telegram) => telegram

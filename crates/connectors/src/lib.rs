@@ -15,6 +15,7 @@ mod check;
 mod connector;
 mod error;
 pub mod github;
+pub mod http;
 mod shared;
 pub mod smtp;
 pub mod telegram;

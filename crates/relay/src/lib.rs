@@ -19,6 +19,7 @@ pub mod dispatch;
 mod error;
 pub mod health;
 pub mod inbound;
+pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod state;

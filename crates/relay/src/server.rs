@@ -261,6 +261,7 @@ pub(crate) async fn build_state(
     for route in routes.iter() {
         crate::telemetry::prometheus::register_route_series(&route.config.name);
     }
+    crate::api::register_proxy_series(&destinations);
     let state: AppState = Arc::new(Shared {
         store,
         tokens,

@@ -121,6 +121,10 @@ impl Store for AnyStore {
         dispatch!(self, s => s.replace_payload(lease, payload).await)
     }
 
+    async fn keep_response(&self, lease: &Lease, response: serde_json::Value) -> Result<()> {
+        dispatch!(self, s => s.keep_response(lease, response).await)
+    }
+
     async fn release(&self, lease: &Lease) -> Result<()> {
         dispatch!(self, s => s.release(lease).await)
     }

@@ -102,6 +102,17 @@ pub trait Store: Send + Sync + 'static {
         report: AttemptReport,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Keeps `response` (what the destination answered) with the message `lease` holds, fenced
+    /// like [`complete`](Self::complete) (`LeaseLost` when the lease is not current), in place
+    /// of any earlier one. The attempt stays open: end it as usual. Shown by
+    /// [`get`](Self::get) as [`MessageDetail::response`]. Refuses a response over
+    /// `max_payload_bytes` before any write.
+    fn keep_response(
+        &self,
+        lease: &Lease,
+        response: serde_json::Value,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// Replaces the payload of the message `lease` holds, fenced like [`complete`](Self::complete)
     /// (`LeaseLost` when the lease is not current). The attempt stays open: end it as usual,
     /// typically with [`reschedule`](Self::reschedule), and the next attempt uses the new

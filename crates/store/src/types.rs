@@ -458,6 +458,10 @@ pub struct MessageDetail {
     pub message: Message,
     /// Its events, oldest first.
     pub events: Vec<Event>,
+    /// What the destination answered, when the relay keeps answers (queued calls to an
+    /// `http` destination): the last answer, success or failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
 }
 
 /// A worker's lease on one claimed message. Every lease operation checks owner and token, so a

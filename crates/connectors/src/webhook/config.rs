@@ -155,7 +155,7 @@ pub(super) fn parse_url(url: &str, allow_private: bool) -> Result<Url, Connector
 }
 
 /// Refuses an IP-literal URL whose address is not public, unless `allow_private`.
-pub(super) fn check_ip_literal(url: &Url, allow_private: bool) -> Result<(), ConnectorError> {
+pub(crate) fn check_ip_literal(url: &Url, allow_private: bool) -> Result<(), ConnectorError> {
     if allow_private {
         return Ok(());
     }

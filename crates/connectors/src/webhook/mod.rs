@@ -38,9 +38,11 @@ use reqwest::{Client, Url, redirect};
 use serde_json::{Value, json};
 
 pub use self::config::WebhookConfig;
+pub(crate) use self::config::check_ip_literal;
 pub use self::sign::{
     VerifyError, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP, WebhookSecret, sign, verify,
 };
+pub(crate) use self::ssrf::GuardedResolver;
 pub use self::ssrf::{RefusedTarget, non_public_range};
 use crate::shared::{DETAIL_CHARS, quote, transport_detail};
 use crate::{Connector, ConnectorError, Delivery, DeliveryResult};
@@ -283,7 +285,9 @@ fn error_outcome(err: &reqwest::Error) -> Outcome {
 }
 
 /// The first error of type `T` in `err`'s source chain.
-fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+pub(crate) fn find_source<'a, T: StdError + 'static>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a T> {
     let mut current = Some(err);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<T>() {

@@ -2,7 +2,7 @@
 //!
 //! Every policy decides from an [`Outcome`], never from a raw result. The caller supplies a
 //! [`Classify`] implementation (or a closure); ready-made classifiers cover HTTP responses,
-//! `std::io` errors and SMTP replies.
+//! the OpenAI and Anthropic APIs, `std::io` errors and SMTP replies.
 
 use std::time::Duration;
 
@@ -10,11 +10,16 @@ use serde::Serialize;
 
 pub mod http;
 pub mod io;
+pub mod provider;
 pub mod retry_after;
 pub mod smtp;
 
 pub use self::http::{HttpClassifier, HttpClassifierConfig};
 pub use self::io::IoClassifier;
+pub use self::provider::{
+    LimitHint, Provider, ProviderClassifier, ProviderClassifierConfig, Quota, Reason, Usage,
+    Verdict, parse_go_duration, retry_hint,
+};
 pub use self::retry_after::parse_retry_after;
 pub use self::smtp::{
     EnhancedCode, InvalidSmtpReply, SmtpClassifier, SmtpReply, classify_smtp_code,

@@ -30,11 +30,14 @@ pub enum AlertKind {
     HealthCheckFailing,
     /// A destination's active health check is healthy again after it was alerted unhealthy.
     HealthCheckRecovered,
+    /// An API refused a call for billing (OpenAI `insufficient_quota`, an Anthropic spend
+    /// limit): nothing goes through until someone pays or raises the limit.
+    BillingStop,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 10] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::BreakerOpened,
         AlertKind::BreakerClosed,
         AlertKind::DeadLetterThreshold,
@@ -45,6 +48,7 @@ impl AlertKind {
         AlertKind::GithubUnauthorized,
         AlertKind::HealthCheckFailing,
         AlertKind::HealthCheckRecovered,
+        AlertKind::BillingStop,
     ];
 
     /// The stable name sent as the webhook's `type` and used as a metrics label, e.g.
@@ -61,6 +65,7 @@ impl AlertKind {
             AlertKind::GithubUnauthorized => "github.unauthorized",
             AlertKind::HealthCheckFailing => "health_check.failing",
             AlertKind::HealthCheckRecovered => "health_check.recovered",
+            AlertKind::BillingStop => "http.billing_stop",
         }
     }
 
@@ -75,6 +80,7 @@ impl AlertKind {
                 | AlertKind::GithubUnauthorized
                 | AlertKind::HealthCheckFailing
                 | AlertKind::HealthCheckRecovered
+                | AlertKind::BillingStop
         )
     }
 
@@ -91,6 +97,7 @@ impl AlertKind {
             AlertKind::GithubUnauthorized => "GitHub rejected the token",
             AlertKind::HealthCheckFailing => "health check failing",
             AlertKind::HealthCheckRecovered => "health check passing again",
+            AlertKind::BillingStop => "an API refused calls for billing",
         }
     }
 }
@@ -248,6 +255,20 @@ impl Alert {
                  /v1/breakers/{destination}/reset). Replace the token and restart the relay, \
                  then replay the message that met the 401 (`ferrule dlq replay --destination \
                  {destination}`)."
+            ),
+            at,
+        )
+    }
+
+    /// The API behind `destination` refused a call for billing; `detail` is its answer.
+    pub fn billing_stop(destination: &str, detail: &str, at: SystemTime) -> Self {
+        Alert::new(
+            AlertKind::BillingStop,
+            destination,
+            format!(
+                "The API behind destination `{destination}` refused a call for billing ({detail}). \
+                 Retrying will not help: raise the spend limit or add credit. Calls go to its \
+                 fallbacks, if it has any."
             ),
             at,
         )

@@ -43,7 +43,7 @@ pub async fn send_startup_failure(config: &Config, error: &crate::error::Error) 
             ConnectorConfig::Telegram(c) => TelegramConnector::new(c.clone(), clock.clone())
                 .ok()
                 .map(AnyConnector::from),
-            ConnectorConfig::Smtp(_) | ConnectorConfig::Github(_) => None,
+            ConnectorConfig::Smtp(_) | ConnectorConfig::Github(_) | ConnectorConfig::Http(_) => None,
         });
         let payload = target.payload(&alert, &relay).to_string();
         let destination = target.destination().to_owned();

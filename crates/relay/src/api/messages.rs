@@ -125,6 +125,7 @@ pub fn parse_submit(
         not_before,
     );
     let prepared = super::payload::prepare(dest, body.payload)?;
+    super::payload::check_reply_to(&prepared, destinations)?;
     Ok(Submit {
         destination: body.destination,
         payloads: prepared.payloads,

@@ -14,6 +14,7 @@ mod messages;
 pub mod openapi;
 mod pause;
 mod payload;
+mod proxy;
 mod runs;
 mod search;
 mod views;
@@ -23,12 +24,13 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use base64::Engine as _;
 
 pub use self::error::ApiError;
 use self::extract::ApiPath;
 pub use self::messages::{Submit, parse_submit};
+pub use self::proxy::register_proxy_series;
 use crate::auth::Role;
 use crate::state::AppState;
 
@@ -79,6 +81,14 @@ fn route(
         access,
         handler,
     }
+}
+
+/// The proxy's route (axum's syntax; the OpenAPI document writes `{path}`).
+pub const PROXY_PATH: &str = "/v1/proxy/{destination}/{*path}";
+
+/// A route's path as the OpenAPI document writes it: a wildcard `{*name}` becomes `{name}`.
+pub fn openapi_path(path: &str) -> String {
+    path.replace("{*", "{")
 }
 
 /// Every route the relay serves; the router is built from this table, and a test checks that
@@ -198,6 +208,12 @@ pub fn routes() -> Vec<Route> {
             Write,
             post(runs::cancel),
         ),
+        // Calls through the proxy: one route per method the OpenAPI document describes.
+        route(Method::GET, PROXY_PATH, Write, get(proxy::forward)),
+        route(Method::POST, PROXY_PATH, Write, post(proxy::forward)),
+        route(Method::PUT, PROXY_PATH, Write, put(proxy::forward)),
+        route(Method::PATCH, PROXY_PATH, Write, patch(proxy::forward)),
+        route(Method::DELETE, PROXY_PATH, Write, delete(proxy::forward)),
         route(Method::GET, "/v1/openapi.json", Public, get(openapi::serve)),
         route(Method::GET, "/livez", Public, get(health::livez)),
         route(Method::GET, "/readyz", Public, get(health::readyz)),

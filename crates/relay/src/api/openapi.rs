@@ -123,6 +123,7 @@ fn submit_request(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             AnyConnector::Telegram(_) => ("telegram", schema("TelegramPayload")),
             AnyConnector::Smtp(_) => ("smtp", schema("SmtpPayload")),
             AnyConnector::Github(_) => ("github", schema("GithubPayload")),
+            AnyConnector::Http(_) => ("http", schema("HttpCall")),
             _ if d.any_json => ("any", any_json()),
             _ => ("webhook", schema("WebhookPayload")),
         };
@@ -176,6 +177,12 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "field": {"type": "string", "description": "the request field at fault, when one is"}},
             "additionalProperties": {"description": "more for a client to act on, named where an error has them (e.g. `id`, `status`, `idempotency_key`)"}}}}));
     schemas.insert("SubmitRequest".into(), json!(submit_request(destinations)));
+    schemas.insert("HttpCall".into(), json!({"type": "object", "required": ["method", "path"], "additionalProperties": false, "description": "a call to an http destination's API, made by the queue", "properties": {
+        "method": {"type": "string", "pattern": "^[A-Z]{1,16}$", "description": "the HTTP method"},
+        "path": {"type": "string", "pattern": "^/[A-Za-z0-9._~!$&'()*+,;=:@/?-]*$", "description": "below the destination's base_url, with an optional query; never `..`"},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "body": {"description": "a string is sent as is; any other JSON value as JSON"},
+    }}));
     schemas.insert("WebhookPayload".into(), json!({"type": ["object", "array"], "description": "the webhook's JSON body: an object or an array (any JSON value with the destination's `any_json = true`)"}));
     schemas.insert("TelegramPayload".into(), json!({"type": "object", "required": ["chat_id"], "description": "a Bot API `sendMessage` (`chat_id`, `text`, `parse_mode`, `reply_markup` with an inline keyboard or `force_reply`, `disable_notification`, `reply_to_message_id` or `reply_parameters`), or `\"method\": \"sendPhoto\"` / `\"sendDocument\"` with a file by URL or base64, or `\"editMessageText\"` / `\"editMessageReplyMarkup\"` (`chat_id`, `message_id`, the new `text` or inline keyboard). Checked by the connector at submit: 422 `invalid_payload` names the field. A text over 4096 characters is split into parts unless the destination refuses long texts; an edit's text is never split"}));
     schemas.insert("SmtpPayload".into(), json!({"type": "object", "required": ["to"], "description": "an e-mail: `to` (required), `cc`, `bcc`, `subject`, `text` and/or `html`, `reply_to`, `in_reply_to`, `references`. Checked by the connector at submit: 422 `invalid_payload` names the field"}));
@@ -213,7 +220,10 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "ordering_key": string_or_null, "idempotency_key": string_or_null,
             "next_attempt_at": time_or_null, "last_error": string_or_null,
             "created_at": time, "updated_at": time, "delivered_at": time_or_null,
-            "events": {"type": "array", "items": schema("Event"), "description": "the timeline, oldest first (shown for one message)"}}}));
+            "events": {"type": "array", "items": schema("Event"), "description": "the timeline, oldest first (shown for one message)"},
+            "response": {"type": "object", "required": ["status", "headers", "body", "truncated"], "description": "a queued call's answer, the last one (shown for one message to an http destination once answered)", "properties": {
+                "status": {"type": "integer"}, "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "body": {"description": "JSON when it parses, else text; at most max_response_body bytes"}, "truncated": {"type": "boolean"}}}}}));
     schemas.insert("MessagePage".into(), json!({"type": "object", "required": ["messages", "next"], "properties": {
             "messages": {"type": "array", "items": schema("Message")},
             "next": {"type": ["string", "null"], "pattern": "^(0|[1-9][0-9]{0,17})$", "description": "the cursor of the next page; null on the last"}}}));
@@ -265,7 +275,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker", "override"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker"), "override": {"oneOf": [{"type": "null"}, schema("Override")]}}}));
     schemas.insert("Breakers".into(), json!({"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": schema("DestinationBreaker")}}}));
     schemas.insert("Destinations".into(), json!({"type": "object", "required": ["destinations"], "properties": {"destinations": {"type": "array", "items": {"type": "object", "required": ["name", "type", "endpoint", "breaker", "health"], "properties": {
-            "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp", "github"]},
+            "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp", "github", "http"]},
             "endpoint": {"type": "string", "description": "the webhook URL without its query, the Bot API base or `smtp://host:port`"},
             "breaker": schema("BreakerState"), "health": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
             "paused": schema("Pause")}}}}}));
@@ -526,6 +536,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     ]);
     telegram_webhook["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["update_id"], "properties": {"update_id": {"type": "integer"}}, "description": "a Telegram Update"}}}});
     let inbound_email = inbound_email();
+    let proxied = proxy_operations(destinations);
     json!({
         "/v1/messages": {"post": submit, "get": list},
         "/v1/messages/{id}": {"get": show, "delete": cancel},
@@ -539,12 +550,54 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
         "/v1/inbound": {"get": inbound},
         "/v1/inbound/email/{source}": {"post": inbound_email},
         "/v1/telegram/{destination}/webhook": {"post": telegram_webhook},
+        "/v1/proxy/{destination}/{path}": proxied,
         "/v1/openapi.json": {"get": op("getOpenApi", "This document", json!({"200": ok("OpenAPI 3.1", json!({"type": "object", "required": ["openapi", "info", "paths"]}))}))},
         "/livez": {"get": op("livez", "The process is up", json!({"200": ok("alive: `{\"status\": \"ok\"}`", schema("Probe"))}))},
         "/readyz": {"get": op("readyz", "The store answers, its disk is not full and the relay is not draining", json!({"200": ok("ready: `{\"status\": \"ready\"}`", schema("Probe")), "503": unavailable("not ready: `shutting_down`, `store_unavailable` (including no answer within `health.store_timeout`) or `storage_full`")}))},
         "/status": {"get": op("status", "The overall `status` (`ok`, `degraded`, `unhealthy`, `draining`), uptime, counters, depths, breakers (durations in milliseconds), dependency health, the last error", json!({"200": ok("the relay's status", schema("Status"))}))},
         "/metrics": {"get": op("metrics", "Metrics in the Prometheus text format (docs/OBSERVABILITY.md lists them)", json!({"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}))},
     })
+}
+
+/// `ANY /v1/proxy/{destination}/{path}`, one operation per method, without their security.
+fn proxy_operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
+    let http: Vec<&str> = destinations
+        .values()
+        .filter(|d| matches!(d.connector, AnyConnector::Http(_)))
+        .map(|d| d.name.as_str())
+        .collect();
+    let mut operations = Map::new();
+    for (method, id) in [
+        ("get", "proxyGet"),
+        ("post", "proxyPost"),
+        ("put", "proxyPut"),
+        ("patch", "proxyPatch"),
+        ("delete", "proxyDelete"),
+    ] {
+        let mut proxied = op(
+            id,
+            "Call an http destination through the relay's policies",
+            json!({
+                "default": {"description": "the upstream's answer, passed through (hop-by-hop headers removed), with `X-Ferrule-Attempts` and `X-Ferrule-Destination`"},
+                "400": error("a bad `X-Ferrule-Deadline` (`invalid_header`), a path that climbs out of the base URL (`invalid_path`) or a body that could not be read (`invalid_body`)"),
+                "404": error("no http destination of that name (`not_found`)"),
+                "429": error("the destination's rate limit, or the provider's, would outlast the deadline (`rate_limited`), nor could a fallback answer"),
+                "502": error("no answer from the destination or its fallbacks (`upstream_unreachable`)"),
+                "503": unavailable("the destination's circuit is open (`circuit_open`) or its bulkhead full (`bulkhead_full`), and so are its fallbacks'"),
+                "504": error("an attempt timed out (`upstream_timeout`) or the deadline passed (`deadline_exceeded`)"),
+            }),
+        );
+        proxied["description"] = json!(
+            "Forwards the method, path (below the destination's `base_url`), query, body and end-to-end headers to the destination, with its configured headers (credentials) in place of the caller's `Authorization`. Retries idempotent methods, calls with an `Idempotency-Key` (forwarded unchanged) and, with `retry_post`, any call, within a retry budget; falls back to the destination's `fallback` list; streams answers (SSE, chunked) as they arrive, retrying only before the first byte."
+        );
+        proxied["parameters"] = json!([
+            path("destination", one_of_names(&http)),
+            path("path", json!({"type": "string"})),
+            {"name": "X-Ferrule-Deadline", "in": "header", "required": false, "description": "the call's deadline, if shorter than the destination's: `5s`, `250ms`, or whole seconds", "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,8}(s|ms)?$"}},
+        ]);
+        operations.insert(method.to_owned(), proxied);
+    }
+    Value::Object(operations)
 }
 
 /// `POST /v1/inbound/email/{source}`, without its security (added from the routes).
@@ -602,7 +655,7 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
     for route in routes {
         let method = route.method.as_str().to_ascii_lowercase();
         let Some(operation) = paths
-            .get_mut(route.path)
+            .get_mut(super::openapi_path(route.path))
             .and_then(|p| p.get_mut(&method))
             .and_then(Value::as_object_mut)
         else {
@@ -683,7 +736,7 @@ mod tests {
         let mut ids = std::collections::BTreeSet::new();
         for route in super::super::routes() {
             let method = route.method.as_str().to_ascii_lowercase();
-            let operation = &doc["paths"][route.path][&method];
+            let operation = &doc["paths"][super::super::openapi_path(route.path)][&method];
             assert!(
                 operation.is_object(),
                 "{} {} is missing from the OpenAPI document",
@@ -695,7 +748,8 @@ mod tests {
         }
         // What the document says about auth matches the route table.
         for route in super::super::routes() {
-            let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+            let op = &doc["paths"][super::super::openapi_path(route.path)]
+                [route.method.as_str().to_ascii_lowercase()];
             let public = op["security"] == json!([]);
             assert_eq!(
                 public,
@@ -732,7 +786,8 @@ mod tests {
     fn security_follows_the_route_table() {
         let doc = doc();
         for route in super::super::routes() {
-            let operation = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+            let operation = &doc["paths"][super::super::openapi_path(route.path)]
+                [route.method.as_str().to_ascii_lowercase()];
             match route.access {
                 Access::Public => assert_eq!(operation["security"], json!([]), "{route:?}"),
                 Access::EmailSource => {

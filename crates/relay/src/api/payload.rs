@@ -8,6 +8,35 @@ use serde_json::Value;
 use super::error::ApiError;
 use crate::destination::Destination;
 
+/// Checks the `reply_to` of a queued call: a configured webhook destination (422 naming
+/// `payload.reply_to` otherwise). Other payloads have none.
+pub(crate) fn check_reply_to(
+    prepared: &Prepared,
+    destinations: &std::collections::BTreeMap<String, std::sync::Arc<Destination>>,
+) -> Result<(), ApiError> {
+    for payload in &prepared.payloads {
+        let Some(reply_to) = payload.get("reply_to").and_then(Value::as_str) else {
+            continue;
+        };
+        match destinations.get(reply_to).map(|d| &d.connector) {
+            Some(AnyConnector::Webhook(_)) => {}
+            Some(_) => {
+                return Err(ApiError::invalid_payload(
+                    "reply_to",
+                    &format!("`{reply_to}` is not a webhook destination"),
+                ));
+            }
+            None => {
+                return Err(ApiError::invalid_payload(
+                    "reply_to",
+                    &format!("no destination is named `{reply_to}`"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A submitted payload after its destination's checks: the payloads to enqueue, in order.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -54,6 +83,16 @@ pub(crate) fn prepare(dest: &Destination, payload: Value) -> Result<Prepared, Ap
         AnyConnector::Smtp(_) => {
             smtp::validate_payload(&payload.to_string())
                 .map_err(|e| ApiError::invalid_payload(e.field(), e.reason()))?;
+            Ok(Prepared {
+                payloads: vec![payload],
+                ordering_key: None,
+            })
+        }
+        AnyConnector::Http(http) => {
+            let call = ferrule_connectors::http::validate_call(&payload.to_string())
+                .map_err(|e| ApiError::invalid_payload(e.field(), e.reason()))?;
+            http.target(&call.path)
+                .map_err(|reason| ApiError::invalid_payload("path", reason))?;
             Ok(Prepared {
                 payloads: vec![payload],
                 ordering_key: None,

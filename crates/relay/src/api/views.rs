@@ -24,6 +24,9 @@ pub(crate) struct MessageView {
     delivered_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<EventView>>,
+    /// A queued call's answer (`http` destinations), shown with the full message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<Value>,
 }
 
 /// One timeline row.
@@ -53,7 +56,9 @@ impl MessageView {
     /// The full message with its timeline.
     pub(crate) fn detail(d: MessageDetail) -> Self {
         let events = d.events.into_iter().map(EventView::from).collect();
-        Self::build(d.message, true, Some(events))
+        let mut view = Self::build(d.message, true, Some(events));
+        view.response = d.response;
+        view
     }
 
     fn build(m: Message, payload: bool, events: Option<Vec<EventView>>) -> Self {
@@ -71,6 +76,7 @@ impl MessageView {
             updated_at: rfc3339(m.updated_at),
             delivered_at: m.delivered_at.map(rfc3339),
             events,
+            response: None,
         }
     }
 }

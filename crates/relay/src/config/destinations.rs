@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ferrule_connectors::github::{GithubConfig, GithubToken, SecondaryLimit};
+use ferrule_connectors::http::HttpConfig;
 use ferrule_connectors::smtp::{SmtpConfig, SmtpPassword, SmtpPoolConfig, TlsMode};
 use ferrule_connectors::telegram::{BotToken, LongTexts, TelegramConfig, TelegramLimits};
 use ferrule_connectors::webhook::{WebhookConfig, WebhookSecret};
@@ -15,12 +16,14 @@ use ferrule_policy::ConfigError;
 use ferrule_policy::breaker::BreakerConfig;
 use ferrule_policy::bulkhead::BulkheadConfig;
 use ferrule_policy::chaos::ChaosConfig;
+use ferrule_policy::classify::Provider;
 use ferrule_policy::rate_limit::RateLimitConfig;
 use ferrule_policy::retry::RetryConfig;
 use serde::{Deserialize, Serialize};
 
 use super::defaults::overlay;
 use super::health_check::HealthCheckConfig;
+use super::http::{ProxySettings, http_connector, proxy_settings};
 use super::secret::{show_endpoint, show_header_values, show_optional_endpoint};
 use super::telegram_inbound::resolve_inbound;
 use super::{Config, InboundConfig, PolicyDefaults, ResolvedInbound, Secret, redact_url};
@@ -38,6 +41,8 @@ pub enum DestinationKind {
     Smtp,
     /// A GitHub token acting on pull requests.
     Github,
+    /// An HTTP API called through the proxy or by queued calls.
+    Http,
 }
 
 impl DestinationKind {
@@ -48,6 +53,7 @@ impl DestinationKind {
             DestinationKind::Telegram => "telegram",
             DestinationKind::Smtp => "smtp",
             DestinationKind::Github => "github",
+            DestinationKind::Http => "http",
         }
     }
 }
@@ -67,7 +73,7 @@ impl DestinationKind {
 pub struct DestinationConfig {
     /// The name messages are submitted to.
     pub name: String,
-    /// `webhook`, `telegram`, `smtp` or `github`.
+    /// `webhook`, `telegram`, `smtp`, `github` or `http`.
     #[serde(rename = "type")]
     pub kind: DestinationKind,
     /// Webhook: the endpoint URL (http or https); shown as [`redact_url`](super::redact_url)
@@ -203,6 +209,52 @@ pub struct DestinationConfig {
     /// An active health check (`[destinations.health_check]`); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
+    /// HTTP: the API's base URL; a call's path is appended to it. `headers` are injected into
+    /// every request (a value's last word may be `env:VAR` or `file:/path`, e.g.
+    /// `"Bearer env:OPENAI_API_KEY"`), and `allow_private` lifts the SSRF guard.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "show_optional_endpoint"
+    )]
+    pub base_url: Option<String>,
+    /// HTTP: how answers are classified: `generic` (the default), `openai` or `anthropic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<Provider>,
+    /// HTTP: the longest `retry-after` a call waits for (default 60 s); a longer one fails
+    /// fast.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_retry_after: Option<Duration>,
+    /// HTTP: retry `POST` and `PATCH` without an `Idempotency-Key` (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_post: Option<bool>,
+    /// HTTP: the largest request body kept for a retry, in bytes (default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_body: Option<usize>,
+    /// HTTP: the largest response body stored for a queued call, in bytes (default 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_body: Option<usize>,
+    /// HTTP: other `http` destinations tried in order when this one's circuit is open or its
+    /// retries are spent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<String>,
+    /// HTTP: the overall deadline of a proxied call, all attempts and fallbacks included
+    /// (default 60 s); a caller's `X-Ferrule-Deadline` may shorten it.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deadline: Option<Duration>,
+    /// HTTP: the retries of a proxied call, laid over the proxy's defaults (3 attempts,
+    /// exponential 500 ms ×2 to 8 s, full jitter, a budget of 0.2 retries per success plus
+    /// 5 per second). Queued calls retry by `retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_retry: Option<serde_json::Value>,
 }
 
 impl fmt::Debug for DestinationConfig {
@@ -225,6 +277,8 @@ pub enum ConnectorConfig {
     Smtp(SmtpConfig),
     /// A GitHub token.
     Github(GithubConfig),
+    /// An HTTP API.
+    Http(HttpConfig),
 }
 
 impl ConnectorConfig {
@@ -235,6 +289,7 @@ impl ConnectorConfig {
             ConnectorConfig::Telegram(_) => DestinationKind::Telegram,
             ConnectorConfig::Smtp(_) => DestinationKind::Smtp,
             ConnectorConfig::Github(_) => DestinationKind::Github,
+            ConnectorConfig::Http(_) => DestinationKind::Http,
         }
     }
 }
@@ -283,6 +338,8 @@ pub struct ResolvedDestination {
     pub inbound: Option<ResolvedInbound>,
     /// Its active health check, if it has one (validated).
     pub health_check: Option<HealthCheckConfig>,
+    /// How an `http` destination serves proxied calls.
+    pub proxy: Option<ProxySettings>,
 }
 
 impl Config {
@@ -324,6 +381,7 @@ impl Config {
             DestinationKind::Telegram => telegram_connector(i, dest, timeout)?,
             DestinationKind::Smtp => smtp_connector(i, dest, timeout)?,
             DestinationKind::Github => github_connector(i, dest, timeout)?,
+            DestinationKind::Http => http_connector(i, dest, timeout)?,
         };
         let timeout = match dest.kind {
             DestinationKind::Github => timeout.saturating_mul(GITHUB_REQUESTS_PER_ATTEMPT),
@@ -334,13 +392,18 @@ impl Config {
             Some(inbound) => Some(resolve_inbound(i, inbound)?),
         };
         if let Some(check) = &dest.health_check {
-            let takes_url = matches!(dest.kind, DestinationKind::Webhook);
+            let takes_url = matches!(dest.kind, DestinationKind::Webhook | DestinationKind::Http);
             check.validate(&at("health_check"), takes_url)?;
         }
+        let proxy = match dest.kind {
+            DestinationKind::Http => Some(proxy_settings(i, dest)?),
+            _ => None,
+        };
         Ok(ResolvedDestination {
             connector,
             inbound,
             health_check: dest.health_check.clone(),
+            proxy,
             name: name.to_owned(),
             url: redact_url(&url),
             secret,
@@ -451,13 +514,13 @@ fn drop_nulls(value: &mut serde_json::Value) {
 /// Refuses a connector field that belongs to another type of destination, so a typo such as
 /// `host` on a Telegram destination is not silently ignored.
 pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
-    use DestinationKind::{Github, Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, &[DestinationKind]); 27] = [
+    use DestinationKind::{Github, Http, Smtp, Telegram, Webhook};
+    let fields: [(&str, bool, &[DestinationKind]); 36] = [
         ("url", !dest.url.is_empty(), &[Webhook]),
         ("secret", dest.secret.is_some(), &[Webhook]),
         ("unsigned", dest.unsigned, &[Webhook]),
-        ("allow_private", dest.allow_private, &[Webhook]),
-        ("headers", !dest.headers.is_empty(), &[Webhook]),
+        ("allow_private", dest.allow_private, &[Webhook, Http]),
+        ("headers", !dest.headers.is_empty(), &[Webhook, Http]),
         ("any_json", dest.any_json.is_some(), &[Webhook]),
         ("bot_token", dest.bot_token.is_some(), &[Telegram]),
         ("api_base", dest.api_base.is_some(), &[Telegram, Github]),
@@ -488,6 +551,19 @@ pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), 
         ),
         ("secondary_limit", dest.secondary_limit.is_some(), &[Github]),
         ("inbound", dest.inbound.is_some(), &[Telegram]),
+        ("base_url", dest.base_url.is_some(), &[Http]),
+        ("classifier", dest.classifier.is_some(), &[Http]),
+        ("max_retry_after", dest.max_retry_after.is_some(), &[Http]),
+        ("retry_post", dest.retry_post.is_some(), &[Http]),
+        ("max_retry_body", dest.max_retry_body.is_some(), &[Http]),
+        (
+            "max_response_body",
+            dest.max_response_body.is_some(),
+            &[Http],
+        ),
+        ("fallback", !dest.fallback.is_empty(), &[Http]),
+        ("deadline", dest.deadline.is_some(), &[Http]),
+        ("proxy_retry", dest.proxy_retry.is_some(), &[Http]),
     ];
     for (field, set, kinds) in fields {
         if set && !kinds.contains(&dest.kind) {

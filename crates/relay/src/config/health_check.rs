@@ -17,11 +17,12 @@ use super::ConfigError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// Webhook destinations: the URL to `GET` (required for them, refused for the others); the
+    /// Webhook and `http` destinations: the URL to `GET` (required for them, refused for the
+    /// others); the
     /// destination's `allow_private` applies to it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Webhook destinations: the statuses that pass (default: any 2xx).
+    /// Webhook and `http` destinations: the statuses that pass (default: any 2xx).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expect_status: Vec<u16>,
     /// Time between checks (default 30 s, at least 1 s).
@@ -73,7 +74,7 @@ impl HealthCheckConfig {
             (Some(_), false) => {
                 return Err(ConfigError::new(
                     field("url"),
-                    "only webhook destinations take one; the others know what to check",
+                    "only webhook and http destinations take one; the others know what to check",
                 ));
             }
             (Some(url), true) => match url::Url::parse(url) {
@@ -86,7 +87,7 @@ impl HealthCheckConfig {
         if !takes_url && !self.expect_status.is_empty() {
             return Err(ConfigError::new(
                 field("expect_status"),
-                "only webhook destinations take one",
+                "only webhook and http destinations take one",
             ));
         }
         if let Some(bad) = self

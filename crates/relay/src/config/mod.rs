@@ -8,6 +8,9 @@ mod destinations;
 mod dispatcher;
 mod health;
 mod health_check;
+mod http;
+#[cfg(test)]
+mod http_tests;
 mod inbound;
 mod load;
 mod routes;
@@ -37,6 +40,7 @@ use self::destinations::{check_forwards, check_shared_tokens};
 pub use self::dispatcher::DispatcherConfig;
 pub use self::health::HealthConfig;
 pub use self::health_check::HealthCheckConfig;
+pub use self::http::ProxySettings;
 pub use self::inbound::{
     DEFAULT_MAX_MAIL_SIZE, EmailSource, EmailSourceConfig, InboundSection, MAX_MAIL_SIZE,
     check_source_secret,
@@ -275,6 +279,7 @@ impl Config {
             resolved.push(dest);
         }
         check_forwards(&resolved)?;
+        http::check_fallbacks(&resolved)?;
         check_shared_tokens(&resolved)?;
         self.email_sources()?;
         self.validate_alerts()?;

@@ -7,6 +7,7 @@
 //! The API, the dispatcher, the inbound handlers and the shared state all hold destinations, so
 //! they sit below all of them rather than inside `dispatch/`: imports keep pointing one way.
 
+mod http;
 mod inbound;
 pub mod overrides;
 pub mod paused;
@@ -26,6 +27,7 @@ use ferrule_policy::timeout::{Timeout, TimeoutConfig};
 use ferrule_policy::{ConfigError, Context, SharedClock, SharedObserver};
 
 use ferrule_connectors::github::{GithubConnector, WritePace};
+use ferrule_connectors::http::HttpConnector;
 use ferrule_connectors::smtp::SmtpConnector;
 use ferrule_connectors::telegram::TelegramConnector;
 use ferrule_connectors::webhook::WebhookConnector;
@@ -35,6 +37,7 @@ use crate::config::{ConnectorConfig, DestinationKind, HealthConfig, ResolvedDest
 use crate::health::Health;
 use crate::telemetry::prometheus::BreakerStateGauge;
 
+pub use self::http::ProxyPolicies;
 pub use self::inbound::Inbound;
 pub use self::overrides::{Override, OverrideState, Overrides};
 pub use self::paused::PausedDestinations;
@@ -74,6 +77,8 @@ pub struct Destination {
     pub any_json: bool,
     /// Its active health check, if it has one.
     pub health_check: Option<crate::health::checks::ActiveCheck>,
+    /// An `http` destination's proxy side: fallbacks, deadline, in-memory retries.
+    pub proxy: Option<ProxyPolicies>,
     /// A GitHub token's pace for writes: one at a time, `min_write_interval` apart. Every
     /// destination acting with the token holds the same one ([`Self::share_write_pace`]).
     pub write_pace: Option<Arc<WritePace>>,
@@ -142,6 +147,9 @@ impl Destination {
             ConnectorConfig::Github(c) => AnyConnector::from(
                 GithubConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
             ),
+            ConnectorConfig::Http(c) => AnyConnector::from(
+                HttpConnector::new(c.clone(), clock.clone()).map_err(connector_error)?,
+            ),
         };
         let write_pace = match &connector {
             AnyConnector::Github(github) => Some(Arc::new(WritePace::new(
@@ -202,6 +210,13 @@ impl Destination {
                 Some(limits) => Some(
                     TelegramLimiters::new(&limits, &ctx)
                         .map_err(|e| e.within(&format!("destinations.{}", config.name)))?,
+                ),
+            },
+            proxy: match &config.proxy {
+                None => None,
+                Some(settings) => Some(
+                    ProxyPolicies::new(settings.clone(), ctx.clone())
+                        .map_err(|e| e.within(&within("proxy_retry")))?,
                 ),
             },
             write_pace,

@@ -387,6 +387,8 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         }
         return;
     };
+    // A queued call's answer, kept with its message before the attempt ends.
+    super::answer::keep(&state, &dest, &lease, result.output.as_ref()).await;
     match &result.signal {
         // Flood control and rate limits are about the pace, not the destination's health: not
         // a breaker failure. A GitHub rate limit is its token's, so every destination acting
@@ -439,6 +441,8 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
             dest.health.success();
             dest.retry.on_success();
             Counters::bump(&state.counters.delivered);
+            super::answer::reply(&state, &dest, &message, "delivered", result.output.as_ref())
+                .await;
             // Not boxed: the success path is the hot one, and its store call never was.
             let completed = if message.run.is_some() {
                 let output = result.output.clone();
@@ -629,12 +633,12 @@ async fn failed(
     // without it (a read error) count from creation and start decorrelated jitter afresh.
     let step_retry = Box::pin(crate::routes::engine::step_retry(state, message)).await;
     let retry = step_retry.unwrap_or(&dest.retry);
-    let history = match Box::pin(state.store.get(message.id)).await {
-        Ok(Some(detail)) => RetryHistory::of(&detail.events),
-        Ok(None) => RetryHistory::default(),
+    let (history, answer) = match Box::pin(state.store.get(message.id)).await {
+        Ok(Some(detail)) => (RetryHistory::of(&detail.events), detail.response),
+        Ok(None) => (RetryHistory::default(), None),
         Err(e) => {
             tracing::warn!(message_id = %lease.id, error = %e, "reading the timeline for the retry decision failed");
-            RetryHistory::default()
+            (RetryHistory::default(), None)
         }
     };
     let since = history.first_attempt_at.unwrap_or(message.created_at);
@@ -665,6 +669,7 @@ async fn failed(
             let detail = report.detail.clone().unwrap_or_default();
             let report = report.detail(format!("{reason}: {detail}"));
             tracing::warn!(message_id = %lease.id, destination = %dest.name, attempts = message.attempts, %reason, detail, "message dead-lettered");
+            super::answer::reply(state, dest, message, "dead", answer.as_ref()).await;
             let dead = record(state, || end_dead(state, lease, message, report.clone()));
             report_store(state, Box::pin(dead).await);
         }

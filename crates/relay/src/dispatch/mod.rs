@@ -42,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::state::{AppState, Counters};
 
+mod answer;
 mod attempt;
 mod retry;
 #[cfg(test)]

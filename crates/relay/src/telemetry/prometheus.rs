@@ -319,6 +319,66 @@ pub const ROUTE_PRESSES: Family = family(
     &["result"],
     "Button presses and signals on route waits, by result (accepted, already_handled, expired, not_allowed, unknown).",
 );
+/// Proxied calls by how they ended.
+pub const PROXY_CALLS: Family = family(
+    "ferrule_proxy_calls_total",
+    Kind::Counter,
+    &["destination", "outcome"],
+    "Calls through /v1/proxy by the destination addressed and how they ended.",
+);
+/// How a proxied call ended: the `outcome` label of [`PROXY_CALLS`].
+pub const PROXY_CALL_OUTCOMES: [&str; 8] = [
+    "success",
+    "upstream_error",
+    "stream_failed",
+    "cancelled",
+    "refused",
+    "unreachable",
+    "timeout",
+    "deadline_exceeded",
+];
+/// Attempts of proxied calls.
+pub const PROXY_ATTEMPTS: Family = family(
+    "ferrule_proxy_attempts_total",
+    Kind::Counter,
+    &["destination", "outcome"],
+    "Upstream attempts of proxied calls by the destination attempted and the outcome.",
+);
+/// Fallbacks taken.
+pub const PROXY_FALLBACKS: Family = family(
+    "ferrule_proxy_fallbacks_total",
+    Kind::Counter,
+    &["destination", "to"],
+    "Proxied calls that moved on from the chain of the destination addressed to a fallback.",
+);
+/// Time to an upstream answer's head.
+pub const PROXY_UPSTREAM: Family = family(
+    "ferrule_proxy_upstream_seconds",
+    Kind::Histogram,
+    &["destination"],
+    "Seconds from sending a proxied attempt to the head of the upstream's answer.",
+);
+/// Time to the first byte of a passed-through body.
+pub const PROXY_TTFB: Family = family(
+    "ferrule_proxy_ttfb_seconds",
+    Kind::Histogram,
+    &["destination"],
+    "Seconds from a proxied call's arrival to the first byte of the body passed back.",
+);
+/// Retries the budget refused.
+pub const PROXY_BUDGET_REFUSALS: Family = family(
+    "ferrule_proxy_retry_budget_refusals_total",
+    Kind::Counter,
+    &["destination"],
+    "Retries of proxied calls not made because the destination's retry budget was spent.",
+);
+/// Tokens reported by AI APIs.
+pub const AI_TOKENS: Family = family(
+    "ferrule_ai_tokens_total",
+    Kind::Counter,
+    &["destination", "kind"],
+    "Tokens an AI API reported in usage (kind: input, output, cached), openai and anthropic classifiers.",
+);
 /// The build.
 pub const BUILD_INFO: Family = family(
     "ferrule_build_info",
@@ -411,7 +471,7 @@ pub const PROCESS_FAMILIES: [Family; 8] = [
 ];
 
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 39] = [
+pub const FAMILIES: [Family; 46] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -451,6 +511,13 @@ pub const FAMILIES: [Family; 39] = [
     PROCESS_MAX_FDS,
     PROCESS_START_TIME,
     PROCESS_THREADS,
+    PROXY_CALLS,
+    PROXY_ATTEMPTS,
+    PROXY_FALLBACKS,
+    PROXY_UPSTREAM,
+    PROXY_TTFB,
+    PROXY_BUDGET_REFUSALS,
+    AI_TOKENS,
 ];
 
 /// Attempt durations, in seconds: 1 ms to a minute (attempts time out after 30 s by default).
@@ -491,6 +558,18 @@ pub fn metrics() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(ROUTE_STEP_DURATION.name.into()),
                         &LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(PROXY_UPSTREAM.name.into()),
+                        &ATTEMPT_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(PROXY_TTFB.name.into()),
+                        &ATTEMPT_BUCKETS,
                     )
                 });
             let handle = match builder {
@@ -586,6 +665,32 @@ pub fn register_health_check_series(name: &str) {
     for result in ["pass", "fail"] {
         metrics::counter!(HEALTH_CHECKS.name, "destination" => name.to_owned(), "result" => result)
             .increment(0);
+    }
+}
+/// Registers the series of `http` destination `name` at their current value: proxied calls by
+/// outcome, attempts by outcome, retry-budget refusals, both histograms, each of its
+/// `fallbacks` and, for an AI classifier, the tokens by kind.
+pub fn register_proxy_series(name: &str, ai: bool, fallbacks: &[String]) {
+    let d = || name.to_owned();
+    for to in fallbacks {
+        metrics::counter!(PROXY_FALLBACKS.name, "destination" => d(), "to" => to.clone())
+            .increment(0);
+    }
+    for outcome in PROXY_CALL_OUTCOMES {
+        metrics::counter!(PROXY_CALLS.name, "destination" => d(), "outcome" => outcome)
+            .increment(0);
+    }
+    for outcome in OUTCOMES {
+        metrics::counter!(PROXY_ATTEMPTS.name, "destination" => d(), "outcome" => outcome)
+            .increment(0);
+    }
+    metrics::counter!(PROXY_BUDGET_REFUSALS.name, "destination" => d()).increment(0);
+    let _ = metrics::histogram!(PROXY_UPSTREAM.name, "destination" => d());
+    let _ = metrics::histogram!(PROXY_TTFB.name, "destination" => d());
+    if ai {
+        for kind in ["input", "output", "cached"] {
+            metrics::counter!(AI_TOKENS.name, "destination" => d(), "kind" => kind).increment(0);
+        }
     }
 }
 

@@ -226,6 +226,21 @@ async fn metrics_follow_the_text_format_and_every_series_is_there_from_the_start
         c.destinations
             .push(webhook("fresh-alerts", "http://127.0.0.1:9/hook"));
         c.alerts.webhook = Some("fresh-alerts".into());
+        // An AI API with a fallback: the proxy's families.
+        for (name, fallback) in [
+            ("fresh-api", vec!["fresh-api-2".to_owned()]),
+            ("fresh-api-2", vec![]),
+        ] {
+            c.destinations.push(ferrule::config::DestinationConfig {
+                name: name.into(),
+                kind: ferrule::config::DestinationKind::Http,
+                base_url: Some("http://127.0.0.1:9/v1".into()),
+                allow_private: true,
+                classifier: Some(ferrule_policy::classify::Provider::OpenAi),
+                fallback,
+                ..Default::default()
+            });
+        }
     })
     .await;
     // Before any message: every family the relay always exports, with the destination's series

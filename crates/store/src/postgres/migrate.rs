@@ -203,6 +203,8 @@ CREATE TABLE paused_destinations (
     reason      text
 );
 "#,
+    // 9: the answer of a queued call to an `http` destination, kept with its message.
+    "ALTER TABLE messages ADD COLUMN response jsonb",
 ];
 
 /// The schema version this binary writes.

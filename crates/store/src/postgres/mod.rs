@@ -658,6 +658,29 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn keep_response(&self, lease: &Lease, response: serde_json::Value) -> Result<()> {
+        let text = common::encode_payload(&response, self.inner.options.max_payload_bytes)?;
+        // Not through the group-commit writer, as `replace_payload`: the caller awaits it
+        // before ending the attempt.
+        let changed = sqlx::query(
+            "UPDATE messages SET response = $1::jsonb, updated_at = $2
+             WHERE id = $3 AND status = 'delivering' AND lease_owner = $4 AND lease_token = $5",
+        )
+        .bind(text)
+        .bind(self.now())
+        .bind(lease.id.to_string())
+        .bind(&lease.owner)
+        .bind(&lease.token)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(self.err("keeping a response"))?
+        .rows_affected();
+        if changed == 0 {
+            return Err(self.fencing_error(lease).await);
+        }
+        Ok(())
+    }
+
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.finish(lease, "release", None, None, false).await
     }
@@ -734,7 +757,7 @@ impl Store for PgStore {
         let Some(message) = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
-            " FROM messages WHERE id = $1"
+            ", response::text AS response FROM messages WHERE id = $1"
         ))
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
@@ -753,9 +776,13 @@ impl Store for PgStore {
         .await
         .map_err(self.err("reading events"))?;
         tx.commit().await.map_err(self.err("reading a message"))?;
+        let response: Option<String> = message
+            .try_get("response")
+            .map_err(self.err("reading a message"))?;
         Ok(Some(MessageDetail {
             message: row::message(&message)?,
             events: events.iter().map(row::event).collect::<Result<_>>()?,
+            response: response.and_then(|text| serde_json::from_str(&text).ok()),
         }))
     }
 

@@ -225,6 +225,9 @@ const MIGRATIONS: &[&str] = &[
         reason      TEXT
     ) WITHOUT ROWID;
     ",
+    // 9: the answer of a queued call to an `http` destination (JSON: status, headers, body,
+    // truncated), kept with its message.
+    "ALTER TABLE messages ADD COLUMN response TEXT;",
 ];
 
 /// The schema version this binary writes.

@@ -401,6 +401,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn keep_response(&self, lease: &Lease, response: serde_json::Value) -> Result<()> {
+        let text = common::encode_payload(&response, self.inner.options.store.max_payload_bytes)?;
+        let lease = lease.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| ops::keep_response(conn, env, &lease, &text))
+            .await
+    }
+
     async fn release(&self, lease: &Lease) -> Result<()> {
         let lease = lease.clone();
         self.inner

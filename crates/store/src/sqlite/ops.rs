@@ -459,6 +459,34 @@ pub(crate) fn replace_payload(
     Ok(())
 }
 
+/// Keeps a destination's answer with the leased message.
+pub(crate) fn keep_response(
+    conn: &Connection,
+    env: &Env,
+    lease: &Lease,
+    response: &str,
+) -> Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE messages SET response = ?1, updated_at = ?2
+             WHERE id = ?3 AND status = 'delivering' AND lease_owner = ?4 AND lease_token = ?5",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                response,
+                env.now(),
+                lease.id.to_string(),
+                lease.owner,
+                lease.token
+            ])
+        })
+        .ctx("keeping a response")?;
+    if changed == 0 {
+        return Err(fence_error(conn, lease));
+    }
+    Ok(())
+}
+
 /// Gives a claim back without counting the attempt, due now.
 pub(crate) fn release(conn: &Connection, env: &Env, lease: &Lease) -> Result<()> {
     let detail = format!("released by {}", lease.owner);

@@ -27,16 +27,21 @@ pub(crate) fn get(conn: &Connection, id: MessageId) -> Result<Option<MessageDeta
 fn get_in(conn: &Connection, id: MessageId) -> Result<Option<MessageDetail>> {
     let found = conn
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS}, seq FROM messages WHERE id = ?1"
+            "SELECT {MESSAGE_COLUMNS}, seq, response FROM messages WHERE id = ?1"
         ))
         .and_then(|mut s| {
             s.query_row([id.to_string()], |r| {
-                Ok((rows::message(r, 0)?, r.get::<_, i64>(MESSAGE_COLUMN_COUNT)?))
+                let response: Option<String> = r.get(MESSAGE_COLUMN_COUNT + 1)?;
+                Ok((
+                    rows::message(r, 0)?,
+                    r.get::<_, i64>(MESSAGE_COLUMN_COUNT)?,
+                    response,
+                ))
             })
             .optional()
         })
         .ctx("reading a message")?;
-    let Some((message, seq)) = found else {
+    let Some((message, seq, response)) = found else {
         return Ok(None);
     };
     let events = conn
@@ -45,7 +50,13 @@ fn get_in(conn: &Connection, id: MessageId) -> Result<Option<MessageDetail>> {
         ))
         .and_then(|mut s| s.query_map([seq], rows::event)?.collect())
         .ctx("reading events")?;
-    Ok(Some(MessageDetail { message, events }))
+    // A response that no longer parses is left out rather than failing the read.
+    let response = response.and_then(|text| serde_json::from_str(&text).ok());
+    Ok(Some(MessageDetail {
+        message,
+        events,
+        response,
+    }))
 }
 
 /// One page of messages matching `filter`, newest first.

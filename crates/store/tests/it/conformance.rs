@@ -80,6 +80,7 @@ macro_rules! conformance_tests {
             expired_lease_is_reclaimed_exactly_once,
             late_worker_is_fenced_after_reclaim,
             replace_payload_is_fenced_and_used_by_the_next_attempt,
+            a_kept_response_is_fenced_replaced_and_shown,
             complete_reschedule_and_dead_letter_record_events,
             extend_lease_keeps_the_claim,
             release_returns_message_without_counting_attempt,
@@ -666,6 +667,50 @@ pub(crate) async fn replace_payload_is_fenced_and_used_by_the_next_attempt<B: Ba
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+pub(crate) async fn a_kept_response_is_fenced_replaced_and_shown<B: Backend>() {
+    let f = fixture::<B>().await;
+    let id = match f.store.enqueue(msg("api", 1)).await.unwrap() {
+        Enqueued::Created(id) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(f.store.get(id).await.unwrap().unwrap().response, None);
+    let a = f.store.claim_due("a", 1, LEASE).await.unwrap().remove(0);
+    let failed = json!({"status": 503, "headers": {}, "body": "busy", "truncated": false});
+    f.store
+        .keep_response(&a.lease, failed.clone())
+        .await
+        .unwrap();
+    let now = f.clock.system_now();
+    f.store
+        .reschedule(&a.lease, now, AttemptReport::new(OutcomeClass::Transient))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.get(id).await.unwrap().unwrap().response,
+        Some(failed)
+    );
+    // The spent lease is fenced; the next attempt's answer replaces the first.
+    let err = f
+        .store
+        .keep_response(&a.lease, json!({"stale": true}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost, "{err}");
+    let b = f.store.claim_due("b", 1, LEASE).await.unwrap().remove(0);
+    let answer = json!({"status": 200, "headers": {"x-request-id": "req_1"}, "body": {"id": "chatcmpl-1", "n": 1.5}, "truncated": false});
+    f.store
+        .keep_response(&b.lease, answer.clone())
+        .await
+        .unwrap();
+    f.store
+        .complete(&b.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let detail = f.store.get(id).await.unwrap().unwrap();
+    assert_eq!(detail.message.status, Status::Delivered);
+    assert_eq!(detail.response, Some(answer));
 }
 
 pub(crate) async fn late_worker_is_fenced_after_reclaim<B: Backend>() {
