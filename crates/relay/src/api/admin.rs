@@ -69,8 +69,8 @@ pub(crate) async fn dead_letters(
         ordering_key: q.ordering_key,
         payload_contains: q.payload_contains,
     };
-    search.apply(&mut filter)?;
-    page(&state, filter, q.cursor, q.limit).await
+    let searched_since = search.apply(&mut filter, state.clock.system_now())?;
+    page(&state, filter, searched_since, q.cursor, q.limit).await
 }
 
 /// Body of `POST /v1/dead-letters/replay`: a filter or explicit ids, and `dry_run`.

@@ -136,13 +136,13 @@ pub(crate) fn openapi_paths() -> Value {
         ),
         query(
             "action",
-            "only this action",
-            json!({"type": "string", "enum": names})
+            "only this action; empty for every action",
+            super::openapi::or_empty(json!({"type": "string", "enum": names}))
         ),
         query(
             "since",
             "only those recorded at or after this time (RFC 3339)",
-            json!({"type": "string", "format": "date-time"})
+            super::openapi::time_query()
         ),
         paging[0],
         paging[1],

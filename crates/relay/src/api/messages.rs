@@ -344,10 +344,13 @@ pub(crate) struct ListQuery {
     limit: Option<usize>,
 }
 
-/// A page of messages as JSON: `{"messages": [...], "next": cursor|null}`.
+/// A page of messages as JSON: `{"messages": [...], "next": cursor|null}`, plus
+/// `payload_search_since` when a payload text search narrowed the range to that start
+/// (see [`Search::apply`]).
 pub(crate) async fn page(
     state: &AppState,
     filter: Filter,
+    searched_since: Option<SystemTime>,
     cursor: Option<String>,
     limit: Option<usize>,
 ) -> Result<Json<Value>, ApiError> {
@@ -365,10 +368,14 @@ pub(crate) async fn page(
         .into_iter()
         .map(MessageView::summary)
         .collect();
-    Ok(Json(json!({
+    let mut body = json!({
         "messages": messages,
         "next": page.next.map(|c| c.as_str().to_owned()),
-    })))
+    });
+    if let Some(since) = searched_since {
+        body["payload_search_since"] = json!(crate::time::rfc3339(since));
+    }
+    Ok(Json(body))
 }
 
 /// A request's destination filter: `None` when absent or empty, else the name, if it names a
@@ -458,8 +465,8 @@ pub(crate) async fn list(
         ordering_key: q.ordering_key,
         payload_contains: q.payload_contains,
     };
-    search.apply(&mut filter)?;
-    page(&state, filter, q.cursor, q.limit).await
+    let searched_since = search.apply(&mut filter, state.clock.system_now())?;
+    page(&state, filter, searched_since, q.cursor, q.limit).await
 }
 
 /// `POST /v1/messages/{id}/replay`: re-queues a terminal message.

@@ -58,6 +58,14 @@ pub(super) fn op(id: &str, summary: &str, responses: Value) -> Value {
     json!({"operationId": id, "summary": summary, "responses": responses})
 }
 
+/// A time in a query parameter: RFC 3339, or empty for no bound (as absent).
+pub(super) fn time_query() -> Value {
+    json!({"anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "maxLength": 0, "description": "empty: no bound"},
+    ]})
+}
+
 pub(super) fn query(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
 }
@@ -102,7 +110,7 @@ fn one_of_names(names: &[&str]) -> Value {
 }
 
 /// `schema` with the empty string allowed too, for a query filter where empty means none.
-fn or_empty(mut schema: Value) -> Value {
+pub(super) fn or_empty(mut schema: Value) -> Value {
     if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
         values.push(json!(""));
     }
@@ -226,7 +234,8 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
                 "body": {"description": "JSON when it parses, else text; at most max_response_body bytes"}, "truncated": {"type": "boolean"}}}}}));
     schemas.insert("MessagePage".into(), json!({"type": "object", "required": ["messages", "next"], "properties": {
             "messages": {"type": "array", "items": schema("Message")},
-            "next": {"type": ["string", "null"], "pattern": "^(0|[1-9][0-9]{0,17})$", "description": "the cursor of the next page; null on the last"}}}));
+            "next": {"type": ["string", "null"], "pattern": "^(0|[1-9][0-9]{0,17})$", "description": "the cursor of the next page; null on the last"},
+            "payload_search_since": {"type": "string", "format": "date-time", "description": "present when `payload_contains` narrowed the range: the creation time the search started from (7 days before its end)"}}}));
     let names: Vec<&str> = destinations.keys().map(String::as_str).collect();
     let destination_or_null = match one_of_names(&names) {
         Value::Object(mut name) if name.contains_key("enum") => {

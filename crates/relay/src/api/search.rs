@@ -5,10 +5,12 @@
 
 use ferrule_store::Filter;
 use ferrule_store::types::MAX_TEXT_SEARCH_SPAN;
+use std::time::SystemTime;
+
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::openapi::query;
+use super::openapi::{query, time_query};
 use crate::time::parse_rfc3339;
 
 /// The search parameters of a listing's query, as given.
@@ -46,47 +48,42 @@ fn key(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
 
 impl Search {
     /// Adds these filters to `filter`; 400 `invalid_query` naming the field for a time that
-    /// does not parse, a key over 512 bytes, and a payload text search without `since` and
-    /// `until` at most 7 days apart (it reads every payload in the range).
-    pub(crate) fn apply(self, filter: &mut Filter) -> Result<(), ApiError> {
+    /// does not parse or a text over 512 bytes.
+    ///
+    /// A payload text search reads every payload in its creation-time range, so that range
+    /// spans at most [`MAX_TEXT_SEARCH_SPAN`] (7 days): it ends at `until` (or `now`) and
+    /// starts at `since` or 7 days before its end, whichever is later. When that narrowed
+    /// `since`, the start it searched from is returned, for the answer to say so.
+    pub(crate) fn apply(
+        self,
+        filter: &mut Filter,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, ApiError> {
         filter.created_from = time("since", self.since)?;
         filter.created_until = time("until", self.until)?;
         filter.idempotency_key = key("idempotency_key", self.idempotency_key)?;
         filter.ordering_key = key("ordering_key", self.ordering_key)?;
-        filter.payload_contains = match self.payload_contains.filter(|t| !t.is_empty()) {
-            None => None,
-            Some(text) if text.len() > 512 => {
-                return Err(invalid(
-                    "payload_contains",
-                    "`payload_contains` is at most 512 bytes".into(),
-                ));
+        filter.payload_contains = key("payload_contains", self.payload_contains)?;
+        if filter.payload_contains.is_none() {
+            return Ok(None);
+        }
+        let until = *filter.created_until.get_or_insert(now);
+        let earliest = until
+            .checked_sub(MAX_TEXT_SEARCH_SPAN)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match filter.created_from {
+            Some(from) if from >= earliest => Ok(None),
+            _ => {
+                filter.created_from = Some(earliest);
+                Ok(Some(earliest))
             }
-            Some(text) => {
-                let days = MAX_TEXT_SEARCH_SPAN.as_secs() / 86_400;
-                let bounded = match (filter.created_from, filter.created_until) {
-                    (Some(from), Some(until)) => until
-                        .duration_since(from)
-                        .map_or(true, |span| span <= MAX_TEXT_SEARCH_SPAN),
-                    _ => false,
-                };
-                if !bounded {
-                    return Err(invalid(
-                        "payload_contains",
-                        format!(
-                            "`payload_contains` reads every payload in the time range: give `since` and `until` at most {days} days apart"
-                        ),
-                    ));
-                }
-                Some(text)
-            }
-        };
-        Ok(())
+        }
     }
 }
 
 /// The search's query parameters in the OpenAPI document.
 pub(crate) fn openapi_parameters() -> [Value; 5] {
-    let time = json!({"type": "string", "format": "date-time"});
+    let time = time_query();
     let key = json!({"type": "string", "maxLength": 512});
     [
         query(
@@ -111,7 +108,7 @@ pub(crate) fn openapi_parameters() -> [Value; 5] {
         ),
         query(
             "payload_contains",
-            "only messages whose payload (as JSON text) contains this text, case-sensitive; needs `since` and `until` at most 7 days apart (400 `invalid_query` naming `payload_contains` otherwise)",
+            "only messages whose payload (as JSON text) contains this text, case-sensitive. It reads every payload in its time range, so that range spans at most 7 days: it ends at `until` (or now) and starts at `since` or 7 days before its end, whichever is later; the page's `payload_search_since` then says where it started. Give `since` and `until` for a range that does not move between pages",
             key,
         ),
     ]

@@ -142,7 +142,7 @@ pub(super) fn paths() -> Value {
         query(
             "since",
             "only runs started at or after this RFC 3339 time",
-            json!({"type": "string"})
+            super::time_query()
         ),
         paging[0],
         paging[1],
