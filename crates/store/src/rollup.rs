@@ -332,6 +332,20 @@ impl RollupBatch {
         t.last_at_ms = t.last_at_ms.max(to_millis(at));
     }
 
+    /// Refuses an empty or overlong destination or route name, naming the field.
+    pub(crate) fn check(&self) -> Result<()> {
+        for (d, _) in self.destinations.keys() {
+            crate::common::check_key("destination", Some(d), false)?;
+        }
+        for (r, _) in self.routes.keys() {
+            crate::common::check_key("route", Some(r), false)?;
+        }
+        for (d, _, _) in self.reasons.keys() {
+            crate::common::check_key("destination", Some(d), false)?;
+        }
+        Ok(())
+    }
+
     /// Adds every count of `other` into this batch (e.g. a flush that failed, put back).
     pub fn merge(&mut self, other: RollupBatch) {
         for (k, v) in other.destinations {

@@ -381,7 +381,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds `batch` into the per-minute rollup rows, in one transaction: every counter is
     /// added to what the row holds (several processes sharing the store sum up), the last
-    /// time of a reason is the later of the two. An empty batch writes nothing. See
+    /// time of a reason is the later of the two. An empty batch writes nothing; one with an
+    /// empty or overlong destination or route name is refused before any write. See
     /// [`rollup`](crate::rollup).
     fn add_rollups(&self, batch: &RollupBatch) -> impl Future<Output = Result<()>> + Send;
 

@@ -41,6 +41,7 @@ impl PgStore {
         if batch.is_empty() {
             return Ok(());
         }
+        batch.check()?;
         let err = self.err("adding rollups");
         let mut tx = self.inner.pool.begin().await.map_err(&err)?;
         for ((destination, minute), counts) in &batch.destinations {

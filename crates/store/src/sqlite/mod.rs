@@ -744,6 +744,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
+        batch.check()?;
         let batch = Arc::new(batch.clone());
         self.inner
             .writer
