@@ -20,6 +20,7 @@ mod error;
 pub mod health;
 pub mod inbound;
 pub mod proxy;
+pub mod rollups;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -95,6 +96,7 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Audit(args) => client::audit(&client()?, args).await?,
+        Command::Stats(args) => client::stats(&client()?, args).await?,
         Command::Destinations { command } => client::destinations(&client()?, command).await?,
         Command::Token { command } => {
             let config = Config::load(config)?;

@@ -285,6 +285,7 @@ pub(crate) async fn build_state(
         owner,
         alerts,
         wakeups: Default::default(),
+        rollups: crate::rollups::Rollups::new(config.store.rollups()),
         config,
     });
     if recovered + recovered_at_open > 0 {
@@ -391,6 +392,7 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         });
     }
     tracker.spawn(stop_after_delay(state.clone()));
+    tracker.spawn(crate::rollups::run(state.clone()));
     // Tokens created or revoked with `ferrule token` (by another process, on PostgreSQL).
     {
         let state = state.clone();
@@ -460,6 +462,8 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         hard_stop.cancel();
         tracker.wait().await;
     }
+    // What the drained deliveries recorded since the last flush.
+    crate::rollups::flush(&state).await;
     alerts_stop.cancel();
     if let Err(e) = alerts.await {
         tracing::error!(error = %e, "the alerts task failed");

@@ -105,6 +105,8 @@ pub struct Shared {
     pub alerts: Alerts,
     /// When the messages the dispatcher gave back fall due, for its claim loop.
     pub wakeups: Wakeups,
+    /// The per-minute rollups recorded and not yet written (see [`crate::rollups`]).
+    pub rollups: crate::rollups::Rollups,
 }
 
 /// What [`Shared::request_shutdown`] did.

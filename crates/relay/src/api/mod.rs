@@ -17,6 +17,7 @@ mod payload;
 mod proxy;
 mod runs;
 mod search;
+mod stats;
 mod views;
 
 use axum::Router;
@@ -150,6 +151,7 @@ pub fn routes() -> Vec<Route> {
         ),
         route(Method::GET, "/v1/inbound", Read, get(inbound::list)),
         route(Method::GET, "/v1/audit", Read, get(audit::list)),
+        route(Method::GET, "/v1/stats", Read, get(stats::stats)),
         route(
             Method::POST,
             "/v1/destinations/{destination}/pause",

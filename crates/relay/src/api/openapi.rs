@@ -44,7 +44,7 @@ pub(super) fn error(description: &str) -> Value {
 }
 
 /// A 503 with its `Retry-After`.
-fn unavailable(description: &str) -> Value {
+pub(super) fn unavailable(description: &str) -> Value {
     let mut response = error(description);
     response["headers"] = json!({"Retry-After": {"description": "seconds to wait before trying again", "required": true, "schema": {"type": "integer", "minimum": 0}}});
     response
@@ -323,6 +323,7 @@ fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     let mut all = schemas(destinations);
     extend(&mut all, super::audit::openapi_schemas());
     extend(&mut all, super::pause::openapi_schemas());
+    extend(&mut all, super::stats::openapi_schemas());
     all
 }
 
@@ -659,6 +660,7 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
         super::pause::openapi_paths(one_of_names(&names)),
     );
     extend(&mut paths, runs::paths());
+    extend(&mut paths, super::stats::openapi_paths());
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {

@@ -9,6 +9,10 @@
 //! 3. submit → delivered latency (p50, p99) at a fixed `--rate` for `--seconds`;
 //! 4. RSS with `--queued` messages waiting (scheduled a day ahead).
 //!
+//! With `--compare-rollups N` it measures only the throughput, `N` times with the per-minute
+//! rollups on and `N` times with them off (`store.rollup_retention = "0"`), alternating, each
+//! on a fresh relay and database, and prints the medians: what the rollups cost.
+//!
 //! Run: `cargo build --release -p ferrule && target/release/ferrule-bench`.
 
 #[path = "common/bench.rs"]
@@ -82,8 +86,9 @@ fn cpu_time(pid: &str) -> Duration {
         .unwrap_or_default()
 }
 
-fn start_relay(dir: &std::path::Path, hook_url: &str) -> Relay {
+fn start_relay(dir: &std::path::Path, hook_url: &str, rollups: bool) -> Relay {
     let config = dir.join("bench.toml");
+    let retention = if rollups { "14d" } else { "0" };
     let text = format!(
         r#"
 [server]
@@ -91,6 +96,7 @@ listen = "127.0.0.1:0"
 max_queue_depth = 10000000
 [store]
 url = "sqlite://{db}"
+rollup_retention = "{retention}"
 [auth]
 tokens = ["{TOKEN}"]
 [[destinations]]
@@ -178,6 +184,99 @@ struct Args {
     /// Messages queued (scheduled a day ahead) for the memory measurement; 0 skips it.
     #[arg(long, default_value_t = 1_000_000)]
     queued: u64,
+    /// Only compare the throughput with rollups on and off, this many runs of each
+    /// (alternating, a fresh relay each), and print the medians.
+    #[arg(long, value_name = "RUNS", value_parser = clap::value_parser!(u64).range(1..=50))]
+    compare_rollups: Option<u64>,
+}
+
+/// One throughput run on a fresh relay and database: end-to-end msg/s and the relay's CPU
+/// µs per message.
+async fn throughput_run(
+    http: &reqwest::Client,
+    received: &Received,
+    hook_url: &str,
+    rollups: bool,
+    messages: u64,
+    clients: u64,
+) -> (f64, f64) {
+    let dir = tempfile_dir();
+    let relay = start_relay(&dir, hook_url, rollups);
+    let pid = relay.child.id().to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = received.count.load(Ordering::Relaxed);
+    let cpu = cpu_time(&pid);
+    let start = Instant::now();
+    submit_many(http, &relay.base, messages, clients, None).await;
+    while received.count.load(Ordering::Relaxed) - before < messages {
+        if start.elapsed() > Duration::from_secs(600) {
+            say("timed out waiting for deliveries");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let total = start.elapsed();
+    let cpu = cpu_time(&pid).saturating_sub(cpu);
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        messages as f64 / total.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / messages as f64,
+    )
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// `--compare-rollups`: alternating runs with rollups on and off; the medians.
+async fn compare_rollups(
+    http: &reqwest::Client,
+    received: &Received,
+    hook_url: &str,
+    runs: u64,
+    messages: u64,
+    clients: u64,
+) {
+    let (mut on_rate, mut on_cpu, mut off_rate, mut off_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        // Alternate which goes first, so a drift of the machine's load favours neither.
+        let order = if run % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for rollups in order {
+            let (rate, cpu) =
+                throughput_run(http, received, hook_url, rollups, messages, clients).await;
+            say(&format!(
+                "run {}: rollups {}: {rate:.0} msg/s end to end, relay {cpu:.1} µs/msg",
+                run + 1,
+                if rollups { "on " } else { "off" }
+            ));
+            if rollups {
+                on_rate.push(rate);
+                on_cpu.push(cpu);
+            } else {
+                off_rate.push(rate);
+                off_cpu.push(cpu);
+            }
+        }
+    }
+    let (on_rate, off_rate) = (median(&mut on_rate), median(&mut off_rate));
+    let (on_cpu, off_cpu) = (median(&mut on_cpu), median(&mut off_cpu));
+    say(&format!(
+        "median of {runs}: rollups on {on_rate:.0} msg/s, {on_cpu:.1} µs/msg; off {off_rate:.0} msg/s, {off_cpu:.1} µs/msg; throughput {:+.1} %, relay CPU per message {:+.1} %",
+        (on_rate / off_rate - 1.0) * 100.0,
+        (on_cpu / off_cpu - 1.0) * 100.0
+    ));
 }
 
 #[tokio::main]
@@ -188,6 +287,7 @@ async fn main() {
         rate,
         seconds,
         queued,
+        compare_rollups: compare,
     } = Args::parse();
 
     let received = Arc::new(Received::default());
@@ -206,8 +306,17 @@ async fn main() {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    if let Some(runs) = compare {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(128)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        compare_rollups(&http, &received, &hook_url, runs, messages, clients).await;
+        return;
+    }
+
     let dir = tempfile_dir();
-    let relay = start_relay(&dir, &hook_url);
+    let relay = start_relay(&dir, &hook_url, true);
     let pid = relay.child.id();
     tokio::time::sleep(Duration::from_secs(2)).await;
     say(&format!(
@@ -315,7 +424,12 @@ async fn main() {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ferrule-bench-{}", std::process::id()));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ferrule-bench-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     dir
 }

@@ -1,6 +1,6 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
 //! `messages list | show | replay | cancel`, `dlq list | replay | purge`,
-//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `audit`.
+//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `audit`, `stats`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
 //! holds its lock file). They find the relay at `--server`, else `FERRULE_SERVER`, else the
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand, DlqFilter,
-    MessagesCommand, PageArgs, RunsCommand, SendArgs, StatusArgs, console, render,
+    MessagesCommand, PageArgs, RunsCommand, SendArgs, StatsArgs, StatusArgs, console, render,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -654,6 +654,30 @@ pub async fn audit(client: &Client, args: AuditArgs) -> Result<(), Error> {
         note.push_str(&format!("; the next page: --cursor {next}"));
     }
     console::err(&note);
+    Ok(())
+}
+
+/// `ferrule stats`.
+pub async fn stats(client: &Client, args: StatsArgs) -> Result<(), Error> {
+    if crate::rollups::parse_window(&args.window).is_none() {
+        return Err(Error::Client(format!(
+            "--window `{}` must be a number and a unit: 1-999m, 1-999h or 1-99d (e.g. 1h, 24h, 7d)",
+            args.window
+        )));
+    }
+    let mut query = vec![("window", args.window)];
+    if let Some(destination) = args.destination {
+        query.push(("destination", destination));
+    }
+    if let Some(route) = args.route {
+        query.push(("route", route));
+    }
+    let answer = client.get("/v1/stats", &query).await?;
+    if args.json {
+        print_json(&answer);
+    } else {
+        console::out(&render::stats(&answer));
+    }
     Ok(())
 }
 

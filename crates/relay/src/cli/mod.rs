@@ -1,7 +1,7 @@
 //! The command line: its arguments (`serve`, `send`, `status`, `messages
 //! list|show|replay|cancel`, `dlq list|replay|purge`, `breakers
 //! list|reset|force-open|disable`, `migrate`, `config check`, `token create|list|revoke`,
-//! `destinations list|pause|resume`, `audit`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
+//! `destinations list|pause|resume`, `audit`, `stats`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
 //! talks to a running relay over its HTTP API, [`token`] to the store and [`telegram`] to the
 //! Bot API straight from the configuration, `console` is how they talk to the person at the
 //! terminal, and `render` turns the API's JSON into what they print for people.
@@ -101,6 +101,8 @@ pub enum Command {
     },
     /// The audit log of operator actions, newest first.
     Audit(AuditArgs),
+    /// Deliveries and runs over a window, from the relay's per-minute rollups.
+    Stats(StatsArgs),
     /// A Telegram bot's webhook, set at Telegram from the configuration (no running relay).
     Telegram {
         /// What to do.
@@ -383,6 +385,23 @@ pub struct AuditArgs {
     /// Which page.
     #[command(flatten)]
     pub page: PageArgs,
+}
+
+/// `ferrule stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// How far back: 1-999m, 1-999h or 1-99d.
+    #[arg(long, default_value = "24h", value_name = "WINDOW")]
+    pub window: String,
+    /// Only this destination's deliveries and failures.
+    #[arg(long, short = 'd')]
+    pub destination: Option<String>,
+    /// Only this route's runs.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ferrule config …`.

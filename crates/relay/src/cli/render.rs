@@ -499,6 +499,115 @@ pub(crate) fn run(detail: &Value) -> String {
     out
 }
 
+/// A rate as a percentage with one decimal, or `-`.
+fn percent(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// Milliseconds or `-`.
+fn millis_or_dash(value: &Value) -> String {
+    value.as_u64().map_or("-".to_owned(), millis)
+}
+
+/// `ferrule stats`: the totals, the latencies, the top failures and the series by hour.
+pub(crate) fn stats(s: &Value) -> String {
+    let d = &s["deliveries"];
+    let scope = match (s["destination"].as_str(), s["route"].as_str()) {
+        (Some(d), Some(r)) => format!("destination {d}, route {r}"),
+        (Some(d), None) => format!("destination {d}"),
+        (None, Some(r)) => format!("every destination, route {r}"),
+        (None, None) => "every destination".to_owned(),
+    };
+    let mut out = vec![format!(
+        "last {} ({} to {}), {scope}",
+        text(&s["window"]),
+        time(&s["from"]),
+        time(&s["to"])
+    )];
+    let per_message = s["attempts_per_message"]
+        .as_f64()
+        .map_or("-".to_owned(), |a| format!("{a:.2}"));
+    out.push(table(
+        None,
+        vec![
+            vec!["success rate".into(), percent(&s["success_rate"])],
+            vec!["delivered".into(), text(&d["delivered"])],
+            vec!["retried".into(), text(&d["retried"])],
+            vec!["failed (permanent)".into(), text(&d["failed"])],
+            vec!["dead-lettered".into(), text(&d["dead_lettered"])],
+            vec!["attempts per message".into(), per_message],
+            vec![
+                "submit to delivered".into(),
+                format!(
+                    "mean {}, p50 {}, p95 {}",
+                    millis_or_dash(&s["delivery_ms"]["mean"]),
+                    millis_or_dash(&s["delivery_ms"]["p50"]),
+                    millis_or_dash(&s["delivery_ms"]["p95"])
+                ),
+            ],
+            vec![
+                "attempt".into(),
+                format!(
+                    "mean {}, p50 {}, p95 {}",
+                    millis_or_dash(&s["attempt_ms"]["mean"]),
+                    millis_or_dash(&s["attempt_ms"]["p50"]),
+                    millis_or_dash(&s["attempt_ms"]["p95"])
+                ),
+            ],
+            vec![
+                "runs".into(),
+                format!(
+                    "{} started, {} completed, {} failed, {} expired",
+                    text(&s["runs"]["started"]),
+                    text(&s["runs"]["completed"]),
+                    text(&s["runs"]["failed"]),
+                    text(&s["runs"]["expired"])
+                ),
+            ],
+        ],
+    ));
+    let failures = s["top_failures"].as_array().map_or(&[][..], Vec::as_slice);
+    if !failures.is_empty() {
+        out.push(String::new());
+        out.push(table(
+            Some(&["FAILURE", "COUNT", "DEAD-LETTERED", "LAST"]),
+            failures
+                .iter()
+                .map(|f| {
+                    vec![
+                        text(&f["reason"]),
+                        text(&f["count"]),
+                        text(&f["dead_lettered"]),
+                        time(&f["last_at"]),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    let series = s["series"].as_array().map_or(&[][..], Vec::as_slice);
+    if !series.is_empty() {
+        out.push(String::new());
+        out.push(table(
+            Some(&["FROM", "DELIVERED", "RETRIED", "DEAD-LETTERED", "SUCCESS"]),
+            series
+                .iter()
+                .map(|p| {
+                    vec![
+                        time(&p["start"]),
+                        text(&p["delivered"]),
+                        text(&p["retried"]),
+                        text(&p["dead_lettered"]),
+                        percent(&p["success_rate"]),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    out.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

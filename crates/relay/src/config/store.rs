@@ -26,6 +26,17 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// Whether a dead message blocks later ones with its ordering key (`skip` or `block`).
     pub fifo_dead_letter_policy: DeadLetterPolicy,
+    /// How long the per-minute rollups behind `GET /v1/stats` and `ferrule stats` are kept
+    /// (default 14 days); `"0"` turns rollups off: nothing is recorded or written.
+    #[serde(with = "humantime_serde")]
+    pub rollup_retention: Duration,
+}
+
+impl StoreConfig {
+    /// Whether the relay records rollups (`rollup_retention` is not zero).
+    pub fn rollups(&self) -> bool {
+        !self.rollup_retention.is_zero()
+    }
 }
 
 impl Default for StoreConfig {
@@ -36,6 +47,7 @@ impl Default for StoreConfig {
             idempotency_window: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(7 * 24 * 3600),
             fifo_dead_letter_policy: DeadLetterPolicy::Skip,
+            rollup_retention: Duration::from_secs(14 * 24 * 3600),
         }
     }
 }

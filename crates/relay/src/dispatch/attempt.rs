@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alert;
 use crate::destination::{Destination, Override, OverrideState, overrides};
+use crate::rollups::reason_of;
 use crate::state::{AppState, Counters};
 use crate::telemetry::prometheus::{
     ATTEMPT_DURATION, DEAD_LETTERS, DEFER_REASONS, DEFERRED, DELIVERIES, DELIVERY_LATENCY, RETRIES,
@@ -460,9 +461,13 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
                 record(&state, || state.store.complete(&lease, report.clone())).await
             };
             if completed.is_ok() {
-                let waited = clock.system_now().duration_since(message.created_at);
+                let now = clock.system_now();
+                let waited = now.duration_since(message.created_at).unwrap_or_default();
                 metrics::histogram!(DELIVERY_LATENCY.name, "destination" => dest.name.clone())
-                    .record(waited.unwrap_or_default().as_secs_f64());
+                    .record(waited.as_secs_f64());
+                state
+                    .rollups
+                    .delivered(now, &dest.name, result.duration, waited);
             }
             report_store(&state, completed);
         }
@@ -660,6 +665,12 @@ async fn failed(
             .await;
             if rescheduled.is_ok() {
                 state.wakeups.at(now + delay);
+                state.rollups.retried(
+                    now,
+                    &dest.name,
+                    report.duration.unwrap_or_default(),
+                    &reason_of(report.code.as_deref(), report.detail.as_deref()),
+                );
             }
             report_store(state, rescheduled);
         }
@@ -667,11 +678,22 @@ async fn failed(
             Counters::bump(&state.counters.dead);
             metrics::counter!(DEAD_LETTERS.name, "destination" => dest.name.clone()).increment(1);
             let detail = report.detail.clone().unwrap_or_default();
+            let why = reason_of(report.code.as_deref(), report.detail.as_deref());
+            let permanent = outcome == Outcome::Permanent;
+            let attempt = report.duration.unwrap_or_default();
             let report = report.detail(format!("{reason}: {detail}"));
             tracing::warn!(message_id = %lease.id, destination = %dest.name, attempts = message.attempts, %reason, detail, "message dead-lettered");
             super::answer::reply(state, dest, message, "dead", answer.as_ref()).await;
-            let dead = record(state, || end_dead(state, lease, message, report.clone()));
-            report_store(state, Box::pin(dead).await);
+            let dead = Box::pin(record(state, || {
+                end_dead(state, lease, message, report.clone())
+            }))
+            .await;
+            if dead.is_ok() {
+                state
+                    .rollups
+                    .dead_lettered(now, &dest.name, attempt, permanent, &why);
+            }
+            report_store(state, dead);
         }
     }
 }

@@ -444,6 +444,9 @@ pub fn applied(state: &AppState, route: &str, finished: Option<RunStatus>, advan
     }
     if let Some(status) = finished {
         count_finished(route, status);
+        state
+            .rollups
+            .run_finished(state.clock.system_now(), route, status);
     }
 }
 

@@ -82,6 +82,7 @@ pub async fn start(
     let started = state.store.start_run(new, decision.change).await?;
     if let Started::Created(advanced) = &started {
         metrics::counter!(RUNS_STARTED.name, "route" => route.config.name.clone()).increment(1);
+        state.rollups.run_started(now, &route.config.name);
         applied(state, &route.config.name, decision.finished, advanced);
     }
     Ok(started)
