@@ -18,6 +18,7 @@ mod secret;
 mod server;
 mod store;
 mod telegram_inbound;
+mod ui;
 #[cfg(test)]
 mod tests;
 
@@ -53,12 +54,13 @@ pub use self::routes::{
 pub use self::secret::{Secret, SecretDigest, redact_url};
 pub use self::server::ServerConfig;
 pub use self::store::StoreConfig;
+pub use self::ui::UiConfig;
 pub use self::telegram_inbound::{
     InboundConfig, InboundMode, ResolvedInbound, SecretToken, check_secret_token,
 };
 
 /// The top-level sections an environment variable may address (`FERRULE_<SECTION>__…`).
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "server",
     "store",
     "auth",
@@ -67,6 +69,7 @@ const SECTIONS: [&str; 8] = [
     "defaults",
     "inbound",
     "alerts",
+    "ui",
 ];
 
 /// The whole relay configuration.
@@ -97,6 +100,8 @@ pub struct Config {
     /// `[[routes]]`: multi-step workflows started by inbound events (`docs/ROUTES.md`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// `[ui]`: the dashboard's sessions and bulk jobs.
+    pub ui: UiConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -205,6 +210,7 @@ impl Config {
             }
         }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        self.ui.validate()?;
         positive("server.max_queue_depth", self.server.max_queue_depth)?;
         positive("server.max_scheduled", self.server.max_scheduled)?;
         let url = self.store.url.expose("store.url")?;
