@@ -30,3 +30,4 @@ mod support;
 mod systemd;
 mod telegram;
 mod tokens;
+mod ui;
