@@ -89,7 +89,7 @@ async fn live(state: &AppState, range_name: &str) -> Live {
         .as_ref()
         .and_then(|d| d.oldest_due_at)
         .map(|at| age(now.duration_since(at).unwrap_or_default()))
-        .unwrap_or_else(|| "none queued".into());
+        .unwrap_or_else(|| "—".into());
     let mut dependencies = Vec::new();
     let store = &status["dependencies"]["store"];
     dependencies.push(Dependency {
