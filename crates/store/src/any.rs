@@ -8,6 +8,7 @@ use crate::options::StoreOptions;
 use crate::pause::Paused;
 #[cfg(feature = "postgres")]
 use crate::postgres::PgStore;
+use crate::rollup::{ReasonCount, RollupBatch, Series, SeriesQuery};
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -289,6 +290,28 @@ impl Store for AnyStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         dispatch!(self, s => s.paused_destinations().await)
+    }
+
+    async fn add_rollups(&self, batch: &RollupBatch) -> Result<()> {
+        dispatch!(self, s => s.add_rollups(batch).await)
+    }
+
+    async fn rollup_series(&self, query: &SeriesQuery) -> Result<Series> {
+        dispatch!(self, s => s.rollup_series(query).await)
+    }
+
+    async fn rollup_reasons(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ReasonCount>> {
+        dispatch!(self, s => s.rollup_reasons(from, to, destination, limit).await)
+    }
+
+    async fn prune_rollups(&self, older_than: Duration) -> Result<u64> {
+        dispatch!(self, s => s.prune_rollups(older_than).await)
     }
 }
 

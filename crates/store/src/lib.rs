@@ -22,6 +22,7 @@ pub mod options;
 pub mod pause;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod rollup;
 pub mod run;
 pub mod sqlite;
 mod store;
@@ -35,6 +36,10 @@ pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
 pub use pause::Paused;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore};
+pub use rollup::{
+    DeliveryCounts, Histogram, ReasonCount, RollupBatch, RunCounts, RunOutcome, Series,
+    SeriesPoint, SeriesQuery,
+};
 pub use run::{
     Advance, Advanced, CloseWait, FailureReason, FinishedCounts, NewRun, NewWait, Run, RunChange,
     RunConflict, RunDetail, RunEvent, RunEventKind, RunFilter, RunId, RunMessage, RunPage,

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::Result;
 use crate::pause::Paused;
+use crate::rollup::{ReasonCount, RollupBatch, Series, SeriesQuery};
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -377,4 +378,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every paused destination, by name.
     fn paused_destinations(&self) -> impl Future<Output = Result<Vec<Paused>>> + Send;
+
+    /// Adds `batch` into the per-minute rollup rows, in one transaction: every counter is
+    /// added to what the row holds (several processes sharing the store sum up), the last
+    /// time of a reason is the later of the two. An empty batch writes nothing. See
+    /// [`rollup`](crate::rollup).
+    fn add_rollups(&self, batch: &RollupBatch) -> impl Future<Output = Result<()>> + Send;
+
+    /// The rollups from `query.from` to `query.to`, summed into points of `query.step`
+    /// (aligned on `from`'s minute), one point per step including empty ones. Refuses a step
+    /// that is not a whole number of minutes, an empty range, or more than
+    /// [`MAX_POINTS`](crate::rollup::MAX_POINTS) points, naming the field.
+    fn rollup_series(&self, query: &SeriesQuery) -> impl Future<Output = Result<Series>> + Send;
+
+    /// The most frequent failure reasons from `from` to `to` (whole minutes, as
+    /// [`rollup_series`](Self::rollup_series)), of `destination` or of every destination,
+    /// most frequent first, at most `limit` (1..=1000).
+    fn rollup_reasons(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ReasonCount>>> + Send;
+
+    /// Retention: deletes rollup minutes that started more than `older_than` ago; returns how
+    /// many rows.
+    fn prune_rollups(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 }

@@ -205,6 +205,74 @@ CREATE TABLE paused_destinations (
 "#,
     // 9: the answer of a queued call to an `http` destination, kept with its message.
     "ALTER TABLE messages ADD COLUMN response jsonb",
+    // 10: per-minute rollups, as on SQLite.
+    r#"
+CREATE TABLE rollup_destinations (
+    destination text NOT NULL,
+    minute      bigint NOT NULL,
+    delivered bigint NOT NULL DEFAULT 0,
+    retried bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    dead_lettered bigint NOT NULL DEFAULT 0,
+    attempts bigint NOT NULL DEFAULT 0,
+    attempt_ms_sum bigint NOT NULL DEFAULT 0,
+    a0 bigint NOT NULL DEFAULT 0,
+    a1 bigint NOT NULL DEFAULT 0,
+    a2 bigint NOT NULL DEFAULT 0,
+    a3 bigint NOT NULL DEFAULT 0,
+    a4 bigint NOT NULL DEFAULT 0,
+    a5 bigint NOT NULL DEFAULT 0,
+    a6 bigint NOT NULL DEFAULT 0,
+    a7 bigint NOT NULL DEFAULT 0,
+    a8 bigint NOT NULL DEFAULT 0,
+    a9 bigint NOT NULL DEFAULT 0,
+    a10 bigint NOT NULL DEFAULT 0,
+    a11 bigint NOT NULL DEFAULT 0,
+    a12 bigint NOT NULL DEFAULT 0,
+    a13 bigint NOT NULL DEFAULT 0,
+    a14 bigint NOT NULL DEFAULT 0,
+    a15 bigint NOT NULL DEFAULT 0,
+    delivery_ms_sum bigint NOT NULL DEFAULT 0,
+    d0 bigint NOT NULL DEFAULT 0,
+    d1 bigint NOT NULL DEFAULT 0,
+    d2 bigint NOT NULL DEFAULT 0,
+    d3 bigint NOT NULL DEFAULT 0,
+    d4 bigint NOT NULL DEFAULT 0,
+    d5 bigint NOT NULL DEFAULT 0,
+    d6 bigint NOT NULL DEFAULT 0,
+    d7 bigint NOT NULL DEFAULT 0,
+    d8 bigint NOT NULL DEFAULT 0,
+    d9 bigint NOT NULL DEFAULT 0,
+    d10 bigint NOT NULL DEFAULT 0,
+    d11 bigint NOT NULL DEFAULT 0,
+    d12 bigint NOT NULL DEFAULT 0,
+    d13 bigint NOT NULL DEFAULT 0,
+    d14 bigint NOT NULL DEFAULT 0,
+    d15 bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (destination, minute)
+);
+CREATE INDEX rollup_destinations_minute ON rollup_destinations (minute);
+CREATE TABLE rollup_routes (
+    route     text NOT NULL,
+    minute    bigint NOT NULL,
+    started   bigint NOT NULL DEFAULT 0,
+    completed bigint NOT NULL DEFAULT 0,
+    failed    bigint NOT NULL DEFAULT 0,
+    expired   bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (route, minute)
+);
+CREATE INDEX rollup_routes_minute ON rollup_routes (minute);
+CREATE TABLE rollup_reasons (
+    destination   text NOT NULL,
+    reason        text NOT NULL,
+    minute        bigint NOT NULL,
+    count         bigint NOT NULL DEFAULT 0,
+    dead_lettered bigint NOT NULL DEFAULT 0,
+    last_at       bigint NOT NULL,
+    PRIMARY KEY (destination, reason, minute)
+);
+CREATE INDEX rollup_reasons_minute ON rollup_reasons (minute);
+"#,
 ];
 
 /// The schema version this binary writes.

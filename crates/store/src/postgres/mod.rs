@@ -16,6 +16,7 @@ mod listen;
 mod migrate;
 mod options;
 mod pause;
+mod rollup;
 mod row;
 mod runs;
 mod writer;
@@ -35,6 +36,7 @@ use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::options::{DeadLetterPolicy, StoreOptions};
 use crate::pause::Paused;
+use crate::rollup::{ReasonCount, RollupBatch, Series, SeriesQuery};
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -1263,6 +1265,28 @@ impl Store for PgStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         self.select_paused().await
+    }
+
+    async fn add_rollups(&self, batch: &RollupBatch) -> Result<()> {
+        self.insert_rollups(batch).await
+    }
+
+    async fn rollup_series(&self, query: &SeriesQuery) -> Result<Series> {
+        self.select_series(query).await
+    }
+
+    async fn rollup_reasons(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ReasonCount>> {
+        self.select_reasons(from, to, destination, limit).await
+    }
+
+    async fn prune_rollups(&self, older_than: Duration) -> Result<u64> {
+        self.delete_rollups(older_than).await
     }
 }
 

@@ -228,6 +228,78 @@ const MIGRATIONS: &[&str] = &[
     // 9: the answer of a queued call to an `http` destination (JSON: status, headers, body,
     // truncated), kept with its message.
     "ALTER TABLE messages ADD COLUMN response TEXT;",
+    // 10: per-minute rollups (see `rollup.rs`): delivery counts and latency histograms per
+    // destination (`a0..a15` attempt latency, `d0..d15` submit to delivered, buckets of
+    // `BUCKET_BOUNDS_MS`), run counts per route, failure reasons per destination. The relay
+    // adds into these rows in batches; `*_minute` serve retention and range reads over every
+    // destination or route.
+    "
+    CREATE TABLE rollup_destinations (
+        destination TEXT    NOT NULL,
+        minute      INTEGER NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        retried INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        dead_lettered INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        attempt_ms_sum INTEGER NOT NULL DEFAULT 0,
+        a0 INTEGER NOT NULL DEFAULT 0,
+        a1 INTEGER NOT NULL DEFAULT 0,
+        a2 INTEGER NOT NULL DEFAULT 0,
+        a3 INTEGER NOT NULL DEFAULT 0,
+        a4 INTEGER NOT NULL DEFAULT 0,
+        a5 INTEGER NOT NULL DEFAULT 0,
+        a6 INTEGER NOT NULL DEFAULT 0,
+        a7 INTEGER NOT NULL DEFAULT 0,
+        a8 INTEGER NOT NULL DEFAULT 0,
+        a9 INTEGER NOT NULL DEFAULT 0,
+        a10 INTEGER NOT NULL DEFAULT 0,
+        a11 INTEGER NOT NULL DEFAULT 0,
+        a12 INTEGER NOT NULL DEFAULT 0,
+        a13 INTEGER NOT NULL DEFAULT 0,
+        a14 INTEGER NOT NULL DEFAULT 0,
+        a15 INTEGER NOT NULL DEFAULT 0,
+        delivery_ms_sum INTEGER NOT NULL DEFAULT 0,
+        d0 INTEGER NOT NULL DEFAULT 0,
+        d1 INTEGER NOT NULL DEFAULT 0,
+        d2 INTEGER NOT NULL DEFAULT 0,
+        d3 INTEGER NOT NULL DEFAULT 0,
+        d4 INTEGER NOT NULL DEFAULT 0,
+        d5 INTEGER NOT NULL DEFAULT 0,
+        d6 INTEGER NOT NULL DEFAULT 0,
+        d7 INTEGER NOT NULL DEFAULT 0,
+        d8 INTEGER NOT NULL DEFAULT 0,
+        d9 INTEGER NOT NULL DEFAULT 0,
+        d10 INTEGER NOT NULL DEFAULT 0,
+        d11 INTEGER NOT NULL DEFAULT 0,
+        d12 INTEGER NOT NULL DEFAULT 0,
+        d13 INTEGER NOT NULL DEFAULT 0,
+        d14 INTEGER NOT NULL DEFAULT 0,
+        d15 INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (destination, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollup_destinations_minute ON rollup_destinations (minute);
+    CREATE TABLE rollup_routes (
+        route     TEXT    NOT NULL,
+        minute    INTEGER NOT NULL,
+        started   INTEGER NOT NULL DEFAULT 0,
+        completed INTEGER NOT NULL DEFAULT 0,
+        failed    INTEGER NOT NULL DEFAULT 0,
+        expired   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (route, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollup_routes_minute ON rollup_routes (minute);
+    CREATE TABLE rollup_reasons (
+        destination   TEXT    NOT NULL,
+        reason        TEXT    NOT NULL,
+        minute        INTEGER NOT NULL,
+        count         INTEGER NOT NULL DEFAULT 0,
+        dead_lettered INTEGER NOT NULL DEFAULT 0,
+        last_at       INTEGER NOT NULL,
+        PRIMARY KEY (destination, reason, minute)
+    ) WITHOUT ROWID;
+    CREATE INDEX rollup_reasons_minute ON rollup_reasons (minute);
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -49,6 +49,7 @@ mod ops;
 mod options;
 mod pause;
 mod reads;
+mod rollup;
 mod rows;
 mod runs;
 mod writer;
@@ -68,6 +69,7 @@ use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
 use crate::pause::Paused;
+use crate::rollup::{ReasonCount, RollupBatch, Series, SeriesQuery};
 use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
@@ -736,5 +738,56 @@ impl Store for SqliteStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         self.inner.readers.with(pause::list).await
+    }
+
+    async fn add_rollups(&self, batch: &RollupBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let batch = Arc::new(batch.clone());
+        self.inner
+            .writer
+            .submit(move |conn, _| rollup::add(conn, &batch))
+            .await
+    }
+
+    async fn rollup_series(&self, query: &SeriesQuery) -> Result<Series> {
+        let bounds = query.bounds()?;
+        let (from, to, step, _) = bounds;
+        let (destination, route) = (query.destination.clone(), query.route.clone());
+        let (deliveries, runs) = self
+            .inner
+            .readers
+            .with(move |conn| {
+                Ok((
+                    rollup::deliveries(conn, (from, to, step), destination.as_deref())?,
+                    rollup::runs(conn, (from, to, step), route.as_deref())?,
+                ))
+            })
+            .await?;
+        Ok(crate::rollup::dense(bounds, query.step, deliveries, runs))
+    }
+
+    async fn rollup_reasons(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+        destination: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ReasonCount>> {
+        let range = crate::rollup::reason_bounds(from, to, destination, limit)?;
+        let destination = destination.map(str::to_owned);
+        self.inner
+            .readers
+            .with(move |conn| rollup::reasons(conn, range, destination.as_deref(), limit))
+            .await
+    }
+
+    async fn prune_rollups(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        self.inner
+            .writer
+            .submit(move |conn, _| rollup::prune(conn, cutoff))
+            .await
     }
 }

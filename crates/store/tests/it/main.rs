@@ -7,6 +7,7 @@ mod crash;
 mod pause;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rollup;
 mod runs;
 mod search;
 mod sqlite;

@@ -42,6 +42,7 @@ crate::conformance_tests!(crate::postgres::Postgres);
 crate::run_conformance_tests!(crate::postgres::Postgres);
 crate::audit_conformance_tests!(crate::postgres::Postgres);
 crate::pause_conformance_tests!(crate::postgres::Postgres);
+crate::rollup_conformance_tests!(crate::postgres::Postgres);
 crate::search_conformance_tests!(crate::postgres::Postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1208,4 +1209,67 @@ async fn a_press_and_the_timer_in_other_stores_close_a_wait_once() {
 #[ignore = "a measurement: run with --ignored --nocapture"]
 async fn run_transition_latency() {
     crate::runs::print_transition_latency::<Postgres>("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_flushes_from_two_instances_add_up() {
+    // Two relays share one database: each flushes its own batches of the same minutes, at the
+    // same time; every count lands, none overwrites another.
+    use ferrule_store::RollupBatch;
+    use ferrule_store::rollup::MINUTE;
+    let schema = TestSchema::new();
+    let open = || async {
+        PgStore::open(&schema.url(), StoreOptions::default())
+            .await
+            .unwrap()
+    };
+    let (a, b) = (open().await, open().await);
+    let start = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let batch = |n: u64| {
+        let mut batch = RollupBatch::new();
+        for i in 0..n {
+            let at = start + Duration::from_secs(i % 120);
+            batch.delivered(
+                at,
+                "hook",
+                Duration::from_millis(i),
+                Duration::from_millis(i),
+            );
+            batch.retried(at, "mail", Duration::from_millis(1), "status 503");
+            batch.run(at, "pr", ferrule_store::RunOutcome::Started);
+        }
+        batch
+    };
+    let flushes = |store: PgStore| {
+        let batch = batch(10);
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                store.add_rollups(&batch).await.unwrap();
+            }
+        })
+    };
+    let (x, y) = (flushes(a.clone()), flushes(b.clone()));
+    x.await.unwrap();
+    y.await.unwrap();
+    let series = a
+        .rollup_series(&ferrule_store::SeriesQuery::new(
+            start,
+            start + 2 * MINUTE,
+            2 * MINUTE,
+        ))
+        .await
+        .unwrap();
+    let (d, r) = series.totals();
+    assert_eq!(d.delivered, 2 * 20 * 10);
+    assert_eq!(d.retried, 2 * 20 * 10);
+    assert_eq!(d.delivery_latency.count(), 400);
+    assert_eq!(r.started, 400);
+    let reasons = b
+        .rollup_reasons(start, start + 2 * MINUTE, Some("mail"), 5)
+        .await
+        .unwrap();
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(reasons[0].count, 400);
+    a.close().await;
+    b.close().await;
 }
