@@ -397,3 +397,43 @@ async fn assets_are_embedded_with_an_etag_and_a_long_cache_lifetime() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_charts_and_destination_figures_are_drawn_from_the_rollups() {
+    use ferrule_store::{RollupBatch, Store};
+    let receiver = Receiver::start().await;
+    let relay = relay(&receiver).await;
+    let state = &relay.running.as_ref().unwrap().state;
+    let now = std::time::SystemTime::now();
+    let mut batch = RollupBatch::new();
+    for i in 0..9u64 {
+        let at = now - Duration::from_secs(60 * i);
+        batch.delivered(at, "hooks", Duration::from_millis(20 + i), Duration::from_millis(50));
+    }
+    batch.retried(now, "hooks", Duration::from_millis(900), "status 503");
+    batch.dead_lettered(now, "hooks", Duration::from_millis(900), true, "status 400");
+    state.store.add_rollups(&batch).await.unwrap();
+    let (browser, _) = Browser::sign_in(&relay, TOKEN, &[]).await;
+    for range in ["1h", "24h", "7d"] {
+        let (status, html) = browser.get(&format!("/ui?range={range}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("<svg"), "{range}: {html}");
+        assert!(html.contains(r#"class="c-delivered""#), "{range}");
+        assert!(html.contains(r#"class="c-dead""#), "{range}");
+        assert!(html.contains("(11 in total"), "{range}: every outcome counted once");
+    }
+    // The live panel alone, as htmx asks for it.
+    let r = browser
+        .http
+        .get(format!("{}/ui?range=1h", relay.base))
+        .header(COOKIE, &browser.cookie)
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    let fragment = r.text().await.unwrap();
+    assert!(fragment.contains("<svg") && !fragment.contains("<html"), "{fragment}");
+    let (_, html) = browser.get("/ui/destinations").await;
+    assert!(html.contains("90.0 %"), "9 delivered of 10 ended: {html}");
+    assert!(html.contains("9 delivered, 11 attempts"), "{html}");
+}
