@@ -55,7 +55,10 @@ async fn the_dashboard_works_in_headless_chromium() {
             "FERRULE_UI_BROWSER_REQUIRED is set but chromium or chromedriver is missing \
              (apt-get install chromium chromium-driver)"
         );
-        eprintln!(
+        // A skipped test must say so where the developer looks.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED the dashboard's browser test: chromium and chromedriver are not installed \
              (apt-get install chromium chromium-driver; .ci/run installs them and never skips)"
         );
@@ -99,7 +102,13 @@ async fn api(base: &str, method: reqwest::Method, path: &str, body: Option<Value
 
 async fn wait_status(base: &str, id: &str, status: &str) {
     for _ in 0..200 {
-        let m = api(base, reqwest::Method::GET, &format!("/v1/messages/{id}"), None).await;
+        let m = api(
+            base,
+            reqwest::Method::GET,
+            &format!("/v1/messages/{id}"),
+            None,
+        )
+        .await;
         if m["status"] == status {
             return;
         }
@@ -150,7 +159,12 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .send_keys(token)
         .await
         .unwrap();
-    c.find(Locator::Css("#sign-in")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(c, "#overall", "", false).await;
     assert_eq!(c.current_url().await.unwrap().path(), "/ui");
 }
@@ -291,7 +305,8 @@ async fn drive(
     shots.take(c, "overview").await;
 
     // A delivered message, found with the filters.
-    c.goto(&format!("{base}/ui/messages?status=delivered")).await?;
+    c.goto(&format!("{base}/ui/messages?status=delivered"))
+        .await?;
     shots.take(c, "messages-delivered").await;
     c.find(Locator::LinkText(delivered)).await?.click().await?;
     wait_text(c, "h1", "delivered", false).await;
@@ -308,16 +323,26 @@ async fn drive(
     shots.take(c, "dead-letters").await;
     c.goto(&format!("{base}/ui/messages/{dead}")).await?;
     let payload = c.find(Locator::Css("#payload")).await?.text().await?;
-    assert!(payload.contains("<script>alert('x')</script>"), "shown as text: {payload}");
+    assert!(
+        payload.contains("<script>alert('x')</script>"),
+        "shown as text: {payload}"
+    );
     let scripts = c
-        .execute("return document.querySelectorAll('#payload script').length", vec![])
+        .execute(
+            "return document.querySelectorAll('#payload script').length",
+            vec![],
+        )
         .await?;
     assert_eq!(scripts, json!(0), "the payload's script is not an element");
     shots.take(c, "message-dead").await;
 
     // Bulk replay: preview, confirm, progress, delivered.
-    c.goto(&format!("{base}/ui/dead-letters?destination=hooks")).await?;
-    c.find(Locator::Css("#preview-replay")).await?.click().await?;
+    c.goto(&format!("{base}/ui/dead-letters?destination=hooks"))
+        .await?;
+    c.find(Locator::Css("#preview-replay"))
+        .await?
+        .click()
+        .await?;
     let count = wait_text(c, "#preview-count", "1 dead letter", false).await;
     assert!(count.contains("matches"), "{count}");
     shots.take(c, "bulk-preview").await;
@@ -346,7 +371,10 @@ async fn drive(
 
     // Phone width.
     c.set_window_size(390, 844).await?;
-    for (path, name) in [("/ui", "overview-phone"), ("/ui/messages", "messages-phone")] {
+    for (path, name) in [
+        ("/ui", "overview-phone"),
+        ("/ui/messages", "messages-phone"),
+    ] {
         c.goto(&format!("{base}{path}")).await?;
         shots.take(c, name).await;
     }
@@ -355,11 +383,18 @@ async fn drive(
 
     // A read-only token: no replay buttons, and the server refuses a forged form.
     sign_in(c, base, READ_ONLY).await;
-    c.goto(&format!("{base}/ui/dead-letters/preview?op=replay")).await?;
-    assert!(c.find(Locator::Css("#confirm")).await.is_err(), "no confirm button");
+    c.goto(&format!("{base}/ui/dead-letters/preview?op=replay"))
+        .await?;
+    assert!(
+        c.find(Locator::Css("#confirm")).await.is_err(),
+        "no confirm button"
+    );
     shots.take(c, "read-only-preview").await;
     c.goto(&format!("{base}/ui/messages/{delivered}")).await?;
-    assert!(c.find(Locator::Css("#replay")).await.is_err(), "no replay button");
+    assert!(
+        c.find(Locator::Css("#replay")).await.is_err(),
+        "no replay button"
+    );
     c.execute(
         "const csrf = document.querySelector('input[name=csrf]').value;
          const f = document.createElement('form');

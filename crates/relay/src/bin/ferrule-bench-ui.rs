@@ -34,6 +34,14 @@ struct Args {
     dir: Option<std::path::PathBuf>,
 }
 
+/// A line of the report, on stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn say(text: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{text}");
@@ -73,10 +81,20 @@ fn fill(db: &std::path::Path, n: u64) -> rusqlite::Result<()> {
                     "dead",
                     5,
                     created,
-                    Some(if i % 200 == 0 { "timeout after 10s" } else { "HTTP 503" }),
+                    Some(if i % 200 == 0 {
+                        "timeout after 10s"
+                    } else {
+                        "HTTP 503"
+                    }),
                     None,
                 ),
-                2 => ("retrying", 2, millis(now) + 86_400_000, Some("HTTP 502"), None),
+                2 => (
+                    "retrying",
+                    2,
+                    millis(now) + 86_400_000,
+                    Some("HTTP 502"),
+                    None,
+                ),
                 _ => ("delivered", 1, created, None, Some(created + 180)),
             };
             insert.execute(rusqlite::params![
@@ -147,8 +165,16 @@ async fn main() {
     let fresh = !db.exists();
     if fresh {
         // Opening the store creates its schema; then the rows go straight in.
-        drop(ferrule::server::open_store(&config, ferrule_policy::clock::system()).await.expect("the store opens"));
-        say(&format!("filling {} with {} messages…", db.display(), args.messages));
+        drop(
+            ferrule::server::open_store(&config, ferrule_policy::clock::system())
+                .await
+                .expect("the store opens"),
+        );
+        say(&format!(
+            "filling {} with {} messages…",
+            db.display(),
+            args.messages
+        ));
         let t = Instant::now();
         fill(&db, args.messages).expect("the store fills");
         say(&format!("filled in {:.1} s", t.elapsed().as_secs_f64()));
@@ -223,7 +249,11 @@ async fn main() {
     let mut deep = String::from("/ui/messages");
     for _ in 0..20 {
         let (_, _, html) = get(deep.clone()).await;
-        match html.split(r#"rel="next" id="next-page""#).next().and_then(|h| h.rsplit("href=\"").next()) {
+        match html
+            .split(r#"rel="next" id="next-page""#)
+            .next()
+            .and_then(|h| h.rsplit("href=\"").next())
+        {
             Some(href) if href.starts_with("/ui/messages?") => {
                 deep = href.split('"').next().unwrap().replace("&amp;", "&");
             }
@@ -238,27 +268,36 @@ async fn main() {
         ("messages, newest", "/ui/messages".into()),
         ("messages, 21st page (cursor)", deep.clone()),
         ("messages, status=dead", "/ui/messages?status=dead".into()),
-        ("messages, status=retrying", "/ui/messages?status=retrying".into()),
-        ("messages, destination", "/ui/messages?destination=hooks-b".into()),
+        (
+            "messages, status=retrying",
+            "/ui/messages?status=retrying".into(),
+        ),
+        (
+            "messages, destination",
+            "/ui/messages?destination=hooks-b".into(),
+        ),
         (
             "messages, status+destination+24 h",
             "/ui/messages?status=delivered&destination=hooks-c&range=24h".into(),
         ),
         ("messages, last hour", "/ui/messages?range=1h".into()),
-        (
-            "messages, since/until (a 2 h window)",
-            {
-                let now = SystemTime::now();
-                let since = ferrule::time::rfc3339(now - Duration::from_secs(5 * 86_400));
-                let until = ferrule::time::rfc3339(now - Duration::from_secs(5 * 86_400 - 7200));
-                format!("/ui/messages?since={since}&until={until}")
-            },
-        ),
+        ("messages, since/until (a 2 h window)", {
+            let now = SystemTime::now();
+            let since = ferrule::time::rfc3339(now - Duration::from_secs(5 * 86_400));
+            let until = ferrule::time::rfc3339(now - Duration::from_secs(5 * 86_400 - 7200));
+            format!("/ui/messages?since={since}&until={until}")
+        }),
         (
             "messages, idempotency key",
-            format!("/ui/messages?idempotency_key=key-{}", args.messages / 2 / 10 * 10),
+            format!(
+                "/ui/messages?idempotency_key=key-{}",
+                args.messages / 2 / 10 * 10
+            ),
         ),
-        ("messages, ordering key", "/ui/messages?ordering_key=order-4242".into()),
+        (
+            "messages, ordering key",
+            "/ui/messages?ordering_key=order-4242".into(),
+        ),
         (
             "messages, payload text (24 h)",
             "/ui/messages?payload_contains=cust-4242%22&range=24h".into(),
@@ -269,7 +308,10 @@ async fn main() {
             "dead letters, destination+24 h",
             "/ui/dead-letters?destination=hooks-a&range=24h".into(),
         ),
-        ("dead letters, error text", "/ui/dead-letters?error_contains=timeout".into()),
+        (
+            "dead letters, error text",
+            "/ui/dead-letters?error_contains=timeout".into(),
+        ),
         (
             "dead letters, payload text (24 h)",
             "/ui/dead-letters?payload_contains=cust-42&range=24h".into(),
@@ -287,8 +329,8 @@ async fn main() {
         ("alerts", "/ui/alerts".into()),
         ("audit", "/ui/audit".into()),
     ];
-    println!("| page | p50 ms | p95 ms | max ms | status |");
-    println!("| --- | ---: | ---: | ---: | --- |");
+    out!("| page | p50 ms | p95 ms | max ms | status |");
+    out!("| --- | ---: | ---: | ---: | --- |");
     let mut over = 0;
     for (name, path) in &pages {
         let mut times = Vec::with_capacity(args.rounds);
@@ -305,7 +347,7 @@ async fn main() {
         if p95 > Duration::from_millis(100) {
             over += 1;
         }
-        println!(
+        out!(
             "| {name} | {} | {} | {} | {} |",
             ms(percentile(&times, 50.0)),
             ms(p95),
@@ -313,7 +355,7 @@ async fn main() {
             status.as_u16()
         );
     }
-    println!(
+    out!(
         "\n{} messages; {} of {} pages over 100 ms at p95",
         args.messages,
         over,

@@ -18,9 +18,9 @@ mod secret;
 mod server;
 mod store;
 mod telegram_inbound;
-mod ui;
 #[cfg(test)]
 mod tests;
+mod ui;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -54,10 +54,10 @@ pub use self::routes::{
 pub use self::secret::{Secret, SecretDigest, redact_url};
 pub use self::server::ServerConfig;
 pub use self::store::StoreConfig;
-pub use self::ui::UiConfig;
 pub use self::telegram_inbound::{
     InboundConfig, InboundMode, ResolvedInbound, SecretToken, check_secret_token,
 };
+pub use self::ui::UiConfig;
 
 /// The top-level sections an environment variable may address (`FERRULE_<SECTION>__…`).
 const SECTIONS: [&str; 9] = [

@@ -98,7 +98,8 @@ struct PreviewPage {
 async fn matching(state: &AppState, form: &FilterForm) -> Result<(Filter, Vec<String>), UiError> {
     let mut form = form.clone();
     form.status.clear();
-    form.filter(state, Filter::status(Status::Dead), false).await
+    form.filter(state, Filter::status(Status::Dead), false)
+        .await
 }
 
 /// `GET /ui/dead-letters/preview?op=replay|purge&…`: how many dead letters the operation

@@ -218,8 +218,7 @@ pub(crate) async fn act(
     let reason = form.reason.filter(|r| !r.trim().is_empty());
     let flash = match action.as_str() {
         "reset" | "force-open" | "disable" => {
-            let mut q = ActionQuery::default();
-            q.reason = reason;
+            let q = ActionQuery { reason };
             let _ = breaker_action(
                 State(state),
                 caller,
@@ -230,9 +229,14 @@ pub(crate) async fn act(
             format!("{destination}: breaker {action} done.")
         }
         "pause" => {
-            let mut q = PauseQuery::default();
-            q.reason = reason;
-            let _ = pause(State(state), caller, ApiPath(destination.clone()), ApiQuery(q)).await?;
+            let q = PauseQuery { reason };
+            let _ = pause(
+                State(state),
+                caller,
+                ApiPath(destination.clone()),
+                ApiQuery(q),
+            )
+            .await?;
             format!("{destination} is paused: its messages stay queued.")
         }
         "resume" => {

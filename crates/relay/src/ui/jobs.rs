@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use askama::Template;
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::Extension;
 use ferrule_store::{Filter, ReplayTarget, Store};
 use serde_json::json;
 
@@ -162,8 +162,7 @@ async fn run(state: &AppState, job: &Job, filter: &Filter) -> Result<(), String>
         }
         touched += page.messages.len() as u64;
         // Messages of a run are retried with their run, not one by one.
-        let (ids, in_runs): (Vec<_>, Vec<_>) =
-            page.messages.iter().partition(|m| m.run.is_none());
+        let (ids, in_runs): (Vec<_>, Vec<_>) = page.messages.iter().partition(|m| m.run.is_none());
         job.skipped
             .fetch_add(in_runs.len() as u64, Ordering::AcqRel);
         let ids: Vec<_> = ids.into_iter().map(|m| m.id).collect();
@@ -245,7 +244,10 @@ pub(crate) async fn show(
     Path(id): Path<u64>,
 ) -> Result<Response, UiError> {
     let Some(job) = ui.jobs.get(id) else {
-        return Err(crate::api::ApiError::not_found(format!("no job {id} (jobs are kept in memory)")).into());
+        return Err(crate::api::ApiError::not_found(format!(
+            "no job {id} (jobs are kept in memory)"
+        ))
+        .into());
     };
     let progress = progress(&job);
     if is_htmx(&headers) {

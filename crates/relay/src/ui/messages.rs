@@ -2,9 +2,9 @@
 //! payload, escaped, every attempt, and replay or cancel).
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::Form;
 use ferrule_store::{Filter, Message, MessageId, Store};
 
 use super::filters::{FilterForm, RANGES};
@@ -119,7 +119,13 @@ pub(crate) async fn list(
         layout: Layout::new(&viewer, "Messages", "messages"),
         destinations: state.destinations.keys().cloned().collect(),
         statuses: vec![
-            "", "queued", "delivering", "retrying", "delivered", "dead", "cancelled",
+            "",
+            "queued",
+            "delivering",
+            "retrying",
+            "delivered",
+            "dead",
+            "cancelled",
         ],
         ranges: RANGES.to_vec(),
         form,
@@ -214,7 +220,11 @@ pub(crate) async fn show(
             String::new()
         },
         last_error: m.last_error.clone().unwrap_or_default(),
-        run: m.run.as_ref().map(|r| r.run.to_string()).unwrap_or_default(),
+        run: m
+            .run
+            .as_ref()
+            .map(|r| r.run.to_string())
+            .unwrap_or_default(),
         payload: pretty(&m.payload),
         response: detail.response.as_ref().map(pretty),
         events,

@@ -131,7 +131,11 @@ async fn live(state: &AppState, range_name: &str) -> Live {
     });
     if let Some(map) = status["dependencies"]["destinations"].as_object() {
         for (name, d) in map {
-            let paused = if d["paused"].is_null() { "" } else { " (paused)" };
+            let paused = if d["paused"].is_null() {
+                ""
+            } else {
+                " (paused)"
+            };
             dependencies.push(Dependency {
                 name: format!("{name}{paused}"),
                 kind: "destination",

@@ -101,12 +101,7 @@ pub(crate) async fn list(
     }
     render(&ListPage {
         layout: Layout::new(&viewer, "Runs", "runs"),
-        routes: state
-            .config
-            .routes
-            .iter()
-            .map(|r| r.name.clone())
-            .collect(),
+        routes: state.config.routes.iter().map(|r| r.name.clone()).collect(),
         show,
         route: q.route,
         rows,
@@ -264,5 +259,9 @@ pub(crate) async fn act(
             return Err(crate::api::ApiError::not_found(format!("no action `{action}`")).into());
         }
     };
-    Ok(done(&viewer, &format!("/ui/runs/{}", super::enc(&id)), flash))
+    Ok(done(
+        &viewer,
+        &format!("/ui/runs/{}", super::enc(&id)),
+        flash,
+    ))
 }

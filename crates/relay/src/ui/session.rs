@@ -21,7 +21,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::{UiError, Ui, render};
+use super::{Ui, UiError, render};
 use crate::auth::Role;
 use crate::state::AppState;
 
@@ -250,7 +250,13 @@ fn login_page(
     let mut response = (status, render(&page)).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(LOGIN_COOKIE, &csrf, "/ui/login", 3600, secure(state, headers)),
+        set_cookie(
+            LOGIN_COOKIE,
+            &csrf,
+            "/ui/login",
+            3600,
+            secure(state, headers),
+        ),
     );
     response
 }

@@ -69,9 +69,17 @@ struct Browser {
 }
 
 impl Browser {
-    async fn sign_in(relay: &TestRelay, token: &str, headers: &[(&str, &str)]) -> (Browser, String) {
+    async fn sign_in(
+        relay: &TestRelay,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> (Browser, String) {
         let http = client();
-        let page = http.get(format!("{}/ui/login", relay.base)).send().await.unwrap();
+        let page = http
+            .get(format!("{}/ui/login", relay.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(page.status(), StatusCode::OK);
         let login = set_cookie(&page, "ferrule_login").expect("a sign-in cookie");
         let login = login.split(';').next().unwrap().to_owned();
@@ -80,7 +88,11 @@ impl Browser {
             .post(format!("{}/ui/login", relay.base))
             .header(COOKIE, &login)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form(&[("token", token), ("csrf", &csrf), ("next", "/ui/destinations")]));
+            .body(form(&[
+                ("token", token),
+                ("csrf", &csrf),
+                ("next", "/ui/destinations"),
+            ]));
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
@@ -131,8 +143,17 @@ async fn pages_need_a_session_and_send_a_visitor_to_the_sign_in_page() {
     let receiver = Receiver::start().await;
     let relay = relay(&receiver).await;
     let http = client();
-    for path in ["/ui", "/ui/messages?status=dead", "/ui/dead-letters", "/ui/audit"] {
-        let r = http.get(format!("{}{path}", relay.base)).send().await.unwrap();
+    for path in [
+        "/ui",
+        "/ui/messages?status=dead",
+        "/ui/dead-letters",
+        "/ui/audit",
+    ] {
+        let r = http
+            .get(format!("{}{path}", relay.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
         let to = r.headers()[LOCATION].to_str().unwrap().to_owned();
         assert!(to.starts_with("/ui/login?next=%2Fui"), "{path} → {to}");
@@ -152,7 +173,12 @@ async fn pages_need_a_session_and_send_a_visitor_to_the_sign_in_page() {
         .send()
         .await
         .unwrap();
-    assert!(r.headers()["hx-redirect"].to_str().unwrap().starts_with("/ui/login"));
+    assert!(
+        r.headers()["hx-redirect"]
+            .to_str()
+            .unwrap()
+            .starts_with("/ui/login")
+    );
 }
 
 #[tokio::test]
@@ -165,8 +191,7 @@ async fn signing_in_sets_a_strict_http_only_expiring_cookie_and_every_page_answe
     assert!(cookie.contains("Max-Age=43200"), "{cookie}");
     assert!(cookie.contains("Path=/ui"), "{cookie}");
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
-    let (_, behind_tls) =
-        Browser::sign_in(&relay, TOKEN, &[("X-Forwarded-Proto", "https")]).await;
+    let (_, behind_tls) = Browser::sign_in(&relay, TOKEN, &[("X-Forwarded-Proto", "https")]).await;
     assert!(behind_tls.contains("; Secure"), "{behind_tls}");
 
     let id = relay.submit("hooks", json!({"n": 1})).await;
@@ -202,7 +227,11 @@ async fn signing_in_sets_a_strict_http_only_expiring_cookie_and_every_page_answe
     assert!(html.contains("nope"), "{html}");
     // A wrong token is refused with the form again.
     let http = client();
-    let page = http.get(format!("{}/ui/login", relay.base)).send().await.unwrap();
+    let page = http
+        .get(format!("{}/ui/login", relay.base))
+        .send()
+        .await
+        .unwrap();
     let login = set_cookie(&page, "ferrule_login").unwrap();
     let csrf = csrf_in(&page.text().await.unwrap());
     let r = http
@@ -240,7 +269,9 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
         assert!(html.contains("csrf"), "{html}");
     }
-    let (_, body) = relay.call(reqwest::Method::GET, "/v1/destinations", None).await;
+    let (_, body) = relay
+        .call(reqwest::Method::GET, "/v1/destinations", None)
+        .await;
     assert!(body["destinations"][0]["paused"].is_null(), "{body}");
     // The sign-in form has its own token, in a cookie: without it, no session.
     let http = client();
@@ -261,23 +292,41 @@ async fn a_read_only_token_sees_every_page_without_buttons_and_the_server_refuse
     receiver.otherwise(Reply::Status(400));
     let relay = relay(&receiver).await;
     let id = relay.submit("hooks", json!({"n": 1})).await;
-    relay.wait_for_status(&id, "dead", Duration::from_secs(10)).await;
+    relay
+        .wait_for_status(&id, "dead", Duration::from_secs(10))
+        .await;
     let (browser, _) = Browser::sign_in(&relay, READ_ONLY, &[]).await;
     let (_, html) = browser.get("/ui/destinations").await;
     assert!(html.contains("viewer"), "the token's name is shown");
-    assert!(!html.contains("Pause delivery"), "no buttons for a read-only token");
+    assert!(
+        !html.contains("Pause delivery"),
+        "no buttons for a read-only token"
+    );
     let (_, html) = browser.get(&format!("/ui/messages/{id}")).await;
     assert!(!html.contains(r#"id="replay""#));
     let (_, html) = browser.get("/ui/dead-letters/preview?op=replay").await;
     assert!(html.contains("read-only"), "{html}");
     assert!(!html.contains(r#"id="confirm""#));
     for (path, fields) in [
-        ("/ui/destinations/hooks/pause", vec![("csrf", browser.csrf.as_str())]),
-        ("/ui/destinations/hooks/force-open", vec![("csrf", browser.csrf.as_str())]),
-        (&*format!("/ui/messages/{id}/replay"), vec![("csrf", browser.csrf.as_str())]),
+        (
+            "/ui/destinations/hooks/pause",
+            vec![("csrf", browser.csrf.as_str())],
+        ),
+        (
+            "/ui/destinations/hooks/force-open",
+            vec![("csrf", browser.csrf.as_str())],
+        ),
+        (
+            &*format!("/ui/messages/{id}/replay"),
+            vec![("csrf", browser.csrf.as_str())],
+        ),
         (
             "/ui/dead-letters/bulk",
-            vec![("csrf", browser.csrf.as_str()), ("op", "replay"), ("expected", "1")],
+            vec![
+                ("csrf", browser.csrf.as_str()),
+                ("op", "replay"),
+                ("expected", "1"),
+            ],
         ),
     ] {
         let (status, html) = browser.post(path, &fields).await;
@@ -318,12 +367,17 @@ async fn dashboard_actions_are_done_and_recorded_in_the_audit_log_under_the_toke
     let first = relay.submit("hooks", json!({"n": 1})).await;
     let second = relay.submit("hooks", json!({"n": 2})).await;
     for id in [&first, &second] {
-        relay.wait_for_status(id, "dead", Duration::from_secs(10)).await;
+        relay
+            .wait_for_status(id, "dead", Duration::from_secs(10))
+            .await;
     }
     let (browser, _) = Browser::sign_in(&relay, TOKEN, &[]).await;
     let csrf = browser.csrf.clone();
     let (status, _) = browser
-        .post("/ui/destinations/hooks/pause", &[("csrf", &csrf), ("reason", "deploy")])
+        .post(
+            "/ui/destinations/hooks/pause",
+            &[("csrf", &csrf), ("reason", "deploy")],
+        )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, html) = browser.get("/ui/destinations").await;
@@ -334,12 +388,19 @@ async fn dashboard_actions_are_done_and_recorded_in_the_audit_log_under_the_toke
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     // The bulk replay: preview, confirm, job.
-    let (_, html) = browser.get("/ui/dead-letters/preview?op=replay&destination=hooks").await;
+    let (_, html) = browser
+        .get("/ui/dead-letters/preview?op=replay&destination=hooks")
+        .await;
     assert!(html.contains("<strong>2</strong> dead letters"), "{html}");
     let (status, _) = browser
         .post(
             "/ui/dead-letters/bulk",
-            &[("csrf", &csrf), ("op", "replay"), ("expected", "2"), ("destination", "hooks")],
+            &[
+                ("csrf", &csrf),
+                ("op", "replay"),
+                ("expected", "2"),
+                ("destination", "hooks"),
+            ],
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
@@ -355,8 +416,14 @@ async fn dashboard_actions_are_done_and_recorded_in_the_audit_log_under_the_toke
         .iter()
         .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
         .collect();
-    assert!(actions.contains(&("ops", "destination.pause")), "{actions:?}");
-    assert!(actions.contains(&("ops", "destination.resume")), "{actions:?}");
+    assert!(
+        actions.contains(&("ops", "destination.pause")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("ops", "destination.resume")),
+        "{actions:?}"
+    );
     let replay = entries
         .iter()
         .find(|e| e["action"] == "dead_letters.replay")
@@ -381,7 +448,12 @@ async fn assets_are_embedded_with_an_etag_and_a_long_cache_lifetime() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let etag = r.headers()["etag"].to_str().unwrap().to_owned();
-    assert!(r.headers()["cache-control"].to_str().unwrap().contains("max-age=31536000"));
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
     assert!(r.text().await.unwrap().contains("htmx"));
     let r = http
         .get(format!("{}/ui/assets/htmx.min.js", relay.base))
@@ -408,7 +480,12 @@ async fn the_charts_and_destination_figures_are_drawn_from_the_rollups() {
     let mut batch = RollupBatch::new();
     for i in 0..9u64 {
         let at = now - Duration::from_secs(60 * i);
-        batch.delivered(at, "hooks", Duration::from_millis(20 + i), Duration::from_millis(50));
+        batch.delivered(
+            at,
+            "hooks",
+            Duration::from_millis(20 + i),
+            Duration::from_millis(50),
+        );
     }
     batch.retried(now, "hooks", Duration::from_millis(900), "status 503");
     batch.dead_lettered(now, "hooks", Duration::from_millis(900), true, "status 400");
@@ -420,7 +497,10 @@ async fn the_charts_and_destination_figures_are_drawn_from_the_rollups() {
         assert!(html.contains("<svg"), "{range}: {html}");
         assert!(html.contains(r#"class="c-delivered""#), "{range}");
         assert!(html.contains(r#"class="c-dead""#), "{range}");
-        assert!(html.contains("(11 in total"), "{range}: every outcome counted once");
+        assert!(
+            html.contains("(11 in total"),
+            "{range}: every outcome counted once"
+        );
     }
     // The live panel alone, as htmx asks for it.
     let r = browser
@@ -432,7 +512,10 @@ async fn the_charts_and_destination_figures_are_drawn_from_the_rollups() {
         .await
         .unwrap();
     let fragment = r.text().await.unwrap();
-    assert!(fragment.contains("<svg") && !fragment.contains("<html"), "{fragment}");
+    assert!(
+        fragment.contains("<svg") && !fragment.contains("<html"),
+        "{fragment}"
+    );
     let (_, html) = browser.get("/ui/destinations").await;
     assert!(html.contains("90.0 %"), "9 delivered of 10 ended: {html}");
     assert!(html.contains("9 delivered, 11 attempts"), "{html}");
