@@ -241,6 +241,27 @@ async fn run(chromium: PathBuf, driver: PathBuf) {
     let dead = submit(json!({"order": 1002, "note": "<script>alert('x')</script>"})).await;
     wait_status(&base, &dead, "dead").await;
     failing.store(false, Ordering::SeqCst);
+    // An hour of deliveries in the rollups the charts are drawn from.
+    {
+        use ferrule_store::{RollupBatch, Store};
+        let now = std::time::SystemTime::now();
+        let mut batch = RollupBatch::new();
+        for minute in 0..60u64 {
+            let at = now - Duration::from_secs(60 * minute);
+            let wave = 20 + (minute * 7 % 23);
+            for i in 0..wave {
+                let attempt = Duration::from_millis(30 + i * 3);
+                batch.delivered(at, "hooks", attempt, attempt * 2);
+            }
+            for _ in 0..(minute % 5) {
+                batch.retried(at, "hooks", Duration::from_millis(900), "status 503");
+            }
+            if minute % 17 == 3 {
+                batch.dead_lettered(at, "hooks", Duration::from_millis(40), true, "status 400");
+            }
+        }
+        relay.state.store.add_rollups(&batch).await.unwrap();
+    }
 
     // chromedriver on a free loopback port.
     let port = {
