@@ -1,7 +1,7 @@
 //! The audit log of operator actions: which actions the relay records and under what names,
 //! and recording one after it is done.
 //!
-//! Every change an operator makes through the API (breakers, dead letters, messages, pauses) (and, for tokens, the CLI) is recorded
+//! Every change an operator makes through the API or the dashboard (breakers, dead letters, messages, pauses, runs) (and, for tokens, the CLI) is recorded
 //! once it has succeeded, with who (the caller's token name), what ([`Action`]), what to
 //! (a destination, a message id, a token name), how many messages and the rest (the filter,
 //! a reason) as detail. Dry runs change nothing and are not recorded. `GET /v1/audit` and
@@ -41,6 +41,12 @@ pub enum Action {
     /// A destination resumed (`POST /v1/destinations/{d}/resume`).
     #[serde(rename = "destination.resume")]
     DestinationResume,
+    /// A failed run's step run again (`POST /v1/runs/{id}/retry`).
+    #[serde(rename = "run.retry")]
+    RunRetry,
+    /// An unfinished run cancelled (`POST /v1/runs/{id}/cancel`).
+    #[serde(rename = "run.cancel")]
+    RunCancel,
     /// A stored token created (`ferrule token create`, or `serve` generating `default`, said
     /// as done by `relay`).
     #[serde(rename = "token.create")]
@@ -52,7 +58,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the documentation lists them.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 13] = [
         Action::BreakerReset,
         Action::BreakerForceOpen,
         Action::BreakerDisable,
@@ -62,6 +68,8 @@ impl Action {
         Action::MessageReplay,
         Action::DestinationPause,
         Action::DestinationResume,
+        Action::RunRetry,
+        Action::RunCancel,
         Action::TokenCreate,
         Action::TokenRevoke,
     ];
@@ -78,6 +86,8 @@ impl Action {
             Action::MessageReplay => "message.replay",
             Action::DestinationPause => "destination.pause",
             Action::DestinationResume => "destination.resume",
+            Action::RunRetry => "run.retry",
+            Action::RunCancel => "run.cancel",
             Action::TokenCreate => "token.create",
             Action::TokenRevoke => "token.revoke",
         }

@@ -29,6 +29,7 @@ pub mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod ui;
 
 use std::process::ExitCode;
 

@@ -112,7 +112,13 @@ pub struct Alerts {
     rx: Mutex<Option<mpsc::UnboundedReceiver<Alert>>>,
     /// Poked when an alert is held, so the alerts task recomputes when to send it.
     held: Notify,
+    /// The latest raised alerts and what became of them, newest last, at most
+    /// [`RECENT_ALERTS`]: the dashboard's Alerts page (memory only, lost at a restart).
+    recent: Mutex<std::collections::VecDeque<(Alert, Raised)>>,
 }
+
+/// How many raised alerts [`Alerts::recent`] keeps.
+pub const RECENT_ALERTS: usize = 200;
 
 impl fmt::Debug for Alerts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -149,7 +155,24 @@ impl Alerts {
             tx,
             rx: Mutex::new(Some(rx)),
             held: Notify::new(),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// The latest raised alerts (at most [`RECENT_ALERTS`]), newest first, each with what
+    /// became of it. Kept in memory only: a restart forgets them (the alert messages
+    /// themselves stay in the store like any other message).
+    pub fn recent(&self) -> Vec<(Alert, Raised)> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().rev().cloned().collect()
+    }
+
+    fn remember(&self, alert: Alert, raised: Raised) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_ALERTS {
+            recent.pop_front();
+        }
+        recent.push_back((alert, raised));
     }
 
     /// Whether any alert destination is configured.
@@ -165,6 +188,13 @@ impl Alerts {
     /// De-duplicates and rate-limits `alert`, then queues one message per alert destination
     /// (except the one the alert is about). Never fails: a store error is logged.
     pub async fn raise(&self, alert: Alert) -> Raised {
+        let kept = alert.clone();
+        let raised = self.raise_gated(alert).await;
+        self.remember(kept, raised);
+        raised
+    }
+
+    async fn raise_gated(&self, alert: Alert) -> Raised {
         if !self.enabled() {
             return Raised::Disabled;
         }

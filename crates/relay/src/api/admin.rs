@@ -276,7 +276,7 @@ const MAX_REASON: usize = 500;
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActionQuery {
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// `POST /v1/breakers/{destination}/{reset|force-open|disable}?reason=`: `force-open` and

@@ -126,7 +126,7 @@ pub(crate) fn openapi_paths() -> Value {
         json!({"200": ok("a page", schema("AuditPage")), "400": error("a bad query parameter (`invalid_query`, with `error.field`) or cursor"), "503": error("the store is unavailable")}),
     );
     list["description"] = json!(
-        "Every change an operator made: breaker resets, force-opens and disables, dead-letter replays and purges, message cancels and replays, stored tokens created and revoked. Each says who (the caller's token name; `api:` and the start of its hash for an unnamed configured token; `cli:<user>` for the CLI), what, when, what to, how many messages, and the filter or reason. Dry runs are not recorded."
+        "Every change an operator made: breaker resets, force-opens and disables, dead-letter replays and purges, message cancels and replays, pauses and resumes, run retries and cancels (through the API or the dashboard at `/ui`), stored tokens created and revoked. Each says who (the caller's token name; `api:` and the start of its hash for an unnamed configured token; `cli:<user>` for the CLI), what, when, what to, how many messages, and the filter or reason. Dry runs are not recorded."
     );
     list["parameters"] = json!([
         query(

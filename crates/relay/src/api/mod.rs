@@ -1,24 +1,24 @@
 //! The HTTP API: one table of routes, each public, readable with any token, or writable with
 //! an admin token only; JSON errors.
 
-mod admin;
-mod audit;
-mod caller;
+pub(crate) mod admin;
+pub(crate) mod audit;
+pub(crate) mod caller;
 mod error;
-mod extract;
-mod health;
+pub(crate) mod extract;
+pub(crate) mod health;
 mod idempotency;
-mod inbound;
+pub(crate) mod inbound;
 mod linger;
-mod messages;
+pub(crate) mod messages;
 pub mod openapi;
-mod pause;
+pub(crate) mod pause;
 mod payload;
 mod proxy;
-mod runs;
-mod search;
+pub(crate) mod runs;
+pub(crate) mod search;
 mod stats;
-mod views;
+pub(crate) mod views;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -243,6 +243,8 @@ pub fn router(state: AppState) -> Router {
         };
         router = router.route(r.path, handler);
     }
+    // The dashboard (`/ui`): HTML pages with their own sign-in, not part of the JSON API.
+    router = router.merge(crate::ui::router(&state));
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

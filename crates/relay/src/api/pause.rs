@@ -24,7 +24,7 @@ const MAX_REASON: usize = 500;
 #[serde(deny_unknown_fields)]
 pub(crate) struct PauseQuery {
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// The answer: the destination and its pause (`null` once resumed).

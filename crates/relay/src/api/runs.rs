@@ -20,6 +20,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::messages::parse_cursor;
+use crate::audit::{self, Action};
 use crate::routes::engine::{Decision, advance, enter, since};
 use crate::routes::press::{Answered, Answerer, signal as answer_wait};
 use crate::routes::trigger::{StartError, start};
@@ -462,6 +463,10 @@ pub(crate) async fn retry(
         Err(StoreError::RunNotFound { .. }) => return Err(run_not_found(id)),
         Err(e) => return Err(e.into()),
     }
+    let entry = audit::entry(&caller, Action::RunRetry)
+        .target(id.to_string())
+        .count(dead.len() as u64);
+    audit::record(&state.store, entry).await;
     let detail = state
         .store
         .get_run(id)
@@ -504,6 +509,8 @@ pub(crate) async fn cancel(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(run = %id, %caller, "run cancelled");
+    let entry = audit::entry(&caller, Action::RunCancel).target(id.to_string());
+    audit::record(&state.store, entry).await;
     let detail = state
         .store
         .get_run(id)

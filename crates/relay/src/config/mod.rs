@@ -20,6 +20,7 @@ mod store;
 mod telegram_inbound;
 #[cfg(test)]
 mod tests;
+mod ui;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -56,9 +57,10 @@ pub use self::store::StoreConfig;
 pub use self::telegram_inbound::{
     InboundConfig, InboundMode, ResolvedInbound, SecretToken, check_secret_token,
 };
+pub use self::ui::UiConfig;
 
 /// The top-level sections an environment variable may address (`FERRULE_<SECTION>__…`).
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "server",
     "store",
     "auth",
@@ -67,6 +69,7 @@ const SECTIONS: [&str; 8] = [
     "defaults",
     "inbound",
     "alerts",
+    "ui",
 ];
 
 /// The whole relay configuration.
@@ -97,6 +100,8 @@ pub struct Config {
     /// `[[routes]]`: multi-step workflows started by inbound events (`docs/ROUTES.md`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// `[ui]`: the dashboard's sessions and bulk jobs.
+    pub ui: UiConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -205,6 +210,7 @@ impl Config {
             }
         }
         positive("server.max_body_bytes", self.server.max_body_bytes as u64)?;
+        self.ui.validate()?;
         positive("server.max_queue_depth", self.server.max_queue_depth)?;
         positive("server.max_scheduled", self.server.max_scheduled)?;
         let url = self.store.url.expose("store.url")?;
