@@ -18,6 +18,7 @@ mod options;
 mod pause;
 mod row;
 mod runs;
+mod schedules;
 mod writer;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
 };
+use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::store::Store;
 use crate::transition::{self, End};
 use crate::types::{
@@ -1263,6 +1265,22 @@ impl Store for PgStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         self.select_paused().await
+    }
+
+    async fn record_occurrence(&self, occurrence: NewOccurrence) -> Result<Fired> {
+        let new = crate::schedule::encode(occurrence, self.inner.options.max_payload_bytes)?;
+        self.record_occurrence_tx(&new).await
+    }
+
+    async fn latest_occurrences(&self) -> Result<Vec<Occurrence>> {
+        self.select_latest_occurrences().await
+    }
+
+    async fn purge_occurrences(&self, older_than: Duration) -> Result<u64> {
+        let before = self
+            .now()
+            .saturating_sub(crate::types::duration_millis(older_than));
+        self.delete_occurrences(before).await
     }
 }
 

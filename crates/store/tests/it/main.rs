@@ -8,5 +8,6 @@ mod pause;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod runs;
+mod schedules;
 mod search;
 mod sqlite;
