@@ -21,6 +21,7 @@ pub mod health;
 pub mod inbound;
 pub mod proxy;
 pub mod routes;
+pub mod schedules;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -245,6 +245,8 @@ pub(crate) async fn build_state(
         .collect();
     let routes = crate::routes::Routes::compile(&config, clock.clone())
         .map_err(|e| Error::Config(e.into()))?;
+    let schedules =
+        crate::schedules::Schedules::compile(&config).map_err(|e| Error::Config(e.into()))?;
     let overrides = Overrides::load(&store, &destinations).await?;
     let paused = PausedDestinations::load(&store, |d| destinations.contains_key(d)).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
@@ -268,6 +270,7 @@ pub(crate) async fn build_state(
         destinations,
         email_sources,
         routes,
+        schedules,
         overrides,
         paused,
         counters: Counters::default(),
@@ -386,6 +389,22 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                         Ok(n) => tracing::info!(count = n, "purged inbound updates past retention"),
                         Err(e) => tracing::warn!(error = %e, "inbound retention purge failed"),
                     }
+                    if !state.schedules.is_empty() {
+                        match state
+                            .store
+                            .purge_occurrences(state.config.store.retention)
+                            .await
+                        {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                count = n,
+                                "purged schedule occurrences past retention"
+                            ),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "occurrence retention purge failed")
+                            }
+                        }
+                    }
                 }
             }
         });
@@ -444,6 +463,7 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     crate::dispatch::spawn(state.clone(), tracker.clone(), hard_stop.clone());
     crate::inbound::polling::spawn(&state, &tracker);
     crate::health::checks::spawn(&state);
+    crate::schedules::run(&state);
     let app = crate::api::router(state.clone());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
