@@ -314,6 +314,7 @@ fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     let mut all = schemas(destinations);
     extend(&mut all, super::audit::openapi_schemas());
     extend(&mut all, super::pause::openapi_schemas());
+    extend(&mut all, super::schedules::openapi_schemas());
     all
 }
 
@@ -650,6 +651,10 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
         super::pause::openapi_paths(one_of_names(&names)),
     );
     extend(&mut paths, runs::paths());
+    extend(
+        &mut paths,
+        super::schedules::openapi_paths(json!({"type": "string", "minLength": 1})),
+    );
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {
@@ -718,6 +723,17 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
     if !sources.is_empty() {
         doc["paths"]["/v1/inbound/email/{source}"]["post"]["parameters"][0]["schema"] =
             one_of_names(&sources);
+    }
+    let schedules: Vec<&str> = state
+        .schedules
+        .iter()
+        .map(|s| s.config.name.as_str())
+        .collect();
+    if !schedules.is_empty() {
+        for action in ["pause", "resume", "trigger"] {
+            doc["paths"][format!("/v1/schedules/{{name}}/{action}")]["post"]["parameters"][0]["schema"] =
+                one_of_names(&schedules);
+        }
     }
     Json(doc)
 }
