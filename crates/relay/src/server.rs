@@ -178,6 +178,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
     if let Some(listener) = metrics_listener {
         tokio::spawn(serve_metrics(state.clone(), listener));
     }
+    // Before the task: a schedule never recorded starts from this moment.
+    crate::schedules::run(&state);
     let task = tokio::spawn(run(state.clone(), listener));
     Ok(Running {
         addr,
@@ -463,7 +465,6 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
     crate::dispatch::spawn(state.clone(), tracker.clone(), hard_stop.clone());
     crate::inbound::polling::spawn(&state, &tracker);
     crate::health::checks::spawn(&state);
-    crate::schedules::run(&state);
     let app = crate::api::router(state.clone());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -18,6 +18,11 @@ use crate::telemetry::prometheus::{RUNS_STARTED, SCHEDULE_OCCURRENCES};
 /// How long a schedule waits before trying the store again after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The longest one sleep towards the next occurrence: the wait is measured on the monotonic
+/// clock but the occurrence is a wall-clock time, so the wait is worked out again at least
+/// this often (a wall clock stepped by NTP, a suspended machine).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
 /// Why an occurrence could not be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum FireError {
@@ -131,20 +136,22 @@ pub async fn fire(
 
 /// Runs every schedule until the relay stops: one task each on the relay's tracker.
 pub fn run(state: &AppState) {
+    // A schedule never recorded starts from here (`serve` calls this as it starts).
+    let started = state.clock.system_now();
     for schedule in state.schedules.iter() {
         crate::telemetry::prometheus::register_schedule_series(&schedule.config.name);
         let state = state.clone();
         let name = schedule.config.name.clone();
         state.clone().tasks.spawn(async move {
-            run_one(&state, &name).await;
+            run_one(&state, &name, started).await;
         });
     }
 }
 
 /// Where a schedule resumes: after its latest recorded occurrence, or its resume, whichever is
-/// later; a schedule never recorded starts from now (nothing to catch up). Retried until the
-/// store answers or the relay stops.
-async fn resume_point(state: &AppState, name: &str) -> Option<SystemTime> {
+/// later; a schedule never recorded starts from `started`, the relay's start (nothing to catch
+/// up). Retried until the store answers or the relay stops.
+async fn resume_point(state: &AppState, name: &str, started: SystemTime) -> Option<SystemTime> {
     loop {
         let latest = state.store.latest_occurrences().await;
         let pause = read_pause(&state.store, name).await;
@@ -157,7 +164,7 @@ async fn resume_point(state: &AppState, name: &str) -> Option<SystemTime> {
                 let resumed = pause.filter(|p| !p.paused).and_then(|p| p.at());
                 return Some(
                     last.max(resumed)
-                        .unwrap_or_else(|| state.clock.system_now()),
+                        .unwrap_or(started),
                 );
             }
             (Err(e), _) | (_, Err(e)) => {
@@ -178,11 +185,11 @@ async fn sleep_or_stop(state: &AppState, d: Duration) -> bool {
     }
 }
 
-async fn run_one(state: &AppState, name: &str) {
+async fn run_one(state: &AppState, name: &str, started: SystemTime) {
     let Some(schedule) = state.schedules.get(name) else {
         return;
     };
-    let Some(mut after) = resume_point(state, name).await else {
+    let Some(mut after) = resume_point(state, name, started).await else {
         return;
     };
     loop {
@@ -259,12 +266,17 @@ async fn run_one(state: &AppState, name: &str) {
 /// pattern never matches again and the relay stops).
 async fn continue_or_stop(state: &AppState, schedule: &Schedule, from: SystemTime) -> bool {
     match schedule.next_after(from) {
-        Some(next) => {
+        Some(next) => loop {
             let wait = next
                 .duration_since(state.clock.system_now())
                 .unwrap_or_default();
-            sleep_or_stop(state, wait).await
-        }
+            if wait.is_zero() {
+                return true;
+            }
+            if !sleep_or_stop(state, wait.min(MAX_SLEEP)).await {
+                return false;
+            }
+        },
         None => {
             state.shutdown.cancelled().await;
             false
