@@ -162,10 +162,7 @@ async fn resume_point(state: &AppState, name: &str, started: SystemTime) -> Opti
                     .find(|o| o.schedule == name && !o.manual)
                     .map(|o| o.scheduled_for);
                 let resumed = pause.filter(|p| !p.paused).and_then(|p| p.at());
-                return Some(
-                    last.max(resumed)
-                        .unwrap_or(started),
-                );
+                return Some(last.max(resumed).unwrap_or(started));
             }
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(schedule = name, error = %e, "cannot read where the schedule resumes; trying again");
