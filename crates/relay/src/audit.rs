@@ -1,7 +1,7 @@
 //! The audit log of operator actions: which actions the relay records and under what names,
 //! and recording one after it is done.
 //!
-//! Every change an operator makes through the API or the dashboard (breakers, dead letters, messages, pauses, runs) (and, for tokens, the CLI) is recorded
+//! Every change an operator makes through the API or the dashboard (breakers, dead letters, messages, pauses, runs, schedules) (and, for tokens, the CLI) is recorded
 //! once it has succeeded, with who (the caller's token name), what ([`Action`]), what to
 //! (a destination, a message id, a token name), how many messages and the rest (the filter,
 //! a reason) as detail. Dry runs change nothing and are not recorded. `GET /v1/audit` and
@@ -47,6 +47,15 @@ pub enum Action {
     /// An unfinished run cancelled (`POST /v1/runs/{id}/cancel`).
     #[serde(rename = "run.cancel")]
     RunCancel,
+    /// A schedule paused (`POST /v1/schedules/{name}/pause`).
+    #[serde(rename = "schedule.pause")]
+    SchedulePause,
+    /// A schedule resumed (`POST /v1/schedules/{name}/resume`).
+    #[serde(rename = "schedule.resume")]
+    ScheduleResume,
+    /// A schedule's occurrence fired by hand (`POST /v1/schedules/{name}/trigger`).
+    #[serde(rename = "schedule.trigger")]
+    ScheduleTrigger,
     /// A stored token created (`ferrule token create`, or `serve` generating `default`, said
     /// as done by `relay`).
     #[serde(rename = "token.create")]
@@ -58,7 +67,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the documentation lists them.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 16] = [
         Action::BreakerReset,
         Action::BreakerForceOpen,
         Action::BreakerDisable,
@@ -70,6 +79,9 @@ impl Action {
         Action::DestinationResume,
         Action::RunRetry,
         Action::RunCancel,
+        Action::SchedulePause,
+        Action::ScheduleResume,
+        Action::ScheduleTrigger,
         Action::TokenCreate,
         Action::TokenRevoke,
     ];
@@ -88,6 +100,9 @@ impl Action {
             Action::DestinationResume => "destination.resume",
             Action::RunRetry => "run.retry",
             Action::RunCancel => "run.cancel",
+            Action::SchedulePause => "schedule.pause",
+            Action::ScheduleResume => "schedule.resume",
+            Action::ScheduleTrigger => "schedule.trigger",
             Action::TokenCreate => "token.create",
             Action::TokenRevoke => "token.revoke",
         }

@@ -22,6 +22,7 @@ pub mod inbound;
 pub mod proxy;
 pub mod rollups;
 pub mod routes;
+pub mod schedules;
 pub mod server;
 pub mod state;
 pub mod telemetry;
@@ -98,6 +99,7 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Audit(args) => client::audit(&client()?, args).await?,
         Command::Stats(args) => client::stats(&client()?, args).await?,
+        Command::Schedules { command } => client::schedules(&client()?, command).await?,
         Command::Destinations { command } => client::destinations(&client()?, command).await?,
         Command::Token { command } => {
             let config = Config::load(config)?;

@@ -178,6 +178,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Err
     if let Some(listener) = metrics_listener {
         tokio::spawn(serve_metrics(state.clone(), listener));
     }
+    // Before the task: a schedule never recorded starts from this moment.
+    crate::schedules::run(&state);
     let task = tokio::spawn(run(state.clone(), listener));
     Ok(Running {
         addr,
@@ -245,6 +247,8 @@ pub(crate) async fn build_state(
         .collect();
     let routes = crate::routes::Routes::compile(&config, clock.clone())
         .map_err(|e| Error::Config(e.into()))?;
+    let schedules =
+        crate::schedules::Schedules::compile(&config).map_err(|e| Error::Config(e.into()))?;
     let overrides = Overrides::load(&store, &destinations).await?;
     let paused = PausedDestinations::load(&store, |d| destinations.contains_key(d)).await?;
     // Last of what can fail: a token generated here is shown by the banner right after.
@@ -268,6 +272,7 @@ pub(crate) async fn build_state(
         destinations,
         email_sources,
         routes,
+        schedules,
         overrides,
         paused,
         counters: Counters::default(),
@@ -386,6 +391,22 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(count = n, "purged inbound updates past retention"),
                         Err(e) => tracing::warn!(error = %e, "inbound retention purge failed"),
+                    }
+                    if !state.schedules.is_empty() {
+                        match state
+                            .store
+                            .purge_occurrences(state.config.store.retention)
+                            .await
+                        {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                count = n,
+                                "purged schedule occurrences past retention"
+                            ),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "occurrence retention purge failed")
+                            }
+                        }
                     }
                 }
             }

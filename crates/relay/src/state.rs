@@ -68,6 +68,8 @@ pub struct Shared {
     pub email_sources: BTreeMap<String, EmailSource>,
     /// `[[routes]]`, compiled.
     pub routes: crate::routes::Routes,
+    /// `[[schedules]]`, compiled.
+    pub schedules: crate::schedules::Schedules,
     /// The stored overrides of the destinations' breakers (forced open, disabled).
     pub overrides: Overrides,
     /// The destinations an operator paused, as shown (the store holds their messages).

@@ -1,5 +1,5 @@
-//! The templates of `[[routes]]`: every template string of every route (dedupe keys, payload
-//! strings, branch values) compiled with `minijinja` when the configuration loads, named by
+//! The templates of `[[routes]]` and `[[schedules]]`: every template string of every route
+//! (dedupe keys, payload strings, branch values) or schedule (payload strings) compiled with `minijinja` when the configuration loads, named by
 //! its field (`routes[0].steps[1].payload.text`), and rendered with undefined values refused,
 //! so a missing variable is an error naming the field and the template, never an empty text.
 //!
@@ -13,13 +13,16 @@ use ferrule_policy::ConfigError;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::Value;
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, ScheduleConfig};
 
 /// The names a template may start from: what a trigger puts in a run's context, what each
 /// step adds, and what the engine gives at render time.
 pub const ROOTS: &[&str] = &[
     "email", "github", "message", "input", "run", "chats", "steps", "wait", "signal",
 ];
+
+/// The names a schedule's payload template may use.
+pub const SCHEDULE_ROOTS: &[&str] = &["scheduled_for", "name"];
 
 /// Why a template did not render: the field, the template and minijinja's reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +70,6 @@ impl Templates {
     /// Compiles every template of `routes`; the error names the template's field, for a
     /// syntax error or a variable that no context has (one not in [`ROOTS`]).
     pub fn compile(routes: &[RouteConfig]) -> Result<Templates, ConfigError> {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.add_filter("ferrule_json", strict_json);
         // (field, text, whether a whole expression keeps its JSON type)
         let mut fields: Vec<(String, String, bool)> = Vec::new();
         for (r, route) in routes.iter().enumerate() {
@@ -89,6 +89,29 @@ impl Templates {
                 }
             }
         }
+        Self::compile_fields(fields, ROOTS, "any run's context")
+    }
+
+    /// Compiles the payload templates of `schedules` (fields `schedules[i].payload…`), which
+    /// may use only [`SCHEDULE_ROOTS`].
+    pub fn compile_schedules(schedules: &[ScheduleConfig]) -> Result<Templates, ConfigError> {
+        let mut fields: Vec<(String, String, bool)> = Vec::new();
+        for (i, schedule) in schedules.iter().enumerate() {
+            if let Some(payload) = &schedule.payload {
+                collect(&format!("schedules[{i}].payload"), payload, &mut fields);
+            }
+        }
+        Self::compile_fields(fields, SCHEDULE_ROOTS, "a schedule's payload")
+    }
+
+    fn compile_fields(
+        fields: Vec<(String, String, bool)>,
+        roots: &[&str],
+        what: &str,
+    ) -> Result<Templates, ConfigError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("ferrule_json", strict_json);
         for (field, text, typed) in fields {
             let source = if typed { source_of(&text) } else { text };
             env.add_template_owned(field.clone(), source)
@@ -99,16 +122,15 @@ impl Templates {
             let mut unknown: Vec<String> = template
                 .undeclared_variables(false)
                 .into_iter()
-                .filter(|v| !ROOTS.contains(&v.as_str()))
+                .filter(|v| !roots.contains(&v.as_str()))
                 .collect();
             unknown.sort();
             if let Some(first) = unknown.first() {
                 return Err(ConfigError::new(
                     field,
                     format!(
-                        "`{first}` is not defined in any run's context (a template starts from \
-                         one of {})",
-                        ROOTS.join(", ")
+                        "`{first}` is not defined in {what} (a template starts from one of {})",
+                        roots.join(", ")
                     ),
                 ));
             }

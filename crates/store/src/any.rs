@@ -13,6 +13,7 @@ use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
 };
+use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 use crate::types::{
@@ -312,6 +313,18 @@ impl Store for AnyStore {
 
     async fn prune_rollups(&self, older_than: Duration) -> Result<u64> {
         dispatch!(self, s => s.prune_rollups(older_than).await)
+    }
+
+    async fn record_occurrence(&self, occurrence: NewOccurrence) -> Result<Fired> {
+        dispatch!(self, s => s.record_occurrence(occurrence).await)
+    }
+
+    async fn latest_occurrences(&self) -> Result<Vec<Occurrence>> {
+        dispatch!(self, s => s.latest_occurrences().await)
+    }
+
+    async fn purge_occurrences(&self, older_than: Duration) -> Result<u64> {
+        dispatch!(self, s => s.purge_occurrences(older_than).await)
     }
 }
 

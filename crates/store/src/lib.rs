@@ -24,6 +24,7 @@ pub mod pause;
 pub mod postgres;
 pub mod rollup;
 pub mod run;
+pub mod schedule;
 pub mod sqlite;
 mod store;
 mod transition;
@@ -46,6 +47,7 @@ pub use run::{
     RunStats, RunStatus, RunStep, Started, StateCount, StepMessage, TIMER_DESTINATION, Wait,
     WaitOutcome, WaitState,
 };
+pub use schedule::{Fired, NewOccurrence, Occurrence, OccurrenceAction, OccurrenceState};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::Store;
 pub use types::{

@@ -11,6 +11,7 @@ use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
 };
+use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
     MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats,
@@ -406,4 +407,32 @@ pub trait Store: Send + Sync + 'static {
     /// Retention: deletes rollup minutes that started more than `older_than` ago; returns how
     /// many rows.
     fn prune_rollups(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Records an occurrence of a schedule once per `(schedule, manual, scheduled_for)` (see
+    /// [`schedule`](crate::schedule)).
+    ///
+    /// A new occurrence is stored and, in the same transaction, its action applied: its message
+    /// enqueued (honouring the message's idempotency key like [`enqueue`](Self::enqueue)), its
+    /// run started (like [`start_run`](Self::start_run), once per dedupe key), or nothing for a
+    /// skip; the answer is [`Fired::Created`] with the message or run it names. An occurrence
+    /// recorded before writes nothing and answers [`Fired::Existing`] with it as stored, so
+    /// concurrent attempts at one occurrence (on PostgreSQL, from any number of processes)
+    /// record and fire it exactly once.
+    ///
+    /// Refuses an empty or overlong `schedule`, a skip reason over
+    /// [`MAX_SKIP_REASON_BYTES`](crate::schedule::MAX_SKIP_REASON_BYTES) and what `enqueue` or
+    /// `start_run` would refuse, before any write.
+    fn record_occurrence(
+        &self,
+        occurrence: NewOccurrence,
+    ) -> impl Future<Output = Result<Fired>> + Send;
+
+    /// The latest recorded occurrence (by `scheduled_for`) of every schedule and kind: at most
+    /// one from the cron pattern and one manual per schedule, sorted by schedule in byte order,
+    /// the cron one first.
+    fn latest_occurrences(&self) -> impl Future<Output = Result<Vec<Occurrence>>> + Send;
+
+    /// Retention: deletes occurrences due more than `older_than` ago, except the latest of each
+    /// schedule and kind (which the scheduler resumes from); returns how many.
+    fn purge_occurrences(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 }

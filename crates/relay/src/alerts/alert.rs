@@ -33,11 +33,13 @@ pub enum AlertKind {
     /// An API refused a call for billing (OpenAI `insufficient_quota`, an Anthropic spend
     /// limit): nothing goes through until someone pays or raises the limit.
     BillingStop,
+    /// A schedule passed over occurrences it missed (its catch-up policy did not fire them).
+    ScheduleSkipped,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::BreakerOpened,
         AlertKind::BreakerClosed,
         AlertKind::DeadLetterThreshold,
@@ -49,6 +51,7 @@ impl AlertKind {
         AlertKind::HealthCheckFailing,
         AlertKind::HealthCheckRecovered,
         AlertKind::BillingStop,
+        AlertKind::ScheduleSkipped,
     ];
 
     /// The stable name sent as the webhook's `type` and used as a metrics label, e.g.
@@ -66,6 +69,7 @@ impl AlertKind {
             AlertKind::HealthCheckFailing => "health_check.failing",
             AlertKind::HealthCheckRecovered => "health_check.recovered",
             AlertKind::BillingStop => "http.billing_stop",
+            AlertKind::ScheduleSkipped => "schedule.skipped",
         }
     }
 
@@ -98,6 +102,7 @@ impl AlertKind {
             AlertKind::HealthCheckFailing => "health check failing",
             AlertKind::HealthCheckRecovered => "health check passing again",
             AlertKind::BillingStop => "an API refused calls for billing",
+            AlertKind::ScheduleSkipped => "a schedule skipped occurrences",
         }
     }
 }
@@ -284,6 +289,31 @@ impl Alert {
                 "Another client is polling Telegram for updates of the bot of destination \
                  `{destination}` (409 Conflict): only one may. Stop the other relay or client, \
                  or remove the bot's webhook."
+            ),
+            at,
+        )
+    }
+
+    /// `schedule` passed over `count` missed occurrences, the latest due at `latest`.
+    pub fn schedule_skipped(
+        schedule: &str,
+        count: u64,
+        latest: &str,
+        reason: &str,
+        at: SystemTime,
+    ) -> Self {
+        let what = if count == 1 {
+            "1 occurrence".to_owned()
+        } else {
+            format!("{count} occurrences")
+        };
+        Alert::new(
+            AlertKind::ScheduleSkipped,
+            schedule,
+            format!(
+                "Schedule `{schedule}` skipped {what} it missed ({reason}); the latest was due \
+                 at {latest}. They are recorded as skipped (GET /v1/schedules); trigger one by \
+                 hand with `ferrule schedules trigger {schedule}` if it is still wanted."
             ),
             at,
         )

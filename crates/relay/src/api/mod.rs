@@ -16,6 +16,7 @@ pub(crate) mod pause;
 mod payload;
 mod proxy;
 pub(crate) mod runs;
+mod schedules;
 pub(crate) mod search;
 mod stats;
 pub(crate) mod views;
@@ -176,6 +177,26 @@ pub fn routes() -> Vec<Route> {
             "/v1/telegram/{destination}/webhook",
             Public,
             post(inbound::telegram_webhook),
+        ),
+        // Schedules (api/schedules.rs).
+        route(Method::GET, "/v1/schedules", Read, get(schedules::list)),
+        route(
+            Method::POST,
+            "/v1/schedules/{name}/pause",
+            Write,
+            post(schedules::pause),
+        ),
+        route(
+            Method::POST,
+            "/v1/schedules/{name}/resume",
+            Write,
+            post(schedules::resume),
+        ),
+        route(
+            Method::POST,
+            "/v1/schedules/{name}/trigger",
+            Write,
+            post(schedules::trigger),
         ),
         // Routes and their runs (api/runs.rs).
         route(

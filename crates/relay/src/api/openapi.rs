@@ -324,6 +324,7 @@ fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     extend(&mut all, super::audit::openapi_schemas());
     extend(&mut all, super::pause::openapi_schemas());
     extend(&mut all, super::stats::openapi_schemas());
+    extend(&mut all, super::schedules::openapi_schemas());
     all
 }
 
@@ -661,6 +662,10 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
     );
     extend(&mut paths, runs::paths());
     extend(&mut paths, super::stats::openapi_paths());
+    extend(
+        &mut paths,
+        super::schedules::openapi_paths(json!({"type": "string", "minLength": 1})),
+    );
     let unauthorized = error("a missing or invalid bearer token");
     let forbidden = error("a read-only token (`forbidden`): this route needs an admin token");
     for route in routes {
@@ -729,6 +734,17 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
     if !sources.is_empty() {
         doc["paths"]["/v1/inbound/email/{source}"]["post"]["parameters"][0]["schema"] =
             one_of_names(&sources);
+    }
+    let schedules: Vec<&str> = state
+        .schedules
+        .iter()
+        .map(|s| s.config.name.as_str())
+        .collect();
+    if !schedules.is_empty() {
+        for action in ["pause", "resume", "trigger"] {
+            doc["paths"][format!("/v1/schedules/{{name}}/{action}")]["post"]["parameters"][0]["schema"] =
+                one_of_names(&schedules);
+        }
     }
     Json(doc)
 }

@@ -1,6 +1,6 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
 //! `messages list | show | replay | cancel`, `dlq list | replay | purge`,
-//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `audit`, `stats`.
+//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `schedules list | pause | resume | trigger`, `audit`, `stats`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
 //! holds its lock file). They find the relay at `--server`, else `FERRULE_SERVER`, else the
@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand, DlqFilter,
-    MessagesCommand, PageArgs, RunsCommand, SendArgs, StatsArgs, StatusArgs, console, render,
+    MessagesCommand, PageArgs, RunsCommand, SchedulesCommand, SendArgs, StatsArgs, StatusArgs,
+    console, render,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -623,6 +624,62 @@ pub async fn destinations(client: &Client, command: DestinationsCommand) -> Resu
             answer["paused"]["paused_at"].as_str().unwrap_or("-")
         )),
         None => console::out(&format!("{destination} delivering")),
+    }
+    Ok(())
+}
+
+/// `ferrule schedules …` (default: list).
+pub async fn schedules(client: &Client, command: Option<SchedulesCommand>) -> Result<(), Error> {
+    let command = command.unwrap_or(SchedulesCommand::List { json: false });
+    let (name, action, query) = match command {
+        SchedulesCommand::List { json } => {
+            let answer = client.get("/v1/schedules", &[]).await?;
+            if json {
+                print_json(&answer);
+            } else {
+                let rows = answer["schedules"]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice);
+                if rows.is_empty() {
+                    console::err("no schedules are configured ([[schedules]])");
+                } else {
+                    console::out(&render::schedules(rows));
+                }
+            }
+            return Ok(());
+        }
+        SchedulesCommand::Pause { name, reason } => (
+            name,
+            "pause",
+            reason.map(|r| vec![("reason", r)]).unwrap_or_default(),
+        ),
+        SchedulesCommand::Resume { name } => (name, "resume", Vec::new()),
+        SchedulesCommand::Trigger { name } => (name, "trigger", Vec::new()),
+    };
+    let path = format!("/v1/schedules/{}/{action}", encode_segment(&name));
+    let (_, answer) = client.call(Method::POST, &path, &query, None, &[]).await?;
+    if action == "trigger" {
+        let o = &answer["occurrence"];
+        let what = match (o["message_id"].as_str(), o["run_id"].as_str()) {
+            (Some(id), _) => format!("message {id}"),
+            (None, Some(id)) => format!("run {id}"),
+            (None, None) => "nothing".to_owned(),
+        };
+        console::out(&format!(
+            "{name} fired at {}: {what}",
+            o["scheduled_for"].as_str().unwrap_or("-")
+        ));
+        return Ok(());
+    }
+    match answer["paused"]["paused_by"].as_str() {
+        Some(by) => console::out(&format!(
+            "{name} paused by {by} at {}: it fires again after `ferrule schedules resume {name}`",
+            answer["paused"]["paused_at"].as_str().unwrap_or("-")
+        )),
+        None => console::out(&format!(
+            "{name} active; next occurrence {}",
+            answer["next"].as_str().unwrap_or("never")
+        )),
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The command line: its arguments (`serve`, `send`, `status`, `messages
 //! list|show|replay|cancel`, `dlq list|replay|purge`, `breakers
 //! list|reset|force-open|disable`, `migrate`, `config check`, `token create|list|revoke`,
-//! `destinations list|pause|resume`, `audit`, `stats`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
+//! `destinations list|pause|resume`, `schedules list|pause|resume|trigger`, `audit`, `stats`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
 //! talks to a running relay over its HTTP API, [`token`] to the store and [`telegram`] to the
 //! Bot API straight from the configuration, `console` is how they talk to the person at the
 //! terminal, and `render` turns the API's JSON into what they print for people.
@@ -98,6 +98,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: DestinationsCommand,
+    },
+    /// Schedules: list them with their next and last occurrence, pause, resume, fire one now.
+    Schedules {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        command: Option<SchedulesCommand>,
     },
     /// The audit log of operator actions, newest first.
     Audit(AuditArgs),
@@ -367,6 +373,35 @@ pub enum DestinationsCommand {
     Resume {
         /// The destination.
         destination: String,
+    },
+}
+
+/// `ferrule schedules …`.
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Every schedule: pattern, zone, target, next and last occurrence, pause.
+    List {
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the schedule firing on every relay; its occurrences pass by and are not caught up.
+    Pause {
+        /// The schedule.
+        name: String,
+        /// Why (kept with the pause and in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a paused schedule fire again from its next occurrence.
+    Resume {
+        /// The schedule.
+        name: String,
+    },
+    /// Fire an occurrence of the schedule now, apart from its pattern.
+    Trigger {
+        /// The schedule.
+        name: String,
     },
 }
 

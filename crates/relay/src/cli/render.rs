@@ -365,6 +365,47 @@ pub(crate) fn destinations(rows: &[Value]) -> String {
             .collect(),
     )
 }
+/// `ferrule schedules list`: one row per schedule.
+pub(crate) fn schedules(rows: &[Value]) -> String {
+    table(
+        Some(&[
+            "NAME", "CRON", "TIMEZONE", "TARGET", "NEXT", "LAST", "PAUSED",
+        ]),
+        rows.iter()
+            .map(|s| {
+                let last = &s["last"];
+                let last = if last.is_null() {
+                    "-".to_owned()
+                } else {
+                    let what = match (last["message_id"].as_str(), last["run_id"].as_str()) {
+                        (Some(id), _) => format!(" message {id}"),
+                        (None, Some(id)) => format!(" run {id}"),
+                        (None, None) => String::new(),
+                    };
+                    format!(
+                        "{} {}{what}",
+                        time(&last["scheduled_for"]),
+                        text(&last["state"])
+                    )
+                };
+                let paused = match s["paused"]["paused_by"].as_str() {
+                    Some(by) => format!("by {by} since {}", time(&s["paused"]["paused_at"])),
+                    None => "-".to_owned(),
+                };
+                vec![
+                    text(&s["name"]),
+                    text(&s["cron"]),
+                    text(&s["timezone"]),
+                    text(&s["target"]),
+                    time(&s["next"]),
+                    last,
+                    paused,
+                ]
+            })
+            .collect(),
+    )
+}
+
 /// `ferrule runs list`: one row per run.
 pub(crate) fn runs(rows: &[Value]) -> String {
     table(

@@ -14,6 +14,7 @@ mod http_tests;
 mod inbound;
 mod load;
 mod routes;
+mod schedules;
 mod secret;
 mod server;
 mod store;
@@ -51,6 +52,7 @@ pub use self::routes::{
     ButtonConfig, ChatMapping, DEFAULT_WAIT, EndStatus, MAX_WAIT, RouteConfig, StepConfig,
     StepKind, TriggerConfig, TriggerKind, kind_name,
 };
+pub use self::schedules::{CatchUp, MAX_CATCH_UP, ScheduleConfig, parse_cron, parse_timezone};
 pub use self::secret::{Secret, SecretDigest, redact_url};
 pub use self::server::ServerConfig;
 pub use self::store::StoreConfig;
@@ -102,6 +104,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[ui]`: the dashboard's sessions and bulk jobs.
     pub ui: UiConfig,
+    /// `[[schedules]]`: cron patterns that fire messages or runs, each occurrence once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleConfig>,
 }
 
 /// Why the configuration could not be loaded.
@@ -290,7 +295,9 @@ impl Config {
         self.email_sources()?;
         self.validate_alerts()?;
         self.validate_routes()?;
-        crate::template::Templates::compile(&self.routes).map(drop)
+        self.validate_schedules()?;
+        crate::template::Templates::compile(&self.routes)?;
+        crate::template::Templates::compile_schedules(&self.schedules).map(drop)
     }
     /// The effective configuration as TOML with every secret redacted (`config check`): each
     /// destination shows the policies it runs with (its own tables laid over `[defaults]`),

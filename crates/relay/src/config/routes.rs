@@ -227,7 +227,7 @@ pub enum EndStatus {
 }
 
 /// Checks a name: 1 to `max` of `a-z 0-9 _ -`.
-fn check_name(field: &str, name: &str, max: usize) -> Result<(), ConfigError> {
+pub(super) fn check_name(field: &str, name: &str, max: usize) -> Result<(), ConfigError> {
     if !(1..=max).contains(&name.len())
         || !name
             .bytes()

@@ -1067,3 +1067,112 @@ fn tokens_may_carry_names_shown_beside_their_redacted_values() {
         assert!(err.contains(field), "{text}: {err}");
     }
 }
+
+#[test]
+fn schedules_are_checked_at_load_naming_the_field() {
+    let base = r#"
+        [[destinations]]
+        name = "hook"
+        type = "webhook"
+        url = "https://example.com/a"
+        unsigned = true
+    "#;
+    let good = from_toml(&format!(
+        r#"{base}
+        [[schedules]]
+        name = "daily-digest"
+        cron = "0 8 * * *"
+        timezone = "Europe/Berlin"
+        destination = "hook"
+        payload = {{ kind = "digest", for = "{{{{ scheduled_for }}}}", name = "{{{{ name }}}}" }}
+        catch_up = "all"
+        catch_up_window = "6h"
+        "#
+    ))
+    .unwrap();
+    let s = &good.schedules[0];
+    assert_eq!(s.catch_up, CatchUp::All);
+    assert_eq!(s.catch_up_window, Duration::from_secs(6 * 3600));
+    assert_eq!(s.catch_up_max, 100, "the default");
+    assert!(good.to_redacted_toml().contains("[[schedules]]"));
+    for (table, field) in [
+        (
+            r#"name = "Bad Name"
+            cron = "* * * * *"
+            destination = "hook""#,
+            "schedules[0].name",
+        ),
+        (
+            r#"name = "a"
+            cron = "61 * * * *"
+            destination = "hook""#,
+            "schedules[0].cron",
+        ),
+        (
+            r#"name = "a"
+            cron = "0 0 * * * * 2030"
+            destination = "hook""#,
+            "schedules[0].cron",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *"
+            timezone = "Europe/Atlantis"
+            destination = "hook""#,
+            "schedules[0].timezone",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *""#,
+            "schedules[0].destination",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *"
+            destination = "nowhere""#,
+            "schedules[0].destination",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *"
+            destination = "hook"
+            route = "r""#,
+            "schedules[0].route",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *"
+            route = "none""#,
+            "schedules[0].route",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *"
+            destination = "hook"
+            catch_up_window = "0s""#,
+            "schedules[0].catch_up_window",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *"
+            destination = "hook"
+            catch_up_max = 0"#,
+            "schedules[0].catch_up_max",
+        ),
+        (
+            r#"name = "a"
+            cron = "* * * * *"
+            destination = "hook"
+            payload = { text = "{{ run.id }}" }"#,
+            "schedules[0].payload.text",
+        ),
+    ] {
+        let err = from_toml(&format!("{base}\n[[schedules]]\n{table}\n")).unwrap_err();
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    let err = from_toml(&format!(
+        "{base}\n[[schedules]]\nname = \"a\"\ncron = \"* * * * *\"\ncatch_up = \"sometimes\"\ndestination = \"hook\"\n"
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("sometimes"), "{err}");
+}

@@ -284,6 +284,17 @@ pub const POLICY_EVENT_KINDS: [&str; 8] = [
     "rate_limited",
     "chaos_injected",
 ];
+/// Occurrences of schedules recorded by this relay, by what became of them.
+pub const SCHEDULE_OCCURRENCES: Family = family(
+    "ferrule_schedule_occurrences_total",
+    Kind::Counter,
+    &["schedule", "outcome"],
+    "Occurrences of each schedule this relay recorded first: `fired` (its message enqueued or \
+     run started) or `skipped` (missed and passed over by the catch-up policy; occurrences \
+     passed over while paused are not counted). An occurrence another relay recorded first is counted there.",
+);
+/// What became of an occurrence, as [`SCHEDULE_OCCURRENCES`] labels it.
+pub const SCHEDULE_OUTCOMES: [&str; 2] = ["fired", "skipped"];
 /// Runs started by a route.
 pub const RUNS_STARTED: Family = family(
     "ferrule_runs_started_total",
@@ -471,7 +482,7 @@ pub const PROCESS_FAMILIES: [Family; 8] = [
 ];
 
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 46] = [
+pub const FAMILIES: [Family; 47] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -497,6 +508,7 @@ pub const FAMILIES: [Family; 46] = [
     POLICY_EVENTS,
     RUNS_STARTED,
     RUNS_FINISHED,
+    SCHEDULE_OCCURRENCES,
     ROUTE_STEPS,
     ROUTE_STEP_DURATION,
     ROUTE_PRESSES,
@@ -720,6 +732,14 @@ pub const ROUTE_PRESS_RESULTS: [&str; 5] = [
     "not_allowed",
     "unknown",
 ];
+
+/// Registers a schedule's occurrence counters at zero.
+pub fn register_schedule_series(name: &str) {
+    for outcome in SCHEDULE_OUTCOMES {
+        metrics::counter!(SCHEDULE_OCCURRENCES.name, "schedule" => name.to_owned(), "outcome" => outcome)
+            .increment(0);
+    }
+}
 
 /// Registers route `name`'s series at zero (and the presses', which have no route label), so
 /// they are exported from the start.

@@ -21,6 +21,7 @@ mod postgres;
 mod proxy;
 mod receiver;
 mod routes;
+mod schedules;
 mod search;
 mod secrets;
 mod shutdown;

@@ -226,6 +226,18 @@ async fn metrics_follow_the_text_format_and_every_series_is_there_from_the_start
         c.destinations
             .push(webhook("fresh-alerts", "http://127.0.0.1:9/hook"));
         c.alerts.webhook = Some("fresh-alerts".into());
+        // A schedule: its occurrence counters.
+        c.schedules.push(ferrule::config::ScheduleConfig {
+            name: "fresh-schedule".into(),
+            cron: "0 0 1 1 *".into(),
+            timezone: "UTC".into(),
+            destination: Some("fresh-hook".into()),
+            route: None,
+            payload: None,
+            catch_up: ferrule::config::CatchUp::Skip,
+            catch_up_window: std::time::Duration::from_secs(3600),
+            catch_up_max: 1,
+        });
         // An AI API with a fallback: the proxy's families.
         for (name, fallback) in [
             ("fresh-api", vec!["fresh-api-2".to_owned()]),

@@ -273,6 +273,21 @@ CREATE TABLE rollup_reasons (
 );
 CREATE INDEX rollup_reasons_minute ON rollup_reasons (minute);
 "#,
+    // 11: occurrences of schedules, one row per (schedule, manual, scheduled_for): the row
+    // is written with its message or run, so an occurrence fires once however many relays try.
+    r#"
+CREATE TABLE schedule_occurrences (
+    schedule      text    NOT NULL,
+    manual        boolean NOT NULL,
+    scheduled_for bigint  NOT NULL,
+    state         text    NOT NULL,
+    recorded_at   bigint  NOT NULL,
+    message_id    text,
+    run_id        text,
+    reason        text,
+    PRIMARY KEY (schedule, manual, scheduled_for)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -19,6 +19,7 @@ mod pause;
 mod rollup;
 mod row;
 mod runs;
+mod schedules;
 mod writer;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
 };
+use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::store::Store;
 use crate::transition::{self, End};
 use crate::types::{
@@ -1287,6 +1289,22 @@ impl Store for PgStore {
 
     async fn prune_rollups(&self, older_than: Duration) -> Result<u64> {
         self.delete_rollups(older_than).await
+    }
+
+    async fn record_occurrence(&self, occurrence: NewOccurrence) -> Result<Fired> {
+        let new = crate::schedule::encode(occurrence, self.inner.options.max_payload_bytes)?;
+        self.record_occurrence_tx(&new).await
+    }
+
+    async fn latest_occurrences(&self) -> Result<Vec<Occurrence>> {
+        self.select_latest_occurrences().await
+    }
+
+    async fn purge_occurrences(&self, older_than: Duration) -> Result<u64> {
+        let before = self
+            .now()
+            .saturating_sub(crate::types::duration_millis(older_than));
+        self.delete_occurrences(before).await
     }
 }
 

@@ -42,7 +42,7 @@ use crate::transition::{
 use crate::types::{Cursor, NewMessage, duration_millis, to_millis};
 
 /// How many times a run's transaction runs when it keeps conflicting with others.
-const ATTEMPTS: usize = 3;
+pub(super) const ATTEMPTS: usize = 3;
 
 /// Most failure reasons `run_stats` reports.
 const TOP_FAILURES: i64 = 10;
@@ -68,7 +68,7 @@ impl From<StoreError> for TxError {
     }
 }
 
-type TxResult<T> = std::result::Result<T, TxError>;
+pub(super) type TxResult<T> = std::result::Result<T, TxError>;
 
 /// Ends an attempt under its lease (already locked and checked), with its event.
 const END_ATTEMPT: &str = "
@@ -145,12 +145,12 @@ impl PgStore {
         Err(exhausted("changing a run"))
     }
 
-    async fn begin(&self, context: &str) -> Result<Transaction<'static, Postgres>> {
+    pub(super) async fn begin(&self, context: &str) -> Result<Transaction<'static, Postgres>> {
         self.inner.pool.begin().await.map_err(self.err(context))
     }
 
     /// Commits or rolls back `tx` after `result`; `None` when a conflict should be rerun.
-    async fn settle<T>(
+    pub(super) async fn settle<T>(
         &self,
         tx: Transaction<'static, Postgres>,
         result: TxResult<T>,
@@ -184,7 +184,7 @@ impl PgStore {
 
     /// Wakes the dispatchers when a committed change made messages claimable or cancelled
     /// some (which may unblock an ordering key).
-    fn after_change(&self, change: &EncodedChange, advanced: &Advanced) {
+    pub(super) fn after_change(&self, change: &EncodedChange, advanced: &Advanced) {
         if advanced.enqueued.iter().any(|e| e.is_created())
             || !change.retry.is_empty()
             || advanced.run.status.is_finished()
@@ -194,7 +194,7 @@ impl PgStore {
         }
     }
 
-    async fn start_in(
+    pub(super) async fn start_in(
         &self,
         tx: &mut PgConnection,
         new: &EncodedRun,
@@ -747,7 +747,7 @@ async fn cancel_timer(tx: &mut PgConnection, now: i64, timer: Option<&str>) -> T
     Ok(())
 }
 
-fn exhausted(context: &str) -> StoreError {
+pub(super) fn exhausted(context: &str) -> StoreError {
     StoreError::database(
         context,
         true,

@@ -300,6 +300,21 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX rollup_reasons_minute ON rollup_reasons (minute);
     ",
+    // 11: occurrences of schedules, one row per (schedule, manual, scheduled_for): the row
+    // is written with its message or run, so an occurrence fires once however many relays try.
+    "
+    CREATE TABLE schedule_occurrences (
+        schedule      TEXT    NOT NULL,
+        manual        INTEGER NOT NULL,
+        scheduled_for INTEGER NOT NULL,
+        state         TEXT    NOT NULL,
+        recorded_at   INTEGER NOT NULL,
+        message_id    TEXT,
+        run_id        TEXT,
+        reason        TEXT,
+        PRIMARY KEY (schedule, manual, scheduled_for)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -52,6 +52,7 @@ mod reads;
 mod rollup;
 mod rows;
 mod runs;
+mod schedules;
 mod writer;
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -74,6 +75,7 @@ use crate::run::{
     Advance, Advanced, NewRun, RunChange, RunDetail, RunFilter, RunId, RunPage, RunStats, Started,
     Wait,
 };
+use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::store::Store;
 use crate::transition::{self, End};
 use crate::types::{
@@ -789,6 +791,27 @@ impl Store for SqliteStore {
         self.inner
             .writer
             .submit(move |conn, _| rollup::prune(conn, cutoff))
+            .await
+    }
+
+    async fn record_occurrence(&self, occurrence: NewOccurrence) -> Result<Fired> {
+        let new = crate::schedule::encode(occurrence, self.inner.options.store.max_payload_bytes)?;
+        self.inner
+            .writer
+            .submit(move |conn, env| schedules::record(conn, env, &new))
+            .await
+    }
+
+    async fn latest_occurrences(&self) -> Result<Vec<Occurrence>> {
+        self.inner.readers.with(schedules::latest).await
+    }
+
+    async fn purge_occurrences(&self, older_than: Duration) -> Result<u64> {
+        let before = to_millis(self.inner.options.store.clock.system_now())
+            .saturating_sub(crate::types::duration_millis(older_than));
+        self.inner
+            .writer
+            .submit(move |conn, _| schedules::purge(conn, before))
             .await
     }
 }

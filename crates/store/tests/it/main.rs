@@ -9,5 +9,6 @@ mod pause;
 mod postgres;
 mod rollup;
 mod runs;
+mod schedules;
 mod search;
 mod sqlite;

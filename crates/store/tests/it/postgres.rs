@@ -43,6 +43,7 @@ crate::run_conformance_tests!(crate::postgres::Postgres);
 crate::audit_conformance_tests!(crate::postgres::Postgres);
 crate::pause_conformance_tests!(crate::postgres::Postgres);
 crate::rollup_conformance_tests!(crate::postgres::Postgres);
+crate::schedule_conformance_tests!(crate::postgres::Postgres);
 crate::search_conformance_tests!(crate::postgres::Postgres);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1272,4 +1273,43 @@ async fn rollup_flushes_from_two_instances_add_up() {
     assert_eq!(reasons[0].count, 400);
     a.close().await;
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_tried_by_separate_stores_fire_once() {
+    use ferrule_store::{NewOccurrence, OccurrenceAction};
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 3).await;
+    let rounds = 20u64;
+    for round in 0..rounds {
+        let mut tasks = Vec::new();
+        for store in &stores {
+            for _ in 0..3 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let occurrence = NewOccurrence {
+                        schedule: "digest".into(),
+                        scheduled_for: std::time::UNIX_EPOCH + Duration::from_secs(60 * round),
+                        manual: false,
+                        action: OccurrenceAction::Enqueue(
+                            msg(0).idempotency_key(format!("schedule:digest:{round}")),
+                        ),
+                    };
+                    store.record_occurrence(occurrence).await.unwrap()
+                }));
+            }
+        }
+        let mut created = 0;
+        for t in tasks {
+            created += usize::from(t.await.unwrap().is_created());
+        }
+        assert_eq!(created, 1, "round {round}: recorded once");
+    }
+    let page = stores[0].list(&Filter::all(), None, 100).await.unwrap();
+    assert_eq!(
+        page.messages.len(),
+        rounds as usize,
+        "one message per occurrence"
+    );
 }
