@@ -283,7 +283,7 @@ pub(crate) fn openapi_schemas() -> Value {
             "target": {"type": "string", "description": "`destination:NAME` or `route:NAME`"},
             "destination": {"type": ["string", "null"]}, "route": {"type": ["string", "null"]},
             "catch_up": {"type": "string", "enum": ["skip", "latest", "all"]},
-            "catch_up_window_secs": {"type": "integer", "minimum": 1},
+            "catch_up_window_secs": {"type": "integer", "minimum": 0, "description": "whole seconds (a window under a second shows 0)"},
             "next": {"type": ["string", "null"], "format": "date-time", "description": "the next occurrence by the pattern (also while paused); null when it never matches again"},
             "last": schema("Occurrence"),
             "last_manual": schema("Occurrence"),
