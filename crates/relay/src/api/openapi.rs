@@ -44,7 +44,7 @@ pub(super) fn error(description: &str) -> Value {
 }
 
 /// A 503 with its `Retry-After`.
-fn unavailable(description: &str) -> Value {
+pub(crate) fn unavailable(description: &str) -> Value {
     let mut response = error(description);
     response["headers"] = json!({"Retry-After": {"description": "seconds to wait before trying again", "required": true, "schema": {"type": "integer", "minimum": 0}}});
     response
@@ -284,12 +284,21 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("HealthCheck".into(), json!({"description": "A destination's active health check (`[destinations.health_check]`), when it has one.", "allOf": [schema("Health")], "required": ["critical", "interval_ms", "last_passed"], "properties": {
         "critical": {"type": "boolean"}, "interval_ms": {"type": "integer", "minimum": 1000},
         "last_passed": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["at", "detail"], "properties": {"at": time, "detail": {"type": "string"}}}]}}}));
-    schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "email_sources", "queue_depth", "dead_letter_depth", "dependencies", "last_error"], "properties": {
+    schemas.insert("StoreLoad".into(), json!({"type": "object", "description": "The store's load: its operation timeout and the operations that ran past it (answered `store_busy`), its writer's queue, and on PostgreSQL its connection pool (`null` on SQLite, which has one writer connection and a fixed set of readers).", "required": ["backend", "operation_timeout_ms", "operation_timeouts", "writer_queue", "writer_queue_capacity", "pool"], "properties": {
+        "backend": {"type": "string", "enum": ["sqlite", "postgres"]},
+        "operation_timeout_ms": {"type": "integer", "minimum": 1}, "operation_timeouts": {"type": "integer", "minimum": 0},
+        "writer_queue": {"type": "integer", "minimum": 0}, "writer_queue_capacity": {"type": "integer", "minimum": 0},
+        "pool": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["in_use", "idle", "max", "acquires", "acquire_timeouts", "wait_micros_total", "wait_micros_max"], "properties": {
+            "in_use": {"type": "integer", "minimum": 0}, "idle": {"type": "integer", "minimum": 0}, "max": {"type": "integer", "minimum": 1},
+            "acquires": {"type": "integer", "minimum": 0}, "acquire_timeouts": {"type": "integer", "minimum": 0},
+            "wait_micros_total": {"type": "integer", "minimum": 0}, "wait_micros_max": {"type": "integer", "minimum": 0}}}]}}}));
+    schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "email_sources", "queue_depth", "dead_letter_depth", "store", "dependencies", "last_error"], "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded", "unhealthy", "draining"], "description": "`degraded`: a breaker open, forced open or half-open, or a destination (or its inbound side) unhealthy; `unhealthy`: the store is (a full disk included); `draining`: shutting down"},
             "version": {"type": "string"}, "started_at": time, "uptime_seconds": {"type": "integer", "minimum": 0},
             "counters": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}, "required": ["submitted", "delivered", "retried", "dead", "deferred", "panics", "inbound", "inbound_duplicates", "inbound_emails", "inbound_email_duplicates", "inbound_emails_refused"]},
             "email_sources": {"type": "array", "items": {"type": "string"}, "description": "the `[[inbound.email]]` sources, by name"},
             "queue_depth": {"type": "integer", "minimum": 0}, "dead_letter_depth": {"type": "integer", "minimum": 0},
+            "store": schema("StoreLoad"),
             "dependencies": {"type": "object", "required": ["store", "destinations"], "properties": {
                 "store": {"allOf": [schema("Health")], "properties": {"storage_full": {"type": "object", "required": ["since", "refused_writes", "reason"], "properties": {"since": time, "refused_writes": {"type": "integer"}, "reason": {"type": "string"}}}}},
                 "destinations": {"type": "object", "additionalProperties": {"type": "object", "required": ["breaker", "health"], "properties": {
@@ -524,7 +533,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "401": error("a missing or wrong `X-Telegram-Bot-Api-Secret-Token`"),
             "404": error("no Telegram destination of that name receives updates by webhook"),
             "413": error("the body is over `server.max_body_bytes` (`body_too_large`)"),
-            "503": unavailable("shutting down, or the store is unavailable or its storage full; Telegram retries"),
+            "503": unavailable("shutting down, or the store is unavailable, busy (`store_busy`) or its storage full; Telegram retries"),
         }),
     );
     telegram_webhook["description"] = json!(
@@ -616,7 +625,7 @@ fn inbound_email() -> Value {
             "413": error("the body is over the source's `max_size` (`body_too_large`)"),
             "415": error("neither `message/rfc822`, `application/octet-stream`, `multipart/form-data` nor `application/x-www-form-urlencoded` (`unsupported_media_type`)"),
             "422": error("not a mail the relay can record, with the reason (`invalid_email`): no header section, no `From:` address, a multipart body without its boundary"),
-            "503": unavailable("nothing was recorded: shutting down, or the store is unavailable or its storage full; mail services post again"),
+            "503": unavailable("nothing was recorded: shutting down, or the store is unavailable, busy (`store_busy`) or its storage full; mail services post again"),
         }),
     );
     email["description"] = json!(

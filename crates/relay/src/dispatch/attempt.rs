@@ -103,7 +103,7 @@ fn report_store(state: &AppState, result: Result<(), StoreError>) {
 }
 
 /// Runs `write`, which records how an attempt ended, again while it fails because the store's
-/// disk is full: every 50 ms, doubling to 1 s, for at most `dispatcher.lease` from the first
+/// disk is full or the store is busy (an operation timeout): every 50 ms, doubling to 1 s, for at most `dispatcher.lease` from the first
 /// refusal, and not once the relay stops (deliveries go on during `server.shutdown_delay`). Written once space returns, the outcome stands;
 /// given up, the lease expires and the message is claimed and attempted again, so the
 /// receiver gets it twice. Other errors are answered at once.
@@ -116,7 +116,11 @@ where
     let mut until = None;
     loop {
         let result = write().await;
-        if !matches!(result, Err(StoreError::StorageFull { .. })) || state.shutdown.is_cancelled() {
+        if !matches!(
+            result,
+            Err(StoreError::StorageFull { .. } | StoreError::Timeout { .. })
+        ) || state.shutdown.is_cancelled()
+        {
             return result;
         }
         let now = state.clock.now();

@@ -26,6 +26,7 @@ mod secrets;
 mod shutdown;
 mod smtp;
 mod smtp_sink;
+mod store_health;
 mod support;
 mod systemd;
 mod telegram;

@@ -146,7 +146,7 @@ impl PgStore {
     }
 
     async fn begin(&self, context: &str) -> Result<Transaction<'static, Postgres>> {
-        self.inner.pool.begin().await.map_err(self.err(context))
+        self.begin_tx().await.map_err(self.err(context))
     }
 
     /// Commits or rolls back `tx` after `result`; `None` when a conflict should be rerun.
@@ -560,7 +560,7 @@ impl PgStore {
             " FROM waits WHERE token = $1"
         ))
         .bind(token)
-        .fetch_optional(&self.inner.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(self.err("reading a wait"))?
         .map(|r| row::wait(&r))
@@ -593,7 +593,7 @@ impl PgStore {
         .bind(filter.since.map(to_millis))
         .bind(after)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
-        .fetch_all(&self.inner.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(&err)?;
         let more = rows.len() > limit;

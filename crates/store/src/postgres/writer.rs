@@ -289,6 +289,7 @@ struct Env {
     max_batch: usize,
     target: String,
     ids: std::sync::Mutex<Generator>,
+    meter: Arc<crate::load::Meter>,
 }
 
 impl Env {
@@ -332,6 +333,8 @@ pub(crate) struct WriterConfig {
     pub(crate) clock: SharedClock,
     pub(crate) idempotency_window_ms: i64,
     pub(crate) target: String,
+    /// Where waits for a pool connection are counted.
+    pub(crate) meter: Arc<crate::load::Meter>,
 }
 
 impl Writer {
@@ -347,11 +350,18 @@ impl Writer {
             max_batch: config.max_batch,
             target: config.target,
             ids: std::sync::Mutex::new(Generator::new()),
+            meter: config.meter,
         });
         for _ in 0..config.tasks.max(1) {
             tokio::spawn(run(receiver.clone(), env.clone()));
         }
         Writer { sender, env }
+    }
+
+    /// Jobs waiting for the writer tasks, and the queue's bound.
+    pub(crate) fn queue(&self) -> (usize, usize) {
+        let s = &self.sender;
+        (s.max_capacity() - s.capacity(), s.max_capacity())
     }
 
     /// Stores `rows` in the caller's transaction `conn`, as a batch of the writer would (ids,
@@ -480,7 +490,9 @@ async fn transaction(
     jobs: &[Job],
     savepoints: bool,
 ) -> std::result::Result<Vec<Result<Answer>>, Failure> {
-    let mut tx = env.pool.begin().await.map_err(Failure::Rollback)?;
+    let mut tx = super::timed(&env.meter, env.pool.begin())
+        .await
+        .map_err(Failure::Rollback)?;
     let now = env.now();
     let body = if savepoints {
         each_in_savepoint(env, &mut tx, now, jobs).await
