@@ -43,6 +43,13 @@ pub(super) fn error(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}})
 }
 
+/// The optional W3C `traceparent` request header of an operation that stores something.
+pub(crate) fn traceparent_param() -> Value {
+    json!({"name": "traceparent", "in": "header", "required": false,
+        "description": "W3C Trace Context: kept with what is stored and sent (a new span id each) on every delivery attempt; an invalid value is ignored and a new trace started, as the specification says",
+        "schema": {"type": "string", "maxLength": 512}})
+}
+
 /// A 503 with its `Retry-After`.
 pub(crate) fn unavailable(description: &str) -> Value {
     let mut response = error(description);
@@ -212,8 +219,12 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "outcome": {"type": ["string", "null"], "enum": ["success", "transient", "retry_after", "permanent", "ignored", null]},
             "code": string_or_null, "duration_ms": {"type": ["integer", "null"], "minimum": 0}, "detail": string_or_null,
             "repeats": {"type": "integer", "minimum": 1, "description": "how many times the event happened in a row: a deferral repeated with the same reason (e.g. behind an open circuit) is one event, `at` the first and `last_at` the latest"},
-            "last_at": time_or_null}}));
-    schemas.insert("Message".into(), json!({"type": "object", "required": ["id", "destination", "status", "attempts", "ordering_key", "idempotency_key", "next_attempt_at", "last_error", "created_at", "updated_at", "delivered_at"], "properties": {
+            "last_at": time_or_null,
+            "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "the message's trace id, sent in every attempt's `traceparent` (each attempt a span of its own)"}}}));
+    schemas.insert("Trace".into(), json!({"oneOf": [{"type": "null"}, {"type": "object", "required": ["traceparent", "trace_id"], "description": "the W3C trace the message or run was submitted under: the caller's valid `traceparent`, or one the relay made", "properties": {
+            "traceparent": {"type": "string"}, "trace_id": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"}}}]}));
+    schemas.insert("Message".into(), json!({"type": "object", "required": ["id", "destination", "status", "attempts", "ordering_key", "idempotency_key", "next_attempt_at", "last_error", "created_at", "updated_at", "delivered_at", "trace"], "properties": {
+            "trace": schema("Trace"),
             "id": id, "destination": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
             "attempts": {"type": "integer", "minimum": 0},
             "payload": {"description": "as submitted (shown for one message, not in lists)"},
@@ -379,7 +390,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     );
     submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false,
         "description": "unique per destination within the idempotency window, and kept with a fingerprint of the request: the same request again answers 200, a different one 409. 1 to 512 visible ASCII characters (spaces inside). The parts of a split text get `KEY`, `KEY#2`, `KEY#3`, … so a repeated submission finds every part",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[!-~]([ -~]*[!-~])?$"}}]);
+        "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[!-~]([ -~]*[!-~])?$"}}, traceparent_param()]);
     submit["requestBody"] = json_body(schema("SubmitRequest"));
     let mut more = body_errors("");
     more.as_object_mut().map(|m| m.remove("400"));
@@ -542,6 +553,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     telegram_webhook["parameters"] = json!([
         path("destination", one_of_names(&webhook_inbound)),
         {"name": "X-Telegram-Bot-Api-Secret-Token", "in": "header", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9_-]+$"}},
+        traceparent_param(),
     ]);
     telegram_webhook["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["update_id"], "properties": {"update_id": {"type": "integer"}}, "description": "a Telegram Update"}}}});
     let inbound_email = inbound_email();
@@ -631,10 +643,13 @@ fn inbound_email() -> Value {
     email["description"] = json!(
         "Where an inbound-mail service (SendGrid Inbound Parse in raw mode, Mailgun's MIME forward, a Cloudflare Email Worker) posts a mail for the `[[inbound.email]]` source `{source}`. Each mail is recorded once per `Message-ID` (else per SHA-256 of the message) under source `email:{source}`, with its summary (from, to, cc, subject, date, message id, in-reply-to, the text body trimmed) and, for a GitHub notification, its context (repository, pull request or issue, number, event, reason, sender, state, labels, link); the raw message is not kept. A new mail is forwarded to the source's `forward_to` in the same transaction as `{\"source\", \"email\", \"github\"}`."
     );
-    email["parameters"] = json!([path(
-        "source",
-        json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
-    )]);
+    email["parameters"] = json!([
+        path(
+            "source",
+            json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
+        ),
+        traceparent_param()
+    ]);
     email["requestBody"] = json!({"required": true, "content": {
         "message/rfc822": raw, "application/octet-stream": raw,
         "multipart/form-data": forms, "application/x-www-form-urlencoded": forms,

@@ -45,6 +45,8 @@ pub(crate) struct RunView {
     /// Start to finish (or now) less the waits, in milliseconds.
     processing_ms: u64,
     last_error: Option<String>,
+    /// The W3C trace the run was started under, which its steps' messages carry.
+    trace: Option<super::views::TraceView>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -73,6 +75,7 @@ impl RunView {
             context: run.context,
             version: run.version,
             last_error: run.last_error,
+            trace: super::views::TraceView::of(run.traceparent),
         }
     }
 }

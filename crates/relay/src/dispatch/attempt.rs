@@ -1,10 +1,12 @@
 //! One claimed message's attempt: the policies in order, the connector, and the outcome written
 //! back to the store (complete, reschedule, defer or dead-letter), supervised against panics.
 
+use crate::telemetry::trace::TraceParent;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, SystemTime};
+use tracing::Instrument as _;
 
 use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
 use ferrule_connectors::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
@@ -168,8 +170,34 @@ async fn defer(
     report_store(state, deferred);
 }
 
-/// One attempt of one claimed message.
+/// One attempt of one claimed message, in a span carrying its trace: the message's stored
+/// `traceparent` (a new trace for a message stored without one) with a new span id, which the
+/// attempt also sends.
 pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken) {
+    // The message's trace is current while the attempt runs, so a route's next step is
+    // enqueued under it too.
+    let of_message = TraceParent::stored_or_new(claimed.message.traceparent.as_deref());
+    let trace = of_message.child();
+    let span = tracing::info_span!(
+        "attempt",
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        message_id = %claimed.message.id,
+    );
+    crate::telemetry::trace::scope(
+        of_message,
+        attempt(state, claimed, hard_stop, trace).instrument(span),
+    )
+    .await;
+}
+
+/// [`deliver`] inside its span.
+async fn attempt(
+    state: AppState,
+    claimed: Claimed,
+    hard_stop: CancellationToken,
+    trace: TraceParent,
+) {
     let Claimed { message, lease } = claimed;
     let clock = state.clock.clone();
     if message.destination == TIMER_DESTINATION {
@@ -312,11 +340,13 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
     };
     // 4. Chaos, the connector, the timeout; the lease is extended while it runs.
     let payload = serde_json::to_string(&message.payload).unwrap_or_else(|_| "null".into());
+    let traceparent = trace.to_string();
     let delivery = Delivery {
         message_id: &id,
         destination: &dest.name,
         payload: &payload,
         attempt: message.attempts,
+        traceparent: Some(&traceparent),
     };
     let injection = dest.chaos.decide();
     let started = clock.now();

@@ -3,6 +3,7 @@
 
 mod logs;
 pub mod prometheus;
+pub mod trace;
 
 pub use self::logs::init_logging;
 pub use self::prometheus::metrics;

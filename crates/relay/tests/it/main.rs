@@ -31,3 +31,4 @@ mod support;
 mod systemd;
 mod telegram;
 mod tokens;
+mod trace_context;

@@ -205,6 +205,9 @@ CREATE TABLE paused_destinations (
 "#,
     // 9: the answer of a queued call to an `http` destination, kept with its message.
     "ALTER TABLE messages ADD COLUMN response jsonb",
+    // 10: the W3C trace context a message and a run were submitted under (`traceparent`).
+    "ALTER TABLE messages ADD COLUMN traceparent text;
+    ALTER TABLE runs ADD COLUMN traceparent text;",
 ];
 
 /// The schema version this binary writes.

@@ -591,6 +591,7 @@ fn new_row(m: &NewMessage, encoded: common::Encoded) -> NewRow {
         not_before: m.not_before.map(to_millis),
         fingerprint: m.fingerprint,
         run: None,
+        traceparent: m.traceparent.clone(),
     }
 }
 

@@ -208,8 +208,8 @@ impl PgStore {
         // inserts nothing and reads the first's run below.
         let inserted = sqlx::query(
             "INSERT INTO runs (id, route, dedupe_key, status, state, context, version,
-                               created_at, updated_at)
-             VALUES ($1, $2, $3, 'active', $4, $5::jsonb, 0, $6, $6)
+                               created_at, updated_at, traceparent)
+             VALUES ($1, $2, $3, 'active', $4, $5::jsonb, 0, $6, $6, $7)
              ON CONFLICT (route, dedupe_key) DO NOTHING RETURNING id",
         )
         .bind(id.to_string())
@@ -218,6 +218,7 @@ impl PgStore {
         .bind(&new.state)
         .bind(&context)
         .bind(now)
+        .bind(&new.traceparent)
         .fetch_optional(&mut *tx)
         .await?;
         if inserted.is_none() {

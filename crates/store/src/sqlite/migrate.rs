@@ -228,6 +228,9 @@ const MIGRATIONS: &[&str] = &[
     // 9: the answer of a queued call to an `http` destination (JSON: status, headers, body,
     // truncated), kept with its message.
     "ALTER TABLE messages ADD COLUMN response TEXT;",
+    // 10: the W3C trace context a message and a run were submitted under (`traceparent`).
+    "ALTER TABLE messages ADD COLUMN traceparent TEXT;
+    ALTER TABLE runs ADD COLUMN traceparent TEXT;",
 ];
 
 /// The schema version this binary writes.
