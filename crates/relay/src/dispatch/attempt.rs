@@ -184,6 +184,8 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
         span_id = %trace.span_id(),
         message_id = %claimed.message.id,
     );
+    #[cfg(feature = "otel")]
+    crate::telemetry::otel::link(&span, &of_message);
     crate::telemetry::trace::scope(
         of_message,
         attempt(state, claimed, hard_stop, trace).instrument(span),

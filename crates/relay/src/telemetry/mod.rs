@@ -2,6 +2,8 @@
 //! family the relay exports, described once.
 
 mod logs;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod prometheus;
 pub mod trace;
 

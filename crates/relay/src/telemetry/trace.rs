@@ -155,6 +155,8 @@ pub async fn scope<F: Future>(trace: TraceParent, work: F) -> F::Output {
 pub async fn layer(request: Request, next: Next) -> Response {
     let (trace, _) = TraceParent::from_headers(request.headers());
     let span = tracing::info_span!("request", trace_id = %trace.trace_id());
+    #[cfg(feature = "otel")]
+    super::otel::link(&span, &trace);
     CURRENT
         .scope(trace, next.run(request))
         .instrument(span)

@@ -164,3 +164,50 @@ fn the_json_log_lines_of_an_attempt_carry_its_trace_id() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test]
+async fn a_run_keeps_the_callers_trace_and_its_steps_send_it() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        routes: Vec<ferrule::config::RouteConfig>,
+    }
+    let receiver = Receiver::start().await;
+    let url = receiver.url.clone();
+    let file: File = toml::from_str(
+        r#"
+[[routes]]
+name = "traced"
+[routes.trigger]
+kind = "api"
+[[routes.steps]]
+name = "notify"
+destination = "hook"
+payload = { text = "hello" }
+"#,
+    )
+    .unwrap();
+    let relay = start(|c| {
+        c.destinations.push(fast_retry("hook", &url, "20ms", 5));
+        c.routes = file.routes;
+    })
+    .await;
+    let (status, run) = relay
+        .call_with(
+            Method::POST,
+            "/v1/routes/traced/runs",
+            Some(json!({"n": 1})),
+            Some(TOKEN),
+            &[("traceparent", CALLER), ("idempotency-key", "run-1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["trace"]["traceparent"], CALLER, "{run}");
+    assert_eq!(run["trace"]["trace_id"], CALLER_TRACE, "{run}");
+    let hits = receiver.wait_for_hits(1, WAIT).await;
+    let (trace, span) = parts(&hits[0].header("traceparent"));
+    assert_eq!(
+        trace, CALLER_TRACE,
+        "the step's message carries the run's trace"
+    );
+    assert_ne!(span, "00f067aa0ba902b7");
+}
