@@ -18,6 +18,9 @@ pub struct Delivery<'a> {
     pub payload: &'a str,
     /// The attempt number, from 1.
     pub attempt: u32,
+    /// The W3C `traceparent` of this attempt (the message's trace, a span of its own), which
+    /// HTTP connectors (webhook, http) send as the `traceparent` header.
+    pub traceparent: Option<&'a str>,
 }
 
 /// What one attempt produced, for the store's event row and for the policies.
@@ -71,7 +74,7 @@ pub struct DeliveryResult {
 ///         }
 ///     }
 /// }
-/// # let delivery = Delivery { message_id: "01J", destination: "sink", payload: "{}", attempt: 1 };
+/// # let delivery = Delivery { message_id: "01J", destination: "sink", payload: "{}", attempt: 1, traceparent: None };
 /// # let result = block_on(Sink.deliver(&delivery));
 /// # assert_eq!(result.detail, "dropped 2 bytes");
 /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -79,6 +79,11 @@ fn store_options(config: &Config, clock: SharedClock) -> StoreOptions {
         idempotency_window: config.store.idempotency_window,
         fifo_dead_letter_policy: config.store.fifo_dead_letter_policy,
         synchronous: config.store.synchronous,
+        operation_timeout: config.store.operation_timeout,
+        pool_observer: Some(crate::health::pool::observer(
+            config.store.pool_wait_warn,
+            clock.clone(),
+        )),
         ..StoreOptions::with_clock(clock)
     }
 }
@@ -204,6 +209,7 @@ pub(crate) async fn build_state(
         tracing::warn!("{warning}");
     }
     let store = open_store(&config, clock.clone()).await?;
+    crate::health::pool::register(store.load().pool.is_some());
     let recovered = store.recover_expired_leases().await?;
     let recovered_at_open = match &store {
         AnyStore::Sqlite(s) => s.recovered_at_open(),

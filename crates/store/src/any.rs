@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::error::{Result, StoreError};
+use crate::load::{Meter, StoreLoad};
 use crate::options::StoreOptions;
 use crate::pause::Paused;
 #[cfg(feature = "postgres")]
@@ -80,14 +81,69 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Runs one operation on the backend, bounded by the store's operation timeout (see
+/// [`AnyStore::bounded`]): every operation added here is bounded without a word more.
 macro_rules! dispatch {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            AnyStore::Sqlite($store) => $call,
-            #[cfg(feature = "postgres")]
-            AnyStore::Postgres($store) => $call,
-        }
+    ($self:ident, $store:ident => $s:ident . $method:ident ( $($arg:expr),* $(,)? ) .await) => {
+        $self
+            .bounded(stringify!($method), async {
+                match $self {
+                    AnyStore::Sqlite($store) => $s.$method($($arg),*).await,
+                    #[cfg(feature = "postgres")]
+                    AnyStore::Postgres($store) => $s.$method($($arg),*).await,
+                }
+            })
+            .await
     };
+}
+
+impl AnyStore {
+    /// The store's load: its writer's queue, the PostgreSQL pool, operations that timed out.
+    pub fn load(&self) -> StoreLoad {
+        match self {
+            AnyStore::Sqlite(s) => s.load(),
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => s.load(),
+        }
+    }
+
+    /// The longest one operation may take ([`StoreOptions::operation_timeout`]).
+    pub fn operation_timeout(&self) -> Duration {
+        match self {
+            AnyStore::Sqlite(s) => s.operation_timeout(),
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => s.operation_timeout(),
+        }
+    }
+
+    fn meter(&self) -> &Meter {
+        match self {
+            AnyStore::Sqlite(s) => s.meter(),
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => s.meter(),
+        }
+    }
+
+    /// Runs `op`, giving up with [`StoreError::Timeout`] once the operation timeout has passed:
+    /// the one place every [`Store`] operation of an `AnyStore` is bounded, so a lock held
+    /// elsewhere, an exhausted pool or a stalled writer answers the caller instead of hanging
+    /// it. The backend's work is dropped with the future (PostgreSQL also stops the statement
+    /// on its side, through `statement_timeout`); a write already handed to the writer may
+    /// still commit.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.operation_timeout();
+        match tokio::time::timeout(after, op).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.meter().operation_timed_out();
+                Err(StoreError::Timeout { operation, after })
+            }
+        }
+    }
 }
 
 impl Store for AnyStore {
@@ -180,7 +236,12 @@ impl Store for AnyStore {
     }
 
     async fn wait_for_work(&self) {
-        dispatch!(self, s => s.wait_for_work().await)
+        // Not bounded: waiting for work is what it is for.
+        match self {
+            AnyStore::Sqlite(s) => s.wait_for_work().await,
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => s.wait_for_work().await,
+        }
     }
 
     async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {

@@ -39,6 +39,7 @@ pub(crate) fn encode(message: &NewMessage, max_payload: usize) -> Result<Encoded
     check_key("destination", Some(&message.destination), false)?;
     check_key("idempotency_key", message.idempotency_key.as_deref(), true)?;
     check_key("ordering_key", message.ordering_key.as_deref(), true)?;
+    check_key("traceparent", message.traceparent.as_deref(), true)?;
     let payload =
         serde_json::to_string(&message.payload).map_err(|e| StoreError::InvalidOption {
             field: "payload",

@@ -157,6 +157,17 @@ pub enum StoreError {
     #[error("store is closed")]
     Closed,
 
+    /// The operation did not finish within the store's `operation_timeout` (a lock held
+    /// elsewhere, a pool with no free connection, a saturated writer). The caller stopped
+    /// waiting; a write may still commit later, so a retry should reuse its idempotency key.
+    #[error("store operation `{operation}` did not finish within {after:?}")]
+    Timeout {
+        /// The operation, e.g. `enqueue`.
+        operation: &'static str,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
+
     /// Any other database error.
     #[error("database error: {context}")]
     Database {
@@ -201,6 +212,8 @@ pub enum ErrorKind {
     InvalidTransition,
     /// The store was closed.
     Closed,
+    /// An operation took longer than the store's operation timeout.
+    Timeout,
     /// Another database error.
     Database,
 }
@@ -222,16 +235,19 @@ impl StoreError {
             StoreError::LeaseLost { .. } => ErrorKind::LeaseLost,
             StoreError::InvalidTransition { .. } => ErrorKind::InvalidTransition,
             StoreError::Closed => ErrorKind::Closed,
+            StoreError::Timeout { .. } => ErrorKind::Timeout,
             StoreError::Database { .. } => ErrorKind::Database,
         }
     }
 
     /// Whether the same operation may succeed if retried later (server unreachable, database
-    /// busy, serialization failure, storage full until space is freed). Bad input, lost
-    /// leases and corruption are not transient.
+    /// busy, serialization failure, an operation timeout, storage full until space is freed).
+    /// Bad input, lost leases and corruption are not transient.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Unreachable { .. } | StoreError::StorageFull { .. } => true,
+            StoreError::Unreachable { .. }
+            | StoreError::StorageFull { .. }
+            | StoreError::Timeout { .. } => true,
             StoreError::Database { transient, .. } => *transient,
             _ => false,
         }

@@ -18,6 +18,7 @@ mod any;
 pub mod audit;
 mod common;
 pub mod error;
+pub mod load;
 pub mod options;
 pub mod pause;
 #[cfg(feature = "postgres")]
@@ -33,7 +34,8 @@ pub mod types;
 pub use any::{AnyStore, open};
 pub use audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 pub use error::{BoxError, ErrorKind, Result, StoreError};
-pub use options::{DeadLetterPolicy, StoreOptions, Synchronous};
+pub use load::{PoolLoad, StoreLoad};
+pub use options::{DeadLetterPolicy, PoolObserver, PoolWait, StoreOptions, Synchronous};
 pub use pause::Paused;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore};

@@ -50,8 +50,28 @@ pub struct StoreOptions {
     /// Bound on operations waiting for the writer, on either backend; submitters wait when it is
     /// full (4096).
     pub queue_capacity: usize,
+    /// Longest any one operation may take, waiting for a connection, a lock or the writer
+    /// included; past it the caller gets [`StoreError::Timeout`] instead of waiting on (10 s).
+    /// On PostgreSQL it is also each connection's `statement_timeout`, so the server stops
+    /// the statement too. `wait_for_work` is the one operation it does not bound.
+    pub operation_timeout: Duration,
+    /// Told how long each PostgreSQL operation waited for a pool connection, and whether it
+    /// gave up (the relay feeds its wait histogram and its slow-wait warning from this).
+    pub pool_observer: Option<PoolObserver>,
     /// The clock every timestamp is read from (the system clock by default).
     pub clock: SharedClock,
+}
+
+/// A callback told about each wait for a PostgreSQL pool connection.
+pub type PoolObserver = std::sync::Arc<dyn Fn(PoolWait) + Send + Sync>;
+
+/// One wait for a PostgreSQL pool connection, as told to a [`PoolObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolWait {
+    /// How long the caller waited.
+    pub waited: Duration,
+    /// Whether it gave up without a connection (the pool's acquire timeout).
+    pub timed_out: bool,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +85,8 @@ impl Default for StoreOptions {
             read_connections: 4,
             max_batch: 512,
             queue_capacity: 4096,
+            operation_timeout: Duration::from_secs(10),
+            pool_observer: None,
             clock: ferrule_policy::clock::system(),
         }
     }
@@ -81,6 +103,8 @@ impl std::fmt::Debug for StoreOptions {
             .field("read_connections", &self.read_connections)
             .field("max_batch", &self.max_batch)
             .field("queue_capacity", &self.queue_capacity)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("pool_observer", &self.pool_observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -109,6 +133,12 @@ impl StoreOptions {
         positive("read_connections", self.read_connections)?;
         positive("max_batch", self.max_batch)?;
         positive("queue_capacity", self.queue_capacity)?;
+        if self.operation_timeout.is_zero() {
+            return Err(StoreError::InvalidOption {
+                field: "operation_timeout",
+                reason: "must be longer than zero".into(),
+            });
+        }
         if self.idempotency_window.is_zero() {
             return Err(StoreError::InvalidOption {
                 field: "idempotency_window",

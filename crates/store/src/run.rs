@@ -164,6 +164,8 @@ pub struct NewRun {
     /// The context it starts with, e.g. the trigger's fields (a JSON object, or anything a
     /// merge patch can later be applied to).
     pub context: Value,
+    /// The W3C `traceparent` the run was started under, if any.
+    pub traceparent: Option<String>,
 }
 
 impl NewRun {
@@ -179,7 +181,14 @@ impl NewRun {
             dedupe_key: dedupe_key.into(),
             state: state.into(),
             context,
+            traceparent: None,
         }
+    }
+
+    /// Sets the W3C `traceparent` kept with the run.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
     }
 }
 
@@ -454,6 +463,9 @@ pub struct Run {
     pub waiting_since: Option<SystemTime>,
     /// The last error a change recorded.
     pub last_error: Option<String>,
+    /// The W3C `traceparent` the run was started under, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Run {
@@ -890,6 +902,7 @@ mod tests {
             waited: Duration::from_secs(60),
             waiting_since: Some(t0 + Duration::from_secs(70)),
             last_error: None,
+            traceparent: None,
         };
         // 100 s in, 60 s of an earlier wait and 30 s of the current one: 10 s of work.
         let now = t0 + Duration::from_secs(100);

@@ -23,6 +23,7 @@ pub(crate) struct EncodedRun {
     pub(crate) dedupe_key: String,
     pub(crate) state: String,
     pub(crate) context: Value,
+    pub(crate) traceparent: Option<String>,
 }
 
 /// Checks a new run's keys, state and context size.
@@ -30,12 +31,14 @@ pub(crate) fn encode_run(run: NewRun, max_payload: usize) -> Result<EncodedRun> 
     check_key("route", Some(&run.route), false)?;
     check_key("dedupe_key", Some(&run.dedupe_key), false)?;
     check_key("state", Some(&run.state), false)?;
+    check_key("traceparent", run.traceparent.as_deref(), true)?;
     encode_payload(&run.context, max_payload)?;
     Ok(EncodedRun {
         route: run.route,
         dedupe_key: run.dedupe_key,
         state: run.state,
         context: run.context,
+        traceparent: run.traceparent,
     })
 }
 
@@ -254,6 +257,7 @@ pub(crate) fn initial(id: RunId, new: &EncodedRun, now: i64) -> Run {
         waited: std::time::Duration::ZERO,
         waiting_since: None,
         last_error: None,
+        traceparent: new.traceparent.clone(),
     }
 }
 
@@ -482,6 +486,7 @@ mod tests {
             dedupe_key: "k".into(),
             state: "received".into(),
             context: json!({"from": "a"}),
+            traceparent: None,
         };
         let run = initial(RunId::from_ulid(ulid::Ulid::nil()), &new, 1_000);
         let (run, _) = apply(&run, &change(RunChange::new()), 1_000).unwrap();

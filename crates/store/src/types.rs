@@ -212,6 +212,9 @@ pub struct NewMessage {
     /// ([`Duplicate::conflict`]). The store only stores and compares it; without an
     /// idempotency key it is not kept.
     pub fingerprint: Option<[u8; 32]>,
+    /// Optional W3C `traceparent` the message was submitted under, kept with it so every
+    /// attempt can carry the same trace. The store keeps it as given (up to 256 bytes).
+    pub traceparent: Option<String>,
 }
 
 impl NewMessage {
@@ -225,7 +228,14 @@ impl NewMessage {
             ordering_key: None,
             not_before: None,
             fingerprint: None,
+            traceparent: None,
         }
+    }
+
+    /// Sets the W3C `traceparent` kept with the message.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
     }
 
     /// Sets the idempotency key.
@@ -410,6 +420,9 @@ pub struct Message {
     /// [`RunChange::enqueue`](crate::RunChange::enqueue)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunStep>,
+    /// The W3C `traceparent` the message was submitted under, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// One row of a message's timeline.

@@ -59,6 +59,7 @@ async fn deliver(
             destination: "github",
             payload,
             attempt,
+            traceparent: None,
         })
         .await;
     assert!(
@@ -884,6 +885,7 @@ async fn any_connector_delegates_to_github() {
             destination: "github",
             payload: &payload("close", ""),
             attempt: 1,
+            traceparent: None,
         })
         .await;
     assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);

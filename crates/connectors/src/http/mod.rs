@@ -334,6 +334,13 @@ impl HttpConnector {
         {
             headers.insert("idempotency-key", id);
         }
+        // This attempt's trace context replaces any the stored call carried.
+        if let Some(traceparent) = delivery
+            .traceparent
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            headers.insert("traceparent", traceparent);
+        }
         let sent = self.request(call.method, url, &headers).body(call.body);
         let response = match tokio::time::timeout(self.config.timeout, sent.send()).await {
             Err(_) => {

@@ -152,6 +152,7 @@ async fn a_queued_call_keeps_the_answer() {
             destination: "openai",
             payload,
             attempt: 1,
+            traceparent: None,
         })
         .await;
     let received = server.await.unwrap();
@@ -193,6 +194,7 @@ async fn a_billing_stop_is_permanent_with_its_answer() {
             destination: "openai",
             payload: r#"{"method":"POST","path":"/chat/completions","body":{}}"#,
             attempt: 1,
+            traceparent: None,
         })
         .await;
     server.await.unwrap();

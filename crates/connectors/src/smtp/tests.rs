@@ -22,6 +22,7 @@ fn delivery(payload: &str, attempt: u32) -> Delivery<'_> {
         destination: "mail",
         payload,
         attempt,
+        traceparent: None,
     }
 }
 

@@ -487,6 +487,7 @@ async fn deliver(connector: &TelegramConnector, payload: &str) -> DeliveryResult
             destination: "bot",
             payload,
             attempt: 1,
+            traceparent: None,
         })
         .await;
     assert!(
@@ -546,6 +547,7 @@ async fn sends_a_text_as_json() {
             destination: "bot",
             payload: &text_to("\"@news_room\""),
             attempt: 1,
+            traceparent: None,
         })
         .await;
     assert_eq!(result.outcome, Outcome::Success, "{}", result.detail);

@@ -162,6 +162,12 @@ impl WebhookConnector {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(WEBHOOK_ID, id)
             .header(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+        if let Some(traceparent) = delivery
+            .traceparent
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(secret) = &self.secret {
             let signature = sign(
                 secret,

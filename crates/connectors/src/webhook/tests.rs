@@ -30,6 +30,7 @@ fn delivery(attempt: u32) -> Delivery<'static> {
         destination: "orders",
         payload: PAYLOAD,
         attempt,
+        traceparent: None,
     }
 }
 

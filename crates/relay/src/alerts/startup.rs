@@ -58,6 +58,7 @@ pub async fn send_startup_failure(config: &Config, error: &crate::error::Error) 
                 destination: &destination,
                 payload: &payload,
                 attempt: 1,
+                traceparent: None,
             };
             let result = connector.deliver(&delivery).await;
             if result.outcome.is_success() {

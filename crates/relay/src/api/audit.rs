@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::ApiQuery;
-use super::openapi::{error, ok, op, paging, query, schema};
+use super::openapi::{error, ok, op, paging, query, schema, unavailable};
 use crate::audit::Action;
 use crate::state::AppState;
 use crate::time::{parse_rfc3339, rfc3339};
@@ -123,7 +123,7 @@ pub(crate) fn openapi_paths() -> Value {
     let mut list = op(
         "listAudit",
         "Recorded operator actions, newest first",
-        json!({"200": ok("a page", schema("AuditPage")), "400": error("a bad query parameter (`invalid_query`, with `error.field`) or cursor"), "503": error("the store is unavailable")}),
+        json!({"200": ok("a page", schema("AuditPage")), "400": error("a bad query parameter (`invalid_query`, with `error.field`) or cursor"), "503": unavailable("the store is unavailable or busy (`store_unavailable`, `store_busy`); try again after `Retry-After`")}),
     );
     list["description"] = json!(
         "Every change an operator made: breaker resets, force-opens and disables, dead-letter replays and purges, message cancels and replays, pauses and resumes, run retries and cancels (through the API or the dashboard at `/ui`), stored tokens created and revoked. Each says who (the caller's token name; `api:` and the start of its hash for an unnamed configured token; `cli:<user>` for the CLI), what, when, what to, how many messages, and the filter or reason. Dry runs are not recorded."

@@ -144,6 +144,14 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "store unavailable");
                 ApiError::unavailable("store_unavailable", "the store is unavailable", 5)
             }
+            StoreError::Timeout { .. } => {
+                tracing::warn!(error = %e, "store operation timed out");
+                ApiError::unavailable(
+                    "store_busy",
+                    "the store did not answer in time (store.operation_timeout); try again",
+                    1,
+                )
+            }
             _ if e.is_transient() => {
                 tracing::warn!(error = %e, "transient store error");
                 ApiError::unavailable("store_busy", "the store is busy; try again", 1)

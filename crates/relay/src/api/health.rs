@@ -198,6 +198,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
         "queue_depth": state.depths.queue_now(),
         "scheduled_depth": state.depths.scheduled_now(),
         "dead_letter_depth": load(&state.depths.dead),
+        "store": state.store.load(),
         "dependencies": {
             "store": store_entry(store, storage_full),
             "destinations": destinations,
@@ -219,6 +220,7 @@ fn store_entry(health: HealthSnapshot, storage_full: Option<Episode>) -> Value {
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.refresh_depths().await;
     crate::telemetry::prometheus::collect_process();
+    crate::health::pool::export(&state.store.load());
     (
         StatusCode::OK,
         [(

@@ -206,7 +206,13 @@ pub(crate) async fn submit(
         )));
     }
     let destination = submit.destination.clone();
-    let messages = submit.into_messages(idempotency_key);
+    let mut messages = submit.into_messages(idempotency_key);
+    // The caller's trace when it sent a valid `traceparent`, else a new one: kept with every
+    // part, sent (a new span each) on every attempt.
+    let traceparent = crate::telemetry::trace::current().to_string();
+    for message in &mut messages {
+        message.traceparent = Some(traceparent.clone());
+    }
     let parts = messages.len();
     let enqueued = match <[NewMessage; 1]>::try_from(messages) {
         Ok([message]) => state.store.enqueue(message).await.map(|e| vec![e]),

@@ -274,6 +274,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             linger::discard_unread_body,
         ))
+        .layer(middleware::from_fn(crate::telemetry::trace::layer))
         .with_state(state)
 }
 

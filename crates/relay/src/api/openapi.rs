@@ -43,8 +43,15 @@ pub(super) fn error(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}})
 }
 
+/// The optional W3C `traceparent` request header of an operation that stores something.
+pub(crate) fn traceparent_param() -> Value {
+    json!({"name": "traceparent", "in": "header", "required": false,
+        "description": "W3C Trace Context: kept with what is stored and sent (a new span id each) on every delivery attempt; an invalid value (any length, any text) is ignored and a new trace started, as the specification says",
+        "schema": {"type": "string"}})
+}
+
 /// A 503 with its `Retry-After`.
-pub(super) fn unavailable(description: &str) -> Value {
+pub(crate) fn unavailable(description: &str) -> Value {
     let mut response = error(description);
     response["headers"] = json!({"Retry-After": {"description": "seconds to wait before trying again", "required": true, "schema": {"type": "integer", "minimum": 0}}});
     response
@@ -220,8 +227,12 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "outcome": {"type": ["string", "null"], "enum": ["success", "transient", "retry_after", "permanent", "ignored", null]},
             "code": string_or_null, "duration_ms": {"type": ["integer", "null"], "minimum": 0}, "detail": string_or_null,
             "repeats": {"type": "integer", "minimum": 1, "description": "how many times the event happened in a row: a deferral repeated with the same reason (e.g. behind an open circuit) is one event, `at` the first and `last_at` the latest"},
-            "last_at": time_or_null}}));
-    schemas.insert("Message".into(), json!({"type": "object", "required": ["id", "destination", "status", "attempts", "ordering_key", "idempotency_key", "next_attempt_at", "last_error", "created_at", "updated_at", "delivered_at"], "properties": {
+            "last_at": time_or_null,
+            "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "the message's trace id, sent in every attempt's `traceparent` (each attempt a span of its own)"}}}));
+    schemas.insert("Trace".into(), json!({"oneOf": [{"type": "null"}, {"type": "object", "required": ["traceparent", "trace_id"], "description": "the W3C trace the message or run was submitted under: the caller's valid `traceparent`, or one the relay made", "properties": {
+            "traceparent": {"type": "string"}, "trace_id": {"type": ["string", "null"], "pattern": "^[0-9a-f]{32}$"}}}]}));
+    schemas.insert("Message".into(), json!({"type": "object", "required": ["id", "destination", "status", "attempts", "ordering_key", "idempotency_key", "next_attempt_at", "last_error", "created_at", "updated_at", "delivered_at", "trace"], "properties": {
+            "trace": schema("Trace"),
             "id": id, "destination": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
             "attempts": {"type": "integer", "minimum": 0},
             "payload": {"description": "as submitted (shown for one message, not in lists)"},
@@ -293,12 +304,21 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     schemas.insert("HealthCheck".into(), json!({"description": "A destination's active health check (`[destinations.health_check]`), when it has one.", "allOf": [schema("Health")], "required": ["critical", "interval_ms", "last_passed"], "properties": {
         "critical": {"type": "boolean"}, "interval_ms": {"type": "integer", "minimum": 1000},
         "last_passed": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["at", "detail"], "properties": {"at": time, "detail": {"type": "string"}}}]}}}));
-    schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "email_sources", "queue_depth", "dead_letter_depth", "dependencies", "last_error"], "properties": {
+    schemas.insert("StoreLoad".into(), json!({"type": "object", "description": "The store's load: its operation timeout and the operations that ran past it (answered `store_busy`), its writer's queue, and on PostgreSQL its connection pool (`null` on SQLite, which has one writer connection and a fixed set of readers).", "required": ["backend", "operation_timeout_ms", "operation_timeouts", "writer_queue", "writer_queue_capacity", "pool"], "properties": {
+        "backend": {"type": "string", "enum": ["sqlite", "postgres"]},
+        "operation_timeout_ms": {"type": "integer", "minimum": 1}, "operation_timeouts": {"type": "integer", "minimum": 0},
+        "writer_queue": {"type": "integer", "minimum": 0}, "writer_queue_capacity": {"type": "integer", "minimum": 0},
+        "pool": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["in_use", "idle", "max", "acquires", "acquire_timeouts", "wait_micros_total", "wait_micros_max"], "properties": {
+            "in_use": {"type": "integer", "minimum": 0}, "idle": {"type": "integer", "minimum": 0}, "max": {"type": "integer", "minimum": 1},
+            "acquires": {"type": "integer", "minimum": 0}, "acquire_timeouts": {"type": "integer", "minimum": 0},
+            "wait_micros_total": {"type": "integer", "minimum": 0}, "wait_micros_max": {"type": "integer", "minimum": 0}}}]}}}));
+    schemas.insert("Status".into(), json!({"type": "object", "required": ["status", "version", "started_at", "uptime_seconds", "counters", "email_sources", "queue_depth", "dead_letter_depth", "store", "dependencies", "last_error"], "properties": {
             "status": {"type": "string", "enum": ["ok", "degraded", "unhealthy", "draining"], "description": "`degraded`: a breaker open, forced open or half-open, or a destination (or its inbound side) unhealthy; `unhealthy`: the store is (a full disk included); `draining`: shutting down"},
             "version": {"type": "string"}, "started_at": time, "uptime_seconds": {"type": "integer", "minimum": 0},
             "counters": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}, "required": ["submitted", "delivered", "retried", "dead", "deferred", "panics", "inbound", "inbound_duplicates", "inbound_emails", "inbound_email_duplicates", "inbound_emails_refused"]},
             "email_sources": {"type": "array", "items": {"type": "string"}, "description": "the `[[inbound.email]]` sources, by name"},
             "queue_depth": {"type": "integer", "minimum": 0}, "dead_letter_depth": {"type": "integer", "minimum": 0},
+            "store": schema("StoreLoad"),
             "dependencies": {"type": "object", "required": ["store", "destinations"], "properties": {
                 "store": {"allOf": [schema("Health")], "properties": {"storage_full": {"type": "object", "required": ["since", "refused_writes", "reason"], "properties": {"since": time, "refused_writes": {"type": "integer"}, "reason": {"type": "string"}}}}},
                 "destinations": {"type": "object", "additionalProperties": {"type": "object", "required": ["breaker", "health"], "properties": {
@@ -381,7 +401,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     );
     submit["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false,
         "description": "unique per destination within the idempotency window, and kept with a fingerprint of the request: the same request again answers 200, a different one 409. 1 to 512 visible ASCII characters (spaces inside). The parts of a split text get `KEY`, `KEY#2`, `KEY#3`, … so a repeated submission finds every part",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[!-~]([ -~]*[!-~])?$"}}]);
+        "schema": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": "^[!-~]([ -~]*[!-~])?$"}}, traceparent_param()]);
     submit["requestBody"] = json_body(schema("SubmitRequest"));
     let mut more = body_errors("");
     more.as_object_mut().map(|m| m.remove("400"));
@@ -535,7 +555,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "401": error("a missing or wrong `X-Telegram-Bot-Api-Secret-Token`"),
             "404": error("no Telegram destination of that name receives updates by webhook"),
             "413": error("the body is over `server.max_body_bytes` (`body_too_large`)"),
-            "503": unavailable("shutting down, or the store is unavailable or its storage full; Telegram retries"),
+            "503": unavailable("shutting down, or the store is unavailable, busy (`store_busy`) or its storage full; Telegram retries"),
         }),
     );
     telegram_webhook["description"] = json!(
@@ -544,6 +564,7 @@ fn operations(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     telegram_webhook["parameters"] = json!([
         path("destination", one_of_names(&webhook_inbound)),
         {"name": "X-Telegram-Bot-Api-Secret-Token", "in": "header", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9_-]+$"}},
+        traceparent_param(),
     ]);
     telegram_webhook["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["update_id"], "properties": {"update_id": {"type": "integer"}}, "description": "a Telegram Update"}}}});
     let inbound_email = inbound_email();
@@ -627,16 +648,19 @@ fn inbound_email() -> Value {
             "413": error("the body is over the source's `max_size` (`body_too_large`)"),
             "415": error("neither `message/rfc822`, `application/octet-stream`, `multipart/form-data` nor `application/x-www-form-urlencoded` (`unsupported_media_type`)"),
             "422": error("not a mail the relay can record, with the reason (`invalid_email`): no header section, no `From:` address, a multipart body without its boundary"),
-            "503": unavailable("nothing was recorded: shutting down, or the store is unavailable or its storage full; mail services post again"),
+            "503": unavailable("nothing was recorded: shutting down, or the store is unavailable, busy (`store_busy`) or its storage full; mail services post again"),
         }),
     );
     email["description"] = json!(
         "Where an inbound-mail service (SendGrid Inbound Parse in raw mode, Mailgun's MIME forward, a Cloudflare Email Worker) posts a mail for the `[[inbound.email]]` source `{source}`. Each mail is recorded once per `Message-ID` (else per SHA-256 of the message) under source `email:{source}`, with its summary (from, to, cc, subject, date, message id, in-reply-to, the text body trimmed) and, for a GitHub notification, its context (repository, pull request or issue, number, event, reason, sender, state, labels, link); the raw message is not kept. A new mail is forwarded to the source's `forward_to` in the same transaction as `{\"source\", \"email\", \"github\"}`."
     );
-    email["parameters"] = json!([path(
-        "source",
-        json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
-    )]);
+    email["parameters"] = json!([
+        path(
+            "source",
+            json!({"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"})
+        ),
+        traceparent_param()
+    ]);
     email["requestBody"] = json!({"required": true, "content": {
         "message/rfc822": raw, "application/octet-stream": raw,
         "multipart/form-data": forms, "application/x-www-form-urlencoded": forms,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::caller::Caller;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
-use super::openapi::{error, ok, op, query, schema};
+use super::openapi::{error, ok, op, query, schema, unavailable};
 use crate::audit::{self, Action};
 use crate::destination::paused::view;
 use crate::state::AppState;
@@ -98,7 +98,7 @@ pub(crate) async fn resume(
 /// The pause routes' paths in the OpenAPI document, without their security (added from the
 /// routes); `destination` is the schema of a configured destination's name.
 pub(crate) fn openapi_paths(destination: Value) -> Value {
-    let responses = |what: &str| json!({"200": ok(what, schema("DestinationPause")), "400": error("a bad query parameter (`invalid_query`)"), "404": error("no such destination"), "503": error("the store is unavailable")});
+    let responses = |what: &str| json!({"200": ok(what, schema("DestinationPause")), "400": error("a bad query parameter (`invalid_query`)"), "404": error("no such destination"), "503": unavailable("the store is unavailable or busy (`store_unavailable`, `store_busy`); try again after `Retry-After`")});
     let path =
         json!({"name": "destination", "in": "path", "required": true, "schema": destination});
     let mut pause = op(

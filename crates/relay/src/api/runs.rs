@@ -46,6 +46,8 @@ pub(crate) struct RunView {
     /// Start to finish (or now) less the waits, in milliseconds.
     processing_ms: u64,
     last_error: Option<String>,
+    /// The W3C trace the run was started under, which its steps' messages carry.
+    trace: Option<super::views::TraceView>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -74,6 +76,7 @@ impl RunView {
             context: run.context,
             version: run.version,
             last_error: run.last_error,
+            trace: super::views::TraceView::of(run.traceparent),
         }
     }
 }

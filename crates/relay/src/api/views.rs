@@ -27,6 +27,28 @@ pub(crate) struct MessageView {
     /// A queued call's answer (`http` destinations), shown with the full message.
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<Value>,
+    /// The W3C trace the message was submitted under; `null` for one stored without.
+    trace: Option<TraceView>,
+}
+
+/// The trace a message or run was submitted under.
+#[derive(Debug, Serialize)]
+pub(crate) struct TraceView {
+    /// The `traceparent` as stored (the caller's, or the one the relay made).
+    traceparent: String,
+    /// Its trace id: what every attempt's `traceparent` and the log lines carry.
+    trace_id: Option<String>,
+}
+
+impl TraceView {
+    /// The view of a stored `traceparent`.
+    pub(crate) fn of(traceparent: Option<String>) -> Option<Self> {
+        traceparent.map(|traceparent| TraceView {
+            trace_id: crate::telemetry::trace::TraceParent::parse(&traceparent)
+                .map(|t| t.trace_id().to_owned()),
+            traceparent,
+        })
+    }
 }
 
 /// One timeline row.
@@ -45,6 +67,9 @@ pub(crate) struct EventView {
     repeats: u32,
     /// When the latest repeat happened; `null` when `repeats` is 1.
     last_at: Option<String>,
+    /// The message's trace id, which the attempt sent (each attempt with a span of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
 }
 
 impl MessageView {
@@ -55,7 +80,15 @@ impl MessageView {
 
     /// The full message with its timeline.
     pub(crate) fn detail(d: MessageDetail) -> Self {
-        let events = d.events.into_iter().map(EventView::from).collect();
+        let trace_id = TraceView::of(d.message.traceparent.clone()).and_then(|t| t.trace_id);
+        let events = d
+            .events
+            .into_iter()
+            .map(|e| EventView {
+                trace_id: trace_id.clone(),
+                ..EventView::from(e)
+            })
+            .collect();
         let mut view = Self::build(d.message, true, Some(events));
         view.response = d.response;
         view
@@ -77,6 +110,7 @@ impl MessageView {
             delivered_at: m.delivered_at.map(rfc3339),
             events,
             response: None,
+            trace: TraceView::of(m.traceparent),
         }
     }
 }
@@ -96,6 +130,7 @@ impl From<Event> for EventView {
             detail: e.detail,
             repeats: e.repeats,
             last_at: e.last_at.map(rfc3339),
+            trace_id: None,
         }
     }
 }

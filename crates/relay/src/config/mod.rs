@@ -228,11 +228,14 @@ impl Config {
                 "must start with `sqlite://` or `postgres://`",
             ));
         }
-        if self.store.idempotency_window.is_zero() {
-            return Err(ConfigError::new(
-                "store.idempotency_window",
-                "must be longer than zero",
-            ));
+        for (field, d) in [
+            ("store.idempotency_window", self.store.idempotency_window),
+            ("store.operation_timeout", self.store.operation_timeout),
+            ("store.pool_wait_warn", self.store.pool_wait_warn),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be longer than zero"));
+            }
         }
         crate::auth::Tokens::configured(&self.auth)?;
         positive("dispatcher.concurrency", self.dispatcher.concurrency as u64)?;

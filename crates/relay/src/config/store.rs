@@ -26,6 +26,14 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// Whether a dead message blocks later ones with its ordering key (`skip` or `block`).
     pub fifo_dead_letter_policy: DeadLetterPolicy,
+    /// Longest one store operation may take, waits for a connection or a lock included; past
+    /// it the caller gets `store_busy` (HTTP 503) instead of hanging (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    /// A wait for a PostgreSQL pool connection longer than this logs a warning (at most one a
+    /// minute, with how many waits were slow since the last; default 100 ms).
+    #[serde(with = "humantime_serde")]
+    pub pool_wait_warn: Duration,
     /// How long the per-minute rollups behind `GET /v1/stats` and `ferrule stats` are kept
     /// (default 14 days); `"0"` turns rollups off: nothing is recorded or written.
     #[serde(with = "humantime_serde")]
@@ -48,6 +56,8 @@ impl Default for StoreConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             fifo_dead_letter_policy: DeadLetterPolicy::Skip,
             rollup_retention: Duration::from_secs(14 * 24 * 3600),
+            operation_timeout: Duration::from_secs(10),
+            pool_wait_warn: Duration::from_millis(100),
         }
     }
 }

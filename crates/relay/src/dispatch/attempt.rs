@@ -1,10 +1,12 @@
 //! One claimed message's attempt: the policies in order, the connector, and the outcome written
 //! back to the store (complete, reschedule, defer or dead-letter), supervised against panics.
 
+use crate::telemetry::trace::TraceParent;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, SystemTime};
+use tracing::Instrument as _;
 
 use ferrule_connectors::telegram::{ChatId, rewrite_chat_id};
 use ferrule_connectors::{AnyConnector, Connector, Delivery, DeliveryResult, Signal};
@@ -104,7 +106,7 @@ fn report_store(state: &AppState, result: Result<(), StoreError>) {
 }
 
 /// Runs `write`, which records how an attempt ended, again while it fails because the store's
-/// disk is full: every 50 ms, doubling to 1 s, for at most `dispatcher.lease` from the first
+/// disk is full or the store is busy (an operation timeout): every 50 ms, doubling to 1 s, for at most `dispatcher.lease` from the first
 /// refusal, and not once the relay stops (deliveries go on during `server.shutdown_delay`). Written once space returns, the outcome stands;
 /// given up, the lease expires and the message is claimed and attempted again, so the
 /// receiver gets it twice. Other errors are answered at once.
@@ -117,7 +119,11 @@ where
     let mut until = None;
     loop {
         let result = write().await;
-        if !matches!(result, Err(StoreError::StorageFull { .. })) || state.shutdown.is_cancelled() {
+        if !matches!(
+            result,
+            Err(StoreError::StorageFull { .. } | StoreError::Timeout { .. })
+        ) || state.shutdown.is_cancelled()
+        {
             return result;
         }
         let now = state.clock.now();
@@ -165,8 +171,36 @@ async fn defer(
     report_store(state, deferred);
 }
 
-/// One attempt of one claimed message.
+/// One attempt of one claimed message, in a span carrying its trace: the message's stored
+/// `traceparent` (a new trace for a message stored without one) with a new span id, which the
+/// attempt also sends.
 pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: CancellationToken) {
+    // The message's trace is current while the attempt runs, so a route's next step is
+    // enqueued under it too.
+    let of_message = TraceParent::stored_or_new(claimed.message.traceparent.as_deref());
+    let trace = of_message.child();
+    let span = tracing::info_span!(
+        "attempt",
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        message_id = %claimed.message.id,
+    );
+    #[cfg(feature = "otel")]
+    crate::telemetry::otel::link(&span, &of_message);
+    crate::telemetry::trace::scope(
+        of_message,
+        attempt(state, claimed, hard_stop, trace).instrument(span),
+    )
+    .await;
+}
+
+/// [`deliver`] inside its span.
+async fn attempt(
+    state: AppState,
+    claimed: Claimed,
+    hard_stop: CancellationToken,
+    trace: TraceParent,
+) {
     let Claimed { message, lease } = claimed;
     let clock = state.clock.clone();
     if message.destination == TIMER_DESTINATION {
@@ -309,11 +343,13 @@ pub(super) async fn deliver(state: AppState, claimed: Claimed, hard_stop: Cancel
     };
     // 4. Chaos, the connector, the timeout; the lease is extended while it runs.
     let payload = serde_json::to_string(&message.payload).unwrap_or_else(|_| "null".into());
+    let traceparent = trace.to_string();
     let delivery = Delivery {
         message_id: &id,
         destination: &dest.name,
         payload: &payload,
         attempt: message.attempts,
+        traceparent: Some(&traceparent),
     };
     let injection = dest.chaos.decide();
     let started = clock.now();

@@ -2,12 +2,14 @@
 //! with thresholds ([`Health`]), the queue depths it estimates between reads of the store
 //! ([`Depths`]), a full store disk as one episode ([`storage`]), and what a service manager
 //! is told ([`systemd`]: ready, stopping, and the watchdog fed by the claim loop's
-//! [`Heartbeat`]), and the active checks of the destinations ([`checks`]). The probes that show them
+//! [`Heartbeat`]), the active checks of the destinations ([`checks`]), and the store's pool and
+//! writer load ([`pool`]). The probes that show them
 //! (`/livez`, `/readyz`, `/status`, `/metrics`) are in `api/health.rs`.
 
 pub mod checks;
 mod dependency;
 mod depths;
+pub mod pool;
 pub mod storage;
 pub mod systemd;
 

@@ -213,8 +213,11 @@ pub(crate) async fn store_event(
 
 /// The message a new update is forwarded as: `{"source", "update"}`. Updates from one chat
 /// share an ordering key, so the receiver gets a conversation in order.
+/// The forward of an update, under the trace of the request that brought it (a new trace for
+/// one fetched by polling).
 fn forward_message(to: &str, source: &str, raw: &Value, update: Option<&Update>) -> NewMessage {
-    let message = NewMessage::new(to, json!({ "source": source, "update": raw }));
+    let message = NewMessage::new(to, json!({ "source": source, "update": raw }))
+        .traceparent(crate::telemetry::trace::current().to_string());
     let chat = update.and_then(|u| {
         u.message
             .as_ref()

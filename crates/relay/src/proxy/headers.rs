@@ -87,6 +87,13 @@ pub(super) fn upstream_request_headers(mut headers: HeaderMap) -> HeaderMap {
     for name in ours {
         headers.remove(name);
     }
+    // The caller's valid `traceparent` goes on as it came; an invalid or missing one is
+    // replaced by the request's new trace.
+    if let Ok(value) =
+        header::HeaderValue::from_str(&crate::telemetry::trace::current().to_string())
+    {
+        headers.insert(crate::telemetry::trace::HEADER, value);
+    }
     headers
 }
 
@@ -119,7 +126,7 @@ mod tests {
         let sent = upstream_request_headers(headers);
         let mut names: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
-        assert_eq!(names, ["content-type", "idempotency-key"]);
+        assert_eq!(names, ["content-type", "idempotency-key", "traceparent"]);
     }
 
     #[test]

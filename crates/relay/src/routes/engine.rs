@@ -107,10 +107,11 @@ pub fn enter(
                             map.entry("reply_markup")
                                 .or_insert_with(|| view["keyboard"].clone());
                         }
-                        change = change
-                            .step(name.clone())
-                            .status(RunStatus::Active)
-                            .enqueue(name.clone(), NewMessage::new(destination, payload));
+                        change = change.step(name.clone()).status(RunStatus::Active).enqueue(
+                            name.clone(),
+                            NewMessage::new(destination, payload)
+                                .traceparent(crate::telemetry::trace::current().to_string()),
+                        );
                         if let Some((wait, _)) = wait {
                             change = change.open_wait(wait);
                         }

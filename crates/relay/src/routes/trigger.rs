@@ -78,7 +78,10 @@ pub async fn start(
     if decision.change.state.is_none() {
         decision.change.state = Some("processed".into());
     }
-    let new = NewRun::new(route.config.name.clone(), key, "received", context);
+    // The run keeps the trace it was started under (the API call's, the inbound event's);
+    // its steps' messages carry it too.
+    let new = NewRun::new(route.config.name.clone(), key, "received", context)
+        .traceparent(crate::telemetry::trace::current().to_string());
     let started = state.store.start_run(new, decision.change).await?;
     if let Started::Created(advanced) = &started {
         metrics::counter!(RUNS_STARTED.name, "route" => route.config.name.clone()).increment(1);

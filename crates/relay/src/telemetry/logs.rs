@@ -3,6 +3,9 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cli::LogFormat;
 
@@ -11,20 +14,26 @@ use crate::cli::LogFormat;
 ///
 /// Human logs are coloured only when stderr is a terminal and `NO_COLOR` is unset or empty:
 /// logs that go to a file, a pipe or journald carry no escape codes.
+///
+/// JSON lines carry the fields of the spans they happen in: a request's or a delivery
+/// attempt's `trace_id` (under `span` and `spans`). With the cargo feature `otel` and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also exported over OTLP.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Human => fmt
             .with_ansi(colour(
                 std::io::stderr().is_terminal(),
                 std::env::var_os("NO_COLOR").as_deref(),
             ))
-            .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            .boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(super::otel::layer());
+    let _ = registry.try_init();
 }
 
 /// Whether human logs are coloured: on a terminal, unless `NO_COLOR` is set to something

@@ -192,6 +192,48 @@ pub const STORAGE_FULL: Family = family(
     &[],
     "1 while the store refuses writes for lack of space, else 0.",
 );
+/// Store operations past the operation timeout.
+pub const STORE_OPERATION_TIMEOUTS: Family = family(
+    "ferrule_store_operation_timeouts_total",
+    Kind::Counter,
+    &[],
+    "Store operations that did not finish within store.operation_timeout (answered store_busy).",
+);
+/// The store writer's queue.
+pub const STORE_WRITER_QUEUE: Family = family(
+    "ferrule_store_writer_queue_depth",
+    Kind::Gauge,
+    &[],
+    "Operations waiting for the store's writer (SQLite's writer thread, PostgreSQL's group-commit writer).",
+);
+/// PostgreSQL pool connections by state.
+pub const STORE_POOL_CONNECTIONS: Family = family(
+    "ferrule_store_pool_connections",
+    Kind::Gauge,
+    &["state"],
+    "PostgreSQL pool connections, by state (in_use, idle); PostgreSQL only.",
+);
+/// The PostgreSQL pool's size limit.
+pub const STORE_POOL_MAX: Family = family(
+    "ferrule_store_pool_max_connections",
+    Kind::Gauge,
+    &[],
+    "Most connections the PostgreSQL pool opens (pool_size); PostgreSQL only.",
+);
+/// Waits for a PostgreSQL pool connection.
+pub const STORE_POOL_WAIT: Family = family(
+    "ferrule_store_pool_wait_seconds",
+    Kind::Histogram,
+    &[],
+    "Seconds each store operation waited for a PostgreSQL pool connection; PostgreSQL only.",
+);
+/// Waits for a PostgreSQL pool connection that gave up.
+pub const STORE_POOL_ACQUIRE_TIMEOUTS: Family = family(
+    "ferrule_store_pool_acquire_timeouts_total",
+    Kind::Counter,
+    &[],
+    "Waits for a PostgreSQL pool connection that gave up without one; PostgreSQL only.",
+);
 /// Inbound updates recorded.
 pub const INBOUND: Family = family(
     "ferrule_inbound_total",
@@ -482,7 +524,7 @@ pub const PROCESS_FAMILIES: [Family; 8] = [
 ];
 
 /// Every family the relay exports.
-pub const FAMILIES: [Family; 47] = [
+pub const FAMILIES: [Family; 53] = [
     SUBMITTED,
     SUBMITS_REFUSED,
     DELIVERIES,
@@ -497,6 +539,12 @@ pub const FAMILIES: [Family; 47] = [
     DEAD_LETTER_DEPTH,
     OLDEST_DUE_AGE,
     STORAGE_FULL,
+    STORE_OPERATION_TIMEOUTS,
+    STORE_WRITER_QUEUE,
+    STORE_POOL_CONNECTIONS,
+    STORE_POOL_MAX,
+    STORE_POOL_WAIT,
+    STORE_POOL_ACQUIRE_TIMEOUTS,
     INBOUND,
     INBOUND_DUPLICATES,
     CALLBACK_ANSWERS,
@@ -545,6 +593,12 @@ const LATENCY_BUCKETS: [f64; 19] = [
     1800.0, 3600.0, 10800.0, 86400.0,
 ];
 
+/// Waits for a pool connection, in seconds: a fraction of a millisecond when one is idle, up
+/// to the acquire timeout when the pool is exhausted.
+const POOL_WAIT_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
 /// The process-wide Prometheus handle, installing the recorder and describing every family in
 /// [`FAMILIES`] on first use.
 ///
@@ -582,6 +636,12 @@ pub fn metrics() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full(PROXY_TTFB.name.into()),
                         &ATTEMPT_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(STORE_POOL_WAIT.name.into()),
+                        &POOL_WAIT_BUCKETS,
                     )
                 });
             let handle = match builder {

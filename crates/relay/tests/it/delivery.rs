@@ -14,7 +14,7 @@ use crate::support::{Backend, SECRET, TOKEN, TestRelay, start, start_clock, star
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A destination retrying every `delay` with no jitter, up to `attempts` attempts.
-fn fast_retry(
+pub(crate) fn fast_retry(
     name: &str,
     url: &str,
     delay: &str,

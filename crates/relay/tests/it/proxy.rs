@@ -140,6 +140,47 @@ async fn forwards_the_call_with_the_destinations_credentials() {
 }
 
 #[tokio::test]
+async fn the_callers_traceparent_goes_upstream_and_a_missing_one_is_made() {
+    let openai = FakeAi::start(ok(OPENAI_COMPLETION)).await;
+    let (_keys, key) = key_file();
+    let relay = relay_with(|c| {
+        c.destinations
+            .push(http_dest("openai", &openai.base, Provider::OpenAi, &key));
+    })
+    .await;
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for sent in [Some(caller), Some("00-zz-invalid"), None] {
+        let headers: Vec<(&str, &str)> = sent.map(|t| ("traceparent", t)).into_iter().collect();
+        let response = proxied(
+            &relay,
+            Method::POST,
+            "/v1/proxy/openai/chat/completions",
+            &headers,
+            Some(chat()),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let got = openai.got();
+    assert_eq!(
+        got[0].header("traceparent"),
+        Some(caller),
+        "forwarded as it came"
+    );
+    for request in &got[1..3] {
+        let made = request.header("traceparent").unwrap();
+        let parts: Vec<&str> = made.split('-').collect();
+        assert_eq!(parts.len(), 4, "{made}");
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len()),
+            ("00", 32, 16),
+            "{made}"
+        );
+        assert_ne!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}
+
+#[tokio::test]
 async fn refuses_what_it_cannot_forward() {
     let openai = FakeAi::start(ok(OPENAI_COMPLETION)).await;
     let (_keys, key) = key_file();

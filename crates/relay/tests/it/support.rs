@@ -124,6 +124,16 @@ impl PgSchema {
         PgSchema { name, base }
     }
 
+    /// The schema's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database's URL without the schema.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     pub(crate) fn url(&self) -> String {
         let sep = if self.base.contains('?') { '&' } else { '?' };
         format!("{}{sep}schema={}", self.base, self.name)

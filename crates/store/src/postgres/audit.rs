@@ -33,7 +33,7 @@ impl PgStore {
             .bind(&entry.target)
             .bind(entry.count)
             .bind(&entry.detail)
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(self.err("recording an audit entry"))?;
         Ok(AuditEntry {
@@ -61,7 +61,7 @@ impl PgStore {
             .bind(filter.since.map(to_millis))
             .bind(before)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(self.err("listing audit entries"))?;
         let mut entries = rows.iter().map(entry).collect::<Result<Vec<_>>>()?;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use crate::error::{BoxError, StoreError};
 
 /// SQLSTATE classes and codes a retry can get past: connection exceptions (08), serialization
-/// failure, deadlock, lock not available, too many connections, server shutting down.
+/// failure, deadlock, lock not available, too many connections, a statement cancelled (by the
+/// operation timeout as `statement_timeout`), server shutting down.
 fn transient_code(code: &str) -> bool {
     code.starts_with("08")
         || matches!(
             code,
-            "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03"
+            "40001" | "40P01" | "55P03" | "53300" | "57014" | "57P01" | "57P02" | "57P03"
         )
 }
 

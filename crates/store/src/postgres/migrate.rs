@@ -288,6 +288,9 @@ CREATE TABLE schedule_occurrences (
     PRIMARY KEY (schedule, manual, scheduled_for)
 );
 "#,
+    // 12: the W3C trace context a message and a run were submitted under (`traceparent`).
+    "ALTER TABLE messages ADD COLUMN traceparent text;
+    ALTER TABLE runs ADD COLUMN traceparent text;",
 ];
 
 /// The schema version this binary writes.
@@ -315,6 +318,12 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str, target: &str) -> Result
 
 async fn apply(tx: &mut PgConnection, schema: &str, target: &str) -> Result<i64> {
     let err = |e| map("migrating the schema", target, e);
+    // A migration may rewrite a large table, or wait for another instance's: it is not held
+    // to the operation timeout the pool's connections carry.
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('ferrule_store:' || $1))")
         .bind(schema)
         .execute(&mut *tx)

@@ -35,6 +35,7 @@ use self::writer::{FinishRow, InboundRow, NewRow, Writer, WriterConfig};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
+use crate::load::StoreLoad;
 use crate::options::{DeadLetterPolicy, StoreOptions};
 use crate::pause::Paused;
 use crate::rollup::{ReasonCount, RollupBatch, Series, SeriesQuery};
@@ -95,6 +96,7 @@ struct Inner {
     waker: listen::Waker,
     notifier: listen::Notifier,
     writer: Writer,
+    meter: Arc<crate::load::Meter>,
 }
 
 /// The `Filter` condition over parameters `$1..$8`: statuses, destination, created from,
@@ -110,6 +112,20 @@ macro_rules! filter_where {
          AND ($7::text IS NULL OR ordering_key = $7) \
          AND ($8::text IS NULL OR strpos(payload::text, $8) > 0)"
     };
+}
+
+/// Runs `acquire` (a wait for a pool connection) and tells `meter` how long it took.
+pub(crate) async fn timed<T>(
+    meter: &crate::load::Meter,
+    acquire: impl Future<Output = std::result::Result<T, sqlx::Error>>,
+) -> std::result::Result<T, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let result = acquire.await;
+    meter.waited(
+        started.elapsed(),
+        matches!(result, Err(sqlx::Error::PoolTimedOut)),
+    );
+    result
 }
 
 /// Binds a [`Filter`] as `$1..$8` for [`filter_where`].
@@ -352,12 +368,20 @@ impl PgStore {
             })?
             .map_err(|e| error::map_connect(pg.redacted_url(), &target, e))?;
         let _ = probe.close().await;
+        // The server stops a statement the caller has stopped waiting for (a lock held
+        // elsewhere), so the connection comes back to the pool free.
+        let statement_timeout = options.operation_timeout.as_millis().to_string();
         let pool = PgPoolOptions::new()
             .max_connections(pg.pool_size)
-            .acquire_timeout(pg.connect_timeout)
-            .connect_lazy_with(connect.clone());
+            .acquire_timeout(pg.connect_timeout.min(options.operation_timeout))
+            .connect_lazy_with(
+                connect
+                    .clone()
+                    .options([("statement_timeout", statement_timeout.as_str())]),
+            );
         let found = migrate::migrate(&pool, &pg.schema, &target).await?;
         tracing::debug!(schema = %pg.schema, from_version = found, "opened PostgreSQL store");
+        let meter = Arc::new(crate::load::Meter::new(options.pool_observer.clone()));
         let waker = listen::Waker::new(connect, pg.connect_timeout, pg.schema.clone());
         let notifier = listen::Notifier::start(pool.clone(), pg.schema.clone());
         let writer = Writer::start(
@@ -369,6 +393,7 @@ impl PgStore {
                 clock: options.clock.clone(),
                 idempotency_window_ms: duration_millis(options.idempotency_window),
                 target: target.clone(),
+                meter: meter.clone(),
             },
         );
         Ok(PgStore {
@@ -380,6 +405,7 @@ impl PgStore {
                 waker,
                 notifier,
                 writer,
+                meter,
             }),
         })
     }
@@ -392,6 +418,49 @@ impl PgStore {
     /// The store options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.inner.options
+    }
+
+    /// The pool (connections in use, idle and the maximum; waits for a connection), the
+    /// group-commit writer's queue and the operations that ran past the operation timeout.
+    pub fn load(&self) -> StoreLoad {
+        let (writer_queue, writer_queue_capacity) = self.inner.writer.queue();
+        let pool = &self.inner.pool;
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        StoreLoad {
+            backend: "postgres",
+            operation_timeout_ms: duration_millis(self.inner.options.operation_timeout)
+                .unsigned_abs(),
+            operation_timeouts: self.inner.meter.operation_timeouts(),
+            writer_queue,
+            writer_queue_capacity,
+            pool: Some(
+                self.inner
+                    .meter
+                    .pool(pool.size(), idle, self.inner.pg.pool_size),
+            ),
+        }
+    }
+
+    pub(crate) fn meter(&self) -> &crate::load::Meter {
+        &self.inner.meter
+    }
+
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.inner.options.operation_timeout
+    }
+
+    /// A connection from the pool, the wait measured.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        timed(&self.inner.meter, self.inner.pool.acquire())
+            .await
+            .map_err(self.err("waiting for a connection"))
+    }
+
+    /// A transaction on a connection from the pool, the wait measured.
+    async fn begin_tx(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        timed(&self.inner.meter, self.inner.pool.begin()).await
     }
 
     /// Closes the pool: waits for borrowed connections to come back, then closes them all.
@@ -427,9 +496,13 @@ impl PgStore {
 
     /// Why a fenced operation matched no row: the message is gone or the lease is not current.
     async fn fencing_error(&self, lease: &Lease) -> StoreError {
+        let mut conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return e,
+        };
         let exists = sqlx::query("SELECT 1 FROM messages WHERE id = $1")
             .bind(lease.id.to_string())
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&mut *conn)
             .await;
         match exists {
             Ok(None) => StoreError::NotFound { id: lease.id },
@@ -500,7 +573,7 @@ impl PgStore {
     async fn status_of(&self, id: MessageId) -> Result<Option<Status>> {
         let row = sqlx::query("SELECT status FROM messages WHERE id = $1")
             .bind(id.to_string())
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(self.err("reading a status"))?;
         row.map(|r| {
@@ -522,6 +595,7 @@ fn new_row(m: &NewMessage, encoded: common::Encoded) -> NewRow {
         not_before: m.not_before.map(to_millis),
         fingerprint: m.fingerprint,
         run: None,
+        traceparent: m.traceparent.clone(),
     }
 }
 
@@ -586,7 +660,7 @@ impl Store for PgStore {
             .bind(expires)
             .bind(i64::try_from(max).unwrap_or(i64::MAX))
             .bind(block)
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(self.err("claiming due messages"))?;
         rows.iter()
@@ -613,7 +687,7 @@ impl Store for PgStore {
         .bind(&lease.token)
         .bind(expires)
         .bind(now)
-        .fetch_optional(&self.inner.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(self.err("extending a lease"))?;
         match row {
@@ -652,7 +726,7 @@ impl Store for PgStore {
         .bind(lease.id.to_string())
         .bind(&lease.owner)
         .bind(&lease.token)
-        .execute(&self.inner.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(self.err("replacing a payload"))?
         .rows_affected();
@@ -675,7 +749,7 @@ impl Store for PgStore {
         .bind(lease.id.to_string())
         .bind(&lease.owner)
         .bind(&lease.token)
-        .execute(&self.inner.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(self.err("keeping a response"))?
         .rows_affected();
@@ -716,7 +790,7 @@ impl Store for PgStore {
             .bind(id.to_string())
             .bind(self.now())
             .bind(reason)
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(self.err("cancelling a message"))?;
         if row.is_some() {
@@ -736,7 +810,7 @@ impl Store for PgStore {
     async fn recover_expired_leases(&self) -> Result<u64> {
         let row = sqlx::query(RECOVER)
             .bind(self.now())
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(self.err("recovering expired leases"))?;
         let n = count_of(&row, "recovering expired leases", &self.inner.target)?;
@@ -748,9 +822,7 @@ impl Store for PgStore {
 
     async fn get(&self, id: MessageId) -> Result<Option<MessageDetail>> {
         let mut tx = self
-            .inner
-            .pool
-            .begin()
+            .begin_tx()
             .await
             .map_err(self.err("reading a message"))?;
         // One snapshot for the message and its events.
@@ -797,7 +869,7 @@ impl Store for PgStore {
         let rows = bind_filter(sqlx::query(LIST), filter)
             .bind(after)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(self.err("listing messages"))?;
         let more = rows.len() > limit;
@@ -826,7 +898,7 @@ impl Store for PgStore {
                 };
                 let rows = bind_filter(sqlx::query(sql), &filter)
                     .bind(now)
-                    .fetch_all(&self.inner.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await
                     .map_err(self.err("replaying messages"))?;
                 rows.iter()
@@ -838,9 +910,7 @@ impl Store for PgStore {
                 ids.retain(|id| seen.insert(*id));
                 let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
                 let mut tx = self
-                    .inner
-                    .pool
-                    .begin()
+                    .begin_tx()
                     .await
                     .map_err(self.err("replaying messages"))?;
                 let rows = sqlx::query(
@@ -898,7 +968,7 @@ impl Store for PgStore {
 
     async fn purge(&self, filter: &Filter) -> Result<u64> {
         let row = bind_filter(sqlx::query(PURGE), filter)
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(self.err("purging messages"))?;
         let n = count_of(&row, "purging messages", &self.inner.target)?;
@@ -913,7 +983,7 @@ impl Store for PgStore {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let row = bind_filter(sqlx::query(PURGE_IDS), filter)
             .bind(ids)
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(self.err("purging messages by id"))?;
         let n = count_of(&row, "purging messages by id", &self.inner.target)?;
@@ -928,7 +998,7 @@ impl Store for PgStore {
         let row = sqlx::query(PURGE_DELIVERED)
             .bind(now.saturating_sub(duration_millis(older_than)))
             .bind(now)
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(self.err("purging delivered messages"))?;
         count_of(&row, "purging delivered messages", &self.inner.target)
@@ -938,7 +1008,7 @@ impl Store for PgStore {
         let err = self.err("counting queue depths");
         let rows = sqlx::query(DEPTHS)
             .bind(self.now())
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(&err)?;
         let mut depths = Depths::default();
@@ -964,7 +1034,7 @@ impl Store for PgStore {
         let now = self.now();
         let since = now.saturating_sub(duration_millis(window));
         let err = self.err("computing statistics");
-        let mut tx = self.inner.pool.begin().await.map_err(&err)?;
+        let mut tx = self.begin_tx().await.map_err(&err)?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await
@@ -1054,7 +1124,7 @@ impl Store for PgStore {
                AND NOT EXISTS (SELECT 1 FROM paused_destinations p
                                WHERE p.destination = m.destination)",
         )
-        .fetch_one(&self.inner.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
         .map_err(self.err("finding the next due time"))?;
         let due: Option<i64> = row.try_get("due").map_err(self.err("next due"))?;
@@ -1092,7 +1162,7 @@ impl Store for PgStore {
             .bind(source)
             .bind(before)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
             .map_err(self.err("listing inbound events"))?;
         let more = rows.len() > limit;
@@ -1116,7 +1186,7 @@ impl Store for PgStore {
         let cutoff = self.now().saturating_sub(duration_millis(older_than));
         let done = sqlx::query("DELETE FROM inbound WHERE received_at < $1")
             .bind(cutoff)
-            .execute(&self.inner.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(self.err("purging inbound events"))?;
         Ok(done.rows_affected())
@@ -1182,7 +1252,7 @@ impl Store for PgStore {
         check_key("key", Some(key), false)?;
         let row = sqlx::query("SELECT value FROM store_meta WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
             .map_err(self.err("reading meta"))?;
         row.map(|r| r.try_get("value").map_err(self.err("reading meta")))
@@ -1197,7 +1267,7 @@ impl Store for PgStore {
         )
         .bind(key)
         .bind(value)
-        .execute(&self.inner.pool)
+        .execute(&mut *self.conn().await?)
         .await
         .map_err(self.err("writing meta"))?;
         Ok(())
@@ -1213,7 +1283,7 @@ impl Store for PgStore {
                ORDER BY key COLLATE "C""#,
         )
         .bind(prefix)
-        .fetch_all(&self.inner.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(&err)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -1230,7 +1300,7 @@ impl Store for PgStore {
         check_meta_key(key)?;
         let done = sqlx::query("DELETE FROM store_meta WHERE key = $1")
             .bind(key)
-            .execute(&self.inner.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(self.err("deleting meta"))?;
         Ok(done.rows_affected() > 0)

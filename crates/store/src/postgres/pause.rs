@@ -35,7 +35,7 @@ impl PgStore {
             .bind(self.now())
             .bind(by)
             .bind(reason)
-            .fetch_one(&self.inner.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(self.err("pausing a destination"))?;
         paused(&row)
@@ -45,7 +45,7 @@ impl PgStore {
     pub(super) async fn delete_pause(&self, destination: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM paused_destinations WHERE destination = $1")
             .bind(destination)
-            .execute(&self.inner.pool)
+            .execute(&mut *self.conn().await?)
             .await
             .map_err(self.err("resuming a destination"))?;
         let was = done.rows_affected() > 0;
@@ -61,7 +61,7 @@ impl PgStore {
             r#"SELECT destination, paused_at, paused_by, reason FROM paused_destinations
                ORDER BY destination COLLATE "C""#,
         )
-        .fetch_all(&self.inner.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(self.err("listing paused destinations"))?;
         rows.iter().map(paused).collect()

@@ -15,7 +15,8 @@ macro_rules! message_columns {
     () => {
         "id, destination, payload::text AS payload, headers::text AS headers, idempotency_key, \
          ordering_key, status, attempts, next_attempt_at, lease_owner, lease_token, \
-         lease_expires_at, last_error, created_at, updated_at, delivered_at, seq, run_id, run_step"
+         lease_expires_at, last_error, created_at, updated_at, delivered_at, seq, run_id, run_step, \
+         traceparent"
     };
 }
 pub(crate) use message_columns;
@@ -70,6 +71,7 @@ pub(crate) fn message(row: &PgRow) -> Result<Message> {
             }),
             _ => None,
         },
+        traceparent: get(row, "traceparent")?,
     })
 }
 
@@ -127,7 +129,7 @@ pub(crate) fn inbound(row: &PgRow) -> Result<Inbound> {
 macro_rules! run_columns {
     () => {
         "id, route, dedupe_key, status, state, step, context::text AS context, version, \
-         created_at, updated_at, finished_at, waited_ms, waiting_since, last_error"
+         created_at, updated_at, finished_at, waited_ms, waiting_since, last_error, traceparent"
     };
 }
 pub(crate) use run_columns;
@@ -178,6 +180,7 @@ pub(crate) fn run(row: &PgRow) -> Result<Run> {
         waited: millis(row, "waited_ms")?,
         waiting_since: get::<Option<i64>>(row, "waiting_since")?.map(from_millis),
         last_error: get(row, "last_error")?,
+        traceparent: get(row, "traceparent")?,
     })
 }
 

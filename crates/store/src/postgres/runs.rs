@@ -146,7 +146,7 @@ impl PgStore {
     }
 
     pub(super) async fn begin(&self, context: &str) -> Result<Transaction<'static, Postgres>> {
-        self.inner.pool.begin().await.map_err(self.err(context))
+        self.begin_tx().await.map_err(self.err(context))
     }
 
     /// Commits or rolls back `tx` after `result`; `None` when a conflict should be rerun.
@@ -208,8 +208,8 @@ impl PgStore {
         // inserts nothing and reads the first's run below.
         let inserted = sqlx::query(
             "INSERT INTO runs (id, route, dedupe_key, status, state, context, version,
-                               created_at, updated_at)
-             VALUES ($1, $2, $3, 'active', $4, $5::jsonb, 0, $6, $6)
+                               created_at, updated_at, traceparent)
+             VALUES ($1, $2, $3, 'active', $4, $5::jsonb, 0, $6, $6, $7)
              ON CONFLICT (route, dedupe_key) DO NOTHING RETURNING id",
         )
         .bind(id.to_string())
@@ -218,6 +218,7 @@ impl PgStore {
         .bind(&new.state)
         .bind(&context)
         .bind(now)
+        .bind(&new.traceparent)
         .fetch_optional(&mut *tx)
         .await?;
         if inserted.is_none() {
@@ -560,7 +561,7 @@ impl PgStore {
             " FROM waits WHERE token = $1"
         ))
         .bind(token)
-        .fetch_optional(&self.inner.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(self.err("reading a wait"))?
         .map(|r| row::wait(&r))
@@ -593,7 +594,7 @@ impl PgStore {
         .bind(filter.since.map(to_millis))
         .bind(after)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX) + 1)
-        .fetch_all(&self.inner.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
         .map_err(&err)?;
         let more = rows.len() > limit;

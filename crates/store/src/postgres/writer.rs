@@ -54,15 +54,17 @@ const ENQUEUE_ROUNDS: usize = 3;
 /// Stores new messages; answers with the ids created. `$8` is now, `$9` the expiry of new
 /// idempotency keys, `$10` the messages' `not_before` (`$7`, `next_attempt_at`, is it or now),
 /// `$11` their request fingerprints, kept with their keys, `$12` and `$13` the run and step
-/// of a run's messages. Keys are inserted in key order so
+/// of a run's messages, `$14` their `traceparent`s. Keys are inserted in key order so
 /// that two batches sharing keys lock them in the same order; messages in submission order, so
 /// `seq` follows it.
 const ENQUEUE: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $10::bigint[], $11::bytea[], $12::text[], $13::text[])
+                         $7::bigint[], $10::bigint[], $11::bytea[], $12::text[], $13::text[],
+                         $14::text[])
         WITH ORDINALITY AS t(id, destination, payload, headers, idempotency_key, ordering_key,
-                             next_attempt_at, not_before, fingerprint, run_id, run_step, ord)
+                             next_attempt_at, not_before, fingerprint, run_id, run_step,
+                             traceparent, ord)
 ), k AS (
     INSERT INTO idempotency_keys (destination, key, message_id, expires_at, fingerprint)
     SELECT destination, idempotency_key, id, $9, fingerprint FROM input
@@ -76,9 +78,9 @@ WITH input AS (
 ), m AS (
     INSERT INTO messages (id, destination, payload, headers, idempotency_key, ordering_key,
                           status, attempts, next_attempt_at, created_at, updated_at, event_seq,
-                          not_before, run_id, run_step)
+                          not_before, run_id, run_step, traceparent)
     SELECT id, destination, payload::jsonb, headers::jsonb, idempotency_key, ordering_key,
-           'queued', 0, next_attempt_at, $8, $8, 1, not_before, run_id, run_step
+           'queued', 0, next_attempt_at, $8, $8, 1, not_before, run_id, run_step, traceparent
     FROM input
     WHERE idempotency_key IS NULL OR id IN (SELECT message_id FROM k)
     ORDER BY ord
@@ -202,6 +204,8 @@ pub(crate) struct NewRow {
     pub(crate) fingerprint: Option<[u8; 32]>,
     /// The run (its id) and step the message belongs to.
     pub(crate) run: Option<(String, String)>,
+    /// The W3C `traceparent` the message was submitted under.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// What an idempotency key names: the original message, the fingerprint the key was taken
@@ -289,6 +293,7 @@ struct Env {
     max_batch: usize,
     target: String,
     ids: std::sync::Mutex<Generator>,
+    meter: Arc<crate::load::Meter>,
 }
 
 impl Env {
@@ -332,6 +337,8 @@ pub(crate) struct WriterConfig {
     pub(crate) clock: SharedClock,
     pub(crate) idempotency_window_ms: i64,
     pub(crate) target: String,
+    /// Where waits for a pool connection are counted.
+    pub(crate) meter: Arc<crate::load::Meter>,
 }
 
 impl Writer {
@@ -347,11 +354,18 @@ impl Writer {
             max_batch: config.max_batch,
             target: config.target,
             ids: std::sync::Mutex::new(Generator::new()),
+            meter: config.meter,
         });
         for _ in 0..config.tasks.max(1) {
             tokio::spawn(run(receiver.clone(), env.clone()));
         }
         Writer { sender, env }
+    }
+
+    /// Jobs waiting for the writer tasks, and the queue's bound.
+    pub(crate) fn queue(&self) -> (usize, usize) {
+        let s = &self.sender;
+        (s.max_capacity() - s.capacity(), s.max_capacity())
     }
 
     /// Stores `rows` in the caller's transaction `conn`, as a batch of the writer would (ids,
@@ -480,7 +494,9 @@ async fn transaction(
     jobs: &[Job],
     savepoints: bool,
 ) -> std::result::Result<Vec<Result<Answer>>, Failure> {
-    let mut tx = env.pool.begin().await.map_err(Failure::Rollback)?;
+    let mut tx = super::timed(&env.meter, env.pool.begin())
+        .await
+        .map_err(Failure::Rollback)?;
     let now = env.now();
     let body = if savepoints {
         each_in_savepoint(env, &mut tx, now, jobs).await
@@ -666,6 +682,7 @@ async fn enqueue_rows(
             )
             .bind(pick(|r| r.run.as_ref().map(|(run, _)| run.as_str())))
             .bind(pick(|r| r.run.as_ref().map(|(_, step)| step.as_str())))
+            .bind(pick(|r| r.traceparent.as_deref()))
             .fetch_all(&mut *conn)
             .await
             .map_err(Failure::Rollback)?

@@ -315,6 +315,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (schedule, manual, scheduled_for)
     ) WITHOUT ROWID;
     ",
+    // 12: the W3C trace context a message and a run were submitted under (`traceparent`).
+    "ALTER TABLE messages ADD COLUMN traceparent TEXT;
+    ALTER TABLE runs ADD COLUMN traceparent TEXT;",
 ];
 
 /// The schema version this binary writes.

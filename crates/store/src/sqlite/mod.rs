@@ -69,6 +69,7 @@ use self::writer::{Env, Writer};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
+use crate::load::StoreLoad;
 use crate::pause::Paused;
 use crate::rollup::{ReasonCount, RollupBatch, Series, SeriesQuery};
 use crate::run::{
@@ -105,6 +106,7 @@ struct Inner {
     options: SqliteOptions,
     notify: Arc<Notify>,
     recovered_at_open: u64,
+    meter: crate::load::Meter,
 }
 
 impl SqliteStore {
@@ -176,6 +178,7 @@ impl SqliteStore {
                 options,
                 notify,
                 recovered_at_open,
+                meter: crate::load::Meter::new(None),
             }),
         })
     }
@@ -188,6 +191,29 @@ impl SqliteStore {
     /// How many leases of a previous owner were released when this store was opened.
     pub fn recovered_at_open(&self) -> u64 {
         self.inner.recovered_at_open
+    }
+
+    /// The writer's queue and the operations that ran past the operation timeout. SQLite has
+    /// no connection pool (one writer connection, a fixed set of readers), so `pool` is `None`.
+    pub fn load(&self) -> StoreLoad {
+        let (writer_queue, writer_queue_capacity) = self.inner.writer.queue();
+        StoreLoad {
+            backend: "sqlite",
+            operation_timeout_ms: duration_millis(self.inner.options.store.operation_timeout)
+                .unsigned_abs(),
+            operation_timeouts: self.inner.meter.operation_timeouts(),
+            writer_queue,
+            writer_queue_capacity,
+            pool: None,
+        }
+    }
+
+    pub(crate) fn meter(&self) -> &crate::load::Meter {
+        &self.inner.meter
+    }
+
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.inner.options.store.operation_timeout
     }
 
     fn now(&self) -> i64 {

@@ -115,8 +115,8 @@ const DEFERRAL_REPEATS: &str = "SELECT EXISTS (
 const INSERT_MESSAGE: &str = "INSERT INTO messages
         (id, destination, payload, headers, idempotency_key, ordering_key,
          status, attempts, next_attempt_at, created_at, updated_at, event_seq, not_before,
-         run_id, run_step)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1, ?9, ?10, ?11)";
+         run_id, run_step, traceparent)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, 1, ?9, ?10, ?11, ?12)";
 
 /// Ends an attempt: the message's new status, found by `seq` after its lease was checked.
 const END_ATTEMPT: &str = "UPDATE messages SET status = ?1,
@@ -187,6 +187,7 @@ pub(crate) fn enqueue(
                     not_before,
                     run,
                     run.and(encoded.step.as_deref()),
+                    message.traceparent,
                 ])
             })
             .ctx("inserting a message")?;

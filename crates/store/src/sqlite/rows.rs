@@ -11,10 +11,10 @@ use crate::types::{Event, Inbound, InboundId, Message, MessageId, from_millis};
 /// The columns [`message`] reads, in order, for `SELECT … FROM messages`.
 pub(crate) const MESSAGE_COLUMNS: &str = "id, destination, payload, headers, idempotency_key, \
     ordering_key, status, attempts, next_attempt_at, lease_owner, lease_expires_at, last_error, \
-    created_at, updated_at, delivered_at, run_id, run_step";
+    created_at, updated_at, delivered_at, run_id, run_step, traceparent";
 
 /// How many columns [`MESSAGE_COLUMNS`] names: the index of the first column after them.
-pub(crate) const MESSAGE_COLUMN_COUNT: usize = 17;
+pub(crate) const MESSAGE_COLUMN_COUNT: usize = 18;
 
 fn conversion(
     index: usize,
@@ -62,6 +62,7 @@ pub(crate) fn message(row: &Row<'_>, at: usize) -> rusqlite::Result<Message> {
             }),
             _ => None,
         },
+        traceparent: row.get(at + 17)?,
     })
 }
 
@@ -103,10 +104,10 @@ pub(crate) fn inbound(row: &Row<'_>) -> rusqlite::Result<Inbound> {
 
 /// The columns [`run`] reads, for `SELECT … FROM runs`.
 pub(crate) const RUN_COLUMNS: &str = "id, route, dedupe_key, status, state, step, context, \
-    version, created_at, updated_at, finished_at, waited_ms, waiting_since, last_error";
+    version, created_at, updated_at, finished_at, waited_ms, waiting_since, last_error, traceparent";
 
 /// How many columns [`RUN_COLUMNS`] names.
-pub(crate) const RUN_COLUMN_COUNT: usize = 14;
+pub(crate) const RUN_COLUMN_COUNT: usize = 15;
 
 fn millis(row: &Row<'_>, index: usize) -> rusqlite::Result<Duration> {
     Ok(Duration::from_millis(
@@ -131,6 +132,7 @@ pub(crate) fn run(row: &Row<'_>, at: usize) -> rusqlite::Result<Run> {
         waited: millis(row, at + 11)?,
         waiting_since: row.get::<_, Option<i64>>(at + 12)?.map(from_millis),
         last_error: row.get(at + 13)?,
+        traceparent: row.get(at + 14)?,
     })
 }
 

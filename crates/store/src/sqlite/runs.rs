@@ -57,8 +57,8 @@ pub(crate) fn start(
     let (after, context) = transition::apply(&before, change, now)?;
     conn.prepare_cached(
         "INSERT INTO runs (id, route, dedupe_key, status, state, context, version, created_at,
-             updated_at)
-         VALUES (?1, ?2, ?3, 'active', ?4, ?5, 0, ?6, ?6)",
+             updated_at, traceparent)
+         VALUES (?1, ?2, ?3, 'active', ?4, ?5, 0, ?6, ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -68,6 +68,7 @@ pub(crate) fn start(
             new.state,
             context,
             now,
+            after.traceparent,
         ])
     })
     .ctx("starting a run")?;

@@ -254,6 +254,13 @@ impl Writer {
         })
     }
 
+    /// Jobs waiting for the writer thread, and the queue's bound.
+    pub(crate) fn queue(&self) -> (usize, usize) {
+        self.sender.as_ref().map_or((0, 0), |s| {
+            (s.max_capacity() - s.capacity(), s.max_capacity())
+        })
+    }
+
     /// Runs `work` in the next batch and resolves once the batch is committed.
     ///
     /// `work` may run more than once (every run before the last was rolled back): it must not

@@ -23,8 +23,9 @@ pub(super) fn schemas(schemas: &mut Map<String, Value>) {
     let ms = json!({"type": "integer", "minimum": 0});
     let ms_or_null = json!({"type": ["integer", "null"], "minimum": 0});
     schemas.insert("Run".into(), json!({"type": "object",
-        "required": ["id", "route", "dedupe_key", "status", "state", "step", "context", "version", "created_at", "updated_at", "finished_at", "waited_ms", "processing_ms", "last_error"],
+        "required": ["id", "route", "dedupe_key", "status", "state", "step", "context", "version", "created_at", "updated_at", "finished_at", "waited_ms", "processing_ms", "last_error", "trace"],
         "properties": {
+            "trace": schema("Trace"),
             "id": {"type": "string", "pattern": ID_PATTERN},
             "route": {"type": "string"},
             "dedupe_key": {"type": "string"},
@@ -98,7 +99,7 @@ pub(super) fn paths() -> Value {
     start["responses"]["422"] =
         error("the route's dedupe key cannot be made from the input (`invalid_input`)");
     start["responses"]["503"] = store_down.clone();
-    start["parameters"] = json!([name, {"name": "Idempotency-Key", "in": "header", "required": false, "description": "the run's dedupe key when the route has no `dedupe` template; one run per key", "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}}]);
+    start["parameters"] = json!([name, {"name": "Idempotency-Key", "in": "header", "required": false, "description": "the run's dedupe key when the route has no `dedupe` template; one run per key", "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}}, super::traceparent_param()]);
     start["requestBody"] = json_body(json!({"type": "object"}));
 
     let mut stats = op(

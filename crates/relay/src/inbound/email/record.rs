@@ -64,11 +64,13 @@ pub fn count_refused(state: &AppState, source: &str, reason: &'static str) {
 /// The message a new mail is forwarded as: `{"source", "email", "github"}`. Mail about one
 /// GitHub pull request or issue shares an ordering key, so its receiver gets the thread in
 /// order.
+/// The forward of a mail, under the trace of the request that posted it.
 fn forward_message(to: &str, source: &str, mail: &ParsedMail) -> NewMessage {
     let message = NewMessage::new(
         to,
         json!({"source": source, "email": mail.summary, "github": mail.github}),
-    );
+    )
+    .traceparent(crate::telemetry::trace::current().to_string());
     let thread = mail
         .github
         .as_ref()
