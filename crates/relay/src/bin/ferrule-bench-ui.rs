@@ -153,6 +153,8 @@ async fn main() {
     config.server.shutdown_delay = Duration::ZERO;
     config.store.url = Secret::new(format!("sqlite://{}", db.display()));
     config.auth.tokens = vec![ConfiguredToken::named("bench", Secret::new(TOKEN))];
+    // Keep every message for the whole run (the oldest are 7 days old).
+    config.store.retention = Duration::from_secs(30 * 86_400);
     for name in DESTINATIONS {
         config.destinations.push(DestinationConfig {
             name: name.into(),

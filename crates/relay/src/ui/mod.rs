@@ -4,8 +4,8 @@
 //! same code paths.
 //!
 //! Every page reads without JavaScript: htmx only refreshes parts (the overview's live panel,
-//! a bulk job's progress). Each page is one module; [`session`] owns sign-in, the session
-//! cookie and CSRF tokens; [`assets`] the embedded files.
+//! a bulk job's progress). Each page is one module; `session` owns sign-in, the session
+//! cookie and CSRF tokens; `assets` the embedded files.
 
 pub(crate) mod alerts;
 pub(crate) mod assets;
