@@ -44,7 +44,14 @@ fn secrets(config: &Config) -> (Vec<String>, Config) {
             }
         }
     };
-    blanked.auth.tokens.iter_mut().for_each(&mut take);
+    for configured in blanked
+        .auth
+        .tokens
+        .iter_mut()
+        .chain(blanked.auth.read_only_tokens.iter_mut())
+    {
+        take(&mut configured.token);
+    }
     for dest in &mut blanked.destinations {
         for s in [
             &mut dest.secret,
