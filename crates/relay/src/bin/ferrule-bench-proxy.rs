@@ -10,7 +10,8 @@
 //! 2. throughput: `--clients` (64) closed-loop clients for `--seconds`, proxied and direct, with
 //!    small bodies; the ratio of the two;
 //! 3. RSS of the relay process while `--streams` (1,000) event streams pass through at once,
-//!    each 20 events 100 ms apart: before, at its peak, and after.
+//!    each 20 events 100 ms apart: before, at a quarter, half, three quarters and the end of
+//!    the round, at its peak, and after; twice, so a second round shows whether memory stays.
 //!
 //! The load generator and the upstream share the machine with the relay, as they would on a
 //! laptop: the direct figures in the same run are the baseline the proxied ones are read
@@ -243,15 +244,26 @@ async fn throughput(
     n as f64 / took.as_secs_f64()
 }
 
-/// `streams` proxied event streams at once; the relay's RSS before, at its peak, and after.
-async fn streaming(
-    http: &reqwest::Client,
-    url: &str,
-    pid: u32,
-    streams: u64,
-) -> (u64, u64, u64, u64) {
+/// The relay's RSS around one round of concurrent event streams.
+struct StreamRound {
+    /// Before the first stream opens.
+    before: u64,
+    /// The largest sample while they ran.
+    peak: u64,
+    /// Samples at a quarter, half, three quarters and the end of the round (each stream lasts
+    /// the whole round: 20 events 100 ms apart), to show whether memory grows with events.
+    quarters: [u64; 4],
+    /// Half a second after the last stream ended.
+    after: u64,
+    /// Streams that received all 20 events.
+    complete: u64,
+}
+
+/// `streams` proxied event streams at once, the relay's RSS sampled every 50 ms.
+async fn streaming(http: &reqwest::Client, url: &str, pid: u32, streams: u64) -> StreamRound {
     let before = rss_kib(pid);
     let complete = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..streams {
         let (http, url, complete) = (http.clone(), url.to_owned(), complete.clone());
@@ -275,10 +287,10 @@ async fn streaming(
             }
         }));
     }
-    let mut peak = before;
+    let mut samples: Vec<(Duration, u64)> = Vec::new();
     let sampling = async {
         loop {
-            peak = peak.max(rss_kib(pid));
+            samples.push((started.elapsed(), rss_kib(pid)));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -291,8 +303,22 @@ async fn streaming(
         () = joined => {}
         () = sampling => {}
     }
+    let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    (before, peak, rss_kib(pid), complete.load(Ordering::Relaxed))
+    let at = |fraction: f64| {
+        samples
+            .iter()
+            .take_while(|(t, _)| t.as_secs_f64() <= took.as_secs_f64() * fraction)
+            .last()
+            .map_or(before, |(_, kib)| *kib)
+    };
+    StreamRound {
+        before,
+        peak: samples.iter().map(|(_, kib)| *kib).max().unwrap_or(before),
+        quarters: [at(0.25), at(0.5), at(0.75), at(1.0)],
+        after: rss_kib(pid),
+        complete: complete.load(Ordering::Relaxed),
+    }
 }
 
 #[tokio::main]
@@ -365,12 +391,16 @@ async fn main() {
             "{}/v1/proxy/openai/stream",
             relay.base.trim_end_matches('/')
         );
-        let (before, peak, after, complete) =
-            streaming(&http, &stream_url, pid, args.streams).await;
-        say(&format!(
-            "{} concurrent event streams ({complete} complete): relay RSS {before} KiB before, {peak} KiB at peak, {after} KiB after",
-            args.streams
-        ));
+        // Two rounds: memory a second round needs beyond the first's is memory kept per
+        // stream (a leak), not the cost of streams in flight.
+        for round in 1..=2 {
+            let r = streaming(&http, &stream_url, pid, args.streams).await;
+            let [q1, q2, q3, q4] = r.quarters;
+            say(&format!(
+                "round {round}: {} concurrent event streams ({} complete): relay RSS {} KiB before; at 25/50/75/100 % of the round {q1} / {q2} / {q3} / {q4} KiB; peak {} KiB; {} KiB after",
+                args.streams, r.complete, r.before, r.peak, r.after
+            ));
+        }
     }
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
