@@ -309,7 +309,8 @@ fn refused(error: ApiError) -> ApiError {
     error
 }
 
-fn parse_id(text: &str) -> Result<MessageId, ApiError> {
+/// A message id from a path: 400 `invalid_id` when `text` is not one.
+pub(crate) fn parse_id(text: &str) -> Result<MessageId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::bad_request("invalid_id", format!("`{text}` is not a message id")))
 }

@@ -19,6 +19,24 @@ use crate::state::AppState;
 /// Longest `reason` a pause keeps.
 const MAX_REASON: usize = 500;
 
+/// A pause's `reason` as given: `None` when absent or blank, else at most [`MAX_REASON`]
+/// characters (400 `invalid_query` naming `reason` past that). Shared by the pauses of
+/// destinations and of schedules.
+pub(crate) fn pause_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
+    let reason = reason.filter(|r| !r.trim().is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`reason` must be at most {MAX_REASON} characters"),
+        )
+        .with_field("reason"));
+    }
+    Ok(reason)
+}
+
 /// Query of `POST /v1/destinations/{destination}/pause`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,17 +70,7 @@ pub(crate) async fn pause(
     ApiQuery(q): ApiQuery<PauseQuery>,
 ) -> Result<Json<Value>, ApiError> {
     check_destination(&state, &destination)?;
-    let reason = q.reason.filter(|r| !r.trim().is_empty());
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > MAX_REASON)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("`reason` must be at most {MAX_REASON} characters"),
-        )
-        .with_field("reason"));
-    }
+    let reason = pause_reason(q.reason)?;
     let paused = state.written(
         state
             .paused

@@ -177,7 +177,8 @@ fn detail_json(detail: RunDetail, now: std::time::SystemTime) -> Value {
     })
 }
 
-fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
+/// A run id from a path: 400 `invalid_id` when `id` is not one.
+pub(crate) fn parse_run_id(id: &str) -> Result<RunId, ApiError> {
     id.parse::<RunId>()
         .map_err(|_| ApiError::bad_request("invalid_id", format!("`{id}` is not a run id")))
 }

@@ -19,9 +19,6 @@ use crate::schedules::{PauseState, Schedule, Step, fire, read_pause, write_pause
 use crate::state::AppState;
 use crate::time::rfc3339;
 
-/// Longest `reason` a pause keeps.
-const MAX_REASON: usize = 500;
-
 /// Query of `POST /v1/schedules/{name}/pause`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,17 +117,7 @@ pub(crate) async fn pause(
     ApiQuery(q): ApiQuery<PauseQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let schedule = find(&state, &name)?;
-    let reason = q.reason.filter(|r| !r.trim().is_empty());
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > MAX_REASON)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("`reason` must be at most {MAX_REASON} characters"),
-        )
-        .with_field("reason"));
-    }
+    let reason = super::pause::pause_reason(q.reason)?;
     let current = read_pause(&state.store, &name).await?;
     if !current.as_ref().is_some_and(|p| p.paused) {
         let pause = PauseState {

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use ferrule_store::{Filter, Message, MessageId, Store};
+use ferrule_store::{Filter, Message, Store};
 
 use super::filters::{FilterForm, RANGES};
 use super::session::CsrfForm;
@@ -177,9 +177,7 @@ pub(crate) async fn show(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let parsed: MessageId = id.parse().map_err(|_| {
-        crate::api::ApiError::bad_request("invalid_id", format!("`{id}` is not a message id"))
-    })?;
+    let parsed = crate::api::messages::parse_id(&id)?;
     let Some(detail) = state.store.get(parsed).await? else {
         return Err(crate::api::ApiError::not_found(format!("message {id} not found")).into());
     };

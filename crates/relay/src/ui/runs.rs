@@ -6,7 +6,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use ferrule_store::{RunFilter, RunId, RunStatus, Store};
+use ferrule_store::{RunFilter, RunStatus, Store};
 use serde::Deserialize;
 
 use super::session::CsrfForm;
@@ -170,9 +170,7 @@ pub(crate) async fn show(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let parsed: RunId = id.parse().map_err(|_| {
-        crate::api::ApiError::bad_request("invalid_id", format!("`{id}` is not a run id"))
-    })?;
+    let parsed = crate::api::runs::parse_run_id(&id)?;
     let Some(d) = state.store.get_run(parsed).await? else {
         return Err(crate::api::ApiError::not_found(format!("run {id} not found")).into());
     };
