@@ -1,13 +1,48 @@
-//! What the HTTP connectors share: checking an API base URL, reading a bounded body, and
-//! quoting what came back as one short line for a result's detail.
+//! What the HTTP connectors share: checking an API base URL and configured extra headers,
+//! reading a bounded body, and quoting what came back as one short line for a result's detail.
 
+use std::collections::BTreeMap;
 use std::error::Error as _;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use reqwest::Url;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::ConnectorError;
+
+/// Parses a destination's configured extra `headers` into a map of sensitive values (they
+/// often carry credentials: kept out of debug output and HPACK tables).
+///
+/// Refuses, naming `headers.{name}`, a name or value that is not valid, a name listed twice
+/// (names are case-insensitive), and a name `reserved` says the connector sets itself, with
+/// `reserved_reason` as the message.
+pub(crate) fn parse_extra_headers(
+    headers: &BTreeMap<String, String>,
+    reserved: impl Fn(&HeaderName) -> bool,
+    reserved_reason: &'static str,
+) -> Result<HeaderMap, ConnectorError> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let field = || format!("headers.{name}");
+        let parsed: HeaderName = name
+            .parse()
+            .map_err(|_| ConnectorError::invalid(field(), "not a valid header name"))?;
+        if reserved(&parsed) {
+            return Err(ConnectorError::invalid(field(), reserved_reason));
+        }
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|_| ConnectorError::invalid(field(), "not a valid header value"))?;
+        value.set_sensitive(true);
+        if map.insert(parsed, value).is_some() {
+            return Err(ConnectorError::invalid(
+                field(),
+                "listed twice (header names are case-insensitive)",
+            ));
+        }
+    }
+    Ok(map)
+}
 
 /// The most characters of a description or body quoted in a detail.
 pub(crate) const DETAIL_CHARS: usize = 200;

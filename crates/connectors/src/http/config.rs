@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use ferrule_policy::classify::ProviderClassifierConfig;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -176,27 +176,9 @@ fn parse_base_url(base_url: &str, allow_private: bool) -> Result<Url, ConnectorE
 }
 
 fn parse_headers(headers: &BTreeMap<String, String>) -> Result<HeaderMap, ConnectorError> {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let field = || format!("headers.{name}");
-        let parsed: HeaderName = name
-            .parse()
-            .map_err(|_| ConnectorError::invalid(field(), "not a valid header name"))?;
-        if RESERVED.contains(&parsed.as_str()) {
-            return Err(ConnectorError::invalid(
-                field(),
-                "frames the request and cannot be set",
-            ));
-        }
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| ConnectorError::invalid(field(), "not a valid header value"))?;
-        value.set_sensitive(true);
-        if map.insert(parsed, value).is_some() {
-            return Err(ConnectorError::invalid(
-                field(),
-                "listed twice (header names are case-insensitive)",
-            ));
-        }
-    }
-    Ok(map)
+    crate::shared::parse_extra_headers(
+        headers,
+        |name| RESERVED.contains(&name.as_str()),
+        "frames the request and cannot be set",
+    )
 }

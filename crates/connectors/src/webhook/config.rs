@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use reqwest::Url;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -182,28 +182,9 @@ pub(crate) fn check_ip_literal(url: &Url, allow_private: bool) -> Result<(), Con
 }
 
 fn parse_headers(headers: &BTreeMap<String, String>) -> Result<HeaderMap, ConnectorError> {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let field = || format!("headers.{name}");
-        let parsed: HeaderName = name
-            .parse()
-            .map_err(|_| ConnectorError::invalid(field(), "not a valid header name"))?;
-        if parsed.as_str().starts_with("webhook-") || RESERVED_HEADERS.contains(&parsed) {
-            return Err(ConnectorError::invalid(
-                field(),
-                "is set by the connector and cannot be overridden",
-            ));
-        }
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| ConnectorError::invalid(field(), "not a valid header value"))?;
-        // Extra headers often carry credentials: keep them out of debug output and HPACK tables.
-        value.set_sensitive(true);
-        if map.insert(parsed, value).is_some() {
-            return Err(ConnectorError::invalid(
-                field(),
-                "listed twice (header names are case-insensitive)",
-            ));
-        }
-    }
-    Ok(map)
+    crate::shared::parse_extra_headers(
+        headers,
+        |name| name.as_str().starts_with("webhook-") || RESERVED_HEADERS.contains(name),
+        "is set by the connector and cannot be overridden",
+    )
 }
