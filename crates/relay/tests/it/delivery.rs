@@ -148,9 +148,14 @@ async fn relay_with_an_open_breaker(
     let url = receiver.url.clone();
     let relay = start_clock(clock.clone().shared(), |c| {
         let mut d = fast_retry("hook", &url, "1s", 20);
+        // The tests move this clock by seconds while attempts are in flight: a timeout far
+        // beyond those moves, and no slow-call threshold, keep a loopback answer slowed by a
+        // loaded machine from timing out or counting as slow (which re-opens a half-open
+        // circuit).
+        d.timeout = Some(Duration::from_secs(600));
         d.breaker = Some(json!({
             "window": {"count": 4}, "min_calls": 4, "failure_rate": 0.5,
-            "open_for": "10s", "open_backoff": 1.0,
+            "open_for": "10s", "open_backoff": 1.0, "slow_call_duration": "off",
         }));
         c.destinations.push(d);
     })
@@ -450,11 +455,17 @@ async fn private_targets_are_refused_unless_allowed() {
 
 #[tokio::test]
 async fn status_and_metrics_report_counters_breakers_and_depths() {
+    // Metrics are process-wide and other tests run relays in this process at the same time:
+    // a name of its own keeps their series apart from this one's.
     let receiver = Receiver::start().await;
     receiver.script([Reply::Status(500)]);
     let url = receiver.url.clone();
-    let relay = start(|c| c.destinations.push(fast_retry("hook", &url, "20ms", 5))).await;
-    let id = relay.submit("hook", json!({"n": 1})).await;
+    let relay = start(|c| {
+        c.destinations
+            .push(fast_retry("status-hook", &url, "20ms", 5))
+    })
+    .await;
+    let id = relay.submit("status-hook", json!({"n": 1})).await;
     relay.wait_for_status(&id, "delivered", WAIT).await;
     let (status, body) = relay.call(Method::GET, "/status", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -467,7 +478,7 @@ async fn status_and_metrics_report_counters_breakers_and_depths() {
     assert_eq!(body["counters"]["retried"], 1, "{body:#}");
     assert_eq!(body["queue_depth"], 0, "{body:#}");
     assert_eq!(body["dead_letter_depth"], 0, "{body:#}");
-    let hook = &body["dependencies"]["destinations"]["hook"];
+    let hook = &body["dependencies"]["destinations"]["status-hook"];
     assert_eq!(hook["breaker"]["state"], "closed", "{body:#}");
     assert_eq!(
         hook["health"]["status"], "degraded",
@@ -492,12 +503,12 @@ async fn status_and_metrics_report_counters_breakers_and_depths() {
         .unwrap();
     let text = response.text().await.unwrap();
     for needle in [
-        "ferrule_deliveries_total{destination=\"hook\",outcome=\"success\"}",
-        "ferrule_attempt_duration_seconds_bucket{destination=\"hook\"",
-        "ferrule_retries_total{destination=\"hook\"}",
-        "ferrule_queue_depth{destination=\"hook\"}",
-        "ferrule_dead_letter_depth{destination=\"hook\"}",
-        "ferrule_breaker_state{destination=\"hook\",state=\"closed\"} 1",
+        "ferrule_deliveries_total{destination=\"status-hook\",outcome=\"success\"}",
+        "ferrule_attempt_duration_seconds_bucket{destination=\"status-hook\"",
+        "ferrule_retries_total{destination=\"status-hook\"}",
+        "ferrule_queue_depth{destination=\"status-hook\"}",
+        "ferrule_dead_letter_depth{destination=\"status-hook\"}",
+        "ferrule_breaker_state{destination=\"status-hook\",state=\"closed\"} 1",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
