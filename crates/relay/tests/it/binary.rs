@@ -250,8 +250,8 @@ async fn during_the_shutdown_delay_sigterm_answers_503_shutting_down_then_drains
     receiver.script([Reply::Slow(Duration::from_millis(800), 200)]);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &receiver.url, "");
-    let mut server =
-        Server::start_with_env(&config, &[("FERRULE_SERVER__SHUTDOWN_DELAY", "300ms")]);
+    // Long enough for a loaded machine to get a request in after the signal is handled.
+    let mut server = Server::start_with_env(&config, &[("FERRULE_SERVER__SHUTDOWN_DELAY", "2s")]);
     let (status, body) = submit(&server.base, json!({"n": 1})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = body["id"].as_str().unwrap().to_owned();
