@@ -343,6 +343,7 @@ fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     let mut all = schemas(destinations);
     extend(&mut all, super::audit::openapi_schemas());
     extend(&mut all, super::pause::openapi_schemas());
+    extend(&mut all, super::chats::openapi_schemas());
     extend(&mut all, super::stats::openapi_schemas());
     extend(&mut all, super::schedules::openapi_schemas());
     all
@@ -685,6 +686,7 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
         super::pause::openapi_paths(one_of_names(&names)),
     );
     extend(&mut paths, runs::paths());
+    extend(&mut paths, super::chats::openapi_paths());
     extend(&mut paths, super::stats::openapi_paths());
     extend(
         &mut paths,
