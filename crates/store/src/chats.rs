@@ -30,14 +30,20 @@ pub struct RouteChat {
     pub updated_by: String,
 }
 
-/// Refuses an empty or overlong route or `by`, and an empty or overlong key (over
-/// [`MAX_KEY_CHARS`] characters).
+/// Refuses an empty or overlong route or `by`, and a key that is blank, holds a control
+/// character or is over [`MAX_KEY_CHARS`] characters.
 pub(crate) fn check(route: &str, key: &str, by: Option<&str>) -> Result<()> {
     check_key("route", Some(route), false)?;
     if key.trim().is_empty() {
         return Err(StoreError::InvalidOption {
             field: "key",
             reason: "must not be empty".into(),
+        });
+    }
+    if key.chars().any(char::is_control) {
+        return Err(StoreError::InvalidOption {
+            field: "key",
+            reason: "must not contain control characters".into(),
         });
     }
     let chars = key.chars().count();

@@ -383,8 +383,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sets `route`'s chat mapping of `key` to `chat_id` (see [`chats`](crate::chats)),
     /// replacing the one stored, at the store's now, by `by`; answers the entry stored.
-    /// Refuses an empty or overlong `route` or `by`, and a blank key or one over
-    /// [`MAX_KEY_CHARS`](crate::chats::MAX_KEY_CHARS) characters, before any write.
+    /// Refuses an empty or overlong `route` or `by`, and a key that is blank, holds a control
+    /// character or is over [`MAX_KEY_CHARS`](crate::chats::MAX_KEY_CHARS) characters, before
+    /// any write.
     fn set_route_chat(
         &self,
         route: &str,

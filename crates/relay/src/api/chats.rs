@@ -48,11 +48,14 @@ fn answer(route: &Route) -> Json<Value> {
     Json(json!({"route": route.config.name, "chats": chats}))
 }
 
-/// 422 `invalid_key` unless `key` is 1 to [`MAX_KEY_CHARS`] characters, not only blanks.
+/// 422 `invalid_key` unless `key` is 1 to [`MAX_KEY_CHARS`] characters, not only blanks, and
+/// without control characters.
 fn check_key(key: &str) -> Result<(), ApiError> {
     let chars = key.chars().count();
     let reason = if key.trim().is_empty() {
         "`key` must not be empty".to_owned()
+    } else if key.chars().any(char::is_control) {
+        "`key` must not contain control characters".to_owned()
     } else if chars > MAX_KEY_CHARS {
         format!("`key` is {chars} characters; the maximum is {MAX_KEY_CHARS}")
     } else {
@@ -197,7 +200,9 @@ pub(crate) fn openapi_paths() -> Value {
         "the store is unavailable or busy, or its storage is full (`store_unavailable`, `store_busy`, `storage_full`); try again after `Retry-After`",
     );
     let name = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}});
-    let key = json!({"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "\\S", "description": "what is mapped, e.g. a repository `owner/repo`: 1 to 200 characters, not only blanks"});
+    // Not only blanks, no control character.
+    let pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+    let key = json!({"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": pattern, "description": "what is mapped, e.g. a repository `owner/repo`: 1 to 200 characters, not only blanks, no control characters"});
     let mut list = op(
         "listRouteChats",
         "A route's chat mappings: the configuration's and those set through the API",
@@ -214,7 +219,7 @@ pub(crate) fn openapi_paths() -> Value {
             "404": error("no route of that name is configured"),
             "413": error("the body is over `server.max_body_bytes` (`body_too_large`)"),
             "415": error("not `Content-Type: application/json` (`unsupported_media_type`)"),
-            "422": error("an empty key or one over 200 characters (`invalid_key`, `field`: `key`)"),
+            "422": error("a blank key, one with a control character or one over 200 characters (`invalid_key`, `field`: `key`)"),
             "503": store_down.clone(),
         }),
     );
@@ -236,7 +241,7 @@ pub(crate) fn openapi_paths() -> Value {
             "400": error("no `key`, or an unknown query parameter (`invalid_query`)"),
             "404": error("no route of that name is configured, or it maps no chat for the key"),
             "409": error("the key is mapped by the configuration only (`defined_in_config`, `field`: `key`): change the configuration, or replace it with a PUT"),
-            "422": error("an empty key or one over 200 characters (`invalid_key`, `field`: `key`)"),
+            "422": error("a blank key, one with a control character or one over 200 characters (`invalid_key`, `field`: `key`)"),
             "503": store_down,
         }),
     );

@@ -753,7 +753,8 @@ pub fn document(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
 }
 
 /// `GET /v1/openapi.json`: the document, with the configured e-mail sources as the
-/// `{source}` a mail may be posted to.
+/// `{source}` a mail may be posted to, and the configured schedules and routes as the `{name}`
+/// of their operations (a route's: its chats).
 pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
     let mut doc = document(&state.destinations);
     let sources: Vec<&str> = state.email_sources.keys().map(String::as_str).collect();
@@ -770,6 +771,17 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
         for action in ["pause", "resume", "trigger"] {
             doc["paths"][format!("/v1/schedules/{{name}}/{action}")]["post"]["parameters"][0]["schema"] =
                 one_of_names(&schedules);
+        }
+    }
+    let routes: Vec<&str> = state
+        .routes
+        .iter()
+        .map(|r| r.config.name.as_str())
+        .collect();
+    if !routes.is_empty() {
+        for method in ["get", "put", "delete"] {
+            doc["paths"]["/v1/routes/{name}/chats"][method]["parameters"][0]["schema"] =
+                one_of_names(&routes);
         }
     }
     Json(doc)

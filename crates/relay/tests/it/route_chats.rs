@@ -248,9 +248,9 @@ async fn bad_chat_requests_are_refused_naming_the_field() {
         "not_found",
         Some("key"),
     );
-    // The key: empty, blank or over 200 characters.
+    // The key: empty, blank, with a control character or over 200 characters.
     let long = "k".repeat(201);
-    for key in ["", "  ", long.as_str()] {
+    for key in ["", "  ", "octo\u{0}hello", "octo\nhello", long.as_str()] {
         refused(
             put(&relay, json!({"key": key, "chat_id": 1})).await,
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -118,6 +118,8 @@ pub(crate) async fn bad_route_chats_are_refused<B: Backend>() {
         ("github-pr", "", "ops", "key"),
         ("github-pr", "  ", "ops", "key"),
         ("github-pr", long.as_str(), "ops", "key"),
+        ("github-pr", "octo\0hello", "ops", "key"),
+        ("github-pr", "octo\nhello", "ops", "key"),
         ("github-pr", "octo/hello", "", "updated_by"),
     ] {
         let err = f.store.set_route_chat(route, key, 1, by).await.unwrap_err();
