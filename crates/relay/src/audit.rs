@@ -1,7 +1,7 @@
 //! The audit log of operator actions: which actions the relay records and under what names,
 //! and recording one after it is done.
 //!
-//! Every change an operator makes through the API or the dashboard (breakers, dead letters, messages, pauses, runs, schedules) (and, for tokens, the CLI) is recorded
+//! Every change an operator makes through the API or the dashboard (breakers, dead letters, messages, pauses, runs, routes' chats, schedules) (and, for tokens, the CLI) is recorded
 //! once it has succeeded, with who (the caller's token name), what ([`Action`]), what to
 //! (a destination, a message id, a token name), how many messages and the rest (the filter,
 //! a reason) as detail. Dry runs change nothing and are not recorded. `GET /v1/audit` and
@@ -47,6 +47,12 @@ pub enum Action {
     /// An unfinished run cancelled (`POST /v1/runs/{id}/cancel`).
     #[serde(rename = "run.cancel")]
     RunCancel,
+    /// A route's chat mapping set (`PUT /v1/routes/{name}/chats`).
+    #[serde(rename = "route.chat_set")]
+    RouteChatSet,
+    /// A route's chat mapping removed (`DELETE /v1/routes/{name}/chats`).
+    #[serde(rename = "route.chat_remove")]
+    RouteChatRemove,
     /// A schedule paused (`POST /v1/schedules/{name}/pause`).
     #[serde(rename = "schedule.pause")]
     SchedulePause,
@@ -67,7 +73,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the documentation lists them.
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 18] = [
         Action::BreakerReset,
         Action::BreakerForceOpen,
         Action::BreakerDisable,
@@ -79,6 +85,8 @@ impl Action {
         Action::DestinationResume,
         Action::RunRetry,
         Action::RunCancel,
+        Action::RouteChatSet,
+        Action::RouteChatRemove,
         Action::SchedulePause,
         Action::ScheduleResume,
         Action::ScheduleTrigger,
@@ -100,6 +108,8 @@ impl Action {
             Action::DestinationResume => "destination.resume",
             Action::RunRetry => "run.retry",
             Action::RunCancel => "run.cancel",
+            Action::RouteChatSet => "route.chat_set",
+            Action::RouteChatRemove => "route.chat_remove",
             Action::SchedulePause => "schedule.pause",
             Action::ScheduleResume => "schedule.resume",
             Action::ScheduleTrigger => "schedule.trigger",

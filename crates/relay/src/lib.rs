@@ -95,6 +95,7 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Status(args) => return client::status(&client()?, args).await,
         Command::Messages { command } => client::messages(&client()?, command).await?,
         Command::Runs { command } => client::runs(&client()?, command).await?,
+        Command::Routes { command } => client::routes(&client()?, command).await?,
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Audit(args) => client::audit(&client()?, args).await?,

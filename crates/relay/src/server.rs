@@ -253,6 +253,7 @@ pub(crate) async fn build_state(
         .collect();
     let routes = crate::routes::Routes::compile(&config, clock.clone())
         .map_err(|e| Error::Config(e.into()))?;
+    routes.load_chats(&store).await?;
     let schedules =
         crate::schedules::Schedules::compile(&config).map_err(|e| Error::Config(e.into()))?;
     let overrides = Overrides::load(&store, &destinations).await?;
@@ -446,8 +447,8 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
             }
         });
     }
-    // Several relays share a PostgreSQL store: follow the breaker overrides and pauses set
-    // elsewhere.
+    // Several relays share a PostgreSQL store: follow the breaker overrides, pauses and routes'
+    // chats set elsewhere.
     if !matches!(state.store, AnyStore::Sqlite(_)) {
         let overrides = state.clone();
         tracker.spawn(async move {
@@ -460,6 +461,13 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         tracker.spawn(async move {
             let s = &*paused;
             s.paused.follow_until(&s.store, &s.clock, &s.shutdown).await;
+        });
+        let chats = state.clone();
+        tracker.spawn(async move {
+            let s = &*chats;
+            s.routes
+                .follow_chats_until(&s.store, &s.clock, &s.shutdown)
+                .await;
         });
     }
     // Alerts outlive the deliveries, so what a draining delivery raises is still queued.

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
+use crate::chats::RouteChat;
 use crate::error::{Result, StoreError};
 use crate::load::{Meter, StoreLoad};
 use crate::options::StoreOptions;
@@ -352,6 +353,24 @@ impl Store for AnyStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         dispatch!(self, s => s.paused_destinations().await)
+    }
+
+    async fn set_route_chat(
+        &self,
+        route: &str,
+        key: &str,
+        chat_id: i64,
+        by: &str,
+    ) -> Result<RouteChat> {
+        dispatch!(self, s => s.set_route_chat(route, key, chat_id, by).await)
+    }
+
+    async fn delete_route_chat(&self, route: &str, key: &str) -> Result<bool> {
+        dispatch!(self, s => s.delete_route_chat(route, key).await)
+    }
+
+    async fn route_chats(&self, route: Option<&str>) -> Result<Vec<RouteChat>> {
+        dispatch!(self, s => s.route_chats(route).await)
     }
 
     async fn add_rollups(&self, batch: &RollupBatch) -> Result<()> {

@@ -16,6 +16,7 @@
 
 mod any;
 pub mod audit;
+pub mod chats;
 mod common;
 pub mod error;
 pub mod load;
@@ -33,6 +34,7 @@ pub mod types;
 
 pub use any::{AnyStore, open};
 pub use audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
+pub use chats::RouteChat;
 pub use error::{BoxError, ErrorKind, Result, StoreError};
 pub use load::{PoolLoad, StoreLoad};
 pub use options::{DeadLetterPolicy, PoolObserver, PoolWait, StoreOptions, Synchronous};

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
+use crate::chats::RouteChat;
 use crate::error::Result;
 use crate::pause::Paused;
 use crate::rollup::{ReasonCount, RollupBatch, Series, SeriesQuery};
@@ -379,6 +380,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every paused destination, by name.
     fn paused_destinations(&self) -> impl Future<Output = Result<Vec<Paused>>> + Send;
+
+    /// Sets `route`'s chat mapping of `key` to `chat_id` (see [`chats`](crate::chats)),
+    /// replacing the one stored, at the store's now, by `by`; answers the entry stored.
+    /// Refuses an empty or overlong `route` or `by`, and a key that is blank, holds a control
+    /// character or is over [`MAX_KEY_CHARS`](crate::chats::MAX_KEY_CHARS) characters, before
+    /// any write.
+    fn set_route_chat(
+        &self,
+        route: &str,
+        key: &str,
+        chat_id: i64,
+        by: &str,
+    ) -> impl Future<Output = Result<RouteChat>> + Send;
+
+    /// Removes `route`'s chat mapping of `key`; answers whether one was stored. Refuses what
+    /// [`set_route_chat`](Self::set_route_chat) refuses.
+    fn delete_route_chat(
+        &self,
+        route: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The chat mappings stored for `route`, or for every route when `None`, by route and key
+    /// in byte order.
+    fn route_chats(
+        &self,
+        route: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<RouteChat>>> + Send;
 
     /// Adds `batch` into the per-minute rollup rows, in one transaction: every counter is
     /// added to what the row holds (several processes sharing the store sum up), the last

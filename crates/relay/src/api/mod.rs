@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod caller;
+mod chats;
 mod error;
 pub(crate) mod extract;
 pub(crate) mod health;
@@ -210,6 +211,25 @@ pub fn routes() -> Vec<Route> {
             "/v1/routes/{name}/stats",
             Read,
             get(runs::stats),
+        ),
+        // A route's chat mappings (api/chats.rs).
+        route(
+            Method::GET,
+            "/v1/routes/{name}/chats",
+            Read,
+            get(chats::list),
+        ),
+        route(
+            Method::PUT,
+            "/v1/routes/{name}/chats",
+            Write,
+            put(chats::set),
+        ),
+        route(
+            Method::DELETE,
+            "/v1/routes/{name}/chats",
+            Write,
+            delete(chats::remove),
         ),
         route(Method::GET, "/v1/runs", Read, get(runs::list)),
         route(Method::GET, "/v1/runs/{id}", Read, get(runs::show)),

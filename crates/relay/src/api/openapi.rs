@@ -343,6 +343,7 @@ fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     let mut all = schemas(destinations);
     extend(&mut all, super::audit::openapi_schemas());
     extend(&mut all, super::pause::openapi_schemas());
+    extend(&mut all, super::chats::openapi_schemas());
     extend(&mut all, super::stats::openapi_schemas());
     extend(&mut all, super::schedules::openapi_schemas());
     all
@@ -685,6 +686,7 @@ pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &
         super::pause::openapi_paths(one_of_names(&names)),
     );
     extend(&mut paths, runs::paths());
+    extend(&mut paths, super::chats::openapi_paths());
     extend(&mut paths, super::stats::openapi_paths());
     extend(
         &mut paths,
@@ -751,7 +753,8 @@ pub fn document(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
 }
 
 /// `GET /v1/openapi.json`: the document, with the configured e-mail sources as the
-/// `{source}` a mail may be posted to.
+/// `{source}` a mail may be posted to, and the configured schedules and routes as the `{name}`
+/// of their operations (a route's: its chats).
 pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
     let mut doc = document(&state.destinations);
     let sources: Vec<&str> = state.email_sources.keys().map(String::as_str).collect();
@@ -768,6 +771,17 @@ pub(crate) async fn serve(State(state): State<AppState>) -> Json<Value> {
         for action in ["pause", "resume", "trigger"] {
             doc["paths"][format!("/v1/schedules/{{name}}/{action}")]["post"]["parameters"][0]["schema"] =
                 one_of_names(&schedules);
+        }
+    }
+    let routes: Vec<&str> = state
+        .routes
+        .iter()
+        .map(|r| r.config.name.as_str())
+        .collect();
+    if !routes.is_empty() {
+        for method in ["get", "put", "delete"] {
+            doc["paths"]["/v1/routes/{name}/chats"][method]["parameters"][0]["schema"] =
+                one_of_names(&routes);
         }
     }
     Json(doc)

@@ -19,11 +19,10 @@ use crate::state::AppState;
 /// Longest `reason` a pause keeps.
 const MAX_REASON: usize = 500;
 
-/// A pause's `reason` as given: `None` when absent or blank, else at most [`MAX_REASON`]
-/// characters (400 `invalid_query` naming `reason` past that). Shared by the pauses of
-/// destinations and of schedules.
+/// A pause's `reason` as given: at most [`MAX_REASON`] characters, blanks included (400
+/// `invalid_query` naming `reason` past that, as the OpenAPI document's `maxLength` says), then
+/// `None` when absent or blank. Shared by the pauses of destinations and of schedules.
 pub(crate) fn pause_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
-    let reason = reason.filter(|r| !r.trim().is_empty());
     if reason
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_REASON)
@@ -34,7 +33,7 @@ pub(crate) fn pause_reason(reason: Option<String>) -> Result<Option<String>, Api
         )
         .with_field("reason"));
     }
-    Ok(reason)
+    Ok(reason.filter(|r| !r.trim().is_empty()))
 }
 
 /// Query of `POST /v1/destinations/{destination}/pause`.

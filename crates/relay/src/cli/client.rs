@@ -1,6 +1,6 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
 //! `messages list | show | replay | cancel`, `dlq list | replay | purge`,
-//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `schedules list | pause | resume | trigger`, `audit`, `stats`.
+//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `schedules list | pause | resume | trigger`, `routes chats`, `audit`, `stats`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
 //! holds its lock file). They find the relay at `--server`, else `FERRULE_SERVER`, else the
@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use crate::cli::{
     AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand, DlqFilter,
-    MessagesCommand, PageArgs, RunsCommand, SchedulesCommand, SendArgs, StatsArgs, StatusArgs,
-    console, render,
+    MessagesCommand, PageArgs, RouteChatsAction, RoutesCommand, RunsCommand, SchedulesCommand,
+    SendArgs, StatsArgs, StatusArgs, console, render,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -366,6 +366,44 @@ pub async fn runs(client: &Client, command: RunsCommand) -> Result<(), Error> {
             client.post(&path, None).await?;
             console::out(&format!("{id} cancelled"));
         }
+    }
+    Ok(())
+}
+
+/// `ferrule routes chats <route> [set <key> <chat_id> | remove <key>]`: the route's chat
+/// mappings after the change, if any.
+pub async fn routes(client: &Client, command: RoutesCommand) -> Result<(), Error> {
+    let RoutesCommand::Chats(args) = command;
+    let path = format!("/v1/routes/{}/chats", encode_segment(&args.route));
+    let (answer, done) = match args.action {
+        None => (client.get(&path, &[]).await?, None),
+        Some(RouteChatsAction::Set { key, chat_id }) => {
+            let body = json!({"key": key, "chat_id": chat_id});
+            let (_, answer) = client
+                .call(Method::PUT, &path, &[], Some(&body), &[])
+                .await?;
+            (answer, Some(format!("{key} → {chat_id} set")))
+        }
+        Some(RouteChatsAction::Remove { key }) => {
+            let query = [("key", key.clone())];
+            let (_, answer) = client
+                .call(Method::DELETE, &path, &query, None, &[])
+                .await?;
+            (answer, Some(format!("{key} removed")))
+        }
+    };
+    if args.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    if let Some(done) = done {
+        console::err(&done);
+    }
+    let rows = answer["chats"].as_array().map_or(&[][..], Vec::as_slice);
+    if rows.is_empty() {
+        console::err(&format!("route {} maps no chat", args.route));
+    } else {
+        console::out(&render::route_chats(rows));
     }
     Ok(())
 }

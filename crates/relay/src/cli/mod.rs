@@ -1,7 +1,7 @@
 //! The command line: its arguments (`serve`, `send`, `status`, `messages
 //! list|show|replay|cancel`, `dlq list|replay|purge`, `breakers
 //! list|reset|force-open|disable`, `migrate`, `config check`, `token create|list|revoke`,
-//! `destinations list|pause|resume`, `schedules list|pause|resume|trigger`, `audit`, `stats`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
+//! `destinations list|pause|resume`, `schedules list|pause|resume|trigger`, `routes chats`, `audit`, `stats`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
 //! talks to a running relay over its HTTP API, [`token`] to the store and [`telegram`] to the
 //! Bot API straight from the configuration, `console` is how they talk to the person at the
 //! terminal, and `render` turns the API's JSON into what they print for people.
@@ -65,6 +65,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: RunsCommand,
+    },
+    /// Routes: a route's chat mappings (`chats[key]` in its templates).
+    Routes {
+        /// What to do.
+        #[command(subcommand)]
+        command: RoutesCommand,
     },
     /// The dead-letter queue.
     Dlq {
@@ -257,6 +263,46 @@ pub enum RunsCommand {
     Cancel {
         /// The run id.
         id: String,
+    },
+}
+
+/// `ferrule routes …`.
+#[derive(Debug, Subcommand)]
+pub enum RoutesCommand {
+    /// A route's chat mappings: list them (the configuration's and those set here), set one,
+    /// remove one.
+    Chats(RouteChatsArgs),
+}
+
+/// `ferrule routes chats <route> [set <key> <chat_id> | remove <key>]`.
+#[derive(Debug, Args)]
+pub struct RouteChatsArgs {
+    /// The route.
+    pub route: String,
+    /// Print the API's JSON unchanged.
+    #[arg(long)]
+    pub json: bool,
+    /// What to do (default: list).
+    #[command(subcommand)]
+    pub action: Option<RouteChatsAction>,
+}
+
+/// `ferrule routes chats <route> set|remove`.
+#[derive(Debug, Subcommand)]
+pub enum RouteChatsAction {
+    /// Map KEY (e.g. owner/repo) to CHAT_ID on every relay sharing the store; it wins over the
+    /// configuration's mapping of KEY while it is set.
+    Set {
+        /// What is mapped, e.g. a repository `owner/repo` (1 to 200 characters).
+        key: String,
+        /// The Telegram chat id, e.g. -1001234567890.
+        #[arg(allow_negative_numbers = true)]
+        chat_id: i64,
+    },
+    /// Remove KEY's mapping set with `set` (the configuration's, if any, is used again).
+    Remove {
+        /// The key.
+        key: String,
     },
 }
 

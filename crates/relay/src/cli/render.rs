@@ -406,6 +406,27 @@ pub(crate) fn schedules(rows: &[Value]) -> String {
     )
 }
 
+/// `ferrule routes chats`: one row per key, with where it comes from and, for one set through
+/// the API, who set it when and the configuration's chat it replaces.
+pub(crate) fn route_chats(rows: &[Value]) -> String {
+    table(
+        Some(&["KEY", "CHAT", "SOURCE", "SET"]),
+        rows.iter()
+            .map(|c| {
+                let source = match c["configured_chat_id"].as_i64() {
+                    Some(configured) => format!("{} (config: {configured})", text(&c["source"])),
+                    None => text(&c["source"]),
+                };
+                let set = match c["updated_by"].as_str() {
+                    Some(by) => format!("by {by} at {}", time(&c["updated_at"])),
+                    None => "-".to_owned(),
+                };
+                vec![text(&c["key"]), text(&c["chat_id"]), source, set]
+            })
+            .collect(),
+    )
+}
+
 /// `ferrule runs list`: one row per run.
 pub(crate) fn runs(rows: &[Value]) -> String {
     table(

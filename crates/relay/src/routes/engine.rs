@@ -49,7 +49,7 @@ pub fn render_context(route: &Route, run_id: Option<&str>, context: &Value) -> V
         "run".into(),
         json!({"id": run_id, "route": route.config.name}),
     );
-    ctx.insert("chats".into(), route.chats.clone());
+    ctx.insert("chats".into(), route.chats.object());
     Value::Object(ctx)
 }
 

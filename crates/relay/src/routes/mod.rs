@@ -1,4 +1,5 @@
-//! Routes at run time: the `[[routes]]` compiled ([`Routes`]), the engine that decides each
+//! Routes at run time: the `[[routes]]` compiled ([`Routes`]), each route's `chats` (the
+//! configured ones with those set through the API, [`chats`]), the engine that decides each
 //! run's next step ([`engine`]), what starts runs ([`trigger`]: a mail, an API call) and what
 //! answers a wait ([`press`]: a Telegram button press, an API signal, the wait's timer).
 //!
@@ -11,6 +12,7 @@
 //! [`TIMER_DESTINATION`](ferrule_store::TIMER_DESTINATION) are not delivered anywhere: they
 //! expire their wait ([`press::timer`]).
 
+pub mod chats;
 pub mod engine;
 pub mod press;
 pub mod trigger;
@@ -19,7 +21,6 @@ use std::collections::BTreeMap;
 
 use ferrule_policy::retry::Retry;
 use ferrule_policy::{ConfigError, Context, SharedClock};
-use serde_json::{Map, Value, json};
 
 use crate::config::{Config, RouteConfig, StepConfig};
 use crate::template::Templates;
@@ -31,8 +32,9 @@ pub struct Route {
     pub index: usize,
     /// As configured.
     pub config: RouteConfig,
-    /// `[[routes.chats]]` as the object templates read as `chats`.
-    pub chats: Value,
+    /// `[[routes.chats]]` with the entries set through the API over them: the object
+    /// templates read as `chats`.
+    pub chats: chats::Chats,
     /// The retry policy of each step with a `retry` table of its own.
     pub retries: BTreeMap<String, Retry>,
 }
@@ -59,6 +61,9 @@ pub struct Routes {
     /// The templates of every route.
     pub templates: Templates,
     routes: BTreeMap<String, Route>,
+    /// Orders this relay's writes of the routes' chats and its reads of them from the store,
+    /// so a read taken just before a write never undoes it.
+    chat_writes: tokio::sync::Mutex<()>,
 }
 
 impl Routes {
@@ -67,11 +72,6 @@ impl Routes {
         let templates = Templates::compile(&config.routes)?;
         let mut routes = BTreeMap::new();
         for (r, route) in config.routes.iter().enumerate() {
-            let chats: Map<String, Value> = route
-                .chats
-                .iter()
-                .map(|c| (c.key.clone(), json!(c.chat_id)))
-                .collect();
             let mut retries = BTreeMap::new();
             for (s, step) in route.steps.iter().enumerate() {
                 if let Some(retry) = config.step_retry(r, s)? {
@@ -87,12 +87,16 @@ impl Routes {
                 Route {
                     index: r,
                     config: route.clone(),
-                    chats: Value::Object(chats),
+                    chats: chats::Chats::configured(&route.chats),
                     retries,
                 },
             );
         }
-        Ok(Routes { templates, routes })
+        Ok(Routes {
+            templates,
+            routes,
+            chat_writes: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The route named `name`.

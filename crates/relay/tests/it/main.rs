@@ -20,6 +20,7 @@ mod pause;
 mod postgres;
 mod proxy;
 mod receiver;
+mod route_chats;
 mod routes;
 mod schedules;
 mod search;

@@ -23,23 +23,23 @@ use crate::smtp::smtp;
 use crate::smtp_sink::SmtpSink;
 use crate::support::{Backend, TestRelay, start_on};
 
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 const SECRET_TOKEN: &str = "route-webhook-secret";
-const MAIL_SECRET: &str = "mail-secret_0123456789";
+pub(crate) const MAIL_SECRET: &str = "mail-secret_0123456789";
 /// The chat the card goes to.
-const CHAT: i64 = 4242;
+pub(crate) const CHAT: i64 = 4242;
 /// The user allowed to press.
 const ALLOWED: i64 = 1001;
 
 /// The stand-ins a route run talks to.
-struct World {
-    bot: FakeBotApi,
-    github: FakeGithub,
-    sink: SmtpSink,
+pub(crate) struct World {
+    pub(crate) bot: FakeBotApi,
+    pub(crate) github: FakeGithub,
+    pub(crate) sink: SmtpSink,
 }
 
 impl World {
-    async fn start() -> World {
+    pub(crate) async fn start() -> World {
         World {
             bot: FakeBotApi::start().await,
             github: FakeGithub::start().await,
@@ -73,7 +73,7 @@ fn golden_route() -> RouteConfig {
 
 /// The relay's config: `telegram` (webhook updates), `github`, `mail`, the `github` mail
 /// source and the golden route, each destination retrying after 1 s at most 3 times.
-fn setup(world: &World) -> impl FnOnce(&mut Config) + use<> {
+pub(crate) fn setup(world: &World) -> impl FnOnce(&mut Config) + use<> {
     let bot = world.bot.base.clone();
     let github = world.github.base();
     let port = world.sink.port;
@@ -119,7 +119,7 @@ fn setup(world: &World) -> impl FnOnce(&mut Config) + use<> {
     }
 }
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/it/mail/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -155,7 +155,7 @@ async fn run(relay: &TestRelay, id: &str) -> Value {
 }
 
 /// Waits until the run's status is `status`; answers its detail.
-async fn wait_for_run(relay: &TestRelay, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for_run(relay: &TestRelay, id: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let detail = run(relay, id).await;

@@ -291,6 +291,17 @@ CREATE TABLE schedule_occurrences (
     // 12: the W3C trace context a message and a run were submitted under (`traceparent`).
     "ALTER TABLE messages ADD COLUMN traceparent text;
     ALTER TABLE runs ADD COLUMN traceparent text;",
+    // 13: routes' chat mappings set through the API, as on SQLite.
+    r#"
+CREATE TABLE route_chats (
+    route      text   NOT NULL,
+    key        text   NOT NULL,
+    chat_id    bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    updated_by text   NOT NULL,
+    PRIMARY KEY (route, key)
+);
+"#,
 ];
 
 /// The schema version this binary writes.

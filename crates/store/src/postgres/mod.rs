@@ -11,6 +11,7 @@
 //! processes agree as well as their clocks do.
 
 mod audit;
+mod chats;
 mod error;
 mod listen;
 mod migrate;
@@ -33,6 +34,7 @@ pub use self::options::PgOptions;
 use self::row::message_columns;
 use self::writer::{FinishRow, InboundRow, NewRow, Writer, WriterConfig};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
+use crate::chats::RouteChat;
 use crate::common::{self, check_count, check_key, check_meta_key, encode};
 use crate::error::{Result, StoreError};
 use crate::load::StoreLoad;
@@ -1337,6 +1339,26 @@ impl Store for PgStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         self.select_paused().await
+    }
+
+    async fn set_route_chat(
+        &self,
+        route: &str,
+        key: &str,
+        chat_id: i64,
+        by: &str,
+    ) -> Result<RouteChat> {
+        crate::chats::check(route, key, Some(by))?;
+        self.upsert_route_chat(route, key, chat_id, by).await
+    }
+
+    async fn delete_route_chat(&self, route: &str, key: &str) -> Result<bool> {
+        crate::chats::check(route, key, None)?;
+        self.remove_route_chat(route, key).await
+    }
+
+    async fn route_chats(&self, route: Option<&str>) -> Result<Vec<RouteChat>> {
+        self.select_route_chats(route).await
     }
 
     async fn add_rollups(&self, batch: &RollupBatch) -> Result<()> {

@@ -318,6 +318,18 @@ const MIGRATIONS: &[&str] = &[
     // 12: the W3C trace context a message and a run were submitted under (`traceparent`).
     "ALTER TABLE messages ADD COLUMN traceparent TEXT;
     ALTER TABLE runs ADD COLUMN traceparent TEXT;",
+    // 13: routes' chat mappings set through the API (`chats.rs`), laid by the relay over the
+    // configured `[[routes.chats]]`.
+    "
+    CREATE TABLE route_chats (
+        route      TEXT    NOT NULL,
+        key        TEXT    NOT NULL,
+        chat_id    INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT    NOT NULL,
+        PRIMARY KEY (route, key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -42,6 +42,7 @@ macro_rules! failure_outcome {
 }
 
 mod audit;
+mod chats;
 mod error;
 mod filter;
 mod migrate;
@@ -67,6 +68,7 @@ use self::error::Context;
 pub use self::options::SqliteOptions;
 use self::writer::{Env, Writer};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
+use crate::chats::RouteChat;
 use crate::common::{self, encode};
 use crate::error::{Result, StoreError};
 use crate::load::StoreLoad;
@@ -766,6 +768,38 @@ impl Store for SqliteStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         self.inner.readers.with(pause::list).await
+    }
+
+    async fn set_route_chat(
+        &self,
+        route: &str,
+        key: &str,
+        chat_id: i64,
+        by: &str,
+    ) -> Result<RouteChat> {
+        crate::chats::check(route, key, Some(by))?;
+        let (route, key, by) = (route.to_owned(), key.to_owned(), by.to_owned());
+        self.inner
+            .writer
+            .submit(move |conn, env| chats::set(conn, env, &route, &key, chat_id, &by))
+            .await
+    }
+
+    async fn delete_route_chat(&self, route: &str, key: &str) -> Result<bool> {
+        crate::chats::check(route, key, None)?;
+        let (route, key) = (route.to_owned(), key.to_owned());
+        self.inner
+            .writer
+            .submit(move |conn, _| chats::delete(conn, &route, &key))
+            .await
+    }
+
+    async fn route_chats(&self, route: Option<&str>) -> Result<Vec<RouteChat>> {
+        let route = route.map(str::to_owned);
+        self.inner
+            .readers
+            .with(move |conn| chats::list(conn, route.as_deref()))
+            .await
     }
 
     async fn add_rollups(&self, batch: &RollupBatch) -> Result<()> {

@@ -2,6 +2,7 @@
 //! plus backend-specific tests (bad input, locking, crash safety).
 
 mod audit;
+mod chats;
 mod conformance;
 mod crash;
 mod pause;

@@ -42,6 +42,7 @@ crate::conformance_tests!(crate::postgres::Postgres);
 crate::run_conformance_tests!(crate::postgres::Postgres);
 crate::audit_conformance_tests!(crate::postgres::Postgres);
 crate::pause_conformance_tests!(crate::postgres::Postgres);
+crate::chat_conformance_tests!(crate::postgres::Postgres);
 crate::rollup_conformance_tests!(crate::postgres::Postgres);
 crate::schedule_conformance_tests!(crate::postgres::Postgres);
 crate::search_conformance_tests!(crate::postgres::Postgres);

@@ -33,6 +33,7 @@ crate::conformance_tests!(crate::sqlite::Sqlite);
 crate::run_conformance_tests!(crate::sqlite::Sqlite);
 crate::audit_conformance_tests!(crate::sqlite::Sqlite);
 crate::pause_conformance_tests!(crate::sqlite::Sqlite);
+crate::chat_conformance_tests!(crate::sqlite::Sqlite);
 crate::rollup_conformance_tests!(crate::sqlite::Sqlite);
 crate::schedule_conformance_tests!(crate::sqlite::Sqlite);
 crate::search_conformance_tests!(crate::sqlite::Sqlite);
