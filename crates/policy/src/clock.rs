@@ -178,9 +178,10 @@ fn coarse_before_first_tick() -> u64 {
         // The time is there at once, not only once the new thread first runs (which can take
         // a while on a loaded machine). `max(1)`: 0 means "no coarse time".
         COARSE.store(SystemClock.now_nanos().max(1), Ordering::Relaxed);
+        // The default stack size, on purpose: with a 64 KiB stack the relay's debug binary
+        // died of SIGSEGV as this thread started (its stack untouched is only address space).
         let started = std::thread::Builder::new()
             .name("ferrule-clock".into())
-            .stack_size(64 * 1024)
             .spawn(|| {
                 loop {
                     std::thread::sleep(COARSE_TICK);
