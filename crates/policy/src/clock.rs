@@ -136,7 +136,7 @@ pub fn system() -> SharedClock {
 ///
 /// Its [`coarse_nanos`](Clock::coarse_nanos) is one relaxed load of a time that a background
 /// thread, `ferrule-clock`, stores every [`COARSE_TICK`] (started by the first coarse read; it
-/// costs about a thousand short wake-ups a second and lives as long as the process). A coarse
+/// costs a hundred short wake-ups a second and lives as long as the process). A coarse
 /// reading therefore lags the exact time by at most one tick — or by however late the OS runs
 /// that thread on an overloaded machine. If the thread cannot be started, coarse reads are
 /// exact reads.
@@ -148,10 +148,11 @@ pub struct SystemClock;
 /// How often the system clock's coarse time is refreshed, hence how far
 /// [`SystemClock`]'s [`coarse_nanos`](Clock::coarse_nanos) lags behind its exact time.
 ///
-/// One millisecond: the coarse time serves spans of a second or more (slow-call thresholds,
-/// open periods), where it is an error of 0.1 % or less, while the ticker's thousand wake-ups a
-/// second cost a few microseconds each.
-pub const COARSE_TICK: Duration = Duration::from_millis(1);
+/// Ten milliseconds: the coarse time serves spans of a second or more (slow-call thresholds,
+/// open periods), where it is an error of 1 % or less. A shorter tick would cost more than it
+/// saves: the ticker's wake-ups (a hundred a second, a few microseconds each) are context
+/// switches of the process at every load, idle included.
+pub const COARSE_TICK: Duration = Duration::from_millis(10);
 
 /// The system clock's coarse time, in [`SystemClock::now_nanos`](Clock::now_nanos) units;
 /// 0 before the first coarse read, and for good if the ticker could not be started.

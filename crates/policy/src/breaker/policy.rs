@@ -128,7 +128,7 @@ struct Settings {
 
 /// Slow calls are timed on the clock's [coarse time](crate::Clock::coarse_nanos) when the
 /// threshold is at least this many times the coarse resolution, so the timing error is at most
-/// 1 % of the threshold (with the system clock: thresholds of 100 ms and more, among them the
+/// 1 % of the threshold (with the system clock: thresholds of 1 s and more, among them the
 /// default 10 s). Shorter thresholds are timed exactly, with two exact clock reads per call.
 const COARSE_TIMING_FACTOR: u32 = 100;
 
@@ -175,9 +175,10 @@ struct Inner {
 ///
 /// Calls are timed for slow-call detection, and the open period's end is checked, on the
 /// clock's [coarse time](crate::Clock::coarse_nanos): one relaxed load with the system clock,
-/// which lags the exact time by up to [`COARSE_TICK`](crate::clock::COARSE_TICK) (1 ms). So a
-/// slow-call verdict is right to within 1 ms (thresholds under 100 ms are timed exactly
-/// instead), and the first probe after an open period is admitted up to 1 ms late, never early.
+/// which lags the exact time by up to [`COARSE_TICK`](crate::clock::COARSE_TICK) (10 ms). So a
+/// slow-call verdict is right to within 10 ms (thresholds under 1 s are timed exactly
+/// instead), and the first probe after an open period is admitted up to 10 ms late, never
+/// early.
 /// On a [`ManualClock`](crate::ManualClock) both are exact.
 ///
 /// Under heavy concurrency the window's totals may be
