@@ -4,13 +4,18 @@
 //! their [`Context`](crate::Context). Production code uses [`SystemClock`] (tokio's timer, no
 //! allocation per sleep); tests use [`ManualClock`] and move time forward by hand, so a test of a
 //! 30-second breaker wait takes microseconds.
+//!
+//! Besides the exact time ([`Clock::now_nanos`]) a clock offers a coarse one
+//! ([`Clock::coarse_nanos`]) for hot paths that judge spans of seconds: the system clock's is
+//! one relaxed load of a time a background thread refreshes every [`COARSE_TICK`]; the manual
+//! clock's is its exact time, so tests stay deterministic.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Once};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,6 +37,35 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
         nanos_between(*PROCESS_ORIGIN, self.now())
     }
 
+    /// Monotonic nanoseconds on the scale of [`now_nanos`](Clock::now_nanos), read as cheaply as
+    /// the clock can at the price of lagging behind it by up to
+    /// [`coarse_resolution`](Clock::coarse_resolution). It is never ahead of `now_nanos` and
+    /// never goes backwards.
+    ///
+    /// For hot paths that compare spans far longer than the resolution: the breaker times calls
+    /// against its slow-call threshold and checks the end of its open period with it. The
+    /// default is `now_nanos()` itself (exact, resolution zero).
+    #[inline]
+    fn coarse_nanos(&self) -> u64 {
+        self.now_nanos()
+    }
+
+    /// Where a hot path reads [`coarse_nanos`](Clock::coarse_nanos) from: through the clock
+    /// (the default), or, for [`SystemClock`], straight from its ticker's time without a
+    /// dynamic call. Policies ask once, when they are built.
+    #[inline]
+    fn coarse_source(&self) -> CoarseSource {
+        CoarseSource::CLOCK
+    }
+
+    /// How far [`coarse_nanos`](Clock::coarse_nanos) may lag behind
+    /// [`now_nanos`](Clock::now_nanos): zero when it is exact (the default, and [`ManualClock`]),
+    /// [`COARSE_TICK`] for [`SystemClock`].
+    #[inline]
+    fn coarse_resolution(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// The current wall-clock time (used for HTTP-date `Retry-After` values and timestamps).
     fn system_now(&self) -> SystemTime;
 
@@ -41,6 +75,34 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 
 /// A clock shared between policies.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Where a hot path reads a clock's [coarse time](Clock::coarse_nanos) from, as answered by
+/// [`Clock::coarse_source`]. Opaque: every clock but [`SystemClock`] answers
+/// [`CoarseSource::CLOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoarseSource(Source);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Through `Clock::coarse_nanos`.
+    Clock,
+    /// The system clock's ticker, read directly.
+    System,
+}
+
+impl CoarseSource {
+    /// Read through the clock's [`coarse_nanos`](Clock::coarse_nanos).
+    pub const CLOCK: CoarseSource = CoarseSource(Source::Clock);
+
+    /// The coarse time of `clock`, which must be the clock that answered this source.
+    #[inline]
+    pub fn read(self, clock: &dyn Clock) -> u64 {
+        match self.0 {
+            Source::System => system_coarse_nanos(),
+            Source::Clock => clock.coarse_nanos(),
+        }
+    }
+}
 
 /// The origin of the default [`Clock::now_nanos`]: `Instant` arithmetic saturates below it.
 static PROCESS_ORIGIN: LazyLock<Instant> = LazyLock::new(|| {
@@ -72,9 +134,75 @@ pub fn system() -> SharedClock {
 /// taken at first use, so they are ordinary `Instant`s. Where no stable TSC exists `quanta` falls
 /// back to the OS monotonic clock.
 ///
+/// Its [`coarse_nanos`](Clock::coarse_nanos) is one relaxed load of a time that a background
+/// thread, `ferrule-clock`, stores every [`COARSE_TICK`] (started by the first coarse read; it
+/// costs a hundred short wake-ups a second and lives as long as the process). A coarse
+/// reading therefore lags the exact time by at most one tick — or by however late the OS runs
+/// that thread on an overloaded machine. If the thread cannot be started, coarse reads are
+/// exact reads.
+///
 /// Sleeping requires a tokio runtime with the time driver enabled.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
+
+/// How often the system clock's coarse time is refreshed, hence how far
+/// [`SystemClock`]'s [`coarse_nanos`](Clock::coarse_nanos) lags behind its exact time.
+///
+/// Ten milliseconds: the coarse time serves spans of a second or more (slow-call thresholds,
+/// open periods), where it is an error of 1 % or less. A shorter tick would cost more than it
+/// saves: the ticker's wake-ups (a hundred a second, a few microseconds each) are context
+/// switches of the process at every load, idle included.
+pub const COARSE_TICK: Duration = Duration::from_millis(10);
+
+/// The system clock's coarse time, in [`SystemClock::now_nanos`](Clock::now_nanos) units;
+/// 0 before the first coarse read, and for good if the ticker could not be started.
+static COARSE: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the ticker once.
+static TICKER: Once = Once::new();
+
+/// [`SystemClock`]'s coarse time.
+#[inline]
+fn system_coarse_nanos() -> u64 {
+    match COARSE.load(Ordering::Relaxed) {
+        0 => coarse_before_first_tick(),
+        nanos => nanos,
+    }
+}
+
+/// The first coarse read: stores the time and starts the ticker. Also every coarse read if the
+/// ticker could not be started: those answer exactly.
+#[cold]
+#[inline(never)]
+fn coarse_before_first_tick() -> u64 {
+    TICKER.call_once(|| {
+        // The time is there at once, not only once the new thread first runs (which can take
+        // a while on a loaded machine). `max(1)`: 0 means "no coarse time".
+        COARSE.store(SystemClock.now_nanos().max(1), Ordering::Relaxed);
+        // The default stack size, on purpose: with a 64 KiB stack the relay's debug binary
+        // died of SIGSEGV as this thread started (its stack untouched is only address space).
+        let started = std::thread::Builder::new()
+            .name("ferrule-clock".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(COARSE_TICK);
+                    // The only writer from now on; the TSC only moves forward, so its stores
+                    // never go backwards.
+                    COARSE.store(SystemClock.now_nanos(), Ordering::Relaxed);
+                }
+            });
+        if started.is_err() {
+            // No ticker: every coarse read stays an exact read.
+            COARSE.store(0, Ordering::Relaxed);
+        }
+    });
+    // The stored time, not a newer exact one: the next coarse read returns the stored time
+    // again, and coarse time must not go backwards.
+    match COARSE.load(Ordering::Relaxed) {
+        0 => SystemClock.now_nanos(),
+        nanos => nanos,
+    }
+}
 
 struct Anchor {
     clock: quanta::Clock,
@@ -103,6 +231,21 @@ impl Clock for SystemClock {
     fn now_nanos(&self) -> u64 {
         let anchor = &*ANCHOR;
         anchor.clock.delta_as_nanos(anchor.raw, anchor.clock.raw())
+    }
+
+    #[inline]
+    fn coarse_nanos(&self) -> u64 {
+        system_coarse_nanos()
+    }
+
+    #[inline]
+    fn coarse_source(&self) -> CoarseSource {
+        CoarseSource(Source::System)
+    }
+
+    #[inline]
+    fn coarse_resolution(&self) -> Duration {
+        COARSE_TICK
     }
 
     fn system_now(&self) -> SystemTime {
@@ -448,6 +591,39 @@ mod tests {
         let before = plain.now_nanos();
         plain.0.advance(Duration::from_nanos(1234));
         assert_eq!(plain.now_nanos() - before, 1234);
+    }
+
+    #[test]
+    fn system_coarse_time_never_runs_ahead_and_keeps_moving() {
+        let clock = SystemClock;
+        assert_eq!(clock.coarse_resolution(), COARSE_TICK);
+        let source = clock.coarse_source();
+        assert_ne!(source, CoarseSource::CLOCK);
+        let first = clock.coarse_nanos();
+        assert!(first <= clock.now_nanos());
+        // The ticker moves it on; poll with a deadline, a loaded machine may run it late.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let coarse = source.read(&clock);
+            let exact = clock.now_nanos();
+            assert!(coarse <= exact, "coarse {coarse} ahead of exact {exact}");
+            assert!(coarse >= first, "coarse went back: {coarse} < {first}");
+            if coarse >= first + 2 * 1_000_000 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the coarse time did not move");
+            std::thread::sleep(COARSE_TICK);
+        }
+    }
+
+    #[test]
+    fn manual_coarse_time_is_its_exact_time() {
+        let clock = ManualClock::new();
+        assert_eq!(clock.coarse_resolution(), Duration::ZERO);
+        assert_eq!(clock.coarse_source(), CoarseSource::CLOCK);
+        clock.advance(Duration::from_nanos(1_234_567));
+        assert_eq!(clock.coarse_nanos(), clock.now_nanos());
+        assert_eq!(clock.coarse_source().read(&clock), 1_234_567);
     }
 
     #[test]

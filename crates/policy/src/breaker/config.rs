@@ -153,7 +153,11 @@ pub struct BreakerConfig {
     /// when every call is slow). At least one slow call is always needed.
     pub slow_call_rate: f64,
     /// A call taking at least this long is slow (default 10 s). `None` (in TOML: `"off"`)
-    /// turns slow-call tracking off, which also spares the clock read when a call starts.
+    /// turns slow-call tracking off, which also spares the clock reads that time each call.
+    ///
+    /// A threshold of 1 s or more is timed on the system clock's coarse time (one relaxed
+    /// load per read, refreshed every 10 ms), so the verdict is right to within 10 ms
+    /// (0.1 % of the default); shorter thresholds are timed with the exact clock.
     ///
     /// A slow success counts as a slow call, not as a failure. In half-open, though, a slow
     /// probe re-opens the circuit like a failed one: a dependency that still answers slowly
@@ -164,6 +168,8 @@ pub struct BreakerConfig {
     /// (default `None`: off). Must be at least 1 when set.
     pub consecutive_failures: Option<u32>,
     /// How long the circuit stays open before admitting probes (default 30 s; must be > 0).
+    /// The end is checked on the clock's coarse time: the first probe may come up to 10 ms
+    /// after it with the system clock, never before.
     #[serde(with = "humantime_serde")]
     pub open_for: Duration,
     /// Each time a probe fails, the open wait is multiplied by this (≥ 1.0, default 1.0: no

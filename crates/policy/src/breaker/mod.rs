@@ -5,6 +5,7 @@ mod error;
 mod layer;
 mod policy;
 mod state;
+mod tally;
 mod window;
 
 #[cfg(test)]

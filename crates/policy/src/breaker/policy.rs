@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::config::BreakerConfig;
+use super::tally::{Count, Tally};
 use super::window::{Sample, SlidingWindow, Totals};
 use super::{CircuitOpen, CircuitState};
 use crate::classify::{Classify, ErrorsAreTransient, Outcome};
+use crate::clock::CoarseSource;
 use crate::config::ConfigError;
 use crate::context::Context;
 use crate::error::Error;
@@ -109,6 +111,8 @@ struct Settings {
     failure_rate: f64,
     slow_call_rate: f64,
     slow_call_duration: Option<Duration>,
+    /// `slow_call_duration` in nanoseconds (`u64::MAX` when off).
+    slow_call_nanos: u64,
     consecutive_failures: u32,
     open_for: Duration,
     open_backoff: f64,
@@ -116,7 +120,17 @@ struct Settings {
     half_open_probes: u32,
     half_open_successes: u32,
     permanent_is_failure: bool,
+    /// Whether calls are timed on the clock's coarse time (see [`COARSE_TIMING_FACTOR`]).
+    coarse_timing: bool,
+    /// Where the clock's coarse time is read from.
+    coarse: CoarseSource,
 }
+
+/// Slow calls are timed on the clock's [coarse time](crate::Clock::coarse_nanos) when the
+/// threshold is at least this many times the coarse resolution, so the timing error is at most
+/// 1 % of the threshold (with the system clock: thresholds of 1 s and more, among them the
+/// default 10 s). Shorter thresholds are timed exactly, with two exact clock reads per call.
+const COARSE_TIMING_FACTOR: u32 = 100;
 
 /// Bookkeeping changed only by transitions (under the mutex).
 #[derive(Debug)]
@@ -132,9 +146,13 @@ struct Inner {
     /// When the open period ends, in nanoseconds since `origin`. Written before the state word
     /// publishes `Open`, read after it is seen.
     open_until: AtomicU64,
+    /// When `open_until` was last set, in nanoseconds since `origin` on the exact clock:
+    /// a floor for the coarse time of the open-period checks (see
+    /// [`open_elapsed`](Inner::open_elapsed)). Written with `open_until`.
+    open_set_at: AtomicU64,
     transitions: AtomicU64,
-    admitted: Padded<AtomicU64>,
-    rejected: Padded<AtomicU64>,
+    /// Calls admitted and rejected.
+    tally: Tally,
     consecutive: Padded<AtomicU32>,
     window: SlidingWindow,
     book: Mutex<Book>,
@@ -150,9 +168,20 @@ struct Inner {
 /// calls decide when to trust it again.
 ///
 /// Cloning is cheap and every clone shares the same state, so one breaker can guard many
-/// pipelines and tasks. The hot path takes no lock: when closed, admitting a call is one atomic
-/// load plus a relaxed counter, and recording it touches a ring slot and, only when the window's
-/// totals change, one packed counter. Under heavy concurrency the window's totals may be
+/// pipelines and tasks. The hot path takes no lock and, in the steady state, writes no shared
+/// memory: when closed, admitting a call is one atomic load plus this thread's own counter;
+/// recording a success into a count window already full of successes reads one word; other
+/// records touch a ring slot and, only when the window's totals change, one packed counter.
+///
+/// Calls are timed for slow-call detection, and the open period's end is checked, on the
+/// clock's [coarse time](crate::Clock::coarse_nanos): one relaxed load with the system clock,
+/// which lags the exact time by up to [`COARSE_TICK`](crate::clock::COARSE_TICK) (10 ms). So a
+/// slow-call verdict is right to within 10 ms (thresholds under 1 s are timed exactly
+/// instead), and the first probe after an open period is admitted up to 10 ms late, never
+/// early.
+/// On a [`ManualClock`](crate::ManualClock) both are exact.
+///
+/// Under heavy concurrency the window's totals may be
 /// momentarily approximate (never negative); transitions are decided by compare-and-swap on the
 /// state word, so each happens — and emits [`Event::BreakerTransition`] — exactly once.
 /// Transitions racing on different threads may reach the observer in a different order than
@@ -203,20 +232,61 @@ enum Kind {
     Pass,
 }
 
-/// What a permit remembers about its admission.
-#[derive(Debug)]
+/// What a permit remembers about its admission, in two whole words.
+///
+/// On the happy path the ticket goes through memory (the `Result` that carries it), and a wide
+/// load of fields that were stored one by one cannot be forwarded from those stores: the CPU
+/// waits for them to reach the cache, which cost more than the rest of the happy path. Words
+/// written and read whole are forwarded.
+#[derive(Debug, Clone, Copy)]
 struct Ticket {
-    generation: u32,
-    kind: Kind,
-    /// Only read when slow-call tracking is on.
-    start: Option<u64>,
-    done: bool,
+    /// `generation << 8 | done << 7 | kind code`.
+    admission: u64,
+    /// When the call started, on [`Inner::call_time`]; 0 unless slow calls are tracked.
+    start: u64,
 }
+
+const DONE: u64 = 1 << 7;
+const KIND_MASK: u64 = 0b11;
 
 impl Ticket {
     #[inline]
-    fn state(&self) -> CircuitState {
-        match self.kind {
+    fn new(word: u64, kind: Kind, start: u64) -> Self {
+        let code = match kind {
+            Kind::Closed => 0,
+            Kind::Probe => 1,
+            Kind::Pass => 2,
+        };
+        Ticket {
+            admission: (u64::from(generation(word)) << 8) | code,
+            start,
+        }
+    }
+
+    /// The generation of the period the call was admitted in.
+    #[inline]
+    fn generation(self) -> u32 {
+        (self.admission >> 8) as u32
+    }
+
+    #[inline]
+    fn kind(self) -> Kind {
+        match self.admission & KIND_MASK {
+            0 => Kind::Closed,
+            1 => Kind::Probe,
+            _ => Kind::Pass,
+        }
+    }
+
+    /// Whether the outcome has been handled.
+    #[inline]
+    fn done(self) -> bool {
+        self.admission & DONE != 0
+    }
+
+    #[inline]
+    fn state(self) -> CircuitState {
+        match self.kind() {
             Kind::Closed => CircuitState::Closed,
             Kind::Probe => CircuitState::HalfOpen,
             Kind::Pass => CircuitState::Disabled,
@@ -251,7 +321,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if !self.ticket.done {
+        if !self.ticket.done() {
             self.inner.complete(&mut self.ticket, Outcome::Ignored);
         }
     }
@@ -291,7 +361,7 @@ impl OwnedPermit {
 impl Drop for OwnedPermit {
     #[inline]
     fn drop(&mut self) {
-        if !self.ticket.done {
+        if !self.ticket.done() {
             self.inner.complete(&mut self.ticket, Outcome::Ignored);
         }
     }
@@ -384,6 +454,7 @@ impl CircuitBreaker {
             failure_rate: config.failure_rate,
             slow_call_rate: config.slow_call_rate,
             slow_call_duration: config.slow_call_duration,
+            slow_call_nanos: config.slow_call_duration.map_or(u64::MAX, nanos),
             consecutive_failures: config.consecutive_failures.unwrap_or(0),
             open_for: config.open_for,
             open_backoff: config.open_backoff,
@@ -391,6 +462,13 @@ impl CircuitBreaker {
             half_open_probes: config.half_open_probes,
             half_open_successes: config.half_open_successes,
             permanent_is_failure: config.permanent_is_failure,
+            coarse_timing: config.slow_call_duration.is_some_and(|limit| {
+                ctx.clock()
+                    .coarse_resolution()
+                    .checked_mul(COARSE_TIMING_FACTOR)
+                    .is_some_and(|least| limit >= least)
+            }),
+            coarse: ctx.clock().coarse_source(),
         };
         let origin_nanos = ctx.clock().now_nanos();
         let origin = ctx.clock().now();
@@ -398,9 +476,9 @@ impl CircuitBreaker {
             inner: Arc::new(Inner {
                 word: Padded(AtomicU64::new(pack(0, CircuitState::Closed, 0, 0))),
                 open_until: AtomicU64::new(0),
+                open_set_at: AtomicU64::new(0),
                 transitions: AtomicU64::new(0),
-                admitted: Padded(AtomicU64::new(0)),
-                rejected: Padded(AtomicU64::new(0)),
+                tally: Tally::default(),
                 consecutive: Padded(AtomicU32::new(0)),
                 window: SlidingWindow::new(config.window),
                 book: Mutex::new(Book {
@@ -458,7 +536,8 @@ impl CircuitBreaker {
     /// Time left before the circuit admits a probe: `Some` only while `Open`.
     pub fn remaining_open(&self) -> Option<Duration> {
         let word = self.inner.refresh();
-        (state_of(word) == CircuitState::Open).then(|| self.inner.remaining(self.inner.elapsed()))
+        (state_of(word) == CircuitState::Open)
+            .then(|| self.inner.remaining(self.inner.open_elapsed()))
     }
 
     /// When the breaker may next admit a call, for schedulers that re-queue work instead of
@@ -508,7 +587,10 @@ impl CircuitBreaker {
         if state_of(inner.word.load(Acquire)) != CircuitState::Open {
             return false;
         }
-        inner.open_until.fetch_min(nanos(inner.elapsed()), Relaxed);
+        // On the coarse time the open-state check reads, so the very next call sees it over.
+        inner
+            .open_until
+            .fetch_min(nanos(inner.open_elapsed()), Relaxed);
         true
     }
 
@@ -522,8 +604,11 @@ impl CircuitBreaker {
         if state_of(inner.word.load(Acquire)) != CircuitState::Open {
             return false;
         }
-        let until = nanos(inner.elapsed()).saturating_add(nanos(at_least));
-        inner.open_until.fetch_max(until, Relaxed);
+        let now = nanos(inner.elapsed());
+        inner.open_set_at.fetch_max(now, Relaxed);
+        inner
+            .open_until
+            .fetch_max(now.saturating_add(nanos(at_least)), Relaxed);
         true
     }
 
@@ -550,15 +635,16 @@ impl CircuitBreaker {
             failed_calls: totals.failures,
             slow_calls: totals.slow,
             consecutive_failures: inner.consecutive.load(Relaxed),
-            remaining_open: (state == CircuitState::Open).then(|| inner.remaining(elapsed)),
+            remaining_open: (state == CircuitState::Open)
+                .then(|| inner.remaining(inner.open_elapsed())),
             open_wait,
             probes_in_flight: if state == CircuitState::HalfOpen {
                 probes(word)
             } else {
                 0
             },
-            total_calls: inner.admitted.load(Relaxed),
-            total_rejected: inner.rejected.load(Relaxed),
+            total_calls: inner.tally.total(Count::Admitted),
+            total_rejected: inner.tally.total(Count::Rejected),
             total_transitions: inner.transitions.load(Relaxed),
         }
     }
@@ -634,6 +720,36 @@ impl Inner {
         )
     }
 
+    /// Time since the breaker was built, for the checks of the open period's end: the clock's
+    /// coarse time, raised to `open_set_at` when it lags behind that. Never ahead of
+    /// [`elapsed`](Self::elapsed), behind it by at most the coarse resolution.
+    ///
+    /// So the open-state rejection costs two relaxed loads instead of an exact clock read; the
+    /// first probe is admitted at most one resolution late (never early: neither time runs
+    /// ahead); and a rejection never reports more time left than the open period was given.
+    #[inline]
+    fn open_elapsed(&self) -> Duration {
+        let coarse = self.coarse_now().saturating_sub(self.origin_nanos);
+        Duration::from_nanos(coarse.max(self.open_set_at.load(Relaxed)))
+    }
+
+    /// The clock's coarse time.
+    #[inline]
+    fn coarse_now(&self) -> u64 {
+        self.settings.coarse.read(&**self.ctx.clock())
+    }
+
+    /// The time a call's duration is measured on: the coarse time when the slow-call threshold
+    /// is long enough for it (`coarse_timing`), else the exact time.
+    #[inline]
+    fn call_time(&self) -> u64 {
+        if self.settings.coarse_timing {
+            self.coarse_now()
+        } else {
+            self.ctx.clock().now_nanos()
+        }
+    }
+
     /// Time left in the open period at `elapsed`.
     #[inline]
     fn remaining(&self, elapsed: Duration) -> Duration {
@@ -641,35 +757,42 @@ impl Inner {
         Duration::from_nanos(until.saturating_sub(nanos(elapsed)))
     }
 
-    #[inline]
+    /// Admits or rejects a call. The closed case is inlined into the caller: returned through
+    /// memory from a call, the ticket's fields (stored one by one) are read back as one wide load
+    /// the CPU cannot forward from those stores, a stall that cost more than the rest of the
+    /// happy path.
+    #[inline(always)]
     fn acquire(&self) -> Result<Ticket, CircuitOpen> {
-        let mut word = self.word.load(Acquire);
+        let word = self.word.load(Acquire);
+        if state_of(word) == CircuitState::Closed {
+            self.closed_ticket(word)
+        } else {
+            self.acquire_other(word)
+        }
+    }
+
+    #[inline(always)]
+    fn closed_ticket(&self, word: u64) -> Result<Ticket, CircuitOpen> {
+        self.tally.add(Count::Admitted);
+        Ok(Ticket::new(word, Kind::Closed, self.start()))
+    }
+
+    /// [`acquire`](Self::acquire) in every state but closed (or when the state changes under
+    /// it).
+    #[inline(never)]
+    fn acquire_other(&self, mut word: u64) -> Result<Ticket, CircuitOpen> {
         loop {
             match state_of(word) {
-                CircuitState::Closed => {
-                    self.admitted.fetch_add(1, Relaxed);
-                    return Ok(Ticket {
-                        generation: generation(word),
-                        kind: Kind::Closed,
-                        start: self.start(),
-                        done: false,
-                    });
-                }
+                CircuitState::Closed => return self.closed_ticket(word),
                 CircuitState::Disabled => {
-                    self.admitted.fetch_add(1, Relaxed);
-                    return Ok(Ticket {
-                        generation: generation(word),
-                        kind: Kind::Pass,
-                        start: None,
-                        done: false,
-                    });
+                    self.tally.add(Count::Admitted);
+                    return Ok(Ticket::new(word, Kind::Pass, 0));
                 }
                 CircuitState::ForcedOpen => {
                     return Err(self.reject(CircuitState::ForcedOpen, None));
                 }
                 CircuitState::Open => {
-                    let elapsed = self.elapsed();
-                    let remaining = self.remaining(elapsed);
+                    let remaining = self.remaining(self.open_elapsed());
                     if !remaining.is_zero() {
                         return Err(self.reject(CircuitState::Open, Some(remaining)));
                     }
@@ -694,28 +817,24 @@ impl Inner {
         }
     }
 
-    /// The start instant, read only when slow-call tracking needs it (a clock read costs
-    /// about 20 ns).
+    /// The call's start time, read only when slow-call tracking needs it (else 0).
     #[inline]
-    fn start(&self) -> Option<u64> {
-        self.settings
-            .slow_call_duration
-            .map(|_| self.ctx.clock().now_nanos())
+    fn start(&self) -> u64 {
+        if self.settings.slow_call_duration.is_some() {
+            self.call_time()
+        } else {
+            0
+        }
     }
 
     fn probe_ticket(&self, word: u64) -> Ticket {
-        self.admitted.fetch_add(1, Relaxed);
-        Ticket {
-            generation: generation(word),
-            kind: Kind::Probe,
-            start: self.start(),
-            done: false,
-        }
+        self.tally.add(Count::Admitted);
+        Ticket::new(word, Kind::Probe, self.start())
     }
 
     #[cold]
     fn reject(&self, state: CircuitState, remaining: Option<Duration>) -> CircuitOpen {
-        self.rejected.fetch_add(1, Relaxed);
+        self.tally.add(Count::Rejected);
         self.ctx.emit(Event::BreakerRejected {
             name: self.ctx.name(),
             state,
@@ -727,7 +846,7 @@ impl Inner {
     /// The state word after the lazy open → half-open check.
     fn refresh(&self) -> u64 {
         let word = self.word.load(Acquire);
-        if state_of(word) == CircuitState::Open && self.remaining(self.elapsed()).is_zero() {
+        if state_of(word) == CircuitState::Open && self.remaining(self.open_elapsed()).is_zero() {
             match self.transition(word, CircuitState::HalfOpen, false) {
                 Ok(new) | Err(new) => new,
             }
@@ -739,10 +858,11 @@ impl Inner {
     /// Handles an admitted call's outcome (once per ticket).
     #[inline]
     fn complete(&self, ticket: &mut Ticket, outcome: Outcome) {
-        ticket.done = true;
-        match ticket.kind {
-            Kind::Closed => self.record_closed(ticket, outcome),
-            Kind::Probe => self.record_probe(ticket, outcome),
+        ticket.admission |= DONE;
+        // By value: a reference would keep the ticket in memory.
+        match ticket.kind() {
+            Kind::Closed => self.record_closed(ticket.generation(), ticket.start, outcome),
+            Kind::Probe => self.record_probe(ticket.generation(), ticket.start, outcome),
             Kind::Pass => {}
         }
     }
@@ -758,28 +878,22 @@ impl Inner {
         }
     }
 
-    /// Whether the call that started at `start` and ended at `now` was slow.
+    /// Whether the call that started at `start` (on [`call_time`](Self::call_time)) and
+    /// ends now was slow; reads the time only when slow calls are tracked.
     #[inline]
-    fn slow(&self, start: Option<u64>, now: Option<u64>) -> bool {
-        match (self.settings.slow_call_duration, start, now) {
-            (Some(limit), Some(start), Some(now)) => now.saturating_sub(start) >= nanos(limit),
-            _ => false,
-        }
+    fn slow(&self, start: u64) -> bool {
+        self.settings.slow_call_duration.is_some()
+            && self.call_time().saturating_sub(start) >= self.settings.slow_call_nanos
     }
 
     #[inline]
-    fn record_closed(&self, ticket: &Ticket, outcome: Outcome) {
+    fn record_closed(&self, admitted_in: u32, start: u64, outcome: Outcome) {
         let Some(failure) = self.failed(outcome) else {
             return;
         };
-        let now = if ticket.start.is_some() || self.window.needs_time() {
-            Some(self.ctx.clock().now_nanos())
-        } else {
-            None
-        };
-        let slow = self.slow(ticket.start, now);
+        let slow = self.slow(start);
         let word = self.word.load(Acquire);
-        if generation(word) != ticket.generation {
+        if generation(word) != admitted_in {
             return; // the circuit has moved on since this call was admitted
         }
         let mut trip = false;
@@ -794,9 +908,11 @@ impl Inner {
         } else if self.consecutive.load(Relaxed) != 0 {
             self.consecutive.store(0, Relaxed);
         }
-        let elapsed = now.map_or(Duration::ZERO, |now| {
-            Duration::from_nanos(now.saturating_sub(self.origin_nanos))
-        });
+        let elapsed = if self.window.needs_time() {
+            self.elapsed()
+        } else {
+            Duration::ZERO
+        };
         if let Some(totals) = self.window.record(Sample { failure, slow }, elapsed) {
             trip = trip || self.should_trip(&totals);
         }
@@ -818,21 +934,15 @@ impl Inner {
         let _ = self.transition(word, CircuitState::Open, false);
     }
 
-    fn record_probe(&self, ticket: &Ticket, outcome: Outcome) {
+    fn record_probe(&self, admitted_in: u32, start: u64, outcome: Outcome) {
         let verdict = match self.failed(outcome) {
             None => None,
             Some(true) => Some(false),
-            Some(false) => {
-                let slow = ticket.start.is_some() && {
-                    let now = self.ctx.clock().now_nanos();
-                    self.slow(ticket.start, Some(now))
-                };
-                Some(!slow)
-            }
+            Some(false) => Some(!self.slow(start)),
         };
         let mut word = self.word.load(Acquire);
         loop {
-            if generation(word) != ticket.generation || probes(word) == 0 {
+            if generation(word) != admitted_in || probes(word) == 0 {
                 return; // a transition already released every probe slot of this period
             }
             let next = match verdict {
@@ -891,8 +1001,10 @@ impl Inner {
                 if previous == CircuitState::HalfOpen {
                     book.open_wait = self.grown_wait(book.open_wait);
                 }
-                let until = nanos(self.elapsed()).saturating_add(nanos(book.open_wait));
-                self.open_until.store(until, Relaxed);
+                let now = nanos(self.elapsed());
+                self.open_set_at.fetch_max(now, Relaxed);
+                self.open_until
+                    .store(now.saturating_add(nanos(book.open_wait)), Relaxed);
             }
             CircuitState::Closed => {
                 self.window.clear();

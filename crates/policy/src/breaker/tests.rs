@@ -1250,3 +1250,182 @@ fn a_passing_health_check_ends_the_open_period_and_a_failing_one_extends_it() {
     assert!(!b.end_open_period());
     assert_eq!(b.state(), CircuitState::ForcedOpen);
 }
+
+/// A manual clock whose coarse time lags: it moves in steps of `step` (the exact time rounded
+/// down), as the system clock's does between two ticks.
+#[derive(Debug)]
+struct SteppedClock {
+    manual: ManualClock,
+    step: Duration,
+}
+
+impl crate::Clock for SteppedClock {
+    fn now(&self) -> std::time::Instant {
+        self.manual.now()
+    }
+    fn now_nanos(&self) -> u64 {
+        self.manual.now_nanos()
+    }
+    fn coarse_nanos(&self) -> u64 {
+        let step = u64::try_from(self.step.as_nanos()).unwrap();
+        self.manual.now_nanos() / step * step
+    }
+    fn coarse_resolution(&self) -> Duration {
+        self.step
+    }
+    fn system_now(&self) -> std::time::SystemTime {
+        self.manual.system_now()
+    }
+    fn sleep(&self, duration: Duration) -> crate::clock::Sleep {
+        self.manual.sleep(duration)
+    }
+}
+
+/// A breaker on a [`SteppedClock`] with 1 ms steps.
+fn stepped_breaker(config: BreakerConfig) -> (CircuitBreaker, ManualClock) {
+    let manual = ManualClock::new();
+    let clock = Arc::new(SteppedClock {
+        manual: manual.clone(),
+        step: ms(1),
+    });
+    let ctx = Context::new("stepped").with_clock(clock);
+    let breaker = CircuitBreaker::with_context(config, ctx).expect("valid config");
+    (breaker, manual)
+}
+
+/// Starts a call `offset` past a whole millisecond, lets it run `duration`, records a success;
+/// answers whether it counted as slow.
+fn timed_call(
+    b: &CircuitBreaker,
+    clock: &ManualClock,
+    offset: Duration,
+    duration: Duration,
+) -> bool {
+    let step = ms(1).as_nanos();
+    let into_step = Duration::from_nanos(u64::try_from(clock.elapsed().as_nanos() % step).unwrap());
+    clock.advance(ms(1) - into_step + offset);
+    let before = b.status().slow_calls;
+    let permit = b.try_acquire().expect("closed");
+    clock.advance(duration);
+    permit.record(Outcome::Success);
+    b.status().slow_calls > before
+}
+
+#[test]
+fn slow_calls_are_judged_exactly_on_the_manual_clock() {
+    // The default threshold (10 s) is timed on the coarse time, which on the manual clock is
+    // its exact time: the edge is exact.
+    let (b, clock, _) = breaker(BreakerConfig {
+        window: Window::Count(10),
+        ..BreakerConfig::default()
+    });
+    for (duration, slow) in [
+        (secs(10) - Duration::from_nanos(1), false),
+        (secs(10), true),
+        (Duration::ZERO, false),
+        (secs(60), true),
+    ] {
+        let before = b.status().slow_calls;
+        let permit = b.try_acquire().expect("closed");
+        clock.advance(duration);
+        permit.record(Outcome::Success);
+        assert_eq!(b.status().slow_calls > before, slow, "{duration:?}");
+    }
+}
+
+#[test]
+fn coarse_timing_is_right_to_within_one_step() {
+    // 10 s is at least 100 steps of 1 ms: timed on the coarse time, which may be up to one
+    // step off either way, never more.
+    let (b, clock) = stepped_breaker(BreakerConfig {
+        window: Window::Count(100),
+        min_calls: 100,
+        ..BreakerConfig::default()
+    });
+    for offset in [
+        Duration::ZERO,
+        Duration::from_micros(1),
+        Duration::from_micros(999),
+    ] {
+        assert!(
+            timed_call(&b, &clock, offset, secs(10) + ms(1)),
+            "a call of 10 s + 1 ms is slow (started {offset:?} into a step)"
+        );
+        assert!(
+            !timed_call(&b, &clock, offset, secs(10) - ms(1)),
+            "a call of 10 s - 1 ms is fast (started {offset:?} into a step)"
+        );
+        assert!(
+            !timed_call(&b, &clock, offset, ms(5)),
+            "a short call is fast"
+        );
+    }
+    // Within the step the verdict follows the coarse time: 10 s less 1 µs, started at the
+    // very end of a step, spans 10 s of steps.
+    assert!(timed_call(
+        &b,
+        &clock,
+        Duration::from_micros(999),
+        secs(10) - Duration::from_micros(1)
+    ));
+}
+
+#[test]
+fn short_slow_call_thresholds_are_timed_exactly() {
+    // 50 ms is less than 100 steps: the breaker reads the exact time, so one step of coarse
+    // lag cannot turn a 49.999 ms call into a slow one.
+    let (b, clock) = stepped_breaker(BreakerConfig {
+        slow_call_duration: Some(ms(50)),
+        ..count_config(10, 10)
+    });
+    assert!(!timed_call(
+        &b,
+        &clock,
+        Duration::from_micros(999),
+        ms(50) - Duration::from_micros(1)
+    ));
+    assert!(timed_call(&b, &clock, Duration::from_micros(999), ms(50)));
+    assert!(timed_call(&b, &clock, Duration::ZERO, ms(50)));
+    assert!(!timed_call(
+        &b,
+        &clock,
+        Duration::ZERO,
+        ms(50) - Duration::from_nanos(1)
+    ));
+}
+
+#[test]
+fn open_period_on_a_lagging_coarse_time_ends_no_earlier_and_at_most_one_step_late() {
+    let (b, clock) = stepped_breaker(open_config());
+    // Trip half-way through a step: the coarse time lags the exact one by 0.5 ms.
+    clock.advance(Duration::from_micros(500));
+    trip(&b);
+    let remaining = b.try_acquire().unwrap_err().remaining.unwrap();
+    assert!(
+        remaining <= secs(30),
+        "never more left than the wait given: {remaining:?}"
+    );
+    // Just before the wait is over, exactly: still open.
+    clock.advance(secs(30) - Duration::from_nanos(1));
+    let err = b.try_acquire().unwrap_err();
+    assert_eq!(err.state, CircuitState::Open);
+    assert!(err.remaining.unwrap() <= ms(1), "{err:?}");
+    // At most one step after it: a probe goes through.
+    clock.advance(ms(1));
+    let probe = b
+        .try_acquire()
+        .expect("a probe once the wait and one step have passed");
+    assert_eq!(probe.state(), CircuitState::HalfOpen);
+}
+
+#[test]
+fn ending_the_open_period_admits_the_next_call_on_a_lagging_coarse_time() {
+    let (b, clock) = stepped_breaker(open_config());
+    clock.advance(Duration::from_micros(700));
+    trip(&b);
+    clock.advance(secs(3) + Duration::from_micros(200));
+    assert!(b.end_open_period());
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    let probe = b.try_acquire().expect("the next call is a probe");
+    assert_eq!(probe.state(), CircuitState::HalfOpen);
+}

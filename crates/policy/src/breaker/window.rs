@@ -114,6 +114,11 @@ const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
 
 /// The last `n` calls: a ring of one-byte slots, an atomic cursor and packed running totals.
 ///
+/// When every slot already holds the outcome being recorded (the steady state of a healthy
+/// dependency: a full window of successes), recording changes nothing and writes nothing, not
+/// even the cursor: all slots being equal, which one the next different outcome replaces makes
+/// no difference to the window. So the happy path reads one word and writes none.
+///
 /// The totals word packs three signed 21-bit fields (calls, failures, slow). Each record adds
 /// the packed difference between the new slot value and the one it evicts, with one
 /// `fetch_add`; decoding propagates borrows between fields, so a field that is momentarily
@@ -160,6 +165,10 @@ impl CountWindow {
     fn record(&self, sample: Sample) -> Option<Totals> {
         let value = Self::encode(sample);
         let len = self.slots.len() as u64;
+        // A full window of this very outcome: the record cannot change it (see the type's doc).
+        if self.counters.totals.load(Relaxed) == Self::packed(value).wrapping_mul(len) {
+            return None;
+        }
         let index = (self.counters.cursor.fetch_add(1, Relaxed) % len) as usize;
         let slot = &self.slots[index];
         // Steady state: a success replacing a success changes nothing; skip the writes.
@@ -387,6 +396,36 @@ mod tests {
         w.clear();
         assert_eq!(w.totals(z), Totals::default());
         assert_eq!(w.recount(z), Totals::default());
+    }
+
+    #[test]
+    fn records_into_a_uniform_window_keep_it_sliding_exactly() {
+        // Successes into a window full of successes write nothing, not even the cursor; the
+        // window must still hold exactly the last n outcomes afterwards.
+        let w = SlidingWindow::new(Window::Count(3));
+        let z = Duration::ZERO;
+        let ok = Sample {
+            failure: false,
+            slow: false,
+        };
+        let failed = Sample {
+            failure: true,
+            slow: false,
+        };
+        for _ in 0..3 {
+            w.record(ok, z);
+        }
+        for _ in 0..5 {
+            assert_eq!(w.record(ok, z), None);
+        }
+        assert_eq!(w.record(failed, z).map(|t| t.failures), Some(1));
+        // The failure stays for the next two calls and leaves with the third.
+        for left in [1, 1, 0] {
+            w.record(ok, z);
+            assert_eq!(w.totals(z).failures, left);
+            assert_eq!(w.totals(z), w.recount(z));
+        }
+        assert_eq!(w.totals(z).calls, 3);
     }
 
     #[test]
