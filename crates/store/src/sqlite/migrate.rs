@@ -318,6 +318,24 @@ const MIGRATIONS: &[&str] = &[
     // 12: the W3C trace context a message and a run were submitted under (`traceparent`).
     "ALTER TABLE messages ADD COLUMN traceparent TEXT;
     ALTER TABLE runs ADD COLUMN traceparent TEXT;",
+    // 14: the alert log (see `alert.rs`): one row per alert raised, by id (a ULID), its
+    // message ids a JSON array. `alerts_kind` and `alerts_subject` serve the listing filtered
+    // by either, newest first; `alerts_at` the retention purge.
+    "
+    CREATE TABLE alerts (
+        id       TEXT    PRIMARY KEY,
+        at       INTEGER NOT NULL,
+        kind     TEXT    NOT NULL,
+        subject  TEXT    NOT NULL,
+        severity TEXT,
+        message  TEXT    NOT NULL,
+        outcome  TEXT    NOT NULL,
+        messages TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX alerts_kind ON alerts (kind, id);
+    CREATE INDEX alerts_subject ON alerts (subject, id);
+    CREATE INDEX alerts_at ON alerts (at);
+    ",
 ];
 
 /// The schema version this binary writes.
