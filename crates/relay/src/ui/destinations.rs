@@ -13,7 +13,7 @@ use ferrule_store::{SeriesQuery, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Layout, UiError, Viewer, done, render, when};
+use super::{Layout, UiError, Viewer, age, done, render, when};
 use crate::api::admin::{ActionQuery, breaker_action};
 use crate::api::caller::Caller;
 use crate::api::extract::{ApiPath, ApiQuery};
@@ -164,8 +164,13 @@ pub(crate) async fn page(State(state): State<AppState>, viewer: Viewer) -> Respo
         let rate_now = crate::api::health::rate_limit_state(d)
             .map(|_| {
                 let s = d.rate_watch.snapshot();
+                let now = state.clock.system_now();
                 let next = match s.next_slot_at {
-                    Some(at) => format!("; the next slot frees at {}", when(at)),
+                    Some(at) => format!(
+                        "; the next slot frees in {} (at {})",
+                        age(at.duration_since(now).unwrap_or_default()),
+                        when(at)
+                    ),
                     None => String::new(),
                 };
                 format!(

@@ -749,6 +749,30 @@ async fn raised_alerts_are_in_the_alert_log_after_a_restart_and_listed_by_filter
         .await;
     assert_eq!(kinds(&second), ["telegram.polling_conflict"]);
 
+    // `ferrule alerts` lists them as a table.
+    let out = Command::new(BIN)
+        .args([
+            "alerts",
+            "--since",
+            "1h",
+            "--kind",
+            "telegram.polling_conflict",
+        ])
+        .args(["--server", &relay.base, "--token", TOKEN])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{note}");
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 2, "a header and one alert: {table}");
+    assert!(rows[0].starts_with("AT"), "{table}");
+    assert!(
+        rows[1].contains("warning") && rows[1].contains("ops-chat") && rows[1].contains("queued"),
+        "{table}"
+    );
+    assert!(note.contains("1 alert shown"), "{note}");
+
     // Bad input is a 400 naming the parameter.
     for (query, field) in [
         ("kind=nope", "kind"),
