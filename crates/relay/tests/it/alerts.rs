@@ -749,8 +749,8 @@ async fn raised_alerts_are_in_the_alert_log_after_a_restart_and_listed_by_filter
         .await;
     assert_eq!(kinds(&second), ["telegram.polling_conflict"]);
 
-    // `ferrule alerts` lists them as a table.
-    let out = Command::new(BIN)
+    // `ferrule alerts` lists them as a table (run without blocking the relay's runtime).
+    let out = tokio::process::Command::new(BIN)
         .args([
             "alerts",
             "--since",
@@ -760,6 +760,7 @@ async fn raised_alerts_are_in_the_alert_log_after_a_restart_and_listed_by_filter
         ])
         .args(["--server", &relay.base, "--token", TOKEN])
         .output()
+        .await
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     let note = String::from_utf8_lossy(&out.stderr);
