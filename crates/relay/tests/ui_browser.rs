@@ -394,7 +394,7 @@ async fn dark_walk(
         for (path, name) in [
             ("/ui", "overview"),
             ("/ui/alerts", "alerts"),
-            ("/ui/destinations", "destinations"),
+            ("/ui/destinations#destination-slow", "destinations"),
         ] {
             c.goto(&format!("{base}{path}")).await?;
             shots.take(c, &format!("{name}-{suffix}")).await;
@@ -489,7 +489,7 @@ async fn drive(
         ("/ui", "overview-phone"),
         ("/ui/messages", "messages-phone"),
         ("/ui/alerts", "alerts-phone"),
-        ("/ui/destinations", "destinations-phone"),
+        ("/ui/destinations#destination-slow", "destinations-phone"),
     ] {
         c.goto(&format!("{base}{path}")).await?;
         shots.take(c, name).await;

@@ -167,7 +167,7 @@ pub(crate) async fn page(State(state): State<AppState>, viewer: Viewer) -> Respo
                 let now = state.clock.system_now();
                 let next = match s.next_slot_at {
                     Some(at) => format!(
-                        "; the next slot frees in {} (at {})",
+                        "; next slot in {} ({})",
                         age(at.duration_since(now).unwrap_or_default()),
                         when(at)
                     ),

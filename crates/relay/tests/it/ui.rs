@@ -645,7 +645,7 @@ async fn destinations_show_their_limits_live_and_the_overview_names_what_is_not_
     let (_, html) = browser.get("/ui/destinations").await;
     assert!(html.contains("id=\"destination-slow\""), "{html}");
     assert!(
-        html.contains("deferred in the last minute; the next slot frees in"),
+        html.contains("deferred in the last minute; next slot in"),
         "{html}"
     );
     assert!(html.contains("Telegram windows"), "{html}");
