@@ -99,6 +99,7 @@ async fn run_command(cli: Cli) -> Result<u8, Error> {
         Command::Dlq { command } => client::dlq(&client()?, command).await?,
         Command::Breakers { command } => client::breakers(&client()?, command).await?,
         Command::Audit(args) => client::audit(&client()?, args).await?,
+        Command::Alerts(args) => client::alerts(&client()?, args).await?,
         Command::Stats(args) => client::stats(&client()?, args).await?,
         Command::Schedules { command } => client::schedules(&client()?, command).await?,
         Command::Destinations { command } => client::destinations(&client()?, command).await?,

@@ -399,6 +399,11 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                         Ok(n) => tracing::info!(count = n, "purged inbound updates past retention"),
                         Err(e) => tracing::warn!(error = %e, "inbound retention purge failed"),
                     }
+                    match state.store.purge_alerts(state.config.store.retention).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(count = n, "purged alerts past retention"),
+                        Err(e) => tracing::warn!(error = %e, "alert retention purge failed"),
+                    }
                     if !state.schedules.is_empty() {
                         match state
                             .store

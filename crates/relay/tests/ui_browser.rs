@@ -2,7 +2,9 @@
 //! (WebDriver, `fantoccini`). Signs in, finds a delivered message, sees a dead letter,
 //! previews and bulk-replays it, sees it delivered, checks that a read-only token cannot
 //! replay, and signs out; a screenshot of every page goes to
-//! `<target dir>/ui-screenshots/`.
+//! `<target dir>/ui-screenshots/`, and of the Alerts and Destinations pages (with alerts in
+//! the alert log and a destination held back by its rate limit) at desktop and phone width, in
+//! the light and the dark theme.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`. Without them the test says so and passes
 //! (a developer's `scripts/test`), unless `FERRULE_UI_BROWSER_REQUIRED` is set, as `.ci/run`
@@ -203,11 +205,22 @@ async fn run(chromium: PathBuf, driver: PathBuf) {
     config.destinations.push(DestinationConfig {
         name: "hooks".into(),
         kind: DestinationKind::Webhook,
-        url: hook,
+        url: hook.clone(),
         allow_private: true,
         timeout: Some(Duration::from_secs(2)),
         ..DestinationConfig::default()
     });
+    // A destination its rate limit holds back: one message an hour.
+    config.destinations.push(DestinationConfig {
+        name: "slow".into(),
+        kind: DestinationKind::Webhook,
+        url: hook.clone(),
+        allow_private: true,
+        timeout: Some(Duration::from_secs(2)),
+        rate_limit: Some(json!({"limit": 1, "per": "1h"})),
+        ..DestinationConfig::default()
+    });
+    config.alerts.webhook = Some("hooks".into());
     let relay = ferrule::start(
         config,
         StartOptions {
@@ -241,6 +254,31 @@ async fn run(chromium: PathBuf, driver: PathBuf) {
     let dead = submit(json!({"order": 1002, "note": "<script>alert('x')</script>"})).await;
     wait_status(&base, &dead, "dead").await;
     failing.store(false, Ordering::SeqCst);
+    // Alerts in the alert log (queued to `hooks`), and a deferral for `slow`'s limit.
+    {
+        use ferrule::alerts::Alert;
+        let now = std::time::SystemTime::now();
+        let alerts = &relay.state.alerts;
+        alerts.raise(Alert::breaker_opened("slow", now)).await;
+        alerts
+            .raise(Alert::health_check_failing(
+                "slow",
+                "connection refused",
+                now,
+            ))
+            .await;
+        alerts.raise(Alert::startup_recovery(3, now)).await;
+        alerts.raise(Alert::dead_letters(120, 100, now)).await;
+        for n in 0..2 {
+            api(
+                &base,
+                reqwest::Method::POST,
+                "/v1/messages",
+                Some(json!({"destination": "slow", "payload": {"n": n}})),
+            )
+            .await;
+        }
+    }
     // An hour of deliveries in the rollups the charts are drawn from.
     {
         use ferrule_store::{RollupBatch, Store};
@@ -275,16 +313,50 @@ async fn run(chromium: PathBuf, driver: PathBuf) {
         .kill_on_drop(true)
         .spawn()
         .expect("chromedriver starts");
+    let c = session(port, &chromium, &[]).await;
+    let mut shots = Shots {
+        dir: screenshots_dir(),
+        n: 0,
+    };
+    let mut result = drive(&c, &base, &delivered, &dead, &mut shots).await;
+    let _ = c.close().await;
+    if result.is_ok() {
+        // An outage: the Overview names the destination that is not healthy.
+        api(
+            &base,
+            reqwest::Method::POST,
+            "/v1/breakers/slow/force-open?reason=screenshots",
+            None,
+        )
+        .await;
+        // The dark theme: the system setting the stylesheet follows, forced dark.
+        let dark = session(port, &chromium, &["--force-dark-mode"]).await;
+        result = dark_walk(&dark, &base, &mut shots).await;
+        let _ = dark.close().await;
+    }
+    let _ = chromedriver.kill().await;
+    relay.shutdown();
+    let _ = relay.wait().await;
+    result.expect("the browser walk");
+}
+
+/// A WebDriver session with `chromium`, through chromedriver on `port`, with `extra`
+/// arguments.
+async fn session(port: u16, chromium: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+    ];
+    args.extend_from_slice(extra);
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,900", "--hide-scrollbars"],
-        }),
+        json!({"binary": chromium, "args": args}),
     );
-    let mut client = None;
     for _ in 0..100 {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         match ClientBuilder::new(connector)
@@ -292,24 +364,45 @@ async fn run(chromium: PathBuf, driver: PathBuf) {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            Ok(c) => {
-                client = Some(c);
-                break;
-            }
+            Ok(c) => return c,
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let c = client.expect("a WebDriver session with chromium");
-    let mut shots = Shots {
-        dir: screenshots_dir(),
-        n: 0,
-    };
-    let result = drive(&c, &base, &delivered, &dead, &mut shots).await;
-    let _ = c.close().await;
-    let _ = chromedriver.kill().await;
-    relay.shutdown();
-    let _ = relay.wait().await;
-    result.expect("the browser walk");
+    panic!("no WebDriver session with chromium");
+}
+
+/// The Alerts and Destinations pages (and the Overview) in the dark theme, at desktop and
+/// phone width.
+async fn dark_walk(
+    c: &Client,
+    base: &str,
+    shots: &mut Shots,
+) -> Result<(), fantoccini::error::CmdError> {
+    c.set_window_size(1280, 900).await?;
+    c.goto(&format!("{base}/ui")).await?;
+    sign_in(c, base, ADMIN).await;
+    let dark = c
+        .execute(
+            "return window.matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
+        .await?;
+    assert_eq!(dark, json!(true), "the browser prefers the dark theme");
+    wait_text(c, "#overall-trouble", "1 destination unhealthy", true).await;
+    for (width, height, suffix) in [(1280, 900, "dark"), (390, 844, "phone-dark")] {
+        c.set_window_size(width, height).await?;
+        for (path, name) in [
+            ("/ui", "overview"),
+            ("/ui/alerts", "alerts"),
+            ("/ui/destinations#destination-slow", "destinations"),
+        ] {
+            c.goto(&format!("{base}{path}")).await?;
+            shots.take(c, &format!("{name}-{suffix}")).await;
+        }
+    }
+    c.set_window_size(1280, 900).await?;
+    sign_out(c).await;
+    Ok(())
 }
 
 async fn drive(
@@ -395,6 +488,8 @@ async fn drive(
     for (path, name) in [
         ("/ui", "overview-phone"),
         ("/ui/messages", "messages-phone"),
+        ("/ui/alerts", "alerts-phone"),
+        ("/ui/destinations#destination-slow", "destinations-phone"),
     ] {
         c.goto(&format!("{base}{path}")).await?;
         shots.take(c, name).await;

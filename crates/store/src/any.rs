@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::alert::{AlertFilter, AlertPage, AlertRecord, NewAlert};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::chats::RouteChat;
 use crate::error::{Result, StoreError};
@@ -336,6 +337,23 @@ impl Store for AnyStore {
         limit: usize,
     ) -> Result<AuditPage> {
         dispatch!(self, s => s.list_audit(filter, cursor, limit).await)
+    }
+
+    async fn record_alert(&self, alert: NewAlert) -> Result<AlertRecord> {
+        dispatch!(self, s => s.record_alert(alert).await)
+    }
+
+    async fn list_alerts(
+        &self,
+        filter: &AlertFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AlertPage> {
+        dispatch!(self, s => s.list_alerts(filter, cursor, limit).await)
+    }
+
+    async fn purge_alerts(&self, older_than: Duration) -> Result<u64> {
+        dispatch!(self, s => s.purge_alerts(older_than).await)
     }
 
     async fn pause_destination(

@@ -14,6 +14,7 @@
 //! [`StoreOptions`], so tests drive lease expiry and due times with a
 //! [`ManualClock`](ferrule_policy::ManualClock).
 
+pub mod alert;
 mod any;
 pub mod audit;
 pub mod chats;
@@ -32,6 +33,7 @@ mod store;
 mod transition;
 pub mod types;
 
+pub use alert::{AlertFilter, AlertId, AlertPage, AlertRecord, NewAlert};
 pub use any::{AnyStore, open};
 pub use audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 pub use chats::RouteChat;

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use crate::alert::{AlertFilter, AlertPage, AlertRecord, NewAlert};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::chats::RouteChat;
 use crate::error::Result;
@@ -361,6 +362,25 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> impl Future<Output = Result<AuditPage>> + Send;
+
+    /// Records an alert the relay raised (see [`alert`](crate::alert)), at the store's now with
+    /// a new id, and answers it as stored. Refuses an empty or overlong (over 512 bytes)
+    /// `kind`, `subject` or `outcome`, an overlong `severity`, a `message` over
+    /// [`MAX_ALERT_MESSAGE_BYTES`](crate::alert::MAX_ALERT_MESSAGE_BYTES) and more than
+    /// [`MAX_ALERT_MESSAGES`](crate::alert::MAX_ALERT_MESSAGES) message ids, before any write.
+    fn record_alert(&self, alert: NewAlert) -> impl Future<Output = Result<AlertRecord>> + Send;
+
+    /// Alerts matching `filter`, newest first, at most `limit` (1..=1000), continuing after
+    /// `cursor`.
+    fn list_alerts(
+        &self,
+        filter: &AlertFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<AlertPage>> + Send;
+
+    /// Retention: deletes alerts recorded more than `older_than` ago; returns how many.
+    fn purge_alerts(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
 
     /// Pauses `destination` (see [`pause`](crate::pause)): from this write on, no process
     /// sharing the store claims its messages until [`resume_destination`](Self::resume_destination).

@@ -88,6 +88,34 @@ impl AlertKind {
         )
     }
 
+    /// Every severity an alert has, most serious first.
+    pub const SEVERITIES: [&'static str; 3] = ["critical", "warning", "info"];
+
+    /// How serious alerts of this kind are, as the alert log keeps it: `critical` when nothing
+    /// goes through until someone acts (a rejected token, a billing stop, a failed start),
+    /// `info` when trouble ended or was handled, `warning` otherwise.
+    pub fn severity(self) -> &'static str {
+        match self {
+            AlertKind::StartupFailure
+            | AlertKind::TelegramUnauthorized
+            | AlertKind::GithubUnauthorized
+            | AlertKind::BillingStop => "critical",
+            AlertKind::BreakerClosed
+            | AlertKind::HealthCheckRecovered
+            | AlertKind::StartupRecovery => "info",
+            AlertKind::BreakerOpened
+            | AlertKind::DeadLetterThreshold
+            | AlertKind::PollingConflict
+            | AlertKind::HealthCheckFailing
+            | AlertKind::ScheduleSkipped => "warning",
+        }
+    }
+
+    /// The kind named `name` (as [`as_str`](Self::as_str) names it).
+    pub fn from_name(name: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// A short human title, the first line of a Telegram alert.
     pub(super) fn title(self) -> &'static str {
         match self {

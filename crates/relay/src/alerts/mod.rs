@@ -46,6 +46,14 @@
 //! alert can never cause another. For the same reason an alert about a destination is not sent
 //! to that destination.
 //!
+//! **The alert log.** Every raised alert, whatever became of it (queued, held, dropped, not
+//! sent because no alert destination is configured, refused by the store), is then recorded
+//! in the store's alert log ([`ferrule_store::alert`]) with a severity its kind implies and
+//! the ids of the messages queued for it: `GET /v1/alerts`, `ferrule alerts` and the
+//! dashboard's Alerts page list it, the same on every relay sharing the store and across
+//! restarts, until the retention purge (`store.retention`) deletes it. The record is written
+//! after the alert is queued and a failure is only logged: the log never holds an alert back.
+//!
 //! A failed start cannot use the store (it may be what failed): [`send_startup_failure`] sends
 //! straight through the alert destinations' connectors, within [`STARTUP_FAILURE_TIMEOUT`].
 
@@ -63,7 +71,7 @@ use std::time::{Instant, SystemTime};
 
 use ferrule_policy::event::{Event, Observer};
 use ferrule_policy::{CircuitState, SharedClock, SharedObserver};
-use ferrule_store::{AnyStore, Enqueued, MessageId, NewMessage, Store};
+use ferrule_store::{AnyStore, Enqueued, MessageId, NewAlert, NewMessage, Store};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +106,23 @@ pub enum Raised {
     Failed,
 }
 
+impl Raised {
+    /// Every outcome's name, as the alert log stores it.
+    pub const NAMES: [&'static str; 5] = ["queued", "held", "dropped", "disabled", "failed"];
+
+    /// The outcome's name, as the alert log stores it: `queued`, `held`, `dropped`,
+    /// `disabled` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Raised::Queued { .. } => "queued",
+            Raised::Held => "held",
+            Raised::Dropped => "dropped",
+            Raised::Disabled => "disabled",
+            Raised::Failed => "failed",
+        }
+    }
+}
+
 /// The relay's alerting: the configured targets, the gate, the dead-letter watch and the
 /// channel observers and delivery tasks raise alerts through without waiting.
 pub struct Alerts {
@@ -112,13 +137,7 @@ pub struct Alerts {
     rx: Mutex<Option<mpsc::UnboundedReceiver<Alert>>>,
     /// Poked when an alert is held, so the alerts task recomputes when to send it.
     held: Notify,
-    /// The latest raised alerts and what became of them, newest last, at most
-    /// [`RECENT_ALERTS`]: the dashboard's Alerts page (memory only, lost at a restart).
-    recent: Mutex<std::collections::VecDeque<(Alert, Raised)>>,
 }
-
-/// How many raised alerts [`Alerts::recent`] keeps.
-pub const RECENT_ALERTS: usize = 200;
 
 impl fmt::Debug for Alerts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,24 +174,25 @@ impl Alerts {
             tx,
             rx: Mutex::new(Some(rx)),
             held: Notify::new(),
-            recent: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
-    /// The latest raised alerts (at most [`RECENT_ALERTS`]), newest first, each with what
-    /// became of it. Kept in memory only: a restart forgets them (the alert messages
-    /// themselves stay in the store like any other message).
-    pub fn recent(&self) -> Vec<(Alert, Raised)> {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.iter().rev().cloned().collect()
-    }
-
-    fn remember(&self, alert: Alert, raised: Raised) {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == RECENT_ALERTS {
-            recent.pop_front();
+    /// Records `alert` in the store's alert log with what became of it and the messages
+    /// queued for it: after the alert was queued, and a failure is only logged, so the log
+    /// never delays or stops an alert on its way to its destinations.
+    async fn record(&self, alert: Alert, raised: Raised, messages: Vec<MessageId>) {
+        let kind = alert.kind;
+        let entry = NewAlert {
+            kind: kind.as_str().to_owned(),
+            subject: alert.subject,
+            severity: Some(kind.severity().to_owned()),
+            message: alert.text,
+            outcome: raised.as_str().to_owned(),
+            messages,
+        };
+        if let Err(e) = self.store.record_alert(entry).await {
+            tracing::warn!(kind = %kind, error = %e, "cannot record an alert in the alert log; it goes to its destinations all the same");
         }
-        recent.push_back((alert, raised));
     }
 
     /// Whether any alert destination is configured.
@@ -186,17 +206,20 @@ impl Alerts {
     }
 
     /// De-duplicates and rate-limits `alert`, then queues one message per alert destination
-    /// (except the one the alert is about). Never fails: a store error is logged.
+    /// (except the one the alert is about), then records it in the store's alert log with
+    /// what became of it. Never fails: a store error is logged.
     pub async fn raise(&self, alert: Alert) -> Raised {
         let kept = alert.clone();
-        let raised = self.raise_gated(alert).await;
-        self.remember(kept, raised);
+        let (raised, messages) = self.raise_gated(alert).await;
+        self.record(kept, raised, messages).await;
         raised
     }
 
-    async fn raise_gated(&self, alert: Alert) -> Raised {
+    /// [`raise`](Self::raise) without the record: what became of `alert` and the messages
+    /// this relay created for it.
+    async fn raise_gated(&self, alert: Alert) -> (Raised, Vec<MessageId>) {
         if !self.enabled() {
-            return Raised::Disabled;
+            return (Raised::Disabled, Vec::new());
         }
         let kind = alert.kind;
         let (verdict, withdrawn) = {
@@ -206,21 +229,18 @@ impl Alerts {
         };
         self.withdraw(withdrawn).await;
         match verdict {
-            Verdict::Send(alert, key) => self.queue(alert, &key, None).await.0,
+            Verdict::Send(alert, key) => {
+                let (raised, enqueued) = self.queue(alert, &key, None).await;
+                (raised, created(&enqueued))
+            }
             Verdict::Hold(alert, key, due) => {
                 let subject = alert.subject.clone();
                 tracing::info!(kind = %kind, due = %crate::time::rfc3339(due), "alert held: one of its kind went out recently; queued for when the interval ends");
                 let (raised, enqueued) = self.queue(alert, &key, Some(due)).await;
                 // Only the messages this relay created are its to withdraw: a duplicate is an
                 // alert another relay (or this one before a restart) queued and answers for.
-                let created = enqueued
-                    .iter()
-                    .filter_map(|e| match e {
-                        Enqueued::Created(id) => Some(*id),
-                        Enqueued::Duplicate(_) => None,
-                    })
-                    .collect();
-                let messages = (raised != Raised::Failed).then_some(created);
+                let created = created(&enqueued);
+                let messages = (raised != Raised::Failed).then_some(created.clone());
                 let withdrawn = {
                     let mut gate = self.gate();
                     gate.held_queued(kind, &subject, messages);
@@ -228,20 +248,21 @@ impl Alerts {
                 };
                 self.withdraw(withdrawn).await;
                 self.held.notify_one();
-                match raised {
+                let raised = match raised {
                     Raised::Queued { .. } => Raised::Held,
                     other => other,
-                }
+                };
+                (raised, created)
             }
             Verdict::Held => {
                 suppressed(kind, "min_interval");
                 tracing::info!(kind = %kind, "alert folded into the one held: one of its kind went out recently");
-                Raised::Held
+                (Raised::Held, Vec::new())
             }
             Verdict::Dropped(reason) => {
                 suppressed(kind, reason);
                 tracing::warn!(kind = %kind, reason, "alert dropped");
-                Raised::Dropped
+                (Raised::Dropped, Vec::new())
             }
         }
     }
@@ -347,6 +368,18 @@ impl Alerts {
         // The gate's methods do not panic midway; a poisoned lock still holds a usable gate.
         self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The messages the store created of `enqueued` (a duplicate is an alert another relay, or
+/// this one before a restart, queued and answers for).
+fn created(enqueued: &[Enqueued]) -> Vec<MessageId> {
+    enqueued
+        .iter()
+        .filter_map(|e| match e {
+            Enqueued::Created(id) => Some(*id),
+            Enqueued::Duplicate(_) => None,
+        })
+        .collect()
 }
 
 /// A level that alerts once when a value goes above it and re-arms when the value comes back

@@ -143,6 +143,9 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
             }
             entry["health_check"] = json!(check);
         }
+        if let Some(rate) = rate_limit_state(d) {
+            entry["rate_limit"] = rate;
+        }
         destinations.insert(d.name.clone(), entry);
     }
     let mut store = state.store_health.snapshot();
@@ -205,6 +208,19 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
         },
         "last_error": last_error,
     }))
+}
+
+/// What `d`'s send limits are doing now, when it has one: the deferrals of the last minute,
+/// the next slot, and a Telegram bot's windows.
+pub(crate) fn rate_limit_state(d: &crate::destination::Destination) -> Option<Value> {
+    if d.rate_limit.is_none() && d.telegram_limits.is_none() && d.write_pace.is_none() {
+        return None;
+    }
+    let mut state = json!(d.rate_watch.snapshot());
+    if let Some(limits) = &d.telegram_limits {
+        state["telegram"] = json!(limits.windows());
+    }
+    Some(state)
 }
 
 /// The store's entry in `/status`: its health, and `storage_full` while the disk is full.

@@ -2,6 +2,7 @@
 //! an admin token only; JSON errors.
 
 pub(crate) mod admin;
+pub(crate) mod alerts;
 pub(crate) mod audit;
 pub(crate) mod caller;
 mod chats;
@@ -153,6 +154,7 @@ pub fn routes() -> Vec<Route> {
         ),
         route(Method::GET, "/v1/inbound", Read, get(inbound::list)),
         route(Method::GET, "/v1/audit", Read, get(audit::list)),
+        route(Method::GET, "/v1/alerts", Read, get(alerts::list)),
         route(Method::GET, "/v1/stats", Read, get(stats::stats)),
         route(
             Method::POST,

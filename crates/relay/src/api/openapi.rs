@@ -324,8 +324,17 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
                 "destinations": {"type": "object", "additionalProperties": {"type": "object", "required": ["breaker", "health"], "properties": {
                     "breaker": schema("Breaker"), "health": schema("Health"), "paused": schema("Pause"),
                     "inbound": {"type": "object", "required": ["mode", "health"], "properties": {"mode": {"type": "string", "enum": ["webhook", "polling"]}, "health": schema("Health")}},
-                    "health_check": schema("HealthCheck")}}}}},
+                    "health_check": schema("HealthCheck"),
+                    "rate_limit": schema("RateLimitState")}}}}},
             "last_error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["dependency", "at", "message"], "properties": {"dependency": {"type": "string"}, "at": time, "message": {"type": "string"}}}]}}}));
+    schemas.insert("RateLimitState".into(), json!({"type": "object", "description": "What a destination's send limits are doing now, when it has one (`rate_limit`, a Telegram bot's windows, a GitHub write pace): the deliveries they deferred in the last minute, in this relay, and when the latest refusal said the next slot frees (`null` once that has passed).", "required": ["deferred_last_minute", "next_slot_at"], "properties": {
+            "deferred_last_minute": {"type": "integer", "minimum": 0},
+            "next_slot_at": {"oneOf": [{"type": "null"}, time]},
+            "telegram": {"type": "object", "description": "a Telegram bot's windows now", "required": ["bot_used", "bot_limit", "bot_per_ms", "chats_waiting", "line"], "properties": {
+                "bot_used": {"type": "integer", "minimum": 0, "description": "places taken in the bot's window (sends finished within it, or in flight)"},
+                "bot_limit": {"type": "integer", "minimum": 1}, "bot_per_ms": {"type": "integer", "minimum": 1},
+                "chats_waiting": {"type": "integer", "minimum": 0, "description": "chats and groups whose own window is full: their next message waits"},
+                "line": {"type": "integer", "minimum": 0, "description": "messages the bot's window refused, waiting for their place in its line"}}}}}));
     schemas.insert("Inbound".into(), json!({"type": "object", "required": ["id", "source", "external_id", "payload", "received_at"], "properties": {
             "id": {"type": "string"}, "source": {"type": "string", "description": "`telegram:{destination}` or `email:{source}`"},
             "external_id": {"type": "string", "description": "the Telegram update_id, or the mail's Message-ID (else `sha256:` and the message's SHA-256)"},
@@ -342,6 +351,7 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
 fn all_schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
     let mut all = schemas(destinations);
     extend(&mut all, super::audit::openapi_schemas());
+    extend(&mut all, super::alerts::openapi_schemas());
     extend(&mut all, super::pause::openapi_schemas());
     extend(&mut all, super::chats::openapi_schemas());
     extend(&mut all, super::stats::openapi_schemas());
@@ -680,6 +690,7 @@ fn extend(into: &mut Value, more: Value) {
 pub fn document_for(destinations: &BTreeMap<String, Arc<Destination>>, routes: &[Route]) -> Value {
     let mut paths = operations(destinations);
     extend(&mut paths, super::audit::openapi_paths());
+    extend(&mut paths, super::alerts::openapi_paths());
     let names: Vec<&str> = destinations.keys().map(String::as_str).collect();
     extend(
         &mut paths,

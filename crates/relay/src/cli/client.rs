@@ -1,6 +1,6 @@
 //! The CLI commands that talk to a running relay over its HTTP API: `send`, `status`,
 //! `messages list | show | replay | cancel`, `dlq list | replay | purge`,
-//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `schedules list | pause | resume | trigger`, `routes chats`, `audit`, `stats`.
+//! `breakers list | reset | force-open | disable`, `destinations list | pause | resume`, `schedules list | pause | resume | trigger`, `routes chats`, `audit`, `alerts`, `stats`.
 //!
 //! They go through the API because the SQLite store has a single owner (the running relay
 //! holds its lock file). They find the relay at `--server`, else `FERRULE_SERVER`, else the
@@ -18,9 +18,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::cli::{
-    AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand, DlqFilter,
-    MessagesCommand, PageArgs, RouteChatsAction, RoutesCommand, RunsCommand, SchedulesCommand,
-    SendArgs, StatsArgs, StatusArgs, console, render,
+    AlertsArgs, AuditArgs, BreakersCommand, ClientArgs, Confirm, DestinationsCommand, DlqCommand,
+    DlqFilter, MessagesCommand, PageArgs, RouteChatsAction, RoutesCommand, RunsCommand,
+    SchedulesCommand, SendArgs, StatsArgs, StatusArgs, console, render,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -719,6 +719,45 @@ pub async fn schedules(client: &Client, command: Option<SchedulesCommand>) -> Re
             answer["next"].as_str().unwrap_or("never")
         )),
     }
+    Ok(())
+}
+
+/// `ferrule alerts`.
+pub async fn alerts(client: &Client, args: AlertsArgs) -> Result<(), Error> {
+    let mut query = page_query(&args.page);
+    if let Some(kind) = args.kind {
+        query.push(("kind", kind));
+    }
+    if let Some(subject) = args.subject {
+        query.push(("subject", subject));
+    }
+    let now = std::time::SystemTime::now();
+    if let Some(since) = args.since {
+        query.push(("since", since_time(&since, now)?));
+    }
+    if let Some(until) = args.until {
+        let time = since_time(&until, now).map_err(|_| {
+            Error::Client(format!(
+                "--until `{until}` is neither an RFC 3339 time nor a duration such as `24h`"
+            ))
+        })?;
+        query.push(("until", time));
+    }
+    let answer = client.get("/v1/alerts", &query).await?;
+    if args.page.json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let rows = answer["alerts"].as_array().map_or(&[][..], Vec::as_slice);
+    if !rows.is_empty() {
+        console::out(&render::alerts(rows));
+    }
+    let plural = if rows.len() == 1 { "" } else { "s" };
+    let mut note = format!("{} alert{plural} shown", rows.len());
+    if let Some(next) = answer["next"].as_str().filter(|_| !rows.is_empty()) {
+        note.push_str(&format!("; the next page: --cursor {next}"));
+    }
+    console::err(&note);
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The command line: its arguments (`serve`, `send`, `status`, `messages
 //! list|show|replay|cancel`, `dlq list|replay|purge`, `breakers
 //! list|reset|force-open|disable`, `migrate`, `config check`, `token create|list|revoke`,
-//! `destinations list|pause|resume`, `schedules list|pause|resume|trigger`, `routes chats`, `audit`, `stats`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
+//! `destinations list|pause|resume`, `schedules list|pause|resume|trigger`, `routes chats`, `audit`, `alerts`, `stats`, `telegram set-webhook|delete-webhook`) and the commands that are not `serve`: [`client`]
 //! talks to a running relay over its HTTP API, [`token`] to the store and [`telegram`] to the
 //! Bot API straight from the configuration, `console` is how they talk to the person at the
 //! terminal, and `render` turns the API's JSON into what they print for people.
@@ -113,6 +113,8 @@ pub enum Command {
     },
     /// The audit log of operator actions, newest first.
     Audit(AuditArgs),
+    /// The alert log: every alert the relays sharing the store raised, newest first.
+    Alerts(AlertsArgs),
     /// Deliveries and runs over a window, from the relay's per-minute rollups.
     Stats(StatsArgs),
     /// A Telegram bot's webhook, set at Telegram from the configuration (no running relay).
@@ -463,6 +465,26 @@ pub struct AuditArgs {
     /// Only those since this RFC 3339 time, or this long ago (`24h`, `7d`, `30m`).
     #[arg(long, value_name = "TIME|AGO")]
     pub since: Option<String>,
+    /// Which page.
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+/// `ferrule alerts`.
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// Only this kind, e.g. `breaker.opened` or `dead_letters.threshold`.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only about this subject (a destination, a schedule, `dead-letters`, `store`).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only those since this RFC 3339 time, or this long ago (`24h`, `7d`, `30m`).
+    #[arg(long, value_name = "TIME|AGO")]
+    pub since: Option<String>,
+    /// Only those before this RFC 3339 time, or this long ago.
+    #[arg(long, value_name = "TIME|AGO")]
+    pub until: Option<String>,
     /// Which page.
     #[command(flatten)]
     pub page: PageArgs,

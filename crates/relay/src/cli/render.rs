@@ -291,6 +291,25 @@ pub(crate) fn audit(rows: &[Value]) -> String {
     )
 }
 
+/// `ferrule alerts`: one row per alert, its text last.
+pub(crate) fn alerts(rows: &[Value]) -> String {
+    table(
+        Some(&["AT", "SEVERITY", "KIND", "SUBJECT", "OUTCOME", "MESSAGE"]),
+        rows.iter()
+            .map(|a| {
+                vec![
+                    time(&a["at"]),
+                    text(&a["severity"]),
+                    text(&a["kind"]),
+                    text(&a["subject"]),
+                    text(&a["outcome"]),
+                    text(&a["message"]),
+                ]
+            })
+            .collect(),
+    )
+}
+
 /// `ferrule dlq list`: one row per dead letter, with when it died (its last update).
 pub(crate) fn dead_letters(rows: &[Value]) -> String {
     table(

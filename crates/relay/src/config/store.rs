@@ -21,7 +21,8 @@ pub struct StoreConfig {
     /// How long an idempotency key stays unique per destination (default 24 h).
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
-    /// Delivered messages are purged after this long (default 7 days).
+    /// Delivered messages, inbound events, schedule occurrences and the alert log's entries
+    /// are purged after this long (default 7 days).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// Whether a dead message blocks later ones with its ordering key (`skip` or `block`).

@@ -11,6 +11,7 @@ mod http;
 mod inbound;
 pub mod overrides;
 pub mod paused;
+pub mod rate_watch;
 mod telegram_limits;
 
 use std::fmt;
@@ -41,7 +42,8 @@ pub use self::http::ProxyPolicies;
 pub use self::inbound::Inbound;
 pub use self::overrides::{Override, OverrideState, Overrides};
 pub use self::paused::PausedDestinations;
-pub use self::telegram_limits::{TelegramLimiters, TelegramSend};
+pub use self::rate_watch::{RateState, RateWatch};
+pub use self::telegram_limits::{TelegramLimiters, TelegramSend, TelegramWindows};
 
 /// One destination's connector and policies.
 pub struct Destination {
@@ -70,6 +72,8 @@ pub struct Destination {
     pub health: Health,
     /// A Telegram bot's send rates, per chat, per group and per bot.
     pub telegram_limits: Option<TelegramLimiters>,
+    /// The deliveries its rate limits deferred lately, for `/status` and the dashboard.
+    pub rate_watch: RateWatch,
     /// How a Telegram bot receives updates, if it does.
     pub inbound: Option<Inbound>,
     /// Whether a webhook accepts any JSON value as a payload, not only an object or an array
@@ -221,6 +225,7 @@ impl Destination {
             },
             write_pace,
             paused_until: Mutex::new(None),
+            rate_watch: RateWatch::new(clock.clone()),
             clock,
         })
     }

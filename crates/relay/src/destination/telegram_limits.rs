@@ -162,6 +162,31 @@ impl Window {
     fn idle(&self) -> bool {
         self.finished.is_empty() && self.in_flight == 0
     }
+
+    /// The places taken at `now` (finished within `per`, or in flight), without pruning.
+    fn used(&self, span: Span, now: Instant) -> usize {
+        let finished = self
+            .finished
+            .iter()
+            .filter(|&&at| at + span.per > now)
+            .count();
+        finished + self.in_flight
+    }
+}
+
+/// What a bot's windows hold now ([`TelegramLimiters::windows`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TelegramWindows {
+    /// Places taken in the bot's window: sends that finished within its span, or in flight.
+    pub bot_used: usize,
+    /// How many sends the bot's window holds (`limits.per_bot.limit`).
+    pub bot_limit: usize,
+    /// The bot's window's span, in milliseconds (`limits.per_bot.per`).
+    pub bot_per_ms: u64,
+    /// Chats (or groups) whose own window is full now: their next message waits.
+    pub chats_waiting: usize,
+    /// Messages the bot's window refused, holding a place in its line that is still ahead.
+    pub line: usize,
 }
 
 impl TelegramLimiters {
@@ -295,6 +320,26 @@ impl TelegramLimiters {
         }
     }
 
+    /// What the windows hold now, read under their lock without changing them.
+    pub fn windows(&self) -> TelegramWindows {
+        let now = self.clock.now();
+        let windows = self.lock();
+        let full = |map: &HashMap<String, Window>, span: Span| {
+            map.values()
+                .filter(|w| w.used(span, now) >= span.limit)
+                .count()
+        };
+        let chats_waiting =
+            full(&windows.chats, self.per_chat) + full(&windows.groups, self.per_group);
+        TelegramWindows {
+            bot_used: windows.bot.used(self.per_bot, now),
+            bot_limit: self.per_bot.limit,
+            bot_per_ms: u64::try_from(self.per_bot.per.as_millis()).unwrap_or(u64::MAX),
+            chats_waiting,
+            line: windows.line.values().filter(|&&place| place > now).count(),
+        }
+    }
+
     /// Forgets chats and groups quiet for longer than their window, and places in the line
     /// a minute past (their message was cancelled, or went to another process), so the maps
     /// hold only what is recent.
@@ -377,6 +422,36 @@ mod tests {
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_windows_say_the_bots_use_the_waiting_chats_and_the_line_without_changing_them() {
+        let clock = ManualClock::new();
+        let l = limiters(&clock, limits(1, 20, 3));
+        let empty = l.windows();
+        assert_eq!(
+            (empty.bot_used, empty.bot_limit, empty.bot_per_ms),
+            (0, 3, 1000)
+        );
+        assert_eq!((empty.chats_waiting, empty.line), (0, 0));
+        drop(l.check(&ChatId::Id(1), id()).unwrap());
+        let in_flight = l.check(&ChatId::Id(2), id()).unwrap();
+        drop(l.check(&ChatId::Id(3), id()).unwrap());
+        // Chat 1 is at its limit; the bot is full, so chat 4's message joins the line.
+        assert!(l.check(&ChatId::Id(1), id()).is_err());
+        assert!(l.check(&ChatId::Id(4), id()).is_err());
+        let now = l.windows();
+        assert_eq!(now.bot_used, 3, "two finished and one in flight");
+        assert_eq!(
+            now.chats_waiting, 3,
+            "chats 1, 2 (in flight) and 3 are at their limit"
+        );
+        assert_eq!(now.line, 1);
+        assert_eq!(l.windows(), now, "reading changes nothing");
+        drop(in_flight);
+        clock.advance(Duration::from_secs(2));
+        let later = l.windows();
+        assert_eq!((later.bot_used, later.chats_waiting, later.line), (0, 0, 0));
+    }
 
     #[test]
     fn a_send_counts_from_when_it_finished_not_from_when_it_was_admitted() {

@@ -290,6 +290,7 @@ async fn attempt(
         && let Err(limited) = limiter.check()
     {
         drop(permit);
+        dest.rate_watch.deferred(limited.ready_at);
         let until = wall_time_of(clock.as_ref(), limited.ready_at);
         let reason = "rate limited: not attempted";
         defer(&state, &dest, &lease, until, "rate_limited", reason).await;
@@ -301,6 +302,7 @@ async fn attempt(
             Ok(send) => Some(send),
             Err((limited, which)) => {
                 drop(permit);
+                dest.rate_watch.deferred(limited.ready_at);
                 let until = wall_time_of(clock.as_ref(), limited.ready_at);
                 let reason = format!("rate limited: telegram {which}: not attempted");
                 defer(&state, &dest, &lease, until, "rate_limited", &reason).await;
@@ -316,6 +318,7 @@ async fn attempt(
             Ok(write) => Some(write),
             Err(limited) => {
                 drop(permit);
+                dest.rate_watch.deferred(limited.ready_at);
                 let until = wall_time_of(clock.as_ref(), limited.ready_at);
                 let reason = "rate limited: github write pace: not attempted";
                 defer(&state, &dest, &lease, until, "rate_limited", reason).await;

@@ -1,22 +1,41 @@
-//! The Alerts page: the alerts this relay raised since it started (kept in memory, the latest
-//! [`crate::alerts::RECENT_ALERTS`]) and what became of each; the alert messages themselves
-//! are ordinary messages to the alert destinations, listed from the store.
+//! The Alerts page: the store's alert log (every alert a relay sharing the store raised, kept
+//! for `store.retention`), newest first, filtered by kind, subject and time like
+//! `GET /v1/alerts`, with what became of each and links to the messages queued for it.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
+use ferrule_store::Store;
+use serde::Deserialize;
 
-use super::{Layout, Viewer, render, when};
-use crate::alerts::Raised;
+use super::{Layout, Viewer, enc, render, when};
+use crate::alerts::AlertKind;
+use crate::api::alerts::{AlertsQuery, parse};
 use crate::state::AppState;
+
+/// How many alerts a page shows.
+const PAGE: usize = 50;
+
+/// Query of `GET /ui/alerts` (every field optional; empty is none).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct AlertsForm {
+    kind: String,
+    subject: String,
+    since: String,
+    until: String,
+    cursor: String,
+}
 
 #[derive(Debug)]
 struct Row {
     at: String,
+    severity: String,
     kind: String,
     subject: String,
     text: String,
     outcome: String,
+    messages: Vec<String>,
 }
 
 #[derive(Template)]
@@ -24,35 +43,77 @@ struct Row {
 struct Page {
     layout: Layout,
     enabled: bool,
-    rows: Vec<Row>,
     targets: Vec<String>,
-    kept: usize,
+    form: AlertsForm,
+    kinds: Vec<&'static str>,
+    rows: Vec<Row>,
+    next: Option<String>,
+    error: Option<String>,
 }
 
-fn outcome(r: Raised) -> String {
-    match r {
-        Raised::Queued { created } => format!("queued ({created} message(s))"),
-        Raised::Held => "held: sent when its interval ends".into(),
-        Raised::Dropped => "dropped: over the per-minute cap".into(),
-        Raised::Disabled => "not sent: no alert destination configured".into(),
-        Raised::Failed => "failed: the store refused it".into(),
+fn outcome(name: &str) -> &str {
+    match name {
+        "queued" => "queued",
+        "held" => "held: sent when its interval ends",
+        "dropped" => "dropped: over the per-minute cap",
+        "disabled" => "not sent: no alert destination",
+        "failed" => "failed: the store refused it",
+        other => other,
     }
 }
 
-/// `GET /ui/alerts`.
-pub(crate) async fn list(State(state): State<AppState>, viewer: Viewer) -> Response {
-    let rows = state
-        .alerts
-        .recent()
-        .into_iter()
-        .map(|(a, r)| Row {
-            at: when(a.at),
-            kind: a.kind.to_string(),
-            subject: a.subject,
-            text: a.text,
-            outcome: outcome(r),
-        })
-        .collect();
+/// `GET /ui/alerts?kind=&subject=&since=&until=&cursor=`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(form): Query<AlertsForm>,
+) -> Response {
+    let mut rows = Vec::new();
+    let mut next = None;
+    let mut error = None;
+    let query = AlertsQuery {
+        kind: Some(form.kind.clone()),
+        subject: Some(form.subject.trim().to_owned()),
+        since: Some(form.since.trim().to_owned()),
+        until: Some(form.until.trim().to_owned()),
+        cursor: Some(form.cursor.clone()),
+        limit: None,
+    };
+    match parse(query) {
+        Err(e) => error = Some(e.message),
+        Ok((filter, cursor)) => match state
+            .store
+            .list_alerts(&filter, cursor.as_ref(), PAGE)
+            .await
+        {
+            Ok(page) => {
+                rows = page
+                    .alerts
+                    .into_iter()
+                    .map(|a| Row {
+                        at: when(a.at),
+                        severity: a.severity.unwrap_or_default(),
+                        outcome: outcome(&a.outcome).to_owned(),
+                        kind: a.kind,
+                        subject: a.subject,
+                        text: a.message,
+                        messages: a.messages.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect();
+                next = page.next.map(|c| {
+                    format!(
+                        "/ui/alerts?kind={}&subject={}&since={}&until={}&cursor={}",
+                        enc(&form.kind),
+                        enc(&form.subject),
+                        enc(&form.since),
+                        enc(&form.until),
+                        c.as_str()
+                    )
+                });
+            }
+            Err(e) => error = Some(crate::api::ApiError::from(e).message),
+        },
+    }
     let targets = state
         .destinations
         .keys()
@@ -62,8 +123,11 @@ pub(crate) async fn list(State(state): State<AppState>, viewer: Viewer) -> Respo
     render(&Page {
         layout: Layout::new(&viewer, "Alerts", "alerts"),
         enabled: state.alerts.enabled(),
-        rows,
         targets,
-        kept: crate::alerts::RECENT_ALERTS,
+        form,
+        kinds: AlertKind::ALL.iter().map(|k| k.as_str()).collect(),
+        rows,
+        next,
+        error,
     })
 }

@@ -1,6 +1,7 @@
 //! The Destinations page: per destination its breaker (with reset / force-open / disable),
-//! pause / resume, health and health check, rate limit, depths, last error, and success rate,
-//! attempt latency and throughput over the last hour.
+//! pause / resume, health and health check, rate limit (as configured, and what it is doing
+//! now: deferrals in the last minute, the next free slot, a Telegram bot's windows), depths,
+//! last error, and success rate, attempt latency and throughput over the last hour.
 
 use askama::Template;
 use axum::Form;
@@ -12,7 +13,7 @@ use ferrule_store::{SeriesQuery, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Layout, UiError, Viewer, done, render, when};
+use super::{Layout, UiError, Viewer, age, done, render, when};
 use crate::api::admin::{ActionQuery, breaker_action};
 use crate::api::caller::Caller;
 use crate::api::extract::{ApiPath, ApiQuery};
@@ -32,6 +33,10 @@ pub(crate) struct Row {
     last_error: String,
     health_check: String,
     rate_limit: String,
+    /// What the limits are doing now (empty without a limit).
+    rate_now: String,
+    /// A Telegram bot's windows now (empty for other destinations).
+    telegram_now: String,
     queue: u64,
     dead: u64,
     stats: Stats,
@@ -156,6 +161,39 @@ pub(crate) async fn page(State(state): State<AppState>, viewer: Viewer) -> Respo
         } else {
             rate_limit
         };
+        let rate_now = crate::api::health::rate_limit_state(d)
+            .map(|_| {
+                let s = d.rate_watch.snapshot();
+                let now = state.clock.system_now();
+                let next = match s.next_slot_at {
+                    Some(at) => format!(
+                        "; next slot in {} ({})",
+                        age(at.duration_since(now).unwrap_or_default()),
+                        when(at)
+                    ),
+                    None => String::new(),
+                };
+                format!(
+                    "{} deferred in the last minute{next}",
+                    s.deferred_last_minute
+                )
+            })
+            .unwrap_or_default();
+        let telegram_now = d
+            .telegram_limits
+            .as_ref()
+            .map(|l| {
+                let w = l.windows();
+                format!(
+                    "bot window {} of {} per {}; {} chat(s) waiting; {} message(s) in the bot's line",
+                    w.bot_used,
+                    w.bot_limit,
+                    humantime::format_duration(Duration::from_millis(w.bot_per_ms)),
+                    w.chats_waiting,
+                    w.line
+                )
+            })
+            .unwrap_or_default();
         let (queue, dead) = depths
             .as_ref()
             .and_then(|x| x.by_destination.iter().find(|x| x.destination == d.name))
@@ -179,6 +217,8 @@ pub(crate) async fn page(State(state): State<AppState>, viewer: Viewer) -> Respo
             last_error,
             health_check,
             rate_limit,
+            rate_now,
+            telegram_now,
             queue,
             dead,
             stats,

@@ -36,16 +36,76 @@ pub(crate) fn range(name: &str) -> (&'static str, u64, u64, &'static str) {
 #[derive(Debug)]
 struct Dependency {
     name: String,
+    /// Where it is shown in full: its destination's section on the Destinations page.
+    link: String,
     kind: &'static str,
     status: String,
     breaker: String,
     last_error: String,
 }
 
+/// The dependencies that are not healthy, said next to the overall status: how many of each
+/// kind are degraded or unhealthy, and a link to each.
+#[derive(Debug, Default)]
+struct Trouble {
+    /// E.g. `1 destination unhealthy · 2 health checks degraded`.
+    summary: String,
+    /// Each one: its name, its status and where it is shown.
+    each: Vec<(String, String, String)>,
+}
+
+impl Trouble {
+    fn is_empty(&self) -> bool {
+        self.each.is_empty()
+    }
+}
+
+/// What [`Trouble`] says of `dependencies`. The overall status stays `ok` while a destination
+/// is only degraded (its calls still go through); this says so on the page anyway.
+fn trouble(dependencies: &[Dependency]) -> Trouble {
+    let mut counts: Vec<(&str, &str, usize)> = Vec::new();
+    let mut each = Vec::new();
+    for d in dependencies {
+        if d.status.is_empty() || d.status == "healthy" {
+            continue;
+        }
+        match counts
+            .iter_mut()
+            .find(|(kind, status, _)| *kind == d.kind && *status == d.status)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => counts.push((d.kind, &d.status, 1)),
+        }
+        let link = if d.link.is_empty() {
+            "#dependencies".to_owned()
+        } else {
+            d.link.clone()
+        };
+        each.push((d.name.clone(), d.status.clone(), link));
+    }
+    // The worse first, then by kind.
+    counts.sort_by_key(|(kind, status, _)| (*status != "unhealthy", *kind));
+    let summary = counts
+        .iter()
+        .map(|(kind, status, n)| {
+            let kind = match (*kind, *n) {
+                (kind, 1) => kind.to_owned(),
+                ("inbound", _) => "inbound sides".to_owned(),
+                ("health check", _) => "health checks".to_owned(),
+                (kind, _) => format!("{kind}s"),
+            };
+            format!("{n} {kind} {status}")
+        })
+        .collect::<Vec<_>>()
+        .join(" · ");
+    Trouble { summary, each }
+}
+
 #[derive(Template)]
 #[template(path = "ui/overview_live.html")]
 struct Live {
     status: String,
+    trouble: Trouble,
     queue: u64,
     scheduled: u64,
     dead: u64,
@@ -124,6 +184,7 @@ async fn live(state: &AppState, range_name: &str) -> Live {
     let store = &status["dependencies"]["store"];
     dependencies.push(Dependency {
         name: "store".into(),
+        link: String::new(),
         kind: "store",
         status: text(&store["status"]),
         breaker: String::new(),
@@ -136,8 +197,10 @@ async fn live(state: &AppState, range_name: &str) -> Live {
             } else {
                 " (paused)"
             };
+            let link = format!("/ui/destinations#destination-{name}");
             dependencies.push(Dependency {
                 name: format!("{name}{paused}"),
+                link: link.clone(),
                 kind: "destination",
                 status: text(&d["health"]["status"]),
                 breaker: text(&d["breaker"]["state"]),
@@ -146,6 +209,7 @@ async fn live(state: &AppState, range_name: &str) -> Live {
             if d.get("inbound").is_some() {
                 dependencies.push(Dependency {
                     name: format!("{name} inbound"),
+                    link: link.clone(),
                     kind: "inbound",
                     status: text(&d["inbound"]["health"]["status"]),
                     breaker: String::new(),
@@ -155,6 +219,7 @@ async fn live(state: &AppState, range_name: &str) -> Live {
             if let Some(check) = d.get("health_check") {
                 dependencies.push(Dependency {
                     name: format!("{name} health check"),
+                    link: link.clone(),
                     kind: "health check",
                     status: text(&check["health"]["status"]),
                     breaker: String::new(),
@@ -193,8 +258,10 @@ async fn live(state: &AppState, range_name: &str) -> Live {
             "The per-minute rollups cannot be read just now (see the relay's log).".to_owned(),
         ),
     };
+    let trouble = trouble(&dependencies);
     Live {
         status: text(&status["status"]),
+        trouble,
         queue: status["queue_depth"].as_u64().unwrap_or(0),
         scheduled: status["scheduled_depth"].as_u64().unwrap_or(0),
         dead: status["dead_letter_depth"].as_u64().unwrap_or(0),

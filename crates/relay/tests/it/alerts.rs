@@ -672,3 +672,120 @@ fn alert_settings_come_from_the_environment_and_errors_name_the_field() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("max_per_minute = 7"));
 }
+
+#[tokio::test]
+async fn raised_alerts_are_in_the_alert_log_after_a_restart_and_listed_by_filter_and_page() {
+    let alerts = Receiver::start().await;
+    let alerts_url = alerts.url.clone();
+    let system = ferrule_policy::clock::system;
+    let mut relay = start_clock(system(), |c| alert_webhook(c, &alerts_url)).await;
+    let state = relay.running.as_ref().unwrap().state.clone();
+    let raised = state
+        .alerts
+        .raise(Alert::new(
+            AlertKind::PollingConflict,
+            "ops-chat",
+            "another client polls this bot",
+            SystemTime::now(),
+        ))
+        .await;
+    assert_eq!(raised, Raised::Queued { created: 1 });
+    state
+        .alerts
+        .raise(Alert::dead_letters(5, 2, SystemTime::now()))
+        .await;
+    drop(state);
+    relay.restart(system()).await;
+
+    let kinds = |alerts: &[Value]| -> Vec<String> {
+        alerts
+            .iter()
+            .map(|a| a["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = relay.page("/v1/alerts", "alerts").await;
+    assert_eq!(
+        kinds(&listed),
+        ["dead_letters.threshold", "telegram.polling_conflict"]
+    );
+    let conflict = &listed[1];
+    assert_eq!(conflict["subject"], "ops-chat");
+    assert_eq!(conflict["severity"], "warning");
+    assert_eq!(conflict["message"], "another client polls this bot");
+    assert_eq!(conflict["outcome"], "queued");
+    let messages = conflict["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{conflict}");
+    let message = relay.message(messages[0].as_str().unwrap()).await;
+    assert_eq!(
+        message["destination"], "ops-hook",
+        "the alert's own message"
+    );
+
+    // Filters, each alone and together; pages of one.
+    let count = async |query: &str| {
+        relay
+            .page(&format!("/v1/alerts?{query}"), "alerts")
+            .await
+            .len()
+    };
+    assert_eq!(count("kind=telegram.polling_conflict").await, 1);
+    assert_eq!(count("subject=dead-letters").await, 1);
+    assert_eq!(count("kind=breaker.opened&subject=ops-chat").await, 0);
+    assert_eq!(
+        count("kind=&subject=&since=&until=&cursor=").await,
+        2,
+        "empty is no filter"
+    );
+    assert_eq!(
+        count("since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z").await,
+        0
+    );
+    let (status, first) = relay.call(Method::GET, "/v1/alerts?limit=1", None).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["alerts"][0]["kind"], "dead_letters.threshold");
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let second = relay
+        .page(&format!("/v1/alerts?limit=1&cursor={next}"), "alerts")
+        .await;
+    assert_eq!(kinds(&second), ["telegram.polling_conflict"]);
+
+    // `ferrule alerts` lists them as a table (run without blocking the relay's runtime).
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "alerts",
+            "--since",
+            "1h",
+            "--kind",
+            "telegram.polling_conflict",
+        ])
+        .args(["--server", &relay.base, "--token", TOKEN])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{note}");
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 2, "a header and one alert: {table}");
+    assert!(rows[0].starts_with("AT"), "{table}");
+    assert!(
+        rows[1].contains("warning") && rows[1].contains("ops-chat") && rows[1].contains("queued"),
+        "{table}"
+    );
+    assert!(note.contains("1 alert shown"), "{note}");
+
+    // Bad input is a 400 naming the parameter.
+    for (query, field) in [
+        ("kind=nope", "kind"),
+        ("cursor=12", "cursor"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("limit=0", "limit"),
+    ] {
+        let (status, body) = relay
+            .call(Method::GET, &format!("/v1/alerts?{query}"), None)
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+}

@@ -76,3 +76,46 @@ async fn followed(relay: &TestRelay, clock: &ManualClock, state: &str) -> serde_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn relays_sharing_postgres_list_each_others_alerts() {
+    let schema = PgSchema::new();
+    let mut relays: Vec<TestRelay> = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(&dir);
+        config.store.url = ferrule::config::Secret::new(schema.url());
+        config
+            .destinations
+            .push(webhook("ops-hook", "http://127.0.0.1:9/hook"));
+        config.alerts.webhook = Some("ops-hook".into());
+        relays.push(start_in(dir, config, ferrule_policy::clock::system()).await);
+    }
+    for (n, relay) in relays.iter().enumerate() {
+        let state = &relay.running.as_ref().unwrap().state;
+        state
+            .alerts
+            .raise(ferrule::alerts::Alert::new(
+                ferrule::alerts::AlertKind::ScheduleSkipped,
+                format!("schedule-{n}"),
+                "missed occurrences",
+                std::time::SystemTime::now(),
+            ))
+            .await;
+    }
+    for relay in &relays {
+        let listed = relay
+            .page("/v1/alerts?kind=schedule.skipped", "alerts")
+            .await;
+        let mut subjects: Vec<&str> = listed
+            .iter()
+            .map(|a| a["subject"].as_str().unwrap())
+            .collect();
+        subjects.sort_unstable();
+        assert_eq!(subjects, ["schedule-0", "schedule-1"], "{listed:?}");
+    }
+    for relay in &mut relays {
+        relay.stop().await;
+    }
+    drop(schema);
+}

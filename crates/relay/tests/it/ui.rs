@@ -520,3 +520,143 @@ async fn the_charts_and_destination_figures_are_drawn_from_the_rollups() {
     assert!(html.contains("90.0 %"), "9 delivered of 10 ended: {html}");
     assert!(html.contains("9 delivered, 11 attempts"), "{html}");
 }
+
+#[tokio::test]
+async fn the_alerts_page_lists_the_alert_log_by_filter() {
+    let receiver = Receiver::start().await;
+    let relay = relay(&receiver).await;
+    let state = relay.running.as_ref().unwrap().state.clone();
+    for subject in ["hooks", "other"] {
+        state
+            .alerts
+            .raise(ferrule::alerts::Alert::health_check_failing(
+                subject,
+                "connection refused",
+                std::time::SystemTime::now(),
+            ))
+            .await;
+    }
+    state
+        .alerts
+        .raise(ferrule::alerts::Alert::dead_letters(
+            9,
+            2,
+            std::time::SystemTime::now(),
+        ))
+        .await;
+    let (browser, _) = Browser::sign_in(&relay, READ_ONLY, &[]).await;
+    let (status, html) = browser.get("/ui/alerts").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(
+        html.matches("health_check.failing</td>").count(),
+        2,
+        "{html}"
+    );
+    assert!(html.contains("dead_letters.threshold</td>"), "{html}");
+    assert!(html.contains("not sent: no alert destination"), "{html}");
+    let (_, html) = browser
+        .get("/ui/alerts?kind=health_check.failing&subject=other")
+        .await;
+    assert_eq!(
+        html.matches("health_check.failing</td>").count(),
+        1,
+        "{html}"
+    );
+    assert!(!html.contains("dead_letters.threshold</td>"), "{html}");
+    // A bad filter is said on the page, naming what is wrong.
+    let (status, html) = browser.get("/ui/alerts?since=yesterday").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("`since` `yesterday`"), "{html}");
+}
+
+/// Polls `GET /status` (every 20 ms, at most 10 s) until `check` holds; answers it.
+async fn status_until(
+    relay: &TestRelay,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = relay.call(reqwest::Method::GET, "/status", None).await;
+        if check(&body) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {body:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn destinations_show_their_limits_live_and_the_overview_names_what_is_not_healthy() {
+    let flaky = Receiver::start().await;
+    flaky.script([Reply::Status(500)]);
+    let limited = Receiver::start().await;
+    let api = crate::fake_bot_api::FakeBotApi::start().await;
+    let (flaky_url, limited_url, api_base) =
+        (flaky.url.clone(), limited.url.clone(), api.base.clone());
+    let relay = start(|c| {
+        c.auth.tokens = vec![ConfiguredToken::named("ops", Secret::new(TOKEN))];
+        c.destinations
+            .push(crate::delivery::fast_retry("hooks", &flaky_url, "20ms", 5));
+        let mut slow = webhook("slow", &limited_url);
+        slow.rate_limit = Some(json!({"limit": 1, "per": "1h"}));
+        c.destinations.push(slow);
+        c.destinations.push(ferrule::config::DestinationConfig {
+            name: "bot".into(),
+            kind: ferrule::config::DestinationKind::Telegram,
+            bot_token: Some(Secret::new(crate::fake_bot_api::BOT_TOKEN)),
+            api_base: Some(api_base),
+            ..Default::default()
+        });
+    })
+    .await;
+    // One failure then a delivery: `hooks` is degraded, which alone leaves the overall `ok`.
+    let id = relay.submit("hooks", json!({"n": 1})).await;
+    relay
+        .wait_for_status(&id, "delivered", Duration::from_secs(10))
+        .await;
+    // The limit admits one an hour: the second message is deferred.
+    for n in 0..2 {
+        relay.submit("slow", json!({"n": n})).await;
+    }
+    let status = status_until(&relay, "a deferral for the limit", |s| {
+        s["dependencies"]["destinations"]["slow"]["rate_limit"]["deferred_last_minute"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+    })
+    .await;
+    let destinations = &status["dependencies"]["destinations"];
+    assert!(
+        destinations["slow"]["rate_limit"]["next_slot_at"].is_string(),
+        "{status:#}"
+    );
+    assert!(
+        destinations["hooks"].get("rate_limit").is_none(),
+        "no limit, no state"
+    );
+    let telegram = &destinations["bot"]["rate_limit"]["telegram"];
+    assert_eq!(telegram["bot_used"], 0, "{status:#}");
+    assert!(telegram["bot_limit"].as_u64().unwrap() >= 1, "{status:#}");
+    assert_eq!(telegram["chats_waiting"], 0);
+    assert_eq!(destinations["hooks"]["health"]["status"], "degraded");
+    assert_eq!(status["status"], "ok", "{status:#}");
+
+    let (browser, _) = Browser::sign_in(&relay, TOKEN, &[]).await;
+    let (_, html) = browser.get("/ui/destinations").await;
+    assert!(html.contains("id=\"destination-slow\""), "{html}");
+    assert!(
+        html.contains("deferred in the last minute; next slot in"),
+        "{html}"
+    );
+    assert!(html.contains("Telegram windows"), "{html}");
+    assert!(html.contains("bot window 0 of"), "{html}");
+    let (_, html) = browser.get("/ui").await;
+    assert!(html.contains("id=\"overall\">ok<"), "{html}");
+    assert!(html.contains("1 destination degraded"), "{html}");
+    assert!(
+        html.contains(
+            "<a href=\"/ui/destinations#destination-hooks\" class=\"s-degraded\">hooks</a>"
+        ),
+        "{html}"
+    );
+}

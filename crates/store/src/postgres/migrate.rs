@@ -302,6 +302,22 @@ CREATE TABLE route_chats (
     PRIMARY KEY (route, key)
 );
 "#,
+    // 14: the alert log, as on SQLite.
+    r#"
+CREATE TABLE alerts (
+    id       text COLLATE "C" PRIMARY KEY,
+    at       bigint NOT NULL,
+    kind     text NOT NULL,
+    subject  text NOT NULL,
+    severity text,
+    message  text NOT NULL,
+    outcome  text NOT NULL,
+    messages text NOT NULL
+);
+CREATE INDEX alerts_kind ON alerts (kind, id);
+CREATE INDEX alerts_subject ON alerts (subject, id);
+CREATE INDEX alerts_at ON alerts (at);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -10,6 +10,7 @@
 //! milliseconds, never the server's `now()`, so tests drive time with a manual clock and
 //! processes agree as well as their clocks do.
 
+mod alerts;
 mod audit;
 mod chats;
 mod error;
@@ -33,6 +34,7 @@ use self::error::map;
 pub use self::options::PgOptions;
 use self::row::message_columns;
 use self::writer::{FinishRow, InboundRow, NewRow, Writer, WriterConfig};
+use crate::alert::{AlertFilter, AlertPage, AlertRecord, NewAlert};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::chats::RouteChat;
 use crate::common::{self, check_count, check_key, check_meta_key, encode};
@@ -1320,6 +1322,30 @@ impl Store for PgStore {
     ) -> Result<AuditPage> {
         check_count("limit", limit, MAX_PAGE)?;
         self.select_audit(filter, cursor, limit).await
+    }
+
+    async fn record_alert(&self, alert: NewAlert) -> Result<AlertRecord> {
+        self.insert_alert(crate::alert::encode(alert)?).await
+    }
+
+    async fn list_alerts(
+        &self,
+        filter: &AlertFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AlertPage> {
+        check_count("limit", limit, MAX_PAGE)?;
+        self.select_alerts(filter, cursor, limit).await
+    }
+
+    async fn purge_alerts(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        let done = sqlx::query("DELETE FROM alerts WHERE at < $1")
+            .bind(cutoff)
+            .execute(&mut *self.conn().await?)
+            .await
+            .map_err(self.err("purging alerts"))?;
+        Ok(done.rows_affected())
     }
 
     async fn pause_destination(

@@ -330,6 +330,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (route, key)
     ) WITHOUT ROWID;
     ",
+    // 14: the alert log (see `alert.rs`): one row per alert raised, by id (a ULID), its
+    // message ids a JSON array. `alerts_kind` and `alerts_subject` serve the listing filtered
+    // by either, newest first; `alerts_at` the retention purge.
+    "
+    CREATE TABLE alerts (
+        id       TEXT    PRIMARY KEY,
+        at       INTEGER NOT NULL,
+        kind     TEXT    NOT NULL,
+        subject  TEXT    NOT NULL,
+        severity TEXT,
+        message  TEXT    NOT NULL,
+        outcome  TEXT    NOT NULL,
+        messages TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX alerts_kind ON alerts (kind, id);
+    CREATE INDEX alerts_subject ON alerts (subject, id);
+    CREATE INDEX alerts_at ON alerts (at);
+    ",
 ];
 
 /// The schema version this binary writes.

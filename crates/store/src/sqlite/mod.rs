@@ -41,6 +41,7 @@ macro_rules! failure_outcome {
     };
 }
 
+mod alerts;
 mod audit;
 mod chats;
 mod error;
@@ -67,6 +68,7 @@ use tokio::sync::{Notify, Semaphore};
 use self::error::Context;
 pub use self::options::SqliteOptions;
 use self::writer::{Env, Writer};
+use crate::alert::{AlertFilter, AlertPage, AlertRecord, NewAlert};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::chats::RouteChat;
 use crate::common::{self, encode};
@@ -740,6 +742,45 @@ impl Store for SqliteStore {
             .readers
             .with(move |conn| audit::list(conn, &filter, cursor.as_ref(), limit))
             .await
+    }
+
+    async fn record_alert(&self, alert: NewAlert) -> Result<AlertRecord> {
+        let alert = crate::alert::encode(alert)?;
+        self.inner
+            .writer
+            .submit(move |conn, env| alerts::record(conn, env, &alert))
+            .await
+    }
+
+    async fn list_alerts(
+        &self,
+        filter: &AlertFilter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<AlertPage> {
+        common::check_count("limit", limit, MAX_PAGE)?;
+        let filter = filter.clone();
+        let cursor = cursor.cloned();
+        self.inner
+            .readers
+            .with(move |conn| alerts::list(conn, &filter, cursor.as_ref(), limit))
+            .await
+    }
+
+    async fn purge_alerts(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        let mut total = 0;
+        loop {
+            let n = self
+                .inner
+                .writer
+                .submit(move |conn, _| alerts::purge(conn, cutoff, PURGE_CHUNK))
+                .await?;
+            total += n;
+            if n < PURGE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     async fn pause_destination(

@@ -1,6 +1,7 @@
 //! Integration tests for ferrule-store: the conformance suite, instantiated once per backend,
 //! plus backend-specific tests (bad input, locking, crash safety).
 
+mod alerts;
 mod audit;
 mod chats;
 mod conformance;

@@ -41,6 +41,7 @@ impl Backend for Postgres {
 crate::conformance_tests!(crate::postgres::Postgres);
 crate::run_conformance_tests!(crate::postgres::Postgres);
 crate::audit_conformance_tests!(crate::postgres::Postgres);
+crate::alert_conformance_tests!(crate::postgres::Postgres);
 crate::pause_conformance_tests!(crate::postgres::Postgres);
 crate::chat_conformance_tests!(crate::postgres::Postgres);
 crate::rollup_conformance_tests!(crate::postgres::Postgres);

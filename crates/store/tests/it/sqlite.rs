@@ -32,6 +32,7 @@ impl Backend for Sqlite {
 crate::conformance_tests!(crate::sqlite::Sqlite);
 crate::run_conformance_tests!(crate::sqlite::Sqlite);
 crate::audit_conformance_tests!(crate::sqlite::Sqlite);
+crate::alert_conformance_tests!(crate::sqlite::Sqlite);
 crate::pause_conformance_tests!(crate::sqlite::Sqlite);
 crate::chat_conformance_tests!(crate::sqlite::Sqlite);
 crate::rollup_conformance_tests!(crate::sqlite::Sqlite);
