@@ -328,6 +328,24 @@ FROM messages
 WHERE status IN ('queued', 'retrying', 'delivering', 'dead')
 GROUP BY destination, status";
 
+/// When the earliest pending message of a destination that is not paused falls due.
+///
+/// With no destination paused (the usual case) it is `min()` over the pending messages
+/// alone, which the planner answers from the first entry of `messages_claimable`. The
+/// anti-join on the paused destinations hides that: planned with it, the query read every
+/// pending entry (the whole backlog) at each idle moment of every dispatcher. The branch with
+/// the anti-join runs only while some destination is paused (a `CASE` evaluates only the
+/// sub-plan it picks).
+const NEXT_DUE: &str = "
+SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM paused_destinations)
+    THEN (SELECT min(next_attempt_at) FROM messages
+          WHERE status IN ('queued', 'retrying', 'delivering'))
+    ELSE (SELECT min(next_attempt_at) FROM messages m
+          WHERE status IN ('queued', 'retrying', 'delivering')
+            AND NOT EXISTS (SELECT 1 FROM paused_destinations p
+                            WHERE p.destination = m.destination))
+    END";
+
 const LIST: &str = concat!(
     "SELECT ",
     message_columns!(),
@@ -382,8 +400,15 @@ impl PgStore {
         let found = migrate::migrate(&pool, &pg.schema, &target).await?;
         tracing::debug!(schema = %pg.schema, from_version = found, "opened PostgreSQL store");
         let meter = Arc::new(crate::load::Meter::new(options.pool_observer.clone()));
-        let waker = listen::Waker::new(connect, pg.connect_timeout, pg.schema.clone());
-        let notifier = listen::Notifier::start(pool.clone(), pg.schema.clone());
+        let own = listen::OwnSender::default();
+        let waker = listen::Waker::new(
+            connect.clone(),
+            pg.connect_timeout,
+            pg.schema.clone(),
+            own.clone(),
+        );
+        let notifier =
+            listen::Notifier::start(connect.clone(), pg.connect_timeout, pg.schema.clone(), own);
         let writer = Writer::start(
             pool.clone(),
             WriterConfig {
@@ -548,13 +573,24 @@ impl PgStore {
     /// Writes one fenced end of an attempt; a row that no longer matches its lease is
     /// `LeaseLost` (or the precise fencing error).
     async fn end(&self, lease: &Lease, row: FinishRow) -> Result<()> {
-        if self.inner.writer.finish(row).await? {
-            // Retries and releases are new work; any end of an attempt may unblock the next
-            // message of its ordering key.
-            self.work_available();
-            Ok(())
-        } else {
-            Err(self.fencing_error(lease).await)
+        let final_status = matches!(row.action, "delivered" | "dead");
+        match self.inner.writer.finish(row).await? {
+            // Retries, releases and deferrals are new work, here and elsewhere.
+            Some(_) if !final_status => {
+                self.work_available();
+                Ok(())
+            }
+            // The end of a message with an ordering key may make the next of its key
+            // claimable, by any process (this one's dispatcher nudges itself).
+            Some(true) => {
+                self.inner.notifier.poke();
+                Ok(())
+            }
+            // A delivered or dead message without one makes nothing claimable: no wake, no
+            // notification (at low rates each was a claim that found nothing, and a
+            // transaction, per message).
+            Some(false) => Ok(()),
+            None => Err(self.fencing_error(lease).await),
         }
     }
 
@@ -1118,16 +1154,10 @@ impl Store for PgStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<SystemTime>> {
-        let row = sqlx::query(
-            "SELECT min(next_attempt_at) AS due FROM messages m
-             WHERE status IN ('queued', 'retrying', 'delivering')
-               AND NOT EXISTS (SELECT 1 FROM paused_destinations p
-                               WHERE p.destination = m.destination)",
-        )
-        .fetch_one(&mut *self.conn().await?)
-        .await
-        .map_err(self.err("finding the next due time"))?;
-        let due: Option<i64> = row.try_get("due").map_err(self.err("next due"))?;
+        let due: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+            .fetch_one(&mut *self.conn().await?)
+            .await
+            .map_err(self.err("finding the next due time"))?;
         Ok(due.map(from_millis))
     }
 

@@ -362,6 +362,90 @@ async fn notify_wakes_a_waiter_in_another_store_and_not_in_another_schema() {
         .unwrap();
 }
 
+/// Waits on `store` in a task of its own.
+fn waiter(store: &PgStore) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    tokio::spawn(async move { store.wait_for_work().await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_ignores_its_own_notifications_and_final_ends_wake_no_one() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    for store in &stores {
+        tokio::time::timeout(Duration::from_secs(10), store.wait_for_work())
+            .await
+            .expect("first wait starts listening");
+    }
+    // The first notification of a connection may come back before its sender's pid is known:
+    // send one, and let any echo of it land and be taken.
+    let other = waiter(&stores[1]);
+    stores[0].enqueue(msg(0)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("another store is notified")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for store in &stores {
+        let _ = tokio::time::timeout(Duration::from_millis(50), store.wait_for_work()).await;
+    }
+
+    // A delivered message without an ordering key makes nothing claimable: no one is woken.
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let waiters = [waiter(&stores[0]), waiter(&stores[1])];
+    stores[0]
+        .complete(&claimed[0].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (n, w) in waiters.iter().enumerate() {
+        assert!(!w.is_finished(), "store {n} woken by a delivery");
+    }
+
+    // An enqueue wakes the enqueuing store once, at once, and the other store through its
+    // notification; the notification does not come back to its sender as a second wake.
+    let [own, other] = waiters;
+    stores[0].enqueue(msg(1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), own)
+        .await
+        .expect("the enqueuing store wakes itself")
+        .unwrap();
+    let again = waiter(&stores[0]);
+    tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("the other store is notified")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !again.is_finished(),
+        "the enqueuing store woken again by its own notification"
+    );
+    again.abort();
+
+    // The end of a message with an ordering key may free the next of its key: the other
+    // store is notified.
+    stores[0].enqueue(msg(2).ordering_key("k")).await.unwrap();
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let keyed = claimed
+        .iter()
+        .find(|c| c.message.ordering_key.is_some())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(50), stores[1].wait_for_work()).await;
+    let other = waiter(&stores[1]);
+    stores[0]
+        .complete(&keyed.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("the other store is notified of the end of a keyed message")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wake_while_no_one_waits_is_kept_for_the_next_wait() {
     let schema = TestSchema::new();
