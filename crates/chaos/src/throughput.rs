@@ -111,7 +111,7 @@ pub(crate) async fn run(args: ThroughputArgs) -> Result<Vec<Row>> {
                 // neither.
                 turn += 1;
                 let mut order = binaries.clone();
-                if turn % 2 == 0 {
+                if turn.is_multiple_of(2) {
                     order.reverse();
                 }
                 for (label, binary) in order {

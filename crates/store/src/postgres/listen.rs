@@ -134,6 +134,11 @@ impl Waker {
         self.wakes.wake();
     }
 
+    /// How many wakes there have been: it changes on every one.
+    pub(crate) fn generation(&self) -> u64 {
+        *self.wakes.generation.borrow()
+    }
+
     /// Completes on the next wake: this process's own work or a notification for this schema.
     /// The first call starts the listener and returns as soon as it listens (work may have
     /// arrived before). If the listener cannot connect, returns after a short delay so the

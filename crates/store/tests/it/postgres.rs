@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
@@ -444,6 +444,49 @@ async fn a_store_ignores_its_own_notifications_and_final_ends_wake_no_one() {
         .await
         .expect("the other store is notified of the end of a keyed message")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_due_time_a_claim_read_holds_until_a_wake() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    let now = clock.system_now();
+    let ahead = now + Duration::from_secs(60);
+    stores[0].enqueue(msg(0)).await.unwrap();
+    stores[0].enqueue(msg(1).not_before(ahead)).await.unwrap();
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The claimed message falls due again when its lease expires, before the scheduled one.
+    let expires = claimed[0].lease.expires_at;
+    assert_eq!(stores[0].next_due_at().await.unwrap(), Some(expires));
+    // Another process schedules a message sooner: its notification ends what the claim read.
+    let sooner = now + Duration::from_secs(5);
+    let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
+    stores[0].wait_for_work().await;
+    stores[1].enqueue(msg(2).not_before(sooner)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let due = loop {
+        let due = stores[0].next_due_at().await.unwrap().unwrap();
+        if millis(due) == millis(sooner) {
+            break due;
+        }
+        assert!(Instant::now() < deadline, "still {due:?}, not {sooner:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // A claim that takes nothing still reads the next due time; then it is taken when due.
+    assert!(
+        stores[0]
+            .claim_due("w", 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(stores[0].next_due_at().await.unwrap(), Some(due));
+    clock.advance(Duration::from_secs(5));
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(stores[0].next_due_at().await.unwrap(), Some(expires));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
