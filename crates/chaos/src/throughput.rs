@@ -13,7 +13,7 @@ use sqlx::postgres::PgConnection;
 
 use crate::cli::{Backend, Rate, ThroughputArgs};
 use crate::error::{Error, Result};
-use crate::relay::cpu_time;
+use crate::relay::{DRAIN_TIMEOUT, cpu_time};
 use crate::run::{Fleet, FleetSpec};
 use crate::verdict::percentile;
 
@@ -22,8 +22,10 @@ use crate::verdict::percentile;
 /// second), so none of it counts against the messages.
 const SETTLE: Duration = Duration::from_millis(2000);
 
-/// How long after the last delivery the statistics are read, for the same reason.
-const STATS_FLUSH: Duration = Duration::from_millis(1500);
+/// How long after the relays stopped the statistics are read. A backend that goes idle holds
+/// its last second of statistics for up to 10 s, but publishes them when its client
+/// disconnects: so the relays are stopped first (SIGTERM; their drain is counted too).
+const STATS_FLUSH: Duration = Duration::from_millis(1000);
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -205,6 +207,9 @@ async fn measure(
     let postgres = match (&database, pg_before) {
         (Some(url), Some(before)) => {
             let backends_now = PgSample::backend_cpu(&before.backends);
+            for inst in fleet.instances.iter() {
+                let _ = inst.sigterm(DRAIN_TIMEOUT + Duration::from_secs(2)).await;
+            }
             tokio::time::sleep(STATS_FLUSH).await;
             let after = PgSample::take(url).await?;
             Some(after.cost_since(&before, backends_now, per_message))
