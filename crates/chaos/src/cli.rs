@@ -160,4 +160,48 @@ pub(crate) struct ThroughputArgs {
     /// Repetitions of each measurement (each row reports every run).
     #[arg(long, default_value_t = 1)]
     pub(crate) repeat: u32,
+    /// Submission rates to measure, each on a fresh fleet, e.g. `200,1000,5000,max`: a number
+    /// submits that many messages per second for `--seconds`, `max` submits `--messages` from
+    /// `--clients` as fast as they are acknowledged. Default: `max` only.
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate)]
+    pub(crate) rates: Vec<Rate>,
+    /// How long each fixed-rate measurement submits.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub(crate) seconds: Duration,
+    /// A second `ferrule` binary (e.g. one built from an older commit) measured beside
+    /// `--ferrule-bin` in the same run: every measurement runs with both, alternating which
+    /// goes first.
+    #[arg(long)]
+    pub(crate) baseline_bin: Option<PathBuf>,
+}
+
+/// One submission rate of `ferrule-chaos throughput --rates`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rate {
+    /// This many messages per second.
+    Fixed(u64),
+    /// As fast as the relay acknowledges them.
+    Max,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::Fixed(n) => write!(f, "{n}"),
+            Rate::Max => f.write_str("max"),
+        }
+    }
+}
+
+/// `200` or `max`.
+fn parse_rate(text: &str) -> std::result::Result<Rate, String> {
+    if text.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(Rate::Fixed(n)),
+        _ => Err(format!(
+            "`{text}` is not a rate: give messages per second (1 to 100000) or `max`"
+        )),
+    }
 }

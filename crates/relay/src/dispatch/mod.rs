@@ -113,10 +113,8 @@ async fn claim_loop<D, F>(
             }
             continue;
         }
-        let claimed = state
-            .store
-            .claim_due(&state.owner, free.min(cfg.batch), cfg.lease)
-            .await;
+        let asked = free.min(cfg.batch);
+        let claimed = state.store.claim_due(&state.owner, asked, cfg.lease).await;
         match &claimed {
             // A claim of nothing writes nothing: it says nothing about the disk.
             Ok(c) if c.is_empty() => {}
@@ -145,6 +143,11 @@ async fn claim_loop<D, F>(
             idle(&state, cfg.poll_interval).await;
             continue;
         }
+        // Fewer than asked: the claim took everything claimable in its snapshot. Work that
+        // arrived since has woken the store (a wake while no one waits is kept for the next
+        // wait), so wait as after an empty claim rather than claim again at once only to find
+        // nothing: at low rates that second claim was a transaction and a wake-up per message.
+        let took_all = claimed.len() < asked;
         for c in claimed {
             let permit = match slots.clone().try_acquire_owned() {
                 Ok(p) => p,
@@ -156,6 +159,9 @@ async fn claim_loop<D, F>(
             let (lease, message) = (c.lease.clone(), c.message.clone());
             let attempt = deliver(state.clone(), c, hard_stop.clone());
             tracker.spawn(supervised(state.clone(), lease, message, permit, attempt));
+        }
+        if took_all {
+            idle(&state, cfg.poll_interval).await;
         }
     }
 }

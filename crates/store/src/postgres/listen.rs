@@ -26,11 +26,18 @@
 //!
 //! A wake that lands while no one waits (a dispatcher busy claiming) is kept for the next
 //! [`Waker::wait`], so it is never lost; a stale one costs one claim that finds nothing.
+//!
+//! The listener ignores the notifications this process sent itself: its waiters were woken in
+//! process when the work committed, and the echo would cost an idle dispatcher a claim that
+//! finds nothing and a next-due query, per notification (at 200 msg/s with one process, two
+//! of the ~7 transactions per message). The [`Notifier`] sends from a connection of its own
+//! and publishes that connection's backend pid ([`OwnSender`]), which PostgreSQL names as
+//! the sender of each notification.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::{Notify, OnceCell, watch};
 use tokio::task::AbortHandle;
@@ -57,6 +64,21 @@ const WAKE_INTERVAL: Duration = Duration::from_millis(10);
 /// woken directly.
 const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The backend pid of the connection this process's [`Notifier`] sends from (0 before its
+/// first notification), shared with the [`Waker`]'s listener so that it ignores them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OwnSender(Arc<AtomicU32>);
+
+impl OwnSender {
+    fn is(&self, pid: u32) -> bool {
+        pid != 0 && self.0.load(Ordering::Relaxed) == pid
+    }
+
+    fn set(&self, pid: u32) {
+        self.0.store(pid, Ordering::Relaxed);
+    }
+}
+
 /// Wakes [`Waker::wait`] callers: at once on this process's own work ([`Waker::wake`]), and
 /// on notifications for one schema (coalesced, see [`WAKE_INTERVAL`]).
 #[derive(Debug)]
@@ -66,6 +88,7 @@ pub(crate) struct Waker {
     connect: PgConnectOptions,
     connect_timeout: Duration,
     schema: String,
+    own: OwnSender,
 }
 
 /// Where wakes meet waiters: every current waiter sees a change of `generation`, and `permit`
@@ -90,6 +113,7 @@ impl Waker {
         connect: PgConnectOptions,
         connect_timeout: Duration,
         schema: String,
+        own: OwnSender,
     ) -> Self {
         Waker {
             wakes: Arc::new(Wakes {
@@ -100,6 +124,7 @@ impl Waker {
             connect,
             connect_timeout,
             schema,
+            own,
         }
     }
 
@@ -107,6 +132,11 @@ impl Waker {
     /// store committed work that may be claimable, alongside [`Notifier::poke`] for the others.
     pub(crate) fn wake(&self) {
         self.wakes.wake();
+    }
+
+    /// How many wakes there have been: it changes on every one.
+    pub(crate) fn generation(&self) -> u64 {
+        *self.wakes.generation.borrow()
     }
 
     /// Completes on the next wake: this process's own work or a notification for this schema.
@@ -159,6 +189,7 @@ impl Waker {
         listener.listen(CHANNEL).await?;
         let wakes = self.wakes.clone();
         let schema = self.schema.clone();
+        let own = self.own.clone();
         let task = tokio::spawn(async move {
             // Set for each notification; `notify_one` keeps one permit, so everything that
             // arrives while `forward` sleeps becomes a single wake.
@@ -169,6 +200,8 @@ impl Waker {
             let receive = async {
                 loop {
                     match listener.try_recv().await {
+                        // This process's own notifications: its waiters were woken at once.
+                        Ok(Some(n)) if own.is(n.process_id()) => {}
                         Ok(Some(n)) if n.payload() == schema => pending.notify_one(),
                         Ok(Some(_)) => {}
                         Ok(None) => {
@@ -212,8 +245,22 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the sending task on `pool` (needs a tokio runtime).
-    pub(crate) fn start(pool: PgPool, schema: String) -> Self {
+    /// Starts the sending task (needs a tokio runtime). It sends on a connection of its own,
+    /// opened from `connect` on the first notification, and publishes that connection's
+    /// backend pid in `own`.
+    pub(crate) fn start(
+        connect: PgConnectOptions,
+        connect_timeout: Duration,
+        schema: String,
+        own: OwnSender,
+    ) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(connect_timeout)
+            .connect_lazy_with(connect);
         let poke = Arc::new(Notify::new());
         let wait = poke.clone();
         let task = tokio::spawn(async move {
@@ -222,16 +269,23 @@ impl Notifier {
                 // send covers them all.
                 wait.notified().await;
                 let next = tokio::time::Instant::now() + NOTIFY_INTERVAL;
-                let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(CHANNEL)
-                    .bind(&schema)
-                    .execute(&pool)
-                    .await;
-                if let Err(e) = sent {
-                    tracing::warn!(error = %e, "cannot notify other dispatchers of new work");
-                    tokio::time::sleep(RECONNECT_DELAY).await;
-                } else {
-                    tokio::time::sleep_until(next).await;
+                let sent: Result<i32, _> =
+                    sqlx::query_scalar("SELECT pg_backend_pid() FROM pg_notify($1, $2)")
+                        .bind(CHANNEL)
+                        .bind(&schema)
+                        .fetch_one(&pool)
+                        .await;
+                match sent {
+                    Ok(pid) => {
+                        // Known only once the first notification of a connection is answered;
+                        // that one may still come back as a wake (one claim that finds nothing).
+                        own.set(u32::try_from(pid).unwrap_or(0));
+                        tokio::time::sleep_until(next).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot notify other dispatchers of new work");
+                        tokio::time::sleep(RECONNECT_DELAY).await;
+                    }
                 }
             }
         });

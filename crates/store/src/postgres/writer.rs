@@ -102,7 +102,7 @@ JOIN UNNEST($1::text[], $2::text[]) AS t(destination, key)
 LEFT JOIN messages m ON m.id = k.message_id";
 
 /// Fenced transitions out of `delivering`, one per input row; answers with the ids that
-/// matched. `action` is the new status, or `release` / `defer` for "back to queued/retrying
+/// matched, and whether each has an ordering key. `action` is the new status, or `release` / `defer` for "back to queued/retrying
 /// with the attempt uncounted". `$11` is now.
 ///
 /// A `defer` folds (`f.fold`) when the event before its claim's is a deferral with the status,
@@ -146,7 +146,7 @@ WITH input AS (
     WHERE m.id = i.id AND m.status = 'delivering'
       AND m.lease_owner = i.owner AND m.lease_token = i.token
     RETURNING m.id, m.event_seq, m.status, m.attempts, i.action, i.fold, i.outcome, i.code,
-              i.duration_ms, i.detail
+              i.duration_ms, i.detail, m.ordering_key IS NOT NULL AS keyed
 ), claims AS (
     DELETE FROM events e USING u
     WHERE u.fold AND e.message_id = u.id AND e.seq = u.event_seq + 1
@@ -160,7 +160,7 @@ WITH input AS (
            CASE WHEN action = 'defer' THEN 1 END
     FROM u WHERE NOT fold
 )
-SELECT id FROM u";
+SELECT id, keyed FROM u";
 
 /// Records inbound events that are new; answers with the ids inserted. `$5` is now. Rows go in
 /// key order, so two batches sharing keys lock them in the same order.
@@ -244,10 +244,11 @@ enum Job {
         rows: Vec<NewRow>,
         reply: oneshot::Sender<Result<Vec<Enqueued>>>,
     },
-    /// Answers whether the lease matched (`false`: fenced or gone).
+    /// Answers whether the lease matched (`None`: fenced or gone) and, if it did, whether the
+    /// message has an ordering key.
     Finish {
         row: FinishRow,
-        reply: oneshot::Sender<Result<bool>>,
+        reply: oneshot::Sender<Result<Option<bool>>>,
     },
     /// The event and, when it is new, its forward, in one transaction.
     Inbound {
@@ -271,7 +272,7 @@ impl Job {
 #[derive(Debug)]
 enum Answer {
     Enqueue(Vec<Enqueued>),
-    Finish(bool),
+    Finish(Option<bool>),
     Inbound(Recorded),
 }
 
@@ -401,9 +402,9 @@ impl Writer {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Writes one fenced transition; resolves once it is committed, with whether the lease
-    /// matched.
-    pub(crate) async fn finish(&self, row: FinishRow) -> Result<bool> {
+    /// Writes one fenced transition; resolves once it is committed: `None` when the lease did
+    /// not match, else whether the message has an ordering key.
+    pub(crate) async fn finish(&self, row: FinishRow) -> Result<Option<bool>> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Finish { row, reply }).await?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -892,13 +893,14 @@ async fn inbound_rows(
         .ok_or(Failure::Vanished)
 }
 
-/// Writes every fenced transition; answers whether each one's lease matched.
+/// Writes every fenced transition; answers for each whether its lease matched (`None`: not)
+/// and, if it did, whether the message has an ordering key.
 async fn finish_rows(
     conn: &mut PgConnection,
     now: i64,
     rows: &[&FinishRow],
-) -> std::result::Result<Vec<bool>, Failure> {
-    let mut matched = vec![false; rows.len()];
+) -> std::result::Result<Vec<Option<bool>>, Failure> {
+    let mut matched = vec![None; rows.len()];
     let mut pending: Vec<usize> = (0..rows.len()).collect();
     while !pending.is_empty() {
         // One report per message per statement; a second report on the same message goes in
@@ -908,7 +910,7 @@ async fn finish_rows(
             pending.iter().partition(|&&i| seen.insert(rows[i].id));
         let ids: Vec<String> = round.iter().map(|&i| rows[i].id.to_string()).collect();
         let text = |f: fn(&FinishRow) -> Option<&str>| column(&round, rows, f);
-        let done: HashSet<String> = sqlx::query(FINISH)
+        let done: HashMap<String, bool> = sqlx::query(FINISH)
             .bind(&ids)
             .bind(text(|r| Some(r.owner.as_str())))
             .bind(text(|r| Some(r.token.as_str())))
@@ -939,11 +941,11 @@ async fn finish_rows(
             .await
             .map_err(Failure::Rollback)?
             .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<std::result::Result<_, _>>()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<bool, _>(1)?)))
+            .collect::<std::result::Result<_, sqlx::Error>>()
             .map_err(Failure::Rollback)?;
         for (&i, id) in round.iter().zip(&ids) {
-            matched[i] = done.contains(id);
+            matched[i] = done.get(id).copied();
         }
         pending = later;
     }

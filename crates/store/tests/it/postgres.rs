@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferrule_policy::{Clock, ManualClock};
 use ferrule_store::{
@@ -362,6 +362,133 @@ async fn notify_wakes_a_waiter_in_another_store_and_not_in_another_schema() {
         .await
         .expect("woken by the reschedule")
         .unwrap();
+}
+
+/// Waits on `store` in a task of its own.
+fn waiter(store: &PgStore) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    tokio::spawn(async move { store.wait_for_work().await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_ignores_its_own_notifications_and_final_ends_wake_no_one() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    for store in &stores {
+        tokio::time::timeout(Duration::from_secs(10), store.wait_for_work())
+            .await
+            .expect("first wait starts listening");
+    }
+    // The first notification of a connection may come back before its sender's pid is known:
+    // send one, and let any echo of it land and be taken.
+    let other = waiter(&stores[1]);
+    stores[0].enqueue(msg(0)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("another store is notified")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for store in &stores {
+        let _ = tokio::time::timeout(Duration::from_millis(50), store.wait_for_work()).await;
+    }
+
+    // A delivered message without an ordering key makes nothing claimable: no one is woken.
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let waiters = [waiter(&stores[0]), waiter(&stores[1])];
+    stores[0]
+        .complete(&claimed[0].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (n, w) in waiters.iter().enumerate() {
+        assert!(!w.is_finished(), "store {n} woken by a delivery");
+    }
+
+    // An enqueue wakes the enqueuing store once, at once, and the other store through its
+    // notification; the notification does not come back to its sender as a second wake.
+    let [own, other] = waiters;
+    stores[0].enqueue(msg(1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), own)
+        .await
+        .expect("the enqueuing store wakes itself")
+        .unwrap();
+    let again = waiter(&stores[0]);
+    tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("the other store is notified")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !again.is_finished(),
+        "the enqueuing store woken again by its own notification"
+    );
+    again.abort();
+
+    // The end of a message with an ordering key may free the next of its key: the other
+    // store is notified.
+    stores[0].enqueue(msg(2).ordering_key("k")).await.unwrap();
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let keyed = claimed
+        .iter()
+        .find(|c| c.message.ordering_key.is_some())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(50), stores[1].wait_for_work()).await;
+    let other = waiter(&stores[1]);
+    stores[0]
+        .complete(&keyed.lease, AttemptReport::success())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), other)
+        .await
+        .expect("the other store is notified of the end of a keyed message")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_due_time_a_claim_read_holds_until_a_wake() {
+    let schema = TestSchema::new();
+    let clock = ManualClock::new();
+    let stores = stores(&schema, &clock, 2).await;
+    let now = clock.system_now();
+    let ahead = now + Duration::from_secs(60);
+    stores[0].enqueue(msg(0)).await.unwrap();
+    stores[0].enqueue(msg(1).not_before(ahead)).await.unwrap();
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The claimed message falls due again when its lease expires, before the scheduled one.
+    let expires = claimed[0].lease.expires_at;
+    assert_eq!(stores[0].next_due_at().await.unwrap(), Some(expires));
+    // Another process schedules a message sooner: its notification ends what the claim read.
+    let sooner = now + Duration::from_secs(5);
+    let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
+    stores[0].wait_for_work().await;
+    stores[1].enqueue(msg(2).not_before(sooner)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let due = loop {
+        let due = stores[0].next_due_at().await.unwrap().unwrap();
+        if millis(due) == millis(sooner) {
+            break due;
+        }
+        assert!(Instant::now() < deadline, "still {due:?}, not {sooner:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // A claim that takes nothing still reads the next due time; then it is taken when due.
+    assert!(
+        stores[0]
+            .claim_due("w", 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(stores[0].next_due_at().await.unwrap(), Some(due));
+    clock.advance(Duration::from_secs(5));
+    let claimed = stores[0].claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(stores[0].next_due_at().await.unwrap(), Some(expires));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
