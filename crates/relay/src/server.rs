@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ferrule_policy::SharedClock;
 use ferrule_policy::duration::millis;
+use ferrule_policy::event::{FanOut, SharedObserver};
 use ferrule_store::{AnyStore, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use crate::alerts::{Alert, Alerts};
 use crate::auth::{self, Role, TokenSet, Tokens, stored};
 use crate::cli::console;
 use crate::config::Config;
+use crate::destination::shared_breaker::SharedBreakers;
 use crate::destination::{Destination, Overrides, PausedDestinations};
 use crate::error::Error;
 use crate::health::{Depths, Health};
@@ -229,14 +231,25 @@ pub(crate) async fn build_state(
         clock.clone(),
         owner.clone(),
     );
+    let shared_breakers = SharedBreakers::new(owner.clone());
     let mut destinations = BTreeMap::new();
     for resolved in config.destinations().map_err(|e| Error::Config(e.into()))? {
+        let mut observers: Vec<SharedObserver> =
+            alerts.observer(&resolved.name).into_iter().collect();
+        if resolved.shared_breaker {
+            observers.push(shared_breakers.observer());
+        }
+        let observer: Option<SharedObserver> = match observers.len() {
+            0 => None,
+            1 => observers.pop(),
+            _ => Some(Arc::new(FanOut(observers))),
+        };
         let mut destination = Destination::build_observed(
             &resolved,
             clock.clone(),
             config.server.environment,
             config.health.clone(),
-            alerts.observer(&resolved.name),
+            observer,
         )
         .map_err(|e| match e {
             crate::destination::BuildError::Policy(e) => Error::Config(e.into()),
@@ -298,6 +311,7 @@ pub(crate) async fn build_state(
         alerts,
         wakeups: Default::default(),
         rollups: crate::rollups::Rollups::new(config.store.rollups()),
+        shared_breakers,
         config,
     });
     if recovered + recovered_at_open > 0 {
@@ -452,9 +466,33 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
             }
         });
     }
+    if matches!(state.store, AnyStore::Sqlite(_)) {
+        for d in state.config.destinations().unwrap_or_default() {
+            if d.shared_breaker {
+                tracing::warn!(destination = %d.name, "breaker.shared has no effect on SQLite, which one relay uses alone");
+            }
+        }
+    }
     // Several relays share a PostgreSQL store: follow the breaker overrides, pauses and routes'
-    // chats set elsewhere.
+    // chats set elsewhere, and the shared breakers.
     if !matches!(state.store, AnyStore::Sqlite(_)) {
+        let shared: BTreeMap<String, Arc<Destination>> = state
+            .config
+            .destinations()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.shared_breaker)
+            .filter_map(|d| Some((d.name.clone(), state.destinations.get(&d.name)?.clone())))
+            .collect();
+        if !shared.is_empty() {
+            let breakers = state.clone();
+            tracker.spawn(async move {
+                let s = &*breakers;
+                s.shared_breakers
+                    .run(&s.store, &shared, &s.clock, &s.shutdown)
+                    .await;
+            });
+        }
         let overrides = state.clone();
         tracker.spawn(async move {
             let s = &*overrides;

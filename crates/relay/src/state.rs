@@ -109,6 +109,8 @@ pub struct Shared {
     pub wakeups: Wakeups,
     /// The per-minute rollups recorded and not yet written (see [`crate::rollups`]).
     pub rollups: crate::rollups::Rollups,
+    /// The breakers shared with the other relays on the store (`breaker.shared`).
+    pub shared_breakers: crate::destination::shared_breaker::SharedBreakers,
 }
 
 /// What [`Shared::request_shutdown`] did.

@@ -17,6 +17,7 @@ use crate::run::{
     Wait,
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
+use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 use crate::types::{
@@ -371,6 +372,24 @@ impl Store for AnyStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         dispatch!(self, s => s.paused_destinations().await)
+    }
+
+    async fn publish_breaker(&self, update: &BreakerUpdate) -> Result<SharedBreaker> {
+        dispatch!(self, s => s.publish_breaker(update).await)
+    }
+
+    async fn take_over_breaker(
+        &self,
+        destination: &str,
+        epoch: u64,
+        owner: &str,
+        open_until: SystemTime,
+    ) -> Result<Option<SharedBreaker>> {
+        dispatch!(self, s => s.take_over_breaker(destination, epoch, owner, open_until).await)
+    }
+
+    async fn shared_breakers(&self) -> Result<Vec<SharedBreaker>> {
+        dispatch!(self, s => s.shared_breakers().await)
     }
 
     async fn set_route_chat(

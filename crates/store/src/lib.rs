@@ -28,6 +28,7 @@ pub mod postgres;
 pub mod rollup;
 pub mod run;
 pub mod schedule;
+pub mod shared_breaker;
 pub mod sqlite;
 mod store;
 mod transition;
@@ -54,6 +55,7 @@ pub use run::{
     WaitOutcome, WaitState,
 };
 pub use schedule::{Fired, NewOccurrence, Occurrence, OccurrenceAction, OccurrenceState};
+pub use shared_breaker::{BreakerUpdate, SharedBreaker, SharedState};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::Store;
 pub use types::{

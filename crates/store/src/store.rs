@@ -14,6 +14,7 @@ use crate::run::{
     Wait,
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
+use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
     MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats,
@@ -401,6 +402,29 @@ pub trait Store: Send + Sync + 'static {
     /// Every paused destination, by name.
     fn paused_destinations(&self) -> impl Future<Output = Result<Vec<Paused>>> + Send;
 
+    /// Publishes a destination's shared circuit (see [`shared_breaker`](crate::shared_breaker)):
+    /// stores `update` as its row, `update.owner` as the owner, with the epoch one past the
+    /// stored one (1 for the first), and answers the row. Refuses an empty or overlong
+    /// destination or owner.
+    fn publish_breaker(
+        &self,
+        update: &BreakerUpdate,
+    ) -> impl Future<Output = Result<SharedBreaker>> + Send;
+
+    /// Claims the probe of a destination's shared circuit: only if its row is still at `epoch`
+    /// (no one published or claimed it since it was read), makes it `probing` by `owner`, with
+    /// the epoch one past and `open_until` the time another relay may claim it if no verdict
+    /// comes, and answers the row; `None` when another relay was first (or the row is gone).
+    fn take_over_breaker(
+        &self,
+        destination: &str,
+        epoch: u64,
+        owner: &str,
+        open_until: SystemTime,
+    ) -> impl Future<Output = Result<Option<SharedBreaker>>> + Send;
+
+    /// Every destination's shared circuit, by name.
+    fn shared_breakers(&self) -> impl Future<Output = Result<Vec<SharedBreaker>>> + Send;
     /// Sets `route`'s chat mapping of `key` to `chat_id` (see [`chats`](crate::chats)),
     /// replacing the one stored, at the store's now, by `by`; answers the entry stored.
     /// Refuses an empty or overlong `route` or `by`, and a key that is blank, holds a control

@@ -612,6 +612,34 @@ impl CircuitBreaker {
         true
     }
 
+    /// Opens the circuit for at least `at_least` from now, whatever it is doing (closed, open
+    /// or half-open, whose probes are then released): for a circuit shared by several
+    /// processes, when another one has opened it. Never shortens an open period; does nothing
+    /// to a forced-open or disabled breaker. Answers whether the circuit is open afterwards.
+    ///
+    /// A closed or half-open circuit moves to `Open` (observers see the transition); its open
+    /// wait is the usual one or `at_least`, whichever ends later.
+    pub fn hold_open(&self, at_least: Duration) -> bool {
+        let inner = &*self.inner;
+        loop {
+            let word = inner.word.load(Acquire);
+            match state_of(word) {
+                CircuitState::ForcedOpen | CircuitState::Disabled => return false,
+                CircuitState::Open => {
+                    if self.extend_open_period(at_least) {
+                        return true;
+                    }
+                }
+                CircuitState::Closed | CircuitState::HalfOpen => {
+                    if inner.transition(word, CircuitState::Open, false).is_ok() {
+                        self.extend_open_period(at_least);
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
     /// The state without the lazy open → half-open check.
     #[cfg(test)]
     pub(crate) fn raw_state(&self) -> CircuitState {

@@ -1251,6 +1251,42 @@ fn a_passing_health_check_ends_the_open_period_and_a_failing_one_extends_it() {
     assert_eq!(b.state(), CircuitState::ForcedOpen);
 }
 
+#[test]
+fn another_process_can_hold_the_circuit_open_from_any_state_but_an_operators() {
+    let (b, clock, _) = breaker(BreakerConfig {
+        open_for: secs(30),
+        ..count_config(4, 2)
+    });
+    // From closed: open for the longer of the usual wait and what was asked.
+    assert!(b.hold_open(secs(50)));
+    assert_eq!(b.state(), CircuitState::Open);
+    assert_eq!(b.remaining_open(), Some(secs(50)));
+    assert!(matches!(b.try_acquire(), Err(CircuitOpen { .. })));
+    // Open: never shortened.
+    assert!(b.hold_open(secs(5)));
+    assert_eq!(b.remaining_open(), Some(secs(50)));
+    // Half-open: the probe slots are released and the circuit opens again.
+    clock.advance(secs(50));
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    let probe = b.try_acquire().unwrap();
+    assert!(b.hold_open(secs(1)));
+    assert_eq!(b.state(), CircuitState::Open);
+    probe.record(Outcome::Success);
+    assert_eq!(
+        b.state(),
+        CircuitState::Open,
+        "a stale probe changes nothing"
+    );
+    // An operator's state stays.
+    b.reset();
+    b.disable();
+    assert!(!b.hold_open(secs(10)));
+    assert_eq!(b.state(), CircuitState::Disabled);
+    b.force_open();
+    assert!(!b.hold_open(secs(10)));
+    assert_eq!(b.state(), CircuitState::ForcedOpen);
+}
+
 /// A manual clock whose coarse time lags: it moves in steps of `step` (the exact time rounded
 /// down), as the system clock's does between two ticks.
 #[derive(Debug)]

@@ -448,6 +448,10 @@ impl Observer for BreakerWatch {
         let Event::BreakerTransition { from, to, .. } = *event else {
             return;
         };
+        // Following another relay's shared circuit: that relay alerts.
+        if crate::destination::shared_breaker::following() {
+            return;
+        }
         let mut since = self.outage_since.lock().unwrap_or_else(|e| e.into_inner());
         let alert = match (from, to) {
             (CircuitState::Closed, CircuitState::Open) if since.is_none() => {

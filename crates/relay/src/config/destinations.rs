@@ -326,6 +326,9 @@ pub struct ResolvedDestination {
     pub retry: RetryConfig,
     /// Breaker policy.
     pub breaker: BreakerConfig,
+    /// Whether the breaker's state is shared by the relays on one PostgreSQL database
+    /// (`breaker.shared = true`).
+    pub shared_breaker: bool,
     /// Rate limit, if any.
     pub rate_limit: Option<RateLimitConfig>,
     /// Bulkhead.
@@ -372,6 +375,7 @@ impl Config {
             timeout,
             retry,
             breaker,
+            shared_breaker,
             rate_limit,
             bulkhead,
             chaos,
@@ -413,6 +417,7 @@ impl Config {
             any_json: dest.any_json.unwrap_or(false),
             retry,
             breaker,
+            shared_breaker,
             rate_limit,
             bulkhead,
             chaos,
@@ -431,7 +436,8 @@ impl Config {
         let d = &self.defaults;
         let retry: RetryConfig = overlay(&d.retry, dest.retry.as_ref(), &at("retry"))?;
         retry.validate().map_err(|e| e.within(&at("retry")))?;
-        let breaker: BreakerConfig = overlay(&d.breaker, dest.breaker.as_ref(), &at("breaker"))?;
+        let (own_breaker, shared_breaker) = split_shared(dest.breaker.as_ref(), &at)?;
+        let breaker: BreakerConfig = overlay(&d.breaker, own_breaker.as_ref(), &at("breaker"))?;
         breaker.validate().map_err(|e| e.within(&at("breaker")))?;
         let rate_limit: Option<RateLimitConfig> = match (&d.rate_limit, &dest.rate_limit) {
             (None, None) => None,
@@ -456,6 +462,7 @@ impl Config {
             timeout,
             retry,
             breaker,
+            shared_breaker,
             rate_limit,
             bulkhead,
             chaos,
@@ -471,6 +478,8 @@ pub(super) struct Policies {
     pub(super) retry: RetryConfig,
     /// The circuit breaker.
     pub(super) breaker: BreakerConfig,
+    /// Whether the breaker is shared by the relays on one store (`breaker.shared`).
+    pub(super) shared_breaker: bool,
     /// The rate limit, if any.
     pub(super) rate_limit: Option<RateLimitConfig>,
     /// The bulkhead.
@@ -491,7 +500,12 @@ impl Policies {
         }
         dest.timeout = Some(self.timeout);
         dest.retry = table(&self.retry);
-        dest.breaker = table(&self.breaker);
+        dest.breaker = table(&self.breaker).map(|mut breaker| {
+            if let (true, Some(map)) = (self.shared_breaker, breaker.as_object_mut()) {
+                map.insert("shared".into(), serde_json::Value::Bool(true));
+            }
+            breaker
+        });
         dest.rate_limit = self.rate_limit.as_ref().and_then(table);
         dest.bulkhead = table(&self.bulkhead);
         dest.chaos = if self.chaos.enabled || defaults.chaos.enabled {
@@ -500,6 +514,28 @@ impl Policies {
             None
         };
     }
+}
+
+/// Takes `shared` out of a destination's `[breaker]` table (the relay's setting, not the
+/// policy's): the rest of the table, and whether the breaker is shared.
+fn split_shared(
+    breaker: Option<&serde_json::Value>,
+    at: &impl Fn(&str) -> String,
+) -> Result<(Option<serde_json::Value>, bool), ConfigError> {
+    let Some(mut breaker) = breaker.cloned() else {
+        return Ok((None, false));
+    };
+    let shared = match breaker.as_object_mut().and_then(|m| m.remove("shared")) {
+        None => false,
+        Some(serde_json::Value::Bool(shared)) => shared,
+        Some(other) => {
+            return Err(ConfigError::new(
+                at("breaker.shared"),
+                format!("must be true or false, not {other}"),
+            ));
+        }
+    };
+    Ok((Some(breaker), shared))
 }
 
 /// Removes every `null` from the tables of `value` (TOML has no null: an absent optional field

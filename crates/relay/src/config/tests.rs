@@ -612,6 +612,38 @@ fn destination_policies_override_defaults_field_by_field() {
     assert_eq!(d.breaker.window, Window::Count(20));
 }
 
+#[test]
+fn a_shared_breaker_is_the_relays_setting_beside_the_policys() {
+    let text = |shared: &str| {
+        format!(
+            r#"
+            [[destinations]]
+            name = "hook"
+            type = "webhook"
+            url = "https://example.com/hook"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            [destinations.breaker]
+            open_for = "20s"
+            shared = {shared}
+            "#
+        )
+    };
+    let config = from_toml(&text("true")).unwrap();
+    let d = &config.destinations().unwrap()[0];
+    assert!(d.shared_breaker);
+    assert_eq!(
+        d.breaker.open_for,
+        Duration::from_secs(20),
+        "the rest is the policy's"
+    );
+    let shown = config.to_redacted_toml();
+    assert!(shown.contains("shared = true"), "{shown}");
+    assert!(!from_toml(&text("false")).unwrap().destinations().unwrap()[0].shared_breaker);
+    let e = from_toml(&text("\"yes\"")).unwrap_err().to_string();
+    assert!(e.contains("destinations[0].breaker.shared"), "{e}");
+    assert!(e.contains("must be true or false"), "{e}");
+}
+
 /// Found by the `config` fuzz target: serde reads a struct from a list of its fields, so
 /// `[[defaults]]` twice was taken for `[defaults]` with `retry` and `breaker` reset to their
 /// own types' defaults (3 attempts instead of 10, a window of 100 calls instead of 20).

@@ -12,6 +12,7 @@ mod inbound;
 pub mod overrides;
 pub mod paused;
 pub mod rate_watch;
+pub mod shared_breaker;
 mod telegram_limits;
 
 use std::fmt;

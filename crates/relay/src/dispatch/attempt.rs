@@ -239,9 +239,29 @@ async fn attempt(
     }
     // 1. Circuit breaker.
     let permit = match dest.breaker.try_acquire_owned() {
+        Ok(permit) => Ok(permit),
+        // A shared circuit (`breaker.shared`) due for a probe: this relay may claim it.
+        Err(open) => match state
+            .shared_breakers
+            .probe(&state.store, &dest, &clock)
+            .await
+        {
+            Some(permit) => Ok(permit),
+            None => Err(open),
+        },
+    };
+    let permit = match permit {
         Ok(permit) => permit,
         Err(open) => {
+            let held = state.shared_breakers.retry_at(
+                &dest.name,
+                clock.system_now(),
+                state.config.dispatcher.defer_for,
+            );
             let until = match (open.state, dest.breaker.retry_at()) {
+                // Held open for a shared circuit: come back when a probe may start (this
+                // message may be it), or shortly while another relay probes.
+                _ if let Some(at) = held => at,
                 // Every probe slot is taken: come back shortly rather than spin.
                 (ferrule_policy::CircuitState::HalfOpen, _) => {
                     clock.system_now() + state.config.dispatcher.defer_for

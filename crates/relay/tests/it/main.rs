@@ -25,6 +25,7 @@ mod routes;
 mod schedules;
 mod search;
 mod secrets;
+mod shared_breaker;
 mod shutdown;
 mod smtp;
 mod smtp_sink;

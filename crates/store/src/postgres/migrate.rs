@@ -318,6 +318,18 @@ CREATE INDEX alerts_kind ON alerts (kind, id);
 CREATE INDEX alerts_subject ON alerts (subject, id);
 CREATE INDEX alerts_at ON alerts (at);
 "#,
+    // 15: circuit breakers shared by the relays on one store (`breaker.shared`), one row per
+    // destination: open, probing or closed, until when, and the relay that owns it.
+    r#"
+CREATE TABLE shared_breakers (
+    destination text   NOT NULL PRIMARY KEY,
+    state       text   NOT NULL,
+    open_until  bigint NOT NULL,
+    owner       text   NOT NULL,
+    epoch       bigint NOT NULL,
+    updated_at  bigint NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -22,6 +22,7 @@ mod rollup;
 mod row;
 mod runs;
 mod schedules;
+mod shared_breaker;
 mod writer;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use crate::run::{
     Wait,
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
+use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
 use crate::store::Store;
 use crate::transition::{self, End};
 use crate::types::{
@@ -1466,6 +1468,27 @@ impl Store for PgStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         self.select_paused().await
+    }
+
+    async fn publish_breaker(&self, update: &BreakerUpdate) -> Result<SharedBreaker> {
+        crate::shared_breaker::check(&update.destination, &update.owner)?;
+        self.upsert_breaker(update).await
+    }
+
+    async fn take_over_breaker(
+        &self,
+        destination: &str,
+        epoch: u64,
+        owner: &str,
+        open_until: SystemTime,
+    ) -> Result<Option<SharedBreaker>> {
+        crate::shared_breaker::check(destination, owner)?;
+        self.update_breaker_owner(destination, epoch, owner, open_until)
+            .await
+    }
+
+    async fn shared_breakers(&self) -> Result<Vec<SharedBreaker>> {
+        self.select_breakers().await
     }
 
     async fn set_route_chat(

@@ -348,6 +348,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alerts_subject ON alerts (subject, id);
     CREATE INDEX alerts_at ON alerts (at);
     ",
+    // 15: circuit breakers shared by the relays on one store (`breaker.shared`), one row per
+    // destination: open, probing or closed, until when, and the relay that owns it.
+    "CREATE TABLE shared_breakers (
+        destination TEXT    NOT NULL PRIMARY KEY,
+        state       TEXT    NOT NULL,
+        open_until  INTEGER NOT NULL,
+        owner       TEXT    NOT NULL,
+        epoch       INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

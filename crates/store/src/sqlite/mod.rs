@@ -55,6 +55,7 @@ mod rollup;
 mod rows;
 mod runs;
 mod schedules;
+mod shared_breaker;
 mod writer;
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -81,6 +82,7 @@ use crate::run::{
     Wait,
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
+use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
 use crate::store::Store;
 use crate::transition::{self, End};
 use crate::types::{
@@ -809,6 +811,36 @@ impl Store for SqliteStore {
 
     async fn paused_destinations(&self) -> Result<Vec<Paused>> {
         self.inner.readers.with(pause::list).await
+    }
+
+    async fn publish_breaker(&self, update: &BreakerUpdate) -> Result<SharedBreaker> {
+        crate::shared_breaker::check(&update.destination, &update.owner)?;
+        let update = update.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| shared_breaker::publish(conn, env, &update))
+            .await
+    }
+
+    async fn take_over_breaker(
+        &self,
+        destination: &str,
+        epoch: u64,
+        owner: &str,
+        open_until: SystemTime,
+    ) -> Result<Option<SharedBreaker>> {
+        crate::shared_breaker::check(destination, owner)?;
+        let (destination, owner) = (destination.to_owned(), owner.to_owned());
+        self.inner
+            .writer
+            .submit(move |conn, env| {
+                shared_breaker::take_over(conn, env, &destination, epoch, &owner, open_until)
+            })
+            .await
+    }
+
+    async fn shared_breakers(&self) -> Result<Vec<SharedBreaker>> {
+        self.inner.readers.with(shared_breaker::list).await
     }
 
     async fn set_route_chat(

@@ -13,4 +13,5 @@ mod rollup;
 mod runs;
 mod schedules;
 mod search;
+mod shared_breaker;
 mod sqlite;
