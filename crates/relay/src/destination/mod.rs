@@ -270,3 +270,26 @@ impl Destination {
         paused.filter(|&until| until > self.clock.now())
     }
 }
+
+/// Calls `read` every `period` on `clock` until `stop`: how a relay sharing its store with
+/// others follows what they write there (breaker overrides, pauses, routes' chats). A read that
+/// fails is logged as one of `what` and tried again a period later.
+pub async fn follow_every<T, Fut>(
+    clock: &SharedClock,
+    period: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+    what: &str,
+    mut read: impl FnMut() -> Fut,
+) where
+    Fut: std::future::Future<Output = Result<T, ferrule_store::StoreError>>,
+{
+    loop {
+        tokio::select! {
+            () = clock.sleep(period) => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = read().await {
+            tracing::warn!(error = %e, "cannot read {what}");
+        }
+    }
+}

@@ -221,15 +221,10 @@ impl Overrides {
         clock: &ferrule_policy::SharedClock,
         stop: &tokio_util::sync::CancellationToken,
     ) {
-        loop {
-            tokio::select! {
-                () = clock.sleep(FOLLOW_EVERY) => {}
-                () = stop.cancelled() => return,
-            }
-            if let Err(e) = self.follow(store, destinations).await {
-                tracing::warn!(error = %e, "cannot read the breaker overrides");
-            }
-        }
+        super::follow_every(clock, FOLLOW_EVERY, stop, "the breaker overrides", || {
+            self.follow(store, destinations)
+        })
+        .await;
     }
 }
 

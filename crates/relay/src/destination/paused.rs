@@ -98,15 +98,10 @@ impl PausedDestinations {
         clock: &ferrule_policy::SharedClock,
         stop: &tokio_util::sync::CancellationToken,
     ) {
-        loop {
-            tokio::select! {
-                () = clock.sleep(FOLLOW_EVERY) => {}
-                () = stop.cancelled() => return,
-            }
-            if let Err(e) = self.follow(store).await {
-                tracing::warn!(error = %e, "cannot read the paused destinations");
-            }
-        }
+        super::follow_every(clock, FOLLOW_EVERY, stop, "the paused destinations", || {
+            self.follow(store)
+        })
+        .await;
     }
 }
 

@@ -250,15 +250,10 @@ impl Routes {
         clock: &ferrule_policy::SharedClock,
         stop: &tokio_util::sync::CancellationToken,
     ) {
-        loop {
-            tokio::select! {
-                () = clock.sleep(FOLLOW_EVERY) => {}
-                () = stop.cancelled() => return,
-            }
-            if let Err(e) = self.follow_chats(store).await {
-                tracing::warn!(error = %e, "cannot read the routes' chats");
-            }
-        }
+        crate::destination::follow_every(clock, FOLLOW_EVERY, stop, "the routes' chats", || {
+            self.follow_chats(store)
+        })
+        .await;
     }
 }
 
