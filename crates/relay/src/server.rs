@@ -231,13 +231,13 @@ pub(crate) async fn build_state(
         clock.clone(),
         owner.clone(),
     );
-    let shared_breakers = SharedBreakers::new(owner.clone());
+    let mut shared_breakers = SharedBreakers::new(owner.clone());
     let mut destinations = BTreeMap::new();
     for resolved in config.destinations().map_err(|e| Error::Config(e.into()))? {
         let mut observers: Vec<SharedObserver> =
             alerts.observer(&resolved.name).into_iter().collect();
         if resolved.shared_breaker {
-            observers.push(shared_breakers.observer());
+            observers.push(shared_breakers.share(&resolved.name));
         }
         let observer: Option<SharedObserver> = match observers.len() {
             0 => None,
@@ -467,22 +467,17 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
         });
     }
     if matches!(state.store, AnyStore::Sqlite(_)) {
-        for d in state.config.destinations().unwrap_or_default() {
-            if d.shared_breaker {
-                tracing::warn!(destination = %d.name, "breaker.shared has no effect on SQLite, which one relay uses alone");
-            }
+        for name in state.shared_breakers.destinations() {
+            tracing::warn!(destination = %name, "breaker.shared has no effect on SQLite, which one relay uses alone");
         }
     }
     // Several relays share a PostgreSQL store: follow the breaker overrides, pauses and routes'
     // chats set elsewhere, and the shared breakers.
     if !matches!(state.store, AnyStore::Sqlite(_)) {
         let shared: BTreeMap<String, Arc<Destination>> = state
-            .config
+            .shared_breakers
             .destinations()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| d.shared_breaker)
-            .filter_map(|d| Some((d.name.clone(), state.destinations.get(&d.name)?.clone())))
+            .filter_map(|name| Some((name.to_owned(), state.destinations.get(name)?.clone())))
             .collect();
         if !shared.is_empty() {
             let breakers = state.clone();

@@ -24,7 +24,7 @@
 //! back and raise no alert (the relay whose own breaker moved alerts).
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -41,8 +41,8 @@ use super::Destination;
 /// within about this long (plus the store's answer).
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
-/// How long, past the end of the owner's open period and beyond the destination's attempt
-/// timeout, the other relays wait for the owner's probe before one of them takes over.
+/// How long, beyond the destination's attempt timeout, a claimed probe holds off the next claim:
+/// if the relay that claimed it says nothing by then, another relay may claim a probe.
 pub const PROBE_GRACE: Duration = Duration::from_secs(2);
 
 thread_local! {
@@ -108,6 +108,8 @@ struct Known {
 pub struct SharedBreakers {
     /// This relay's name in the rows it owns.
     owner: String,
+    /// The destinations whose breaker is shared.
+    destinations: BTreeSet<String>,
     tx: mpsc::UnboundedSender<Own>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Own>>>,
     known: Mutex<BTreeMap<String, Known>>,
@@ -119,17 +121,24 @@ impl SharedBreakers {
         let (tx, rx) = mpsc::unbounded_channel();
         SharedBreakers {
             owner: owner.into(),
+            destinations: BTreeSet::new(),
             tx,
             rx: Mutex::new(Some(rx)),
             known: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The observer to give a destination whose breaker is shared.
-    pub fn observer(&self) -> Arc<SharedBreakerWatch> {
+    /// Shares `destination`'s breaker: answers the observer to give its policies.
+    pub fn share(&mut self, destination: &str) -> Arc<SharedBreakerWatch> {
+        self.destinations.insert(destination.to_owned());
         Arc::new(SharedBreakerWatch {
             tx: self.tx.clone(),
         })
+    }
+
+    /// The destinations whose breaker is shared, by name.
+    pub fn destinations(&self) -> impl Iterator<Item = &str> {
+        self.destinations.iter().map(String::as_str)
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Known>> {
