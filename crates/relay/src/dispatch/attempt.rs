@@ -105,11 +105,14 @@ fn report_store(state: &AppState, result: Result<(), StoreError>) {
     }
 }
 
-/// Runs `write`, which records how an attempt ended, again while it fails because the store's
-/// disk is full or the store is busy (an operation timeout): every 50 ms, doubling to 1 s, for at most `dispatcher.lease` from the first
-/// refusal, and not once the relay stops (deliveries go on during `server.shutdown_delay`). Written once space returns, the outcome stands;
-/// given up, the lease expires and the message is claimed and attempted again, so the
-/// receiver gets it twice. Other errors are answered at once.
+/// Runs `write`, which records how an attempt ended, again while it fails for a reason that
+/// may pass ([`StoreError::is_transient`]: the store's disk is full, the store is busy, or
+/// PostgreSQL is unreachable, e.g. restarting): every 50 ms, doubling to 1 s, for at most
+/// `dispatcher.lease` from the first refusal, and not once the relay stops (deliveries go on
+/// during `server.shutdown_delay`). Written once the store is back, the outcome stands (a
+/// deferral keeps its time, not the lease's end); given up, the lease expires and the message
+/// is claimed and attempted again, so the receiver may get it twice. Other errors are answered
+/// at once.
 async fn record<F, Fut>(state: &AppState, mut write: F) -> Result<(), StoreError>
 where
     F: FnMut() -> Fut,
@@ -119,11 +122,7 @@ where
     let mut until = None;
     loop {
         let result = write().await;
-        if !matches!(
-            result,
-            Err(StoreError::StorageFull { .. } | StoreError::Timeout { .. })
-        ) || state.shutdown.is_cancelled()
-        {
+        if !result.as_ref().is_err_and(StoreError::is_transient) || state.shutdown.is_cancelled() {
             return result;
         }
         let now = state.clock.now();
