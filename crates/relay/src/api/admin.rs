@@ -249,13 +249,16 @@ pub(crate) async fn purge_dead_ids(
     Ok(Json(json!({ "purged": purged })))
 }
 
-/// One destination's breaker as the API shows it: its status and the override holding it, if
-/// any (`{state, set_at, set_by, reason?}`), else `null`.
+/// One destination's breaker as the API shows it: its status, the override holding it, if
+/// any (`{state, set_at, set_by, reason?}`), else `null`, and what this relay knows of its
+/// shared circuit (`null` unless `breaker.shared`).
 async fn breaker_view(state: &AppState, d: &Destination) -> Value {
+    let breakers = &state.shared_breakers;
     json!({
         "destination": d.name,
-        "breaker": d.breaker.status(),
+        "breaker": breakers.status(d, state.clock.system_now()),
         "override": state.overrides.get(&d.name).await,
+        "shared": breakers.view(&d.name),
     })
 }
 

@@ -106,7 +106,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
     let mut overall = Overall::Ok;
     let mut destinations = serde_json::Map::new();
     for d in state.destinations.values() {
-        let breaker = d.breaker.status();
+        let breaker = state.shared_breakers.status(d, state.clock.system_now());
         let mut health = d.health.snapshot();
         // An open circuit is an unhealthy dependency whatever the recent calls say.
         match breaker.state {

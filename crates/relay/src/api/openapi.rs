@@ -292,7 +292,12 @@ fn schemas(destinations: &BTreeMap<String, Arc<Destination>>) -> Value {
             "state": {"type": "string", "enum": ["forced_open", "disabled"]}, "set_at": time,
             "set_by": {"type": "string", "description": "the name of the caller's token (for an unnamed configured token `api:` and the first 8 hex digits of its SHA-256), or `relay` when the relay set it (credentials rejected)"},
             "reason": {"type": "string"}}}));
-    schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker", "override"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker"), "override": {"oneOf": [{"type": "null"}, schema("Override")]}}}));
+    schemas.insert("SharedCircuit".into(), json!({"type": "object", "required": ["epoch", "held", "probe_at", "probing"], "description": "what this relay last read of the circuit shared by the relays on one PostgreSQL database (`breaker.shared = true`)", "properties": {
+            "epoch": {"type": "integer", "minimum": 0, "description": "the shared row's epoch: it moves on every publication and every claimed probe"},
+            "held": {"type": "boolean", "description": "this relay holds its breaker open for the shared circuit"},
+            "probe_at": {"oneOf": [{"type": "null"}, time.clone()], "description": "when a probe may start, while held"},
+            "probing": {"type": "boolean", "description": "a relay has claimed the probe and not yet reported its verdict"}}}));
+    schemas.insert("DestinationBreaker".into(), json!({"type": "object", "required": ["destination", "breaker", "override", "shared"], "properties": {"destination": {"type": "string"}, "breaker": schema("Breaker"), "override": {"oneOf": [{"type": "null"}, schema("Override")]}, "shared": {"oneOf": [{"type": "null"}, schema("SharedCircuit")]}}}));
     schemas.insert("Breakers".into(), json!({"type": "object", "required": ["breakers"], "properties": {"breakers": {"type": "array", "items": schema("DestinationBreaker")}}}));
     schemas.insert("Destinations".into(), json!({"type": "object", "required": ["destinations"], "properties": {"destinations": {"type": "array", "items": {"type": "object", "required": ["name", "type", "endpoint", "breaker", "health"], "properties": {
             "name": {"type": "string"}, "type": {"type": "string", "enum": ["webhook", "telegram", "smtp", "github", "http"]},

@@ -349,9 +349,15 @@ pub(crate) fn breakers(rows: &[Value]) -> String {
         rows.iter()
             .map(|r| {
                 let b = &r["breaker"];
+                let mut state = breaker(b);
+                if r["shared"]["probing"] == true {
+                    state.push_str(", shared: a relay is probing");
+                } else if r["shared"].is_object() {
+                    state.push_str(", shared");
+                }
                 vec![
                     text(&r["destination"]),
-                    breaker(b),
+                    state,
                     b["failure_rate"]
                         .as_f64()
                         .map_or("-".to_owned(), |r| format!("{:.0} %", r * 100.0)),

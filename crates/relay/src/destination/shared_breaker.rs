@@ -28,10 +28,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ferrule_policy::breaker::OwnedPermit;
+use ferrule_policy::breaker::{BreakerStatus, OwnedPermit};
 use ferrule_policy::event::{Event, Observer};
 use ferrule_policy::{CircuitState, SharedClock};
 use ferrule_store::{AnyStore, BreakerUpdate, SharedBreaker, SharedState, Store, StoreError};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -313,6 +314,36 @@ impl SharedBreakers {
                 None
             }
         }
+    }
+
+    /// `d`'s breaker as this relay shows it. While it is held open for a shared circuit, the
+    /// time left is until that circuit's probe may start (at least 1 ms once it may: the probe
+    /// waits for a due message), not the end of the hold, which lies past the probe's own time.
+    pub fn status(&self, d: &Destination, now: SystemTime) -> BreakerStatus {
+        let mut status = d.breaker.status();
+        if status.state == CircuitState::Open
+            && let Some(due) = self.known().get(&d.name).and_then(|k| k.held)
+        {
+            let left = due.duration_since(now).unwrap_or_default();
+            status.remaining_open = Some(left.max(Duration::from_millis(1)));
+        }
+        status
+    }
+
+    /// What this relay last read of `destination`'s shared circuit, `null` unless its breaker
+    /// is shared: `{"epoch", "held", "probe_at", "probing"}` (`probe_at` is when a probe may
+    /// start, `null` unless this relay holds its breaker open for the circuit).
+    pub fn view(&self, destination: &str) -> Value {
+        if !self.destinations.contains(destination) {
+            return Value::Null;
+        }
+        let known = self.known().get(destination).copied().unwrap_or_default();
+        json!({
+            "epoch": known.epoch,
+            "held": known.held.is_some(),
+            "probe_at": known.held.map(crate::time::rfc3339),
+            "probing": known.probing,
+        })
     }
 
     fn remember(&self, d: &Destination, epoch: u64, held: Option<SystemTime>) {

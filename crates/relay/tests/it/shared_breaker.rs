@@ -145,6 +145,15 @@ async fn opened(relays: &[TestRelay], receiver: &Receiver, clock: &ManualClock) 
     )
     .await;
     assert!(moved <= 2 * TICK, "followed after {moved:?}");
+    // Each relay shows the time left until the shared probe may start (the 10 s open period),
+    // not the end of its own hold, which lies past the 120 s attempt timeout.
+    for relay in relays {
+        let view = relay.breaker("hook").await;
+        let left = view["breaker"]["remaining_open_ms"].as_u64().unwrap();
+        assert!((1..=10_000).contains(&left), "{view:#}");
+        assert_eq!(view["shared"]["held"], true, "{view:#}");
+        assert!(view["shared"]["probe_at"].is_string(), "{view:#}");
+    }
     owner(relays).await
 }
 
