@@ -820,4 +820,19 @@ mod tests {
         assert_eq!(dead_letters(&[json!({})]).lines().count(), 2);
         assert!(breakers(&[json!({"destination": "d"})]).contains("d  "));
     }
+
+    #[test]
+    fn a_shared_circuit_says_so_and_who_probes() {
+        let held = json!({"destination": "d", "breaker": {"state": "open", "remaining_open_ms": 4_000},
+            "shared": {"epoch": 3, "held": true, "probe_at": "2026-01-01T00:00:04Z", "probing": false}});
+        let probing = json!({"destination": "e", "breaker": {"state": "open", "remaining_open_ms": 1},
+            "shared": {"epoch": 4, "held": true, "probe_at": "2026-01-01T00:00:04Z", "probing": true}});
+        let shown = breakers(&[held, probing, json!({"destination": "f", "shared": null})]);
+        assert!(shown.contains("open, 4s left, shared "), "{shown}");
+        assert!(
+            shown.contains("open, 1ms left, shared: a relay is probing"),
+            "{shown}"
+        );
+        assert!(!shown.lines().last().unwrap().contains("shared"), "{shown}");
+    }
 }
