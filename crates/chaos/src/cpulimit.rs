@@ -283,10 +283,23 @@ fn write(path: &Path, text: &str) -> Result<()> {
         .map_err(|e| Error::io(format!("writing {text} to {}", path.display()), e))
 }
 
-/// Removes an (empty) group, waiting up to 3 s for its processes to finish exiting.
+/// Removes a group, waiting up to 3 s for its processes to be gone. Only this harness's
+/// relays are ever put in its groups; any still there (after an error or Ctrl-C the relays
+/// may outlive the measurement that started them) are killed, and reaped here, since the
+/// async runtime's reaper may not run before this drop returns (a killed process keeps its
+/// group busy until it is reaped).
 fn remove_group(dir: &Path) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, waitpid};
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+            }
+        }
         match std::fs::remove_dir(dir) {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
