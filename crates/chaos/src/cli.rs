@@ -173,6 +173,24 @@ pub(crate) struct ThroughputArgs {
     /// goes first.
     #[arg(long)]
     pub(crate) baseline_bin: Option<PathBuf>,
+    /// Run each relay process under a CPU limit of this fraction of one core (e.g. `0.3`), so
+    /// that the relays, not the machine, limit throughput; PostgreSQL and the harness are not
+    /// limited. Uses a cgroup (v2 `cpu.max` or v1 `cpu.cfs_quota_us`; needs root or a
+    /// delegated hierarchy) and refuses to run when neither can be written, unless
+    /// `--relay-cpu-fallback taskset` is given.
+    #[arg(long)]
+    pub(crate) relay_cpu: Option<f64>,
+    /// What to do with `--relay-cpu` when no cgroup can be written: `taskset` pins every relay
+    /// to the last CPU (not a quota: the relays share that CPU).
+    #[arg(long, value_enum, requires = "relay_cpu")]
+    pub(crate) relay_cpu_fallback: Option<CpuFallback>,
+}
+
+/// `--relay-cpu-fallback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CpuFallback {
+    /// Pin the relays to one CPU with `taskset`.
+    Taskset,
 }
 
 /// One submission rate of `ferrule-chaos throughput --rates`.

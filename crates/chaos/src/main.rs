@@ -8,6 +8,7 @@
 //! `throughput` measures delivered msg/s and latency without faults.
 
 mod cli;
+mod cpulimit;
 mod disk;
 mod error;
 mod logs;
@@ -59,12 +60,20 @@ fn main() -> ExitCode {
         }
         Command::Throughput(args) => {
             let json = args.common.json;
-            match runtime.block_on(throughput::run(args)) {
-                Ok(rows) => {
+            // Ctrl-C drops the measurement: its relays are killed (and their CPU-limit groups
+            // removed) on the way out.
+            let measured = runtime.block_on(async {
+                tokio::select! {
+                    r = throughput::run(args) => r,
+                    _ = tokio::signal::ctrl_c() => Err(error::Error::Setup("interrupted".into())),
+                }
+            });
+            match measured {
+                Ok(report) => {
                     say(&if json {
-                        serde_json::to_string_pretty(&rows).unwrap_or_default()
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
                     } else {
-                        throughput::table(&rows)
+                        throughput::table(&report)
                     });
                     ExitCode::SUCCESS
                 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::cpulimit::{Slot, Throttling};
 use crate::error::{Error, Result};
 
 /// The API token every relay of a run accepts.
@@ -153,15 +154,19 @@ pub(crate) struct Instance {
     pid: AtomicU32,
     child: tokio::sync::Mutex<Option<Child>>,
     rss: Mutex<RssStats>,
+    /// The CPU limit every process of this instance runs under (`--relay-cpu`).
+    slot: Option<Slot>,
 }
 
 impl Instance {
-    /// Instance `name`, with its config and log in `dir`.
+    /// Instance `name`, with its config and log in `dir`; each of its processes is put under
+    /// `slot`'s CPU limit, if any, as soon as it is spawned.
     pub(crate) fn new(
         dir: &Path,
         name: &str,
         binary: &Path,
         settings: &RelaySettings,
+        slot: Option<Slot>,
     ) -> Result<Self> {
         Ok(Instance {
             name: name.to_owned(),
@@ -174,6 +179,7 @@ impl Instance {
             pid: AtomicU32::new(0),
             child: tokio::sync::Mutex::new(None),
             rss: Mutex::new(RssStats::default()),
+            slot,
         })
     }
 
@@ -222,6 +228,17 @@ impl Instance {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::io(format!("starting {}", self.binary.display()), e))?;
+        // Under the CPU limit before the relay has opened its store (its start is not measured).
+        if let Some(slot) = &self.slot {
+            let confined = match child.id() {
+                Some(pid) => slot.confine(pid),
+                None => Err(Error::Setup(format!("{} exited at once", self.name))),
+            };
+            if let Err(e) = confined {
+                let _ = child.start_kill();
+                return Err(e);
+            }
+        }
         let stdout = child
             .stdout
             .take()
@@ -325,6 +342,11 @@ impl Instance {
     /// The RSS samples so far.
     pub(crate) fn rss(&self) -> RssStats {
         *self.rss.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The throttling counters of the instance's CPU limit (cgroups only).
+    pub(crate) fn throttling(&self) -> Option<Throttling> {
+        self.slot.as_ref()?.throttling()
     }
 
     /// The process id while up (0 when down).

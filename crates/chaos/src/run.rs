@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Backend, ReceiverFault, RunArgs};
+use crate::cpulimit::CpuLimiter;
 use crate::disk::Tmpfs;
 use crate::error::{Error, Result};
 use crate::monitor::Monitor;
@@ -65,6 +66,8 @@ pub(crate) struct FleetSpec {
     pub(crate) tmpfs: bool,
     /// A suffix naming the database.
     pub(crate) label: String,
+    /// The CPU limit of each relay (`--relay-cpu`).
+    pub(crate) cpu_limit: Option<Arc<CpuLimiter>>,
 }
 
 impl Fleet {
@@ -110,11 +113,17 @@ impl Fleet {
         };
         let mut instances = Vec::new();
         for i in 1..=spec.instances {
+            let name = format!("r{i}");
+            let slot = match &spec.cpu_limit {
+                Some(limit) => Some(limit.slot(&format!("{}-{name}", spec.label))?),
+                None => None,
+            };
             instances.push(Arc::new(Instance::new(
                 dir.path(),
-                &format!("r{i}"),
+                &name,
                 &binary,
                 &settings,
+                slot,
             )?));
         }
         let fleet = Fleet {
@@ -187,6 +196,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<Verdict> {
         concurrency: args.common.concurrency,
         tmpfs: args.disk_full,
         label: format!("run{}", args.seed),
+        cpu_limit: None,
     };
     let fleet = Fleet::start(&spec).await?;
     let result = drive(&args, &fleet, instances).await;

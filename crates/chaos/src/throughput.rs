@@ -1,10 +1,15 @@
 //! `ferrule-chaos throughput`: no faults; delivered msg/s and submit → delivery latency for
 //! SQLite and for 1, 2, 3… PostgreSQL instances sharing one database, at saturation or at
 //! fixed rates (`--rates`), with what each message costs: relay CPU and context switches, and
-//! on PostgreSQL the backends' CPU, commits, rows read and rows written.
+//! on PostgreSQL the backends' CPU, commits, rows read and rows written. With `--relay-cpu`
+//! each relay runs under a CPU limit of its own (`cpulimit`), and the output adds each
+//! instance's msg/s, how often the limit throttled the relays, what the harness and
+//! PostgreSQL used of the machine, and the scaling efficiency of N instances against one.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -12,6 +17,7 @@ use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 
 use crate::cli::{Backend, Rate, ThroughputArgs};
+use crate::cpulimit::{CpuLimiter, Throttling};
 use crate::error::{Error, Result};
 use crate::relay::{DRAIN_TIMEOUT, cpu_time};
 use crate::run::{Fleet, FleetSpec};
@@ -54,6 +60,20 @@ pub(crate) struct Row {
     pub(crate) ctx_switches: f64,
     /// Largest RSS of any instance, MiB.
     pub(crate) max_rss_mib: f64,
+    /// Messages each instance delivered (first deliveries, by the instance header) per
+    /// second of the measurement, `r1` first.
+    pub(crate) per_instance_per_s: Vec<f64>,
+    /// Cores the relays used together during the measurement (CPU time ÷ wall time).
+    pub(crate) relay_cores: f64,
+    /// With `--relay-cpu` on a cgroup: the share of the relays' scheduler periods in which
+    /// they used up their quota and were stopped (`cpu.stat` `nr_throttled ÷ nr_periods`).
+    pub(crate) throttled: Option<f64>,
+    /// Cores the harness (submitter, receiver, this process) used during the measurement.
+    pub(crate) harness_cores: f64,
+    /// Cores the run database's PostgreSQL backends used during the measurement.
+    pub(crate) pg_cores: Option<f64>,
+    /// How busy the whole machine was (all processes, all CPUs, `/proc/stat`), 0–1.
+    pub(crate) machine_busy: f64,
     /// PostgreSQL only: what the server did for the run's database.
     pub(crate) postgres: Option<PgCost>,
 }
@@ -76,8 +96,17 @@ pub(crate) struct PgCost {
     pub(crate) index_reads: Vec<(String, f64)>,
 }
 
+/// What `throughput` measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    /// `--relay-cpu`: the limit and its mechanism, in words.
+    pub(crate) cpu_limit: Option<String>,
+    /// One row per measurement.
+    pub(crate) rows: Vec<Row>,
+}
+
 /// Measures every configuration `args` names.
-pub(crate) async fn run(args: ThroughputArgs) -> Result<Vec<Row>> {
+pub(crate) async fn run(args: ThroughputArgs) -> Result<Report> {
     let mut configs = Vec::new();
     if args.sqlite {
         configs.push((Backend::Sqlite, 1));
@@ -94,6 +123,16 @@ pub(crate) async fn run(args: ThroughputArgs) -> Result<Vec<Row>> {
         return Err(Error::Setup(
             "nothing to measure: pass --sqlite and/or --postgres 1,2,3".into(),
         ));
+    }
+    let limiter = match args.relay_cpu {
+        Some(fraction) => Some(Arc::new(CpuLimiter::new(
+            fraction,
+            args.relay_cpu_fallback.is_some(),
+        )?)),
+        None => None,
+    };
+    if let Some(l) = &limiter {
+        let _ = writeln!(std::io::stderr().lock(), "ferrule-chaos: {}", l.describe());
     }
     let rates = if args.rates.is_empty() {
         vec![Rate::Max]
@@ -117,19 +156,43 @@ pub(crate) async fn run(args: ThroughputArgs) -> Result<Vec<Row>> {
                     order.reverse();
                 }
                 for (label, binary) in order {
-                    rows.push(
-                        measure_fresh(&args, backend, instances, rate, label, binary, rep).await?,
+                    let row = measure_fresh(
+                        &args,
+                        limiter.clone(),
+                        backend,
+                        instances,
+                        rate,
+                        label,
+                        binary,
+                        rep,
+                    )
+                    .await?;
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "ferrule-chaos: round {} {} x{} {} rate {}: {:.0} msg/s delivered",
+                        rep + 1,
+                        row.backend,
+                        row.instances,
+                        row.binary,
+                        row.rate,
+                        row.delivered_per_s
                     );
+                    rows.push(row);
                 }
             }
         }
     }
-    Ok(rows)
+    Ok(Report {
+        cpu_limit: limiter.map(|l| l.describe()),
+        rows,
+    })
 }
 
 /// One measurement on a fleet of its own.
+#[allow(clippy::too_many_arguments)]
 async fn measure_fresh(
     args: &ThroughputArgs,
+    cpu_limit: Option<Arc<CpuLimiter>>,
     backend: Backend,
     instances: usize,
     rate: Rate,
@@ -145,6 +208,7 @@ async fn measure_fresh(
         concurrency: args.common.concurrency,
         tmpfs: false,
         label: format!("tp{instances}_{rep}_{rate}_{label}"),
+        cpu_limit,
     };
     let fleet = Fleet::start(&spec).await?;
     let row = measure(args, &fleet, backend, instances, rate).await;
@@ -175,6 +239,10 @@ async fn measure(
     };
     let cpu_before: Duration = pids.iter().map(|p| cpu_time(*p)).sum();
     let switches_before: u64 = pids.iter().map(|p| context_switches(*p)).sum();
+    let throttling_before = throttling(fleet);
+    let harness_before = cpu_time(std::process::id());
+    let machine_before = MachineCpu::take();
+    let wall_before = Instant::now();
     let sampler = {
         let instances = fleet.instances.clone();
         tokio::spawn(async move {
@@ -203,10 +271,16 @@ async fn measure(
     sampler.abort();
     let cpu_after: Duration = pids.iter().map(|p| cpu_time(*p)).sum();
     let switches_after: u64 = pids.iter().map(|p| context_switches(*p)).sum();
+    let throttling_after = throttling(fleet);
+    let harness_cpu = cpu_time(std::process::id()).saturating_sub(harness_before);
+    let machine_busy = MachineCpu::take().busy_since(&machine_before);
+    let wall = wall_before.elapsed().as_secs_f64().max(1e-3);
     let per_message = acked.max(1) as f64;
+    let mut pg_cores = None;
     let postgres = match (&database, pg_before) {
         (Some(url), Some(before)) => {
             let backends_now = PgSample::backend_cpu(&before.backends);
+            pg_cores = Some(backends_now.as_secs_f64() / wall);
             for inst in fleet.instances.iter() {
                 let _ = inst.sigterm(DRAIN_TIMEOUT + Duration::from_secs(2)).await;
             }
@@ -219,11 +293,15 @@ async fn measure(
     let records = fleet.receiver.records();
     let mut latencies = Vec::with_capacity(acked);
     let mut last = Duration::ZERO;
+    let mut by_instance: HashMap<&str, usize> = HashMap::new();
     for a in &submitted.acked {
         if let Some(d) = records.get(&a.id).and_then(|r| r.deliveries.first()) {
             let sent = a.sent.saturating_duration_since(fleet.origin);
             latencies.push(d.at.saturating_sub(sent));
             last = last.max(d.at);
+            // `r2.1` is instance r2's first process.
+            let name = d.instance.split('.').next().unwrap_or("?");
+            *by_instance.entry(name).or_default() += 1;
         }
     }
     latencies.sort();
@@ -250,8 +328,79 @@ async fn measure(
         relay_cpu_us: cpu_after.saturating_sub(cpu_before).as_secs_f64() * 1e6 / per_message,
         ctx_switches: switches_after.saturating_sub(switches_before) as f64 / per_message,
         max_rss_mib: max_rss as f64 / 1024.0,
+        per_instance_per_s: fleet
+            .instances
+            .iter()
+            .map(|i| {
+                by_instance.get(i.name.as_str()).copied().unwrap_or(0) as f64 / span.as_secs_f64()
+            })
+            .collect(),
+        relay_cores: cpu_after.saturating_sub(cpu_before).as_secs_f64() / wall,
+        throttled: match (throttling_before, throttling_after) {
+            (Some(b), Some(a)) if a.periods > b.periods => {
+                Some((a.throttled - b.throttled) as f64 / (a.periods - b.periods) as f64)
+            }
+            _ => None,
+        },
+        harness_cores: harness_cpu.as_secs_f64() / wall,
+        pg_cores,
+        machine_busy,
         postgres,
     })
+}
+
+/// The throttling counters of all the fleet's CPU limits added up, if it has any.
+fn throttling(fleet: &Fleet) -> Option<Throttling> {
+    fleet
+        .instances
+        .iter()
+        .map(|i| i.throttling())
+        .try_fold(Throttling::default(), |sum, t| {
+            let t = t?;
+            Some(Throttling {
+                periods: sum.periods + t.periods,
+                throttled: sum.throttled + t.throttled,
+            })
+        })
+}
+
+/// The machine's CPU time so far (`/proc/stat`, first line), in ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    fn take() -> Self {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+            return MachineCpu::default();
+        };
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        MachineCpu {
+            busy: total.saturating_sub(idle),
+            total,
+        }
+    }
+
+    /// The share of all CPUs' time since `before` that was not idle.
+    fn busy_since(&self, before: &MachineCpu) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.busy.saturating_sub(before.busy) as f64 / total as f64
+    }
 }
 
 /// Voluntary and involuntary context switches of every thread of `pid` so far
@@ -369,10 +518,16 @@ impl PgSample {
     }
 }
 
-/// The rows as a Markdown table; below it, the indexes PostgreSQL read most in each
-/// PostgreSQL row.
-pub(crate) fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
+/// The report as Markdown: the CPU limit, the rows, the indexes PostgreSQL read most in each
+/// PostgreSQL row, where the CPU went in each row, and (when one instance and more were
+/// measured) the scaling efficiency.
+pub(crate) fn table(report: &Report) -> String {
+    let rows = &report.rows;
+    let mut out = String::new();
+    if let Some(limit) = &report.cpu_limit {
+        out.push_str(&format!("CPU limit: {limit}\n\n"));
+    }
+    out.push_str(
         "| store | inst | binary | rate | acked | submitted msg/s | delivered msg/s | p50 ms | p99 ms | relay CPU µs/msg | ctx sw/msg | PG CPU µs/msg | commits/msg | rows read/msg | rows written/msg | max RSS MiB |\n\
          |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
@@ -427,5 +582,115 @@ pub(crate) fn table(rows: &[Row]) -> String {
         out.push('\n');
         out.push_str(&indexes);
     }
+    out.push_str(&cpu_table(rows));
+    out.push_str(&scaling_table(rows));
     out
+}
+
+/// Where the CPU went in each row: each instance's msg/s, the cores the relays, the harness
+/// and PostgreSQL used, the relays' throttling and the whole machine's busy share.
+fn cpu_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "\n| store | inst | binary | rate | msg/s per instance | relay cores | throttled % | harness cores | PG cores | machine busy % |\n\
+         |---|---:|---|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let per: Vec<String> = r
+            .per_instance_per_s
+            .iter()
+            .map(|n| format!("{n:.0}"))
+            .collect();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {:.0} |\n",
+            r.backend,
+            r.instances,
+            r.binary,
+            r.rate,
+            per.join(" / "),
+            r.relay_cores,
+            r.throttled
+                .map_or("—".to_owned(), |t| format!("{:.0}", t * 100.0)),
+            r.harness_cores,
+            r.pg_cores.map_or("—".to_owned(), |c| format!("{c:.2}")),
+            r.machine_busy * 100.0,
+        ));
+    }
+    out
+}
+
+/// Per store, binary and rate: the mean of each instance count's rows, and at saturation its
+/// efficiency (delivered msg/s of N ÷ (N × that of one)). Empty unless one instance and more
+/// were measured.
+fn scaling_table(rows: &[Row]) -> String {
+    let mut groups: Vec<(String, String, String)> = Vec::new();
+    for r in rows {
+        let key = (r.backend.clone(), r.binary.clone(), r.rate.clone());
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    let mut out = String::new();
+    for (backend, binary, rate) in groups {
+        let of = |n: usize| -> Vec<&Row> {
+            rows.iter()
+                .filter(|r| {
+                    r.backend == backend && r.binary == binary && r.rate == rate && r.instances == n
+                })
+                .collect()
+        };
+        let one = of(1);
+        let mut counts: Vec<usize> = rows
+            .iter()
+            .filter(|r| r.backend == backend && r.binary == binary && r.rate == rate)
+            .map(|r| r.instances)
+            .collect();
+        counts.sort_unstable();
+        counts.dedup();
+        if one.is_empty() || counts.len() < 2 {
+            continue;
+        }
+        let base = mean(&one, |r| r.delivered_per_s);
+        if out.is_empty() {
+            out.push_str(
+                "\nScaling (means over the rounds; efficiency = msg/s of N ÷ (N × msg/s of one)):\n\n\
+                 | store | binary | rate | inst | rounds | delivered msg/s | per instance | efficiency | relay CPU µs/msg | PG CPU µs/msg | commits/msg | index entries read/msg |\n\
+                 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+        }
+        for n in counts {
+            let these = of(n);
+            let total = mean(&these, |r| r.delivered_per_s);
+            let pg = |f: fn(&PgCost) -> f64, digits: usize| {
+                if these.iter().all(|r| r.postgres.is_some()) {
+                    format!(
+                        "{:.*}",
+                        digits,
+                        mean(&these, |r| r.postgres.as_ref().map_or(0.0, f))
+                    )
+                } else {
+                    "—".to_owned()
+                }
+            };
+            out.push_str(&format!(
+                "| {backend} | {binary} | {rate} | {n} | {} | {total:.0} | {:.0} | {} | {:.0} | {} | {} | {} |\n",
+                these.len(),
+                total / n as f64,
+                // At a fixed rate every count delivers the rate: no efficiency to read.
+                if rate == "max" {
+                    format!("{:.0} %", total / (n as f64 * base) * 100.0)
+                } else {
+                    "— (fixed rate)".to_owned()
+                },
+                mean(&these, |r| r.relay_cpu_us),
+                pg(|c| c.backend_cpu_us, 0),
+                pg(|c| c.commits, 3),
+                pg(|c| c.index_reads.iter().map(|(_, n)| n).sum(), 1),
+            ));
+        }
+    }
+    out
+}
+
+fn mean(rows: &[&Row], f: impl Fn(&Row) -> f64) -> f64 {
+    rows.iter().map(|r| f(r)).sum::<f64>() / rows.len().max(1) as f64
 }

@@ -65,3 +65,35 @@ fn an_unknown_fault_is_refused_by_the_parser() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("teapot"), "{err}");
 }
+
+#[test]
+fn a_relay_cpu_limit_out_of_range_is_refused_naming_the_flag() {
+    // Refused before any relay starts or the database is touched.
+    let (code, err) = chaos(&[
+        "throughput",
+        "--postgres",
+        "1",
+        "--relay-cpu",
+        "0",
+        "--postgres-url",
+        "postgres://nobody@127.0.0.1:1/none",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--relay-cpu 0") && err.contains("fraction of one core"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cpu_fallback_needs_a_relay_cpu_limit() {
+    let (code, err) = chaos(&[
+        "throughput",
+        "--postgres",
+        "1",
+        "--relay-cpu-fallback",
+        "taskset",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--relay-cpu"), "{err}");
+}
