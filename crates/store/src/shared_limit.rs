@@ -57,6 +57,10 @@ pub struct SlotRequest {
     /// How long it may be in flight at most (the attempt timeout and a margin): if its finish
     /// is never recorded, each place frees its window's `per` after that.
     pub hold: Duration,
+    /// How late sends usually finish after they are admitted (as the relay measured): a send
+    /// still in flight is expected to free its place `per` after that from now, when a refused
+    /// send is told to come back.
+    pub late: Duration,
 }
 
 /// A send admitted earlier that has finished (or was not made after all).
@@ -151,17 +155,17 @@ impl KeyState {
     }
 
     /// `None` if the window admits a send at `now`; otherwise the earliest instant it could.
-    fn full_until(&self, limit: usize, now: i64) -> Option<i64> {
+    fn full_until(&self, limit: usize, now: i64, late: i64) -> Option<i64> {
         let taken = self.finished.len() + self.flight.len();
         if taken < limit {
             return None;
         }
         // The place that frees first: a finished send's, `per` after it finished; a send
-        // still in flight finishes no earlier than now.
+        // still in flight finishes no earlier than now, likely `late` after.
         Some(
             self.finished
                 .get(taken - limit)
-                .map_or(now + self.per, |&at| at + self.per),
+                .map_or(now + late + self.per, |&at| at + self.per),
         )
     }
 
@@ -259,6 +263,7 @@ fn admit(
     now: i64,
 ) -> SlotAnswer {
     let token = request.token.as_str();
+    let late = millis(request.late);
     let last = request
         .spans
         .last()
@@ -299,7 +304,7 @@ fn admit(
             continue;
         }
         let limit = usize::try_from(span.limit).unwrap_or(usize::MAX);
-        if let Some(at) = states[&span.key].full_until(limit, now) {
+        if let Some(at) = states[&span.key].full_until(limit, now, late) {
             if let Some((l, spacing)) = line {
                 let state = states.get_mut(&l.key).expect("every span has a state");
                 if let Some(next) = state.next_place
@@ -317,7 +322,7 @@ fn admit(
     if let Some((l, spacing)) = line {
         let limit = usize::try_from(l.limit).unwrap_or(usize::MAX);
         let state = states.get_mut(&l.key).expect("every span has a state");
-        let full = state.full_until(limit, now);
+        let full = state.full_until(limit, now, late);
         let place = state.line.iter().position(|(t, _)| t == token);
         match (place, full) {
             // Its turn, or no one waiting and a place free.
@@ -381,6 +386,7 @@ mod tests {
             token: token.into(),
             spans: vec![span(chat, 1, 1000, None), span("bot", 2, 1000, Some(500))],
             hold: Duration::from_secs(10),
+            late: Duration::ZERO,
         }
     }
 

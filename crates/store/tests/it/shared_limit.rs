@@ -45,6 +45,7 @@ fn request(token: &str, chat: &str, bot_limit: u32, line: bool) -> SlotRequest {
             },
         ],
         hold: Duration::from_secs(10),
+        late: Duration::ZERO,
     }
 }
 
