@@ -232,7 +232,10 @@ pub(crate) async fn build_state(
         owner.clone(),
     );
     let mut shared_breakers = SharedBreakers::new(owner.clone());
-    let mut destinations = BTreeMap::new();
+    let shared_limits =
+        crate::destination::shared_limits::SharedLimits::new(owner.clone(), clock.clone());
+    let several = !matches!(store, AnyStore::Sqlite(_));
+    let mut destinations: BTreeMap<String, Arc<Destination>> = BTreeMap::new();
     for resolved in config.destinations().map_err(|e| Error::Config(e.into()))? {
         let mut observers: Vec<SharedObserver> =
             alerts.observer(&resolved.name).into_iter().collect();
@@ -256,6 +259,33 @@ pub(crate) async fn build_state(
             crate::destination::BuildError::Connector(e) => Error::Connector(e),
         })?;
         destination.share_write_pace(destinations.values().map(AsRef::as_ref));
+        // Telegram counts a bot's sends however many relays make them: on a store several
+        // relays may share, so do the windows.
+        let attempt_timeout = destination.timeout.timeout();
+        if let (true, crate::config::ConnectorConfig::Telegram(c), Some(limits)) = (
+            several,
+            &resolved.connector,
+            destination.telegram_limits.as_mut(),
+        ) && c.limits.shared
+        {
+            limits.share(shared_limits.clone(), &resolved.name, attempt_timeout);
+        }
+        // GitHub paces a token, however many relays write with it.
+        if several
+            && resolved.shared_pace
+            && let Some(pace) = &destination.write_pace
+        {
+            let first = destinations
+                .values()
+                .find(|other: &&Arc<Destination>| destination.shares_token_with(other))
+                .map_or(resolved.name.clone(), |other| other.name.clone());
+            destination.shared_pace = Some(crate::destination::shared_limits::SharedPace::new(
+                shared_limits.clone(),
+                &first,
+                pace.interval(),
+                attempt_timeout,
+            ));
+        }
         destinations.insert(resolved.name.clone(), Arc::new(destination));
     }
     let email_sources: BTreeMap<_, _> = config
@@ -312,6 +342,7 @@ pub(crate) async fn build_state(
         wakeups: Default::default(),
         rollups: crate::rollups::Rollups::new(config.store.rollups()),
         shared_breakers,
+        shared_limits,
         config,
     });
     if recovered + recovered_at_open > 0 {
@@ -479,6 +510,15 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
             .destinations()
             .filter_map(|name| Some((name.to_owned(), state.destinations.get(name)?.clone())))
             .collect();
+        if state.destinations.values().any(|d| {
+            d.shared_pace.is_some() || d.telegram_limits.as_ref().is_some_and(|l| l.is_shared())
+        }) {
+            let limits = state.clone();
+            tracker.spawn(async move {
+                let s = &*limits;
+                s.shared_limits.run(&s.store, &s.shutdown).await;
+            });
+        }
         if !shared.is_empty() {
             let breakers = state.clone();
             tracker.spawn(async move {

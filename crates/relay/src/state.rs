@@ -111,6 +111,8 @@ pub struct Shared {
     pub rollups: crate::rollups::Rollups,
     /// The breakers shared with the other relays on the store (`breaker.shared`).
     pub shared_breakers: crate::destination::shared_breaker::SharedBreakers,
+    /// The send windows shared with the other relays on a PostgreSQL store.
+    pub shared_limits: crate::destination::shared_limits::SharedLimits,
 }
 
 /// What [`Shared::request_shutdown`] did.

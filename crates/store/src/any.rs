@@ -18,6 +18,7 @@ use crate::run::{
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
+use crate::shared_limit::{SlotAnswer, SlotBatch};
 use crate::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::Store;
 use crate::types::{
@@ -390,6 +391,10 @@ impl Store for AnyStore {
 
     async fn shared_breakers(&self) -> Result<Vec<SharedBreaker>> {
         dispatch!(self, s => s.shared_breakers().await)
+    }
+
+    async fn take_send_slots(&self, batch: &SlotBatch) -> Result<Vec<SlotAnswer>> {
+        dispatch!(self, s => s.take_send_slots(batch).await)
     }
 
     async fn set_route_chat(

@@ -29,6 +29,7 @@ pub mod rollup;
 pub mod run;
 pub mod schedule;
 pub mod shared_breaker;
+pub mod shared_limit;
 pub mod sqlite;
 mod store;
 mod transition;
@@ -56,6 +57,7 @@ pub use run::{
 };
 pub use schedule::{Fired, NewOccurrence, Occurrence, OccurrenceAction, OccurrenceState};
 pub use shared_breaker::{BreakerUpdate, SharedBreaker, SharedState};
+pub use shared_limit::{LimitSpan, Refusal, SlotAnswer, SlotBatch, SlotFinish, SlotRequest};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use store::Store;
 pub use types::{

@@ -15,6 +15,7 @@ use crate::run::{
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
+use crate::shared_limit::{SlotAnswer, SlotBatch};
 use crate::types::{
     AttemptReport, Claimed, Cursor, Depths, Enqueued, Filter, InboundPage, Lease, MessageDetail,
     MessageId, NewInbound, NewMessage, Page, Recorded, ReplayReport, ReplayTarget, Stats,
@@ -425,6 +426,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every destination's shared circuit, by name.
     fn shared_breakers(&self) -> impl Future<Output = Result<Vec<SharedBreaker>>> + Send;
+
+    /// Takes places in the send windows shared by the relays on this store (see
+    /// [`shared_limit`](crate::shared_limit)): in one transaction, locks the windows `batch`
+    /// touches in key order, records its finishes, then admits or refuses each request in order
+    /// and answers them in that order. Refuses an empty or overlong owner, key or token, a zero
+    /// limit or span, or a line on other than a request's last span, before any write.
+    fn take_send_slots(
+        &self,
+        batch: &SlotBatch,
+    ) -> impl Future<Output = Result<Vec<SlotAnswer>>> + Send;
     /// Sets `route`'s chat mapping of `key` to `chat_id` (see [`chats`](crate::chats)),
     /// replacing the one stored, at the store's now, by `by`; answers the entry stored.
     /// Refuses an empty or overlong `route` or `by`, and a key that is blank, holds a control

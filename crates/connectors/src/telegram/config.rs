@@ -133,6 +133,10 @@ pub struct TelegramLimits {
     pub per_group: RateLimitConfig,
     /// Sends of the whole bot (default 30 per second).
     pub per_bot: RateLimitConfig,
+    /// On a PostgreSQL store, whether these windows are shared by every relay on the database
+    /// (default `true`): Telegram counts them per bot, however many relays send through it.
+    /// `false` keeps them per process. A SQLite store has one relay: they are in memory.
+    pub shared: bool,
 }
 
 impl Default for TelegramLimits {
@@ -141,6 +145,7 @@ impl Default for TelegramLimits {
             per_chat: RateLimitConfig::new(1, Duration::from_secs(1)),
             per_group: RateLimitConfig::new(20, Duration::from_secs(60)),
             per_bot: RateLimitConfig::new(30, Duration::from_secs(1)),
+            shared: true,
         }
     }
 }

@@ -11,6 +11,11 @@
 //!
 //! `--group` makes the chats groups (negative ids), so the per-group limit applies too.
 //!
+//! `--instances N --postgres URL` starts N relays on one PostgreSQL database (a fresh schema of
+//! it), all sending through the one bot; the chats' submissions are spread over them. They
+//! share the bot's limits in the database; `--local-limits` keeps them per process instead
+//! (`limits.shared = false`, how every relay kept them before they were shared).
+//!
 //! Run: `cargo build --release -p ferrule --features testing --bins &&
 //! target/release/ferrule-bench-telegram`.
 
@@ -34,15 +39,25 @@ fn say(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
-/// Starts `ferrule serve` with one Telegram destination `bot` on `api_base`, default limits.
-fn start_relay(dir: &std::path::Path, api_base: &str) -> Relay {
+/// Starts `ferrule serve` with one Telegram destination `bot` on `api_base`, default limits
+/// (kept per process with `local`), on the store `store` (a SQLite file in `dir` if `None`).
+fn start_relay(dir: &std::path::Path, api_base: &str, store: Option<&str>, local: bool) -> Relay {
     let config = dir.join("bench.toml");
+    let url = match store {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}", dir.join("bench.db").display()),
+    };
+    let limits = if local {
+        "limits = { shared = false }"
+    } else {
+        ""
+    };
     let text = format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 [store]
-url = "sqlite://{db}"
+url = "{url}"
 [auth]
 tokens = ["{TOKEN}"]
 [[destinations]]
@@ -50,8 +65,8 @@ name = "bot"
 type = "telegram"
 bot_token = "{BOT_TOKEN}"
 api_base = "{api_base}"
-"#,
-        db = dir.join("bench.db").display()
+{limits}
+"#
     );
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing the config: {e}"));
     Relay::start(&config)
@@ -87,6 +102,15 @@ struct Args {
     /// Also print the sends per 100 ms since the first.
     #[arg(long)]
     timeline: bool,
+    /// Relays to run, all sending through the one bot (more than one needs `--postgres`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    instances: u64,
+    /// A PostgreSQL database for the relays (a fresh schema in it per run), instead of SQLite.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Keep the bot's limits per process (`limits.shared = false`) instead of sharing them.
+    #[arg(long)]
+    local_limits: bool,
 }
 
 #[tokio::main]
@@ -96,7 +120,13 @@ async fn main() {
         per_chat,
         group,
         timeline,
+        instances,
+        postgres,
+        local_limits,
     } = Args::parse();
+    if instances > 1 && postgres.is_none() {
+        panic!("--instances above 1 needs --postgres: SQLite has one relay");
+    }
     let total = (chats * per_chat) as usize;
     let limits = BotLimits::telegram();
 
@@ -105,13 +135,41 @@ async fn main() {
         .unwrap_or_else(|e| panic!("starting the fake Bot API: {e}"));
     let dir = std::env::temp_dir().join(format!("ferrule-bench-tg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    let relay = start_relay(&dir, api.base());
+    let store = postgres.as_deref().map(|base| {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!(
+            "{base}{sep}schema=bench_tg_{}_{}",
+            std::process::id(),
+            fastrand::u32(..)
+        )
+    });
+    let relays: Vec<Relay> = (0..instances)
+        .map(|i| {
+            let dir = dir.join(format!("relay-{i}"));
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+            start_relay(&dir, api.base(), store.as_deref(), local_limits)
+        })
+        .collect();
     let http = reqwest::Client::new();
     let chat_id = move |n: u64| -> i64 {
         let id = 1_000 + n as i64;
         if group { -id } else { id }
     };
 
+    say(&format!(
+        "{instances} relay(s) on {}, limits {}",
+        if postgres.is_some() {
+            "one PostgreSQL database"
+        } else {
+            "SQLite"
+        },
+        if local_limits || postgres.is_none() {
+            "per process"
+        } else {
+            "shared in the database"
+        },
+    ));
     say(&format!(
         "{chats} {} chats × {per_chat} messages = {total}; limits enforced by the fake: \
          {}/{:?} per chat, {}/{:?} per group, {}/{:?} per bot",
@@ -126,6 +184,7 @@ async fn main() {
     let start = Instant::now();
     let mut submitters = Vec::new();
     for n in 0..chats {
+        let relay = &relays[(n % instances) as usize];
         let (http, base) = (http.clone(), relay.base.clone());
         submitters.push(tokio::spawn(async move {
             for k in 0..per_chat {
@@ -163,23 +222,30 @@ async fn main() {
     };
     let refused = api.refusals();
     // Each deferral is a store write and a timeline event: what pacing costs the relay.
-    let counters = async {
-        let status: serde_json::Value = http
-            .get(format!("{}/status", relay.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        Some((
-            status["counters"]["deferred"].as_u64()?,
-            status["counters"]["retried"].as_u64()?,
-        ))
+    let mut counters = Some((0, 0));
+    for relay in &relays {
+        let one = async {
+            let status: serde_json::Value = http
+                .get(format!("{}/status", relay.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some((
+                status["counters"]["deferred"].as_u64()?,
+                status["counters"]["retried"].as_u64()?,
+            ))
+        }
+        .await;
+        counters = match (counters, one) {
+            (Some((d, r)), Some((d1, r1))) => Some((d + d1, r + r1)),
+            _ => None,
+        };
     }
-    .await;
-    drop(relay);
+    drop(relays);
     let _ = std::fs::remove_dir_all(&dir);
 
     let texts: Vec<&str> = sent

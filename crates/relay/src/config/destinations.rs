@@ -199,6 +199,10 @@ pub struct DestinationConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub min_write_interval: Option<Duration>,
+    /// GitHub: on a PostgreSQL store, whether the token's write pace is kept for every relay
+    /// on the database together (default true), or per process (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_pace: Option<bool>,
     /// GitHub: the wait after a secondary rate limit (`first_wait`, `max_wait`, `max_tries`),
     /// each overriding the default (60 s, 30 min, 6) field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,6 +333,9 @@ pub struct ResolvedDestination {
     /// Whether the breaker's state is shared by the relays on one PostgreSQL database
     /// (`breaker.shared = true`).
     pub shared_breaker: bool,
+    /// GitHub: whether the token's write pace is kept with the other relays on a PostgreSQL
+    /// store (`shared_pace`, default true).
+    pub shared_pace: bool,
     /// Rate limit, if any.
     pub rate_limit: Option<RateLimitConfig>,
     /// Bulkhead.
@@ -418,6 +425,7 @@ impl Config {
             retry,
             breaker,
             shared_breaker,
+            shared_pace: dest.shared_pace.unwrap_or(true),
             rate_limit,
             bulkhead,
             chaos,
@@ -551,7 +559,7 @@ fn drop_nulls(value: &mut serde_json::Value) {
 /// `host` on a Telegram destination is not silently ignored.
 pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), ConfigError> {
     use DestinationKind::{Github, Http, Smtp, Telegram, Webhook};
-    let fields: [(&str, bool, &[DestinationKind]); 36] = [
+    let fields: [(&str, bool, &[DestinationKind]); 37] = [
         ("url", !dest.url.is_empty(), &[Webhook]),
         ("secret", dest.secret.is_some(), &[Webhook]),
         ("unsigned", dest.unsigned, &[Webhook]),
@@ -586,6 +594,7 @@ pub(super) fn check_fields_of(i: usize, dest: &DestinationConfig) -> Result<(), 
             &[Github],
         ),
         ("secondary_limit", dest.secondary_limit.is_some(), &[Github]),
+        ("shared_pace", dest.shared_pace.is_some(), &[Github]),
         ("inbound", dest.inbound.is_some(), &[Telegram]),
         ("base_url", dest.base_url.is_some(), &[Http]),
         ("classifier", dest.classifier.is_some(), &[Http]),

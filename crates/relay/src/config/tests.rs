@@ -1208,3 +1208,41 @@ fn schedules_are_checked_at_load_naming_the_field() {
     .unwrap_err();
     assert!(err.to_string().contains("sometimes"), "{err}");
 }
+
+#[test]
+fn telegram_limits_and_a_github_pace_are_shared_unless_kept_per_process() {
+    let text = |telegram: &str, github: &str| {
+        format!(
+            r#"
+            [[destinations]]
+            name = "bot"
+            type = "telegram"
+            bot_token = "1:a"
+            {telegram}
+            [[destinations]]
+            name = "gh"
+            type = "github"
+            token = "ghp_abc"
+            {github}
+            "#
+        )
+    };
+    let shared = |config: &Config| {
+        let destinations = config.destinations().unwrap();
+        let ConnectorConfig::Telegram(t) = &destinations[0].connector else {
+            panic!("{:?}", destinations[0].connector);
+        };
+        (t.limits.shared, destinations[1].shared_pace)
+    };
+    assert_eq!(shared(&from_toml(&text("", "")).unwrap()), (true, true));
+    let alone = from_toml(&text("limits = { shared = false }", "shared_pace = false")).unwrap();
+    assert_eq!(shared(&alone), (false, false));
+    let e = from_toml(&text("", "shared_pace = \"no\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shared_pace"), "{e}");
+    let e = from_toml(&text("shared_pace = true", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("destinations[0].shared_pace"), "{e}");
+}

@@ -13,6 +13,7 @@ pub mod overrides;
 pub mod paused;
 pub mod rate_watch;
 pub mod shared_breaker;
+pub mod shared_limits;
 mod telegram_limits;
 
 use std::fmt;
@@ -73,6 +74,8 @@ pub struct Destination {
     pub health: Health,
     /// A Telegram bot's send rates, per chat, per group and per bot.
     pub telegram_limits: Option<TelegramLimiters>,
+    /// A GitHub token's write pace kept with the other relays on the store, if shared.
+    pub shared_pace: Option<shared_limits::SharedPace>,
     /// The deliveries its rate limits deferred lately, for `/status` and the dashboard.
     pub rate_watch: RateWatch,
     /// How a Telegram bot receives updates, if it does.
@@ -225,6 +228,7 @@ impl Destination {
                 ),
             },
             write_pace,
+            shared_pace: None,
             paused_until: Mutex::new(None),
             rate_watch: RateWatch::new(clock.clone()),
             clock,

@@ -26,15 +26,22 @@
 //! back for its place and still finds the window full (the sends ahead of it took longer than
 //! the pace assumed) keeps its place and is deferred to the instant one frees. A restart
 //! forgets the line; messages then queue again in the order they come back.
+//!
+//! On PostgreSQL the windows (and the bot's line) are shared by every relay on the database
+//! ([`share`](TelegramLimiters::share), see [`super::shared_limits`]): the same rules, kept in
+//! the store, so the guarantees above hold across relays. The windows in memory then count
+//! this relay's own sends, and keep the limits if the store stops answering.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ferrule_connectors::telegram::{ChatId, ChatKind, TelegramLimits};
 use ferrule_policy::rate_limit::{RateLimitConfig, RateLimited};
 use ferrule_policy::{ConfigError, Context, SharedClock};
-use ferrule_store::MessageId;
+use ferrule_store::{LimitSpan, MessageId, SlotRequest};
+
+use super::shared_limits::{HOLD_MARGIN, Mode, SharedLimits};
 
 /// How long a place in the bot's line is kept for a message that does not come back for it.
 const STALE_PLACE: Duration = Duration::from_secs(60);
@@ -50,6 +57,19 @@ pub struct TelegramLimiters {
     per_bot: Span,
     clock: SharedClock,
     windows: Mutex<Windows>,
+    shared: Option<Shared>,
+}
+
+/// Windows shared with the other relays on the store.
+#[derive(Debug)]
+struct Shared {
+    limits: SharedLimits,
+    /// The keys' prefix: `telegram:{destination}`.
+    prefix: String,
+    /// How long an admitted send holds its places if its finish never reaches the store.
+    hold: Duration,
+    /// The relays last seen sharing the bot's window (at least 1).
+    instances: std::sync::atomic::AtomicUsize,
 }
 
 /// At most `limit` sends in any `per`.
@@ -198,7 +218,155 @@ impl TelegramLimiters {
             per_bot: Span::of(&limits.per_bot, "limits.per_bot")?,
             clock: ctx.clock().clone(),
             windows: Mutex::new(Windows::default()),
+            shared: None,
         })
+    }
+
+    /// Shares the windows with the other relays on the store through `limits`, under keys
+    /// named after `destination`; a send whose finish never reaches the store holds its
+    /// places for `attempt_timeout`, [`HOLD_MARGIN`] and each window's span.
+    pub fn share(&mut self, limits: SharedLimits, destination: &str, attempt_timeout: Duration) {
+        self.shared = Some(Shared {
+            limits,
+            prefix: format!("telegram:{destination}"),
+            hold: attempt_timeout + HOLD_MARGIN,
+            instances: std::sync::atomic::AtomicUsize::new(1),
+        });
+    }
+
+    /// Whether the windows are shared with the other relays on the store.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Admits one send of `message` to `chat`, or says when it could go and which limit
+    /// refused it: in the shared windows if [shared](Self::share), else (and while the store
+    /// does not answer, past a time it fails closed) in memory, like [`check`](Self::check).
+    pub async fn admit(
+        &self,
+        chat: &ChatId,
+        message: MessageId,
+    ) -> Result<TelegramSend<'_>, (RateLimited, &'static str)> {
+        let Some(shared) = &self.shared else {
+            return self.check(chat, message);
+        };
+        let now = self.clock.now();
+        let wall = self.clock.system_now();
+        let refused = |ready_at: SystemTime, which| {
+            let wait = ready_at.duration_since(wall).unwrap_or_default();
+            Err((
+                RateLimited {
+                    wait,
+                    ready_at: now + wait,
+                },
+                which,
+            ))
+        };
+        let mode = match shared.limits.mode(wall) {
+            Mode::Shared => {
+                let request = self.request(shared, chat, message);
+                let keys: Vec<String> = request.spans.iter().map(|s| s.key.clone()).collect();
+                match shared.limits.ask(request).await {
+                    Ok(answer) => {
+                        shared.instances.store(
+                            answer.instances.max(1),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        return match answer.refused {
+                            None => {
+                                let mut send = self.force(chat);
+                                send.shared = Some((message.to_string(), keys));
+                                Ok(send)
+                            }
+                            Some(refusal) => {
+                                let at = keys.iter().position(|k| *k == refusal.key);
+                                let which = match at {
+                                    Some(0) => "per chat",
+                                    Some(i) if i + 1 < keys.len() => "per group",
+                                    _ => "per bot",
+                                };
+                                refused(refusal.ready_at, which)
+                            }
+                        };
+                    }
+                    Err(_) => shared.limits.mode(self.clock.system_now()),
+                }
+            }
+            mode => mode,
+        };
+        match mode {
+            Mode::Local => {
+                let instances = shared
+                    .instances
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .max(1);
+                let bot = Span {
+                    limit: (self.per_bot.limit / instances).max(1),
+                    per: self.per_bot.per,
+                };
+                self.check_within(chat, message, bot)
+            }
+            Mode::Closed(until) => refused(until, "shared limits unreachable"),
+            // The store answered meanwhile: try again at once.
+            Mode::Shared => refused(wall, "shared limits unreachable"),
+        }
+    }
+
+    /// The places a send of `message` to `chat` asks for in the shared windows, narrowest
+    /// first; the bot's keeps the line.
+    fn request(&self, shared: &Shared, chat: &ChatId, message: MessageId) -> SlotRequest {
+        let late = self.lock().lateness.margin(self.per_bot.per);
+        let spacing = self.per_bot.spacing(late);
+        let span = |key: String, span: Span, line: Option<Duration>| LimitSpan {
+            key,
+            limit: u32::try_from(span.limit).unwrap_or(u32::MAX),
+            per: span.per,
+            line,
+        };
+        let mut spans = vec![span(
+            format!("{}:chat:{chat}", shared.prefix),
+            self.per_chat,
+            None,
+        )];
+        if chat.kind() == ChatKind::Group {
+            spans.push(span(
+                format!("{}:group:{chat}", shared.prefix),
+                self.per_group,
+                None,
+            ));
+        }
+        spans.push(span(
+            format!("{}:bot", shared.prefix),
+            self.per_bot,
+            Some(spacing),
+        ));
+        SlotRequest {
+            token: message.to_string(),
+            spans,
+            hold: shared.hold,
+            late,
+        }
+    }
+
+    /// A place in the windows in memory without checking them: a send the shared windows
+    /// admitted, counted here as this relay's own.
+    fn force(&self, chat: &ChatId) -> TelegramSend<'_> {
+        let key = chat.to_string();
+        let group = chat.kind() == ChatKind::Group;
+        let mut windows = self.lock();
+        windows.chats.entry(key.clone()).or_default().in_flight += 1;
+        if group {
+            windows.groups.entry(key.clone()).or_default().in_flight += 1;
+        }
+        windows.bot.in_flight += 1;
+        TelegramSend {
+            limiters: self,
+            chat: key,
+            group,
+            since: self.clock.now(),
+            happened: true,
+            shared: None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Windows> {
@@ -216,6 +384,17 @@ impl TelegramLimiters {
         chat: &ChatId,
         message: MessageId,
     ) -> Result<TelegramSend<'_>, (RateLimited, &'static str)> {
+        self.check_within(chat, message, self.per_bot)
+    }
+
+    /// [`check`](Self::check) with `per_bot` as the bot's window (a share of it, when other
+    /// relays may be sending through the bot unseen).
+    fn check_within(
+        &self,
+        chat: &ChatId,
+        message: MessageId,
+        per_bot: Span,
+    ) -> Result<TelegramSend<'_>, (RateLimited, &'static str)> {
         let key = chat.to_string();
         let group = chat.kind() == ChatKind::Group;
         let now = self.clock.now();
@@ -232,7 +411,7 @@ impl TelegramLimiters {
             next_place,
             lateness,
         } = &mut *windows;
-        let spacing = self.per_bot.spacing(lateness.margin(self.per_bot.per));
+        let spacing = per_bot.spacing(lateness.margin(per_bot.per));
         // A send its chat or group must hold back until `at`, when the bot's line reaches
         // beyond that: it takes its place in the line now rather than come back at `at` only
         // to join it then.
@@ -258,8 +437,8 @@ impl TelegramLimiters {
             }
             per_group = Some(window);
         }
-        bot.prune(self.per_bot, now);
-        let full = bot.full_until(self.per_bot, now);
+        bot.prune(per_bot, now);
+        let full = bot.full_until(per_bot, now);
         let mut since = now;
         match (line.remove(&message), full) {
             // Its turn, or no one waiting and a place free.
@@ -291,6 +470,7 @@ impl TelegramLimiters {
             group,
             since,
             happened: true,
+            shared: None,
         })
     }
 
@@ -375,6 +555,8 @@ pub struct TelegramSend<'a> {
     /// Its place in the bot's line, or when it was admitted: where its lateness counts from.
     since: Instant,
     happened: bool,
+    /// In the shared windows: its token and the keys of the windows it holds places in.
+    shared: Option<(String, Vec<String>)>,
 }
 
 impl TelegramSend<'_> {
@@ -389,6 +571,9 @@ impl Drop for TelegramSend<'_> {
     fn drop(&mut self) {
         self.limiters
             .finish(&self.chat, self.group, self.since, self.happened);
+        if let (Some((token, keys)), Some(shared)) = (self.shared.take(), &self.limiters.shared) {
+            shared.limits.finish(token, keys, self.happened);
+        }
     }
 }
 
@@ -418,6 +603,7 @@ mod tests {
             per_chat: RateLimitConfig::new(per_chat, Duration::from_secs(1)),
             per_group: RateLimitConfig::new(per_group, Duration::from_secs(60)),
             per_bot: RateLimitConfig::new(per_bot, Duration::from_secs(1)),
+            ..TelegramLimits::default()
         }
     }
 

@@ -22,6 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alert;
+use crate::destination::shared_limits::PaceAdmission;
 use crate::destination::{Destination, Override, OverrideState, overrides};
 use crate::rollups::reason_of;
 use crate::state::{AppState, Counters};
@@ -317,7 +318,7 @@ async fn attempt(
     }
     // A Telegram send holds its place in the bot's windows until it is answered.
     let telegram_send = match (&dest.telegram_limits, chat_of(&message.payload)) {
-        (Some(limits), Some(chat)) => match limits.check(&chat, message.id) {
+        (Some(limits), Some(chat)) => match limits.admit(&chat, message.id).await {
             Ok(send) => Some(send),
             Err((limited, which)) => {
                 drop(permit);
@@ -332,8 +333,23 @@ async fn attempt(
     };
     // A GitHub write holds its token's one place until it is answered.
     let id = message.id.to_string();
-    let github_write = match &dest.write_pace {
-        Some(pace) => match pace.try_acquire(&id) {
+    let shared_write = match &dest.shared_pace {
+        Some(pace) => match pace.admit(&id).await {
+            Ok(PaceAdmission::Shared(slot)) => Some(slot),
+            Ok(PaceAdmission::Local) => None,
+            Err(until) => {
+                drop(permit);
+                let wait = until.duration_since(clock.system_now()).unwrap_or_default();
+                dest.rate_watch.deferred(clock.now() + wait);
+                let reason = "rate limited: github write pace (shared): not attempted";
+                defer(&state, &dest, &lease, until, "rate_limited", reason).await;
+                return;
+            }
+        },
+        None => None,
+    };
+    let github_write = match (&dest.write_pace, &shared_write) {
+        (Some(pace), None) => match pace.try_acquire(&id) {
             Ok(write) => Some(write),
             Err(limited) => {
                 drop(permit);
@@ -344,7 +360,7 @@ async fn attempt(
                 return;
             }
         },
-        None => None,
+        _ => None,
     };
     // 3. Bulkhead.
     let slot = match dest.bulkhead.acquire_owned().await {
@@ -355,6 +371,9 @@ async fn attempt(
                 send.not_sent();
             }
             if let Some(write) = github_write {
+                write.not_sent();
+            }
+            if let Some(write) = shared_write {
                 write.not_sent();
             }
             let until = clock.system_now() + state.config.dispatcher.defer_for;
@@ -429,6 +448,7 @@ async fn attempt(
     // token's next write may start an interval from now.
     drop(telegram_send);
     drop(github_write);
+    drop(shared_write);
     let Some(result) = result else {
         // Shutdown's drain timeout passed (or the lease was lost): give the message back.
         drop(permit);

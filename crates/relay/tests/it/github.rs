@@ -26,7 +26,7 @@ const SECONDARY: &str =
 
 /// A GitHub destination `name` acting with the fake's token on `api_base`: 10 s per request,
 /// retrying after 1 s without jitter.
-fn github(name: &str, api_base: &str) -> DestinationConfig {
+pub(crate) fn github(name: &str, api_base: &str) -> DestinationConfig {
     DestinationConfig {
         name: name.into(),
         kind: DestinationKind::Github,
@@ -53,7 +53,7 @@ fn quick_github(name: &str, api_base: &str) -> DestinationConfig {
 }
 
 /// `action` on pull request `number` of octo/app, with the fields of `extra`.
-fn on(number: u64, action: &str, extra: Value) -> Value {
+pub(crate) fn on(number: u64, action: &str, extra: Value) -> Value {
     let mut payload = json!({"action": action, "repo": "octo/app", "number": number});
     if let (Some(payload), Value::Object(extra)) = (payload.as_object_mut(), extra) {
         payload.extend(extra);
@@ -68,14 +68,19 @@ fn action(action: &str, extra: Value) -> Value {
 
 /// A manual clock whose wall clock starts now, on a whole second (GitHub's reset times are
 /// whole seconds).
-fn manual_clock() -> ManualClock {
+pub(crate) fn manual_clock() -> ManualClock {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     ManualClock::with_system_time(UNIX_EPOCH + Duration::from_secs(now.as_secs()))
 }
 
 /// Moves `clock` on by `step`, giving the relay a few real milliseconds after each step, until
 /// `done` holds; fails after `limit` of the clock's time.
-async fn drive(clock: &ManualClock, step: Duration, limit: Duration, done: impl Fn() -> bool) {
+pub(crate) async fn drive(
+    clock: &ManualClock,
+    step: Duration,
+    limit: Duration,
+    done: impl Fn() -> bool,
+) {
     let start = clock.elapsed();
     while !done() {
         assert!(

@@ -28,6 +28,7 @@ mod schedules;
 mod search;
 mod secrets;
 mod shared_breaker;
+mod shared_limits;
 mod shutdown;
 mod smtp;
 mod smtp_sink;

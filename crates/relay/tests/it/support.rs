@@ -2,6 +2,8 @@
 
 //! Starting the real relay on a temporary SQLite file, and a client for its API.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrule::config::{DestinationConfig, DestinationKind, Secret};
@@ -10,6 +12,9 @@ use ferrule_policy::SharedClock;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// The API token every test relay accepts.
 pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
@@ -496,4 +501,97 @@ pub(crate) async fn send_whole_then_read(
         Err(_) => None,
     };
     (status, serde_json::from_slice(&answer_body).unwrap(), again)
+}
+
+/// A TCP proxy to `upstream` that forwards nothing while paused.
+pub(crate) struct PausableProxy {
+    addr: SocketAddr,
+    paused: Arc<watch::Sender<bool>>,
+}
+
+impl PausableProxy {
+    pub(crate) async fn start(upstream: SocketAddr) -> PausableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paused = Arc::new(watch::Sender::new(false));
+        let gate = paused.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let gate = gate.subscribe();
+                tokio::spawn(async move {
+                    if wait_open(&mut gate.clone()).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::spawn(forward(client_read, server_write, gate.clone()));
+                    tokio::spawn(forward(server_read, client_write, gate));
+                });
+            }
+        });
+        PausableProxy { addr, paused }
+    }
+
+    /// A proxy to the test PostgreSQL server (`FERRULE_TEST_POSTGRES_URL`).
+    pub(crate) async fn to_test_postgres() -> PausableProxy {
+        let base = std::env::var("FERRULE_TEST_POSTGRES_URL").expect(
+            "FERRULE_TEST_POSTGRES_URL must name a PostgreSQL database (scripts/test sets it)",
+        );
+        let base = url::Url::parse(&base).unwrap();
+        let upstream = tokio::net::lookup_host((
+            base.host_str().unwrap(),
+            base.port_or_known_default().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+        PausableProxy::start(upstream).await
+    }
+
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `url` (a PostgreSQL URL) with its host and port replaced by the proxy's.
+    pub(crate) fn through(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_port(Some(self.addr.port())).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.to_string()
+    }
+
+    pub(crate) fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub(crate) fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+}
+
+async fn wait_open(gate: &mut watch::Receiver<bool>) -> Result<(), watch::error::RecvError> {
+    gate.wait_for(|paused| !*paused).await.map(drop)
+}
+
+/// Copies `from` to `to`, holding every chunk while the proxy is paused.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut gate: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if wait_open(&mut gate).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }

@@ -18,7 +18,7 @@ use crate::support::{TestRelay, start, start_clock};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A Telegram destination `name` on the fake at `api_base`, retrying after 1 s without jitter.
-fn telegram(name: &str, api_base: &str) -> DestinationConfig {
+pub(crate) fn telegram(name: &str, api_base: &str) -> DestinationConfig {
     DestinationConfig {
         name: name.into(),
         kind: DestinationKind::Telegram,
@@ -520,7 +520,7 @@ async fn the_default_limits_keep_a_burst_to_one_chat_under_flood_control() {
 
 /// Telegram's three limits, scaled up so the test takes a fraction of a second, as the fake
 /// enforces them and as the relay is configured with them.
-fn scaled_limits() -> (BotLimits, Value) {
+pub(crate) fn scaled_limits() -> (BotLimits, Value) {
     let fake = BotLimits {
         per_chat: Window::new(10, Duration::from_secs(1)),
         per_group: Window::new(2, Duration::from_millis(500)),
@@ -535,7 +535,7 @@ fn scaled_limits() -> (BotLimits, Value) {
 }
 
 /// The chat id of chat `n` of the hundred: the last twenty are groups.
-fn chat_id(n: i64) -> i64 {
+pub(crate) fn chat_id(n: i64) -> i64 {
     if n < 80 { 1000 + n } else { -(1000 + n) }
 }
 

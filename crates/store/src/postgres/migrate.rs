@@ -330,6 +330,15 @@ CREATE TABLE shared_breakers (
     updated_at  bigint NOT NULL
 );
 "#,
+    // 16: send windows shared by the relays on one store (Telegram's per-bot, per-chat and
+    // per-group limits, GitHub's write pace), one row per window key holding its recent sends.
+    r#"
+CREATE TABLE shared_limits (
+    key        text COLLATE "C" NOT NULL PRIMARY KEY,
+    state      text   NOT NULL,
+    updated_at bigint NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -23,6 +23,7 @@ mod row;
 mod runs;
 mod schedules;
 mod shared_breaker;
+mod shared_limit;
 mod writer;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ use crate::run::{
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
+use crate::shared_limit::{SlotAnswer, SlotBatch};
 use crate::store::Store;
 use crate::transition::{self, End};
 use crate::types::{
@@ -1489,6 +1491,11 @@ impl Store for PgStore {
 
     async fn shared_breakers(&self) -> Result<Vec<SharedBreaker>> {
         self.select_breakers().await
+    }
+
+    async fn take_send_slots(&self, batch: &SlotBatch) -> Result<Vec<SlotAnswer>> {
+        crate::shared_limit::check(batch)?;
+        self.lock_send_slots(batch).await
     }
 
     async fn set_route_chat(

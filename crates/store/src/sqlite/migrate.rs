@@ -358,6 +358,13 @@ const MIGRATIONS: &[&str] = &[
         epoch       INTEGER NOT NULL,
         updated_at  INTEGER NOT NULL
     ) STRICT;",
+    // 16: send windows shared by the relays on one store (Telegram's per-bot, per-chat and
+    // per-group limits, GitHub's write pace), one row per window key holding its recent sends.
+    "CREATE TABLE shared_limits (
+        key        TEXT    NOT NULL PRIMARY KEY,
+        state      TEXT    NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

@@ -56,6 +56,7 @@ mod rows;
 mod runs;
 mod schedules;
 mod shared_breaker;
+mod shared_limit;
 mod writer;
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -83,6 +84,7 @@ use crate::run::{
 };
 use crate::schedule::{Fired, NewOccurrence, Occurrence};
 use crate::shared_breaker::{BreakerUpdate, SharedBreaker};
+use crate::shared_limit::{SlotAnswer, SlotBatch};
 use crate::store::Store;
 use crate::transition::{self, End};
 use crate::types::{
@@ -841,6 +843,15 @@ impl Store for SqliteStore {
 
     async fn shared_breakers(&self) -> Result<Vec<SharedBreaker>> {
         self.inner.readers.with(shared_breaker::list).await
+    }
+
+    async fn take_send_slots(&self, batch: &SlotBatch) -> Result<Vec<SlotAnswer>> {
+        crate::shared_limit::check(batch)?;
+        let batch = batch.clone();
+        self.inner
+            .writer
+            .submit(move |conn, env| shared_limit::take(conn, env, &batch))
+            .await
     }
 
     async fn set_route_chat(

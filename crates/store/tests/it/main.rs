@@ -14,4 +14,5 @@ mod runs;
 mod schedules;
 mod search;
 mod shared_breaker;
+mod shared_limit;
 mod sqlite;

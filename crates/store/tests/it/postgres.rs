@@ -44,6 +44,7 @@ crate::audit_conformance_tests!(crate::postgres::Postgres);
 crate::alert_conformance_tests!(crate::postgres::Postgres);
 crate::pause_conformance_tests!(crate::postgres::Postgres);
 crate::shared_breaker_conformance_tests!(crate::postgres::Postgres);
+crate::shared_limit_conformance_tests!(crate::postgres::Postgres);
 crate::chat_conformance_tests!(crate::postgres::Postgres);
 crate::rollup_conformance_tests!(crate::postgres::Postgres);
 crate::schedule_conformance_tests!(crate::postgres::Postgres);

@@ -35,6 +35,7 @@ crate::audit_conformance_tests!(crate::sqlite::Sqlite);
 crate::alert_conformance_tests!(crate::sqlite::Sqlite);
 crate::pause_conformance_tests!(crate::sqlite::Sqlite);
 crate::shared_breaker_conformance_tests!(crate::sqlite::Sqlite);
+crate::shared_limit_conformance_tests!(crate::sqlite::Sqlite);
 crate::chat_conformance_tests!(crate::sqlite::Sqlite);
 crate::rollup_conformance_tests!(crate::sqlite::Sqlite);
 crate::schedule_conformance_tests!(crate::sqlite::Sqlite);
