@@ -1,19 +1,31 @@
 //! Three `ferrule serve` processes on one PostgreSQL database of the test's own, which the test
-//! stops and starts again in the middle: a shared breaker (`breaker.shared = true`) opened by
-//! one process stops the others, survives the store's restart, lets exactly one process probe,
-//! closes everywhere on the probe's verdict, and is shared again after the restart.
+//! stops and starts again in the middle:
+//!
+//! - a shared breaker (`breaker.shared = true`) opened by one process stops the others,
+//!   survives the store's restart, lets exactly one process probe, closes everywhere on the
+//!   probe's verdict, and is shared again after the restart;
+//! - a Telegram bot's limits, shared by the three (the default on PostgreSQL), hold across the
+//!   restart: a hundred chats at once draw no 429 from a fake Bot API enforcing the windows,
+//!   and every message is sent once.
 //!
 //! Real processes run on the real clock: the breaker opens for 3 s, and every wait below polls
 //! with a deadline.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use ferrule::testing::fake_bot_api::FakeBotApi;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::binary::{Server, get, submit, write_config};
+use crate::fake_bot_api::BOT_TOKEN;
 use crate::private_postgres::PrivatePostgres;
 use crate::receiver::{Receiver, Reply};
+use crate::support::TOKEN;
+use crate::telegram::{chat_id, scaled_limits};
 
 /// The destination's shared breaker: one failure opens it for 3 s.
 const BREAKER: &str = r#"breaker = { window = { count = 1 }, min_calls = 1, failure_rate = 0.5, open_for = "3s", slow_call_duration = "off", shared = true }"#;
@@ -178,4 +190,128 @@ async fn three_processes_share_a_breaker_across_a_store_restart() {
     })
     .await;
     assert_eq!(receiver.hits().len(), 5);
+}
+
+/// A config in `dir` for a relay on the store at `url` with one Telegram destination, `chat`,
+/// to the Bot API at `api_base`, on the scaled limits of [`scaled_limits`] (shared by default
+/// on PostgreSQL).
+fn telegram_config(dir: &Path, url: &str, api_base: &str) -> PathBuf {
+    let path = dir.join("ferrule.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_delay = "0s"
+drain_timeout = "5s"
+[store]
+url = "{url}"
+[auth]
+tokens = ["{TOKEN}"]
+[dispatcher]
+poll_interval = "50ms"
+[[destinations]]
+name = "chat"
+type = "telegram"
+bot_token = "{BOT_TOKEN}"
+api_base = "{api_base}"
+timeout = "2s"
+retry = {{ backoff = {{ kind = "fixed", delay = "1s" }}, jitter = "none", max_attempts = 5 }}
+limits = {{ per_chat = {{ limit = 10, per = "1s" }}, per_group = {{ limit = 2, per = "500ms" }}, per_bot = {{ limit = 100, per = "250ms" }} }}
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_a_bots_limits_across_a_store_restart() {
+    let pg = PrivatePostgres::start();
+    // The bot's window holds 100 sends per 250 ms, each chat's 10 per second, each group's 2
+    // per 500 ms: 300 sends meet all three.
+    let (fake_limits, _) = scaled_limits();
+    let api = FakeBotApi::start(BOT_TOKEN, fake_limits).await.unwrap();
+    let url = pg.url();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers: Vec<Server> = dirs
+        .iter()
+        .map(|dir| Server::start(&telegram_config(dir.path(), &url, api.base())))
+        .collect();
+
+    // A hundred chats at once, each chat's three messages in order through one process.
+    const CHATS: i64 = 100;
+    const PER_CHAT: usize = 3;
+    let client = reqwest::Client::new();
+    let submitters = (0..CHATS).map(|chat| {
+        let base = servers[usize::try_from(chat).unwrap() % servers.len()]
+            .base
+            .clone();
+        let client = client.clone();
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..PER_CHAT {
+                let body = json!({"destination": "chat",
+                    "payload": {"chat_id": chat_id(chat), "text": format!("{chat}/{n}")}});
+                let response = client
+                    .post(format!("{base}/v1/messages"))
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
+                let body: Value = response.json().await.unwrap();
+                ids.push(body["id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }
+    });
+    let ids: BTreeSet<String> = futures_util::future::join_all(submitters)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let total = ids.len();
+
+    // The store stops and starts while the sends are going out.
+    api.wait_for_sends(total / 3, WAIT).await;
+    pg.down();
+    for server in &servers {
+        until_ready(server, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    let during = api.sends().len();
+    pg.up();
+    for server in &servers {
+        until_ready(server, StatusCode::OK).await;
+    }
+
+    // Everything goes out once, within every window the fake enforces, and is recorded.
+    api.wait_for_sends(total, 2 * WAIT).await;
+    let deadline = Instant::now() + 2 * WAIT;
+    loop {
+        let page = get(&servers[0].base, "/v1/messages?status=delivered&limit=1000").await;
+        let delivered: BTreeSet<String> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        if delivered == ids {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} delivered",
+            delivered.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(api.refusals(), [], "no 429 across the restart");
+    let sent = api.sends();
+    let texts: BTreeSet<&str> = sent
+        .iter()
+        .map(|s| s.params["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent.len(), total, "one send per message");
+    assert_eq!(texts.len(), total, "every message exactly once");
+    assert!(during < total, "the restart came before the last send");
 }
