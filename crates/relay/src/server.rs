@@ -25,6 +25,10 @@ use crate::error::Error;
 use crate::health::{Depths, Health};
 use crate::state::{AppState, Counters, Shared, ShutdownStep};
 
+/// How long a shared send window (a Telegram chat's, group's or bot's, a GitHub token's) stays
+/// in the store with no send through it, at least: past `store.retention` if that is longer.
+const IDLE_SEND_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// How the relay is started (tests swap the clock).
 #[derive(Debug, Clone)]
 pub struct StartOptions {
@@ -448,6 +452,14 @@ async fn run(state: AppState, listener: TcpListener) -> Result<(), Error> {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(count = n, "purged alerts past retention"),
                         Err(e) => tracing::warn!(error = %e, "alert retention purge failed"),
+                    }
+                    // A shared send window idle for a day is long empty (Telegram's spans
+                    // are seconds to a minute, GitHub's interval a second or so).
+                    let idle = state.config.store.retention.max(IDLE_SEND_WINDOW);
+                    match state.store.purge_send_windows(idle).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(count = n, "purged idle shared send windows"),
+                        Err(e) => tracing::warn!(error = %e, "shared send window purge failed"),
                     }
                     if !state.schedules.is_empty() {
                         match state

@@ -397,6 +397,10 @@ impl Store for AnyStore {
         dispatch!(self, s => s.take_send_slots(batch).await)
     }
 
+    async fn purge_send_windows(&self, older_than: Duration) -> Result<u64> {
+        dispatch!(self, s => s.purge_send_windows(older_than).await)
+    }
+
     async fn set_route_chat(
         &self,
         route: &str,

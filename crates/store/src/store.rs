@@ -436,6 +436,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         batch: &SlotBatch,
     ) -> impl Future<Output = Result<Vec<SlotAnswer>>> + Send;
+
+    /// Deletes the shared send windows no batch has touched for longer than `older_than` (by
+    /// the store's clock): a chat the relays no longer send to leaves no row behind. A window
+    /// idle past its span and its sends' holds is empty, so a later batch that needs it again
+    /// starts it afresh. Answers how many were deleted.
+    fn purge_send_windows(&self, older_than: Duration) -> impl Future<Output = Result<u64>> + Send;
     /// Sets `route`'s chat mapping of `key` to `chat_id` (see [`chats`](crate::chats)),
     /// replacing the one stored, at the store's now, by `by`; answers the entry stored.
     /// Refuses an empty or overlong `route` or `by`, and a key that is blank, holds a control

@@ -1498,6 +1498,16 @@ impl Store for PgStore {
         self.lock_send_slots(batch).await
     }
 
+    async fn purge_send_windows(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        let done = sqlx::query("DELETE FROM shared_limits WHERE updated_at < $1")
+            .bind(cutoff)
+            .execute(&mut *self.conn().await?)
+            .await
+            .map_err(self.err("purging shared send windows"))?;
+        Ok(done.rows_affected())
+    }
+
     async fn set_route_chat(
         &self,
         route: &str,

@@ -854,6 +854,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn purge_send_windows(&self, older_than: Duration) -> Result<u64> {
+        let cutoff = self.now().saturating_sub(duration_millis(older_than));
+        self.inner
+            .writer
+            .submit(move |conn, _| shared_limit::purge(conn, cutoff))
+            .await
+    }
+
     async fn set_route_chat(
         &self,
         route: &str,

@@ -11,6 +11,15 @@ use super::writer::Env;
 use crate::error::Result;
 use crate::shared_limit::{KeyState, SlotAnswer, SlotBatch, apply};
 
+/// Deletes the windows last touched before `cutoff` (the store's milliseconds).
+pub(crate) fn purge(conn: &Connection, cutoff: i64) -> Result<u64> {
+    let n = conn
+        .prepare_cached("DELETE FROM shared_limits WHERE updated_at < ?1")
+        .and_then(|mut s| s.execute([cutoff]))
+        .ctx("purging shared send windows")?;
+    Ok(n as u64)
+}
+
 /// Reads the windows `batch` touches, applies it and writes them back.
 pub(crate) fn take(conn: &Connection, env: &Env, batch: &SlotBatch) -> Result<Vec<SlotAnswer>> {
     let mut states = BTreeMap::new();

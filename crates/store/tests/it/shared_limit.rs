@@ -17,7 +17,8 @@ macro_rules! shared_limit_conformance_tests {
                 a_window_admits_its_limit_then_says_when_a_place_frees,
                 a_line_hands_out_places_and_does_not_charge_twice,
                 concurrent_batches_never_overfill_a_window,
-                bad_batches_are_refused
+                bad_batches_are_refused,
+                idle_windows_are_purged
             );
         }
     };
@@ -228,4 +229,34 @@ pub(crate) async fn bad_batches_are_refused<B: Backend>() {
     line_first.requests[0].spans[0].line = Some(Duration::from_millis(1));
     let err = f.store.take_send_slots(&line_first).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+}
+
+pub(crate) async fn idle_windows_are_purged<B: Backend>() {
+    let f = fixture::<B>().await;
+    // Chat 1 and the bot are touched now; chat 2 and the bot again two hours later.
+    let first = batch("relay", at(0), vec![request("1", "1", 2, false)]);
+    f.store.take_send_slots(&first).await.unwrap();
+    f.clock.advance(Duration::from_secs(7200));
+    let later = batch("relay", at(7_200_000), vec![request("2", "2", 2, false)]);
+    f.store.take_send_slots(&later).await.unwrap();
+    assert_eq!(
+        f.store
+            .purge_send_windows(Duration::from_secs(3 * 3600))
+            .await
+            .unwrap(),
+        0,
+        "nothing is that old"
+    );
+    assert_eq!(
+        f.store
+            .purge_send_windows(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1,
+        "only chat 1's window was idle for an hour"
+    );
+    // Chat 1 starts afresh: its send two hours ago is forgotten, as it would have been anyway.
+    let again = batch("relay", at(7_200_001), vec![request("3", "1", 2, false)]);
+    let answers = f.store.take_send_slots(&again).await.unwrap();
+    assert!(answers[0].refused.is_none(), "{answers:?}");
 }
