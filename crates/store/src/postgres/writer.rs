@@ -112,6 +112,12 @@ LEFT JOIN messages m ON m.id = k.message_id";
 /// message's events: if anyone else changed the row (a cancel, a reclaim), the lease no longer
 /// matches when the `UPDATE` rechecks it, and the row is not written at all. `MATERIALIZED`
 /// decides it once per row; inlined, the check ran twice, for `SET` and for `RETURNING`.
+///
+/// The rows are found by primary key only: the status is checked as `(…) IS TRUE`, which no
+/// index can serve. Written `m.status = 'delivering'`, the generic plan the server settles on
+/// after five executions joined the input with every `delivering` entry of `messages_due`,
+/// the dead entries each claim and end left there since the last vacuum included: 150–320
+/// entries read per message at 1,000 msg/s.
 const FINISH: &str = "
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
@@ -143,7 +149,7 @@ WITH input AS (
         updated_at = $11,
         event_seq = CASE WHEN i.fold THEN m.event_seq - 1 ELSE m.event_seq + 1 END
     FROM f i
-    WHERE m.id = i.id AND m.status = 'delivering'
+    WHERE m.id = i.id AND (m.status = 'delivering') IS TRUE
       AND m.lease_owner = i.owner AND m.lease_token = i.token
     RETURNING m.id, m.event_seq, m.status, m.attempts, i.action, i.fold, i.outcome, i.code,
               i.duration_ms, i.detail, m.ordering_key IS NOT NULL AS keyed
