@@ -220,6 +220,11 @@ pub trait Store: Send + Sync + 'static {
     fn stats(&self, window: Duration) -> impl Future<Output = Result<Stats>> + Send;
 
     /// When the next message becomes due, if any is pending: a dispatcher sleeps until then.
+    ///
+    /// A store may answer what its last claim read while nothing has woken
+    /// [`wait_for_work`](Self::wait_for_work) since: never later than the truth, but possibly
+    /// earlier (a message delivered, cancelled or paused since), which costs a dispatcher one
+    /// claim that finds nothing.
     fn next_due_at(&self) -> impl Future<Output = Result<Option<SystemTime>>> + Send;
 
     /// Completes when new work may be available (a message was enqueued, rescheduled, released

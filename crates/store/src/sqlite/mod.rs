@@ -65,11 +65,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use self::error::Context;
 pub use self::options::SqliteOptions;
-use self::writer::{Env, Writer};
+use self::writer::{Env, Waker, Writer};
 use crate::alert::{AlertFilter, AlertPage, AlertRecord, NewAlert};
 use crate::audit::{AuditEntry, AuditFilter, AuditPage, NewAuditEntry};
 use crate::chats::RouteChat;
@@ -112,9 +112,27 @@ struct Inner {
     writer: Writer,
     readers: ReadPool,
     options: SqliteOptions,
-    notify: Arc<Notify>,
+    waker: Arc<Waker>,
     recovered_at_open: u64,
     meter: crate::load::Meter,
+    /// The next due time the last claim read, and the waker's generation before it.
+    next_due: Mutex<Option<NextDue>>,
+}
+
+/// When the earliest pending message falls due, as of a claim (read in the claim's own
+/// transaction, on the writer thread).
+///
+/// Valid while the [`Waker`]'s generation is the one read before that claim: everything that
+/// can make a message due sooner (an enqueue, a retry, a release, a deferral, a replay, a
+/// resumed destination) wakes the waker after its commit, and so ends it; what only makes
+/// messages due later (a delivery, a cancel, a pause, a lease extended) leaves it early, which
+/// costs an idle dispatcher one claim that finds nothing. An idle dispatcher thus reads its
+/// next due time from the pool only when something happened since its last claim: at low
+/// rates that read was a hand-off to a blocking thread and back for every message.
+#[derive(Debug, Clone, Copy)]
+struct NextDue {
+    generation: u64,
+    at: Option<i64>,
 }
 
 impl SqliteStore {
@@ -169,14 +187,14 @@ impl SqliteStore {
                 "released leases left by the previous owner of the store"
             );
         }
-        let notify = Arc::new(Notify::new());
+        let waker = Arc::new(Waker::default());
         let writer = Writer::start(
             conn,
             env,
             lock,
             (store.max_batch, store.queue_capacity),
             store.synchronous == crate::options::Synchronous::Full,
-            notify.clone(),
+            waker.clone(),
         )?;
         let readers = ReadPool::new(&options);
         Ok(SqliteStore {
@@ -184,9 +202,10 @@ impl SqliteStore {
                 writer,
                 readers,
                 options,
-                notify,
+                waker,
                 recovered_at_open,
                 meter: crate::load::Meter::new(None),
+                next_due: Mutex::new(None),
             }),
         })
     }
@@ -386,10 +405,22 @@ impl Store for SqliteStore {
         common::check_count("max", max, MAX_CLAIM)?;
         let lease_ms = lease_millis("lease", lease)?;
         let owner = owner.to_owned();
-        self.inner
+        // Read before the claim: a wake after this ends what the claim reads.
+        let generation = self.inner.waker.generation();
+        let (claimed, at) = self
+            .inner
             .writer
-            .submit_relaxed(move |conn, env| ops::claim(conn, env, &owner, max, lease_ms))
-            .await
+            .submit_relaxed(move |conn, env| {
+                let claimed = ops::claim(conn, env, &owner, max, lease_ms)?;
+                Ok((claimed, reads::next_due(conn)?))
+            })
+            .await?;
+        *self
+            .inner
+            .next_due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(NextDue { generation, at });
+        Ok(claimed)
     }
 
     async fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<Lease> {
@@ -567,12 +598,23 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<SystemTime>> {
+        let cached = *self
+            .inner
+            .next_due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cached
+            && cached.generation == self.inner.waker.generation()
+        {
+            // Nothing was woken since the last claim read it: still what the query would say.
+            return Ok(cached.at.map(from_millis));
+        }
         let due = self.inner.readers.with(reads::next_due).await?;
         Ok(due.map(from_millis))
     }
 
     async fn wait_for_work(&self) {
-        self.inner.notify.notified().await;
+        self.inner.waker.wait().await;
     }
 
     async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {

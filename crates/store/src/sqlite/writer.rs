@@ -25,6 +25,7 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use ferrule_policy::SharedClock;
@@ -78,6 +79,39 @@ impl Env {
     /// Marks that dispatchers should be woken after the commit.
     pub(crate) fn wake(&self) {
         self.wake.set(true);
+    }
+}
+
+/// How the writer wakes the dispatchers after a commit that may have given them work, and
+/// counts those wakes: a next due time read by a claim holds while the count has not moved
+/// since before that claim (see `SqliteStore::next_due_at`).
+#[derive(Debug, Default)]
+pub(crate) struct Waker {
+    notify: Notify,
+    generation: AtomicU64,
+}
+
+impl Waker {
+    /// Counts a wake; done after the commit and before its callers are answered.
+    fn count(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Wakes every waiting dispatcher, and keeps a wake for the next one to wait if none is
+    /// waiting.
+    fn wake(&self) {
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    /// How many wakes there have been.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Completes at the next wake (or at once if one was kept).
+    pub(crate) async fn wait(&self) {
+        self.notify.notified().await;
     }
 }
 
@@ -237,14 +271,14 @@ impl Writer {
         lock: File,
         limits: (usize, usize),
         full_sync: bool,
-        notify: Arc<Notify>,
+        waker: Arc<Waker>,
     ) -> Result<Self> {
         let (max_batch, capacity) = limits;
         let (sender, receiver) = mpsc::channel(capacity);
         let thread = std::thread::Builder::new()
             .name("ferrule-store-writer".into())
             .spawn(move || {
-                run(conn, env, receiver, max_batch, full_sync, &notify);
+                run(conn, env, receiver, max_batch, full_sync, &waker);
                 drop(lock);
             })
             .map_err(|e| StoreError::database("starting the writer thread", false, e))?;
@@ -318,7 +352,7 @@ fn run(
     mut receiver: mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
     full_sync: bool,
-    notify: &Notify,
+    waker: &Waker,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     // Whether the connection currently runs `synchronous = NORMAL` for a relaxed batch.
@@ -347,10 +381,10 @@ fn run(
                 for job in batch.drain(..) {
                     let mut one = vec![job];
                     let outcome = execute(&conn, &env, &mut one);
-                    settle(&mut one, outcome, &env, notify);
+                    settle(&mut one, outcome, &env, waker);
                 }
             }
-            outcome => settle(&mut batch, outcome, &env, notify),
+            outcome => settle(&mut batch, outcome, &env, waker),
         }
     }
 }
@@ -407,16 +441,21 @@ fn settle(
     batch: &mut Vec<Box<dyn Job>>,
     outcome: std::result::Result<(), Failed>,
     env: &Env,
-    notify: &Notify,
+    waker: &Waker,
 ) {
     match outcome {
         Ok(()) => {
+            // Counted before any caller hears of the commit: a caller that reads the next due
+            // time right after its write must not be answered what an earlier claim read.
+            let wake = env.wake.replace(false);
+            if wake {
+                waker.count();
+            }
             for job in batch.drain(..) {
                 job.finish(Ok(()));
             }
-            if env.wake.replace(false) {
-                notify.notify_waiters();
-                notify.notify_one();
+            if wake {
+                waker.wake();
             }
         }
         Err(failed) => {
@@ -497,7 +536,7 @@ mod tests {
             lock,
             (64, 64),
             full_sync,
-            Arc::new(Notify::new()),
+            Arc::new(Waker::default()),
         )
         .unwrap()
     }

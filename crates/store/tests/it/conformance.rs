@@ -103,6 +103,7 @@ macro_rules! conformance_tests {
             concurrent_claimers_never_hold_the_same_message,
             wait_for_work_wakes_on_enqueue,
             next_due_at_reports_earliest_pending,
+            next_due_at_after_a_claim_sees_every_later_write,
             record_inbound_stores_each_event_once,
             concurrent_duplicate_inbound_events_record_one,
             record_inbound_enqueues_the_forward_only_when_new,
@@ -1800,6 +1801,54 @@ pub(crate) async fn next_due_at_reports_earliest_pending<B: Backend>() {
         .await
         .unwrap();
     assert_eq!(f.store.next_due_at().await.unwrap(), Some(t));
+}
+
+/// A store may answer [`Store::next_due_at`] from what its last claim read (one read fewer per
+/// idle dispatcher); every later write that can make a message due sooner must still show.
+pub(crate) async fn next_due_at_after_a_claim_sees_every_later_write<B: Backend>() {
+    let f = fixture::<B>().await;
+    let now = f.clock.system_now();
+    let secs = |s: u64| now + Duration::from_secs(s);
+    f.store.enqueue(msg("d", 0)).await.unwrap();
+    f.store
+        .enqueue(msg("d", 1).not_before(secs(60)))
+        .await
+        .unwrap();
+    let claimed = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // The claimed message falls due again when its lease expires, before the scheduled one.
+    let expires = claimed[0].lease.expires_at;
+    assert_eq!(f.store.next_due_at().await.unwrap(), Some(expires));
+    // An enqueue due sooner shows at once, with or without a claim in between.
+    f.store
+        .enqueue(msg("d", 2).not_before(secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(f.store.next_due_at().await.unwrap(), Some(secs(5)));
+    assert!(f.store.claim_due("w", 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(f.store.next_due_at().await.unwrap(), Some(secs(5)));
+    // So does a reschedule sooner than that.
+    f.store
+        .reschedule(
+            &claimed[0].lease,
+            secs(2),
+            AttemptReport::new(OutcomeClass::Transient),
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.store.next_due_at().await.unwrap(), Some(secs(2)));
+    // Claimed when due; then the next one is the message scheduled at 5 s.
+    f.clock.advance(Duration::from_secs(2));
+    let again = f.store.claim_due("w", 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(f.store.next_due_at().await.unwrap(), Some(secs(5)));
+    // A delivery never makes the answer later than the truth is: at most earlier.
+    f.store
+        .complete(&again[0].lease, AttemptReport::success())
+        .await
+        .unwrap();
+    let due = f.store.next_due_at().await.unwrap().unwrap();
+    assert!(due <= secs(5), "{due:?}");
 }
 
 fn update(source: &str, update_id: u32) -> NewInbound {
