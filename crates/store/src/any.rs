@@ -248,6 +248,14 @@ impl Store for AnyStore {
         }
     }
 
+    fn take_wake(&self) -> bool {
+        match self {
+            AnyStore::Sqlite(s) => s.take_wake(),
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => s.take_wake(),
+        }
+    }
+
     async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
         dispatch!(self, s => s.record_inbound(event).await)
     }

@@ -195,6 +195,15 @@ pub(crate) fn is_reserved_meta(key: &str) -> bool {
     key.starts_with(RESERVED_META_PREFIX)
 }
 
+/// Takes `notify`'s stored permit, if it has one, without waiting: one poll of a
+/// [`Notified`](tokio::sync::Notify::notified), which completes at once on a stored permit
+/// and otherwise unregisters when dropped.
+pub(crate) fn take_permit(notify: &tokio::sync::Notify) -> bool {
+    let notified = std::pin::pin!(notify.notified());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::future::Future::poll(notified, &mut cx).is_ready()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

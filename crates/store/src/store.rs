@@ -232,6 +232,13 @@ pub trait Store: Send + Sync + 'static {
     /// spuriously, so the caller claims and then waits again.
     fn wait_for_work(&self) -> impl Future<Output = ()> + Send;
 
+    /// Takes the wake kept for the next [`wait_for_work`](Store::wait_for_work), if one is,
+    /// without waiting: true when new work may have arrived since the last wait ended. A
+    /// dispatcher about to ask [`next_due_at`](Store::next_due_at) before it waits claims again
+    /// at once instead: that wake made the claim's own next due time stale, so the question
+    /// would be a query for nothing.
+    fn take_wake(&self) -> bool;
+
     /// Records an event that arrived from outside, once per `(source, external_id)`.
     ///
     /// A new event is stored and, in the same transaction, its `forward` message is enqueued

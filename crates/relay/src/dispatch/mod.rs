@@ -174,6 +174,12 @@ async fn idle(state: &AppState, poll: Duration) {
         // Something this process gave back fell due meanwhile: claim again at once.
         return;
     }
+    if state.store.take_wake() {
+        // Work arrived during the claim (its wake was kept for this wait): claim again at
+        // once. Asking the store when the next message falls due first would be a query for
+        // nothing, since that wake made the claim's own answer stale.
+        return;
+    }
     let stored = match state.store.next_due_at().await {
         Ok(Some(at)) => at.duration_since(now).ok().filter(|d| !d.is_zero()),
         Ok(None) => None,

@@ -139,6 +139,12 @@ impl Waker {
         *self.wakes.generation.borrow()
     }
 
+    /// Takes the wake kept for the next [`wait`](Self::wait), if one is (a notification the
+    /// listener has not forwarded yet is not one).
+    pub(crate) fn take_kept(&self) -> bool {
+        crate::common::take_permit(&self.wakes.permit)
+    }
+
     /// Completes on the next wake: this process's own work or a notification for this schema.
     /// The first call starts the listener and returns as soon as it listens (work may have
     /// arrived before). If the listener cannot connect, returns after a short delay so the

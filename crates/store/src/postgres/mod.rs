@@ -1244,6 +1244,10 @@ impl Store for PgStore {
         self.inner.waker.wait().await;
     }
 
+    fn take_wake(&self) -> bool {
+        self.inner.waker.take_kept()
+    }
+
     async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
         let event = common::encode_inbound(event, self.inner.options.max_payload_bytes)?;
         let row = InboundRow {

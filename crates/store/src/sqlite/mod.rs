@@ -617,6 +617,10 @@ impl Store for SqliteStore {
         self.inner.waker.wait().await;
     }
 
+    fn take_wake(&self) -> bool {
+        self.inner.waker.take_kept()
+    }
+
     async fn record_inbound(&self, event: NewInbound) -> Result<Recorded> {
         let event = common::encode_inbound(event, self.inner.options.store.max_payload_bytes)?;
         self.inner

@@ -113,6 +113,11 @@ impl Waker {
     pub(crate) async fn wait(&self) {
         self.notify.notified().await;
     }
+
+    /// Takes the wake kept for the next [`wait`](Self::wait), if one is.
+    pub(crate) fn take_kept(&self) -> bool {
+        crate::common::take_permit(&self.notify)
+    }
 }
 
 /// A write job, run inside the batch transaction; see the module docs for why it may run more than once.

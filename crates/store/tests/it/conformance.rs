@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
             meta_lists_by_prefix_in_byte_order_and_deletes,
             concurrent_claimers_never_hold_the_same_message,
             wait_for_work_wakes_on_enqueue,
+            take_wake_takes_the_kept_wake_once,
             next_due_at_reports_earliest_pending,
             next_due_at_after_a_claim_sees_every_later_write,
             record_inbound_stores_each_event_once,
@@ -1789,6 +1790,18 @@ pub(crate) async fn wait_for_work_wakes_on_enqueue<B: Backend>() {
         .await
         .expect("woken by the enqueue")
         .unwrap();
+}
+
+pub(crate) async fn take_wake_takes_the_kept_wake_once<B: Backend>() {
+    let f = fixture::<B>().await;
+    f.store.enqueue(msg("d", 1)).await.unwrap();
+    assert!(
+        f.store.take_wake(),
+        "the enqueue's wake was kept for the next wait"
+    );
+    assert!(!f.store.take_wake(), "and taken");
+    f.store.enqueue(msg("d", 2)).await.unwrap();
+    assert!(f.store.take_wake(), "the next enqueue keeps one again");
 }
 
 pub(crate) async fn next_due_at_reports_earliest_pending<B: Backend>() {
