@@ -1793,15 +1793,27 @@ pub(crate) async fn wait_for_work_wakes_on_enqueue<B: Backend>() {
 }
 
 pub(crate) async fn take_wake_takes_the_kept_wake_once<B: Backend>() {
+    /// Polls `take_wake` until it answers true: SQLite's writer wakes the dispatchers just
+    /// after it answers the enqueue.
+    async fn taken(store: &impl Store) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if store.take_wake() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        false
+    }
     let f = fixture::<B>().await;
     f.store.enqueue(msg("d", 1)).await.unwrap();
     assert!(
-        f.store.take_wake(),
+        taken(&f.store).await,
         "the enqueue's wake was kept for the next wait"
     );
     assert!(!f.store.take_wake(), "and taken");
     f.store.enqueue(msg("d", 2)).await.unwrap();
-    assert!(f.store.take_wake(), "the next enqueue keeps one again");
+    assert!(taken(&f.store).await, "the next enqueue keeps one again");
 }
 
 pub(crate) async fn next_due_at_reports_earliest_pending<B: Backend>() {
