@@ -747,7 +747,11 @@ impl Store for PgStore {
         let block = self.inner.options.fifo_dead_letter_policy == DeadLetterPolicy::Block;
         // Read before the statement: a wake during it makes its next due time stale.
         let generation = self.inner.waker.generation();
+        // Planned on every run (an unnamed statement), never from a cached generic plan: one
+        // settled on while the table was nearly empty reads it whole on every claim once it
+        // has grown, and nothing plans it again until an `ANALYZE`.
         let rows = sqlx::query(CLAIM)
+            .persistent(false)
             .bind(now)
             .bind(owner)
             .bind(expires)
