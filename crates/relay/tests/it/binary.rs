@@ -203,8 +203,10 @@ pub(crate) async fn get(base: &str, path: &str) -> Value {
         .unwrap()
 }
 
-async fn wait_delivered(base: &str, ids: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+/// Polls `GET /v1/messages/{id}` on `base` until each of `ids` is delivered; panics with the
+/// message after `limit`.
+pub(crate) async fn wait_delivered(base: &str, ids: &[String], limit: Duration) {
+    let deadline = Instant::now() + limit;
     for id in ids {
         loop {
             let m = get(base, &format!("/v1/messages/{id}")).await;
@@ -345,7 +347,12 @@ async fn human_logs_into_a_pipe_have_no_colour_codes_or_debug_values() {
     let server = Server::start_with(&config, &["--log-format", "human"]);
     let (status, body) = submit(&server.base, json!({"n": 1})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    wait_delivered(&server.base, &[body["id"].as_str().unwrap().to_owned()]).await;
+    wait_delivered(
+        &server.base,
+        &[body["id"].as_str().unwrap().to_owned()],
+        Duration::from_secs(15),
+    )
+    .await;
     let logs = server.stderr.lock().unwrap().clone();
     assert!(logs.contains("attempt failed; retry scheduled"), "{logs}");
     assert!(logs.contains("delay_ms=50 "), "{logs}");
@@ -388,7 +395,7 @@ async fn after_kill_9_a_restart_delivers_everything_that_was_acked() {
     server.wait_exit(Duration::from_secs(10));
     receiver.otherwise(Reply::Status(200));
     let server = Server::start(&config);
-    wait_delivered(&server.base, &ids).await;
+    wait_delivered(&server.base, &ids, Duration::from_secs(15)).await;
     assert!(
         server
             .stderr
@@ -465,7 +472,12 @@ async fn the_cli_talks_to_a_running_relay() {
         String::from_utf8_lossy(&out.stdout).contains("2 dead letters replayed"),
         "{out:?}"
     );
-    wait_delivered(&server.base, &[id.clone(), id2.clone()]).await;
+    wait_delivered(
+        &server.base,
+        &[id.clone(), id2.clone()],
+        Duration::from_secs(15),
+    )
+    .await;
     let out = server.cli(&["status", "--json"]);
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["counters"]["submitted"], 2, "{status:#}");

@@ -20,7 +20,7 @@ use ferrule::testing::fake_bot_api::FakeBotApi;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::binary::{Server, get, submit, write_config};
+use crate::binary::{Server, get, submit, wait_delivered, write_config};
 use crate::fake_bot_api::BOT_TOKEN;
 use crate::private_postgres::PrivatePostgres;
 use crate::receiver::{Receiver, Reply};
@@ -160,17 +160,7 @@ async fn three_processes_share_a_breaker_across_a_store_restart() {
 
     // Its verdict closes the circuit everywhere, and every message goes out once.
     until_all(&servers, "closed", |b| b["breaker"]["state"] == "closed").await;
-    let deadline = Instant::now() + WAIT;
-    for id in &ids {
-        loop {
-            let m = get(&servers[0].base, &format!("/v1/messages/{id}")).await;
-            if m["status"] == "delivered" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} not delivered: {m:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_delivered(&servers[0].base, &ids, WAIT).await;
     let hits = receiver.hits();
     let mut delivered: Vec<String> = hits[1..].iter().map(|h| h.header("webhook-id")).collect();
     delivered.sort();
