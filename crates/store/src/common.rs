@@ -204,6 +204,34 @@ pub(crate) fn take_permit(notify: &tokio::sync::Notify) -> bool {
     std::future::Future::poll(notified, &mut cx).is_ready()
 }
 
+/// When the earliest pending message falls due, as read by the last claim, with the waker's
+/// generation read before that claim.
+///
+/// Valid while the generation is unchanged: everything that can make a message due sooner (an
+/// enqueue, a retry, a release, a deferral, a replay, a resumed destination, here or, on
+/// PostgreSQL, in another process) wakes the waker after its commit, and so ends it; what only
+/// makes messages due later (a delivery, a cancel, a pause, a lease extended) leaves it early,
+/// which costs an idle dispatcher one claim that finds nothing. An idle dispatcher thus asks
+/// the database for its next due time only when something happened since its last claim: at
+/// low rates that was one more query (a transaction on PostgreSQL, a hand-off to a blocking
+/// thread on SQLite) per message.
+#[derive(Debug, Default)]
+pub(crate) struct NextDueCache(std::sync::Mutex<Option<(u64, Option<i64>)>>);
+
+impl NextDueCache {
+    /// Keeps `at` (milliseconds), read by a claim that began at waker `generation`.
+    pub(crate) fn set(&self, generation: u64, at: Option<i64>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, at));
+    }
+
+    /// The kept next due time, if nothing woke the waker since (it is now at `generation`).
+    pub(crate) fn get(&self, generation: u64) -> Option<Option<std::time::SystemTime>> {
+        let kept = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.filter(|(g, _)| *g == generation)
+            .map(|(_, at)| at.map(crate::types::from_millis))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,22 +106,7 @@ struct Inner {
     writer: Writer,
     meter: Arc<crate::load::Meter>,
     /// The next due time the last claim read, and the waker's generation before it.
-    next_due: std::sync::Mutex<Option<NextDue>>,
-}
-
-/// When the earliest pending message falls due, as of a claim ([`CLAIM`]'s `next_due`).
-///
-/// Valid while the [`Waker`](listen::Waker)'s generation is the one read before that claim:
-/// everything that can make a message due sooner (an enqueue, a retry, a release, a deferral,
-/// a replay, a resumed destination, here or in another process) wakes the waker, and so ends
-/// it; what only makes messages due later (a delivery, a cancel, a pause, a lease extended)
-/// leaves it early, which costs an idle dispatcher one claim that finds nothing. An idle
-/// dispatcher thus asks the database for its next due time only when something happened since
-/// its last claim: at low rates that was one more transaction per message.
-#[derive(Debug, Clone, Copy)]
-struct NextDue {
-    generation: u64,
-    at: Option<i64>,
+    next_due: crate::common::NextDueCache,
 }
 
 /// The `Filter` condition over parameters `$1..$8`: statuses, destination, created from,
@@ -485,7 +470,7 @@ impl PgStore {
                 notifier,
                 writer,
                 meter,
-                next_due: std::sync::Mutex::new(None),
+                next_due: crate::common::NextDueCache::default(),
             }),
         })
     }
@@ -773,11 +758,7 @@ impl Store for PgStore {
                 });
             }
         }
-        *self
-            .inner
-            .next_due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(NextDue { generation, at });
+        self.inner.next_due.set(generation, at);
         Ok(claimed)
     }
 
@@ -1226,16 +1207,9 @@ impl Store for PgStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<SystemTime>> {
-        let cached = *self
-            .inner
-            .next_due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = cached
-            && cached.generation == self.inner.waker.generation()
-        {
+        if let Some(kept) = self.inner.next_due.get(self.inner.waker.generation()) {
             // Nothing was woken since the last claim read it: still what the query would say.
-            return Ok(cached.at.map(from_millis));
+            return Ok(kept);
         }
         let due: Option<i64> = sqlx::query_scalar(NEXT_DUE)
             .fetch_one(&mut *self.conn().await?)

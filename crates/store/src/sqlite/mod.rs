@@ -115,24 +115,9 @@ struct Inner {
     waker: Arc<Waker>,
     recovered_at_open: u64,
     meter: crate::load::Meter,
-    /// The next due time the last claim read, and the waker's generation before it.
-    next_due: Mutex<Option<NextDue>>,
-}
-
-/// When the earliest pending message falls due, as of a claim (read in the claim's own
-/// transaction, on the writer thread).
-///
-/// Valid while the [`Waker`]'s generation is the one read before that claim: everything that
-/// can make a message due sooner (an enqueue, a retry, a release, a deferral, a replay, a
-/// resumed destination) wakes the waker after its commit, and so ends it; what only makes
-/// messages due later (a delivery, a cancel, a pause, a lease extended) leaves it early, which
-/// costs an idle dispatcher one claim that finds nothing. An idle dispatcher thus reads its
-/// next due time from the pool only when something happened since its last claim: at low
-/// rates that read was a hand-off to a blocking thread and back for every message.
-#[derive(Debug, Clone, Copy)]
-struct NextDue {
-    generation: u64,
-    at: Option<i64>,
+    /// The next due time the last claim read (in the claim's own transaction, on the writer
+    /// thread), and the waker's generation before it.
+    next_due: common::NextDueCache,
 }
 
 impl SqliteStore {
@@ -205,7 +190,7 @@ impl SqliteStore {
                 waker,
                 recovered_at_open,
                 meter: crate::load::Meter::new(None),
-                next_due: Mutex::new(None),
+                next_due: common::NextDueCache::default(),
             }),
         })
     }
@@ -415,11 +400,7 @@ impl Store for SqliteStore {
                 Ok((claimed, reads::next_due(conn)?))
             })
             .await?;
-        *self
-            .inner
-            .next_due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(NextDue { generation, at });
+        self.inner.next_due.set(generation, at);
         Ok(claimed)
     }
 
@@ -598,16 +579,9 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self) -> Result<Option<SystemTime>> {
-        let cached = *self
-            .inner
-            .next_due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = cached
-            && cached.generation == self.inner.waker.generation()
-        {
+        if let Some(kept) = self.inner.next_due.get(self.inner.waker.generation()) {
             // Nothing was woken since the last claim read it: still what the query would say.
-            return Ok(cached.at.map(from_millis));
+            return Ok(kept);
         }
         let due = self.inner.readers.with(reads::next_due).await?;
         Ok(due.map(from_millis))
